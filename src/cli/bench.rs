@@ -1,0 +1,115 @@
+//! `pipegnn bench`: the simulator's speed on a large 1F1B schedule, as medians.
+
+use std::time::Instant;
+
+use super::run::{generate, CliError, ExitStatus};
+use super::BenchArgs;
+use crate::cost::ExplicitCost;
+use crate::network::{Link, Network};
+use crate::scenario::{ExplicitWorkload, Optimizer, StageWork, WorkUnit};
+use crate::schedule::{self, Generator};
+use crate::sim::{simulate_into, SimInput};
+use crate::trace::{CountingSink, Trace, TraceSource};
+
+fn median_ns(mut samples: Vec<u128>) -> u128 {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+fn time<T>(repeat: u32, mut f: impl FnMut() -> T) -> (u128, T) {
+    let mut samples = Vec::new();
+    let mut last = None;
+    for _ in 0..repeat.max(1) {
+        let start = Instant::now();
+        last = Some(f());
+        samples.push(start.elapsed().as_nanos());
+    }
+    (median_ns(samples), last.expect("repeat is at least 1"))
+}
+
+/// Runs the benchmark: a chain of devices with 100 GB/s links, 1 ms forwards, 2 ms backwards,
+/// 16 MiB activations, so every hand-off is a real link transfer.
+pub fn run(
+    args: &BenchArgs,
+    print: &mut dyn FnMut(&str) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    let (stages, chunks) = (args.stages.max(1), args.chunks.max(1));
+    let (gen_ns, schedule) = time(args.repeat, || {
+        generate(Generator::OneFOneB, stages, chunks)
+    });
+    let schedule = schedule?;
+    let (check_ns, check) = time(args.repeat, || schedule::check(&schedule));
+    check.map_err(|e| CliError::new(ExitStatus::Internal, e))?;
+    let names: Vec<String> = (0..stages).map(|d| format!("dev{d}")).collect();
+    let links = (1..stages as usize)
+        .flat_map(|d| [(d - 1, d), (d, d - 1)])
+        .map(|(from, to)| Link {
+            from,
+            to,
+            bandwidth_bytes_per_s: 100e9,
+            latency_ns: 1_000,
+        })
+        .collect();
+    let network = Network::build(names, vec![], links)
+        .map_err(|_| CliError::new(ExitStatus::Internal, "bench network is a connected chain"))?;
+    let workload = ExplicitWorkload {
+        per: WorkUnit::Chunk,
+        stages: vec![
+            StageWork {
+                forward_ns: 1_000_000,
+                backward_ns: 2_000_000,
+                optimizer_ns: 0,
+                activation_bytes: 16 << 20,
+                stash_bytes: 16 << 20,
+                parameter_bytes: 1 << 30,
+            };
+            stages as usize
+        ],
+    };
+    let cost = ExplicitCost::new(&workload, chunks, Optimizer::Adam);
+    let placement: Vec<usize> = (0..stages as usize).collect();
+    let input = SimInput {
+        schedule: &schedule,
+        placement: &placement,
+        cost: &cost,
+        network: &network,
+    };
+    let (count_ns, counted) = time(args.repeat, || {
+        let mut sink = CountingSink::default();
+        simulate_into(&input, &mut sink).map(|()| sink)
+    });
+    let counted = counted.map_err(|e| CliError::new(ExitStatus::Internal, e))?;
+    let (trace_ns, traced) = time(args.repeat, || {
+        let mut trace = Trace {
+            source: TraceSource::Predicted,
+            devices: Vec::new(),
+            links: Vec::new(),
+            n_stages: stages,
+            n_chunks: chunks,
+            spans: Vec::new(),
+            memory: Vec::new(),
+        };
+        simulate_into(&input, &mut trace).map(|()| trace.spans.len())
+    });
+    traced.map_err(|e| CliError::new(ExitStatus::Internal, e))?;
+    let ops = schedule.n_ops() as f64;
+    let rate = |ns: u128| ops / (ns as f64 / 1e9) / 1e6;
+    let ms = |ns: u128| ns as f64 / 1e6;
+    print(&format!(
+        "1f1b, {stages} stages x {chunks} chunks: {} ops, {} spans, {} memory events; median of {} runs\n\
+         generate           {:>9.2} ms\n\
+         check              {:>9.2} ms\n\
+         simulate (count)   {:>9.2} ms  {:>6.2} M ops/s\n\
+         simulate (trace)   {:>9.2} ms  {:>6.2} M ops/s\n",
+        schedule.n_ops(),
+        counted.spans,
+        counted.memory_events,
+        args.repeat.max(1),
+        ms(gen_ns),
+        ms(check_ns),
+        ms(count_ns),
+        rate(count_ns),
+        ms(trace_ns),
+        rate(trace_ns),
+    ))
+}

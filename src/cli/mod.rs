@@ -1,0 +1,165 @@
+//! The command line: clap definitions, and [`run`] which does the work.
+//!
+//! **Architecture Invariant:** only `cli` touches the filesystem, stdout, stderr and exit codes.
+
+mod bench;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use run::{run, CliError, ExitStatus};
+
+/// Predict and measure pipeline-parallel training of graph neural networks.
+#[derive(Debug, Parser)]
+#[command(name = "pipegnn", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a scenario file and summarise it.
+    Validate(ScenarioArgs),
+    /// Generate (or read) a schedule, check it, and print it; optionally simulate it with uniform
+    /// op times and free communication.
+    Schedule(ScheduleArgs),
+    /// Predict epoch time, bubbles, memory and communication of a scenario's schedules.
+    Simulate(SimulateArgs),
+    /// Measure the simulator's speed (simulated ops per second) on a large 1F1B schedule.
+    Bench(BenchArgs),
+}
+
+/// A scenario file and its overrides.
+#[derive(Debug, Args)]
+pub struct ScenarioArgs {
+    /// The scenario YAML file.
+    pub scenario: PathBuf,
+    /// Override a field before validation, e.g. `--set schedule.chunks=16` or
+    /// `--set devices.0.count=8`. May be repeated.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+/// Output format for schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleFormat {
+    /// An ASCII timeline of each device's order.
+    Text,
+    /// `{"kind", "stages", "chunks", "orders"}` (plus metrics with `--simulate`).
+    Json,
+}
+
+/// Output format for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Tables for people.
+    Table,
+    /// Stable JSON for programs.
+    Json,
+}
+
+/// A generated schedule kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// All forwards then all backwards.
+    Gpipe,
+    /// One forward, one backward.
+    #[value(name = "1f1b")]
+    OneFOneB,
+    /// GNNPipe's order (stale embeddings).
+    Gnnpipe,
+}
+
+/// GPipe's backward order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackwardOrderArg {
+    /// `B(0..K)`.
+    Forward,
+    /// `B(K-1..0)`.
+    Reverse,
+}
+
+/// GNNPipe's per-epoch order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GnnPipeOrderArg {
+    /// All forwards then all backwards.
+    Gpipe,
+    /// One forward, one backward.
+    #[value(name = "1f1b")]
+    OneFOneB,
+}
+
+/// `pipegnn schedule`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// Which generator.
+    #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+    pub kind: Option<KindArg>,
+    /// Read a schedule file (YAML or JSON) instead of generating one.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Number of stages (one device each).
+    #[arg(long, required_unless_present = "file")]
+    pub stages: Option<u32>,
+    /// Number of chunks per epoch.
+    #[arg(long, required_unless_present = "file")]
+    pub chunks: Option<u32>,
+    /// GPipe's backward order.
+    #[arg(long, value_enum, default_value = "forward")]
+    pub backward_order: BackwardOrderArg,
+    /// GNNPipe's per-epoch order.
+    #[arg(long, value_enum, default_value = "gpipe")]
+    pub order: GnnPipeOrderArg,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ScheduleFormat,
+    /// Simulate with uniform op times and free communication, and print the metrics.
+    #[arg(long)]
+    pub simulate: bool,
+    /// Forward op time for `--simulate`, e.g. `1ms`.
+    #[arg(long, default_value = "1ms", requires = "simulate")]
+    pub forward: String,
+    /// Backward op time for `--simulate`, e.g. `2ms`.
+    #[arg(long, default_value = "2ms", requires = "simulate")]
+    pub backward: String,
+}
+
+/// `pipegnn simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Scenario and overrides.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// `scenario` (the scenario's own), `all` (every applicable schedule), or one of gpipe,
+    /// gpipe-reverse, 1f1b, gnnpipe, gnnpipe-1f1b.
+    #[arg(long, default_value = "scenario")]
+    pub schedule: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
+    /// Write the (first) schedule's trace as Chrome/Perfetto JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Draw each schedule's timeline under its table.
+    #[arg(long)]
+    pub timeline: bool,
+}
+
+/// `pipegnn bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Number of stages.
+    #[arg(long, default_value_t = 64)]
+    pub stages: u32,
+    /// Number of chunks.
+    #[arg(long, default_value_t = 4096)]
+    pub chunks: u32,
+    /// Timed repetitions; the median is reported.
+    #[arg(long, default_value_t = 7)]
+    pub repeat: u32,
+}

@@ -1,0 +1,366 @@
+//! Runs a parsed command: reads files, calls the library, writes output, maps errors to exit
+//! codes.
+//!
+//! Exit codes (also in the README):
+//! 0 success; 1 internal error; 2 command-line usage error (clap); 3 a file could not be read or
+//! written; 4 invalid input (scenario or schedule file: syntax, unknown field, bad value);
+//! 5 the schedule cannot run (deadlock, or it does not match the scenario).
+
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+
+use super::{
+    bench, BackwardOrderArg, Cli, Command, GnnPipeOrderArg, KindArg, ReportFormat, ScenarioArgs,
+    ScheduleArgs, ScheduleFormat, SimulateArgs,
+};
+use crate::cost::UniformCost;
+use crate::network::Network;
+use crate::plan::{self, Candidate, PlanError};
+use crate::report::{self, chrome_trace, json, table, timeline};
+use crate::scenario::{self, Scenario, ScheduleChoice};
+use crate::schedule::{self, BackwardOrder, Generator, GnnPipeOrder, Schedule, ScheduleError};
+use crate::sim::{self, SimInput};
+use crate::trace::TraceDevice;
+use crate::units;
+
+/// A documented exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// 1: a bug; please report it.
+    Internal = 1,
+    /// 3: a file could not be read or written.
+    Io = 3,
+    /// 4: the input is invalid.
+    InvalidInput = 4,
+    /// 5: the schedule cannot run.
+    ScheduleRejected = 5,
+}
+
+/// An error with the exit status it maps to. Its message may span several lines, one per
+/// problem.
+#[derive(Debug)]
+pub struct CliError {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// One or more lines, each a complete message.
+    pub message: String,
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl CliError {
+    pub(super) fn new(status: ExitStatus, message: impl fmt::Display) -> Self {
+        CliError {
+            status,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<PlanError> for CliError {
+    fn from(err: PlanError) -> Self {
+        let status = match err {
+            PlanError::File(_) => ExitStatus::InvalidInput,
+            PlanError::Schedule(_) | PlanError::Mismatch(_) => ExitStatus::ScheduleRejected,
+            PlanError::Sim(_) => ExitStatus::Internal,
+        };
+        CliError::new(status, err)
+    }
+}
+
+type Result<T> = std::result::Result<T, CliError>;
+
+/// Runs a command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Validate(args) => validate(&args),
+        Command::Schedule(args) => schedule_command(&args),
+        Command::Simulate(args) => simulate(&args),
+        Command::Bench(args) => bench::run(&args, &mut |text| print(text)),
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends output quietly.
+fn print(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::new(
+            ExitStatus::Io,
+            format!("cannot write to stdout: {err}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|err| {
+        CliError::new(
+            ExitStatus::Io,
+            format!("{}: cannot read: {err}", path.display()),
+        )
+    })
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|err| {
+        CliError::new(
+            ExitStatus::Io,
+            format!("{}: cannot write: {err}", path.display()),
+        )
+    })
+}
+
+fn load_scenario(args: &ScenarioArgs) -> Result<Scenario> {
+    let text = read(&args.scenario)?;
+    let file = args.scenario.display().to_string();
+    let base = args.scenario.parent().unwrap_or(Path::new("."));
+    scenario::parse_scenario(&file, &text, &args.overrides, base)
+        .map_err(|diags| CliError::new(ExitStatus::InvalidInput, diags))
+}
+
+/// The scenario's own schedule, reading its schedule file if it names one.
+fn own_candidate(scenario: &Scenario) -> Result<Candidate> {
+    let text = match &scenario.schedule.choice {
+        ScheduleChoice::File(path) => Some((path.display().to_string(), read(path)?)),
+        ScheduleChoice::Generated(_) => None,
+    };
+    Ok(plan::own_candidate(
+        scenario,
+        text.as_ref()
+            .map(|(file, text)| (file.as_str(), text.as_str())),
+    )?)
+}
+
+fn validate(args: &ScenarioArgs) -> Result<()> {
+    let scenario = load_scenario(args)?;
+    let candidate = own_candidate(&scenario)?;
+    let prediction = plan::predict(&scenario, &candidate)?;
+    let links = scenario.network.links().len();
+    print(&format!(
+        "ok: {}: {} devices, {} directed links, {} stages, {} chunks, schedule {} (peak in-flight per stage: {:?})\n",
+        scenario.name,
+        scenario.devices.len(),
+        links,
+        scenario.n_stages(),
+        scenario.schedule.n_chunks,
+        prediction.label,
+        prediction.check.peak_in_flight,
+    ))
+}
+
+fn generator(kind: KindArg, backward: BackwardOrderArg, order: GnnPipeOrderArg) -> Generator {
+    match kind {
+        KindArg::Gpipe => Generator::GPipe(match backward {
+            BackwardOrderArg::Forward => BackwardOrder::Forward,
+            BackwardOrderArg::Reverse => BackwardOrder::Reverse,
+        }),
+        KindArg::OneFOneB => Generator::OneFOneB,
+        KindArg::Gnnpipe => Generator::GnnPipe(match order {
+            GnnPipeOrderArg::Gpipe => GnnPipeOrder::GPipe,
+            GnnPipeOrderArg::OneFOneB => GnnPipeOrder::OneFOneB,
+        }),
+    }
+}
+
+fn schedule_error(err: ScheduleError) -> CliError {
+    let status = match err {
+        ScheduleError::Shape(_) | ScheduleError::Deadlock(_) => ExitStatus::ScheduleRejected,
+    };
+    CliError::new(status, err)
+}
+
+fn schedule_command(args: &ScheduleArgs) -> Result<()> {
+    let schedule = match (&args.file, args.kind) {
+        (Some(path), _) => {
+            let text = read(path)?;
+            schedule::file::parse(&path.display().to_string(), &text)
+                .map_err(|d| CliError::new(ExitStatus::InvalidInput, d))?
+        }
+        (None, Some(kind)) => {
+            let (stages, chunks) = (args.stages.unwrap_or(0), args.chunks.unwrap_or(0));
+            if stages == 0 || chunks == 0 {
+                return Err(CliError::new(
+                    ExitStatus::InvalidInput,
+                    "--stages and --chunks must be at least 1",
+                ));
+            }
+            generator(kind, args.backward_order, args.order)
+                .generate(stages, chunks)
+                .map_err(schedule_error)?
+        }
+        (None, None) => unreachable!("clap requires --kind or --file"),
+    };
+    let check = schedule::check(&schedule).map_err(schedule_error)?;
+    let (forward_ns, backward_ns) = if args.simulate {
+        let parse = |flag: &str, text: &str| {
+            units::parse_duration_ns(text)
+                .map_err(|err| CliError::new(ExitStatus::InvalidInput, format!("--{flag}: {err}")))
+        };
+        (
+            parse("forward", &args.forward)?,
+            parse("backward", &args.backward)?,
+        )
+    } else {
+        // Unit op times draw the order itself.
+        (1, 1)
+    };
+    let names: Vec<String> = (0..schedule.n_devices())
+        .map(|d| format!("dev{d}"))
+        .collect();
+    let network = Network::free(names.clone());
+    let placement: Vec<usize> = (0..schedule.n_devices()).collect();
+    let cost = UniformCost {
+        forward_ns,
+        backward_ns,
+    };
+    let input = SimInput {
+        schedule: &schedule,
+        placement: &placement,
+        cost: &cost,
+        network: &network,
+    };
+    let devices = names
+        .into_iter()
+        .map(|name| TraceDevice {
+            name,
+            capacity_bytes: None,
+        })
+        .collect();
+    let trace =
+        sim::simulate(&input, devices).map_err(|e| CliError::new(ExitStatus::Internal, e))?;
+    let metrics = report::compute(&trace);
+    match args.format {
+        ScheduleFormat::Json => {
+            let doc = json::ScheduleDoc::new(&schedule, args.simulate.then_some(&metrics));
+            print(&to_json(&doc)?)
+        }
+        ScheduleFormat::Text => {
+            let mut out = format!(
+                "{} schedule, {} stages, {} chunks, peak in-flight per stage {:?}\n",
+                schedule.kind().name(),
+                schedule.n_stages(),
+                schedule.n_chunks(),
+                check.peak_in_flight
+            );
+            let axis = if args.simulate {
+                timeline::Axis::Time
+            } else {
+                timeline::Axis::Slots
+            };
+            out.push_str(&timeline::render(&trace, axis));
+            if args.simulate {
+                out.push('\n');
+                out.push_str(&format!(
+                    "makespan {}, mean bubble {:.1}%\n\n",
+                    units::format_duration_ns(metrics.epoch_time_ns),
+                    metrics.bubble_fraction * 100.0
+                ));
+                out.push_str(&table::detail(&metrics));
+            }
+            print(&out)
+        }
+    }
+}
+
+fn to_json(doc: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string_pretty(doc)
+        .map(|mut s| {
+            s.push('\n');
+            s
+        })
+        .map_err(|e| CliError::new(ExitStatus::Internal, format!("cannot encode JSON: {e}")))
+}
+
+fn named_generator(name: &str) -> Option<Generator> {
+    [
+        Generator::GPipe(BackwardOrder::Forward),
+        Generator::GPipe(BackwardOrder::Reverse),
+        Generator::OneFOneB,
+        Generator::GnnPipe(GnnPipeOrder::GPipe),
+        Generator::GnnPipe(GnnPipeOrder::OneFOneB),
+    ]
+    .into_iter()
+    .find(|g| plan::generator_label(*g) == name)
+}
+
+fn simulate(args: &SimulateArgs) -> Result<()> {
+    let scenario = load_scenario(&args.scenario)?;
+    let candidates = match args.schedule.as_str() {
+        "scenario" => vec![own_candidate(&scenario)?],
+        "all" => plan::all_candidates(own_candidate(&scenario)?, &scenario),
+        name => match named_generator(name) {
+            Some(generator) => vec![Candidate::Generated(generator)],
+            None => {
+                return Err(CliError::new(
+                    ExitStatus::InvalidInput,
+                    format!("--schedule: unknown schedule `{name}` (expected scenario, all, gpipe, gpipe-reverse, 1f1b, gnnpipe or gnnpipe-1f1b)"),
+                ))
+            }
+        },
+    };
+    let mut predictions = Vec::new();
+    for candidate in &candidates {
+        predictions.push(plan::predict(&scenario, candidate)?);
+    }
+    let metrics: Vec<report::Metrics> = predictions
+        .iter()
+        .map(|p| report::compute(&p.trace))
+        .collect();
+    if let Some(path) = &args.trace {
+        write(path, &chrome_trace::render(&predictions[0].trace))?;
+    }
+    match args.format {
+        ReportFormat::Json => {
+            let doc = json::SimulateDoc {
+                scenario: scenario.name.clone(),
+                results: predictions
+                    .iter()
+                    .zip(&metrics)
+                    .map(|(p, m)| {
+                        json::ResultDoc::new(
+                            &p.label,
+                            p.schedule.n_stages(),
+                            p.schedule.n_chunks(),
+                            m,
+                        )
+                    })
+                    .collect(),
+            };
+            print(&to_json(&doc)?)
+        }
+        ReportFormat::Table => {
+            let mut out = format!(
+                "scenario {}: {} devices, {} stages, {} chunks\n\n",
+                scenario.name,
+                scenario.devices.len(),
+                scenario.n_stages(),
+                scenario.schedule.n_chunks
+            );
+            let rows: Vec<(String, u32, &report::Metrics)> = predictions
+                .iter()
+                .zip(&metrics)
+                .map(|(p, m)| (p.label.clone(), p.schedule.n_chunks(), m))
+                .collect();
+            out.push_str(&table::summary(&rows));
+            for (prediction, m) in predictions.iter().zip(&metrics) {
+                out.push_str(&format!("\n{}\n", prediction.label));
+                out.push_str(&table::detail(m));
+                if args.timeline {
+                    out.push('\n');
+                    out.push_str(&timeline::render(&prediction.trace, timeline::Axis::Time));
+                }
+            }
+            print(&out)
+        }
+    }
+}
+
+/// Keeps the exit-status mapping of schedule errors in one place for the bench too.
+pub(super) fn generate(generator: Generator, stages: u32, chunks: u32) -> Result<Schedule> {
+    generator.generate(stages, chunks).map_err(schedule_error)
+}

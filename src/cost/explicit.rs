@@ -1,0 +1,74 @@
+//! The explicit workload: per-stage times and sizes written in the scenario.
+
+use super::CostModel;
+use crate::scenario::{ExplicitWorkload, Optimizer, StageWork, WorkUnit};
+use crate::schedule::lower::{Handoff, Payload};
+use crate::schedule::{Op, OpKind};
+use crate::trace::MemoryCategory;
+
+/// Costs read from a scenario's `workload: {kind: explicit}` section for a given chunk count.
+///
+/// With `per: batch`, times and activation sizes describe the whole batch and each chunk gets
+/// `1/K` of them (rounded up), so sweeping the chunk count keeps the work per epoch fixed. With
+/// `per: chunk` they describe one chunk as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplicitCost {
+    stages: Vec<StageWork>,
+    divisor: u64,
+    optimizer: Optimizer,
+}
+
+impl ExplicitCost {
+    /// Costs for `n_chunks` chunks with `optimizer`'s state size.
+    pub fn new(workload: &ExplicitWorkload, n_chunks: u32, optimizer: Optimizer) -> Self {
+        ExplicitCost {
+            stages: workload.stages.clone(),
+            divisor: match workload.per {
+                WorkUnit::Chunk => 1,
+                WorkUnit::Batch => u64::from(n_chunks.max(1)),
+            },
+            optimizer,
+        }
+    }
+
+    fn share(&self, total: u64) -> u64 {
+        total.div_ceil(self.divisor)
+    }
+}
+
+impl CostModel for ExplicitCost {
+    fn op_ns(&self, op: Op) -> u64 {
+        let work = &self.stages[op.stage as usize];
+        match op.kind {
+            OpKind::Forward => self.share(work.forward_ns),
+            OpKind::Backward => self.share(work.backward_ns),
+            OpKind::Optimizer => work.optimizer_ns,
+        }
+    }
+
+    fn handoff_bytes(&self, handoff: &Handoff) -> u64 {
+        // A gradient has the shape of the activation it is the gradient of: the output of the
+        // stage that receives it.
+        let producer = match handoff.payload {
+            Payload::Activation => handoff.from_stage,
+            Payload::Gradient => handoff.to_stage,
+        };
+        self.share(self.stages[producer as usize].activation_bytes)
+    }
+
+    fn stash_bytes(&self, _chunk: u32, stage: u32) -> u64 {
+        self.share(self.stages[stage as usize].stash_bytes)
+    }
+
+    fn resident_bytes(&self, stage: u32) -> Vec<(MemoryCategory, u64)> {
+        let params = self.stages[stage as usize].parameter_bytes;
+        vec![
+            (MemoryCategory::Parameters, params),
+            (MemoryCategory::Gradients, params),
+            (
+                MemoryCategory::OptimizerState,
+                params * self.optimizer.state_copies(),
+            ),
+        ]
+    }
+}

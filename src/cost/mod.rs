@@ -1,0 +1,28 @@
+//! Cost models: how long each op takes and what it moves and holds.
+//!
+//! The simulator asks a [`CostModel`] for every op's duration, every hand-off's size and every
+//! stage's memory. Link time is the network's business ([`crate::network`]), not the cost
+//! model's.
+
+mod explicit;
+mod uniform;
+
+pub use explicit::ExplicitCost;
+pub use uniform::UniformCost;
+
+use crate::schedule::lower::Handoff;
+use crate::schedule::Op;
+use crate::trace::MemoryCategory;
+
+/// Durations, transfer sizes and memory of a workload's ops.
+pub trait CostModel {
+    /// Duration of a compute op on its stage's device, in nanoseconds.
+    fn op_ns(&self, op: Op) -> u64;
+    /// Bytes a hand-off carries between stages.
+    fn handoff_bytes(&self, handoff: &Handoff) -> u64;
+    /// Bytes stage `stage` stashes for chunk `chunk` from its forward's start to its backward's
+    /// end.
+    fn stash_bytes(&self, chunk: u32, stage: u32) -> u64;
+    /// Memory a stage holds for the whole epoch, by category.
+    fn resident_bytes(&self, stage: u32) -> Vec<(MemoryCategory, u64)>;
+}

@@ -1,0 +1,38 @@
+//! Uniform op times and no memory: the quick what-if of `pipegnn schedule --simulate`.
+
+use super::CostModel;
+use crate::schedule::lower::Handoff;
+use crate::schedule::{Op, OpKind};
+use crate::trace::MemoryCategory;
+
+/// Every forward takes `forward_ns`, every backward `backward_ns`, optimizer steps are free,
+/// and nothing is moved or stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UniformCost {
+    /// Duration of each forward.
+    pub forward_ns: u64,
+    /// Duration of each backward.
+    pub backward_ns: u64,
+}
+
+impl CostModel for UniformCost {
+    fn op_ns(&self, op: Op) -> u64 {
+        match op.kind {
+            OpKind::Forward => self.forward_ns,
+            OpKind::Backward => self.backward_ns,
+            OpKind::Optimizer => 0,
+        }
+    }
+
+    fn handoff_bytes(&self, _handoff: &Handoff) -> u64 {
+        0
+    }
+
+    fn stash_bytes(&self, _chunk: u32, _stage: u32) -> u64 {
+        0
+    }
+
+    fn resident_bytes(&self, _stage: u32) -> Vec<(MemoryCategory, u64)> {
+        Vec::new()
+    }
+}

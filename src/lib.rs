@@ -1,0 +1,32 @@
+//! pipegnn predicts and measures pipeline-parallel training of graph neural networks.
+//!
+//! A tour, in the order data flows:
+//! - [`scenario`]: a YAML scenario (devices, links, workload, schedule) parsed and validated,
+//!   every problem reported with file, line, column and field path ([`diag`], [`units`]).
+//! - [`network`]: directed links and the routes between devices ([`graph`] wraps petgraph).
+//! - [`schedule`]: schedules as data: GPipe, 1F1B and GNNPipe generators, schedule files, the
+//!   checker that rejects deadlocks, and the transfers derived from stage placement.
+//! - [`cost`]: how long ops take and what they move and hold.
+//! - [`sim`]: the discrete-event simulator, which interprets a schedule into a [`trace::Trace`].
+//! - [`report`]: metrics, tables, JSON, Chrome traces and ASCII timelines, all from traces.
+//! - [`plan`]: the glue from a scenario to checked, simulated schedules.
+//! - [`cli`]: the command line.
+//!
+//! ```
+//! use pipegnn::schedule::{check, Generator};
+//! let schedule = Generator::OneFOneB.generate(4, 8).unwrap();
+//! assert_eq!(check(&schedule).unwrap().peak_in_flight, vec![4, 3, 2, 1]);
+//! ```
+
+pub mod cli;
+pub mod cost;
+pub mod diag;
+pub mod graph;
+pub mod network;
+pub mod plan;
+pub mod report;
+pub mod scenario;
+pub mod schedule;
+pub mod sim;
+pub mod trace;
+pub mod units;

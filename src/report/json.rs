@@ -1,0 +1,197 @@
+//! The JSON documents the command line prints, with stable field names.
+//!
+//! These are output-only types: they derive `Serialize`, the model types do not. Times are
+//! seconds as floating point (`*_s`), sizes are integer bytes (`*_bytes`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::metrics::Metrics;
+use crate::schedule::file::Orders;
+use crate::schedule::Schedule;
+use crate::trace::MemoryCategory;
+
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// `pipegnn simulate --format json`.
+#[derive(Debug, Serialize)]
+pub struct SimulateDoc {
+    /// The scenario's name.
+    pub scenario: String,
+    /// One entry per schedule.
+    pub results: Vec<ResultDoc>,
+}
+
+/// One schedule's prediction.
+#[derive(Debug, Serialize)]
+pub struct ResultDoc {
+    /// Schedule name (`gpipe`, `1f1b`, `file:NAME`, ...).
+    pub schedule: String,
+    /// Number of stages.
+    pub stages: u32,
+    /// Number of chunks.
+    pub chunks: u32,
+    /// Epoch time.
+    pub epoch_time_s: f64,
+    /// Mean bubble fraction over the devices that ran ops.
+    pub bubble_fraction: f64,
+    /// Bytes handed between devices in the epoch.
+    pub communication_bytes: u64,
+    /// Whether every device's peak memory fits its capacity.
+    pub fits: bool,
+    /// Per device.
+    pub devices: Vec<DeviceDoc>,
+    /// Per directed link that carried traffic.
+    pub links: Vec<LinkDoc>,
+}
+
+/// One device of a result.
+#[derive(Debug, Serialize)]
+pub struct DeviceDoc {
+    /// Device name.
+    pub name: String,
+    /// Time in compute ops.
+    pub busy_s: f64,
+    /// Epoch time minus busy time.
+    pub idle_s: f64,
+    /// Idle time waiting on other stages (pipeline fill and drain).
+    pub fill_drain_s: f64,
+    /// Idle time waiting for data on a link.
+    pub communication_wait_s: f64,
+    /// `idle / epoch time`.
+    pub bubble_fraction: f64,
+    /// Largest number of chunks in flight.
+    pub peak_in_flight: u32,
+    /// Peak memory.
+    pub peak_memory_bytes: u64,
+    /// Memory by category at the peak.
+    pub memory_bytes: BTreeMap<&'static str, u64>,
+    /// Capacity, where known.
+    pub capacity_bytes: Option<u64>,
+    /// Whether the peak fits the capacity.
+    pub fits: bool,
+}
+
+/// One link of a result.
+#[derive(Debug, Serialize)]
+pub struct LinkDoc {
+    /// Sender.
+    pub from: String,
+    /// Receiver.
+    pub to: String,
+    /// Bytes carried.
+    pub bytes: u64,
+    /// Time occupied.
+    pub busy_s: f64,
+}
+
+impl ResultDoc {
+    /// The JSON form of one schedule's metrics.
+    pub fn new(schedule: &str, n_stages: u32, n_chunks: u32, metrics: &Metrics) -> Self {
+        ResultDoc {
+            schedule: schedule.to_string(),
+            stages: n_stages,
+            chunks: n_chunks,
+            epoch_time_s: seconds(metrics.epoch_time_ns),
+            bubble_fraction: metrics.bubble_fraction,
+            communication_bytes: metrics.communication_bytes,
+            fits: metrics.devices.iter().all(|d| d.fits()),
+            devices: metrics
+                .devices
+                .iter()
+                .map(|d| DeviceDoc {
+                    name: d.name.clone(),
+                    busy_s: seconds(d.busy_ns),
+                    idle_s: seconds(d.idle_ns),
+                    fill_drain_s: seconds(d.fill_drain_ns),
+                    communication_wait_s: seconds(d.communication_wait_ns),
+                    bubble_fraction: d.bubble_fraction,
+                    peak_in_flight: d.peak_in_flight,
+                    peak_memory_bytes: d.peak_memory_bytes,
+                    memory_bytes: MemoryCategory::ALL
+                        .iter()
+                        .map(|c| (c.name(), d.memory_at_peak[c.index()]))
+                        .collect(),
+                    capacity_bytes: d.capacity_bytes,
+                    fits: d.fits(),
+                })
+                .collect(),
+            links: metrics
+                .links
+                .iter()
+                .map(|l| LinkDoc {
+                    from: l.from.clone(),
+                    to: l.to.clone(),
+                    bytes: l.bytes,
+                    busy_s: seconds(l.busy_ns),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `pipegnn schedule --format json`, with the simulation fields when `--simulate` is given.
+#[derive(Serialize)]
+pub struct ScheduleDoc<'a> {
+    /// Generator name.
+    pub kind: &'static str,
+    /// Number of stages.
+    pub stages: u32,
+    /// Number of chunks.
+    pub chunks: u32,
+    /// Per device, `[op, chunk, stage]` in issue order.
+    pub orders: Orders<'a>,
+    /// Epoch time of the uniform-cost simulation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub makespan_s: Option<f64>,
+    /// Mean bubble fraction over devices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bubble_fraction: Option<f64>,
+    /// Per device figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<ScheduleDeviceDoc>>,
+}
+
+/// One device of a simulated schedule.
+#[derive(Debug, Serialize)]
+pub struct ScheduleDeviceDoc {
+    /// Pipeline device index.
+    pub device: usize,
+    /// Time in compute ops.
+    pub busy_s: f64,
+    /// Epoch time minus busy time.
+    pub idle_s: f64,
+    /// `idle / epoch time`.
+    pub bubble_fraction: f64,
+    /// Largest number of chunks in flight.
+    pub peak_in_flight: u32,
+}
+
+impl<'a> ScheduleDoc<'a> {
+    /// The schedule alone, or with its simulated metrics.
+    pub fn new(schedule: &'a Schedule, metrics: Option<&Metrics>) -> Self {
+        ScheduleDoc {
+            kind: schedule.kind().name(),
+            stages: schedule.n_stages(),
+            chunks: schedule.n_chunks(),
+            orders: Orders(schedule),
+            makespan_s: metrics.map(|m| seconds(m.epoch_time_ns)),
+            bubble_fraction: metrics.map(|m| m.bubble_fraction),
+            devices: metrics.map(|m| {
+                m.devices
+                    .iter()
+                    .map(|d| ScheduleDeviceDoc {
+                        device: d.device,
+                        busy_s: seconds(d.busy_ns),
+                        idle_s: seconds(d.idle_ns),
+                        bubble_fraction: d.bubble_fraction,
+                        peak_in_flight: d.peak_in_flight,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Metrics computed from a trace, the same for predicted and measured traces.
+
+use crate::schedule::lower::Payload;
+use crate::schedule::OpKind;
+use crate::trace::{Lane, MemoryCategory, SpanKind, Trace};
+
+/// One device's figures over the epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceMetrics {
+    /// Device index in the trace.
+    pub device: usize,
+    /// Device name.
+    pub name: String,
+    /// Time spent in compute ops.
+    pub busy_ns: u64,
+    /// `epoch time - busy`.
+    pub idle_ns: u64,
+    /// The part of idle time spent waiting for data that was on a link.
+    pub communication_wait_ns: u64,
+    /// The rest of idle time: pipeline fill and drain, waiting on other stages' compute.
+    pub fill_drain_ns: u64,
+    /// `idle / epoch time`.
+    pub bubble_fraction: f64,
+    /// Peak memory over the epoch.
+    pub peak_memory_bytes: u64,
+    /// Memory by category at the moment of the peak.
+    pub memory_at_peak: [u64; MemoryCategory::ALL.len()],
+    /// Capacity, where known.
+    pub capacity_bytes: Option<u64>,
+    /// Largest number of chunks with forward started and backward not finished.
+    pub peak_in_flight: u32,
+}
+
+impl DeviceMetrics {
+    /// Whether the peak fits the capacity (true when the capacity is unknown).
+    pub fn fits(&self) -> bool {
+        self.capacity_bytes
+            .is_none_or(|c| self.peak_memory_bytes <= c)
+    }
+}
+
+/// One directed link's traffic over the epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkMetrics {
+    /// Link index in the trace.
+    pub link: usize,
+    /// Sender's name.
+    pub from: String,
+    /// Receiver's name.
+    pub to: String,
+    /// Bytes carried.
+    pub bytes: u64,
+    /// Time the link was occupied.
+    pub busy_ns: u64,
+}
+
+/// Everything reported about one epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    /// From the first span's start (time 0) to the last span's end.
+    pub epoch_time_ns: u64,
+    /// Mean bubble fraction over the devices that ran ops.
+    pub bubble_fraction: f64,
+    /// Bytes handed between devices (each transfer once, however many hops).
+    pub communication_bytes: u64,
+    /// Devices that ran at least one op, in device order.
+    pub devices: Vec<DeviceMetrics>,
+    /// Links that carried traffic, in link order.
+    pub links: Vec<LinkMetrics>,
+}
+
+/// Computes the metrics of a trace.
+///
+/// # Complexity
+/// O(n log n) in the number of spans (each device's spans are sorted by start).
+pub fn compute(trace: &Trace) -> Metrics {
+    let epoch_time_ns = trace.spans.iter().map(|s| s.end_ns).max().unwrap_or(0);
+    let (n_stages, n_chunks) = (trace.n_stages as usize, trace.n_chunks as usize);
+    let cell = |chunk: u32, stage: u32| stage as usize * n_chunks + chunk as usize;
+
+    // When each compute op ended, and when each hand-off arrived, to attribute waiting.
+    let mut forward_end = vec![u64::MAX; n_stages * n_chunks];
+    let mut backward_end = vec![u64::MAX; n_stages * n_chunks];
+    let mut arrival = [
+        vec![0u64; n_stages * n_chunks],
+        vec![0u64; n_stages * n_chunks],
+    ];
+    let mut per_device: Vec<Vec<usize>> = vec![Vec::new(); trace.devices.len()];
+    let mut links: Vec<LinkMetrics> = trace
+        .links
+        .iter()
+        .enumerate()
+        .map(|(link, l)| LinkMetrics {
+            link,
+            from: l.from.clone(),
+            to: l.to.clone(),
+            bytes: 0,
+            busy_ns: 0,
+        })
+        .collect();
+    let mut communication_bytes = 0;
+    for (i, span) in trace.spans.iter().enumerate() {
+        match (span.lane, span.kind) {
+            (Lane::Device(d), SpanKind::Compute(kind)) => {
+                per_device[d as usize].push(i);
+                match kind {
+                    OpKind::Forward => forward_end[cell(span.chunk, span.stage)] = span.end_ns,
+                    OpKind::Backward => backward_end[cell(span.chunk, span.stage)] = span.end_ns,
+                    OpKind::Optimizer => {}
+                }
+            }
+            (Lane::Link(l), SpanKind::Transfer(payload)) => {
+                let link = &mut links[l as usize];
+                link.bytes += span.bytes;
+                link.busy_ns += span.duration_ns();
+                if span.hop == 0 {
+                    communication_bytes += span.bytes;
+                }
+                let slot = &mut arrival[payload as usize][cell(span.chunk, span.stage)];
+                *slot = (*slot).max(span.end_ns);
+            }
+            _ => {}
+        }
+    }
+
+    let peaks = memory_peaks(trace);
+    let mut devices = Vec::new();
+    for (device, spans) in per_device.iter_mut().enumerate() {
+        if spans.is_empty() {
+            continue;
+        }
+        spans.sort_by_key(|&i| (trace.spans[i].start_ns, trace.spans[i].end_ns));
+        let (mut busy_ns, mut communication_wait_ns, mut cursor) = (0, 0, 0);
+        let (mut in_flight, mut peak_in_flight) = (0u32, 0u32);
+        for &i in spans.iter() {
+            let span = &trace.spans[i];
+            busy_ns += span.duration_ns();
+            let SpanKind::Compute(kind) = span.kind else {
+                unreachable!("only compute spans are collected per device")
+            };
+            // The op's input was in flight on a link from its producer's end to its arrival;
+            // the part of the idle gap before the op that overlaps that window is waiting on
+            // communication.
+            let window = match kind {
+                OpKind::Forward if span.stage > 0 => {
+                    let c = cell(span.chunk, span.stage);
+                    Some((
+                        forward_end[cell(span.chunk, span.stage - 1)],
+                        arrival[Payload::Activation as usize][c],
+                    ))
+                }
+                OpKind::Backward if (span.stage as usize) + 1 < n_stages => {
+                    let c = cell(span.chunk, span.stage);
+                    Some((
+                        backward_end[cell(span.chunk, span.stage + 1)],
+                        arrival[Payload::Gradient as usize][c],
+                    ))
+                }
+                _ => None,
+            };
+            if let Some((sent, arrived)) = window {
+                let overlap = span.start_ns.min(arrived).saturating_sub(cursor.max(sent));
+                communication_wait_ns += overlap;
+            }
+            cursor = cursor.max(span.end_ns);
+            match kind {
+                OpKind::Forward => {
+                    in_flight += 1;
+                    peak_in_flight = peak_in_flight.max(in_flight);
+                }
+                OpKind::Backward => in_flight = in_flight.saturating_sub(1),
+                OpKind::Optimizer => {}
+            }
+        }
+        let idle_ns = epoch_time_ns - busy_ns.min(epoch_time_ns);
+        let (peak_memory_bytes, memory_at_peak) = peaks[device];
+        devices.push(DeviceMetrics {
+            device,
+            name: trace.devices[device].name.clone(),
+            busy_ns,
+            idle_ns,
+            communication_wait_ns,
+            fill_drain_ns: idle_ns - communication_wait_ns.min(idle_ns),
+            bubble_fraction: if epoch_time_ns == 0 {
+                0.0
+            } else {
+                idle_ns as f64 / epoch_time_ns as f64
+            },
+            peak_memory_bytes,
+            memory_at_peak,
+            capacity_bytes: trace.devices[device].capacity_bytes,
+            peak_in_flight,
+        });
+    }
+    let bubble_fraction = if devices.is_empty() {
+        0.0
+    } else {
+        devices.iter().map(|d| d.bubble_fraction).sum::<f64>() / devices.len() as f64
+    };
+    links.retain(|l| l.bytes > 0 || l.busy_ns > 0);
+    Metrics {
+        epoch_time_ns,
+        bubble_fraction,
+        communication_bytes,
+        devices,
+        links,
+    }
+}
+
+/// Per device, the peak total memory and the breakdown at that moment. Events at the same
+/// instant are applied together, so a free and an allocation at one time do not count twice.
+fn memory_peaks(trace: &Trace) -> Vec<(u64, [u64; MemoryCategory::ALL.len()])> {
+    let n = trace.devices.len();
+    let mut current = vec![[0i64; MemoryCategory::ALL.len()]; n];
+    let mut peaks = vec![(0u64, [0u64; MemoryCategory::ALL.len()]); n];
+    let mut order: Vec<usize> = (0..trace.memory.len()).collect();
+    order.sort_by_key(|&i| trace.memory[i].time_ns);
+    let mut i = 0;
+    while i < order.len() {
+        let time = trace.memory[order[i]].time_ns;
+        let mut touched = Vec::new();
+        while i < order.len() && trace.memory[order[i]].time_ns == time {
+            let event = &trace.memory[order[i]];
+            current[event.device as usize][event.category.index()] += event.delta_bytes;
+            touched.push(event.device as usize);
+            i += 1;
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for device in touched {
+            let total = current[device].iter().sum::<i64>().max(0) as u64;
+            if total > peaks[device].0 {
+                peaks[device] = (total, current[device].map(|b| b.max(0) as u64));
+            }
+        }
+    }
+    peaks
+}

@@ -1,0 +1,13 @@
+//! Reports computed from traces: metrics, tables, JSON, Chrome/Perfetto traces, ASCII timelines.
+//!
+//! **Architecture Invariant:** reports read [`crate::trace::Trace`] values (and the schedule that
+//! produced them), never the simulator or the executor, so predicted and measured traces are
+//! reported by the same code.
+
+pub mod chrome_trace;
+pub mod json;
+pub mod metrics;
+pub mod table;
+pub mod timeline;
+
+pub use metrics::{compute, DeviceMetrics, LinkMetrics, Metrics};

@@ -1,0 +1,156 @@
+//! The validated scenario: every quantity parsed, every name resolved, every route computed.
+
+use std::path::PathBuf;
+
+use crate::network::Network;
+use crate::schedule::Generator;
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// The scenario's name.
+    pub name: String,
+    /// What the scenario asks, if it says.
+    pub description: Option<String>,
+    /// Devices after `count` expansion, in declaration order.
+    pub devices: Vec<Device>,
+    /// Links and routes between the devices (free when the scenario has one device).
+    pub network: Network,
+    /// What each stage computes.
+    pub workload: Workload,
+    /// The optimizer, which sets the size of the optimizer state.
+    pub optimizer: Optimizer,
+    /// Which schedule to run and where.
+    pub schedule: ScheduleSpec,
+}
+
+impl Scenario {
+    /// Number of pipeline stages.
+    pub fn n_stages(&self) -> u32 {
+        match &self.workload {
+            Workload::Explicit(w) => w.stages.len() as u32,
+        }
+    }
+}
+
+/// One device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    /// Unique name (`gpu0`, ...).
+    pub name: String,
+    /// The preset it was built from, if any.
+    pub preset: Option<String>,
+    /// Memory capacity.
+    pub memory_bytes: u64,
+    /// Peak compute rate, if known.
+    pub peak_flops: Option<f64>,
+    /// Memory bandwidth, if known.
+    pub memory_bandwidth_bytes_per_s: Option<f64>,
+}
+
+/// The work of each stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Workload {
+    /// Times and sizes written directly in the scenario.
+    Explicit(ExplicitWorkload),
+}
+
+/// `workload: {kind: explicit}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplicitWorkload {
+    /// Whether times and activation sizes are per chunk or per whole batch.
+    pub per: WorkUnit,
+    /// One entry per stage.
+    pub stages: Vec<StageWork>,
+}
+
+/// What an explicit stage's times and activation sizes describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkUnit {
+    /// One chunk: op times are as written whatever the chunk count.
+    Chunk,
+    /// The whole batch: each chunk gets 1/K of it.
+    Batch,
+}
+
+/// One stage of an explicit workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageWork {
+    /// Forward time.
+    pub forward_ns: u64,
+    /// Backward time.
+    pub backward_ns: u64,
+    /// Optimizer step time (once per epoch).
+    pub optimizer_ns: u64,
+    /// Bytes of the stage's output activation (and of the gradient coming back).
+    pub activation_bytes: u64,
+    /// Bytes stashed per in-flight chunk.
+    pub stash_bytes: u64,
+    /// Bytes of the stage's parameters.
+    pub parameter_bytes: u64,
+}
+
+/// The optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Optimizer {
+    /// Plain SGD: no state.
+    Sgd,
+    /// SGD with momentum: one copy of the parameters.
+    Momentum,
+    /// Adam: two copies (first and second moments).
+    Adam,
+}
+
+impl Optimizer {
+    /// How many parameter-sized buffers of state it keeps.
+    pub fn state_copies(self) -> u64 {
+        match self {
+            Optimizer::Sgd => 0,
+            Optimizer::Momentum => 1,
+            Optimizer::Adam => 2,
+        }
+    }
+}
+
+/// Where the schedule comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduleChoice {
+    /// A built-in generator.
+    Generated(Generator),
+    /// A schedule file, resolved relative to the scenario file.
+    File(PathBuf),
+}
+
+/// `schedule:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleSpec {
+    /// Generator or file.
+    pub choice: ScheduleChoice,
+    /// Number of chunks per epoch.
+    pub n_chunks: u32,
+    /// For each pipeline device of the schedule (stage s for generated schedules, device index
+    /// for files), the scenario device (index into [`Scenario::devices`]) that runs it; `None`
+    /// places pipeline device i on scenario device i.
+    pub placement: Option<Vec<usize>>,
+}
+
+impl ScheduleSpec {
+    /// The placement for a schedule with `n_pipeline_devices` lists on `n_devices` devices.
+    pub fn placement_for(
+        &self,
+        n_pipeline_devices: usize,
+        n_devices: usize,
+    ) -> Result<Vec<usize>, String> {
+        match &self.placement {
+            Some(list) if list.len() == n_pipeline_devices => Ok(list.clone()),
+            Some(list) => Err(format!(
+                "schedule.placement names {} devices but the schedule runs on {n_pipeline_devices}",
+                list.len()
+            )),
+            None if n_pipeline_devices <= n_devices => Ok((0..n_pipeline_devices).collect()),
+            None => Err(format!(
+                "the schedule runs on {n_pipeline_devices} devices but the scenario has {n_devices}"
+            )),
+        }
+    }
+}

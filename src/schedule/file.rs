@@ -1,0 +1,160 @@
+//! Schedule files: per-device `[op, chunk, stage]` lists, read from YAML or JSON and written as
+//! JSON (the shape `pipegnn schedule --format json` prints, so its output is a valid file).
+//!
+//! ```yaml
+//! stages: 2
+//! chunks: 4
+//! orders:        # device index -> ops in issue order; transfers are derived
+//!   0: [[F,0,0],[F,1,0],[B,0,0],[F,2,0],[B,1,0],[F,3,0],[B,2,0],[B,3,0]]
+//!   1: [[F,0,1],[B,0,1],[F,1,1],[B,1,1],[F,2,1],[B,2,1],[F,3,1],[B,3,1]]
+//! ```
+//!
+//! Ops are `F` (forward), `B` (backward) and `U` (optimizer step). A stage whose list has no `U`
+//! gets one after the last op of its device's list, and an optimizer step at the end of a list is
+//! not written out, so files read like PyTorch's pipelining action lists.
+//!
+//! **Architecture Invariant:** with `scenario::raw`, the only serde_yaml user.
+
+use serde::{Deserialize, Serialize, Serializer};
+use std::collections::BTreeMap;
+
+use super::ir::{Op, OpKind, Schedule, ScheduleKind};
+use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator, Origin};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScheduleFile {
+    #[serde(default)]
+    kind: Option<String>,
+    stages: u32,
+    chunks: u32,
+    orders: BTreeMap<String, Vec<(String, u32, u32)>>,
+}
+
+/// Parses a schedule file's text. `file` names it in diagnostics.
+///
+/// The result is well-formed (every op once, each stage on one device) but not yet checked for
+/// deadlock: call [`super::check`].
+pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
+    let locator = Locator::new(text);
+    let raw: RawScheduleFile = serde_yaml::from_str(text).map_err(|err| {
+        let origin = err.location().map_or(Origin::Unknown, |at| Origin::Line {
+            line: at.line(),
+            column: at.column(),
+        });
+        Diagnostics(vec![Diagnostic {
+            file: file.to_string(),
+            origin,
+            path: FieldPath::root(),
+            message: strip_location(&err.to_string()),
+        }])
+    })?;
+    let orders_path = FieldPath::root().key("orders");
+    let mut problems = Vec::new();
+    let mut by_device: BTreeMap<usize, Vec<Op>> = BTreeMap::new();
+    for (device_text, ops) in &raw.orders {
+        let device_path = orders_path.key(device_text);
+        let Ok(device) = device_text.parse::<usize>() else {
+            problems.push(locator.diagnostic(
+                file,
+                device_path,
+                "device keys are indices 0, 1, 2, ...",
+            ));
+            continue;
+        };
+        let list = by_device.entry(device).or_default();
+        for (i, (code, chunk, stage)) in ops.iter().enumerate() {
+            let kind = match code.as_str() {
+                "F" => OpKind::Forward,
+                "B" => OpKind::Backward,
+                "U" => OpKind::Optimizer,
+                other => {
+                    problems.push(locator.diagnostic(
+                        file,
+                        device_path.index(i),
+                        format!("unknown op `{other}` (expected F, B or U)"),
+                    ));
+                    continue;
+                }
+            };
+            list.push(Op {
+                kind,
+                chunk: if kind == OpKind::Optimizer { 0 } else { *chunk },
+                stage: *stage,
+            });
+        }
+    }
+    if let Some((&last, _)) = by_device.last_key_value() {
+        if last + 1 != by_device.len() {
+            problems.push(locator.diagnostic(
+                file,
+                orders_path.clone(),
+                format!(
+                    "device indices must run 0..{} without gaps",
+                    by_device.len()
+                ),
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Diagnostics(problems));
+    }
+    let mut orders: Vec<Vec<Op>> = by_device.into_values().collect();
+    append_implied_optimizer_steps(&mut orders, raw.stages);
+    let kind = match raw.kind.as_deref() {
+        Some("gpipe") => ScheduleKind::GPipe,
+        Some("1f1b") => ScheduleKind::OneFOneB,
+        Some("gnnpipe") => ScheduleKind::GnnPipe,
+        _ => ScheduleKind::Custom,
+    };
+    Schedule::from_orders(kind, raw.stages, raw.chunks, orders)
+        .map_err(|err| Diagnostics(vec![locator.diagnostic(file, orders_path, err.to_string())]))
+}
+
+/// serde_yaml appends " at line L column C" to its messages; the diagnostic prints the location
+/// in front instead.
+pub(crate) fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn append_implied_optimizer_steps(orders: &mut [Vec<Op>], n_stages: u32) {
+    for stage in 0..n_stages {
+        let has_step = orders
+            .iter()
+            .flatten()
+            .any(|op| op.kind == OpKind::Optimizer && op.stage == stage);
+        if has_step {
+            continue;
+        }
+        if let Some(order) = orders
+            .iter_mut()
+            .find(|order| order.iter().any(|op| op.stage == stage))
+        {
+            order.push(Op::optimizer(stage));
+        }
+    }
+}
+
+/// A schedule's per-device orders in file form: `{"0": [["F",0,0], ...], "1": [...]}`, device
+/// keys in numeric order, optimizer steps at the end of a list left implied.
+pub struct Orders<'a>(pub &'a Schedule);
+
+impl Serialize for Orders<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.orders().iter().enumerate().map(|(device, order)| {
+            let implied_tail = order
+                .iter()
+                .rev()
+                .take_while(|op| op.kind == OpKind::Optimizer)
+                .count();
+            let ops: Vec<(&str, u32, u32)> = order[..order.len() - implied_tail]
+                .iter()
+                .map(|op| (op.kind.code(), op.chunk, op.stage))
+                .collect();
+            (device.to_string(), ops)
+        }))
+    }
+}

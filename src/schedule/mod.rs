@@ -1,0 +1,68 @@
+//! Schedules are data: generators, custom files, the checker and the derived transfers.
+//!
+//! **Architecture Invariant:** this module is pure: no I/O, no clocks, no candle, no randomness.
+//! Generators are functions of a [`PipelineSpec`]; files are parsed from text the caller read.
+
+mod check;
+pub mod file;
+mod gnnpipe;
+mod gpipe;
+mod ir;
+pub mod lower;
+mod one_f_one_b;
+
+use thiserror::Error;
+
+pub use check::{check, CheckReport, Deadlock, Wait};
+pub use gnnpipe::GnnPipeOrder;
+pub use ir::{BackwardOrder, Op, OpKind, PipelineSpec, Schedule, ScheduleKind};
+
+/// A schedule that cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ScheduleError {
+    /// Ops out of range, missing, repeated, or a stage split over devices.
+    #[error("invalid schedule: {0}")]
+    Shape(String),
+    /// The dependencies cannot be met in the devices' orders.
+    #[error("schedule deadlocks: {0}")]
+    Deadlock(Deadlock),
+}
+
+/// The generated schedule kinds, with their knobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generator {
+    /// GPipe with its backward order.
+    GPipe(BackwardOrder),
+    /// 1F1B.
+    OneFOneB,
+    /// GNNPipe with its per-epoch order.
+    GnnPipe(GnnPipeOrder),
+}
+
+impl Generator {
+    /// Generates the schedule for `n_stages` stages and `n_chunks` chunks.
+    pub fn generate(self, n_stages: u32, n_chunks: u32) -> Result<Schedule, ScheduleError> {
+        let mut spec = PipelineSpec {
+            n_stages,
+            n_chunks,
+            backward_order: BackwardOrder::Forward,
+        };
+        match self {
+            Generator::GPipe(order) => {
+                spec.backward_order = order;
+                gpipe::generate(&spec)
+            }
+            Generator::OneFOneB => one_f_one_b::generate(&spec),
+            Generator::GnnPipe(order) => gnnpipe::generate(&spec, order),
+        }
+    }
+
+    /// The schedule kind this generator produces.
+    pub fn kind(self) -> ScheduleKind {
+        match self {
+            Generator::GPipe(_) => ScheduleKind::GPipe,
+            Generator::OneFOneB => ScheduleKind::OneFOneB,
+            Generator::GnnPipe(_) => ScheduleKind::GnnPipe,
+        }
+    }
+}

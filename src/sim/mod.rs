@@ -1,0 +1,26 @@
+//! The discrete-event simulator: interprets a [`crate::schedule::Schedule`] with a cost model
+//! and a network, and pushes what happens into a [`crate::trace::TraceSink`].
+//!
+//! **Ordering contract.** Time is integer nanoseconds. Events are processed in `(time, sequence)`
+//! order, where the sequence number counts events in the order they were scheduled, so events at
+//! the same instant are handled first-in first-out and a run is a pure function of its input.
+//! Each device issues its list strictly in order; an op starts as soon as its device is free and
+//! its inputs have arrived.
+//!
+//! **Links.** A transfer over a route takes the route's latency plus its bytes over the slowest
+//! link's bandwidth. A directed link carries one transfer at a time: a transfer starts when
+//! every link of its route is free, holds them all until it arrives (cut-through), and transfers
+//! that overlap queue in the order they were requested (FIFO). Opposite directions of a link
+//! never contend.
+//!
+//! **Memory.** Resident memory (parameters, gradients, optimizer state) is allocated at time 0.
+//! A forward allocates its chunk's stash when it starts and the chunk's backward frees it when it
+//! ends. A received activation or gradient occupies a communication buffer on the receiver from
+//! arrival until the op that consumes it ends.
+//!
+//! **Architecture Invariant:** `sim` never imports `exec` or candle.
+
+mod engine;
+mod queue;
+
+pub use engine::{simulate, simulate_into, SimError, SimInput};

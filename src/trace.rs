@@ -1,0 +1,191 @@
+//! The trace: what happened, as spans on devices and links and memory events.
+//!
+//! The simulator (predicted) and the executor (measured) both push into a [`TraceSink`]; every
+//! metric, table, export and comparison reads a [`Trace`], never the engine that made it.
+
+use crate::schedule::lower::Payload;
+use crate::schedule::OpKind;
+
+/// Where a trace came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceSource {
+    /// The discrete-event simulator's prediction.
+    Predicted,
+    /// The executor's measurement.
+    Measured,
+}
+
+/// A device as the trace names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceDevice {
+    /// The scenario's device name.
+    pub name: String,
+    /// Memory capacity in bytes, where known.
+    pub capacity_bytes: Option<u64>,
+}
+
+/// A directed link as the trace names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceLink {
+    /// Sending node's name (a device or a switch).
+    pub from: String,
+    /// Receiving node's name.
+    pub to: String,
+}
+
+/// What a span did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SpanKind {
+    /// A compute op on a device.
+    Compute(OpKind),
+    /// A transfer on a link.
+    Transfer(Payload),
+}
+
+/// The lane a span occupies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    /// A device, by index into [`Trace::devices`].
+    Device(u32),
+    /// A link, by index into [`Trace::links`].
+    Link(u32),
+}
+
+/// One interval of activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Device or link.
+    pub lane: Lane,
+    /// Compute op or transfer.
+    pub kind: SpanKind,
+    /// Chunk index (0 for optimizer steps).
+    pub chunk: u32,
+    /// For compute, the op's stage; for transfers, the receiving stage.
+    pub stage: u32,
+    /// Start, nanoseconds from the epoch's start.
+    pub start_ns: u64,
+    /// End, nanoseconds from the epoch's start.
+    pub end_ns: u64,
+    /// Bytes moved (transfers) or 0.
+    pub bytes: u64,
+    /// For transfers, which hop of the route this link is (0 for the first).
+    pub hop: u16,
+}
+
+impl Span {
+    /// Length of the span in nanoseconds.
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns - self.start_ns
+    }
+}
+
+/// What a block of memory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemoryCategory {
+    /// Model parameters.
+    Parameters,
+    /// Parameter gradients.
+    Gradients,
+    /// Optimizer state (Adam: two moments).
+    OptimizerState,
+    /// Activations stashed for backward, per in-flight chunk.
+    Activations,
+    /// Buffers holding received activations or gradients until consumed.
+    Communication,
+}
+
+impl MemoryCategory {
+    /// Every category, in the order tables and JSON list them.
+    pub const ALL: [MemoryCategory; 5] = [
+        MemoryCategory::Parameters,
+        MemoryCategory::Gradients,
+        MemoryCategory::OptimizerState,
+        MemoryCategory::Activations,
+        MemoryCategory::Communication,
+    ];
+
+    /// The JSON key.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryCategory::Parameters => "parameters",
+            MemoryCategory::Gradients => "gradients",
+            MemoryCategory::OptimizerState => "optimizer_state",
+            MemoryCategory::Activations => "activations",
+            MemoryCategory::Communication => "communication",
+        }
+    }
+
+    /// Position in [`MemoryCategory::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// An allocation (positive) or release (negative) of memory on a device at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEvent {
+    /// Device index.
+    pub device: u32,
+    /// When, nanoseconds from the epoch's start.
+    pub time_ns: u64,
+    /// What the memory holds.
+    pub category: MemoryCategory,
+    /// Bytes allocated (positive) or freed (negative).
+    pub delta_bytes: i64,
+}
+
+/// Receives trace records as they happen (push model).
+pub trait TraceSink {
+    /// Records a span.
+    fn span(&mut self, span: Span);
+    /// Records a memory event. Events arrive in non-decreasing time order.
+    fn memory(&mut self, event: MemoryEvent);
+}
+
+/// A whole trace of one epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    /// Predicted or measured.
+    pub source: TraceSource,
+    /// All devices of the scenario.
+    pub devices: Vec<TraceDevice>,
+    /// All directed links of the scenario.
+    pub links: Vec<TraceLink>,
+    /// Number of stages of the schedule.
+    pub n_stages: u32,
+    /// Number of chunks of the schedule.
+    pub n_chunks: u32,
+    /// Spans in the order they were recorded.
+    pub spans: Vec<Span>,
+    /// Memory events in non-decreasing time order.
+    pub memory: Vec<MemoryEvent>,
+}
+
+impl TraceSink for Trace {
+    fn span(&mut self, span: Span) {
+        self.spans.push(span);
+    }
+
+    fn memory(&mut self, event: MemoryEvent) {
+        self.memory.push(event);
+    }
+}
+
+/// A sink that only counts, for benchmarks that must not measure allocation of the trace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountingSink {
+    /// Spans seen.
+    pub spans: u64,
+    /// Memory events seen.
+    pub memory_events: u64,
+}
+
+impl TraceSink for CountingSink {
+    fn span(&mut self, _span: Span) {
+        self.spans += 1;
+    }
+
+    fn memory(&mut self, _event: MemoryEvent) {
+        self.memory_events += 1;
+    }
+}
