@@ -40,6 +40,8 @@ pub enum Candidate {
     File {
         /// Shown in tables and JSON as the schedule's name.
         label: String,
+        /// The file's path as the user named it, for error messages.
+        file: String,
         /// The parsed schedule.
         schedule: Schedule,
     },
@@ -101,6 +103,7 @@ pub fn own_candidate(
                 .map_or("custom".into(), |s| s.to_string_lossy());
             Ok(Candidate::File {
                 label: format!("file:{stem}"),
+                file: file.to_string(),
                 schedule,
             })
         }
@@ -145,8 +148,21 @@ pub fn trace_devices(scenario: &Scenario) -> Vec<TraceDevice> {
         .collect()
 }
 
-/// Builds, checks and simulates one candidate schedule on the scenario.
+/// Builds, checks and simulates one candidate schedule on the scenario. Problems with a
+/// schedule file name the file.
 pub fn predict(scenario: &Scenario, candidate: &Candidate) -> Result<Prediction, PlanError> {
+    predict_unlabelled(scenario, candidate).map_err(|err| match (candidate, err) {
+        (Candidate::File { file, .. }, PlanError::Schedule(err)) => {
+            PlanError::Mismatch(format!("schedule file {file}: {err}"))
+        }
+        (Candidate::File { file, .. }, PlanError::Mismatch(message)) => {
+            PlanError::Mismatch(format!("schedule file {file}: {message}"))
+        }
+        (_, err) => err,
+    })
+}
+
+fn predict_unlabelled(scenario: &Scenario, candidate: &Candidate) -> Result<Prediction, PlanError> {
     let n_stages = scenario.n_stages();
     let schedule = match candidate {
         Candidate::Generated(generator) => {

@@ -161,6 +161,27 @@ pub struct Trace {
     pub memory: Vec<MemoryEvent>,
 }
 
+impl Trace {
+    /// An empty trace with room for about `n_ops` ops' spans and memory events.
+    pub fn with_capacity(
+        source: TraceSource,
+        devices: Vec<TraceDevice>,
+        links: Vec<TraceLink>,
+        (n_stages, n_chunks): (u32, u32),
+        n_ops: usize,
+    ) -> Self {
+        Trace {
+            source,
+            devices,
+            links,
+            n_stages,
+            n_chunks,
+            spans: Vec::with_capacity(2 * n_ops),
+            memory: Vec::with_capacity(3 * n_ops),
+        }
+    }
+}
+
 impl TraceSink for Trace {
     fn span(&mut self, span: Span) {
         self.spans.push(span);

@@ -80,15 +80,13 @@ pub fn run(
     });
     let counted = counted.map_err(|e| CliError::new(ExitStatus::Internal, e))?;
     let (trace_ns, traced) = time(args.repeat, || {
-        let mut trace = Trace {
-            source: TraceSource::Predicted,
-            devices: Vec::new(),
-            links: Vec::new(),
-            n_stages: stages,
-            n_chunks: chunks,
-            spans: Vec::new(),
-            memory: Vec::new(),
-        };
+        let mut trace = Trace::with_capacity(
+            TraceSource::Predicted,
+            Vec::new(),
+            Vec::new(),
+            (stages, chunks),
+            schedule.n_ops(),
+        );
         simulate_into(&input, &mut trace).map(|()| trace.spans.len())
     });
     traced.map_err(|e| CliError::new(ExitStatus::Internal, e))?;

@@ -136,10 +136,19 @@ fn own_candidate(scenario: &Scenario) -> Result<Candidate> {
     )?)
 }
 
+/// Names the scenario file in front of a planning error.
+fn in_scenario(args: &ScenarioArgs) -> impl Fn(PlanError) -> CliError + '_ {
+    move |err| {
+        let mut cli = CliError::from(err);
+        cli.message = format!("{}: {}", args.scenario.display(), cli.message);
+        cli
+    }
+}
+
 fn validate(args: &ScenarioArgs) -> Result<()> {
     let scenario = load_scenario(args)?;
     let candidate = own_candidate(&scenario)?;
-    let prediction = plan::predict(&scenario, &candidate)?;
+    let prediction = plan::predict(&scenario, &candidate).map_err(in_scenario(args))?;
     let links = scenario.network.links().len();
     print(&format!(
         "ok: {}: {} devices, {} directed links, {} stages, {} chunks, schedule {} (peak in-flight per stage: {:?})\n",
@@ -195,7 +204,13 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
         }
         (None, None) => unreachable!("clap requires --kind or --file"),
     };
-    let check = schedule::check(&schedule).map_err(schedule_error)?;
+    let check = schedule::check(&schedule).map_err(|err| {
+        let mut cli = schedule_error(err);
+        if let Some(path) = &args.file {
+            cli.message = format!("{}: {}", path.display(), cli.message);
+        }
+        cli
+    })?;
     let (forward_ns, backward_ns) = if args.simulate {
         let parse = |flag: &str, text: &str| {
             units::parse_duration_ns(text)
@@ -305,7 +320,7 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
     };
     let mut predictions = Vec::new();
     for candidate in &candidates {
-        predictions.push(plan::predict(&scenario, candidate)?);
+        predictions.push(plan::predict(&scenario, candidate).map_err(in_scenario(&args.scenario))?);
     }
     let metrics: Vec<report::Metrics> = predictions
         .iter()

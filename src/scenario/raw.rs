@@ -245,7 +245,11 @@ pub fn parse(
         // serde reports an unknown field at its parent; point at the field's own key.
         let (path, origin) = match unknown_field_name(&message) {
             Some(name) => {
-                let field = path.key(name);
+                // serde_path_to_error already ends the path with the unknown key.
+                let field = match path.0.last() {
+                    Some(PathSeg::Key(last)) if last == name => path.clone(),
+                    _ => path.key(name),
+                };
                 let origin = locator.key_origin(&field);
                 (field, origin)
             }

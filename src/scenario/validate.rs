@@ -101,13 +101,10 @@ impl Ctx<'_> {
             .and_then(|devices| self.network(raw.links.as_ref(), devices));
         let workload = self.workload(raw);
         let optimizer = self.optimizer(raw);
-        let n_stages = workload.as_ref().map(|Workload::Explicit(w)| w.stages.len());
-        let schedule = match (&devices, n_stages) {
-            (Some(devices), Some(n_stages)) => {
-                self.schedule(&raw.schedule, devices, n_stages, base_dir)
-            }
-            _ => None,
-        };
+        let n_stages = workload
+            .as_ref()
+            .map(|Workload::Explicit(w)| w.stages.len());
+        let schedule = self.schedule(&raw.schedule, devices.as_deref(), n_stages, base_dir);
         Some(Scenario {
             name: raw.name.clone(),
             description: raw.description.clone(),
@@ -490,8 +487,8 @@ impl Ctx<'_> {
     fn schedule(
         &mut self,
         raw: &RawSchedule,
-        devices: &[Device],
-        n_stages: usize,
+        devices: Option<&[Device]>,
+        n_stages: Option<usize>,
         base_dir: &Path,
     ) -> Option<ScheduleSpec> {
         let path = root().key("schedule");
@@ -567,6 +564,11 @@ impl Ctx<'_> {
                 None
             }
         };
+        // Placement needs the devices and the stage count; without them only the checks above
+        // can run (what is wrong with those is reported where they are validated).
+        let (Some(devices), Some(n_stages)) = (devices, n_stages) else {
+            return None;
+        };
         let names: Vec<String> = devices.iter().map(|d| d.name.clone()).collect();
         let placement = match &raw.placement {
             Some(list) => {
@@ -595,7 +597,7 @@ impl Ctx<'_> {
                 }
                 placement
             }
-            None => (0..n_stages.min(devices.len())).collect(),
+            None => Vec::new(),
         };
         if matches!(choice, Some(ScheduleChoice::Generated(_))) {
             if n_stages > devices.len() {

@@ -332,15 +332,13 @@ pub fn simulate(input: &SimInput<'_>, devices: Vec<TraceDevice>) -> Result<Trace
             to: network.node_name(link.to).to_string(),
         })
         .collect();
-    let mut trace = Trace {
-        source: TraceSource::Predicted,
+    let mut trace = Trace::with_capacity(
+        TraceSource::Predicted,
         devices,
         links,
-        n_stages: input.schedule.n_stages(),
-        n_chunks: input.schedule.n_chunks(),
-        spans: Vec::with_capacity(2 * input.schedule.n_ops()),
-        memory: Vec::new(),
-    };
+        (input.schedule.n_stages(), input.schedule.n_chunks()),
+        input.schedule.n_ops(),
+    );
     simulate_into(input, &mut trace)?;
     Ok(trace)
 }

@@ -1,0 +1,214 @@
+//! Bad input: each a clear one-line error with file, location and field, a documented exit code,
+//! never a panic.
+
+use std::path::Path;
+
+use crate::support::{pipegnn, root, scratch, stderr, write};
+
+const INVALID_INPUT: i32 = 4;
+const IO: i32 = 3;
+const SCHEDULE_REJECTED: i32 = 5;
+
+fn quickstart() -> String {
+    std::fs::read_to_string(root().join("scenarios/quickstart.yaml")).unwrap()
+}
+
+/// Runs `validate` on `text` and returns stderr after checking the exit code and that every
+/// line is a complete `error:` line.
+fn rejected(name: &str, text: &str, code: i32) -> String {
+    let dir = scratch(name);
+    let path = write(&dir, "scenario.yaml", text);
+    rejected_path(&path, &[], code)
+}
+
+fn rejected_path(path: &Path, extra: &[&str], code: i32) -> String {
+    let mut args = vec!["validate", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = pipegnn(&args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.is_empty());
+    for line in err.lines() {
+        assert!(line.starts_with("error: "), "{line}");
+        assert!(
+            line.contains("scenario.yaml") || line.contains(".yaml"),
+            "names the file: {line}"
+        );
+    }
+    err
+}
+
+fn assert_one_line(err: &str) {
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn missing_file() {
+    let out = pipegnn(&["validate", "scenarios/does-not-exist.yaml"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(IO));
+    assert_one_line(&err);
+    assert!(
+        err.contains("scenarios/does-not-exist.yaml: cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn yaml_syntax_error() {
+    let err = rejected(
+        "syntax",
+        "name: x\ndevices:\n  - {name: gpu, count: 2\nlinks: {}\n",
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(err.contains("scenario.yaml:4:"), "line of the error: {err}");
+}
+
+#[test]
+fn unknown_field() {
+    let text = quickstart().replace("  per: batch", "  per: batch\n  colour: red");
+    let err = rejected("unknown-field", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains(":15:3: workload.colour: unknown field `colour`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_unit() {
+    let text = quickstart().replacen("forward: 24ms", "forward: 24parsecs", 1);
+    let err = rejected("unknown-unit", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains("workload.stages[0].forward: unknown unit `parsecs`"),
+        "{err}"
+    );
+    assert!(err.contains(":17:"), "{err}");
+}
+
+#[test]
+fn zero_and_negative_bandwidth() {
+    for (bandwidth, what) in [
+        ("0GB/s", "must be positive"),
+        ("-5GB/s", "must be positive"),
+    ] {
+        let text = quickstart().replace(
+            "preset: nvlink3}",
+            &format!("preset: nvlink3, bandwidth: {bandwidth}}}"),
+        );
+        let err = rejected("bandwidth", &text, INVALID_INPUT);
+        assert_one_line(&err);
+        assert!(err.contains("links.topology.bandwidth"), "{err}");
+        assert!(err.contains(what), "{err}");
+    }
+}
+
+#[test]
+fn zero_chunks() {
+    let err = rejected(
+        "zero-chunks",
+        &quickstart().replace("chunks: 8", "chunks: 0"),
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(err.contains("schedule.chunks: must be between 1"), "{err}");
+}
+
+#[test]
+fn more_stages_than_devices() {
+    let err = rejected(
+        "stages",
+        &quickstart().replace("count: 4", "count: 3"),
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(
+        err.contains("workload.stages: 4 stages need 4 devices but the scenario has 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn link_naming_an_unknown_device() {
+    let text = quickstart().replace(
+        "  topology: {kind: ring, preset: nvlink3}",
+        "  pairs:\n    - {between: [gpu0, gpu9], preset: nvlink3}",
+    );
+    let err = rejected("unknown-device", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains("links.pairs[0].between[1]: unknown device `gpu9`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreachable_pair_of_devices() {
+    let text = quickstart().replace(
+        "  topology: {kind: ring, preset: nvlink3}",
+        "  pairs:\n    - {between: [gpu0, gpu1], preset: nvlink3}\n    - {between: [gpu2, gpu3], preset: nvlink3}",
+    );
+    let err = rejected("unreachable", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(err.contains("links: no route from gpu0 to gpu2"), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = quickstart()
+        .replace("chunks: 8", "chunks: -2")
+        .replacen("backward: 48ms", "backward: 48", 1)
+        .replace("preset: a100-40gb", "preset: a100-400gb");
+    let err = rejected("many", &text, INVALID_INPUT);
+    assert_eq!(err.lines().count(), 3, "{err}");
+}
+
+#[test]
+fn bad_overrides() {
+    let path = root().join("scenarios/quickstart.yaml");
+    let err = rejected_path(&path, &["--set", "schedule.chunks"], INVALID_INPUT);
+    assert!(err.contains("expected key=value"), "{err}");
+    let err = rejected_path(&path, &["--set", "devices.7.count=2"], INVALID_INPUT);
+    assert!(err.contains("index 7 is out of range"), "{err}");
+    let err = rejected_path(&path, &["--set", "schedule.chunkz=2"], INVALID_INPUT);
+    assert!(
+        err.contains("(--set schedule.chunkz=2): schedule.chunkz: unknown field"),
+        "{err}"
+    );
+    let err = rejected_path(
+        &path,
+        &["--set", "links.topology.latency=fast"],
+        INVALID_INPUT,
+    );
+    assert!(
+        err.contains("links.topology.latency: `fast` is not a number"),
+        "{err}"
+    );
+}
+
+#[test]
+fn deadlocking_custom_schedule_is_rejected() {
+    let out = pipegnn(&["schedule", "--file", "tests/fixtures/deadlock-s2-k2.yaml"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(SCHEDULE_REJECTED), "{err}");
+    assert_one_line(&err);
+    assert!(err.contains("schedule deadlocks: "), "{err}");
+    assert!(err.contains("F(1,1) on device 1 waits for F(1,0)"), "{err}");
+
+    // The same file referenced from a scenario.
+    let dir = scratch("deadlock-scenario");
+    let fixture = root().join("tests/fixtures/deadlock-s2-k2.yaml");
+    let text = std::fs::read_to_string(root().join("scenarios/custom-schedule.yaml"))
+        .unwrap()
+        .replace(
+            "../schedules/eager-1f1b-s2-k4.yaml",
+            fixture.to_str().unwrap(),
+        )
+        .replace("chunks: 4", "chunks: 2");
+    let path = write(&dir, "scenario.yaml", &text);
+    let err = rejected_path(&path, &[], SCHEDULE_REJECTED);
+    assert!(err.contains("schedule deadlocks"), "{err}");
+}

@@ -1,0 +1,9 @@
+//! The one integration-test binary: each module covers one concern.
+
+mod bad_input;
+mod cli;
+mod oracles;
+mod scenarios;
+mod schedules;
+mod support;
+mod tidy;

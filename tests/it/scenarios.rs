@@ -1,0 +1,115 @@
+//! Scenarios through the library: every shipped scenario validates and simulates, overrides
+//! change what they name, and output is deterministic.
+
+use std::path::Path;
+
+use pipegnn::plan::{self, Candidate};
+use pipegnn::report::{self, json};
+use pipegnn::scenario::{parse_scenario, Scenario, ScheduleChoice};
+
+use crate::support::root;
+
+fn load(path: &Path, overrides: &[&str]) -> Scenario {
+    let text = std::fs::read_to_string(path).unwrap();
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    parse_scenario(
+        &path.display().to_string(),
+        &text,
+        &overrides,
+        path.parent().unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn own(scenario: &Scenario) -> Candidate {
+    let text = match &scenario.schedule.choice {
+        ScheduleChoice::File(path) => Some((
+            path.display().to_string(),
+            std::fs::read_to_string(path).unwrap(),
+        )),
+        ScheduleChoice::Generated(_) => None,
+    };
+    plan::own_candidate(
+        scenario,
+        text.as_ref().map(|(f, t)| (f.as_str(), t.as_str())),
+    )
+    .unwrap()
+}
+
+fn simulate_json(scenario: &Scenario) -> String {
+    let results = plan::all_candidates(own(scenario), scenario)
+        .iter()
+        .map(|c| {
+            let p = plan::predict(scenario, c).unwrap();
+            json::ResultDoc::new(
+                &p.label,
+                p.schedule.n_stages(),
+                p.schedule.n_chunks(),
+                &report::compute(&p.trace),
+            )
+        })
+        .collect();
+    serde_json::to_string(&json::SimulateDoc {
+        scenario: scenario.name.clone(),
+        results,
+    })
+    .unwrap()
+}
+
+#[test]
+fn every_shipped_scenario_validates_and_simulates() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(root().join("scenarios")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.starts_with('#'),
+                "{} opens with a comment saying what it asks",
+                path.display()
+            );
+            let scenario = load(&path, &[]);
+            assert!(!simulate_json(&scenario).is_empty());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3);
+}
+
+#[test]
+fn same_scenario_gives_byte_identical_json() {
+    let path = root().join("scenarios/quickstart.yaml");
+    let first = simulate_json(&load(&path, &[]));
+    let second = simulate_json(&load(&path, &[]));
+    assert_eq!(first, second);
+}
+
+#[test]
+fn overrides_change_the_named_field() {
+    let path = root().join("scenarios/quickstart.yaml");
+    let base = load(&path, &[]);
+    let more = load(
+        &path,
+        &[
+            "schedule.chunks=32",
+            "devices.0.count=6",
+            "links.topology.kind=full",
+        ],
+    );
+    assert_eq!(more.schedule.n_chunks, 32);
+    assert_eq!(more.devices.len(), 6);
+    assert_eq!(more.network.links().len(), 6 * 5);
+    let bubble =
+        |s: &Scenario| report::compute(&plan::predict(s, &own(s)).unwrap().trace).bubble_fraction;
+    assert!(bubble(&more) < bubble(&base), "more chunks, smaller bubble");
+}
+
+#[test]
+fn memory_that_does_not_fit_is_reported() {
+    let path = root().join("scenarios/quickstart.yaml");
+    let small = load(&path, &["devices.0.memory=4GiB"]);
+    let metrics = report::compute(&plan::predict(&small, &own(&small)).unwrap().trace);
+    assert!(metrics.devices.iter().all(|d| !d.fits()));
+    let doc = json::ResultDoc::new("1f1b", 4, 8, &metrics);
+    assert!(!doc.fits);
+}

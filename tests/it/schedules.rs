@@ -1,0 +1,306 @@
+//! Property tests of the schedule generators, the checker and the simulator against closed
+//! forms and an independent earliest-start oracle.
+
+use proptest::prelude::*;
+
+use pipegnn::report;
+use pipegnn::schedule::{
+    check, file, BackwardOrder, Generator, GnnPipeOrder, OpKind, Schedule, ScheduleError,
+};
+use pipegnn::trace::{Lane, SpanKind, Trace};
+
+use crate::support::{simulate_with, StageCosts};
+
+const ALL: [Generator; 5] = [
+    Generator::GPipe(BackwardOrder::Forward),
+    Generator::GPipe(BackwardOrder::Reverse),
+    Generator::OneFOneB,
+    Generator::GnnPipe(GnnPipeOrder::GPipe),
+    Generator::GnnPipe(GnnPipeOrder::OneFOneB),
+];
+
+/// The activation stash bound DESIGN.md states for each generator.
+fn stash_bound(generator: Generator, n_stages: u32, n_chunks: u32, stage: u32) -> u32 {
+    match generator {
+        Generator::GPipe(_) | Generator::GnnPipe(GnnPipeOrder::GPipe) => n_chunks,
+        Generator::OneFOneB | Generator::GnnPipe(GnnPipeOrder::OneFOneB) => {
+            (n_stages - stage).min(n_chunks)
+        }
+    }
+}
+
+/// Earliest start times computed independently of the engine: repeatedly let each device issue
+/// its next op once the op's inputs are finished (free, instantaneous communication).
+fn oracle_makespan(schedule: &Schedule, costs: &StageCosts) -> u64 {
+    let (s_n, k_n) = (schedule.n_stages() as usize, schedule.n_chunks() as usize);
+    let mut f_end = vec![vec![None::<u64>; k_n]; s_n];
+    let mut b_end = vec![vec![None::<u64>; k_n]; s_n];
+    let mut pos = vec![0usize; schedule.n_devices()];
+    let mut free_at = vec![0u64; schedule.n_devices()];
+    let mut makespan = 0;
+    loop {
+        let mut progressed = false;
+        for (d, order) in schedule.orders().iter().enumerate() {
+            while let Some(op) = order.get(pos[d]) {
+                let (s, c) = (op.stage as usize, op.chunk as usize);
+                let ready = match op.kind {
+                    OpKind::Forward => {
+                        if s == 0 {
+                            Some(0)
+                        } else {
+                            f_end[s - 1][c]
+                        }
+                    }
+                    OpKind::Backward => {
+                        let grad = if s + 1 == s_n {
+                            Some(0)
+                        } else {
+                            b_end[s + 1][c]
+                        };
+                        f_end[s][c].zip(grad).map(|(a, b)| a.max(b))
+                    }
+                    OpKind::Optimizer => b_end[s].iter().try_fold(0, |m, e| e.map(|e| m.max(e))),
+                };
+                let Some(ready) = ready else { break };
+                let start = ready.max(free_at[d]);
+                let end = start
+                    + match op.kind {
+                        OpKind::Forward => costs.forward_ns[s],
+                        OpKind::Backward => costs.backward_ns[s],
+                        OpKind::Optimizer => 0,
+                    };
+                match op.kind {
+                    OpKind::Forward => f_end[s][c] = Some(end),
+                    OpKind::Backward => b_end[s][c] = Some(end),
+                    OpKind::Optimizer => {}
+                }
+                free_at[d] = end;
+                makespan = makespan.max(end);
+                pos[d] += 1;
+                progressed = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    assert!(
+        pos.iter()
+            .zip(schedule.orders())
+            .all(|(p, o)| *p == o.len()),
+        "the oracle finished every list"
+    );
+    makespan
+}
+
+/// Checks that the trace obeys the schedule: per device, spans in list order without overlap;
+/// every op after the ops whose data it needs.
+fn assert_trace_respects_schedule(schedule: &Schedule, trace: &Trace) {
+    let k_n = schedule.n_chunks() as usize;
+    let mut f = vec![(0u64, 0u64); schedule.n_stages() as usize * k_n];
+    let mut b = f.clone();
+    for (d, order) in schedule.orders().iter().enumerate() {
+        let spans: Vec<_> = trace
+            .spans
+            .iter()
+            .filter(|s| s.lane == Lane::Device(d as u32) && matches!(s.kind, SpanKind::Compute(_)))
+            .collect();
+        assert_eq!(spans.len(), order.len());
+        for (span, op) in spans.iter().zip(order) {
+            assert_eq!(
+                (span.kind, span.chunk, span.stage),
+                (SpanKind::Compute(op.kind), op.chunk, op.stage)
+            );
+        }
+        for pair in spans.windows(2) {
+            assert!(
+                pair[0].end_ns <= pair[1].start_ns,
+                "ops on one device do not overlap"
+            );
+        }
+        for span in spans {
+            let i = span.stage as usize * k_n + span.chunk as usize;
+            match span.kind {
+                SpanKind::Compute(OpKind::Forward) => f[i] = (span.start_ns, span.end_ns),
+                SpanKind::Compute(OpKind::Backward) => b[i] = (span.start_ns, span.end_ns),
+                _ => {}
+            }
+        }
+    }
+    let s_n = schedule.n_stages() as usize;
+    for s in 0..s_n {
+        for c in 0..k_n {
+            let i = s * k_n + c;
+            if s > 0 {
+                assert!(
+                    f[i].0 >= f[i - k_n].1,
+                    "F({c},{s}) starts after F({c},{})",
+                    s - 1
+                );
+            }
+            assert!(b[i].0 >= f[i].1, "B({c},{s}) starts after F({c},{s})");
+            if s + 1 < s_n {
+                assert!(
+                    b[i].0 >= b[i + k_n].1,
+                    "B({c},{s}) starts after B({c},{})",
+                    s + 1
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn generated_schedules_pass_the_checker(n_stages in 1u32..=16, n_chunks in 1u32..=64) {
+        for generator in ALL {
+            let schedule = generator.generate(n_stages, n_chunks).unwrap();
+            let report = check(&schedule).unwrap();
+            for stage in 0..n_stages {
+                prop_assert_eq!(
+                    report.peak_in_flight[stage as usize],
+                    stash_bound(generator, n_stages, n_chunks, stage),
+                    "{:?} stage {}", generator, stage
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn uniform_times_match_the_closed_form(
+        n_stages in 1u32..=16,
+        n_chunks in 1u32..=64,
+        forward_ns in 1u64..5_000,
+        backward_ns in 1u64..5_000,
+    ) {
+        let (s, k) = (u64::from(n_stages), u64::from(n_chunks));
+        let expected_bubble = (s - 1) as f64 / (k + s - 1) as f64;
+        for generator in [Generator::GPipe(BackwardOrder::Forward), Generator::GPipe(BackwardOrder::Reverse), Generator::OneFOneB] {
+            let schedule = generator.generate(n_stages, n_chunks).unwrap();
+            let costs = StageCosts::uniform(n_stages as usize, forward_ns, backward_ns);
+            let trace = simulate_with(&schedule, &costs, None);
+            let metrics = report::compute(&trace);
+            prop_assert_eq!(metrics.epoch_time_ns, (k + s - 1) * (forward_ns + backward_ns));
+            prop_assert!((metrics.bubble_fraction - expected_bubble).abs() < 1e-12);
+            for device in &metrics.devices {
+                prop_assert!((device.bubble_fraction - expected_bubble).abs() < 1e-12);
+                prop_assert_eq!(device.communication_wait_ns, 0);
+                prop_assert_eq!(
+                    device.peak_in_flight,
+                    stash_bound(generator, n_stages, n_chunks, device.device as u32)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn random_stage_times_match_the_oracle(
+        n_stages in 1usize..=16,
+        n_chunks in 1u32..=64,
+        seed_times in proptest::collection::vec((1u64..10_000, 1u64..10_000), 16),
+    ) {
+        let costs = StageCosts {
+            forward_ns: seed_times[..n_stages].iter().map(|t| t.0).collect(),
+            backward_ns: seed_times[..n_stages].iter().map(|t| t.1).collect(),
+            stash_bytes: 0,
+            parameter_bytes: 0,
+            activation_bytes: 0,
+        };
+        for generator in ALL {
+            let schedule = generator.generate(n_stages as u32, n_chunks).unwrap();
+            let trace = simulate_with(&schedule, &costs, None);
+            assert_trace_respects_schedule(&schedule, &trace);
+            let metrics = report::compute(&trace);
+            prop_assert_eq!(metrics.epoch_time_ns, oracle_makespan(&schedule, &costs));
+            let busiest = (0..n_stages)
+                .map(|s| u64::from(n_chunks) * (costs.forward_ns[s] + costs.backward_ns[s]))
+                .max()
+                .unwrap();
+            prop_assert!(metrics.epoch_time_ns >= busiest);
+        }
+    }
+
+    #[test]
+    fn schedules_survive_a_file_round_trip(n_stages in 1u32..=16, n_chunks in 1u32..=64) {
+        for generator in ALL {
+            let schedule = generator.generate(n_stages, n_chunks).unwrap();
+            let doc = pipegnn::report::json::ScheduleDoc::new(&schedule, None);
+            let text = serde_json::to_string(&doc).unwrap();
+            let back = file::parse("round-trip.json", &text).unwrap();
+            prop_assert_eq!(back, schedule);
+        }
+    }
+}
+
+#[test]
+fn crafted_deadlock_names_the_ops_that_wait_on_each_other() {
+    // Device 1 runs chunk 1 first, but chunk 1's activations leave device 0 only after B(0,0),
+    // which needs the gradient of B(0,1), which device 1 issues after F(1,1).
+    let text = "stages: 2\nchunks: 2\norders:\n  0: [[F,0,0],[B,0,0],[F,1,0],[B,1,0]]\n  1: [[F,1,1],[F,0,1],[B,0,1],[B,1,1]]\n";
+    let schedule = file::parse("deadlock.yaml", text).unwrap();
+    let err = check(&schedule).unwrap_err();
+    let ScheduleError::Deadlock(deadlock) = &err else {
+        panic!("expected a deadlock, got {err}")
+    };
+    let message = err.to_string();
+    for op in ["F(1,1)", "F(1,0)", "B(0,0)", "B(0,1)"] {
+        assert!(message.contains(op), "{op} missing from: {message}");
+    }
+    assert!(deadlock.0.len() >= 2);
+    // Each op of the cycle waits for the next one's predecessor: the chain closes.
+    for pair in deadlock.0.windows(2) {
+        assert_eq!(pair[0].waits_for, pair[1].op);
+    }
+    assert_eq!(deadlock.0.last().unwrap().waits_for, deadlock.0[0].op);
+}
+
+#[test]
+fn backward_before_its_forward_is_a_deadlock() {
+    let text = "stages: 1\nchunks: 1\norders:\n  0: [[B,0,0],[F,0,0]]\n";
+    let schedule = file::parse("b-first.yaml", text).unwrap();
+    let message = check(&schedule).unwrap_err().to_string();
+    assert!(
+        message.contains("B(0,0) on device 0 waits for F(0,0) (needs its forward stash)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn malformed_schedule_files_are_rejected_with_the_op() {
+    let missing = "stages: 2\nchunks: 1\norders:\n  0: [[F,0,0],[B,0,0]]\n  1: [[F,0,1]]\n";
+    let err = file::parse("m.yaml", missing).unwrap_err().to_string();
+    assert!(err.contains("B(0,1) is missing"), "{err}");
+    let split = "stages: 1\nchunks: 2\norders:\n  0: [[F,0,0],[B,0,0]]\n  1: [[F,1,0],[B,1,0]]\n";
+    let err = file::parse("s.yaml", split).unwrap_err().to_string();
+    assert!(
+        err.contains("stage 0 has ops on device 0 and on device 1"),
+        "{err}"
+    );
+    let bad_op = "stages: 1\nchunks: 1\norders:\n  0: [[F,0,0],[X,0,0]]\n";
+    let err = file::parse("x.yaml", bad_op).unwrap_err().to_string();
+    assert!(err.starts_with("x.yaml:4:"), "{err}");
+    assert!(err.contains("orders.0[1]: unknown op `X`"), "{err}");
+}
+
+#[test]
+fn one_f_one_b_matches_the_published_order() {
+    // The order PyTorch's Schedule1F1B and Megatron-LM run for 2 stages and 4 micro-batches.
+    let schedule = Generator::OneFOneB.generate(2, 4).unwrap();
+    let doc =
+        serde_json::to_value(pipegnn::report::json::ScheduleDoc::new(&schedule, None)).unwrap();
+    let expected = serde_json::json!({
+        "0": [["F",0,0],["F",1,0],["B",0,0],["F",2,0],["B",1,0],["F",3,0],["B",2,0],["B",3,0]],
+        "1": [["F",0,1],["B",0,1],["F",1,1],["B",1,1],["F",2,1],["B",2,1],["F",3,1],["B",3,1]],
+    });
+    assert_eq!(doc["orders"], expected);
+    let shipped =
+        std::fs::read_to_string(crate::support::root().join("schedules/1f1b-s2-k4.yaml")).unwrap();
+    assert_eq!(
+        file::parse("schedules/1f1b-s2-k4.yaml", &shipped)
+            .unwrap()
+            .orders(),
+        schedule.orders()
+    );
+}
