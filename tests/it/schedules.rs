@@ -151,7 +151,7 @@ fn assert_trace_respects_schedule(schedule: &Schedule, trace: &Trace) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn generated_schedules_pass_the_checker(n_stages in 1u32..=16, n_chunks in 1u32..=64) {
