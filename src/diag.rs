@@ -160,7 +160,7 @@ impl fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// Maps field paths of a YAML document to the line and column that wrote them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Locator {
     values: BTreeMap<FieldPath, (usize, usize)>,
     keys: BTreeMap<FieldPath, (usize, usize)>,

@@ -4,7 +4,8 @@
 //! Exit codes (also in the README):
 //! 0 success; 1 internal error; 2 command-line usage error (clap); 3 a file could not be read or
 //! written; 4 invalid input (scenario or schedule file: syntax, unknown field, bad value);
-//! 5 the schedule cannot run (deadlock, or it does not match the scenario).
+//! 5 the schedule cannot run (deadlock, or it does not match the scenario); 6 a device's
+//! predicted peak memory exceeds its capacity (the prediction is still printed).
 
 use std::fmt;
 use std::io::Write;
@@ -35,6 +36,8 @@ pub enum ExitStatus {
     InvalidInput = 4,
     /// 5: the schedule cannot run.
     ScheduleRejected = 5,
+    /// 6: the schedule does not fit the devices' memory.
+    DoesNotFit = 6,
 }
 
 /// An error with the exit status it maps to. Its message may span several lines, one per
@@ -149,17 +152,49 @@ fn validate(args: &ScenarioArgs) -> Result<()> {
     let scenario = load_scenario(args)?;
     let candidate = own_candidate(&scenario)?;
     let prediction = plan::predict(&scenario, &candidate).map_err(in_scenario(args))?;
-    let links = scenario.network.links().len();
+    let metrics = report::compute(&prediction.trace);
+    check_fits(&scenario, &[(prediction.label.as_str(), &metrics)])?;
+    let peak = metrics
+        .devices
+        .iter()
+        .map(|d| d.peak_memory_bytes)
+        .max()
+        .unwrap_or(0);
     print(&format!(
-        "ok: {}: {} devices, {} directed links, {} stages, {} chunks, schedule {} (peak in-flight per stage: {:?})\n",
+        "ok: {}: {} devices, {} directed links, {} stages, {} chunks, schedule {} (peak in-flight per stage {:?}, peak memory {})\n",
         scenario.name,
         scenario.devices.len(),
-        links,
+        scenario.network.links().len(),
         scenario.n_stages(),
         scenario.schedule.n_chunks,
         prediction.label,
         prediction.check.peak_in_flight,
+        units::format_bytes(peak),
     ))
+}
+
+/// Fails with [`ExitStatus::DoesNotFit`] naming every device whose predicted peak exceeds its
+/// capacity, one line each, pointing at the device's entry in the scenario.
+fn check_fits(scenario: &Scenario, results: &[(&str, &report::Metrics)]) -> Result<()> {
+    let mut lines = Vec::new();
+    for (label, metrics) in results {
+        for device in metrics.devices.iter().filter(|d| !d.fits()) {
+            let capacity = device.capacity_bytes.unwrap_or(0);
+            let message = format!(
+                "{} needs {} at its peak under {label} but has {}",
+                device.name,
+                units::format_bytes(device.peak_memory_bytes),
+                units::format_bytes(capacity),
+            );
+            let path = scenario.device_field(device.device, "memory");
+            lines.push(scenario.source.diagnostic(path, message).to_string());
+        }
+    }
+    if lines.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::new(ExitStatus::DoesNotFit, lines.join("\n")))
+    }
 }
 
 fn generator(kind: KindArg, backward: BackwardOrderArg, order: GnnPipeOrderArg) -> Generator {
@@ -346,7 +381,7 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
                     })
                     .collect(),
             };
-            print(&to_json(&doc)?)
+            print(&to_json(&doc)?)?;
         }
         ReportFormat::Table => {
             let mut out = format!(
@@ -370,9 +405,15 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
                     out.push_str(&timeline::render(&prediction.trace, timeline::Axis::Time));
                 }
             }
-            print(&out)
+            print(&out)?;
         }
     }
+    let results: Vec<(&str, &report::Metrics)> = predictions
+        .iter()
+        .zip(&metrics)
+        .map(|(p, m)| (p.label.as_str(), m))
+        .collect();
+    check_fits(&scenario, &results)
 }
 
 /// Keeps the exit-status mapping of schedule errors in one place for the bench too.

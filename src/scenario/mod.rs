@@ -9,7 +9,7 @@ pub(crate) mod raw;
 mod validate;
 
 pub use model::{
-    Device, ExplicitWorkload, Optimizer, Scenario, ScheduleChoice, ScheduleSpec, StageWork,
+    Device, ExplicitWorkload, Optimizer, Scenario, ScheduleChoice, ScheduleSpec, Source, StageWork,
     WorkUnit, Workload,
 };
 pub use validate::parse_scenario;

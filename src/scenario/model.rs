@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::diag::{Diagnostic, FieldPath, Locator};
 use crate::network::Network;
 use crate::schedule::Generator;
 
@@ -22,9 +23,36 @@ pub struct Scenario {
     pub optimizer: Optimizer,
     /// Which schedule to run and where.
     pub schedule: ScheduleSpec,
+    /// Where the scenario came from, so that problems found later (a device whose memory is
+    /// too small, a failed run) can point at the line that caused them.
+    pub source: Source,
+}
+
+/// The scenario file's name and the positions of its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The file as the user named it.
+    pub file: String,
+    /// Field path -> line and column (or the `--set` that wrote it).
+    pub locator: Locator,
+}
+
+impl Source {
+    /// A diagnostic about the field at `path`.
+    pub fn diagnostic(&self, path: FieldPath, message: impl Into<String>) -> Diagnostic {
+        self.locator.diagnostic(&self.file, path, message)
+    }
 }
 
 impl Scenario {
+    /// The path of the `devices:` entry a device was expanded from, extended by `field`.
+    pub fn device_field(&self, device: usize, field: &str) -> FieldPath {
+        FieldPath::root()
+            .key("devices")
+            .index(self.devices[device].entry)
+            .key(field)
+    }
+
     /// Number of pipeline stages.
     pub fn n_stages(&self) -> u32 {
         match &self.workload {
@@ -46,6 +74,8 @@ pub struct Device {
     pub peak_flops: Option<f64>,
     /// Memory bandwidth, if known.
     pub memory_bandwidth_bytes_per_s: Option<f64>,
+    /// Index of the `devices:` entry it was expanded from.
+    pub entry: usize,
 }
 
 /// The work of each stage.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::model::{
-    Device, ExplicitWorkload, Optimizer, Scenario, ScheduleChoice, ScheduleSpec, StageWork,
+    Device, ExplicitWorkload, Optimizer, Scenario, ScheduleChoice, ScheduleSpec, Source, StageWork,
     WorkUnit, Workload,
 };
 use super::raw::{self, Quantity, RawLinks, RawPresets, RawScenario, RawSchedule};
@@ -113,6 +113,10 @@ impl Ctx<'_> {
             workload: workload?,
             optimizer: optimizer?,
             schedule: schedule?,
+            source: Source {
+                file: self.file.to_string(),
+                locator: self.locator.clone(),
+            },
         })
     }
 
@@ -216,6 +220,7 @@ impl Ctx<'_> {
                     memory_bytes,
                     peak_flops,
                     memory_bandwidth_bytes_per_s: memory_bandwidth,
+                    entry: i,
                 });
             }
         }

@@ -28,6 +28,10 @@ pub enum ScheduleError {
     Deadlock(Deadlock),
 }
 
+/// The largest `stages x chunks` a generator produces: 16.7 million pairs, about 2 GiB of
+/// simulator state, far beyond any real pipeline, small enough to refuse a typo politely.
+pub const MAX_STAGE_CHUNKS: u64 = 1 << 24;
+
 /// The generated schedule kinds, with their knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Generator {
@@ -40,8 +44,14 @@ pub enum Generator {
 }
 
 impl Generator {
-    /// Generates the schedule for `n_stages` stages and `n_chunks` chunks.
+    /// Generates the schedule for `n_stages` stages and `n_chunks` chunks; at most
+    /// [`MAX_STAGE_CHUNKS`] stage-chunk pairs.
     pub fn generate(self, n_stages: u32, n_chunks: u32) -> Result<Schedule, ScheduleError> {
+        if u64::from(n_stages) * u64::from(n_chunks) > MAX_STAGE_CHUNKS {
+            return Err(ScheduleError::Shape(format!(
+                "{n_stages} stages x {n_chunks} chunks is more than {MAX_STAGE_CHUNKS} stage-chunk pairs"
+            )));
+        }
         let mut spec = PipelineSpec {
             n_stages,
             n_chunks,

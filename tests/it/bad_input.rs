@@ -8,6 +8,7 @@ use crate::support::{pipegnn, root, scratch, stderr, write};
 const INVALID_INPUT: i32 = 4;
 const IO: i32 = 3;
 const SCHEDULE_REJECTED: i32 = 5;
+const DOES_NOT_FIT: i32 = 6;
 
 fn quickstart() -> String {
     std::fs::read_to_string(root().join("scenarios/quickstart.yaml")).unwrap()
@@ -211,4 +212,40 @@ fn deadlocking_custom_schedule_is_rejected() {
     let path = write(&dir, "scenario.yaml", &text);
     let err = rejected_path(&path, &[], SCHEDULE_REJECTED);
     assert!(err.contains("schedule deadlocks"), "{err}");
+}
+
+#[test]
+fn scenario_that_does_not_fit_in_memory() {
+    let text = quickstart().replace("preset: a100-40gb}", "preset: a100-40gb, memory: 7GiB}");
+    let dir = scratch("does-not-fit");
+    let path = write(&dir, "scenario.yaml", &text);
+    let err = rejected_path(&path, &[], DOES_NOT_FIT);
+    assert_one_line(&err);
+    assert!(
+        err.contains("scenario.yaml:9:54: devices[0].memory: gpu0 needs 7.25GiB at its peak under 1f1b but has 7.00GiB"),
+        "{err}"
+    );
+    // simulate still prints the prediction that says so.
+    let out = pipegnn(&["simulate", path.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(DOES_NOT_FIT));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["results"][0]["fits"], false);
+    assert_eq!(doc["results"][0]["devices"][0]["fits"], false);
+    assert_eq!(doc["results"][0]["devices"][3]["fits"], true);
+}
+
+#[test]
+fn absurd_schedule_shapes_are_refused() {
+    let out = pipegnn(&[
+        "schedule", "--kind", "gpipe", "--stages", "100000", "--chunks", "100000",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(SCHEDULE_REJECTED), "{err}");
+    assert_one_line(&err);
+    assert!(err.contains("stage-chunk pairs"), "{err}");
+    let out = pipegnn(&[
+        "schedule", "--kind", "gpipe", "--stages", "0", "--chunks", "4",
+    ]);
+    assert_eq!(out.status.code(), Some(INVALID_INPUT));
+    assert_one_line(&stderr(&out));
 }
