@@ -9,7 +9,8 @@ use crate::cost::{CostModel, ExplicitCost};
 use crate::diag::Diagnostics;
 use crate::scenario::{Scenario, ScheduleChoice, Workload};
 use crate::schedule::{
-    self, BackwardOrder, CheckReport, Generator, GnnPipeOrder, Schedule, ScheduleError,
+    self, BackwardOrder, CheckReport, Generator, GnnPipeBackward, GnnPipeOrder, Schedule,
+    ScheduleError, UpdateMode,
 };
 use crate::sim::{self, SimError, SimInput};
 use crate::trace::{Trace, TraceDevice};
@@ -51,21 +52,34 @@ impl Candidate {
     /// The name shown in tables and JSON.
     pub fn label(&self) -> String {
         match self {
-            Candidate::Generated(generator) => generator_label(*generator).to_string(),
+            Candidate::Generated(generator) => generator_label(*generator),
             Candidate::File { label, .. } => label.clone(),
         }
     }
 }
 
-/// The name of a generator with its knobs: `gpipe`, `gpipe-reverse`, `1f1b`, `gnnpipe`,
-/// `gnnpipe-1f1b`.
-pub fn generator_label(generator: Generator) -> &'static str {
+/// The name of a generator with its non-default knobs: `gpipe`, `gpipe-reverse`, `1f1b`,
+/// `gnnpipe`, `gnnpipe-1f1b`, `gnnpipe-exact-per-chunk`, ...
+pub fn generator_label(generator: Generator) -> String {
     match generator {
-        Generator::GPipe(BackwardOrder::Forward) => "gpipe",
-        Generator::GPipe(BackwardOrder::Reverse) => "gpipe-reverse",
-        Generator::OneFOneB => "1f1b",
-        Generator::GnnPipe(GnnPipeOrder::GPipe) => "gnnpipe",
-        Generator::GnnPipe(GnnPipeOrder::OneFOneB) => "gnnpipe-1f1b",
+        Generator::GPipe(BackwardOrder::Forward) => "gpipe".into(),
+        Generator::GPipe(BackwardOrder::Reverse) => "gpipe-reverse".into(),
+        Generator::OneFOneB => "1f1b".into(),
+        Generator::GnnPipe(knobs) => {
+            let mut label = String::from("gnnpipe");
+            if knobs.order == GnnPipeOrder::OneFOneB {
+                label.push_str("-1f1b");
+            }
+            match knobs.backward {
+                GnnPipeBackward::Drop => {}
+                GnnPipeBackward::Deferred => label.push_str("-deferred"),
+                GnnPipeBackward::Exact => label.push_str("-exact"),
+            }
+            if knobs.update == UpdateMode::PerChunk {
+                label.push_str("-per-chunk");
+            }
+            label
+        }
     }
 }
 

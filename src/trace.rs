@@ -58,9 +58,9 @@ pub struct Span {
     pub lane: Lane,
     /// Compute op or transfer.
     pub kind: SpanKind,
-    /// Chunk index (0 for optimizer steps).
+    /// Compute: the op's chunk. Transfer: the receiving op's chunk.
     pub chunk: u32,
-    /// For compute, the op's stage; for transfers, the receiving stage.
+    /// Compute: the op's stage. Transfer: the receiving op's stage.
     pub stage: u32,
     /// Start, nanoseconds from the epoch's start.
     pub start_ns: u64,
@@ -70,6 +70,11 @@ pub struct Span {
     pub bytes: u64,
     /// For transfers, which hop of the route this link is (0 for the first).
     pub hop: u16,
+    /// Compute: the device. Transfer: the receiving device.
+    pub device: u32,
+    /// Compute: when the op started. Transfer: when its data was ready to send (it may have
+    /// queued for the link until `start_ns`).
+    pub requested_ns: u64,
 }
 
 impl Span {

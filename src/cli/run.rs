@@ -20,7 +20,9 @@ use crate::network::Network;
 use crate::plan::{self, Candidate, PlanError};
 use crate::report::{self, chrome_trace, json, table, timeline};
 use crate::scenario::{self, Scenario, ScheduleChoice};
-use crate::schedule::{self, BackwardOrder, Generator, GnnPipeOrder, Schedule, ScheduleError};
+use crate::schedule::{
+    self, BackwardOrder, Generator, GnnPipeKnobs, GnnPipeOrder, Schedule, ScheduleError,
+};
 use crate::sim::{self, SimInput};
 use crate::trace::TraceDevice;
 use crate::units;
@@ -204,9 +206,12 @@ fn generator(kind: KindArg, backward: BackwardOrderArg, order: GnnPipeOrderArg) 
             BackwardOrderArg::Reverse => BackwardOrder::Reverse,
         }),
         KindArg::OneFOneB => Generator::OneFOneB,
-        KindArg::Gnnpipe => Generator::GnnPipe(match order {
-            GnnPipeOrderArg::Gpipe => GnnPipeOrder::GPipe,
-            GnnPipeOrderArg::OneFOneB => GnnPipeOrder::OneFOneB,
+        KindArg::Gnnpipe => Generator::GnnPipe(GnnPipeKnobs {
+            order: match order {
+                GnnPipeOrderArg::Gpipe => GnnPipeOrder::GPipe,
+                GnnPipeOrderArg::OneFOneB => GnnPipeOrder::OneFOneB,
+            },
+            ..GnnPipeKnobs::default()
         }),
     }
 }
@@ -327,12 +332,18 @@ fn to_json(doc: &impl serde::Serialize) -> Result<String> {
 }
 
 fn named_generator(name: &str) -> Option<Generator> {
+    let gnnpipe = |order| {
+        Generator::GnnPipe(GnnPipeKnobs {
+            order,
+            ..GnnPipeKnobs::default()
+        })
+    };
     [
         Generator::GPipe(BackwardOrder::Forward),
         Generator::GPipe(BackwardOrder::Reverse),
         Generator::OneFOneB,
-        Generator::GnnPipe(GnnPipeOrder::GPipe),
-        Generator::GnnPipe(GnnPipeOrder::OneFOneB),
+        gnnpipe(GnnPipeOrder::GPipe),
+        gnnpipe(GnnPipeOrder::OneFOneB),
     ]
     .into_iter()
     .find(|g| plan::generator_label(*g) == name)

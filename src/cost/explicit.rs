@@ -50,18 +50,25 @@ impl CostModel for ExplicitCost {
         // A gradient has the shape of the activation it is the gradient of: the output of the
         // stage that receives it.
         let producer = match handoff.payload {
-            Payload::Activation => handoff.from_stage,
-            Payload::Gradient => handoff.to_stage,
+            Payload::Activation => handoff.from.stage,
+            Payload::Gradient => handoff.to.stage,
+            Payload::Weights => return 0,
         };
         self.share(self.stages[producer as usize].activation_bytes)
     }
 
-    fn stash_bytes(&self, _chunk: u32, stage: u32) -> u64 {
-        self.share(self.stages[stage as usize].stash_bytes)
+    fn stash_bytes(&self, forward: Op) -> u64 {
+        self.share(self.stages[forward.stage as usize].stash_bytes)
     }
 
-    fn resident_bytes(&self, stage: u32) -> Vec<(MemoryCategory, u64)> {
-        let params = self.stages[stage as usize].parameter_bytes;
+    fn resident_bytes(&self, order: &[Op]) -> Vec<(MemoryCategory, u64)> {
+        let mut stages: Vec<u32> = order.iter().map(|op| op.stage).collect();
+        stages.sort_unstable();
+        stages.dedup();
+        let params: u64 = stages
+            .iter()
+            .map(|&s| self.stages[s as usize].parameter_bytes)
+            .sum();
         vec![
             (MemoryCategory::Parameters, params),
             (MemoryCategory::Gradients, params),

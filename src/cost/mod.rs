@@ -20,9 +20,8 @@ pub trait CostModel {
     fn op_ns(&self, op: Op) -> u64;
     /// Bytes a hand-off carries between stages.
     fn handoff_bytes(&self, handoff: &Handoff) -> u64;
-    /// Bytes stage `stage` stashes for chunk `chunk` from its forward's start to its backward's
-    /// end.
-    fn stash_bytes(&self, chunk: u32, stage: u32) -> u64;
-    /// Memory a stage holds for the whole epoch, by category.
-    fn resident_bytes(&self, stage: u32) -> Vec<(MemoryCategory, u64)>;
+    /// Bytes a forward op stashes from its start until its backward ends.
+    fn stash_bytes(&self, forward: Op) -> u64;
+    /// Memory a device running `order` holds for the whole epoch, by category.
+    fn resident_bytes(&self, order: &[Op]) -> Vec<(MemoryCategory, u64)>;
 }

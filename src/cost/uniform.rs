@@ -28,11 +28,11 @@ impl CostModel for UniformCost {
         0
     }
 
-    fn stash_bytes(&self, _chunk: u32, _stage: u32) -> u64 {
+    fn stash_bytes(&self, _forward: Op) -> u64 {
         0
     }
 
-    fn resident_bytes(&self, _stage: u32) -> Vec<(MemoryCategory, u64)> {
+    fn resident_bytes(&self, _order: &[Op]) -> Vec<(MemoryCategory, u64)> {
         Vec::new()
     }
 }

@@ -1,6 +1,5 @@
 //! Metrics computed from a trace, the same for predicted and measured traces.
 
-use crate::schedule::lower::Payload;
 use crate::schedule::OpKind;
 use crate::trace::{Lane, MemoryCategory, SpanKind, Trace};
 
@@ -71,21 +70,17 @@ pub struct Metrics {
 
 /// Computes the metrics of a trace.
 ///
+/// A device's idle time is split by what it overlapped: idle time while data addressed to the
+/// device was on a link (from the moment the sender had it ready, queueing included, to its
+/// arrival) is communication wait; the rest is pipeline fill, drain and waiting on other stages.
+///
 /// # Complexity
-/// O(n log n) in the number of spans (each device's spans are sorted by start).
+/// O(n log n) in the number of spans.
 pub fn compute(trace: &Trace) -> Metrics {
     let epoch_time_ns = trace.spans.iter().map(|s| s.end_ns).max().unwrap_or(0);
-    let (n_stages, n_chunks) = (trace.n_stages as usize, trace.n_chunks as usize);
-    let cell = |chunk: u32, stage: u32| stage as usize * n_chunks + chunk as usize;
-
-    // When each compute op ended, and when each hand-off arrived, to attribute waiting.
-    let mut forward_end = vec![u64::MAX; n_stages * n_chunks];
-    let mut backward_end = vec![u64::MAX; n_stages * n_chunks];
-    let mut arrival = [
-        vec![0u64; n_stages * n_chunks],
-        vec![0u64; n_stages * n_chunks],
-    ];
-    let mut per_device: Vec<Vec<usize>> = vec![Vec::new(); trace.devices.len()];
+    let n_devices = trace.devices.len();
+    let mut compute_spans: Vec<Vec<usize>> = vec![Vec::new(); n_devices];
+    let mut incoming: Vec<Vec<(u64, u64)>> = vec![Vec::new(); n_devices];
     let mut links: Vec<LinkMetrics> = trace
         .links
         .iter()
@@ -101,23 +96,15 @@ pub fn compute(trace: &Trace) -> Metrics {
     let mut communication_bytes = 0;
     for (i, span) in trace.spans.iter().enumerate() {
         match (span.lane, span.kind) {
-            (Lane::Device(d), SpanKind::Compute(kind)) => {
-                per_device[d as usize].push(i);
-                match kind {
-                    OpKind::Forward => forward_end[cell(span.chunk, span.stage)] = span.end_ns,
-                    OpKind::Backward => backward_end[cell(span.chunk, span.stage)] = span.end_ns,
-                    OpKind::Optimizer => {}
-                }
-            }
-            (Lane::Link(l), SpanKind::Transfer(payload)) => {
+            (Lane::Device(d), SpanKind::Compute(_)) => compute_spans[d as usize].push(i),
+            (Lane::Link(l), SpanKind::Transfer(_)) => {
                 let link = &mut links[l as usize];
                 link.bytes += span.bytes;
                 link.busy_ns += span.duration_ns();
                 if span.hop == 0 {
                     communication_bytes += span.bytes;
+                    incoming[span.device as usize].push((span.requested_ns, span.end_ns));
                 }
-                let slot = &mut arrival[payload as usize][cell(span.chunk, span.stage)];
-                *slot = (*slot).max(span.end_ns);
             }
             _ => {}
         }
@@ -125,53 +112,34 @@ pub fn compute(trace: &Trace) -> Metrics {
 
     let peaks = memory_peaks(trace);
     let mut devices = Vec::new();
-    for (device, spans) in per_device.iter_mut().enumerate() {
+    for (device, spans) in compute_spans.iter_mut().enumerate() {
         if spans.is_empty() {
             continue;
         }
         spans.sort_by_key(|&i| (trace.spans[i].start_ns, trace.spans[i].end_ns));
-        let (mut busy_ns, mut communication_wait_ns, mut cursor) = (0, 0, 0);
+        let (mut busy_ns, mut cursor) = (0, 0);
         let (mut in_flight, mut peak_in_flight) = (0u32, 0u32);
+        let mut idle: Vec<(u64, u64)> = Vec::new();
         for &i in spans.iter() {
             let span = &trace.spans[i];
             busy_ns += span.duration_ns();
-            let SpanKind::Compute(kind) = span.kind else {
-                unreachable!("only compute spans are collected per device")
-            };
-            // The op's input was in flight on a link from its producer's end to its arrival;
-            // the part of the idle gap before the op that overlaps that window is waiting on
-            // communication.
-            let window = match kind {
-                OpKind::Forward if span.stage > 0 => {
-                    let c = cell(span.chunk, span.stage);
-                    Some((
-                        forward_end[cell(span.chunk, span.stage - 1)],
-                        arrival[Payload::Activation as usize][c],
-                    ))
-                }
-                OpKind::Backward if (span.stage as usize) + 1 < n_stages => {
-                    let c = cell(span.chunk, span.stage);
-                    Some((
-                        backward_end[cell(span.chunk, span.stage + 1)],
-                        arrival[Payload::Gradient as usize][c],
-                    ))
-                }
-                _ => None,
-            };
-            if let Some((sent, arrived)) = window {
-                let overlap = span.start_ns.min(arrived).saturating_sub(cursor.max(sent));
-                communication_wait_ns += overlap;
+            if span.start_ns > cursor {
+                idle.push((cursor, span.start_ns));
             }
             cursor = cursor.max(span.end_ns);
-            match kind {
-                OpKind::Forward => {
+            match span.kind {
+                SpanKind::Compute(OpKind::Forward) => {
                     in_flight += 1;
                     peak_in_flight = peak_in_flight.max(in_flight);
                 }
-                OpKind::Backward => in_flight = in_flight.saturating_sub(1),
-                OpKind::Optimizer => {}
+                SpanKind::Compute(OpKind::Backward) => in_flight = in_flight.saturating_sub(1),
+                _ => {}
             }
         }
+        if epoch_time_ns > cursor {
+            idle.push((cursor, epoch_time_ns));
+        }
+        let communication_wait_ns = overlap(&idle, &union(&mut incoming[device]));
         let idle_ns = epoch_time_ns - busy_ns.min(epoch_time_ns);
         let (peak_memory_bytes, memory_at_peak) = peaks[device];
         devices.push(DeviceMetrics {
@@ -205,6 +173,35 @@ pub fn compute(trace: &Trace) -> Metrics {
         devices,
         links,
     }
+}
+
+/// Merges intervals into a sorted list of disjoint ones.
+fn union(intervals: &mut [(u64, u64)]) -> Vec<(u64, u64)> {
+    intervals.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for &(start, end) in intervals.iter() {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
+/// Total length of the intersection of two sorted lists of disjoint intervals.
+fn overlap(a: &[(u64, u64)], b: &[(u64, u64)]) -> u64 {
+    let (mut i, mut j, mut total) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        let start = a[i].0.max(b[j].0);
+        let end = a[i].1.min(b[j].1);
+        total += end.saturating_sub(start);
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    total
 }
 
 /// Per device, the peak total memory and the breakdown at that moment. Events at the same

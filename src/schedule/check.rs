@@ -2,8 +2,10 @@
 
 use std::fmt;
 
-use super::ir::{slot, Op, OpKind, Schedule};
-use super::lower::{for_each_input, Reason};
+use super::ir::{op_id, Op, OpKind, Schedule};
+use super::lower::{
+    for_each_gate_member, for_each_handoff, for_each_local_successor, is_gated, Reason,
+};
 use super::ScheduleError;
 use crate::graph::find_cycle;
 
@@ -55,32 +57,42 @@ impl fmt::Display for Deadlock {
 /// each stage's peak number of in-flight chunks.
 ///
 /// The dependency graph has an edge from each op to the next op in its device's list, and from
-/// each op to the ops consuming its data (`F(c, s-1) -> F(c, s)`, `B(c, s+1) -> B(c, s)`,
-/// `F(c, s) -> B(c, s)`, every `B(c, s) -> U(s)`). The schedule runs to completion exactly when
-/// this graph is acyclic; otherwise the error names the ops that wait on each other.
+/// each op to the ops that use its result ([`super::lower`]: `F(c, s-1) -> F(c, s)`,
+/// `B(c, s+1) -> B(c, s)`, `F(c, s) -> B(c, s)`, backwards -> optimizer steps, and the gated
+/// dependencies of barriers and all-reduces). The schedule runs to completion exactly when this
+/// graph is acyclic; otherwise the error names the ops that wait on each other.
 ///
 /// # Complexity
-/// O(S·K) time and memory.
+/// O(S·K) time and memory for pipelines.
 pub fn check(schedule: &Schedule) -> Result<CheckReport, ScheduleError> {
     let (n_stages, n_chunks) = (schedule.n_stages(), schedule.n_chunks());
-    let n_pipeline_ops = 2 * n_stages as usize * n_chunks as usize;
-    let node = |op: Op| match op.kind {
-        OpKind::Optimizer => n_pipeline_ops + op.stage as usize,
-        kind => slot(kind, op.chunk, op.stage, n_chunks),
+    let node = |op: Op| op_id(op, n_chunks, n_stages) as u32;
+    let mut edges: Vec<(u32, u32)> = Vec::with_capacity(3 * schedule.n_ops());
+    let mut reasons: Vec<Reason> = Vec::with_capacity(3 * schedule.n_ops());
+    let mut add = |from: Op, to: Op, reason: Reason| {
+        edges.push((node(from), node(to)));
+        reasons.push(reason);
     };
-    let mut edges: Vec<(u32, u32)> = Vec::with_capacity(3 * n_pipeline_ops + n_stages as usize);
     for order in schedule.orders() {
         for pair in order.windows(2) {
-            edges.push((node(pair[0]) as u32, node(pair[1]) as u32));
+            add(pair[0], pair[1], Reason::DeviceOrder);
         }
         for &op in order {
-            for_each_input(op, n_stages, n_chunks, |dep, _| {
-                edges.push((node(dep) as u32, node(op) as u32));
+            for_each_local_successor(schedule, op, |next, reason| add(op, next, reason));
+            for_each_handoff(schedule, op, |handoff| {
+                let reason = Reason::Data(handoff.payload);
+                if is_gated(schedule, &handoff) {
+                    for_each_gate_member(schedule, &handoff, |member| add(op, member, reason));
+                } else {
+                    add(op, handoff.to, reason);
+                }
             });
         }
     }
-    if let Some(cycle) = find_cycle(n_pipeline_ops + n_stages as usize, &edges) {
-        return Err(ScheduleError::Deadlock(explain(schedule, &cycle, node)));
+    if let Some(cycle) = find_cycle(schedule.n_op_ids(), &edges) {
+        return Err(ScheduleError::Deadlock(explain(
+            schedule, &cycle, &edges, &reasons,
+        )));
     }
     Ok(CheckReport {
         peak_in_flight: peak_in_flight(schedule),
@@ -88,32 +100,33 @@ pub fn check(schedule: &Schedule) -> Result<CheckReport, ScheduleError> {
 }
 
 /// Turns a cycle of node indices back into ops with the reason each one waits.
-fn explain(schedule: &Schedule, cycle: &[usize], node: impl Fn(Op) -> usize) -> Deadlock {
+fn explain(
+    schedule: &Schedule,
+    cycle: &[usize],
+    edges: &[(u32, u32)],
+    reasons: &[Reason],
+) -> Deadlock {
     let (n_stages, n_chunks) = (schedule.n_stages(), schedule.n_chunks());
-    let mut op_of = vec![None; 2 * n_stages as usize * n_chunks as usize + n_stages as usize];
-    for order in schedule.orders() {
-        for &op in order {
-            op_of[node(op)] = Some(op);
-        }
+    let mut op_of = vec![None; schedule.n_op_ids()];
+    for &op in schedule.orders().iter().flatten() {
+        op_of[op_id(op, n_chunks, n_stages)] = Some(op);
     }
-    let op_at = |i: usize| op_of[cycle[i % cycle.len()]].expect("every node is an op");
+    let at = |i: usize| cycle[i % cycle.len()];
     // Walk the cycle backwards: each node waits for its predecessor on the cycle.
     let waits = (0..cycle.len())
         .rev()
         .map(|i| {
-            let (earlier, op) = (op_at(i), op_at(i + 1));
-            let device = schedule.device_of_stage(op.stage);
-            let mut reason = None;
-            for_each_input(op, n_stages, n_chunks, |dep, why| {
-                if dep == earlier {
-                    reason = Some(why);
-                }
-            });
+            let (earlier, later) = (at(i), at(i + 1));
+            let op = op_of[later].expect("every node on a cycle is an op of the schedule");
+            let reason = edges
+                .iter()
+                .position(|&(a, b)| (a as usize, b as usize) == (earlier, later))
+                .map_or(Reason::DeviceOrder, |e| reasons[e]);
             Wait {
                 op,
-                device,
-                waits_for: earlier,
-                reason: reason.unwrap_or(Reason::DeviceOrder),
+                device: schedule.device_of(op),
+                waits_for: op_of[earlier].expect("every node on a cycle is an op of the schedule"),
+                reason,
             }
         })
         .collect();
@@ -125,17 +138,15 @@ fn explain(schedule: &Schedule, cycle: &[usize], node: impl Fn(Op) -> usize) -> 
 fn peak_in_flight(schedule: &Schedule) -> Vec<u32> {
     let mut current = vec![0u32; schedule.n_stages() as usize];
     let mut peak = vec![0u32; schedule.n_stages() as usize];
-    for order in schedule.orders() {
-        for op in order {
-            let stage = op.stage as usize;
-            match op.kind {
-                OpKind::Forward => {
-                    current[stage] += 1;
-                    peak[stage] = peak[stage].max(current[stage]);
-                }
-                OpKind::Backward => current[stage] -= 1,
-                OpKind::Optimizer => {}
+    for op in schedule.orders().iter().flatten() {
+        let stage = op.stage as usize;
+        match op.kind {
+            OpKind::Forward => {
+                current[stage] += 1;
+                peak[stage] = peak[stage].max(current[stage]);
             }
+            OpKind::Backward => current[stage] = current[stage].saturating_sub(1),
+            OpKind::Optimizer => {}
         }
     }
     peak

@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize, Serializer};
 use std::collections::BTreeMap;
 
-use super::ir::{Op, OpKind, Schedule, ScheduleKind};
+use super::ir::{DataFlow, Op, OpKind, Schedule, ScheduleKind};
 use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator, Origin};
 
 #[derive(Debug, Deserialize)]
@@ -79,7 +79,7 @@ pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
             };
             list.push(Op {
                 kind,
-                chunk: if kind == OpKind::Optimizer { 0 } else { *chunk },
+                chunk: *chunk,
                 stage: *stage,
             });
         }
@@ -107,7 +107,7 @@ pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
         Some("gnnpipe") => ScheduleKind::GnnPipe,
         _ => ScheduleKind::Custom,
     };
-    Schedule::from_orders(kind, raw.stages, raw.chunks, orders)
+    Schedule::from_orders(kind, DataFlow::PIPELINE, raw.stages, raw.chunks, orders)
         .map_err(|err| Diagnostics(vec![locator.diagnostic(file, orders_path, err.to_string())]))
 }
 
@@ -133,7 +133,7 @@ fn append_implied_optimizer_steps(orders: &mut [Vec<Op>], n_stages: u32) {
             .iter_mut()
             .find(|order| order.iter().any(|op| op.stage == stage))
         {
-            order.push(Op::optimizer(stage));
+            order.push(Op::optimizer(0, stage));
         }
     }
 }
@@ -145,11 +145,15 @@ pub struct Orders<'a>(pub &'a Schedule);
 impl Serialize for Orders<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_map(self.0.orders().iter().enumerate().map(|(device, order)| {
-            let implied_tail = order
-                .iter()
-                .rev()
-                .take_while(|op| op.kind == OpKind::Optimizer)
-                .count();
+            let implied_tail = if *self.0.flow() == DataFlow::PIPELINE {
+                order
+                    .iter()
+                    .rev()
+                    .take_while(|op| op.kind == OpKind::Optimizer)
+                    .count()
+            } else {
+                0
+            };
             let ops: Vec<(&str, u32, u32)> = order[..order.len() - implied_tail]
                 .iter()
                 .map(|op| (op.kind.code(), op.chunk, op.stage))

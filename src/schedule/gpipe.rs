@@ -1,6 +1,6 @@
 //! GPipe: every forward, then every backward, then the optimizer step.
 
-use super::ir::{BackwardOrder, Op, PipelineSpec, Schedule, ScheduleKind};
+use super::ir::{BackwardOrder, DataFlow, Op, PipelineSpec, Schedule, ScheduleKind};
 use super::ScheduleError;
 
 /// Generates GPipe's per-device orders.
@@ -23,7 +23,13 @@ pub fn generate(spec: &PipelineSpec) -> Result<Schedule, ScheduleError> {
     let orders = (0..spec.n_stages)
         .map(|stage| stage_order(spec, stage))
         .collect();
-    Schedule::from_orders(ScheduleKind::GPipe, spec.n_stages, spec.n_chunks, orders)
+    Schedule::from_orders(
+        ScheduleKind::GPipe,
+        DataFlow::PIPELINE,
+        spec.n_stages,
+        spec.n_chunks,
+        orders,
+    )
 }
 
 /// One stage's GPipe order; shared with GNNPipe's `order: gpipe`.
@@ -37,6 +43,6 @@ pub(crate) fn stage_order(spec: &PipelineSpec, stage: u32) -> Vec<Op> {
             order.extend((0..k).rev().map(|chunk| Op::backward(chunk, stage)))
         }
     }
-    order.push(Op::optimizer(stage));
+    order.push(Op::optimizer(0, stage));
     order
 }

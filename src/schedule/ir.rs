@@ -11,7 +11,8 @@ pub enum OpKind {
     Forward,
     /// Backward of one chunk through one stage's layers (`B`).
     Backward,
-    /// The optimizer step of one stage (`U`); its chunk field is unused and always 0.
+    /// An optimizer step (`U`): of a stage once per epoch (chunk 0), of a stage after each
+    /// chunk (`update: per_chunk`), or of a partition's replica (graph parallelism, stage 0).
     Optimizer,
 }
 
@@ -56,11 +57,11 @@ impl Op {
         }
     }
 
-    /// `U(stage)`.
-    pub fn optimizer(stage: u32) -> Self {
+    /// `U(chunk, stage)`.
+    pub fn optimizer(chunk: u32, stage: u32) -> Self {
         Op {
             kind: OpKind::Optimizer,
-            chunk: 0,
+            chunk,
             stage,
         }
     }
@@ -68,10 +69,7 @@ impl Op {
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            OpKind::Optimizer => write!(f, "U({})", self.stage),
-            kind => write!(f, "{}({},{})", kind.code(), self.chunk, self.stage),
-        }
+        write!(f, "{}({},{})", self.kind.code(), self.chunk, self.stage)
     }
 }
 
@@ -84,6 +82,8 @@ pub enum ScheduleKind {
     OneFOneB,
     /// GNNPipe's whole-graph chunk pipeline with stale embeddings.
     GnnPipe,
+    /// CAGNET-style 1D graph parallelism (not a pipeline).
+    GraphParallel,
     /// Read from a schedule file.
     Custom,
 }
@@ -95,6 +95,7 @@ impl ScheduleKind {
             ScheduleKind::GPipe => "gpipe",
             ScheduleKind::OneFOneB => "1f1b",
             ScheduleKind::GnnPipe => "gnnpipe",
+            ScheduleKind::GraphParallel => "graph_parallel",
             ScheduleKind::Custom => "custom",
         }
     }
@@ -121,26 +122,80 @@ pub struct PipelineSpec {
     pub backward_order: BackwardOrder,
 }
 
-/// Per device, the ordered list of ops it issues.
+/// How a stage's backwards wait for the next stage's gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackwardSync {
+    /// `B(c, s)` waits for chunk c's gradient only.
+    #[default]
+    PerChunk,
+    /// `B(c, s)` waits for every chunk's gradient from stage s + 1: a per-stage barrier (GNNPipe
+    /// with exact cross-chunk gradients).
+    Barrier,
+}
+
+/// When the optimizer steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpdateMode {
+    /// One step per stage per epoch, `U(0, s)`, after every backward of the stage.
+    #[default]
+    PerEpoch,
+    /// One step per chunk, `U(c, s)`, after `B(c, s)`.
+    PerChunk,
+}
+
+/// Which ops feed which: the data flow both interpreters derive transfers from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataFlow {
+    /// A layer pipeline: `F(c, s)` feeds `F(c, s + 1)`, `B(c, s)` feeds `B(c, s - 1)`, every
+    /// stage on one device.
+    Pipeline {
+        /// How backwards wait for gradients.
+        backward: BackwardSync,
+        /// When the optimizer steps.
+        update: UpdateMode,
+    },
+    /// Graph parallelism (CAGNET 1D): "stage" l is layer l, "chunk" p is the partition owned by
+    /// one device, which runs every layer for it. `F(p, l)` feeds `F(q, l + 1)` for every q in
+    /// `readers[p]` (and p itself); `B(p, l)` feeds `B(q, l - 1)` likewise; `B(p, 0)` feeds the
+    /// weight all-reduce that `U(q, 0)` of every partition waits for, modelled as a ring: each
+    /// partition sends its share to the next.
+    GraphParallel {
+        /// For each partition, the other partitions that read its rows at every layer.
+        readers: Vec<Vec<u32>>,
+    },
+}
+
+impl DataFlow {
+    /// GPipe, 1F1B and custom files: per-chunk gradients, one step per epoch.
+    pub const PIPELINE: DataFlow = DataFlow::Pipeline {
+        backward: BackwardSync::PerChunk,
+        update: UpdateMode::PerEpoch,
+    };
+}
+
+/// Per device, the ordered list of ops it issues, and the data flow between ops.
 ///
-/// Devices here are pipeline positions `0..n_devices`; a scenario's placement maps them onto its
-/// named devices. Every stage lives on exactly one pipeline device, and every `F(c, s)`, `B(c, s)`
-/// and `U(s)` appears exactly once: [`Schedule::from_orders`] enforces both, so a `Schedule`
-/// value is always well-formed (deadlock freedom is [`super::check`]'s job).
+/// Devices here are positions `0..n_devices`; a scenario's placement maps them onto its named
+/// devices. [`Schedule::from_orders`] enforces that every op appears exactly once and that each
+/// stage (pipeline) or partition (graph parallelism) lives on one device, so a `Schedule` value is
+/// always well-formed (deadlock freedom is [`super::check`]'s job).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
     kind: ScheduleKind,
+    flow: DataFlow,
     n_stages: u32,
     n_chunks: u32,
     orders: Vec<Vec<Op>>,
-    stage_device: Vec<u32>,
+    /// Pipeline: device of each stage. Graph parallelism: device of each partition.
+    home: Vec<u32>,
 }
 
 impl Schedule {
     /// Builds a schedule from per-device orders, checking that it is well-formed: indices in
-    /// range, each stage on one device, and each op exactly once.
+    /// range, each stage (or partition) on one device, and each op exactly once.
     pub fn from_orders(
         kind: ScheduleKind,
+        flow: DataFlow,
         n_stages: u32,
         n_chunks: u32,
         orders: Vec<Vec<Op>>,
@@ -151,72 +206,94 @@ impl Schedule {
         if n_chunks == 0 {
             return Err(ScheduleError::Shape("chunks must be at least 1".into()));
         }
+        let graph_parallel = matches!(flow, DataFlow::GraphParallel { .. });
+        if let DataFlow::GraphParallel { readers } = &flow {
+            if readers.len() != n_chunks as usize
+                || readers.iter().flatten().any(|&q| q >= n_chunks)
+            {
+                return Err(ScheduleError::Shape(format!(
+                    "graph parallelism needs a reader list for each of the {n_chunks} partitions"
+                )));
+            }
+        }
+        let per_chunk_update = matches!(
+            flow,
+            DataFlow::Pipeline {
+                update: UpdateMode::PerChunk,
+                ..
+            }
+        );
         let (s_count, k_count) = (n_stages as usize, n_chunks as usize);
-        let mut stage_device = vec![u32::MAX; s_count];
-        let mut seen = vec![0u8; 2 * s_count * k_count];
-        let mut optimizer_seen = vec![false; s_count];
+        let mut home = vec![u32::MAX; if graph_parallel { k_count } else { s_count }];
+        let mut seen = vec![0u8; 3 * s_count * k_count];
         for (device, order) in orders.iter().enumerate() {
             for op in order {
-                if op.stage >= n_stages {
+                if op.stage >= n_stages || op.chunk >= n_chunks {
                     return Err(ScheduleError::Shape(format!(
-                        "{op} on device {device} names stage {} but there are {n_stages} stages",
-                        op.stage
+                        "{op} on device {device} is out of range: there are {n_stages} stages and {n_chunks} chunks"
                     )));
                 }
-                if op.chunk >= n_chunks {
-                    return Err(ScheduleError::Shape(format!(
-                        "{op} on device {device} names chunk {} but there are {n_chunks} chunks",
-                        op.chunk
-                    )));
-                }
-                let home = &mut stage_device[op.stage as usize];
-                if *home == u32::MAX {
-                    *home = device as u32;
-                } else if *home != device as u32 {
-                    return Err(ScheduleError::Shape(format!(
-                        "stage {} has ops on device {} and on device {device}; a stage lives on one device",
-                        op.stage, *home
-                    )));
-                }
-                let duplicate = match op.kind {
-                    OpKind::Optimizer => {
-                        std::mem::replace(&mut optimizer_seen[op.stage as usize], true)
-                    }
-                    kind => {
-                        let slot = &mut seen[slot(kind, op.chunk, op.stage, n_chunks)];
-                        *slot += 1;
-                        *slot > 1
-                    }
+                let (owner, what) = if graph_parallel {
+                    (op.chunk, "partition")
+                } else {
+                    (op.stage, "stage")
                 };
-                if duplicate {
+                let slot_home = &mut home[owner as usize];
+                if *slot_home == u32::MAX {
+                    *slot_home = device as u32;
+                } else if *slot_home != device as u32 {
+                    return Err(ScheduleError::Shape(format!(
+                        "{what} {owner} has ops on device {} and on device {device}; a {what} lives on one device",
+                        *slot_home
+                    )));
+                }
+                let slot = &mut seen[op_id(*op, n_chunks, n_stages)];
+                *slot += 1;
+                if *slot > 1 {
                     return Err(ScheduleError::Shape(format!("{op} appears more than once")));
                 }
             }
         }
         for stage in 0..n_stages {
             for chunk in 0..n_chunks {
-                for kind in [OpKind::Forward, OpKind::Backward] {
-                    if seen[slot(kind, chunk, stage, n_chunks)] == 0 {
-                        let op = Op { kind, chunk, stage };
+                let mut required = vec![OpKind::Forward, OpKind::Backward];
+                let step_here = if graph_parallel {
+                    stage == 0
+                } else {
+                    per_chunk_update || chunk == 0
+                };
+                if step_here {
+                    required.push(OpKind::Optimizer);
+                }
+                for kind in required {
+                    let op = Op { kind, chunk, stage };
+                    if seen[op_id(op, n_chunks, n_stages)] == 0 {
                         return Err(ScheduleError::Shape(format!(
-                            "{op} is missing: every chunk runs forward and backward once on every stage"
+                            "{op} is missing: every chunk runs forward and backward once on every stage, and every stage steps its optimizer"
                         )));
                     }
                 }
             }
-            if !optimizer_seen[stage as usize] {
-                return Err(ScheduleError::Shape(format!(
-                    "{} is missing: every stage ends its epoch with an optimizer step",
-                    Op::optimizer(stage)
-                )));
-            }
+        }
+        if let Some(extra) = orders.iter().flatten().find(|op| {
+            op.kind == OpKind::Optimizer
+                && if graph_parallel {
+                    op.stage != 0
+                } else {
+                    !per_chunk_update && op.chunk != 0
+                }
+        }) {
+            return Err(ScheduleError::Shape(format!(
+                "{extra} is not an optimizer step this schedule takes"
+            )));
         }
         Ok(Schedule {
             kind,
+            flow,
             n_stages,
             n_chunks,
             orders,
-            stage_device,
+            home,
         })
     }
 
@@ -225,17 +302,22 @@ impl Schedule {
         self.kind
     }
 
-    /// Number of stages.
+    /// Which ops feed which.
+    pub fn flow(&self) -> &DataFlow {
+        &self.flow
+    }
+
+    /// Number of stages (layers, for graph parallelism).
     pub fn n_stages(&self) -> u32 {
         self.n_stages
     }
 
-    /// Number of chunks per epoch.
+    /// Number of chunks per epoch (partitions, for graph parallelism).
     pub fn n_chunks(&self) -> u32 {
         self.n_chunks
     }
 
-    /// Number of pipeline devices (lists), some possibly empty.
+    /// Number of devices (lists), some possibly empty.
     pub fn n_devices(&self) -> usize {
         self.orders.len()
     }
@@ -245,19 +327,31 @@ impl Schedule {
         &self.orders
     }
 
-    /// The pipeline device that runs `stage`.
-    pub fn device_of_stage(&self, stage: u32) -> usize {
-        self.stage_device[stage as usize] as usize
+    /// The device that runs `op`.
+    pub fn device_of(&self, op: Op) -> usize {
+        match self.flow {
+            DataFlow::GraphParallel { .. } => self.home[op.chunk as usize] as usize,
+            DataFlow::Pipeline { .. } => self.home[op.stage as usize] as usize,
+        }
     }
 
     /// Total number of ops (forward, backward and optimizer) over all devices.
     pub fn n_ops(&self) -> usize {
         self.orders.iter().map(Vec::len).sum()
     }
+
+    /// The size of the dense op index space used by [`op_id`]: `3 * S * K`.
+    pub fn n_op_ids(&self) -> usize {
+        3 * self.n_stages as usize * self.n_chunks as usize
+    }
 }
 
-/// A dense index for `F`/`B` ops: `(stage * K + chunk) * 2`, plus one for backward.
-pub(crate) fn slot(kind: OpKind, chunk: u32, stage: u32, n_chunks: u32) -> usize {
-    (stage as usize * n_chunks as usize + chunk as usize) * 2
-        + usize::from(kind == OpKind::Backward)
+/// A dense index for every possible op: `((kind * S) + stage) * K + chunk`.
+pub fn op_id(op: Op, n_chunks: u32, n_stages: u32) -> usize {
+    let kind = match op.kind {
+        OpKind::Forward => 0,
+        OpKind::Backward => 1,
+        OpKind::Optimizer => 2,
+    };
+    (kind * n_stages as usize + op.stage as usize) * n_chunks as usize + op.chunk as usize
 }

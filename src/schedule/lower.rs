@@ -1,18 +1,25 @@
-//! Dependencies and transfers derived from the ops and stage placement.
+//! Dependencies and transfers derived from the ops and the schedule's data flow.
 //!
-//! Schedules list only compute ops. The data an op needs, and the transfers that carry it between
-//! stages, follow from the op itself; this module is the single definition both the checker and
-//! the interpreters (simulator, executor) use.
+//! Schedules list only compute ops. What an op hands to which other op, and what waits for what,
+//! follows from the op and the [`DataFlow`]; this module is the single definition the checker and
+//! both interpreters (simulator, executor) use. Whether a hand-off crosses devices depends on
+//! placement, which is the interpreter's business.
+//!
+//! Most hand-offs are *direct*: they release the op they are addressed to. *Gated* hand-offs
+//! (gradients under GNNPipe's exact backward, weight gradients of graph parallelism's all-reduce)
+//! release a whole group of ops once every hand-off into the gate has arrived.
 
-use super::ir::{Op, OpKind};
+use super::ir::{BackwardSync, DataFlow, Op, OpKind, Schedule, UpdateMode};
 
-/// What a transfer between stages carries.
+/// What a hand-off carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Payload {
-    /// A chunk's activations, from stage s to s + 1 after `F(c, s)`.
+    /// Activations (layer outputs) going forward.
     Activation,
-    /// A chunk's gradient, from stage s to s - 1 after `B(c, s)`.
+    /// Gradients of activations going backward.
     Gradient,
+    /// Weight gradients of a data-parallel all-reduce.
+    Weights,
 }
 
 impl Payload {
@@ -21,60 +28,20 @@ impl Payload {
         match self {
             Payload::Activation => "activation",
             Payload::Gradient => "gradient",
+            Payload::Weights => "weights",
         }
     }
 }
 
-/// The hand-off an op's result makes to a neighbouring stage.
+/// Data one op's result hands to another op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handoff {
-    /// Activation or gradient.
+    /// What it carries.
     pub payload: Payload,
-    /// The chunk it belongs to.
-    pub chunk: u32,
-    /// The stage that produced it.
-    pub from_stage: u32,
-    /// The stage that consumes it.
-    pub to_stage: u32,
-}
-
-/// The hand-off `op`'s result makes to another stage, if any: `F(c, s)` feeds `F(c, s + 1)`,
-/// `B(c, s)` feeds `B(c, s - 1)`. Whether it crosses devices depends on placement.
-pub fn handoff_after(op: Op, n_stages: u32) -> Option<Handoff> {
-    match op.kind {
-        OpKind::Forward if op.stage + 1 < n_stages => Some(Handoff {
-            payload: Payload::Activation,
-            chunk: op.chunk,
-            from_stage: op.stage,
-            to_stage: op.stage + 1,
-        }),
-        OpKind::Backward if op.stage > 0 => Some(Handoff {
-            payload: Payload::Gradient,
-            chunk: op.chunk,
-            from_stage: op.stage,
-            to_stage: op.stage - 1,
-        }),
-        _ => None,
-    }
-}
-
-/// The hand-off `op` waits for, if any (the inverse of [`handoff_after`]).
-pub fn handoff_into(op: Op, n_stages: u32) -> Option<Handoff> {
-    match op.kind {
-        OpKind::Forward if op.stage > 0 => Some(Handoff {
-            payload: Payload::Activation,
-            chunk: op.chunk,
-            from_stage: op.stage - 1,
-            to_stage: op.stage,
-        }),
-        OpKind::Backward if op.stage + 1 < n_stages => Some(Handoff {
-            payload: Payload::Gradient,
-            chunk: op.chunk,
-            from_stage: op.stage + 1,
-            to_stage: op.stage,
-        }),
-        _ => None,
-    }
+    /// The producing op.
+    pub from: Op,
+    /// The op it is addressed to.
+    pub to: Op,
 }
 
 /// Why one op must wait for another.
@@ -82,12 +49,12 @@ pub fn handoff_into(op: Op, n_stages: u32) -> Option<Handoff> {
 pub enum Reason {
     /// The earlier op comes first in the same device's list.
     DeviceOrder,
-    /// The op consumes the other op's activations or gradient.
+    /// The op consumes the other op's hand-off.
     Data(Payload),
-    /// A backward needs its own forward's stash (and, on the last stage, its loss).
-    OwnForward,
-    /// The optimizer step needs every backward of its stage.
-    AllBackwards,
+    /// The op uses the other op's result on the same device (a layer's output, its own stash).
+    Local,
+    /// The optimizer step needs the backwards it applies.
+    Backwards,
 }
 
 impl Reason {
@@ -97,30 +64,114 @@ impl Reason {
             Reason::DeviceOrder => "comes after it on the same device",
             Reason::Data(Payload::Activation) => "needs its activations",
             Reason::Data(Payload::Gradient) => "needs its gradient",
-            Reason::OwnForward => "needs its forward stash",
-            Reason::AllBackwards => "needs every backward of the stage",
+            Reason::Data(Payload::Weights) => "needs its weight gradients",
+            Reason::Local => "needs its result",
+            Reason::Backwards => "needs the backwards it applies",
         }
     }
 }
 
-/// Calls `visit(dep, reason)` for every op `op` needs data from (device order excluded).
-pub fn for_each_input(op: Op, n_stages: u32, n_chunks: u32, mut visit: impl FnMut(Op, Reason)) {
-    match op.kind {
-        OpKind::Forward => {
-            if let Some(h) = handoff_into(op, n_stages) {
-                visit(Op::forward(h.chunk, h.from_stage), Reason::Data(h.payload));
+/// Calls `visit` for every hand-off `op`'s result makes.
+pub fn for_each_handoff(schedule: &Schedule, op: Op, mut visit: impl FnMut(Handoff)) {
+    let (n_stages, n_chunks) = (schedule.n_stages(), schedule.n_chunks());
+    let mut send = |payload, to| {
+        visit(Handoff {
+            payload,
+            from: op,
+            to,
+        })
+    };
+    match (schedule.flow(), op.kind) {
+        (DataFlow::Pipeline { .. }, OpKind::Forward) if op.stage + 1 < n_stages => {
+            send(Payload::Activation, Op::forward(op.chunk, op.stage + 1));
+        }
+        (DataFlow::Pipeline { .. }, OpKind::Backward) if op.stage > 0 => {
+            send(Payload::Gradient, Op::backward(op.chunk, op.stage - 1));
+        }
+        (DataFlow::GraphParallel { readers }, OpKind::Forward) if op.stage + 1 < n_stages => {
+            for &reader in &readers[op.chunk as usize] {
+                send(Payload::Activation, Op::forward(reader, op.stage + 1));
             }
         }
-        OpKind::Backward => {
-            visit(Op::forward(op.chunk, op.stage), Reason::OwnForward);
-            if let Some(h) = handoff_into(op, n_stages) {
-                visit(Op::backward(h.chunk, h.from_stage), Reason::Data(h.payload));
+        (DataFlow::GraphParallel { readers }, OpKind::Backward) => {
+            if op.stage > 0 {
+                // The gradient of the rows this partition read goes back to their owners.
+                for (owner, owner_readers) in readers.iter().enumerate() {
+                    if owner_readers.contains(&op.chunk) {
+                        send(Payload::Gradient, Op::backward(owner as u32, op.stage - 1));
+                    }
+                }
+            } else if n_chunks > 1 {
+                // Ring all-reduce: each replica sends its share to the next.
+                send(
+                    Payload::Weights,
+                    Op::optimizer((op.chunk + 1) % n_chunks, 0),
+                );
             }
         }
-        OpKind::Optimizer => {
-            for chunk in 0..n_chunks {
-                visit(Op::backward(chunk, op.stage), Reason::AllBackwards);
+        _ => {}
+    }
+}
+
+/// Calls `visit` for every op that uses `op`'s result on the same device, without a hand-off.
+pub fn for_each_local_successor(schedule: &Schedule, op: Op, mut visit: impl FnMut(Op, Reason)) {
+    let n_stages = schedule.n_stages();
+    match (schedule.flow(), op.kind) {
+        (DataFlow::Pipeline { .. }, OpKind::Forward) => {
+            visit(Op::backward(op.chunk, op.stage), Reason::Local)
+        }
+        (DataFlow::Pipeline { update, .. }, OpKind::Backward) => match update {
+            UpdateMode::PerEpoch => visit(Op::optimizer(0, op.stage), Reason::Backwards),
+            UpdateMode::PerChunk => visit(Op::optimizer(op.chunk, op.stage), Reason::Backwards),
+        },
+        (DataFlow::GraphParallel { .. }, OpKind::Forward) => {
+            if op.stage + 1 < n_stages {
+                visit(Op::forward(op.chunk, op.stage + 1), Reason::Local);
+            }
+            visit(Op::backward(op.chunk, op.stage), Reason::Local);
+        }
+        (DataFlow::GraphParallel { .. }, OpKind::Backward) => {
+            if op.stage > 0 {
+                visit(Op::backward(op.chunk, op.stage - 1), Reason::Local);
+            } else {
+                visit(Op::optimizer(op.chunk, 0), Reason::Backwards);
             }
         }
+        (_, OpKind::Optimizer) => {}
+    }
+}
+
+/// Whether a hand-off goes through a gate rather than releasing its addressee directly.
+pub fn is_gated(schedule: &Schedule, handoff: &Handoff) -> bool {
+    matches!(
+        (schedule.flow(), handoff.payload),
+        (
+            DataFlow::Pipeline {
+                backward: BackwardSync::Barrier,
+                ..
+            },
+            Payload::Gradient,
+        ) | (DataFlow::GraphParallel { .. }, Payload::Weights)
+    )
+}
+
+/// A dense index of the gate a gated hand-off feeds: one gate per payload and receiving stage.
+pub fn gate_index(schedule: &Schedule, handoff: &Handoff) -> usize {
+    let payload = match handoff.payload {
+        Payload::Activation => 0,
+        Payload::Gradient => 1,
+        Payload::Weights => 2,
+    };
+    payload * schedule.n_stages() as usize + handoff.to.stage as usize
+}
+
+/// Calls `visit` for every op a gate releases: every chunk's op of the addressee's kind and
+/// stage.
+pub fn for_each_gate_member(schedule: &Schedule, handoff: &Handoff, mut visit: impl FnMut(Op)) {
+    for chunk in 0..schedule.n_chunks() {
+        visit(Op {
+            chunk,
+            ..handoff.to
+        });
     }
 }

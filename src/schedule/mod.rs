@@ -1,12 +1,13 @@
 //! Schedules are data: generators, custom files, the checker and the derived transfers.
 //!
 //! **Architecture Invariant:** this module is pure: no I/O, no clocks, no candle, no randomness.
-//! Generators are functions of a [`PipelineSpec`]; files are parsed from text the caller read.
+//! Generators are functions of their shape and knobs; files are parsed from text the caller read.
 
 mod check;
 pub mod file;
 mod gnnpipe;
 mod gpipe;
+pub mod graph_parallel;
 mod ir;
 pub mod lower;
 mod one_f_one_b;
@@ -14,8 +15,11 @@ mod one_f_one_b;
 use thiserror::Error;
 
 pub use check::{check, CheckReport, Deadlock, Wait};
-pub use gnnpipe::GnnPipeOrder;
-pub use ir::{BackwardOrder, Op, OpKind, PipelineSpec, Schedule, ScheduleKind};
+pub use gnnpipe::{GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder};
+pub use ir::{
+    op_id, BackwardOrder, BackwardSync, DataFlow, Op, OpKind, PipelineSpec, Schedule, ScheduleKind,
+    UpdateMode,
+};
 
 /// A schedule that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -32,15 +36,15 @@ pub enum ScheduleError {
 /// simulator state, far beyond any real pipeline, small enough to refuse a typo politely.
 pub const MAX_STAGE_CHUNKS: u64 = 1 << 24;
 
-/// The generated schedule kinds, with their knobs.
+/// The pipeline generators, with their knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Generator {
     /// GPipe with its backward order.
     GPipe(BackwardOrder),
     /// 1F1B.
     OneFOneB,
-    /// GNNPipe with its per-epoch order.
-    GnnPipe(GnnPipeOrder),
+    /// GNNPipe with its knobs.
+    GnnPipe(GnnPipeKnobs),
 }
 
 impl Generator {
@@ -63,7 +67,7 @@ impl Generator {
                 gpipe::generate(&spec)
             }
             Generator::OneFOneB => one_f_one_b::generate(&spec),
-            Generator::GnnPipe(order) => gnnpipe::generate(&spec, order),
+            Generator::GnnPipe(knobs) => gnnpipe::generate(&spec, knobs),
         }
     }
 

@@ -1,6 +1,6 @@
 //! 1F1B (PipeDream-Flush): warm-up forwards, then alternate one forward and one backward.
 
-use super::ir::{Op, PipelineSpec, Schedule, ScheduleKind};
+use super::ir::{DataFlow, Op, PipelineSpec, Schedule, ScheduleKind};
 use super::ScheduleError;
 
 /// Generates 1F1B's per-device orders.
@@ -23,7 +23,13 @@ pub fn generate(spec: &PipelineSpec) -> Result<Schedule, ScheduleError> {
     let orders = (0..spec.n_stages)
         .map(|stage| stage_order(spec, stage))
         .collect();
-    Schedule::from_orders(ScheduleKind::OneFOneB, spec.n_stages, spec.n_chunks, orders)
+    Schedule::from_orders(
+        ScheduleKind::OneFOneB,
+        DataFlow::PIPELINE,
+        spec.n_stages,
+        spec.n_chunks,
+        orders,
+    )
 }
 
 /// One stage's 1F1B order; shared with GNNPipe's `order: 1f1b`.
@@ -37,6 +43,6 @@ pub(crate) fn stage_order(spec: &PipelineSpec, stage: u32) -> Vec<Op> {
         order.push(Op::backward(i, stage));
     }
     order.extend((k - warmup..k).map(|chunk| Op::backward(chunk, stage)));
-    order.push(Op::optimizer(stage));
+    order.push(Op::optimizer(0, stage));
     order
 }

@@ -5,8 +5,10 @@ use thiserror::Error;
 use super::queue::EventQueue;
 use crate::cost::CostModel;
 use crate::network::Network;
-use crate::schedule::lower::{handoff_after, Payload};
-use crate::schedule::{Op, OpKind, Schedule};
+use crate::schedule::lower::{
+    for_each_gate_member, for_each_handoff, for_each_local_successor, gate_index, is_gated, Handoff,
+};
+use crate::schedule::{op_id, Op, OpKind, Schedule};
 use crate::trace::{
     Lane, MemoryCategory, MemoryEvent, Span, SpanKind, Trace, TraceDevice, TraceLink, TraceSink,
     TraceSource,
@@ -16,7 +18,7 @@ use crate::trace::{
 pub struct SimInput<'a> {
     /// The schedule to interpret.
     pub schedule: &'a Schedule,
-    /// For each pipeline device of the schedule, the network device that runs it.
+    /// For each device of the schedule, the network device that runs it.
     pub placement: &'a [usize],
     /// Op durations, hand-off sizes and memory.
     pub cost: &'a dyn CostModel,
@@ -43,60 +45,48 @@ fn describe_stall(blocked: &[(usize, Op)]) -> String {
         .join(", ")
 }
 
+/// Events stay small (the queue moves them on every push and pop): an arrival refers to its
+/// hand-off in the engine's `in_flight` slab.
 #[derive(Debug, Clone, Copy)]
 enum Event {
-    OpEnd {
-        device: u32,
-    },
-    Arrival {
-        payload: Payload,
-        chunk: u32,
-        stage: u32,
-        bytes: u64,
-    },
+    OpEnd { device: u32 },
+    Arrival { slot: u32 },
 }
-
-const NOT_YET: u64 = u64::MAX;
 
 struct Engine<'a, S: TraceSink> {
     input: &'a SimInput<'a>,
     sink: &'a mut S,
     queue: EventQueue<Event>,
-    n_stages: u32,
-    n_chunks: u32,
-    /// Per pipeline device: index of the next op to issue, and the running op's start.
+    /// Per schedule device: index of the next op to issue, and the running op's start.
     next: Vec<usize>,
     busy_since: Vec<Option<u64>>,
-    /// Per `(stage, chunk)`: when `F`'s input and `B`'s incoming gradient became available.
-    forward_ready: Vec<u64>,
-    backward_ready: Vec<u64>,
-    forward_done: Vec<bool>,
-    /// Per `(stage, chunk)`: communication buffer bytes held for `F`'s and `B`'s input.
-    forward_buffer: Vec<u64>,
-    backward_buffer: Vec<u64>,
-    backwards_done: Vec<u32>,
+    /// Per op id: inputs not yet available, and communication bytes held until the op ends.
+    remaining: Vec<u32>,
+    held: Vec<u64>,
+    /// Per gate: gated hand-offs not yet arrived.
+    gate_remaining: Vec<u32>,
     /// Per directed link: when it is next free.
     link_free: Vec<u64>,
+    /// Devices to try after the current event, in the order they were touched.
+    wake: Vec<usize>,
+    /// Hand-offs on links, with their bytes; `free_slots` lists reusable entries.
+    in_flight: Vec<(Handoff, u64)>,
+    free_slots: Vec<u32>,
 }
 
-impl<'a, S: TraceSink> Engine<'a, S> {
-    fn idx(&self, chunk: u32, stage: u32) -> usize {
-        stage as usize * self.n_chunks as usize + chunk as usize
+impl<S: TraceSink> Engine<'_, S> {
+    fn id(&self, op: Op) -> usize {
+        let schedule = self.input.schedule;
+        op_id(op, schedule.n_chunks(), schedule.n_stages())
     }
 
-    fn device_of(&self, pipeline_device: usize) -> u32 {
-        self.input.placement[pipeline_device] as u32
+    fn placed(&self, device: usize) -> u32 {
+        self.input.placement[device] as u32
     }
 
-    fn memory(
-        &mut self,
-        pipeline_device: usize,
-        time_ns: u64,
-        category: MemoryCategory,
-        delta: i64,
-    ) {
+    fn memory(&mut self, device: usize, time_ns: u64, category: MemoryCategory, delta: i64) {
         if delta != 0 {
-            let device = self.device_of(pipeline_device);
+            let device = self.placed(device);
             self.sink.memory(MemoryEvent {
                 device,
                 time_ns,
@@ -114,17 +104,11 @@ impl<'a, S: TraceSink> Engine<'a, S> {
         let Some(&op) = self.input.schedule.orders()[device].get(self.next[device]) else {
             return;
         };
-        let i = self.idx(op.chunk, op.stage);
-        let ready = match op.kind {
-            OpKind::Forward => self.forward_ready[i] <= now,
-            OpKind::Backward => self.forward_done[i] && self.backward_ready[i] <= now,
-            OpKind::Optimizer => self.backwards_done[op.stage as usize] == self.n_chunks,
-        };
-        if !ready {
+        if self.remaining[self.id(op)] > 0 {
             return;
         }
         if op.kind == OpKind::Forward {
-            let stash = self.input.cost.stash_bytes(op.chunk, op.stage);
+            let stash = self.input.cost.stash_bytes(op);
             self.memory(device, now, MemoryCategory::Activations, stash as i64);
         }
         self.busy_since[device] = Some(now);
@@ -137,14 +121,24 @@ impl<'a, S: TraceSink> Engine<'a, S> {
         );
     }
 
+    fn release(&mut self, op: Op) {
+        let id = self.id(op);
+        self.remaining[id] -= 1;
+        if self.remaining[id] == 0 {
+            self.wake.push(self.input.schedule.device_of(op));
+        }
+    }
+
     fn op_end(&mut self, device: usize, now: u64) {
-        let op = self.input.schedule.orders()[device][self.next[device]];
+        let schedule = self.input.schedule;
+        let op = schedule.orders()[device][self.next[device]];
         let start = self.busy_since[device]
             .take()
             .expect("an op ends only on a device that started it");
         self.next[device] += 1;
+        let placed = self.placed(device);
         self.sink.span(Span {
-            lane: Lane::Device(self.device_of(device)),
+            lane: Lane::Device(placed),
             kind: SpanKind::Compute(op.kind),
             chunk: op.chunk,
             stage: op.stage,
@@ -152,96 +146,92 @@ impl<'a, S: TraceSink> Engine<'a, S> {
             end_ns: now,
             bytes: 0,
             hop: 0,
+            device: placed,
+            requested_ns: start,
         });
-        let i = self.idx(op.chunk, op.stage);
-        match op.kind {
-            OpKind::Forward => {
-                self.forward_done[i] = true;
-                if op.stage + 1 == self.n_stages {
-                    // The loss is computed where the last stage lives: its gradient is local.
-                    self.backward_ready[i] = now;
-                }
-                let held = std::mem::take(&mut self.forward_buffer[i]);
-                self.memory(device, now, MemoryCategory::Communication, -(held as i64));
-            }
-            OpKind::Backward => {
-                self.backwards_done[op.stage as usize] += 1;
-                let stash = self.input.cost.stash_bytes(op.chunk, op.stage);
-                self.memory(device, now, MemoryCategory::Activations, -(stash as i64));
-                let held = std::mem::take(&mut self.backward_buffer[i]);
-                self.memory(device, now, MemoryCategory::Communication, -(held as i64));
-            }
-            OpKind::Optimizer => {}
+        if op.kind == OpKind::Backward {
+            let stash = self.input.cost.stash_bytes(Op::forward(op.chunk, op.stage));
+            self.memory(device, now, MemoryCategory::Activations, -(stash as i64));
         }
-        let receiver = handoff_after(op, self.n_stages).map(|handoff| {
-            let receiver = self.input.schedule.device_of_stage(handoff.to_stage);
-            let (from, to) = (
-                self.device_of(device) as usize,
-                self.device_of(receiver) as usize,
-            );
-            let route = self.input.network.route(from, to);
-            if route.links.is_empty() {
-                self.arrive(handoff.payload, handoff.chunk, handoff.to_stage, now, 0);
-            } else {
-                let bytes = self.input.cost.handoff_bytes(&handoff);
-                let start = route
-                    .links
-                    .iter()
-                    .map(|&l| self.link_free[l])
-                    .fold(now, u64::max);
-                let end = start + route.transfer_ns(bytes);
-                for (hop, &link) in route.links.iter().enumerate() {
-                    self.link_free[link] = end;
-                    self.sink.span(Span {
-                        lane: Lane::Link(link as u32),
-                        kind: SpanKind::Transfer(handoff.payload),
-                        chunk: handoff.chunk,
-                        stage: handoff.to_stage,
-                        start_ns: start,
-                        end_ns: end,
-                        bytes,
-                        hop: hop as u16,
-                    });
-                }
-                self.queue.push(
-                    end,
-                    Event::Arrival {
-                        payload: handoff.payload,
-                        chunk: handoff.chunk,
-                        stage: handoff.to_stage,
-                        bytes,
-                    },
-                );
-            }
-            receiver
-        });
-        self.try_issue(device, now);
-        if let Some(receiver) = receiver.filter(|&r| r != device) {
-            self.try_issue(receiver, now);
+        let id = self.id(op);
+        let held = std::mem::take(&mut self.held[id]);
+        self.memory(device, now, MemoryCategory::Communication, -(held as i64));
+        self.wake.push(device);
+        for_each_local_successor(schedule, op, |next, _| self.release(next));
+        for_each_handoff(schedule, op, |handoff| self.send(handoff, now));
+        let wake = std::mem::take(&mut self.wake);
+        for &d in &wake {
+            self.try_issue(d, now);
         }
+        self.wake = wake;
+        self.wake.clear();
     }
 
-    /// Marks a hand-off's data as present on its receiving stage, holding `buffer_bytes` there
-    /// until the consuming op ends.
-    fn arrive(&mut self, payload: Payload, chunk: u32, stage: u32, now: u64, buffer_bytes: u64) {
-        let i = self.idx(chunk, stage);
-        let receiver = self.input.schedule.device_of_stage(stage);
-        match payload {
-            Payload::Activation => {
-                self.forward_ready[i] = now;
-                self.forward_buffer[i] = buffer_bytes;
-            }
-            Payload::Gradient => {
-                self.backward_ready[i] = now;
-                self.backward_buffer[i] = buffer_bytes;
-            }
-        }
-        self.memory(
-            receiver,
-            now,
-            MemoryCategory::Communication,
-            buffer_bytes as i64,
+    /// Sends a hand-off: delivered at once on the same device or over a free route, else over
+    /// the route's links after any transfer queued ahead of it.
+    fn send(&mut self, handoff: Handoff, now: u64) {
+        let schedule = self.input.schedule;
+        let (from, to) = (
+            self.placed(schedule.device_of(handoff.from)),
+            self.placed(schedule.device_of(handoff.to)),
         );
+        let route = self.input.network.route(from as usize, to as usize);
+        if route.links.is_empty() {
+            self.deliver(handoff, now, 0);
+            return;
+        }
+        let bytes = self.input.cost.handoff_bytes(&handoff);
+        let start = route
+            .links
+            .iter()
+            .map(|&l| self.link_free[l])
+            .fold(now, u64::max);
+        let end = start + route.transfer_ns(bytes);
+        for (hop, &link) in route.links.iter().enumerate() {
+            self.link_free[link] = end;
+            self.sink.span(Span {
+                lane: Lane::Link(link as u32),
+                kind: SpanKind::Transfer(handoff.payload),
+                chunk: handoff.to.chunk,
+                stage: handoff.to.stage,
+                start_ns: start,
+                end_ns: end,
+                bytes,
+                hop: hop as u16,
+                device: to,
+                requested_ns: now,
+            });
+        }
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.in_flight[slot as usize] = (handoff, bytes);
+                slot
+            }
+            None => {
+                self.in_flight.push((handoff, bytes));
+                self.in_flight.len() as u32 - 1
+            }
+        };
+        self.queue.push(end, Event::Arrival { slot });
+    }
+
+    /// A hand-off's data is on its receiving device: hold its buffer until the addressee ends,
+    /// and release the addressee (or, for a gated hand-off, the gate).
+    fn deliver(&mut self, handoff: Handoff, now: u64, bytes: u64) {
+        let schedule = self.input.schedule;
+        let receiver = schedule.device_of(handoff.to);
+        let id = self.id(handoff.to);
+        self.held[id] += bytes;
+        self.memory(receiver, now, MemoryCategory::Communication, bytes as i64);
+        if is_gated(schedule, &handoff) {
+            let gate = gate_index(schedule, &handoff);
+            self.gate_remaining[gate] -= 1;
+            if self.gate_remaining[gate] == 0 {
+                for_each_gate_member(schedule, &handoff, |member| self.release(member));
+            }
+        } else {
+            self.release(handoff.to);
+        }
     }
 }
 
@@ -269,28 +259,44 @@ pub fn simulate_into<S: TraceSink>(input: &SimInput<'_>, sink: &mut S) -> Result
         )));
     }
     let (n_stages, n_chunks) = (schedule.n_stages(), schedule.n_chunks());
-    let cells = n_stages as usize * n_chunks as usize;
-    let mut forward_ready = vec![NOT_YET; cells];
-    forward_ready[..n_chunks as usize].fill(0);
+    let id = |op: Op| op_id(op, n_chunks, n_stages);
+    // Count every op's inputs from the same definitions the engine releases them by.
+    let mut remaining = vec![0u32; schedule.n_op_ids()];
+    let mut gate_remaining = vec![0u32; 3 * n_stages as usize];
+    let mut gates: Vec<Handoff> = Vec::new();
+    for &op in schedule.orders().iter().flatten() {
+        for_each_local_successor(schedule, op, |next, _| remaining[id(next)] += 1);
+        for_each_handoff(schedule, op, |handoff| {
+            if is_gated(schedule, &handoff) {
+                let gate = gate_index(schedule, &handoff);
+                if gate_remaining[gate] == 0 {
+                    gates.push(handoff);
+                }
+                gate_remaining[gate] += 1;
+            } else {
+                remaining[id(handoff.to)] += 1;
+            }
+        });
+    }
+    for handoff in &gates {
+        for_each_gate_member(schedule, handoff, |member| remaining[id(member)] += 1);
+    }
     let mut engine = Engine {
         input,
         sink,
         queue: EventQueue::with_capacity(2 * schedule.n_devices() + 16),
-        n_stages,
-        n_chunks,
         next: vec![0; schedule.n_devices()],
         busy_since: vec![None; schedule.n_devices()],
-        forward_ready,
-        backward_ready: vec![NOT_YET; cells],
-        forward_done: vec![false; cells],
-        forward_buffer: vec![0; cells],
-        backward_buffer: vec![0; cells],
-        backwards_done: vec![0; n_stages as usize],
+        remaining,
+        held: vec![0; schedule.n_op_ids()],
+        gate_remaining,
         link_free: vec![0; input.network.links().len()],
+        wake: Vec::new(),
+        in_flight: Vec::new(),
+        free_slots: Vec::new(),
     };
-    for stage in 0..n_stages {
-        let device = schedule.device_of_stage(stage);
-        for (category, bytes) in input.cost.resident_bytes(stage) {
+    for (device, order) in schedule.orders().iter().enumerate() {
+        for (category, bytes) in input.cost.resident_bytes(order) {
             engine.memory(device, 0, category, bytes as i64);
         }
     }
@@ -300,14 +306,16 @@ pub fn simulate_into<S: TraceSink>(input: &SimInput<'_>, sink: &mut S) -> Result
     while let Some((now, event)) = engine.queue.pop() {
         match event {
             Event::OpEnd { device } => engine.op_end(device as usize, now),
-            Event::Arrival {
-                payload,
-                chunk,
-                stage,
-                bytes,
-            } => {
-                engine.arrive(payload, chunk, stage, now, bytes);
-                engine.try_issue(schedule.device_of_stage(stage), now);
+            Event::Arrival { slot } => {
+                let (handoff, bytes) = engine.in_flight[slot as usize];
+                engine.free_slots.push(slot);
+                engine.deliver(handoff, now, bytes);
+                let wake = std::mem::take(&mut engine.wake);
+                for &d in &wake {
+                    engine.try_issue(d, now);
+                }
+                engine.wake = wake;
+                engine.wake.clear();
             }
         }
     }

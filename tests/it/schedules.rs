@@ -5,27 +5,47 @@ use proptest::prelude::*;
 
 use pipegnn::report;
 use pipegnn::schedule::{
-    check, file, BackwardOrder, Generator, GnnPipeOrder, OpKind, Schedule, ScheduleError,
+    check, file, BackwardOrder, BackwardSync, DataFlow, Generator, GnnPipeBackward, GnnPipeKnobs,
+    GnnPipeOrder, OpKind, Schedule, ScheduleError, UpdateMode,
 };
 use pipegnn::trace::{Lane, SpanKind, Trace};
 
 use crate::support::{simulate_with, StageCosts};
 
-const ALL: [Generator; 5] = [
-    Generator::GPipe(BackwardOrder::Forward),
-    Generator::GPipe(BackwardOrder::Reverse),
-    Generator::OneFOneB,
-    Generator::GnnPipe(GnnPipeOrder::GPipe),
-    Generator::GnnPipe(GnnPipeOrder::OneFOneB),
-];
+/// Every generator with every combination of knobs.
+fn all_generators() -> Vec<Generator> {
+    let mut all = vec![
+        Generator::GPipe(BackwardOrder::Forward),
+        Generator::GPipe(BackwardOrder::Reverse),
+        Generator::OneFOneB,
+    ];
+    for order in [GnnPipeOrder::GPipe, GnnPipeOrder::OneFOneB] {
+        for backward in [
+            GnnPipeBackward::Drop,
+            GnnPipeBackward::Deferred,
+            GnnPipeBackward::Exact,
+        ] {
+            for update in [UpdateMode::PerEpoch, UpdateMode::PerChunk] {
+                // Exact backward with 1F1B order cannot run; a test below checks it is refused.
+                if !(backward == GnnPipeBackward::Exact && order == GnnPipeOrder::OneFOneB) {
+                    all.push(Generator::GnnPipe(GnnPipeKnobs {
+                        order,
+                        backward,
+                        update,
+                    }));
+                }
+            }
+        }
+    }
+    all
+}
 
 /// The activation stash bound DESIGN.md states for each generator.
 fn stash_bound(generator: Generator, n_stages: u32, n_chunks: u32, stage: u32) -> u32 {
     match generator {
-        Generator::GPipe(_) | Generator::GnnPipe(GnnPipeOrder::GPipe) => n_chunks,
-        Generator::OneFOneB | Generator::GnnPipe(GnnPipeOrder::OneFOneB) => {
-            (n_stages - stage).min(n_chunks)
-        }
+        Generator::GPipe(_) => n_chunks,
+        Generator::GnnPipe(knobs) if knobs.order == GnnPipeOrder::GPipe => n_chunks,
+        Generator::OneFOneB | Generator::GnnPipe(_) => (n_stages - stage).min(n_chunks),
     }
 }
 
@@ -33,6 +53,10 @@ fn stash_bound(generator: Generator, n_stages: u32, n_chunks: u32, stage: u32) -
 /// its next op once the op's inputs are finished (free, instantaneous communication).
 fn oracle_makespan(schedule: &Schedule, costs: &StageCosts) -> u64 {
     let (s_n, k_n) = (schedule.n_stages() as usize, schedule.n_chunks() as usize);
+    let DataFlow::Pipeline { backward, update } = schedule.flow().clone() else {
+        panic!("the oracle covers pipelines")
+    };
+    let all = |ends: &[Option<u64>]| ends.iter().try_fold(0, |m, e| e.map(|e| m.max(e)));
     let mut f_end = vec![vec![None::<u64>; k_n]; s_n];
     let mut b_end = vec![vec![None::<u64>; k_n]; s_n];
     let mut pos = vec![0usize; schedule.n_devices()];
@@ -52,14 +76,17 @@ fn oracle_makespan(schedule: &Schedule, costs: &StageCosts) -> u64 {
                         }
                     }
                     OpKind::Backward => {
-                        let grad = if s + 1 == s_n {
-                            Some(0)
-                        } else {
-                            b_end[s + 1][c]
+                        let grad = match backward {
+                            _ if s + 1 == s_n => Some(0),
+                            BackwardSync::PerChunk => b_end[s + 1][c],
+                            BackwardSync::Barrier => all(&b_end[s + 1]),
                         };
                         f_end[s][c].zip(grad).map(|(a, b)| a.max(b))
                     }
-                    OpKind::Optimizer => b_end[s].iter().try_fold(0, |m, e| e.map(|e| m.max(e))),
+                    OpKind::Optimizer => match update {
+                        UpdateMode::PerEpoch => all(&b_end[s]),
+                        UpdateMode::PerChunk => b_end[s][c],
+                    },
                 };
                 let Some(ready) = ready else { break };
                 let start = ready.max(free_at[d]);
@@ -155,7 +182,7 @@ proptest! {
 
     #[test]
     fn generated_schedules_pass_the_checker(n_stages in 1u32..=16, n_chunks in 1u32..=64) {
-        for generator in ALL {
+        for generator in all_generators() {
             let schedule = generator.generate(n_stages, n_chunks).unwrap();
             let report = check(&schedule).unwrap();
             for stage in 0..n_stages {
@@ -208,7 +235,7 @@ proptest! {
             parameter_bytes: 0,
             activation_bytes: 0,
         };
-        for generator in ALL {
+        for generator in all_generators() {
             let schedule = generator.generate(n_stages as u32, n_chunks).unwrap();
             let trace = simulate_with(&schedule, &costs, None);
             assert_trace_respects_schedule(&schedule, &trace);
@@ -224,8 +251,12 @@ proptest! {
 
     #[test]
     fn schedules_survive_a_file_round_trip(n_stages in 1u32..=16, n_chunks in 1u32..=64) {
-        for generator in ALL {
+        for generator in all_generators() {
             let schedule = generator.generate(n_stages, n_chunks).unwrap();
+            if *schedule.flow() != DataFlow::PIPELINE {
+                // Files hold plain pipelines; barriers and per-chunk steps are generator knobs.
+                continue;
+            }
             let doc = pipegnn::report::json::ScheduleDoc::new(&schedule, None);
             let text = serde_json::to_string(&doc).unwrap();
             let back = file::parse("round-trip.json", &text).unwrap();
@@ -262,7 +293,7 @@ fn backward_before_its_forward_is_a_deadlock() {
     let schedule = file::parse("b-first.yaml", text).unwrap();
     let message = check(&schedule).unwrap_err().to_string();
     assert!(
-        message.contains("B(0,0) on device 0 waits for F(0,0) (needs its forward stash)"),
+        message.contains("B(0,0) on device 0 waits for F(0,0) (needs its result)"),
         "{message}"
     );
 }
@@ -303,4 +334,20 @@ fn one_f_one_b_matches_the_published_order() {
             .orders(),
         schedule.orders()
     );
+}
+
+#[test]
+fn gnnpipe_exact_backward_with_1f1b_order_is_refused() {
+    let knobs = GnnPipeKnobs {
+        order: GnnPipeOrder::OneFOneB,
+        backward: GnnPipeBackward::Exact,
+        update: UpdateMode::PerEpoch,
+    };
+    let err = Generator::GnnPipe(knobs).generate(2, 4).unwrap_err();
+    assert!(err.to_string().contains("needs order gpipe"), "{err}");
+    let gpipe_order = GnnPipeKnobs {
+        order: GnnPipeOrder::GPipe,
+        ..knobs
+    };
+    assert!(check(&Generator::GnnPipe(gpipe_order).generate(2, 4).unwrap()).is_ok());
 }

@@ -85,11 +85,11 @@ impl CostModel for StageCosts {
         self.activation_bytes
     }
 
-    fn stash_bytes(&self, _chunk: u32, _stage: u32) -> u64 {
+    fn stash_bytes(&self, _forward: Op) -> u64 {
         self.stash_bytes
     }
 
-    fn resident_bytes(&self, _stage: u32) -> Vec<(MemoryCategory, u64)> {
+    fn resident_bytes(&self, _order: &[Op]) -> Vec<(MemoryCategory, u64)> {
         vec![(MemoryCategory::Parameters, self.parameter_bytes)]
     }
 }
