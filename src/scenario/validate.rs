@@ -10,7 +10,7 @@ use super::model::{
 use super::raw::{self, Quantity, RawLinks, RawPresets, RawScenario, RawSchedule};
 use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator};
 use crate::network::{Link, Network};
-use crate::schedule::{BackwardOrder, Generator, GnnPipeOrder};
+use crate::schedule::{BackwardOrder, Generator, GnnPipeKnobs, GnnPipeOrder};
 use crate::units::{self, UnitError};
 
 /// The largest `count` one device entry may expand to, and the largest chunk count: far beyond
@@ -558,9 +558,12 @@ impl Ctx<'_> {
                 Some(ScheduleChoice::Generated(Generator::GPipe(backward_order)))
             }
             (Some("1f1b"), None) => Some(ScheduleChoice::Generated(Generator::OneFOneB)),
-            (Some("gnnpipe"), None) => {
-                Some(ScheduleChoice::Generated(Generator::GnnPipe(gnnpipe_order)))
-            }
+            (Some("gnnpipe"), None) => Some(ScheduleChoice::Generated(Generator::GnnPipe(
+                GnnPipeKnobs {
+                    order: gnnpipe_order,
+                    ..GnnPipeKnobs::default()
+                },
+            ))),
             (Some(other), None) => {
                 self.error(
                     path.key("kind"),
