@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod cost;
 pub mod diag;
+pub mod gnn;
 pub mod graph;
 pub mod network;
 pub mod plan;

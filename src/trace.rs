@@ -93,19 +93,34 @@ pub enum MemoryCategory {
     Gradients,
     /// Optimizer state (Adam: two moments).
     OptimizerState,
-    /// Activations stashed for backward, per in-flight chunk.
+    /// Input features a stage holds.
+    Features,
+    /// Graph structure (CSR offsets and neighbour ids) a stage holds.
+    Graph,
+    /// Activations stashed for backward, per in-flight chunk (the chunk's own rows).
     Activations,
-    /// Buffers holding received activations or gradients until consumed.
+    /// Stashed rows of halo vertices (`halo: exact` recomputation, and neighbour rows read).
+    Halo,
+    /// GNNPipe's history buffers: N x d_in per owned layer whose input is not the features.
+    History,
+    /// GNNPipe's deferred cross-chunk gradients (`backward: deferred`).
+    DeferredGradients,
+    /// Buffers holding received data until it is consumed.
     Communication,
 }
 
 impl MemoryCategory {
     /// Every category, in the order tables and JSON list them.
-    pub const ALL: [MemoryCategory; 5] = [
+    pub const ALL: [MemoryCategory; 10] = [
         MemoryCategory::Parameters,
         MemoryCategory::Gradients,
         MemoryCategory::OptimizerState,
+        MemoryCategory::Features,
+        MemoryCategory::Graph,
         MemoryCategory::Activations,
+        MemoryCategory::Halo,
+        MemoryCategory::History,
+        MemoryCategory::DeferredGradients,
         MemoryCategory::Communication,
     ];
 
@@ -115,7 +130,12 @@ impl MemoryCategory {
             MemoryCategory::Parameters => "parameters",
             MemoryCategory::Gradients => "gradients",
             MemoryCategory::OptimizerState => "optimizer_state",
+            MemoryCategory::Features => "features",
+            MemoryCategory::Graph => "graph",
             MemoryCategory::Activations => "activations",
+            MemoryCategory::Halo => "halo",
+            MemoryCategory::History => "history",
+            MemoryCategory::DeferredGradients => "deferred_gradients",
             MemoryCategory::Communication => "communication",
         }
     }

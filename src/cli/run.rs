@@ -16,10 +16,13 @@ use super::{
     ScheduleArgs, ScheduleFormat, SimulateArgs,
 };
 use crate::cost::UniformCost;
+use crate::diag::FieldPath;
+use crate::graph::{self, dataset::Dataset};
 use crate::network::Network;
+use crate::plan::GraphData;
 use crate::plan::{self, Candidate, PlanError};
 use crate::report::{self, chrome_trace, json, table, timeline};
-use crate::scenario::{self, Scenario, ScheduleChoice};
+use crate::scenario::{self, GraphSource, Scenario, ScheduleChoice, Workload};
 use crate::schedule::{
     self, BackwardOrder, Generator, GnnPipeKnobs, GnnPipeOrder, Schedule, ScheduleError,
 };
@@ -70,7 +73,7 @@ impl CliError {
 impl From<PlanError> for CliError {
     fn from(err: PlanError) -> Self {
         let status = match err {
-            PlanError::File(_) => ExitStatus::InvalidInput,
+            PlanError::File(_) | PlanError::Invalid(_) => ExitStatus::InvalidInput,
             PlanError::Schedule(_) | PlanError::Mismatch(_) => ExitStatus::ScheduleRejected,
             PlanError::Sim(_) => ExitStatus::Internal,
         };
@@ -120,19 +123,60 @@ fn write(path: &Path, text: &str) -> Result<()> {
     })
 }
 
-fn load_scenario(args: &ScenarioArgs) -> Result<Scenario> {
+/// A validated scenario with its graph loaded or generated.
+struct Loaded {
+    scenario: Scenario,
+    graph: Option<GraphData>,
+}
+
+fn load_scenario(args: &ScenarioArgs) -> Result<Loaded> {
     let text = read(&args.scenario)?;
     let file = args.scenario.display().to_string();
     let base = args.scenario.parent().unwrap_or(Path::new("."));
-    scenario::parse_scenario(&file, &text, &args.overrides, base)
-        .map_err(|diags| CliError::new(ExitStatus::InvalidInput, diags))
+    let scenario = scenario::parse_scenario(&file, &text, &args.overrides, base)
+        .map_err(|diags| CliError::new(ExitStatus::InvalidInput, diags))?;
+    let graph = match &scenario.workload {
+        Workload::Explicit(_) => None,
+        Workload::Gnn(spec) => {
+            let dataset = match &spec.graph {
+                GraphSource::Dataset { path, .. } => Some(load_dataset(&scenario, path)?),
+                _ => None,
+            };
+            Some(plan::prepare_graph(spec, dataset).map_err(in_scenario(args))?)
+        }
+    };
+    Ok(Loaded { scenario, graph })
+}
+
+/// Reads a graph-csv v1 folder; a problem names the data file, its line and the scenario.
+fn load_dataset(scenario: &Scenario, dir: &Path) -> Result<Dataset> {
+    if !dir.is_dir() {
+        let at = FieldPath::root().key("graph").key("dataset").key("path");
+        let diag = scenario.source.diagnostic(
+            at,
+            format!("{} is not a dataset folder (graph-csv v1)", dir.display()),
+        );
+        return Err(CliError::new(ExitStatus::Io, diag));
+    }
+    let mut reader = |name: &str| -> std::result::Result<Option<String>, String> {
+        let path = dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(format!("cannot read: {err}")),
+        }
+    };
+    graph::dataset::load(&mut reader).map_err(|mut err| {
+        err.file = dir.join(&err.file).display().to_string();
+        CliError::new(ExitStatus::InvalidInput, err)
+    })
 }
 
 /// The scenario's own schedule, reading its schedule file if it names one.
 fn own_candidate(scenario: &Scenario) -> Result<Candidate> {
     let text = match &scenario.schedule.choice {
         ScheduleChoice::File(path) => Some((path.display().to_string(), read(path)?)),
-        ScheduleChoice::Generated(_) => None,
+        ScheduleChoice::Generated(_) | ScheduleChoice::GraphParallel => None,
     };
     Ok(plan::own_candidate(
         scenario,
@@ -151,9 +195,10 @@ fn in_scenario(args: &ScenarioArgs) -> impl Fn(PlanError) -> CliError + '_ {
 }
 
 fn validate(args: &ScenarioArgs) -> Result<()> {
-    let scenario = load_scenario(args)?;
+    let Loaded { scenario, graph } = load_scenario(args)?;
     let candidate = own_candidate(&scenario)?;
-    let prediction = plan::predict(&scenario, &candidate).map_err(in_scenario(args))?;
+    let prediction =
+        plan::predict(&scenario, graph.as_ref(), &candidate).map_err(in_scenario(args))?;
     let metrics = report::compute(&prediction.trace);
     check_fits(&scenario, &[(prediction.label.as_str(), &metrics)])?;
     let peak = metrics
@@ -331,42 +376,27 @@ fn to_json(doc: &impl serde::Serialize) -> Result<String> {
         .map_err(|e| CliError::new(ExitStatus::Internal, format!("cannot encode JSON: {e}")))
 }
 
-fn named_generator(name: &str) -> Option<Generator> {
-    let gnnpipe = |order| {
-        Generator::GnnPipe(GnnPipeKnobs {
-            order,
-            ..GnnPipeKnobs::default()
-        })
-    };
-    [
-        Generator::GPipe(BackwardOrder::Forward),
-        Generator::GPipe(BackwardOrder::Reverse),
-        Generator::OneFOneB,
-        gnnpipe(GnnPipeOrder::GPipe),
-        gnnpipe(GnnPipeOrder::OneFOneB),
-    ]
-    .into_iter()
-    .find(|g| plan::generator_label(*g) == name)
-}
-
 fn simulate(args: &SimulateArgs) -> Result<()> {
-    let scenario = load_scenario(&args.scenario)?;
+    let Loaded { scenario, graph } = load_scenario(&args.scenario)?;
     let candidates = match args.schedule.as_str() {
         "scenario" => vec![own_candidate(&scenario)?],
         "all" => plan::all_candidates(own_candidate(&scenario)?, &scenario),
-        name => match named_generator(name) {
-            Some(generator) => vec![Candidate::Generated(generator)],
+        name => match plan::named_candidate(name, &scenario) {
+            Some(candidate) => vec![candidate],
             None => {
                 return Err(CliError::new(
                     ExitStatus::InvalidInput,
-                    format!("--schedule: unknown schedule `{name}` (expected scenario, all, gpipe, gpipe-reverse, 1f1b, gnnpipe or gnnpipe-1f1b)"),
+                    format!("--schedule: unknown schedule `{name}` (expected scenario, all, gpipe, gpipe-reverse, 1f1b (each optionally -drop or -exact), gnnpipe, gnnpipe-1f1b, graph_parallel or graph_parallel-broadcast)"),
                 ))
             }
         },
     };
     let mut predictions = Vec::new();
     for candidate in &candidates {
-        predictions.push(plan::predict(&scenario, candidate).map_err(in_scenario(&args.scenario))?);
+        predictions.push(
+            plan::predict(&scenario, graph.as_ref(), candidate)
+                .map_err(in_scenario(&args.scenario))?,
+        );
     }
     let metrics: Vec<report::Metrics> = predictions
         .iter()
@@ -388,6 +418,7 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
                             p.schedule.n_stages(),
                             p.schedule.n_chunks(),
                             m,
+                            p.graph.as_ref(),
                         )
                     })
                     .collect(),

@@ -57,8 +57,11 @@ impl CostModel for ExplicitCost {
         self.share(self.stages[producer as usize].activation_bytes)
     }
 
-    fn stash_bytes(&self, forward: Op) -> u64 {
-        self.share(self.stages[forward.stage as usize].stash_bytes)
+    fn stash(&self, forward: Op) -> (u64, u64) {
+        (
+            self.share(self.stages[forward.stage as usize].stash_bytes),
+            0,
+        )
     }
 
     fn resident_bytes(&self, order: &[Op]) -> Vec<(MemoryCategory, u64)> {

@@ -4,9 +4,11 @@
 //! stage's memory. Link time is the network's business ([`crate::network`]), not the cost
 //! model's.
 
+pub mod analytic;
 mod explicit;
 mod uniform;
 
+pub use analytic::{AnalyticCost, DeviceRates, GnnWorkload};
 pub use explicit::ExplicitCost;
 pub use uniform::UniformCost;
 
@@ -20,8 +22,9 @@ pub trait CostModel {
     fn op_ns(&self, op: Op) -> u64;
     /// Bytes a hand-off carries between stages.
     fn handoff_bytes(&self, handoff: &Handoff) -> u64;
-    /// Bytes a forward op stashes from its start until its backward ends.
-    fn stash_bytes(&self, forward: Op) -> u64;
+    /// Bytes a forward op stashes from its start until its backward ends: its own rows'
+    /// activations, and halo rows.
+    fn stash(&self, forward: Op) -> (u64, u64);
     /// Memory a device running `order` holds for the whole epoch, by category.
     fn resident_bytes(&self, order: &[Op]) -> Vec<(MemoryCategory, u64)>;
 }

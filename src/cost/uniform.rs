@@ -28,8 +28,8 @@ impl CostModel for UniformCost {
         0
     }
 
-    fn stash_bytes(&self, _forward: Op) -> u64 {
-        0
+    fn stash(&self, _forward: Op) -> (u64, u64) {
+        (0, 0)
     }
 
     fn resident_bytes(&self, _order: &[Op]) -> Vec<(MemoryCategory, u64)> {

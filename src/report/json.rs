@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::metrics::Metrics;
+use crate::gnn::GraphMetrics;
 use crate::schedule::file::Orders;
 use crate::schedule::Schedule;
 use crate::trace::MemoryCategory;
@@ -46,6 +47,15 @@ pub struct ResultDoc {
     pub devices: Vec<DeviceDoc>,
     /// Per directed link that carried traffic.
     pub links: Vec<LinkDoc>,
+    /// Halo `drop`: undirected edges between chunks (ignored) over all undirected edges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped_edge_fraction: Option<f64>,
+    /// GNNPipe: neighbour reads served from history over all reads, at layers after the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_read_fraction: Option<f64>,
+    /// Halo `exact`: vertex-layer outputs computed over a full-graph pass's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redundant_compute_factor: Option<f64>,
 }
 
 /// One device of a result.
@@ -89,8 +99,14 @@ pub struct LinkDoc {
 }
 
 impl ResultDoc {
-    /// The JSON form of one schedule's metrics.
-    pub fn new(schedule: &str, n_stages: u32, n_chunks: u32, metrics: &Metrics) -> Self {
+    /// The JSON form of one schedule's metrics, with the graph figures of a GNN workload.
+    pub fn new(
+        schedule: &str,
+        n_stages: u32,
+        n_chunks: u32,
+        metrics: &Metrics,
+        graph: Option<&GraphMetrics>,
+    ) -> Self {
         ResultDoc {
             schedule: schedule.to_string(),
             stages: n_stages,
@@ -129,6 +145,9 @@ impl ResultDoc {
                     busy_s: seconds(l.busy_ns),
                 })
                 .collect(),
+            dropped_edge_fraction: graph.and_then(|g| g.dropped_edge_fraction),
+            stale_read_fraction: graph.and_then(|g| g.stale_read_fraction),
+            redundant_compute_factor: graph.and_then(|g| g.redundant_compute_factor),
         }
     }
 }

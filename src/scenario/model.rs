@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use crate::diag::{Diagnostic, FieldPath, Locator};
+use crate::gnn::Halo;
+use crate::graph::Chunking;
 use crate::network::Network;
 use crate::schedule::Generator;
 
@@ -45,19 +47,42 @@ impl Source {
 }
 
 impl Scenario {
+    /// Number of pipeline stages (layers, for graph parallelism).
+    pub fn n_stages(&self) -> u32 {
+        match &self.workload {
+            Workload::Explicit(w) => w.stages.len() as u32,
+            Workload::Gnn(_) if self.schedule.choice == ScheduleChoice::GraphParallel => {
+                self.n_layers() as u32
+            }
+            Workload::Gnn(gnn) => match &gnn.stages {
+                StageSplit::Layers(counts) => counts.len() as u32,
+                StageSplit::Auto => gnn.layers.len().min(self.n_pipeline_devices()) as u32,
+            },
+        }
+    }
+
+    /// Number of GNN layers (0 for an explicit workload).
+    pub fn n_layers(&self) -> usize {
+        match &self.workload {
+            Workload::Explicit(_) => 0,
+            Workload::Gnn(gnn) => gnn.layers.len(),
+        }
+    }
+
+    /// Devices available to the schedule: the placement's, or all.
+    pub fn n_pipeline_devices(&self) -> usize {
+        self.schedule
+            .placement
+            .as_ref()
+            .map_or(self.devices.len(), Vec::len)
+    }
+
     /// The path of the `devices:` entry a device was expanded from, extended by `field`.
     pub fn device_field(&self, device: usize, field: &str) -> FieldPath {
         FieldPath::root()
             .key("devices")
             .index(self.devices[device].entry)
             .key(field)
-    }
-
-    /// Number of pipeline stages.
-    pub fn n_stages(&self) -> u32 {
-        match &self.workload {
-            Workload::Explicit(w) => w.stages.len() as u32,
-        }
     }
 }
 
@@ -74,6 +99,8 @@ pub struct Device {
     pub peak_flops: Option<f64>,
     /// Memory bandwidth, if known.
     pub memory_bandwidth_bytes_per_s: Option<f64>,
+    /// Fixed cost of one kernel, if known.
+    pub op_overhead_ns: Option<u64>,
     /// Index of the `devices:` entry it was expanded from.
     pub entry: usize,
 }
@@ -83,6 +110,91 @@ pub struct Device {
 pub enum Workload {
     /// Times and sizes written directly in the scenario.
     Explicit(ExplicitWorkload),
+    /// A GNN on a graph: every op's work derived from them.
+    Gnn(GnnSpec),
+}
+
+/// `graph:` and `model:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GnnSpec {
+    /// Where the graph comes from.
+    pub graph: GraphSource,
+    /// Layers as written (input and output widths are resolved against the graph).
+    pub layers: Vec<LayerSpec>,
+    /// Bytes per element (`dtype`).
+    pub element_bytes: u64,
+    /// How layers split into stages.
+    pub stages: StageSplit,
+}
+
+/// One layer as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerSpec {
+    /// Its kind.
+    pub kind: LayerKindSpec,
+    /// Output width (per head for GAT).
+    pub out: u64,
+}
+
+/// A layer kind as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKindSpec {
+    /// GCN.
+    Gcn,
+    /// GraphSAGE (mean).
+    Sage,
+    /// GAT with `heads` heads; `concat` defaults to true except on the last layer.
+    Gat {
+        /// Heads.
+        heads: u64,
+        /// Concatenate (true) or average (false) head outputs.
+        concat: Option<bool>,
+    },
+}
+
+/// Where the graph comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GraphSource {
+    /// A graph-csv v1 folder, resolved relative to the scenario file.
+    Dataset {
+        /// The folder.
+        path: PathBuf,
+        /// Density of synthesized features where the dataset has none (PubMed).
+        feature_density: Option<f64>,
+    },
+    /// A seeded stochastic block model.
+    Sbm(crate::graph::synth::SbmSpec),
+    /// A seeded R-MAT power-law graph.
+    Rmat(crate::graph::synth::RmatSpec),
+    /// Counts only.
+    Stats(GraphStats),
+}
+
+/// A graph known only by its counts: chunk and halo statistics come from a stated model
+/// (edges placed uniformly at random; see `gnn::stats_model`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GraphStats {
+    /// Vertices.
+    pub nodes: u64,
+    /// Undirected edges.
+    pub undirected_edges: u64,
+    /// Feature width.
+    pub features: u64,
+    /// Classes.
+    pub classes: u64,
+    /// Fraction of non-zero features (dense when absent).
+    pub feature_density: Option<f64>,
+    /// Fraction of edges a locality partitioner cuts (needed for `chunking: locality`).
+    pub cut_fraction: Option<f64>,
+}
+
+/// How layers split into stages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageSplit {
+    /// As many stages as layers or devices, whichever is fewer, balancing predicted time.
+    Auto,
+    /// Layers per stage, in order.
+    Layers(Vec<usize>),
 }
 
 /// `workload: {kind: explicit}`.
@@ -147,6 +259,8 @@ impl Optimizer {
 pub enum ScheduleChoice {
     /// A built-in generator.
     Generated(Generator),
+    /// CAGNET-style 1D graph parallelism over every placed device.
+    GraphParallel,
     /// A schedule file, resolved relative to the scenario file.
     File(PathBuf),
 }
@@ -162,6 +276,11 @@ pub struct ScheduleSpec {
     /// for files), the scenario device (index into [`Scenario::devices`]) that runs it; `None`
     /// places pipeline device i on scenario device i.
     pub placement: Option<Vec<usize>>,
+    /// How vertices split into chunks (GNN workloads).
+    pub chunking: Chunking,
+    /// The rule for edges between chunks (GNN workloads): drop or exact for GPipe and 1F1B,
+    /// stale for GNNPipe, halo exchange or broadcast for graph parallelism.
+    pub halo: Halo,
 }
 
 impl ScheduleSpec {

@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
-use serde_yaml::Value;
+pub use serde_yaml::Value;
 
 use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator, Origin, PathSeg};
 
@@ -53,7 +53,12 @@ pub struct RawScenario {
     pub devices: Vec<RawDevice>,
     #[serde(default)]
     pub links: Option<RawLinks>,
-    pub workload: RawWorkload,
+    #[serde(default)]
+    pub workload: Option<RawWorkload>,
+    #[serde(default)]
+    pub graph: Option<RawGraph>,
+    #[serde(default)]
+    pub model: Option<RawModel>,
     #[serde(default)]
     pub training: Option<RawTraining>,
     pub schedule: RawSchedule,
@@ -74,6 +79,99 @@ pub struct RawDevice {
     pub peak_flops: Option<Quantity>,
     #[serde(default)]
     pub memory_bandwidth: Option<Quantity>,
+    #[serde(default)]
+    pub op_overhead: Option<Quantity>,
+}
+
+/// `graph:`: exactly one source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGraph {
+    #[serde(default)]
+    pub dataset: Option<RawDataset>,
+    #[serde(default)]
+    pub synthetic: Option<RawSynthetic>,
+    #[serde(default)]
+    pub stats: Option<RawStats>,
+}
+
+/// `graph.dataset`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDataset {
+    pub path: String,
+    #[serde(default)]
+    pub feature_density: Option<f64>,
+}
+
+/// `graph.synthetic`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSynthetic {
+    pub kind: String,
+    pub nodes: i64,
+    #[serde(default)]
+    pub avg_degree: Option<f64>,
+    #[serde(default)]
+    pub edges: Option<i64>,
+    pub classes: i64,
+    pub features: i64,
+    #[serde(default)]
+    pub homophily: Option<f64>,
+    #[serde(default)]
+    pub feature_density: Option<f64>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub a: Option<f64>,
+    #[serde(default)]
+    pub b: Option<f64>,
+    #[serde(default)]
+    pub c: Option<f64>,
+}
+
+/// `graph.stats`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStats {
+    pub nodes: i64,
+    pub edges: i64,
+    pub features: i64,
+    pub classes: i64,
+    #[serde(default)]
+    pub feature_density: Option<f64>,
+    #[serde(default)]
+    pub cut_fraction: Option<f64>,
+}
+
+/// `model:`: a layer list or a shorthand.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    #[serde(default)]
+    pub layers: Option<Vec<RawLayer>>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub depth: Option<i64>,
+    #[serde(default)]
+    pub hidden: Option<i64>,
+    #[serde(default)]
+    pub heads: Option<i64>,
+    #[serde(default)]
+    pub dtype: Option<String>,
+}
+
+/// One entry of `model.layers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLayer {
+    pub kind: String,
+    pub out: i64,
+    #[serde(default)]
+    pub heads: Option<i64>,
+    #[serde(default)]
+    pub concat: Option<bool>,
 }
 
 /// `links:`: a topology preset, explicit pairs, or both.
@@ -155,13 +253,47 @@ pub struct RawSchedule {
     pub kind: Option<String>,
     #[serde(default)]
     pub file: Option<String>,
-    pub chunks: i64,
+    #[serde(default)]
+    pub chunks: Option<i64>,
     #[serde(default)]
     pub backward_order: Option<String>,
     #[serde(default)]
     pub order: Option<String>,
     #[serde(default)]
     pub placement: Option<Vec<String>>,
+    #[serde(default)]
+    pub chunking: Option<String>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// `auto` or a list of layer counts: kept as a YAML value and checked in `validate`.
+    #[serde(default)]
+    pub stages: Option<Value>,
+    #[serde(default)]
+    pub halo: Option<String>,
+    #[serde(default)]
+    pub backward: Option<String>,
+    #[serde(default)]
+    pub update: Option<String>,
+    #[serde(default)]
+    pub exchange: Option<String>,
+}
+
+/// Reads `schedule.stages`: `auto` (None) or a list of positive layer counts.
+pub fn stages_value(value: &Value) -> Result<Option<Vec<usize>>, String> {
+    let expected = "expected `auto` or a list of layer counts per stage, e.g. [2, 2]";
+    match value {
+        Value::String(text) if text == "auto" => Ok(None),
+        Value::Sequence(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| {
+                item.as_u64()
+                    .map(|n| n as usize)
+                    .ok_or_else(|| expected.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        _ => Err(expected.to_string()),
+    }
 }
 
 /// Device and link presets.
@@ -179,6 +311,7 @@ pub struct RawDevicePreset {
     pub memory: Quantity,
     pub peak_flops: Quantity,
     pub memory_bandwidth: Quantity,
+    pub op_overhead: Quantity,
 }
 
 /// One link preset.

@@ -4,13 +4,22 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::model::{
-    Device, ExplicitWorkload, Optimizer, Scenario, ScheduleChoice, ScheduleSpec, Source, StageWork,
-    WorkUnit, Workload,
+    Device, ExplicitWorkload, GnnSpec, GraphSource, GraphStats, LayerKindSpec, LayerSpec,
+    Optimizer, Scenario, ScheduleChoice, ScheduleSpec, Source, StageSplit, StageWork, WorkUnit,
+    Workload,
 };
-use super::raw::{self, Quantity, RawLinks, RawPresets, RawScenario, RawSchedule};
+use super::raw::{
+    self, Quantity, RawGraph, RawLinks, RawModel, RawPresets, RawScenario, RawSchedule,
+    RawSynthetic, RawWorkload,
+};
 use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator};
+use crate::gnn::Halo;
+use crate::graph::synth::{RmatSpec, SbmSpec};
+use crate::graph::Chunking;
 use crate::network::{Link, Network};
-use crate::schedule::{BackwardOrder, Generator, GnnPipeKnobs, GnnPipeOrder};
+use crate::schedule::{
+    BackwardOrder, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder, UpdateMode,
+};
 use crate::units::{self, UnitError};
 
 /// The largest `count` one device entry may expand to, and the largest chunk count: far beyond
@@ -99,12 +108,42 @@ impl Ctx<'_> {
         let network = devices
             .as_ref()
             .and_then(|devices| self.network(raw.links.as_ref(), devices));
-        let workload = self.workload(raw);
+        let workload = match (&raw.workload, &raw.graph, &raw.model) {
+            (Some(w), None, None) => self.explicit(w),
+            (None, Some(graph), Some(model)) => self.gnn(graph, model, &raw.schedule, base_dir),
+            (None, None, None) => {
+                self.error(
+                    root(),
+                    "give either `graph` and `model` (a GNN) or an explicit `workload`",
+                );
+                None
+            }
+            (Some(_), _, _) => {
+                self.error(
+                    root().key("workload"),
+                    "give either `graph` and `model` or `workload`, not both",
+                );
+                None
+            }
+            (None, Some(_), None) => {
+                self.error(root().key("graph"), "a graph needs a `model` to train");
+                None
+            }
+            (None, None, Some(_)) => {
+                self.error(root().key("model"), "a model needs a `graph` to train on");
+                None
+            }
+        };
         let optimizer = self.optimizer(raw);
-        let n_stages = workload
-            .as_ref()
-            .map(|Workload::Explicit(w)| w.stages.len());
-        let schedule = self.schedule(&raw.schedule, devices.as_deref(), n_stages, base_dir);
+        let schedule = self.schedule(
+            &raw.schedule,
+            devices.as_deref(),
+            workload.as_ref(),
+            base_dir,
+        );
+        if let (Some(Workload::Gnn(_)), Some(devices)) = (&workload, &devices) {
+            self.devices_have_rates(devices);
+        }
         Some(Scenario {
             name: raw.name.clone(),
             description: raw.description.clone(),
@@ -152,6 +191,7 @@ impl Ctx<'_> {
                         preset.memory.clone(),
                         preset.peak_flops.clone(),
                         preset.memory_bandwidth.clone(),
+                        preset.op_overhead.clone(),
                     )),
                     None => {
                         let known = self
@@ -194,8 +234,11 @@ impl Ctx<'_> {
                 bandwidth,
                 units::parse_bandwidth,
             );
-            let (Some(memory_bytes), Some(peak_flops), Some(memory_bandwidth)) =
-                (memory_bytes, peak_flops, memory_bandwidth)
+            let overhead = entry.op_overhead.as_ref().or(preset.as_ref().map(|p| &p.3));
+            let op_overhead =
+                self.optional(at.key("op_overhead"), overhead, units::parse_duration_ns);
+            let (Some(memory_bytes), Some(peak_flops), Some(memory_bandwidth), Some(op_overhead)) =
+                (memory_bytes, peak_flops, memory_bandwidth, op_overhead)
             else {
                 ok = false;
                 continue;
@@ -220,6 +263,7 @@ impl Ctx<'_> {
                     memory_bytes,
                     peak_flops,
                     memory_bandwidth_bytes_per_s: memory_bandwidth,
+                    op_overhead_ns: op_overhead,
                     entry: i,
                 });
             }
@@ -404,9 +448,8 @@ impl Ctx<'_> {
         }
     }
 
-    fn workload(&mut self, raw: &RawScenario) -> Option<Workload> {
+    fn explicit(&mut self, w: &RawWorkload) -> Option<Workload> {
         let path = root().key("workload");
-        let w = &raw.workload;
         if w.kind != "explicit" {
             self.error(
                 path.key("kind"),
@@ -493,52 +536,145 @@ impl Ctx<'_> {
         &mut self,
         raw: &RawSchedule,
         devices: Option<&[Device]>,
-        n_stages: Option<usize>,
+        workload: Option<&Workload>,
         base_dir: &Path,
     ) -> Option<ScheduleSpec> {
         let path = root().key("schedule");
         let mut ok = true;
-        let n_chunks = if (1..=MAX_CHUNKS).contains(&raw.chunks) {
-            raw.chunks as u32
-        } else {
-            self.error(
-                path.key("chunks"),
-                format!("must be between 1 and {MAX_CHUNKS}, got {}", raw.chunks),
-            );
-            ok = false;
-            1
-        };
         let kind = raw.kind.as_deref();
-        let backward_order = match raw.backward_order.as_deref() {
-            None | Some("forward") => BackwardOrder::Forward,
-            Some("reverse") => BackwardOrder::Reverse,
-            Some(other) => {
-                self.error(
-                    path.key("backward_order"),
-                    format!("unknown value `{other}` (expected forward or reverse)"),
-                );
+        let gnn = matches!(workload, Some(Workload::Gnn(_)));
+        let mut only = |ctx: &mut Self, field: &str, set: bool, allowed: bool, rule: &str| {
+            if set && !allowed {
+                ctx.error(path.key(field), format!("only applies to {rule}"));
                 ok = false;
-                BackwardOrder::Forward
             }
         };
-        if raw.backward_order.is_some() && kind != Some("gpipe") {
-            self.error(path.key("backward_order"), "only applies to `kind: gpipe`");
-            ok = false;
+        only(
+            self,
+            "backward_order",
+            raw.backward_order.is_some(),
+            kind == Some("gpipe"),
+            "`kind: gpipe`",
+        );
+        for (field, set) in [
+            ("order", raw.order.is_some()),
+            ("backward", raw.backward.is_some()),
+            ("update", raw.update.is_some()),
+        ] {
+            only(self, field, set, kind == Some("gnnpipe"), "`kind: gnnpipe`");
         }
-        let gnnpipe_order = match raw.order.as_deref() {
-            None | Some("gpipe") => GnnPipeOrder::GPipe,
-            Some("1f1b") => GnnPipeOrder::OneFOneB,
-            Some(other) => {
+        only(
+            self,
+            "exchange",
+            raw.exchange.is_some(),
+            kind == Some("graph_parallel"),
+            "`kind: graph_parallel`",
+        );
+        for (field, set) in [
+            ("chunking", raw.chunking.is_some()),
+            ("halo", raw.halo.is_some()),
+            ("seed", raw.seed.is_some()),
+        ] {
+            only(self, field, set, gnn, "GNN workloads (`graph` and `model`)");
+        }
+        only(
+            self,
+            "stages",
+            raw.stages.is_some(),
+            gnn,
+            "GNN workloads (explicit workloads list their stages)",
+        );
+        let n_chunks = match (raw.chunks, kind) {
+            (Some(k), _) if (1..=MAX_CHUNKS).contains(&k) => k as u32,
+            (Some(k), _) => {
                 self.error(
-                    path.key("order"),
-                    format!("unknown value `{other}` (expected gpipe or 1f1b)"),
+                    path.key("chunks"),
+                    format!("must be between 1 and {MAX_CHUNKS}, got {k}"),
                 );
                 ok = false;
-                GnnPipeOrder::GPipe
+                1
+            }
+            (None, Some("graph_parallel")) => 1,
+            (None, _) => {
+                self.error(path.clone(), "give the number of `chunks` per epoch");
+                ok = false;
+                1
             }
         };
-        if raw.order.is_some() && kind != Some("gnnpipe") {
-            self.error(path.key("order"), "only applies to `kind: gnnpipe`");
+        let backward_order = self.choose(
+            &path.key("backward_order"),
+            raw.backward_order.as_deref(),
+            &[
+                ("forward", BackwardOrder::Forward),
+                ("reverse", BackwardOrder::Reverse),
+            ],
+        );
+        let order = self.choose(
+            &path.key("order"),
+            raw.order.as_deref(),
+            &[
+                ("gpipe", GnnPipeOrder::GPipe),
+                ("1f1b", GnnPipeOrder::OneFOneB),
+            ],
+        );
+        let backward = self.choose(
+            &path.key("backward"),
+            raw.backward.as_deref(),
+            &[
+                ("drop", GnnPipeBackward::Drop),
+                ("deferred", GnnPipeBackward::Deferred),
+                ("exact", GnnPipeBackward::Exact),
+            ],
+        );
+        let update = self.choose(
+            &path.key("update"),
+            raw.update.as_deref(),
+            &[
+                ("per_epoch", UpdateMode::PerEpoch),
+                ("per_chunk", UpdateMode::PerChunk),
+            ],
+        );
+        let chunking = match raw.chunking.as_deref() {
+            None | Some("contiguous") => Some(Chunking::Contiguous),
+            Some("random") => Some(Chunking::Random {
+                seed: raw.seed.unwrap_or(0),
+            }),
+            Some("locality") => Some(Chunking::Locality),
+            Some(other) => {
+                self.error(
+                    path.key("chunking"),
+                    format!("unknown value `{other}` (expected contiguous, random or locality)"),
+                );
+                None
+            }
+        };
+        let halo = match (kind, raw.halo.as_deref(), raw.exchange.as_deref()) {
+            (Some("graph_parallel"), None, exchange) => self.choose(
+                &path.key("exchange"),
+                exchange,
+                &[("halo", Halo::Exchange), ("broadcast", Halo::Broadcast)],
+            ),
+            (Some("gnnpipe"), None | Some("stale"), _) => Some(Halo::Stale),
+            (Some("gnnpipe"), Some(other), _) => {
+                self.error(
+                    path.key("halo"),
+                    format!(
+                        "gnnpipe reads neighbours from its history: halo is `stale`, not `{other}`"
+                    ),
+                );
+                None
+            }
+            (_, halo, _) => self.choose(
+                &path.key("halo"),
+                halo,
+                &[("drop", Halo::Drop), ("exact", Halo::Exact)],
+            ),
+        };
+        if kind == Some("gnnpipe")
+            && order == Some(GnnPipeOrder::OneFOneB)
+            && backward == Some(GnnPipeBackward::Exact)
+        {
+            self.error(path.key("backward"), "exact backward waits for every chunk's gradient, so it needs `order: gpipe` (1F1B's interleaving would deadlock)");
             ok = false;
         }
         let choice = match (kind, &raw.file) {
@@ -549,32 +685,43 @@ impl Ctx<'_> {
             (None, None) => {
                 self.error(
                     path.clone(),
-                    "give a schedule `kind` (gpipe, 1f1b, gnnpipe) or a `file`",
+                    "give a schedule `kind` (gpipe, 1f1b, gnnpipe, graph_parallel) or a `file`",
                 );
                 None
             }
             (None, Some(file)) => Some(ScheduleChoice::File(base_dir.join(file))),
             (Some("gpipe"), None) => {
-                Some(ScheduleChoice::Generated(Generator::GPipe(backward_order)))
+                backward_order.map(|o| ScheduleChoice::Generated(Generator::GPipe(o)))
             }
             (Some("1f1b"), None) => Some(ScheduleChoice::Generated(Generator::OneFOneB)),
-            (Some("gnnpipe"), None) => Some(ScheduleChoice::Generated(Generator::GnnPipe(
-                GnnPipeKnobs {
-                    order: gnnpipe_order,
-                    ..GnnPipeKnobs::default()
-                },
-            ))),
-            (Some(other), None) => {
+            (Some("gnnpipe"), None) => match (order, backward, update) {
+                (Some(order), Some(backward), Some(update)) => Some(ScheduleChoice::Generated(
+                    Generator::GnnPipe(GnnPipeKnobs {
+                        order,
+                        backward,
+                        update,
+                    }),
+                )),
+                _ => None,
+            },
+            (Some("graph_parallel"), None) if gnn || workload.is_none() => {
+                Some(ScheduleChoice::GraphParallel)
+            }
+            (Some("graph_parallel"), None) => {
                 self.error(
                     path.key("kind"),
-                    format!("unknown schedule kind `{other}` (expected gpipe, 1f1b or gnnpipe)"),
+                    "graph parallelism needs a GNN workload (`graph` and `model`)",
                 );
                 None
             }
+            (Some(other), None) => {
+                self.error(path.key("kind"), format!("unknown schedule kind `{other}` (expected gpipe, 1f1b, gnnpipe or graph_parallel)"));
+                None
+            }
         };
-        // Placement needs the devices and the stage count; without them only the checks above
-        // can run (what is wrong with those is reported where they are validated).
-        let (Some(devices), Some(n_stages)) = (devices, n_stages) else {
+        // Placement needs the devices and the workload; without them only the checks above can
+        // run (what is wrong with those is reported where they are validated).
+        let (Some(devices), Some(workload)) = (devices, workload) else {
             return None;
         };
         let names: Vec<String> = devices.iter().map(|d| d.name.clone()).collect();
@@ -607,10 +754,22 @@ impl Ctx<'_> {
             }
             None => Vec::new(),
         };
-        if matches!(choice, Some(ScheduleChoice::Generated(_))) {
+        let available = if raw.placement.is_some() {
+            placement.len()
+        } else {
+            devices.len()
+        };
+        let n_stages = match workload {
+            Workload::Explicit(w) => Some((w.stages.len(), root().key("workload").key("stages"))),
+            Workload::Gnn(gnn) => match &gnn.stages {
+                StageSplit::Layers(counts) => Some((counts.len(), path.key("stages"))),
+                StageSplit::Auto => None,
+            },
+        };
+        if let (Some(ScheduleChoice::Generated(_)), Some((n_stages, at))) = (&choice, n_stages) {
             if n_stages > devices.len() {
                 self.error(
-                    root().key("workload").key("stages"),
+                    at,
                     format!(
                         "{n_stages} stages need {n_stages} devices but the scenario has {}",
                         devices.len()
@@ -628,11 +787,408 @@ impl Ctx<'_> {
                 ok = false;
             }
         }
+        if let (Some(ScheduleChoice::Generated(_)), Workload::Gnn(gnn)) = (&choice, workload) {
+            if gnn.stages == StageSplit::Auto
+                && raw.placement.is_some()
+                && available > gnn.layers.len()
+            {
+                self.error(
+                    path.key("placement"),
+                    format!(
+                        "{available} devices are placed but {} layers make at most {} stages",
+                        gnn.layers.len(),
+                        gnn.layers.len()
+                    ),
+                );
+                ok = false;
+            }
+        }
         ok.then_some(ScheduleSpec {
             choice: choice?,
             n_chunks,
             placement: raw.placement.is_some().then_some(placement),
+            chunking: chunking?,
+            halo: halo?,
         })
+    }
+
+    /// Picks the value named `text` from `options`, or the first option when absent.
+    fn choose<T: Copy>(
+        &mut self,
+        path: &FieldPath,
+        text: Option<&str>,
+        options: &[(&str, T)],
+    ) -> Option<T> {
+        match text {
+            None => Some(options[0].1),
+            Some(text) => match options.iter().find(|(name, _)| *name == text) {
+                Some(&(_, value)) => Some(value),
+                None => {
+                    let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+                    self.error(
+                        path.clone(),
+                        format!("unknown value `{text}` (expected {})", names.join(", ")),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    /// A GNN workload needs each device's peak rate and memory bandwidth for its roofline.
+    fn devices_have_rates(&mut self, devices: &[Device]) {
+        let mut reported = Vec::new();
+        for device in devices {
+            if reported.contains(&device.entry) {
+                continue;
+            }
+            let missing: Vec<&str> = [
+                ("peak_flops", device.peak_flops.is_none()),
+                (
+                    "memory_bandwidth",
+                    device.memory_bandwidth_bytes_per_s.is_none(),
+                ),
+            ]
+            .iter()
+            .filter(|(_, missing)| *missing)
+            .map(|(name, _)| *name)
+            .collect();
+            if !missing.is_empty() {
+                reported.push(device.entry);
+                self.error(
+                    root().key("devices").index(device.entry),
+                    format!(
+                        "a GNN workload needs the device's {} (or a preset)",
+                        missing.join(" and ")
+                    ),
+                );
+            }
+        }
+    }
+
+    fn gnn(
+        &mut self,
+        graph: &RawGraph,
+        model: &RawModel,
+        schedule: &RawSchedule,
+        base_dir: &Path,
+    ) -> Option<Workload> {
+        let source = self.graph_source(graph, base_dir);
+        let path = root().key("model");
+        let element_bytes = match model.dtype.as_deref() {
+            None | Some("f32") => Some(4),
+            Some("bf16") | Some("f16") => Some(2),
+            Some("f64") => Some(8),
+            Some(other) => {
+                self.error(
+                    path.key("dtype"),
+                    format!("unknown dtype `{other}` (expected f32, bf16, f16 or f64)"),
+                );
+                None
+            }
+        };
+        let layers = self.layers(model);
+        let stages = match (&schedule.stages, &layers) {
+            (None, _) => Some(StageSplit::Auto),
+            (Some(serde_yaml_value), Some(layers)) => {
+                self.stage_split(serde_yaml_value, layers.len())
+            }
+            (Some(_), None) => None,
+        };
+        Some(Workload::Gnn(GnnSpec {
+            graph: source?,
+            layers: layers?,
+            element_bytes: element_bytes?,
+            stages: stages?,
+        }))
+    }
+
+    fn stage_split(&mut self, value: &raw::Value, n_layers: usize) -> Option<StageSplit> {
+        let path = root().key("schedule").key("stages");
+        match raw::stages_value(value) {
+            Ok(None) => Some(StageSplit::Auto),
+            Ok(Some(counts)) => {
+                if counts.contains(&0) {
+                    self.error(path, "every stage needs at least one layer");
+                    return None;
+                }
+                let total: usize = counts.iter().sum();
+                if total != n_layers {
+                    self.error(
+                        path,
+                        format!("the stages hold {total} layers but the model has {n_layers}"),
+                    );
+                    return None;
+                }
+                Some(StageSplit::Layers(counts))
+            }
+            Err(message) => {
+                self.error(path, message);
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, path: FieldPath, value: i64, what: &str, max: i64) -> Option<u64> {
+        if (1..=max).contains(&value) {
+            Some(value as u64)
+        } else {
+            self.error(
+                path,
+                format!("{what} must be between 1 and {max}, got {value}"),
+            );
+            None
+        }
+    }
+
+    fn fraction(
+        &mut self,
+        path: FieldPath,
+        value: Option<f64>,
+        low_open: bool,
+    ) -> Option<Option<f64>> {
+        match value {
+            None => Some(None),
+            Some(v) if v.is_finite() && v <= 1.0 && (v > 0.0 || (!low_open && v >= 0.0)) => {
+                Some(Some(v))
+            }
+            Some(v) => {
+                let range = if low_open { "in (0, 1]" } else { "in [0, 1]" };
+                self.error(path, format!("must be {range}, got {v}"));
+                None
+            }
+        }
+    }
+
+    fn graph_source(&mut self, graph: &RawGraph, base_dir: &Path) -> Option<GraphSource> {
+        let path = root().key("graph");
+        match (&graph.dataset, &graph.synthetic, &graph.stats) {
+            (Some(dataset), None, None) => {
+                let density = self.fraction(
+                    path.key("dataset").key("feature_density"),
+                    dataset.feature_density,
+                    true,
+                )?;
+                Some(GraphSource::Dataset {
+                    path: base_dir.join(&dataset.path),
+                    feature_density: density,
+                })
+            }
+            (None, Some(synthetic), None) => self.synthetic(synthetic),
+            (None, None, Some(stats)) => {
+                let at = path.key("stats");
+                let nodes = self.count(at.key("nodes"), stats.nodes, "nodes", 1 << 40);
+                let edges = self.count(at.key("edges"), stats.edges, "edges", 1 << 44);
+                let features = self.count(at.key("features"), stats.features, "features", 1 << 24);
+                let classes = self.count(at.key("classes"), stats.classes, "classes", 1 << 24);
+                let density = self.fraction(at.key("feature_density"), stats.feature_density, true);
+                let cut = self.fraction(at.key("cut_fraction"), stats.cut_fraction, false);
+                Some(GraphSource::Stats(GraphStats {
+                    nodes: nodes?,
+                    undirected_edges: edges?,
+                    features: features?,
+                    classes: classes?,
+                    feature_density: density?,
+                    cut_fraction: cut?,
+                }))
+            }
+            _ => {
+                self.error(
+                    path,
+                    "give exactly one of `dataset`, `synthetic` or `stats`",
+                );
+                None
+            }
+        }
+    }
+
+    fn synthetic(&mut self, raw: &RawSynthetic) -> Option<GraphSource> {
+        let at = root().key("graph").key("synthetic");
+        let nodes = self.count(at.key("nodes"), raw.nodes, "nodes", u32::MAX as i64);
+        let classes = self.count(at.key("classes"), raw.classes, "classes", 1 << 16);
+        let features = self.count(at.key("features"), raw.features, "features", 1 << 24);
+        let density = self.fraction(at.key("feature_density"), raw.feature_density, true);
+        let seed = raw.seed.unwrap_or(0);
+        match raw.kind.as_str() {
+            "sbm" => {
+                let homophily = self.fraction(at.key("homophily"), raw.homophily, false);
+                let avg_degree = match raw.avg_degree {
+                    Some(d) if d.is_finite() && d > 0.0 => Some(d),
+                    Some(d) => {
+                        self.error(at.key("avg_degree"), format!("must be positive, got {d}"));
+                        None
+                    }
+                    None => {
+                        self.error(at.clone(), "an sbm graph needs `avg_degree`");
+                        None
+                    }
+                };
+                for (field, set) in [
+                    ("edges", raw.edges.is_some()),
+                    ("a", raw.a.is_some()),
+                    ("b", raw.b.is_some()),
+                    ("c", raw.c.is_some()),
+                ] {
+                    if set {
+                        self.error(at.key(field), "only applies to `kind: rmat`");
+                    }
+                }
+                Some(GraphSource::Sbm(SbmSpec {
+                    nodes: nodes? as u32,
+                    avg_degree: avg_degree?,
+                    classes: classes? as u32,
+                    features: features? as u32,
+                    homophily: homophily?.unwrap_or(0.8),
+                    feature_density: density?.unwrap_or(0.01),
+                    seed,
+                }))
+            }
+            "rmat" => {
+                let edges = match raw.edges {
+                    Some(e) => self.count(at.key("edges"), e, "edges", 1 << 36),
+                    None => {
+                        self.error(at.clone(), "an rmat graph needs `edges`");
+                        None
+                    }
+                };
+                for (field, set) in [
+                    ("avg_degree", raw.avg_degree.is_some()),
+                    ("homophily", raw.homophily.is_some()),
+                ] {
+                    if set {
+                        self.error(at.key(field), "only applies to `kind: sbm`");
+                    }
+                }
+                let (a, b, c) = (
+                    raw.a.unwrap_or(0.57),
+                    raw.b.unwrap_or(0.19),
+                    raw.c.unwrap_or(0.19),
+                );
+                if !(a > 0.0 && b >= 0.0 && c >= 0.0 && a + b + c < 1.0) {
+                    self.error(at.clone(), format!("R-MAT quadrant probabilities a={a}, b={b}, c={c} must be non-negative with a > 0 and a + b + c < 1"));
+                    return None;
+                }
+                Some(GraphSource::Rmat(RmatSpec {
+                    nodes: nodes? as u32,
+                    edges: edges?,
+                    classes: classes? as u32,
+                    features: features? as u32,
+                    feature_density: density?.unwrap_or(0.01),
+                    a,
+                    b,
+                    c,
+                    seed,
+                }))
+            }
+            other => {
+                self.error(
+                    at.key("kind"),
+                    format!("unknown synthetic graph `{other}` (expected sbm or rmat)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn layers(&mut self, model: &RawModel) -> Option<Vec<LayerSpec>> {
+        let path = root().key("model");
+        let kind_of = |ctx: &mut Self,
+                       at: FieldPath,
+                       kind: &str,
+                       heads: Option<i64>,
+                       concat: Option<bool>|
+         -> Option<LayerKindSpec> {
+            match kind {
+                "gcn" | "sage" if heads.is_some() || concat.is_some() => {
+                    ctx.error(
+                        at,
+                        format!("`heads` and `concat` only apply to gat layers, not {kind}"),
+                    );
+                    None
+                }
+                "gcn" => Some(LayerKindSpec::Gcn),
+                "sage" => Some(LayerKindSpec::Sage),
+                "gat" => match heads {
+                    Some(h) => ctx
+                        .count(at.key("heads"), h, "heads", 1024)
+                        .map(|heads| LayerKindSpec::Gat { heads, concat }),
+                    None => {
+                        ctx.error(at, "a gat layer needs `heads`");
+                        None
+                    }
+                },
+                other => {
+                    ctx.error(
+                        at.key("kind"),
+                        format!("unknown layer kind `{other}` (expected gcn, sage or gat)"),
+                    );
+                    None
+                }
+            }
+        };
+        match (&model.layers, &model.kind) {
+            (Some(layers), None) => {
+                if model.depth.is_some() || model.hidden.is_some() || model.heads.is_some() {
+                    self.error(
+                        path,
+                        "give either `layers` or the shorthand `kind`, `depth`, `hidden`, not both",
+                    );
+                    return None;
+                }
+                if layers.is_empty() {
+                    self.error(path.key("layers"), "list at least one layer");
+                    return None;
+                }
+                let mut out = Vec::new();
+                for (i, layer) in layers.iter().enumerate() {
+                    let at = path.key("layers").index(i);
+                    let kind = kind_of(self, at.clone(), &layer.kind, layer.heads, layer.concat);
+                    let width = if layer.out < 1 {
+                        self.error(
+                            at.key("out"),
+                            format!("a layer's width must be at least 1, got {}", layer.out),
+                        );
+                        None
+                    } else {
+                        Some(layer.out as u64)
+                    };
+                    if let (Some(kind), Some(width)) = (kind, width) {
+                        out.push(LayerSpec { kind, out: width });
+                    }
+                }
+                (out.len() == layers.len()).then_some(out)
+            }
+            (None, Some(kind)) => {
+                let depth = match model.depth {
+                    Some(d) => self.count(path.key("depth"), d, "depth", 4096),
+                    None => {
+                        self.error(path.clone(), "the shorthand needs `depth`");
+                        None
+                    }
+                };
+                let hidden = match model.hidden {
+                    Some(h) => self.count(path.key("hidden"), h, "hidden width", 1 << 20),
+                    None => {
+                        self.error(path.clone(), "the shorthand needs `hidden`");
+                        None
+                    }
+                };
+                let kind = kind_of(self, path.clone(), kind, model.heads, None)?;
+                let (depth, hidden) = (depth?, hidden?);
+                // Hidden layers of `hidden` channels (per head for GAT); the last layer's width
+                // is resolved to the class count once the graph is known (`out: 0` marks it).
+                let mut layers = vec![LayerSpec { kind, out: hidden }; depth as usize - 1];
+                layers.push(LayerSpec { kind, out: 0 });
+                Some(layers)
+            }
+            _ => {
+                self.error(
+                    path,
+                    "give `layers` or the shorthand `kind`, `depth`, `hidden`",
+                );
+                None
+            }
+        }
     }
 }
 

@@ -108,8 +108,9 @@ impl<S: TraceSink> Engine<'_, S> {
             return;
         }
         if op.kind == OpKind::Forward {
-            let stash = self.input.cost.stash_bytes(op);
-            self.memory(device, now, MemoryCategory::Activations, stash as i64);
+            let (own, halo) = self.input.cost.stash(op);
+            self.memory(device, now, MemoryCategory::Activations, own as i64);
+            self.memory(device, now, MemoryCategory::Halo, halo as i64);
         }
         self.busy_since[device] = Some(now);
         let end = now + self.input.cost.op_ns(op);
@@ -150,8 +151,9 @@ impl<S: TraceSink> Engine<'_, S> {
             requested_ns: start,
         });
         if op.kind == OpKind::Backward {
-            let stash = self.input.cost.stash_bytes(Op::forward(op.chunk, op.stage));
-            self.memory(device, now, MemoryCategory::Activations, -(stash as i64));
+            let (own, halo) = self.input.cost.stash(Op::forward(op.chunk, op.stage));
+            self.memory(device, now, MemoryCategory::Activations, -(own as i64));
+            self.memory(device, now, MemoryCategory::Halo, -(halo as i64));
         }
         let id = self.id(op);
         let held = std::mem::take(&mut self.held[id]);

@@ -10,8 +10,8 @@ const IO: i32 = 3;
 const SCHEDULE_REJECTED: i32 = 5;
 const DOES_NOT_FIT: i32 = 6;
 
-fn quickstart() -> String {
-    std::fs::read_to_string(root().join("scenarios/quickstart.yaml")).unwrap()
+fn explicit() -> String {
+    std::fs::read_to_string(root().join("scenarios/explicit-pipeline.yaml")).unwrap()
 }
 
 /// Runs `validate` on `text` and returns stderr after checking the exit code and that every
@@ -69,7 +69,7 @@ fn yaml_syntax_error() {
 
 #[test]
 fn unknown_field() {
-    let text = quickstart().replace("  per: batch", "  per: batch\n  colour: red");
+    let text = explicit().replace("  per: batch", "  per: batch\n  colour: red");
     let err = rejected("unknown-field", &text, INVALID_INPUT);
     assert_one_line(&err);
     assert!(
@@ -80,7 +80,7 @@ fn unknown_field() {
 
 #[test]
 fn unknown_unit() {
-    let text = quickstart().replacen("forward: 24ms", "forward: 24parsecs", 1);
+    let text = explicit().replacen("forward: 24ms", "forward: 24parsecs", 1);
     let err = rejected("unknown-unit", &text, INVALID_INPUT);
     assert_one_line(&err);
     assert!(
@@ -96,7 +96,7 @@ fn zero_and_negative_bandwidth() {
         ("0GB/s", "must be positive"),
         ("-5GB/s", "must be positive"),
     ] {
-        let text = quickstart().replace(
+        let text = explicit().replace(
             "preset: nvlink3}",
             &format!("preset: nvlink3, bandwidth: {bandwidth}}}"),
         );
@@ -111,7 +111,7 @@ fn zero_and_negative_bandwidth() {
 fn zero_chunks() {
     let err = rejected(
         "zero-chunks",
-        &quickstart().replace("chunks: 8", "chunks: 0"),
+        &explicit().replace("chunks: 8", "chunks: 0"),
         INVALID_INPUT,
     );
     assert_one_line(&err);
@@ -122,7 +122,7 @@ fn zero_chunks() {
 fn more_stages_than_devices() {
     let err = rejected(
         "stages",
-        &quickstart().replace("count: 4", "count: 3"),
+        &explicit().replace("count: 4", "count: 3"),
         INVALID_INPUT,
     );
     assert_one_line(&err);
@@ -134,7 +134,7 @@ fn more_stages_than_devices() {
 
 #[test]
 fn link_naming_an_unknown_device() {
-    let text = quickstart().replace(
+    let text = explicit().replace(
         "  topology: {kind: ring, preset: nvlink3}",
         "  pairs:\n    - {between: [gpu0, gpu9], preset: nvlink3}",
     );
@@ -148,7 +148,7 @@ fn link_naming_an_unknown_device() {
 
 #[test]
 fn unreachable_pair_of_devices() {
-    let text = quickstart().replace(
+    let text = explicit().replace(
         "  topology: {kind: ring, preset: nvlink3}",
         "  pairs:\n    - {between: [gpu0, gpu1], preset: nvlink3}\n    - {between: [gpu2, gpu3], preset: nvlink3}",
     );
@@ -159,7 +159,7 @@ fn unreachable_pair_of_devices() {
 
 #[test]
 fn every_problem_is_reported_at_once() {
-    let text = quickstart()
+    let text = explicit()
         .replace("chunks: 8", "chunks: -2")
         .replacen("backward: 48ms", "backward: 48", 1)
         .replace("preset: a100-40gb", "preset: a100-400gb");
@@ -169,7 +169,7 @@ fn every_problem_is_reported_at_once() {
 
 #[test]
 fn bad_overrides() {
-    let path = root().join("scenarios/quickstart.yaml");
+    let path = root().join("scenarios/explicit-pipeline.yaml");
     let err = rejected_path(&path, &["--set", "schedule.chunks"], INVALID_INPUT);
     assert!(err.contains("expected key=value"), "{err}");
     let err = rejected_path(&path, &["--set", "devices.7.count=2"], INVALID_INPUT);
@@ -216,7 +216,7 @@ fn deadlocking_custom_schedule_is_rejected() {
 
 #[test]
 fn scenario_that_does_not_fit_in_memory() {
-    let text = quickstart().replace("preset: a100-40gb}", "preset: a100-40gb, memory: 7GiB}");
+    let text = explicit().replace("preset: a100-40gb}", "preset: a100-40gb, memory: 7GiB}");
     let dir = scratch("does-not-fit");
     let path = write(&dir, "scenario.yaml", &text);
     let err = rejected_path(&path, &[], DOES_NOT_FIT);

@@ -6,10 +6,10 @@ use crate::support::{pipegnn, scratch, stderr, stdout};
 
 #[test]
 fn readme_quickstart_simulates() {
-    let out = pipegnn(&["simulate", "scenarios/quickstart.yaml"]);
+    let out = pipegnn(&["simulate", "scenarios/explicit-pipeline.yaml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("scenario quickstart"));
+    assert!(text.contains("scenario explicit-pipeline"));
     assert!(text.contains("1f1b"));
     assert!(text.contains("gpu3"));
 }
@@ -17,10 +17,10 @@ fn readme_quickstart_simulates() {
 #[test]
 fn readme_tour_commands_run() {
     for args in [
-        vec!["validate", "scenarios/quickstart.yaml"],
+        vec!["validate", "scenarios/explicit-pipeline.yaml"],
         vec![
             "simulate",
-            "scenarios/quickstart.yaml",
+            "scenarios/explicit-pipeline.yaml",
             "--schedule",
             "all",
             "--timeline",
@@ -99,7 +99,7 @@ fn schedule_simulate_json_adds_metrics() {
 fn simulate_json_has_the_documented_shape_and_is_deterministic() {
     let args = [
         "simulate",
-        "scenarios/quickstart.yaml",
+        "scenarios/explicit-pipeline.yaml",
         "--schedule",
         "all",
         "--format",
@@ -110,7 +110,7 @@ fn simulate_json_has_the_documented_shape_and_is_deterministic() {
     assert!(first.status.success(), "{}", stderr(&first));
     assert_eq!(first.stdout, second.stdout, "byte-identical output");
     let doc: Value = serde_json::from_str(&stdout(&first)).unwrap();
-    assert_eq!(doc["scenario"], "quickstart");
+    assert_eq!(doc["scenario"], "explicit-pipeline");
     let results = doc["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
     for result in results {
@@ -156,10 +156,10 @@ fn simulate_json_has_the_documented_shape_and_is_deterministic() {
 #[test]
 fn trace_export_is_chrome_trace_json_with_device_and_link_rows() {
     let dir = scratch("trace");
-    let path = dir.join("quickstart.trace.json");
+    let path = dir.join("explicit.trace.json");
     let out = pipegnn(&[
         "simulate",
-        "scenarios/quickstart.yaml",
+        "scenarios/explicit-pipeline.yaml",
         "--trace",
         path.to_str().unwrap(),
     ]);

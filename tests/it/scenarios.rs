@@ -3,31 +3,52 @@
 
 use std::path::Path;
 
-use pipegnn::plan::{self, Candidate};
+use pipegnn::graph::dataset;
+use pipegnn::plan::{self, Candidate, GraphData, Prediction};
 use pipegnn::report::{self, json};
-use pipegnn::scenario::{parse_scenario, Scenario, ScheduleChoice};
+use pipegnn::scenario::{parse_scenario, GraphSource, Scenario, ScheduleChoice, Workload};
 
 use crate::support::root;
 
-fn load(path: &Path, overrides: &[&str]) -> Scenario {
+/// A scenario with its graph, loaded as the command line does.
+pub struct Loaded {
+    pub scenario: Scenario,
+    pub graph: Option<GraphData>,
+}
+
+pub fn load(path: &Path, overrides: &[&str]) -> Loaded {
     let text = std::fs::read_to_string(path).unwrap();
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    parse_scenario(
+    let scenario = parse_scenario(
         &path.display().to_string(),
         &text,
         &overrides,
         path.parent().unwrap(),
     )
-    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let graph = match &scenario.workload {
+        Workload::Explicit(_) => None,
+        Workload::Gnn(spec) => {
+            let dataset = match &spec.graph {
+                GraphSource::Dataset { path, .. } => {
+                    let mut read = |name: &str| Ok(std::fs::read_to_string(path.join(name)).ok());
+                    Some(dataset::load(&mut read).unwrap())
+                }
+                _ => None,
+            };
+            Some(plan::prepare_graph(spec, dataset).unwrap())
+        }
+    };
+    Loaded { scenario, graph }
 }
 
-fn own(scenario: &Scenario) -> Candidate {
+pub fn own(scenario: &Scenario) -> Candidate {
     let text = match &scenario.schedule.choice {
         ScheduleChoice::File(path) => Some((
             path.display().to_string(),
             std::fs::read_to_string(path).unwrap(),
         )),
-        ScheduleChoice::Generated(_) => None,
+        _ => None,
     };
     plan::own_candidate(
         scenario,
@@ -36,16 +57,23 @@ fn own(scenario: &Scenario) -> Candidate {
     .unwrap()
 }
 
-fn simulate_json(scenario: &Scenario) -> String {
+pub fn predict(loaded: &Loaded, candidate: &Candidate) -> Prediction {
+    plan::predict(&loaded.scenario, loaded.graph.as_ref(), candidate)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn simulate_json(loaded: &Loaded) -> String {
+    let scenario = &loaded.scenario;
     let results = plan::all_candidates(own(scenario), scenario)
         .iter()
         .map(|c| {
-            let p = plan::predict(scenario, c).unwrap();
+            let p = predict(loaded, c);
             json::ResultDoc::new(
                 &p.label,
                 p.schedule.n_stages(),
                 p.schedule.n_chunks(),
                 &report::compute(&p.trace),
+                p.graph.as_ref(),
             )
         })
         .collect();
@@ -68,8 +96,8 @@ fn every_shipped_scenario_validates_and_simulates() {
                 "{} opens with a comment saying what it asks",
                 path.display()
             );
-            let scenario = load(&path, &[]);
-            assert!(!simulate_json(&scenario).is_empty());
+            let loaded = load(&path, &[]);
+            assert!(!simulate_json(&loaded).is_empty());
             seen += 1;
         }
     }
@@ -78,7 +106,7 @@ fn every_shipped_scenario_validates_and_simulates() {
 
 #[test]
 fn same_scenario_gives_byte_identical_json() {
-    let path = root().join("scenarios/quickstart.yaml");
+    let path = root().join("scenarios/explicit-pipeline.yaml");
     let first = simulate_json(&load(&path, &[]));
     let second = simulate_json(&load(&path, &[]));
     assert_eq!(first, second);
@@ -86,7 +114,7 @@ fn same_scenario_gives_byte_identical_json() {
 
 #[test]
 fn overrides_change_the_named_field() {
-    let path = root().join("scenarios/quickstart.yaml");
+    let path = root().join("scenarios/explicit-pipeline.yaml");
     let base = load(&path, &[]);
     let more = load(
         &path,
@@ -96,20 +124,19 @@ fn overrides_change_the_named_field() {
             "links.topology.kind=full",
         ],
     );
-    assert_eq!(more.schedule.n_chunks, 32);
-    assert_eq!(more.devices.len(), 6);
-    assert_eq!(more.network.links().len(), 6 * 5);
-    let bubble =
-        |s: &Scenario| report::compute(&plan::predict(s, &own(s)).unwrap().trace).bubble_fraction;
+    assert_eq!(more.scenario.schedule.n_chunks, 32);
+    assert_eq!(more.scenario.devices.len(), 6);
+    assert_eq!(more.scenario.network.links().len(), 6 * 5);
+    let bubble = |l: &Loaded| report::compute(&predict(l, &own(&l.scenario)).trace).bubble_fraction;
     assert!(bubble(&more) < bubble(&base), "more chunks, smaller bubble");
 }
 
 #[test]
 fn memory_that_does_not_fit_is_reported() {
-    let path = root().join("scenarios/quickstart.yaml");
+    let path = root().join("scenarios/explicit-pipeline.yaml");
     let small = load(&path, &["devices.0.memory=4GiB"]);
-    let metrics = report::compute(&plan::predict(&small, &own(&small)).unwrap().trace);
+    let metrics = report::compute(&predict(&small, &own(&small.scenario)).trace);
     assert!(metrics.devices.iter().all(|d| !d.fits()));
-    let doc = json::ResultDoc::new("1f1b", 4, 8, &metrics);
+    let doc = json::ResultDoc::new("1f1b", 4, 8, &metrics, None);
     assert!(!doc.fits);
 }

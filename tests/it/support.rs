@@ -85,8 +85,8 @@ impl CostModel for StageCosts {
         self.activation_bytes
     }
 
-    fn stash_bytes(&self, _forward: Op) -> u64 {
-        self.stash_bytes
+    fn stash(&self, _forward: Op) -> (u64, u64) {
+        (self.stash_bytes, 0)
     }
 
     fn resident_bytes(&self, _order: &[Op]) -> Vec<(MemoryCategory, u64)> {

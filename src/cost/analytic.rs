@@ -1,0 +1,420 @@
+//! The analytic GNN cost model: a roofline over each device's peak rates for every kernel of
+//! every layer, plus a per-kernel overhead; memory from the rows each chunk stashes.
+//!
+//! Per layer and chunk ([`crate::gnn::work`] gives the rows `out`, `read` and the `edges`), with
+//! `a = d_in`, `b = d_out`, `e` bytes per element, `H` heads of `c` channels:
+//!
+//! | layer | forward kernels (flops) | backward kernels |
+//! |---|---|---|
+//! | GCN | transform `2·read·a·b`, aggregate `2·(edges+out)·b`, bias+ReLU `2·out·b`; or aggregate first `2·(edges+out)·a`, then transform `2·out·a·b`, whichever needs fewer flops (as DGL's `GraphConv` picks by width; with halo rows to read, aggregating first avoids transforming them) | ReLU, aggregate (transposed), `dW`, `dX` (not for layer 0) of the same shapes |
+//! | SAGE | mean `2·edges·a`, two linears `4·out·a·b`, bias+ReLU | ReLU, `dW` `4·out·a·b`, `dX` `4·out·a·b` and mean (not for layer 0) |
+//! | GAT | projection `2·read·a·H·c`, scores `4·read·H·c`, edge softmax `10·(edges+out)·H`, aggregate `2·(edges+out)·H·c`, bias+ELU | ELU, aggregate twice (features and weights), softmax, scores, `dW`, `dX` (not for layer 0) |
+//!
+//! Each kernel takes `max(flops / peak, bytes / bandwidth) + overhead`: dense kernels move their
+//! operands once, sparse kernels gather `edges` rows of `e·width` bytes plus a 4-byte index.
+//! Layer 0 with sparse input features replaces `a` by the mean non-zeros per row in its
+//! transform. Backward is built from the forward's kernels, not a fixed multiple.
+
+use std::ops::Range;
+
+use super::CostModel;
+use crate::gnn::work::layer_rows;
+use crate::gnn::{GnnModel, Halo, LayerKind, LayerRows};
+use crate::graph::ChunkStats;
+use crate::schedule::lower::{Handoff, Payload};
+use crate::schedule::{Op, OpKind};
+use crate::trace::MemoryCategory;
+
+/// A device's rates for the roofline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeviceRates {
+    /// Peak floating-point operations per second.
+    pub peak_flops: f64,
+    /// Memory bandwidth in bytes per second.
+    pub memory_bandwidth: f64,
+    /// Fixed cost of launching one kernel.
+    pub overhead_ns: f64,
+}
+
+impl DeviceRates {
+    fn kernel_ns(&self, (flops, bytes): (f64, f64)) -> f64 {
+        (flops / self.peak_flops).max(bytes / self.memory_bandwidth) * 1e9 + self.overhead_ns
+    }
+}
+
+/// Everything about the workload the analytic model needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GnnWorkload {
+    /// The model.
+    pub model: GnnModel,
+    /// Pipelines: the layers of each stage. Graph parallelism: stage l is layer l.
+    pub stage_layers: Vec<Range<usize>>,
+    /// The halo rule (or exchange, for graph parallelism).
+    pub halo: Halo,
+    /// Per chunk (pipelines) or partition (graph parallelism).
+    pub chunks: Vec<ChunkStats>,
+    /// Graph parallelism with a halo exchange: `pair_rows[p][q]` rows of partition p that
+    /// partition q reads.
+    pub pair_rows: Vec<Vec<u64>>,
+    /// Vertices.
+    pub n_nodes: u64,
+    /// Directed edges (twice the undirected ones).
+    pub directed_edges: u64,
+    /// Input feature width.
+    pub features: u64,
+    /// Mean non-zeros per feature row, when features are sparse.
+    pub feature_nnz_per_row: Option<f64>,
+    /// Optimizer state copies (Adam: 2).
+    pub optimizer_copies: u64,
+    /// GNNPipe: each stage keeps history buffers.
+    pub history: bool,
+    /// GNNPipe with deferred backward: each stage keeps deferred-gradient buffers.
+    pub deferred: bool,
+    /// Graph parallelism rather than a pipeline.
+    pub graph_parallel: bool,
+}
+
+impl GnnWorkload {
+    /// Rows and edges of `layer` for chunk (or partition) `chunk`.
+    pub fn rows(&self, layer: usize, chunk: usize) -> LayerRows {
+        layer_rows(
+            self.halo,
+            layer,
+            self.model.layers.len(),
+            &self.chunks[chunk],
+            self.n_nodes as f64,
+        )
+    }
+
+    fn layers_of(&self, op: Op) -> Range<usize> {
+        self.stage_layers[op.stage as usize].clone()
+    }
+
+    /// The `(flops, bytes)` of each kernel of a layer's forward (`backward = false`) or
+    /// backward.
+    pub fn kernels(&self, layer: usize, rows: &LayerRows, backward: bool) -> Vec<(f64, f64)> {
+        let spec = &self.model.layers[layer];
+        let e = self.model.element_bytes as f64;
+        let (a, b) = (spec.d_in as f64, spec.d_out as f64);
+        let a_in = match (layer, self.feature_nnz_per_row) {
+            (0, Some(nnz)) => nnz.min(a),
+            _ => a,
+        };
+        let first = layer == 0;
+        let LayerRows {
+            out, read, edges, ..
+        } = *rows;
+        let with_loops = edges + out;
+        let dense = |m: f64, k: f64, n: f64, k_stored: f64| {
+            (2.0 * m * k * n, (m * k_stored + k * n + m * n) * e)
+        };
+        let gather = |n_edges: f64, width: f64| {
+            (
+                2.0 * n_edges * width,
+                n_edges * (width * e + 4.0) + out * width * e,
+            )
+        };
+        let elementwise = |n: f64| (2.0 * n, 2.0 * n * e);
+        let mut kernels = Vec::new();
+        match (spec.kind, backward) {
+            (LayerKind::Gcn, false) if self.gcn_aggregates_first(layer, rows) => {
+                kernels.push(gather(with_loops, a));
+                kernels.push(dense(out, a, b, a));
+                kernels.push(elementwise(out * b));
+            }
+            (LayerKind::Gcn, true) if self.gcn_aggregates_first(layer, rows) => {
+                kernels.push(elementwise(out * b));
+                kernels.push(dense(out, a, b, a));
+                if !first {
+                    kernels.push(dense(out, b, a, b));
+                    kernels.push(gather(with_loops, a));
+                }
+            }
+            (LayerKind::Gcn, false) => {
+                kernels.push(dense(read, a_in, b, a_in));
+                kernels.push(gather(with_loops, b));
+                kernels.push(elementwise(out * b));
+            }
+            (LayerKind::Gcn, true) => {
+                kernels.push(elementwise(out * b));
+                kernels.push(gather(with_loops, b));
+                kernels.push(dense(read, a_in, b, a_in));
+                if !first {
+                    kernels.push(dense(read, b, a, b));
+                }
+            }
+            (LayerKind::Sage, false) => {
+                kernels.push(gather(edges, a));
+                kernels.push(dense(out, 2.0 * a, b, 2.0 * a));
+                kernels.push(elementwise(out * b));
+            }
+            (LayerKind::Sage, true) => {
+                kernels.push(elementwise(out * b));
+                kernels.push(dense(out, 2.0 * a, b, 2.0 * a));
+                if !first {
+                    kernels.push(dense(out, b, 2.0 * a, b));
+                    kernels.push(gather(edges, a));
+                }
+            }
+            (LayerKind::Gat { heads, .. }, backward) => {
+                let h = heads as f64;
+                let projected = h * spec.head_width() as f64;
+                let projection = dense(read, a_in, projected, a_in);
+                let scores = (4.0 * read * projected, 2.0 * read * projected * e);
+                let softmax = (10.0 * with_loops * h, 4.0 * with_loops * h * e);
+                let aggregate = gather(with_loops, projected);
+                if !backward {
+                    kernels.extend([projection, scores, softmax, aggregate, elementwise(out * b)]);
+                } else {
+                    kernels.extend([
+                        elementwise(out * b),
+                        aggregate,
+                        aggregate,
+                        softmax,
+                        scores,
+                        projection,
+                    ]);
+                    if !first {
+                        kernels.push(dense(read, projected, a, projected));
+                    }
+                }
+            }
+        }
+        kernels
+    }
+
+    /// Whether a GCN layer aggregates before transforming: when that needs fewer flops, except
+    /// on sparse input features (aggregating sparse rows would be a sparse-sparse product).
+    fn gcn_aggregates_first(&self, layer: usize, rows: &LayerRows) -> bool {
+        if layer == 0 && self.feature_nnz_per_row.is_some() {
+            return false;
+        }
+        let spec = &self.model.layers[layer];
+        let (a, b) = (spec.d_in as f64, spec.d_out as f64);
+        let with_loops = rows.edges + rows.out;
+        let transform_first = rows.read * a * b + with_loops * b;
+        let aggregate_first = with_loops * a + rows.out * a * b;
+        aggregate_first < transform_first
+    }
+
+    /// Bytes a layer stashes for backward for one chunk: `(own rows' part, halo rows' part)`.
+    pub fn layer_stash(&self, layer: usize, rows: &LayerRows) -> (f64, f64) {
+        let full = self.stash_of(layer, rows);
+        let own_only = LayerRows {
+            out: rows.out.min(rows.own),
+            read: rows.read.min(rows.own),
+            ..*rows
+        };
+        let own = self.stash_of(layer, &own_only);
+        (own, full - own)
+    }
+
+    fn stash_of(&self, layer: usize, rows: &LayerRows) -> f64 {
+        let spec = &self.model.layers[layer];
+        let e = self.model.element_bytes as f64;
+        let (a, b) = (spec.d_in as f64, spec.d_out as f64);
+        let a_in = match (layer, self.feature_nnz_per_row) {
+            (0, Some(nnz)) => nnz.min(a),
+            _ => a,
+        };
+        // By default the layer's input rows (for the weight gradient) and its pre- and
+        // post-activation output.
+        let common = rows.read * a_in * e + 2.0 * rows.out * b * e;
+        match spec.kind {
+            // Aggregating first stashes the aggregated rows instead of the rows read.
+            LayerKind::Gcn if self.gcn_aggregates_first(layer, rows) => {
+                (rows.out * a + 2.0 * rows.out * b) * e
+            }
+            LayerKind::Gcn => common,
+            // Both linears read output rows: the rows themselves and their neighbour means.
+            LayerKind::Sage => (2.0 * rows.out * a + 2.0 * rows.out * b) * e,
+            LayerKind::Gat { heads, .. } => {
+                let h = heads as f64;
+                common
+                    + rows.read * h * spec.head_width() as f64 * e
+                    + 2.0 * (rows.edges + rows.out) * h * e
+            }
+        }
+    }
+
+    /// Bytes of the rows layer `layer` hands on for `chunk`, `width` elements each.
+    fn boundary_bytes(&self, layer: usize, chunk: usize) -> u64 {
+        let rows = self.rows(layer, chunk);
+        (rows.out * self.model.layers[layer].d_out as f64 * self.model.element_bytes as f64).ceil()
+            as u64
+    }
+}
+
+/// The analytic cost model over a [`GnnWorkload`], with the rates of the device each stage
+/// (pipelines) or partition (graph parallelism) runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalyticCost {
+    /// The workload.
+    pub workload: GnnWorkload,
+    /// Rates per stage (pipelines) or per partition (graph parallelism).
+    pub rates: Vec<DeviceRates>,
+}
+
+impl AnalyticCost {
+    fn rates_for(&self, op: Op) -> &DeviceRates {
+        if self.workload.graph_parallel {
+            &self.rates[op.chunk as usize]
+        } else {
+            &self.rates[op.stage as usize]
+        }
+    }
+
+    /// Forward plus backward time of each layer over every chunk on `rates`: what `stages:
+    /// auto` balances.
+    pub fn layer_times(workload: &GnnWorkload, rates: &DeviceRates) -> Vec<f64> {
+        (0..workload.model.layers.len())
+            .map(|layer| {
+                (0..workload.chunks.len())
+                    .map(|chunk| {
+                        let rows = workload.rows(layer, chunk);
+                        [false, true]
+                            .iter()
+                            .flat_map(|&backward| workload.kernels(layer, &rows, backward))
+                            .map(|k| rates.kernel_ns(k))
+                            .sum::<f64>()
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+impl CostModel for AnalyticCost {
+    fn op_ns(&self, op: Op) -> u64 {
+        let w = &self.workload;
+        let rates = self.rates_for(op);
+        let ns: f64 = match op.kind {
+            OpKind::Forward | OpKind::Backward => w
+                .layers_of(op)
+                .map(|layer| {
+                    let rows = w.rows(layer, op.chunk as usize);
+                    w.kernels(layer, &rows, op.kind == OpKind::Backward)
+                        .into_iter()
+                        .map(|k| rates.kernel_ns(k))
+                        .sum::<f64>()
+                })
+                .sum(),
+            OpKind::Optimizer => {
+                // Adam reads parameters, gradients and two moments and writes three of them back.
+                let layers = if w.graph_parallel {
+                    0..w.model.layers.len()
+                } else {
+                    w.layers_of(op)
+                };
+                let params = w.model.parameters(layers) as f64;
+                let bytes =
+                    params * w.model.element_bytes as f64 * (2.0 + 1.5 * w.optimizer_copies as f64);
+                rates.kernel_ns((10.0 * params, bytes))
+            }
+        };
+        ns.round() as u64
+    }
+
+    fn handoff_bytes(&self, handoff: &Handoff) -> u64 {
+        let w = &self.workload;
+        let e = w.model.element_bytes as f64;
+        match (w.graph_parallel, handoff.payload) {
+            (false, Payload::Activation) => {
+                let last = w.layers_of(handoff.from).end - 1;
+                w.boundary_bytes(last, handoff.from.chunk as usize)
+            }
+            (false, Payload::Gradient) => {
+                // The gradient of the rows the receiving stage handed on.
+                let last = w.layers_of(handoff.to).end - 1;
+                w.boundary_bytes(last, handoff.to.chunk as usize)
+            }
+            (true, Payload::Activation | Payload::Gradient) => {
+                let (owner, reader, layer) = match handoff.payload {
+                    Payload::Activation => {
+                        (handoff.from.chunk, handoff.to.chunk, handoff.from.stage)
+                    }
+                    _ => (handoff.to.chunk, handoff.from.chunk, handoff.to.stage),
+                };
+                let rows = match w.halo {
+                    Halo::Broadcast => w.chunks[owner as usize].vertices,
+                    _ => w.pair_rows[owner as usize][reader as usize],
+                };
+                (rows as f64 * w.model.layers[layer as usize].d_out as f64 * e).ceil() as u64
+            }
+            (true, Payload::Weights) => {
+                let parts = w.chunks.len() as f64;
+                let params = w.model.parameters(0..w.model.layers.len()) as f64;
+                (2.0 * (parts - 1.0) / parts * params * e).ceil() as u64
+            }
+            (false, Payload::Weights) => 0,
+        }
+    }
+
+    fn stash(&self, forward: Op) -> (u64, u64) {
+        let w = &self.workload;
+        let (own, halo) = w
+            .layers_of(forward)
+            .map(|layer| w.layer_stash(layer, &w.rows(layer, forward.chunk as usize)))
+            .fold((0.0, 0.0), |acc, s| (acc.0 + s.0, acc.1 + s.1));
+        (own.ceil() as u64, halo.ceil() as u64)
+    }
+
+    fn resident_bytes(&self, order: &[Op]) -> Vec<(MemoryCategory, u64)> {
+        let w = &self.workload;
+        let e = w.model.element_bytes;
+        let Some(first) = order.first() else {
+            return Vec::new();
+        };
+        let mut layers: Vec<usize> = if w.graph_parallel {
+            (0..w.model.layers.len()).collect()
+        } else {
+            order.iter().flat_map(|op| w.layers_of(*op)).collect()
+        };
+        layers.sort_unstable();
+        layers.dedup();
+        let params: u64 = layers
+            .iter()
+            .map(|&l| w.model.layers[l].parameters())
+            .sum::<u64>()
+            * e;
+        let (rows_held, edges_held) = if w.graph_parallel {
+            let part = &w.chunks[first.chunk as usize];
+            (part.vertices, part.in_edges)
+        } else {
+            (w.n_nodes, w.directed_edges)
+        };
+        let features = if layers.contains(&0) {
+            match w.feature_nnz_per_row {
+                // Sparse rows: a value and a column index per non-zero, plus row offsets.
+                Some(nnz) => {
+                    (rows_held as f64 * nnz * (e as f64 + 4.0)).ceil() as u64 + 8 * (rows_held + 1)
+                }
+                None => rows_held * w.features * e,
+            }
+        } else {
+            0
+        };
+        let per_layer_buffers = |enabled: bool| -> u64 {
+            if !enabled {
+                return 0;
+            }
+            layers
+                .iter()
+                .filter(|&&l| l > 0)
+                .map(|&l| w.n_nodes * w.model.layers[l].d_in * e)
+                .sum()
+        };
+        vec![
+            (MemoryCategory::Parameters, params),
+            (MemoryCategory::Gradients, params),
+            (MemoryCategory::OptimizerState, params * w.optimizer_copies),
+            (MemoryCategory::Features, features),
+            (MemoryCategory::Graph, 8 * (rows_held + 1) + 4 * edges_held),
+            (MemoryCategory::History, per_layer_buffers(w.history)),
+            (
+                MemoryCategory::DeferredGradients,
+                per_layer_buffers(w.deferred),
+            ),
+        ]
+    }
+}

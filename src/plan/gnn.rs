@@ -1,0 +1,405 @@
+//! Predictions for GNN workloads: resolve the model against the graph, chunk the graph, build the
+//! analytic cost model, and run the candidate schedule.
+
+use std::ops::Range;
+
+use super::{pipeline_schedule, run, Candidate, PlanError, Prediction};
+use crate::cost::{AnalyticCost, DeviceRates, GnnWorkload};
+use crate::diag::FieldPath;
+use crate::gnn::{split_stages, stats_model, GnnModel, GraphMetrics, Halo, Layer, LayerKind};
+use crate::graph::chunks::{chunk_stats, cut_edges, stale_reads};
+use crate::graph::dataset::Dataset;
+use crate::graph::partition::partition;
+use crate::graph::synth::{rmat, sbm};
+use crate::graph::{ChunkStats, Chunking, Csr};
+use crate::scenario::{GnnSpec, GraphSource, GraphStats, LayerKindSpec, Scenario, StageSplit};
+use crate::schedule::{graph_parallel, Generator, GnnPipeBackward};
+
+/// A GNN workload's graph, loaded or generated once per scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GraphData {
+    /// A graph with its edges: a dataset or a synthetic graph.
+    Real {
+        /// The adjacency.
+        csr: Csr,
+        /// Feature width.
+        features: u64,
+        /// Mean non-zeros per feature row, when features are sparse.
+        nnz_per_row: Option<f64>,
+        /// Classes.
+        classes: u64,
+    },
+    /// Counts only.
+    Stats(GraphStats),
+}
+
+impl GraphData {
+    fn nodes(&self) -> u64 {
+        match self {
+            GraphData::Real { csr, .. } => csr.n_nodes() as u64,
+            GraphData::Stats(stats) => stats.nodes,
+        }
+    }
+
+    fn directed_edges(&self) -> u64 {
+        match self {
+            GraphData::Real { csr, .. } => csr.n_directed_edges(),
+            GraphData::Stats(stats) => 2 * stats.undirected_edges,
+        }
+    }
+
+    fn features(&self) -> u64 {
+        match self {
+            GraphData::Real { features, .. } => *features,
+            GraphData::Stats(stats) => stats.features,
+        }
+    }
+
+    fn classes(&self) -> u64 {
+        match self {
+            GraphData::Real { classes, .. } => *classes,
+            GraphData::Stats(stats) => stats.classes,
+        }
+    }
+
+    fn nnz_per_row(&self) -> Option<f64> {
+        match self {
+            GraphData::Real { nnz_per_row, .. } => *nnz_per_row,
+            GraphData::Stats(stats) => stats.feature_density.map(|d| d * stats.features as f64),
+        }
+    }
+}
+
+/// Loads or generates a GNN scenario's graph. `dataset` is the loaded `graph.dataset` folder
+/// (the caller reads files); synthetic graphs are generated here.
+pub fn prepare_graph(spec: &GnnSpec, dataset: Option<Dataset>) -> Result<GraphData, PlanError> {
+    Ok(match (&spec.graph, dataset) {
+        (
+            GraphSource::Dataset {
+                feature_density, ..
+            },
+            Some(dataset),
+        ) => {
+            let n = dataset.graph.n_nodes().max(1) as f64;
+            let nnz_per_row = match &dataset.features {
+                Some(features) => Some(features.nnz() as f64 / n),
+                None => feature_density.map(|d| d * f64::from(dataset.num_features)),
+            };
+            GraphData::Real {
+                csr: dataset.graph,
+                features: u64::from(dataset.num_features),
+                nnz_per_row,
+                classes: u64::from(dataset.num_classes),
+            }
+        }
+        (GraphSource::Dataset { path, .. }, None) => {
+            return Err(PlanError::Mismatch(format!(
+                "dataset {} was not loaded",
+                path.display()
+            )))
+        }
+        (GraphSource::Sbm(spec), _) => synthetic(sbm(spec)),
+        (GraphSource::Rmat(spec), _) => synthetic(rmat(spec)),
+        (GraphSource::Stats(stats), _) => GraphData::Stats(*stats),
+    })
+}
+
+fn synthetic(graph: crate::graph::synth::SyntheticGraph) -> GraphData {
+    let n = graph.graph.n_nodes().max(1) as f64;
+    GraphData::Real {
+        nnz_per_row: Some(graph.features.nnz() as f64 / n),
+        features: u64::from(graph.features.n_cols),
+        classes: u64::from(graph.num_classes),
+        csr: graph.graph,
+    }
+}
+
+/// Resolves the layer widths against the graph: the first layer reads the features, GAT hidden
+/// layers concatenate their heads, and the last layer must output one value per class.
+fn resolve_model(
+    scenario: &Scenario,
+    spec: &GnnSpec,
+    graph: &GraphData,
+) -> Result<GnnModel, PlanError> {
+    let classes = graph.classes();
+    let last = spec.layers.len() - 1;
+    let mut d_in = graph.features();
+    let mut layers = Vec::new();
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let out = if layer.out == 0 { classes } else { layer.out };
+        let (kind, d_out) = match layer.kind {
+            LayerKindSpec::Gcn => (LayerKind::Gcn, out),
+            LayerKindSpec::Sage => (LayerKind::Sage, out),
+            LayerKindSpec::Gat { heads, concat } => {
+                let concat = concat.unwrap_or(i != last);
+                (
+                    LayerKind::Gat { heads, concat },
+                    if concat { heads * out } else { out },
+                )
+            }
+        };
+        layers.push(Layer { kind, d_in, d_out });
+        d_in = d_out;
+    }
+    if d_in != classes {
+        let path = FieldPath::root()
+            .key("model")
+            .key("layers")
+            .index(last)
+            .key("out");
+        return Err(PlanError::Invalid(scenario.source.diagnostic(
+            path,
+            format!("the last layer outputs {d_in} values per vertex but the graph has {classes} classes"),
+        )));
+    }
+    Ok(GnnModel {
+        layers,
+        element_bytes: spec.element_bytes,
+    })
+}
+
+/// Chunk statistics, the cut and stale-read counts, and (for graph parallelism) the rows each
+/// partition reads from each other.
+struct Chunks {
+    stats: Vec<ChunkStats>,
+    cut_edges: u64,
+    stale_reads: u64,
+    pair_rows: Vec<Vec<u64>>,
+}
+
+fn chunks(
+    graph: &GraphData,
+    k: u32,
+    chunking: Chunking,
+    hops: u32,
+    pairs: bool,
+) -> Result<Chunks, String> {
+    match graph {
+        GraphData::Real { csr, .. } => {
+            let part = partition(csr, k, chunking);
+            let pair_rows = if pairs {
+                pair_rows(csr, &part, k)
+            } else {
+                Vec::new()
+            };
+            Ok(Chunks {
+                stats: chunk_stats(csr, &part, k, hops),
+                cut_edges: cut_edges(csr, &part),
+                stale_reads: stale_reads(csr, &part),
+                pair_rows,
+            })
+        }
+        GraphData::Stats(stats) => {
+            let chunk_stats = stats_model::chunk_stats(stats, k, chunking, hops)?;
+            let cut: u64 = chunk_stats
+                .iter()
+                .map(|c| c.in_edges - c.internal_edges)
+                .sum::<u64>()
+                / 2;
+            let pair_rows = if pairs {
+                stats_model::pair_rows(stats, &chunk_stats)
+            } else {
+                Vec::new()
+            };
+            Ok(Chunks {
+                stats: chunk_stats,
+                cut_edges: cut,
+                // Of the two directions of a cut edge, the reader in the earlier chunk reads
+                // stale.
+                stale_reads: cut,
+                pair_rows,
+            })
+        }
+    }
+}
+
+/// `rows[p][q]`: distinct vertices of part p with a neighbour in part q (the rows q reads).
+fn pair_rows(csr: &Csr, part: &[u32], k: u32) -> Vec<Vec<u64>> {
+    let k = k as usize;
+    let mut rows = vec![vec![0u64; k]; k];
+    let mut seen = vec![u32::MAX; k];
+    for v in 0..csr.n_nodes() as u32 {
+        let owner = part[v as usize] as usize;
+        for &u in csr.neighbors(v) {
+            let reader = part[u as usize] as usize;
+            if reader != owner && seen[reader] != v {
+                seen[reader] = v;
+                rows[owner][reader] += 1;
+            }
+        }
+    }
+    rows
+}
+
+fn rates(scenario: &Scenario, device: usize) -> DeviceRates {
+    let d = &scenario.devices[device];
+    DeviceRates {
+        peak_flops: d
+            .peak_flops
+            .expect("validation requires peak_flops for GNN workloads"),
+        memory_bandwidth: d
+            .memory_bandwidth_bytes_per_s
+            .expect("validation requires memory_bandwidth for GNN workloads"),
+        overhead_ns: d.op_overhead_ns.unwrap_or(0) as f64,
+    }
+}
+
+/// Predicts one candidate on a GNN workload.
+pub(super) fn predict(
+    scenario: &Scenario,
+    spec: &GnnSpec,
+    graph: &GraphData,
+    candidate: &Candidate,
+) -> Result<Prediction, PlanError> {
+    let model = resolve_model(scenario, spec, graph)?;
+    let n_layers = model.layers.len();
+    let n_nodes = graph.nodes();
+    let (graph_parallel, halo) = match candidate {
+        Candidate::Generated { halo, .. } | Candidate::File { halo, .. } => (false, *halo),
+        Candidate::GraphParallel { exchange } => (true, *exchange),
+    };
+    let available: Vec<usize> = match &scenario.schedule.placement {
+        Some(list) => list.clone(),
+        None => (0..scenario.devices.len()).collect(),
+    };
+    let k = if graph_parallel {
+        available.len() as u32
+    } else {
+        scenario.schedule.n_chunks
+    };
+    if u64::from(k) > n_nodes {
+        let path = FieldPath::root().key("schedule").key("chunks");
+        let what = if graph_parallel {
+            "partitions (one per device)"
+        } else {
+            "chunks"
+        };
+        return Err(PlanError::Invalid(scenario.source.diagnostic(
+            path,
+            format!(
+                "{k} {what} for a graph of {n_nodes} vertices: a chunk needs at least one vertex"
+            ),
+        )));
+    }
+    let chunks = chunks(
+        graph,
+        k,
+        scenario.schedule.chunking,
+        halo.hops_needed(n_layers),
+        graph_parallel,
+    )
+    .map_err(|message| {
+        PlanError::Invalid(
+            scenario
+                .source
+                .diagnostic(FieldPath::root().key("graph").key("stats"), message),
+        )
+    })?;
+    let (history, deferred) = match candidate {
+        Candidate::Generated {
+            generator: Generator::GnnPipe(knobs),
+            ..
+        } => (true, knobs.backward == GnnPipeBackward::Deferred),
+        _ => (false, false),
+    };
+    let mut workload = GnnWorkload {
+        model,
+        stage_layers: (0..n_layers).map(|l| l..l + 1).collect(),
+        halo,
+        chunks: chunks.stats,
+        pair_rows: chunks.pair_rows,
+        n_nodes,
+        directed_edges: graph.directed_edges(),
+        features: graph.features(),
+        feature_nnz_per_row: graph.nnz_per_row(),
+        optimizer_copies: scenario.optimizer.state_copies(),
+        history,
+        deferred,
+        graph_parallel,
+    };
+    let metrics = graph_metrics(
+        &workload,
+        halo,
+        chunks.cut_edges,
+        chunks.stale_reads,
+        graph.directed_edges(),
+    );
+    let label = candidate.label(scenario);
+    if graph_parallel {
+        let readers = (0..k as usize)
+            .map(|p| {
+                (0..k)
+                    .filter(|&q| {
+                        q as usize != p
+                            && (halo == Halo::Broadcast || workload.pair_rows[p][q as usize] > 0)
+                    })
+                    .collect()
+            })
+            .collect();
+        let schedule = graph_parallel::generate(n_layers as u32, readers)?;
+        let cost = AnalyticCost {
+            rates: available.iter().map(|&d| rates(scenario, d)).collect(),
+            workload,
+        };
+        return run(scenario, schedule, available, &cost, label, Some(metrics));
+    }
+    let n_stages = scenario.n_stages();
+    let placement = scenario
+        .schedule
+        .placement_for(n_stages as usize, scenario.devices.len())
+        .map_err(PlanError::Mismatch)?;
+    workload.stage_layers = match &spec.stages {
+        StageSplit::Layers(counts) => ranges(counts),
+        StageSplit::Auto => split_stages(
+            &AnalyticCost::layer_times(&workload, &rates(scenario, placement[0])),
+            n_stages as usize,
+        ),
+    };
+    let schedule = pipeline_schedule(scenario, candidate, n_stages)?;
+    let cost = AnalyticCost {
+        rates: (0..n_stages as usize)
+            .map(|s| {
+                rates(
+                    scenario,
+                    placement[schedule.device_of(crate::schedule::Op::forward(0, s as u32))],
+                )
+            })
+            .collect(),
+        workload,
+    };
+    run(scenario, schedule, placement, &cost, label, Some(metrics))
+}
+
+fn ranges(counts: &[usize]) -> Vec<Range<usize>> {
+    let mut start = 0;
+    counts
+        .iter()
+        .map(|&n| {
+            start += n;
+            start - n..start
+        })
+        .collect()
+}
+
+fn graph_metrics(
+    workload: &GnnWorkload,
+    halo: Halo,
+    cut: u64,
+    stale: u64,
+    directed_edges: u64,
+) -> GraphMetrics {
+    let undirected = (directed_edges / 2).max(1) as f64;
+    let n_layers = workload.model.layers.len();
+    GraphMetrics {
+        dropped_edge_fraction: (halo == Halo::Drop).then(|| cut as f64 / undirected),
+        stale_read_fraction: (halo == Halo::Stale && n_layers > 1)
+            .then(|| stale as f64 / (2.0 * undirected)),
+        redundant_compute_factor: (halo == Halo::Exact).then(|| {
+            let computed: f64 = (0..n_layers)
+                .flat_map(|l| (0..workload.chunks.len()).map(move |c| (l, c)))
+                .map(|(l, c)| workload.rows(l, c).out)
+                .sum();
+            computed / (workload.n_nodes as f64 * n_layers as f64)
+        }),
+    }
+}

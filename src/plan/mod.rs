@@ -1,0 +1,335 @@
+//! From a validated scenario to predictions: pick the schedules, check them, simulate them.
+//!
+//! This is the glue the command line and the tests share. It reads no files: a schedule file's
+//! text and a dataset are passed in by the caller.
+
+mod gnn;
+
+use thiserror::Error;
+
+pub use gnn::{prepare_graph, GraphData};
+
+use crate::cost::{CostModel, ExplicitCost};
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::gnn::{GraphMetrics, Halo};
+use crate::scenario::{Scenario, ScheduleChoice, Workload};
+use crate::schedule::{
+    self, BackwardOrder, CheckReport, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder,
+    Schedule, ScheduleError, UpdateMode,
+};
+use crate::sim::{self, SimError, SimInput};
+use crate::trace::{Trace, TraceDevice};
+
+/// Why a prediction could not be made.
+#[derive(Debug, Error)]
+pub enum PlanError {
+    /// The schedule file is malformed.
+    #[error("{0}")]
+    File(Diagnostics),
+    /// A scenario field is wrong in a way only the graph shows (more chunks than vertices, a
+    /// last layer that does not output the class count).
+    #[error("{0}")]
+    Invalid(Diagnostic),
+    /// The schedule cannot run (malformed or deadlocked).
+    #[error("{0}")]
+    Schedule(#[from] ScheduleError),
+    /// The schedule does not fit the scenario.
+    #[error("{0}")]
+    Mismatch(String),
+    /// The simulation failed.
+    #[error("{0}")]
+    Sim(#[from] SimError),
+}
+
+/// Which schedule to predict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Candidate {
+    /// A pipeline generator, with the halo rule its GNN chunks follow.
+    Generated {
+        /// The generator and its knobs.
+        generator: Generator,
+        /// Drop or exact for GPipe and 1F1B, stale for GNNPipe.
+        halo: Halo,
+    },
+    /// Graph parallelism with a halo exchange or a broadcast.
+    GraphParallel {
+        /// [`Halo::Exchange`] or [`Halo::Broadcast`].
+        exchange: Halo,
+    },
+    /// A schedule file's parsed content.
+    File {
+        /// Shown in tables and JSON as the schedule's name.
+        label: String,
+        /// The file's path as the user named it, for error messages.
+        file: String,
+        /// The parsed schedule.
+        schedule: Schedule,
+        /// The halo rule its chunks follow (GNN workloads).
+        halo: Halo,
+    },
+}
+
+impl Candidate {
+    /// The name shown in tables and JSON: the generator with its non-default knobs, and for GNN
+    /// pipelines other than GNNPipe the halo rule (`gpipe-drop`, `1f1b-exact`).
+    pub fn label(&self, scenario: &Scenario) -> String {
+        let gnn = matches!(scenario.workload, Workload::Gnn(_));
+        match self {
+            Candidate::Generated { generator, halo } => {
+                let base = generator_label(*generator);
+                match generator {
+                    Generator::GPipe(_) | Generator::OneFOneB if gnn => {
+                        format!("{base}-{}", halo.name())
+                    }
+                    _ => base,
+                }
+            }
+            Candidate::GraphParallel {
+                exchange: Halo::Broadcast,
+            } => "graph_parallel-broadcast".into(),
+            Candidate::GraphParallel { .. } => "graph_parallel".into(),
+            Candidate::File { label, .. } => label.clone(),
+        }
+    }
+}
+
+/// The name of a generator with its non-default knobs: `gpipe`, `gpipe-reverse`, `1f1b`,
+/// `gnnpipe`, `gnnpipe-1f1b`, `gnnpipe-exact-per-chunk`, ...
+pub fn generator_label(generator: Generator) -> String {
+    match generator {
+        Generator::GPipe(BackwardOrder::Forward) => "gpipe".into(),
+        Generator::GPipe(BackwardOrder::Reverse) => "gpipe-reverse".into(),
+        Generator::OneFOneB => "1f1b".into(),
+        Generator::GnnPipe(knobs) => {
+            let mut label = String::from("gnnpipe");
+            if knobs.order == GnnPipeOrder::OneFOneB {
+                label.push_str("-1f1b");
+            }
+            match knobs.backward {
+                GnnPipeBackward::Drop => {}
+                GnnPipeBackward::Deferred => label.push_str("-deferred"),
+                GnnPipeBackward::Exact => label.push_str("-exact"),
+            }
+            if knobs.update == UpdateMode::PerChunk {
+                label.push_str("-per-chunk");
+            }
+            label
+        }
+    }
+}
+
+/// A built-in schedule by name, as `--schedule` takes it: `gpipe`, `gpipe-reverse`, `1f1b`,
+/// `gnnpipe`, `gnnpipe-1f1b`, `graph_parallel`, `graph_parallel-broadcast`; GPipe and 1F1B use
+/// the scenario's halo rule (or `drop`) unless suffixed `-drop` or `-exact`.
+pub fn named_candidate(name: &str, scenario: &Scenario) -> Option<Candidate> {
+    let default_halo = match scenario.schedule.halo {
+        halo @ (Halo::Drop | Halo::Exact) => halo,
+        _ => Halo::Drop,
+    };
+    let (base, halo) = match name.rsplit_once('-') {
+        Some((base, "drop")) => (base, Halo::Drop),
+        Some((base, "exact")) if !base.starts_with("gnnpipe") => (base, Halo::Exact),
+        _ => (name, default_halo),
+    };
+    let gnnpipe = |order| {
+        Generator::GnnPipe(GnnPipeKnobs {
+            order,
+            ..GnnPipeKnobs::default()
+        })
+    };
+    let generated = |generator, halo| Some(Candidate::Generated { generator, halo });
+    match base {
+        "gpipe" => generated(Generator::GPipe(BackwardOrder::Forward), halo),
+        "gpipe-reverse" => generated(Generator::GPipe(BackwardOrder::Reverse), halo),
+        "1f1b" => generated(Generator::OneFOneB, halo),
+        "gnnpipe" if base == name => generated(gnnpipe(GnnPipeOrder::GPipe), Halo::Stale),
+        "gnnpipe-1f1b" if base == name => generated(gnnpipe(GnnPipeOrder::OneFOneB), Halo::Stale),
+        "graph_parallel" if base == name => Some(Candidate::GraphParallel {
+            exchange: Halo::Exchange,
+        }),
+        "graph_parallel-broadcast" if base == name => Some(Candidate::GraphParallel {
+            exchange: Halo::Broadcast,
+        }),
+        _ => None,
+    }
+}
+
+/// The schedules `--schedule all` compares: the scenario's own first, then every other built-in
+/// schedule that applies to its workload: GPipe and 1F1B for an explicit workload; GPipe and
+/// 1F1B (with the scenario's halo rule, or drop), GNNPipe and graph parallelism for a GNN.
+pub fn all_candidates(own: Candidate, scenario: &Scenario) -> Vec<Candidate> {
+    let names: &[&str] = match scenario.workload {
+        Workload::Explicit(_) => &["gpipe", "1f1b"],
+        Workload::Gnn(_) => &["gpipe", "1f1b", "gnnpipe", "graph_parallel"],
+    };
+    let mut candidates = vec![own];
+    for name in names {
+        let candidate = named_candidate(name, scenario).expect("built-in names resolve");
+        if !candidates.contains(&candidate) {
+            candidates.push(candidate);
+        }
+    }
+    candidates
+}
+
+/// The scenario's own schedule. `file_text` is the schedule file's content when the scenario
+/// names one (read by the caller), with the name to report it under.
+pub fn own_candidate(
+    scenario: &Scenario,
+    file_text: Option<(&str, &str)>,
+) -> Result<Candidate, PlanError> {
+    let halo = scenario.schedule.halo;
+    match (&scenario.schedule.choice, file_text) {
+        (ScheduleChoice::Generated(generator), _) => Ok(Candidate::Generated {
+            generator: *generator,
+            halo,
+        }),
+        (ScheduleChoice::GraphParallel, _) => Ok(Candidate::GraphParallel { exchange: halo }),
+        (ScheduleChoice::File(path), Some((file, text))) => {
+            let schedule = schedule::file::parse(file, text).map_err(PlanError::File)?;
+            let stem = path
+                .file_stem()
+                .map_or("custom".into(), |s| s.to_string_lossy());
+            Ok(Candidate::File {
+                label: format!("file:{stem}"),
+                file: file.to_string(),
+                schedule,
+                halo,
+            })
+        }
+        (ScheduleChoice::File(path), None) => Err(PlanError::Mismatch(format!(
+            "schedule file {} was not read",
+            path.display()
+        ))),
+    }
+}
+
+/// One schedule's prediction.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// The schedule's name.
+    pub label: String,
+    /// The schedule that ran.
+    pub schedule: Schedule,
+    /// What the checker found.
+    pub check: CheckReport,
+    /// The predicted trace.
+    pub trace: Trace,
+    /// Figures about the graph's chunks (GNN workloads).
+    pub graph: Option<GraphMetrics>,
+}
+
+/// The trace's device list for a scenario.
+pub fn trace_devices(scenario: &Scenario) -> Vec<TraceDevice> {
+    scenario
+        .devices
+        .iter()
+        .map(|d| TraceDevice {
+            name: d.name.clone(),
+            capacity_bytes: Some(d.memory_bytes),
+        })
+        .collect()
+}
+
+/// Builds, checks and simulates one candidate schedule on the scenario. `graph` is the
+/// prepared graph of a GNN workload ([`prepare_graph`]). Problems with a schedule file name the
+/// file.
+pub fn predict(
+    scenario: &Scenario,
+    graph: Option<&GraphData>,
+    candidate: &Candidate,
+) -> Result<Prediction, PlanError> {
+    let result = match (&scenario.workload, graph) {
+        (Workload::Explicit(_), _) => predict_explicit(scenario, candidate),
+        (Workload::Gnn(spec), Some(graph)) => gnn::predict(scenario, spec, graph, candidate),
+        (Workload::Gnn(_), None) => Err(PlanError::Mismatch("the graph was not prepared".into())),
+    };
+    result.map_err(|err| match (candidate, err) {
+        (Candidate::File { file, .. }, PlanError::Schedule(err)) => {
+            PlanError::Mismatch(format!("schedule file {file}: {err}"))
+        }
+        (Candidate::File { file, .. }, PlanError::Mismatch(message)) => {
+            PlanError::Mismatch(format!("schedule file {file}: {message}"))
+        }
+        (_, err) => err,
+    })
+}
+
+/// Checks a schedule against the scenario's shape and simulates it with `cost`.
+fn run(
+    scenario: &Scenario,
+    schedule: Schedule,
+    placement: Vec<usize>,
+    cost: &dyn CostModel,
+    label: String,
+    graph: Option<GraphMetrics>,
+) -> Result<Prediction, PlanError> {
+    let check = schedule::check(&schedule)?;
+    let input = SimInput {
+        schedule: &schedule,
+        placement: &placement,
+        cost,
+        network: &scenario.network,
+    };
+    let trace = sim::simulate(&input, trace_devices(scenario))?;
+    Ok(Prediction {
+        label,
+        schedule,
+        check,
+        trace,
+        graph,
+    })
+}
+
+/// The schedule a pipeline candidate runs for `n_stages` stages.
+fn pipeline_schedule(
+    scenario: &Scenario,
+    candidate: &Candidate,
+    n_stages: u32,
+) -> Result<Schedule, PlanError> {
+    let schedule = match candidate {
+        Candidate::Generated { generator, .. } => {
+            generator.generate(n_stages, scenario.schedule.n_chunks)?
+        }
+        Candidate::File { schedule, .. } => schedule.clone(),
+        Candidate::GraphParallel { .. } => {
+            return Err(PlanError::Mismatch(
+                "graph parallelism needs a GNN workload (`graph` and `model`)".into(),
+            ))
+        }
+    };
+    if schedule.n_stages() != n_stages {
+        return Err(PlanError::Mismatch(format!(
+            "the schedule has {} stages but the workload has {n_stages}",
+            schedule.n_stages()
+        )));
+    }
+    if schedule.n_chunks() != scenario.schedule.n_chunks {
+        return Err(PlanError::Mismatch(format!(
+            "the schedule has {} chunks but schedule.chunks is {}",
+            schedule.n_chunks(),
+            scenario.schedule.n_chunks
+        )));
+    }
+    Ok(schedule)
+}
+
+fn predict_explicit(scenario: &Scenario, candidate: &Candidate) -> Result<Prediction, PlanError> {
+    let Workload::Explicit(workload) = &scenario.workload else {
+        unreachable!("called for explicit workloads only")
+    };
+    let schedule = pipeline_schedule(scenario, candidate, scenario.n_stages())?;
+    let placement = scenario
+        .schedule
+        .placement_for(schedule.n_devices(), scenario.devices.len())
+        .map_err(PlanError::Mismatch)?;
+    let cost = ExplicitCost::new(workload, schedule.n_chunks(), scenario.optimizer);
+    run(
+        scenario,
+        schedule,
+        placement,
+        &cost,
+        candidate.label(scenario),
+        None,
+    )
+}
