@@ -30,7 +30,8 @@ pub enum Command {
     Schedule(ScheduleArgs),
     /// Predict epoch time, bubbles, memory and communication of a scenario's schedules.
     Simulate(SimulateArgs),
-    /// Measure the simulator's speed (simulated ops per second) on a large 1F1B schedule.
+    /// Measure the simulator's speed (simulated ops per second) on a large 1F1B schedule, or the
+    /// time and memory of planning one scenario.
     Bench(BenchArgs),
 }
 
@@ -162,4 +163,8 @@ pub struct BenchArgs {
     /// Timed repetitions; the median is reported.
     #[arg(long, default_value_t = 7)]
     pub repeat: u32,
+    /// Instead, time loading and predicting this scenario's own schedule (graph generation,
+    /// chunking, simulation), and report the process's peak memory.
+    #[arg(long, value_name = "SCENARIO")]
+    pub scenario: Option<PathBuf>,
 }

@@ -89,7 +89,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Validate(args) => validate(&args),
         Command::Schedule(args) => schedule_command(&args),
         Command::Simulate(args) => simulate(&args),
-        Command::Bench(args) => bench::run(&args, &mut |text| print(text)),
+        Command::Bench(args) => match &args.scenario {
+            Some(path) => bench_scenario(path, args.repeat),
+            None => bench::run(&args, &mut |text| print(text)),
+        },
     }
 }
 
@@ -168,7 +171,8 @@ fn load_dataset(scenario: &Scenario, dir: &Path) -> Result<Dataset> {
     };
     graph::dataset::load(&mut reader).map_err(|mut err| {
         err.file = dir.join(&err.file).display().to_string();
-        CliError::new(ExitStatus::InvalidInput, err)
+        let context = format!("(graph.dataset of {})", scenario.source.file);
+        CliError::new(ExitStatus::InvalidInput, format!("{err} {context}"))
     })
 }
 
@@ -456,6 +460,46 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
         .map(|(p, m)| (p.label.as_str(), m))
         .collect();
     check_fits(&scenario, &results)
+}
+
+/// `pipegnn bench --scenario`: median time to load and predict the scenario's own schedule, and
+/// the process's peak resident memory.
+fn bench_scenario(path: &Path, repeat: u32) -> Result<()> {
+    let args = ScenarioArgs {
+        scenario: path.to_path_buf(),
+        overrides: Vec::new(),
+    };
+    let mut samples = Vec::new();
+    let mut summary = String::new();
+    for _ in 0..repeat.max(1) {
+        let start = std::time::Instant::now();
+        let Loaded { scenario, graph } = load_scenario(&args)?;
+        let candidate = own_candidate(&scenario)?;
+        let prediction =
+            plan::predict(&scenario, graph.as_ref(), &candidate).map_err(in_scenario(&args))?;
+        samples.push(start.elapsed().as_nanos());
+        summary = format!(
+            "{}: {} ops, {} spans",
+            prediction.label,
+            prediction.schedule.n_ops(),
+            prediction.trace.spans.len()
+        );
+    }
+    samples.sort_unstable();
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
+        })
+        .unwrap_or_else(|| "n/a".into());
+    print(&format!(
+        "{} ({summary}): load and predict median {:.2} ms over {} runs; peak resident memory {peak}\n",
+        path.display(),
+        samples[samples.len() / 2] as f64 / 1e6,
+        samples.len()
+    ))
 }
 
 /// Keeps the exit-status mapping of schedule errors in one place for the bench too.

@@ -13,7 +13,7 @@ use crate::graph::partition::partition;
 use crate::graph::synth::{rmat, sbm};
 use crate::graph::{ChunkStats, Chunking, Csr};
 use crate::scenario::{GnnSpec, GraphSource, GraphStats, LayerKindSpec, Scenario, StageSplit};
-use crate::schedule::{graph_parallel, Generator, GnnPipeBackward};
+use crate::schedule::{graph_parallel, Generator, GnnPipeBackward, Op};
 
 /// A GNN workload's graph, loaded or generated once per scenario.
 #[derive(Debug, Clone, PartialEq)]
@@ -344,27 +344,23 @@ pub(super) fn predict(
         return run(scenario, schedule, available, &cost, label, Some(metrics));
     }
     let n_stages = scenario.n_stages();
+    let schedule = pipeline_schedule(scenario, candidate, n_stages)?;
     let placement = scenario
         .schedule
-        .placement_for(n_stages as usize, scenario.devices.len())
+        .placement_for(schedule.n_devices(), scenario.devices.len())
         .map_err(PlanError::Mismatch)?;
+    let stage_rates: Vec<DeviceRates> = (0..n_stages)
+        .map(|s| rates(scenario, placement[schedule.device_of(Op::forward(0, s))]))
+        .collect();
     workload.stage_layers = match &spec.stages {
         StageSplit::Layers(counts) => ranges(counts),
         StageSplit::Auto => split_stages(
-            &AnalyticCost::layer_times(&workload, &rates(scenario, placement[0])),
+            &AnalyticCost::layer_times(&workload, &stage_rates[0]),
             n_stages as usize,
         ),
     };
-    let schedule = pipeline_schedule(scenario, candidate, n_stages)?;
     let cost = AnalyticCost {
-        rates: (0..n_stages as usize)
-            .map(|s| {
-                rates(
-                    scenario,
-                    placement[schedule.device_of(crate::schedule::Op::forward(0, s as u32))],
-                )
-            })
-            .collect(),
+        rates: stage_rates,
         workload,
     };
     run(scenario, schedule, placement, &cost, label, Some(metrics))

@@ -249,3 +249,130 @@ fn absurd_schedule_shapes_are_refused() {
     assert_eq!(out.status.code(), Some(INVALID_INPUT));
     assert_one_line(&stderr(&out));
 }
+
+fn gnn_scenario(graph: &str, layers: &str, chunks: u32) -> String {
+    format!(
+        "name: bad\ngraph:\n{graph}\nmodel:\n  layers: {layers}\ndevices:\n  - {{name: gpu, count: 2, preset: a100-40gb}}\nlinks:\n  topology: {{kind: full, preset: nvlink3}}\nschedule: {{kind: gnnpipe, chunks: {chunks}}}\n"
+    )
+}
+
+const SBM: &str =
+    "  synthetic: {kind: sbm, nodes: 10, avg_degree: 2, classes: 2, features: 8, seed: 1}";
+
+#[test]
+fn dataset_with_a_malformed_line_or_an_out_of_range_edge() {
+    let Some(data) = crate::gnn::data_dir() else {
+        return;
+    };
+    for (name, bad_line, expected) in [
+        ("malformed", "0,six", "edges.csv:3:"),
+        ("out-of-range", "0,99999", "99999"),
+    ] {
+        let dir = scratch(name);
+        let folder = dir.join("cora");
+        std::fs::create_dir_all(&folder).unwrap();
+        for entry in std::fs::read_dir(data.join("cora")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), folder.join(entry.file_name())).unwrap();
+        }
+        let edges = std::fs::read_to_string(folder.join("edges.csv")).unwrap();
+        let mut lines: Vec<&str> = edges.lines().collect();
+        lines[2] = bad_line;
+        std::fs::write(folder.join("edges.csv"), lines.join("\n") + "\n").unwrap();
+        let text = gnn_scenario(
+            &format!("  dataset: {{path: {}}}", folder.display()),
+            "[{kind: gcn, out: 16}, {kind: gcn, out: 7}]",
+            4,
+        );
+        let err = rejected(&format!("{name}-scenario"), &text, INVALID_INPUT);
+        assert_one_line(&err);
+        assert!(err.contains(expected), "{err}");
+    }
+}
+
+#[test]
+fn missing_dataset_folder() {
+    let text = gnn_scenario(
+        "  dataset: {path: no/such/folder}",
+        "[{kind: gcn, out: 2}]",
+        2,
+    );
+    let err = rejected("no-dataset", &text, IO);
+    assert_one_line(&err);
+    assert!(err.contains("graph.dataset.path: "), "{err}");
+    assert!(err.contains("is not a dataset folder"), "{err}");
+}
+
+#[test]
+fn layer_with_zero_width() {
+    let err = rejected(
+        "zero-width",
+        &gnn_scenario(SBM, "[{kind: gcn, out: 0}, {kind: gcn, out: 2}]", 2),
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(err.contains(":5:"), "{err}");
+    assert!(
+        err.contains("model.layers[0].out: a layer's width must be at least 1, got 0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn gat_layer_without_heads() {
+    let err = rejected(
+        "gat-heads",
+        &gnn_scenario(
+            SBM,
+            "[{kind: gat, out: 8}, {kind: gat, out: 2, heads: 1}]",
+            2,
+        ),
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(
+        err.contains("model.layers[0]: a gat layer needs `heads`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn more_chunks_than_vertices() {
+    let err = rejected(
+        "chunks",
+        &gnn_scenario(SBM, "[{kind: gcn, out: 4}, {kind: gcn, out: 2}]", 20),
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(
+        err.contains("schedule.chunks: 20 chunks for a graph of 10 vertices"),
+        "{err}"
+    );
+}
+
+#[test]
+fn last_layer_must_output_the_classes() {
+    let err = rejected(
+        "classes",
+        &gnn_scenario(SBM, "[{kind: gcn, out: 4}, {kind: gcn, out: 3}]", 2),
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(err.contains("model.layers[1].out: the last layer outputs 3 values per vertex but the graph has 2 classes"), "{err}");
+}
+
+#[test]
+fn locality_chunking_of_a_stats_graph_needs_a_cut_fraction() {
+    let text = gnn_scenario(
+        "  stats: {nodes: 1000, edges: 5000, features: 16, classes: 4}",
+        "[{kind: gcn, out: 4}]",
+        4,
+    )
+    .replace("chunks: 4}", "chunks: 4, chunking: locality}");
+    let err = rejected("cut-fraction", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains("graph.stats: a stats graph needs `cut_fraction`"),
+        "{err}"
+    );
+}

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cli;
+mod gnn;
 mod oracles;
 mod scenarios;
 mod schedules;

@@ -91,6 +91,9 @@ fn every_shipped_scenario_validates_and_simulates() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let text = std::fs::read_to_string(&path).unwrap();
+            if text.contains("shared/data") && crate::gnn::data_dir().is_none() {
+                continue;
+            }
             assert!(
                 text.starts_with('#'),
                 "{} opens with a comment saying what it asks",
