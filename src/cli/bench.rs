@@ -20,9 +20,12 @@ fn time<T>(repeat: u32, mut f: impl FnMut() -> T) -> (u128, T) {
     let mut samples = Vec::new();
     let mut last = None;
     for _ in 0..repeat.max(1) {
+        // Drop the previous result before the clock starts.
+        drop(last.take());
         let start = Instant::now();
-        last = Some(f());
+        let result = f();
         samples.push(start.elapsed().as_nanos());
+        last = Some(result);
     }
     (median_ns(samples), last.expect("repeat is at least 1"))
 }
@@ -87,7 +90,8 @@ pub fn run(
             (stages, chunks),
             schedule.n_ops(),
         );
-        simulate_into(&input, &mut trace).map(|()| trace.spans.len())
+        // The trace is returned, not dropped here: freeing the output is not simulation.
+        simulate_into(&input, &mut trace).map(|()| trace)
     });
     traced.map_err(|e| CliError::new(ExitStatus::Internal, e))?;
     let ops = schedule.n_ops() as f64;

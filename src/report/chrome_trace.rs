@@ -29,7 +29,7 @@ pub fn render(trace: &Trace) -> String {
         events.push(json!({"name": "thread_name", "ph": "M", "pid": LINKS_PID, "tid": i, "args": {"name": name}}));
     }
     for span in &trace.spans {
-        let (pid, tid) = match span.lane {
+        let (pid, tid) = match span.lane() {
             Lane::Device(d) => (DEVICES_PID, d),
             Lane::Link(l) => (LINKS_PID, l),
         };

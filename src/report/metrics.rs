@@ -95,7 +95,7 @@ pub fn compute(trace: &Trace) -> Metrics {
         .collect();
     let mut communication_bytes = 0;
     for (i, span) in trace.spans.iter().enumerate() {
-        match (span.lane, span.kind) {
+        match (span.lane(), span.kind) {
             (Lane::Device(d), SpanKind::Compute(_)) => compute_spans[d as usize].push(i),
             (Lane::Link(l), SpanKind::Transfer(_)) => {
                 let link = &mut links[l as usize];

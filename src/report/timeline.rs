@@ -44,7 +44,7 @@ pub fn render(trace: &Trace, axis: Axis) -> String {
     let compute: Vec<_> = trace
         .spans
         .iter()
-        .filter_map(|s| match (s.lane, s.kind) {
+        .filter_map(|s| match (s.lane(), s.kind) {
             (Lane::Device(d), SpanKind::Compute(kind)) if s.duration_ns() > 0 => Some((d, kind, s)),
             _ => None,
         })

@@ -10,7 +10,7 @@ use crate::schedule::lower::{
 };
 use crate::schedule::{op_id, Op, OpKind, Schedule};
 use crate::trace::{
-    Lane, MemoryCategory, MemoryEvent, Span, SpanKind, Trace, TraceDevice, TraceLink, TraceSink,
+    MemoryCategory, MemoryEvent, Span, SpanKind, Trace, TraceDevice, TraceLink, TraceSink,
     TraceSource,
 };
 
@@ -45,18 +45,36 @@ fn describe_stall(blocked: &[(usize, Op)]) -> String {
         .join(", ")
 }
 
-/// Events stay small (the queue moves them on every push and pop): an arrival refers to its
-/// hand-off in the engine's `in_flight` slab.
+/// What happens at an instant, packed into the queue's `u32` payload: the low bit says which.
 #[derive(Debug, Clone, Copy)]
 enum Event {
+    /// The running op of a device ends.
     OpEnd { device: u32 },
+    /// A hand-off arrives; `slot` indexes the engine's `in_flight` slab.
     Arrival { slot: u32 },
+}
+
+impl Event {
+    fn encode(self) -> u32 {
+        match self {
+            Event::OpEnd { device } => device << 1,
+            Event::Arrival { slot } => (slot << 1) | 1,
+        }
+    }
+
+    fn decode(code: u32) -> Self {
+        if code & 1 == 0 {
+            Event::OpEnd { device: code >> 1 }
+        } else {
+            Event::Arrival { slot: code >> 1 }
+        }
+    }
 }
 
 struct Engine<'a, S: TraceSink> {
     input: &'a SimInput<'a>,
     sink: &'a mut S,
-    queue: EventQueue<Event>,
+    queue: EventQueue,
     /// Per schedule device: index of the next op to issue, and the running op's start.
     next: Vec<usize>,
     busy_since: Vec<Option<u64>>,
@@ -114,12 +132,10 @@ impl<S: TraceSink> Engine<'_, S> {
         }
         self.busy_since[device] = Some(now);
         let end = now + self.input.cost.op_ns(op);
-        self.queue.push(
-            end,
-            Event::OpEnd {
-                device: device as u32,
-            },
-        );
+        let event = Event::OpEnd {
+            device: device as u32,
+        };
+        self.queue.push(end, event.encode());
     }
 
     fn release(&mut self, op: Op) {
@@ -139,7 +155,7 @@ impl<S: TraceSink> Engine<'_, S> {
         self.next[device] += 1;
         let placed = self.placed(device);
         self.sink.span(Span {
-            lane: Lane::Device(placed),
+            lane_index: placed,
             kind: SpanKind::Compute(op.kind),
             chunk: op.chunk,
             stage: op.stage,
@@ -192,7 +208,7 @@ impl<S: TraceSink> Engine<'_, S> {
         for (hop, &link) in route.links.iter().enumerate() {
             self.link_free[link] = end;
             self.sink.span(Span {
-                lane: Lane::Link(link as u32),
+                lane_index: link as u32,
                 kind: SpanKind::Transfer(handoff.payload),
                 chunk: handoff.to.chunk,
                 stage: handoff.to.stage,
@@ -214,7 +230,7 @@ impl<S: TraceSink> Engine<'_, S> {
                 self.in_flight.len() as u32 - 1
             }
         };
-        self.queue.push(end, Event::Arrival { slot });
+        self.queue.push(end, Event::Arrival { slot }.encode());
     }
 
     /// A hand-off's data is on its receiving device: hold its buffer until the addressee ends,
@@ -305,8 +321,8 @@ pub fn simulate_into<S: TraceSink>(input: &SimInput<'_>, sink: &mut S) -> Result
     for device in 0..schedule.n_devices() {
         engine.try_issue(device, 0);
     }
-    while let Some((now, event)) = engine.queue.pop() {
-        match event {
+    while let Some((now, code)) = engine.queue.pop() {
+        match Event::decode(code) {
             Event::OpEnd { device } => engine.op_end(device as usize, now),
             Event::Arrival { slot } => {
                 let (handoff, bytes) = engine.in_flight[slot as usize];

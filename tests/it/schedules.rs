@@ -130,7 +130,9 @@ fn assert_trace_respects_schedule(schedule: &Schedule, trace: &Trace) {
         let spans: Vec<_> = trace
             .spans
             .iter()
-            .filter(|s| s.lane == Lane::Device(d as u32) && matches!(s.kind, SpanKind::Compute(_)))
+            .filter(|s| {
+                s.lane() == Lane::Device(d as u32) && matches!(s.kind, SpanKind::Compute(_))
+            })
             .collect();
         assert_eq!(spans.len(), order.len());
         for (span, op) in spans.iter().zip(order) {
