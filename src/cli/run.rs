@@ -17,6 +17,7 @@ use super::{
 };
 use crate::cost::UniformCost;
 use crate::diag::FieldPath;
+use crate::gnn::GraphMetrics;
 use crate::graph::{self, dataset::Dataset};
 use crate::network::Network;
 use crate::plan::GraphData;
@@ -437,10 +438,10 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
                 scenario.n_stages(),
                 scenario.schedule.n_chunks
             );
-            let rows: Vec<(String, u32, &report::Metrics)> = predictions
+            let rows: Vec<(String, u32, &report::Metrics, Option<&GraphMetrics>)> = predictions
                 .iter()
                 .zip(&metrics)
-                .map(|(p, m)| (p.label.clone(), p.schedule.n_chunks(), m))
+                .map(|(p, m)| (p.label.clone(), p.schedule.n_chunks(), m, p.graph.as_ref()))
                 .collect();
             out.push_str(&table::summary(&rows));
             for (prediction, m) in predictions.iter().zip(&metrics) {

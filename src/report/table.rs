@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::metrics::Metrics;
+use crate::gnn::GraphMetrics;
 use crate::trace::MemoryCategory;
 use crate::units::{format_bytes, format_duration_ns};
 
@@ -39,8 +40,26 @@ fn percent(fraction: f64) -> String {
     format!("{:.1}%", fraction * 100.0)
 }
 
+/// How a schedule treated the graph's edges, for the summary's last column.
+fn edges_note(graph: Option<&GraphMetrics>) -> String {
+    let Some(graph) = graph else {
+        return String::new();
+    };
+    let mut notes = Vec::new();
+    if let Some(f) = graph.dropped_edge_fraction {
+        notes.push(format!("{} dropped", percent(f)));
+    }
+    if let Some(f) = graph.stale_read_fraction {
+        notes.push(format!("{} stale", percent(f)));
+    }
+    if let Some(f) = graph.redundant_compute_factor {
+        notes.push(format!("{f:.2}x compute"));
+    }
+    notes.join(", ")
+}
+
 /// One line per schedule: the comparison `--schedule all` prints first.
-pub fn summary(results: &[(String, u32, &Metrics)]) -> String {
+pub fn summary(results: &[(String, u32, &Metrics, Option<&GraphMetrics>)]) -> String {
     let mut rows = vec![vec![
         "schedule".to_string(),
         "chunks".into(),
@@ -49,8 +68,9 @@ pub fn summary(results: &[(String, u32, &Metrics)]) -> String {
         "communication".into(),
         "peak memory".into(),
         "fits".into(),
+        "edges".into(),
     ]];
-    for (label, chunks, m) in results {
+    for (label, chunks, m, graph) in results {
         let peak = m
             .devices
             .iter()
@@ -66,6 +86,7 @@ pub fn summary(results: &[(String, u32, &Metrics)]) -> String {
             format_bytes(m.communication_bytes),
             format_bytes(peak),
             if fits { "yes" } else { "NO" }.into(),
+            edges_note(*graph),
         ]);
     }
     render_rows(&rows)
