@@ -3,10 +3,13 @@
 //! A tour, in the order data flows:
 //! - [`scenario`]: a YAML scenario (devices, links, workload, schedule) parsed and validated,
 //!   every problem reported with file, line, column and field path ([`diag`], [`units`]).
-//! - [`network`]: directed links and the routes between devices ([`graph`] wraps petgraph).
+//! - [`graph`]: graphs as arrays: datasets (graph-csv v1), seeded synthetic graphs, chunking
+//!   and per-chunk statistics; also the petgraph adapter behind [`network`]'s routes.
+//! - [`gnn`]: GNN layers and parameters, stage splitting, the rows a layer touches per chunk.
+//! - [`network`]: directed links and the routes between devices.
 //! - [`schedule`]: schedules as data: GPipe, 1F1B and GNNPipe generators, schedule files, the
 //!   checker that rejects deadlocks, and the transfers derived from stage placement.
-//! - [`cost`]: how long ops take and what they move and hold.
+//! - [`cost`]: how long ops take and what they move and hold (a roofline for GNN layers).
 //! - [`sim`]: the discrete-event simulator, which interprets a schedule into a [`trace::Trace`].
 //! - [`report`]: metrics, tables, JSON, Chrome traces and ASCII timelines, all from traces.
 //! - [`plan`]: the glue from a scenario to checked, simulated schedules.

@@ -6,12 +6,41 @@ use crate::support::{pipegnn, scratch, stderr, stdout};
 
 #[test]
 fn readme_quickstart_simulates() {
-    let out = pipegnn(&["simulate", "scenarios/explicit-pipeline.yaml"]);
+    let out = pipegnn(&["simulate", "scenarios/quickstart.yaml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("scenario explicit-pipeline"));
-    assert!(text.contains("1f1b"));
-    assert!(text.contains("gpu3"));
+    assert!(
+        text.contains("scenario quickstart: 4 devices, 4 stages, 8 chunks"),
+        "{text}"
+    );
+    assert!(text.contains("gnnpipe"));
+    assert!(text.contains("stale"));
+}
+
+#[test]
+fn gnn_comparison_is_byte_identical_twice() {
+    let args = [
+        "simulate",
+        "scenarios/quickstart.yaml",
+        "--schedule",
+        "all",
+        "--format",
+        "json",
+    ];
+    let first = pipegnn(&args);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(first.stdout, pipegnn(&args).stdout);
+    let doc: Value = serde_json::from_slice(&first.stdout).unwrap();
+    let names: Vec<&str> = doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["schedule"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["gnnpipe", "gpipe-drop", "1f1b-drop", "graph_parallel"]
+    );
 }
 
 #[test]
