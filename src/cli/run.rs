@@ -212,7 +212,7 @@ fn validate(args: &ScenarioArgs) -> Result<()> {
         .map(|d| d.peak_memory_bytes)
         .max()
         .unwrap_or(0);
-    print(&format!(
+    let mut out = format!(
         "ok: {}: {} devices, {} directed links, {} stages, {} chunks, schedule {} (peak in-flight per stage {:?}, peak memory {})\n",
         scenario.name,
         scenario.devices.len(),
@@ -222,7 +222,25 @@ fn validate(args: &ScenarioArgs) -> Result<()> {
         prediction.label,
         prediction.check.peak_in_flight,
         units::format_bytes(peak),
-    ))
+    );
+    if let Some(graph) = &prediction.graph {
+        let chunks = &graph.chunks;
+        let vertices: u64 = chunks.iter().map(|c| c.vertices).sum();
+        let edges: u64 = chunks.iter().map(|c| c.in_edges).sum::<u64>() / 2;
+        let cut: u64 = chunks
+            .iter()
+            .map(|c| c.in_edges - c.internal_edges)
+            .sum::<u64>()
+            / 2;
+        let smallest = chunks.iter().map(|c| c.vertices).min().unwrap_or(0);
+        let largest = chunks.iter().map(|c| c.vertices).max().unwrap_or(0);
+        out.push_str(&format!(
+            "graph: {vertices} vertices, {edges} edges; {} chunks of {smallest}..{largest} vertices cut {cut} edges ({:.1}%)\n",
+            chunks.len(),
+            100.0 * cut as f64 / edges.max(1) as f64,
+        ));
+    }
+    print(&out)
 }
 
 /// Fails with [`ExitStatus::DoesNotFit`] naming every device whose predicted peak exceeds its

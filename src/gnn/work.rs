@@ -4,7 +4,7 @@
 use crate::graph::ChunkStats;
 
 /// Figures about how a schedule treats the graph's edges.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct GraphMetrics {
     /// Halo `drop`: undirected edges between chunks (ignored) over all undirected edges.
     pub dropped_edge_fraction: Option<f64>,
@@ -13,6 +13,8 @@ pub struct GraphMetrics {
     pub stale_read_fraction: Option<f64>,
     /// Halo `exact`: vertex-layer outputs computed over those a full-graph pass computes.
     pub redundant_compute_factor: Option<f64>,
+    /// Each chunk's (graph parallelism: partition's) vertices, edges and halo.
+    pub chunks: Vec<ChunkStats>,
 }
 
 /// What happens to edges between chunks (pipelines), or how partitions exchange rows (graph

@@ -390,6 +390,7 @@ fn graph_metrics(
         dropped_edge_fraction: (halo == Halo::Drop).then(|| cut as f64 / undirected),
         stale_read_fraction: (halo == Halo::Stale && n_layers > 1)
             .then(|| stale as f64 / (2.0 * undirected)),
+        chunks: workload.chunks.clone(),
         redundant_compute_factor: (halo == Halo::Exact).then(|| {
             let computed: f64 = (0..n_layers)
                 .flat_map(|l| (0..workload.chunks.len()).map(move |c| (l, c)))

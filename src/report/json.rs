@@ -56,6 +56,25 @@ pub struct ResultDoc {
     /// Halo `exact`: vertex-layer outputs computed over a full-graph pass's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redundant_compute_factor: Option<f64>,
+    /// GNN workloads: each chunk (graph parallelism: partition).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chunk_stats: Vec<ChunkDoc>,
+}
+
+/// One chunk of the graph.
+#[derive(Debug, Serialize)]
+pub struct ChunkDoc {
+    /// Vertices in the chunk.
+    pub vertices: u64,
+    /// Directed edges with both ends in the chunk.
+    pub internal_edges: u64,
+    /// Directed edges into the chunk from other chunks.
+    pub cut_edges: u64,
+    /// Distinct outside vertices adjacent to the chunk.
+    pub boundary_vertices: u64,
+    /// Vertices at 1, 2, ... hops outside the chunk (halo `exact` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub halo_vertices: Vec<u64>,
 }
 
 /// One device of a result.
@@ -148,6 +167,18 @@ impl ResultDoc {
             dropped_edge_fraction: graph.and_then(|g| g.dropped_edge_fraction),
             stale_read_fraction: graph.and_then(|g| g.stale_read_fraction),
             redundant_compute_factor: graph.and_then(|g| g.redundant_compute_factor),
+            chunk_stats: graph.map_or_else(Vec::new, |g| {
+                g.chunks
+                    .iter()
+                    .map(|c| ChunkDoc {
+                        vertices: c.vertices,
+                        internal_edges: c.internal_edges,
+                        cut_edges: c.in_edges - c.internal_edges,
+                        boundary_vertices: c.boundary,
+                        halo_vertices: c.halo.iter().map(|r| r.vertices).collect(),
+                    })
+                    .collect()
+            }),
         }
     }
 }
