@@ -212,13 +212,24 @@ fn validate(args: &ScenarioArgs) -> Result<()> {
         .map(|d| d.peak_memory_bytes)
         .max()
         .unwrap_or(0);
+    let shape = if scenario.schedule.choice == ScheduleChoice::GraphParallel {
+        format!(
+            "{} layers on each of {} partitions",
+            prediction.schedule.n_stages(),
+            prediction.schedule.n_chunks()
+        )
+    } else {
+        format!(
+            "{} stages, {} chunks",
+            prediction.schedule.n_stages(),
+            prediction.schedule.n_chunks()
+        )
+    };
     let mut out = format!(
-        "ok: {}: {} devices, {} directed links, {} stages, {} chunks, schedule {} (peak in-flight per stage {:?}, peak memory {})\n",
+        "ok: {}: {} devices, {} directed links, {shape}, schedule {} (peak in-flight per stage {:?}, peak memory {})\n",
         scenario.name,
         scenario.devices.len(),
         scenario.network.links().len(),
-        scenario.n_stages(),
-        scenario.schedule.n_chunks,
         prediction.label,
         prediction.check.peak_in_flight,
         units::format_bytes(peak),

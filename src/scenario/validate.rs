@@ -584,6 +584,18 @@ impl Ctx<'_> {
             gnn,
             "GNN workloads (explicit workloads list their stages)",
         );
+        // Graph parallelism runs every layer on every device: a stage split means nothing there.
+        let split_given = raw
+            .stages
+            .as_ref()
+            .is_some_and(|v| v.as_str() != Some("auto"));
+        only(
+            self,
+            "stages",
+            split_given && gnn,
+            kind != Some("graph_parallel"),
+            "pipelines (graph parallelism runs every layer on every device)",
+        );
         let n_chunks = match (raw.chunks, kind) {
             (Some(k), _) if (1..=MAX_CHUNKS).contains(&k) => k as u32,
             (Some(k), _) => {

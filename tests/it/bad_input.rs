@@ -376,3 +376,23 @@ fn locality_chunking_of_a_stats_graph_needs_a_cut_fraction() {
         "{err}"
     );
 }
+
+#[test]
+fn stage_split_with_graph_parallelism() {
+    let path = root().join("scenarios/quickstart.yaml");
+    let err = rejected_path(
+        &path,
+        &[
+            "--set",
+            "schedule.kind=graph_parallel",
+            "--set",
+            "schedule.stages=[2,2]",
+        ],
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(
+        err.contains("schedule.stages: only applies to pipelines"),
+        "{err}"
+    );
+}
