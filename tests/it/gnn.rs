@@ -114,11 +114,13 @@ fn gnnpipe_moves_two_n_d_per_boundary_per_epoch() {
 #[test]
 fn graph_parallel_traffic_grows_with_depth_and_gnnpipe_does_not() {
     let traffic = |depth: usize, kind: &str| {
+        // GNNPipe on two stages of depth/2 layers each; graph parallelism on two partitions.
         let half = depth / 2;
-        let loaded = scenario(
-            "depth",
-            &deep_gcn(depth, &format!(", stages: [{half}, {half}]"), 2, kind),
-        );
+        let split = match kind {
+            "gnnpipe" => format!(", stages: [{half}, {half}]"),
+            _ => String::new(),
+        };
+        let loaded = scenario("depth", &deep_gcn(depth, &split, 2, kind));
         result_json(&loaded, &own(&loaded.scenario))["communication_bytes"]
             .as_u64()
             .unwrap()
