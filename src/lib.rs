@@ -12,6 +12,8 @@
 //! - [`cost`]: how long ops take and what they move and hold (a roofline for GNN layers).
 //! - [`sim`]: the discrete-event simulator, which interprets a schedule into a [`trace::Trace`].
 //! - [`report`]: metrics, tables, JSON, Chrome traces and ASCII timelines, all from traces.
+//! - [`exec`]: the real executor on candle: trains the GNN on the same schedule, measured into a
+//!   [`trace::Trace`].
 //! - [`plan`]: the glue from a scenario to checked, simulated schedules.
 //! - [`cli`]: the command line.
 //!
@@ -24,6 +26,7 @@
 pub mod cli;
 pub mod cost;
 pub mod diag;
+pub mod exec;
 pub mod gnn;
 pub mod graph;
 pub mod network;

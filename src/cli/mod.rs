@@ -30,6 +30,8 @@ pub enum Command {
     Schedule(ScheduleArgs),
     /// Predict epoch time, bubbles, memory and communication of a scenario's schedules.
     Simulate(SimulateArgs),
+    /// Train the scenario's GNN for real on the CPU with its schedule, measuring every op.
+    Run(RunArgs),
     /// Measure the simulator's speed (simulated ops per second) on a large 1F1B schedule, or the
     /// time and memory of planning one scenario.
     Bench(BenchArgs),
@@ -149,6 +151,26 @@ pub struct SimulateArgs {
     /// Draw each schedule's timeline under its table.
     #[arg(long)]
     pub timeline: bool,
+}
+
+/// `pipegnn run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario and overrides.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Override `training.epochs`.
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
+    /// Run even when the prediction says a device's memory is too small.
+    #[arg(long)]
+    pub force: bool,
+    /// Write the median epoch's measured trace as Chrome/Perfetto JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 /// `pipegnn bench`.

@@ -5,19 +5,26 @@
 //! 0 success; 1 internal error; 2 command-line usage error (clap); 3 a file could not be read or
 //! written; 4 invalid input (scenario or schedule file: syntax, unknown field, bad value);
 //! 5 the schedule cannot run (deadlock, or it does not match the scenario); 6 a device's
-//! predicted peak memory exceeds its capacity (the prediction is still printed).
+//! predicted peak memory exceeds its capacity (the prediction is still printed); 7 a real run
+//! failed (a non-finite loss, or a feature the executor does not have yet).
 
 use std::fmt;
 use std::io::Write;
 use std::path::Path;
 
 use super::{
-    bench, BackwardOrderArg, Cli, Command, GnnPipeOrderArg, KindArg, ReportFormat, ScenarioArgs,
-    ScheduleArgs, ScheduleFormat, SimulateArgs,
+    bench, BackwardOrderArg, Cli, Command, GnnPipeOrderArg, KindArg, ReportFormat, RunArgs,
+    ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
 };
 use crate::cost::UniformCost;
 use crate::diag::FieldPath;
+use crate::exec::{
+    self,
+    data::{ChunkGraph, NodeData},
+    ExecInput, TrainConfig,
+};
 use crate::gnn::GraphMetrics;
+use crate::gnn::Halo;
 use crate::graph::{self, dataset::Dataset};
 use crate::network::Network;
 use crate::plan::GraphData;
@@ -44,6 +51,8 @@ pub enum ExitStatus {
     ScheduleRejected = 5,
     /// 6: the schedule does not fit the devices' memory.
     DoesNotFit = 6,
+    /// 7: a real run failed (a non-finite loss, or something the executor cannot run yet).
+    RunFailed = 7,
 }
 
 /// An error with the exit status it maps to. Its message may span several lines, one per
@@ -90,6 +99,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Validate(args) => validate(&args),
         Command::Schedule(args) => schedule_command(&args),
         Command::Simulate(args) => simulate(&args),
+        Command::Run(args) => train(&args),
         Command::Bench(args) => match &args.scenario {
             Some(path) => bench_scenario(path, args.repeat),
             None => bench::run(&args, &mut |text| print(text)),
@@ -530,6 +540,169 @@ fn bench_scenario(path: &Path, repeat: u32) -> Result<()> {
         samples[samples.len() / 2] as f64 / 1e6,
         samples.len()
     ))
+}
+
+/// `pipegnn run`: trains the scenario's GNN on its own schedule and prints the measured result.
+fn train(args: &RunArgs) -> Result<()> {
+    let Loaded { scenario, graph } = load_scenario(&args.scenario)?;
+    let candidate = own_candidate(&scenario)?;
+    let prediction = plan::predict(&scenario, graph.as_ref(), &candidate)
+        .map_err(in_scenario(&args.scenario))?;
+    if !args.force {
+        let metrics = report::compute(&prediction.trace);
+        check_fits(&scenario, &[(prediction.label.as_str(), &metrics)]).map_err(|mut err| {
+            err.message.push_str(
+                "\nrefusing to run a schedule predicted not to fit (use --force to run anyway)",
+            );
+            err
+        })?;
+    }
+    let not_runnable = |why: String| {
+        CliError::new(
+            ExitStatus::RunFailed,
+            format!(
+                "{}: not executable yet: {why}",
+                args.scenario.scenario.display()
+            ),
+        )
+    };
+    let (
+        Some(GraphData::Real {
+            csr,
+            features,
+            sparse_features,
+            labels,
+            splits,
+            classes,
+            ..
+        }),
+        Some(layout),
+    ) = (&graph, &prediction.layout)
+    else {
+        return Err(not_runnable(
+            "pipegnn run trains a GNN on a graph with vertices: a dataset or a synthetic graph"
+                .into(),
+        ));
+    };
+    if scenario.schedule.halo != Halo::Drop {
+        return Err(not_runnable(format!(
+            "halo `{}` (the executor runs halo `drop` so far)",
+            scenario.schedule.halo.name()
+        )));
+    }
+    let part = layout
+        .part
+        .as_ref()
+        .expect("graphs with edges are partitioned");
+    let mut members: Vec<Vec<u32>> = vec![Vec::new(); prediction.schedule.n_chunks() as usize];
+    for (v, &c) in part.iter().enumerate() {
+        members[c as usize].push(v as u32);
+    }
+    let chunks: Vec<ChunkGraph> = members
+        .into_iter()
+        .map(|vertices| ChunkGraph::induced(csr, vertices))
+        .collect();
+    let density = match &scenario.workload {
+        Workload::Gnn(spec) => match &spec.graph {
+            GraphSource::Dataset {
+                feature_density, ..
+            } => feature_density.unwrap_or(0.1),
+            _ => 0.1,
+        },
+        Workload::Explicit(_) => 0.1,
+    };
+    let data = NodeData::new(
+        csr.n_nodes(),
+        sparse_features.as_ref(),
+        *features as usize,
+        density,
+        labels.clone(),
+        *classes as usize,
+        splits.clone(),
+    );
+    let training = scenario.training;
+    let input = ExecInput {
+        schedule: &prediction.schedule,
+        placement: &prediction.placement,
+        devices: plan::trace_devices(&scenario),
+        network: &scenario.network,
+        model: &layout.model,
+        stage_layers: &layout.stage_layers,
+        chunks: &chunks,
+        data: &data,
+        config: TrainConfig {
+            epochs: args.epochs.unwrap_or(training.epochs),
+            lr: training.lr,
+            weight_decay: training.weight_decay,
+            dropout: training.dropout,
+            seed: training.seed,
+        },
+    };
+    let result = exec::run(&input).map_err(|err| {
+        CliError::new(
+            ExitStatus::RunFailed,
+            format!("{}: {err}", args.scenario.scenario.display()),
+        )
+    })?;
+    // The epoch whose time is the median (the first epoch warms caches up and is left out when
+    // there are others) stands for the run.
+    let mut order: Vec<usize> = (0..result.traces.len()).collect();
+    let skip = usize::from(order.len() > 1);
+    order.drain(..skip);
+    let metrics_of: Vec<report::Metrics> = result.traces.iter().map(report::compute).collect();
+    order.sort_by_key(|&i| metrics_of[i].epoch_time_ns);
+    let median = order[order.len() / 2];
+    let metrics = &metrics_of[median];
+    if let Some(path) = &args.trace {
+        write(path, &chrome_trace::render(&result.traces[median]))?;
+    }
+    let last = result.epochs.last().expect("at least one epoch ran");
+    match args.format {
+        ReportFormat::Json => {
+            let mut doc = json::ResultDoc::new(
+                &prediction.label,
+                prediction.schedule.n_stages(),
+                prediction.schedule.n_chunks(),
+                metrics,
+                prediction.graph.as_ref(),
+            );
+            doc.epochs = Some(
+                result
+                    .epochs
+                    .iter()
+                    .map(|e| json::EpochDoc {
+                        epoch: e.epoch,
+                        loss: e.loss,
+                        train_accuracy: e.train_accuracy,
+                        val_accuracy: e.val_accuracy,
+                        test_accuracy: e.test_accuracy,
+                    })
+                    .collect(),
+            );
+            doc.test_accuracy = Some(result.test_at_best_val());
+            let doc = json::SimulateDoc {
+                scenario: scenario.name.clone(),
+                results: vec![doc],
+            };
+            print(&to_json(&doc)?)
+        }
+        ReportFormat::Table => {
+            let mut out = format!(
+                "ran {} ({}) for {} epochs on the CPU: median epoch {}; final loss {:.4}, accuracy train {:.3} val {:.3} test {:.3}; test at best validation {:.3}\n\n",
+                scenario.name,
+                prediction.label,
+                result.epochs.len(),
+                units::format_duration_ns(metrics.epoch_time_ns),
+                last.loss,
+                last.train_accuracy,
+                last.val_accuracy,
+                last.test_accuracy,
+                result.test_at_best_val(),
+            );
+            out.push_str(&table::detail(metrics));
+            print(&out)
+        }
+    }
 }
 
 /// Keeps the exit-status mapping of schedule errors in one place for the bench too.

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::{pipeline_schedule, run, Candidate, PlanError, Prediction};
+use super::{pipeline_schedule, run, Candidate, GnnLayout, PlanError, Prediction};
 use crate::cost::{AnalyticCost, DeviceRates, GnnWorkload};
 use crate::diag::FieldPath;
 use crate::gnn::{split_stages, stats_model, GnnModel, GraphMetrics, Halo, Layer, LayerKind};
@@ -11,7 +11,7 @@ use crate::graph::chunks::{chunk_stats, cut_edges, stale_reads};
 use crate::graph::dataset::Dataset;
 use crate::graph::partition::partition;
 use crate::graph::synth::{rmat, sbm};
-use crate::graph::{ChunkStats, Chunking, Csr};
+use crate::graph::{ChunkStats, Chunking, Csr, SparseFeatures};
 use crate::scenario::{GnnSpec, GraphSource, GraphStats, LayerKindSpec, Scenario, StageSplit};
 use crate::schedule::{graph_parallel, Generator, GnnPipeBackward, Op};
 
@@ -28,6 +28,12 @@ pub enum GraphData {
         nnz_per_row: Option<f64>,
         /// Classes.
         classes: u64,
+        /// The features themselves, where the graph has them (what `pipegnn run` trains on).
+        sparse_features: Option<SparseFeatures>,
+        /// Class per vertex, `-1` for unlabelled.
+        labels: Vec<i32>,
+        /// Train, validation and test vertices.
+        splits: [Vec<u32>; 3],
     },
     /// Counts only.
     Stats(GraphStats),
@@ -90,6 +96,9 @@ pub fn prepare_graph(spec: &GnnSpec, dataset: Option<Dataset>) -> Result<GraphDa
                 features: u64::from(dataset.num_features),
                 nnz_per_row,
                 classes: u64::from(dataset.num_classes),
+                sparse_features: dataset.features,
+                labels: dataset.labels,
+                splits: [dataset.train, dataset.val, dataset.test],
             }
         }
         (GraphSource::Dataset { path, .. }, None) => {
@@ -111,6 +120,9 @@ fn synthetic(graph: crate::graph::synth::SyntheticGraph) -> GraphData {
         features: u64::from(graph.features.n_cols),
         classes: u64::from(graph.num_classes),
         csr: graph.graph,
+        sparse_features: Some(graph.features),
+        labels: graph.labels,
+        splits: [graph.train, graph.val, graph.test],
     }
 }
 
@@ -161,6 +173,7 @@ fn resolve_model(
 /// Chunk statistics, the cut and stale-read counts, and (for graph parallelism) the rows each
 /// partition reads from each other.
 struct Chunks {
+    part: Option<Vec<u32>>,
     stats: Vec<ChunkStats>,
     cut_edges: u64,
     stale_reads: u64,
@@ -187,6 +200,7 @@ fn chunks(
                 cut_edges: cut_edges(csr, &part),
                 stale_reads: stale_reads(csr, &part),
                 pair_rows,
+                part: Some(part),
             })
         }
         GraphData::Stats(stats) => {
@@ -202,6 +216,7 @@ fn chunks(
                 Vec::new()
             };
             Ok(Chunks {
+                part: None,
                 stats: chunk_stats,
                 cut_edges: cut,
                 // Of the two directions of a cut edge, the reader in the earlier chunk reads
@@ -341,7 +356,20 @@ pub(super) fn predict(
             rates: available.iter().map(|&d| rates(scenario, d)).collect(),
             workload,
         };
-        return run(scenario, schedule, available, &cost, label, Some(metrics));
+        let layout = GnnLayout {
+            model: cost.workload.model.clone(),
+            stage_layers: cost.workload.stage_layers.clone(),
+            part: chunks.part,
+        };
+        return run(
+            scenario,
+            schedule,
+            available,
+            &cost,
+            label,
+            Some(metrics),
+            Some(layout),
+        );
     }
     let n_stages = scenario.n_stages();
     let schedule = pipeline_schedule(scenario, candidate, n_stages)?;
@@ -363,7 +391,20 @@ pub(super) fn predict(
         rates: stage_rates,
         workload,
     };
-    run(scenario, schedule, placement, &cost, label, Some(metrics))
+    let layout = GnnLayout {
+        model: cost.workload.model.clone(),
+        stage_layers: cost.workload.stage_layers.clone(),
+        part: chunks.part,
+    };
+    run(
+        scenario,
+        schedule,
+        placement,
+        &cost,
+        label,
+        Some(metrics),
+        Some(layout),
+    )
 }
 
 fn ranges(counts: &[usize]) -> Vec<Range<usize>> {

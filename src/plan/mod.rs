@@ -217,6 +217,22 @@ pub struct Prediction {
     pub trace: Trace,
     /// Figures about the graph's chunks (GNN workloads).
     pub graph: Option<GraphMetrics>,
+    /// For each schedule device, the scenario device that ran it.
+    pub placement: Vec<usize>,
+    /// How the GNN was laid out (GNN workloads).
+    pub layout: Option<GnnLayout>,
+}
+
+/// How a GNN workload was laid out for a prediction: what the executor needs to run the same
+/// schedule for real.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GnnLayout {
+    /// The model with resolved widths.
+    pub model: crate::gnn::GnnModel,
+    /// Layers of each stage.
+    pub stage_layers: Vec<std::ops::Range<usize>>,
+    /// Each vertex's chunk (graphs with edges; `None` for counts-only graphs).
+    pub part: Option<Vec<u32>>,
 }
 
 /// The trace's device list for a scenario.
@@ -263,6 +279,7 @@ fn run(
     cost: &dyn CostModel,
     label: String,
     graph: Option<GraphMetrics>,
+    layout: Option<GnnLayout>,
 ) -> Result<Prediction, PlanError> {
     let check = schedule::check(&schedule)?;
     let input = SimInput {
@@ -278,6 +295,8 @@ fn run(
         check,
         trace,
         graph,
+        placement,
+        layout,
     })
 }
 
@@ -330,6 +349,7 @@ fn predict_explicit(scenario: &Scenario, candidate: &Candidate) -> Result<Predic
         placement,
         &cost,
         candidate.label(scenario),
+        None,
         None,
     )
 }

@@ -59,6 +59,27 @@ pub struct ResultDoc {
     /// GNN workloads: each chunk (graph parallelism: partition).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub chunk_stats: Vec<ChunkDoc>,
+    /// `pipegnn run`: loss and accuracies per epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<Vec<EpochDoc>>,
+    /// `pipegnn run`: test accuracy at the epoch with the best validation accuracy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
+}
+
+/// One trained epoch.
+#[derive(Debug, Serialize)]
+pub struct EpochDoc {
+    /// From 1.
+    pub epoch: u32,
+    /// Training loss.
+    pub loss: f64,
+    /// Accuracy on the training split.
+    pub train_accuracy: f64,
+    /// Accuracy on the validation split.
+    pub val_accuracy: f64,
+    /// Accuracy on the test split.
+    pub test_accuracy: f64,
 }
 
 /// One chunk of the graph.
@@ -167,6 +188,8 @@ impl ResultDoc {
             dropped_edge_fraction: graph.and_then(|g| g.dropped_edge_fraction),
             stale_read_fraction: graph.and_then(|g| g.stale_read_fraction),
             redundant_compute_factor: graph.and_then(|g| g.redundant_compute_factor),
+            epochs: None,
+            test_accuracy: None,
             chunk_stats: graph.map_or_else(Vec::new, |g| {
                 g.chunks
                     .iter()

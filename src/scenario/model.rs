@@ -23,6 +23,8 @@ pub struct Scenario {
     pub workload: Workload,
     /// The optimizer, which sets the size of the optimizer state.
     pub optimizer: Optimizer,
+    /// Hyper-parameters of a real run (`pipegnn run`).
+    pub training: Training,
     /// Which schedule to run and where.
     pub schedule: ScheduleSpec,
     /// Where the scenario came from, so that problems found later (a device whose memory is
@@ -230,6 +232,21 @@ pub struct StageWork {
     pub stash_bytes: u64,
     /// Bytes of the stage's parameters.
     pub parameter_bytes: u64,
+}
+
+/// `training:` hyper-parameters for `pipegnn run`; defaults are the GCN paper's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Training {
+    /// Epochs (default 200).
+    pub epochs: u32,
+    /// Learning rate (default 0.01).
+    pub lr: f64,
+    /// L2 weight decay (default 5e-4).
+    pub weight_decay: f64,
+    /// Dropout probability (default 0.5).
+    pub dropout: f64,
+    /// Seed of the initial weights and dropout masks (default 0).
+    pub seed: u64,
 }
 
 /// The optimizer.

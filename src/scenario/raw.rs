@@ -243,6 +243,16 @@ pub struct RawStageWork {
 pub struct RawTraining {
     #[serde(default)]
     pub optimizer: Option<String>,
+    #[serde(default)]
+    pub epochs: Option<i64>,
+    #[serde(default)]
+    pub lr: Option<f64>,
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    #[serde(default)]
+    pub dropout: Option<f64>,
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 /// `schedule:`.

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use super::model::{
     Device, ExplicitWorkload, GnnSpec, GraphSource, GraphStats, LayerKindSpec, LayerSpec,
-    Optimizer, Scenario, ScheduleChoice, ScheduleSpec, Source, StageSplit, StageWork, WorkUnit,
-    Workload,
+    Optimizer, Scenario, ScheduleChoice, ScheduleSpec, Source, StageSplit, StageWork, Training,
+    WorkUnit, Workload,
 };
 use super::raw::{
     self, Quantity, RawGraph, RawLinks, RawModel, RawPresets, RawScenario, RawSchedule,
@@ -135,6 +135,7 @@ impl Ctx<'_> {
             }
         };
         let optimizer = self.optimizer(raw);
+        let training = self.training(raw);
         let schedule = self.schedule(
             &raw.schedule,
             devices.as_deref(),
@@ -151,6 +152,7 @@ impl Ctx<'_> {
             network: network?,
             workload: workload?,
             optimizer: optimizer?,
+            training: training?,
             schedule: schedule?,
             source: Source {
                 file: self.file.to_string(),
@@ -514,6 +516,50 @@ impl Ctx<'_> {
         }
         (stages.len() == w.stages.len())
             .then_some(Workload::Explicit(ExplicitWorkload { per: per?, stages }))
+    }
+
+    fn training(&mut self, raw: &RawScenario) -> Option<Training> {
+        let path = root().key("training");
+        let t = raw.training.as_ref();
+        let epochs = match t.and_then(|t| t.epochs) {
+            None => Some(200),
+            Some(e) => self
+                .count(path.key("epochs"), e, "epochs", 1_000_000)
+                .map(|e| e as u32),
+        };
+        let mut number =
+            |field: &str, value: Option<f64>, default: f64, ok: fn(f64) -> bool, rule: &str| {
+                match value {
+                    None => Some(default),
+                    Some(v) if v.is_finite() && ok(v) => Some(v),
+                    Some(v) => {
+                        self.error(path.key(field), format!("must be {rule}, got {v}"));
+                        None
+                    }
+                }
+            };
+        let lr = number("lr", t.and_then(|t| t.lr), 0.01, |v| v > 0.0, "positive");
+        let weight_decay = number(
+            "weight_decay",
+            t.and_then(|t| t.weight_decay),
+            5e-4,
+            |v| v >= 0.0,
+            "zero or positive",
+        );
+        let dropout = number(
+            "dropout",
+            t.and_then(|t| t.dropout),
+            0.5,
+            |v| (0.0..1.0).contains(&v),
+            "in [0, 1)",
+        );
+        Some(Training {
+            epochs: epochs?,
+            lr: lr?,
+            weight_decay: weight_decay?,
+            dropout: dropout?,
+            seed: t.and_then(|t| t.seed).unwrap_or(0),
+        })
     }
 
     fn optimizer(&mut self, raw: &RawScenario) -> Option<Optimizer> {

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cli;
+mod exec;
 mod gnn;
 mod oracles;
 mod scenarios;

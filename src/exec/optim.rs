@@ -1,0 +1,72 @@
+//! Adam with L2 weight decay added to the gradient, as `torch.optim.Adam(weight_decay=...)`.
+
+use candle_core::{Result, Tensor, Var};
+
+/// Adam's hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// L2 penalty added to each gradient (coupled, not AdamW's decoupled decay).
+    pub weight_decay: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+}
+
+impl AdamConfig {
+    /// PyTorch's defaults with the given learning rate and weight decay.
+    pub fn new(lr: f64, weight_decay: f64) -> Self {
+        AdamConfig {
+            lr,
+            weight_decay,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// Adam over a fixed list of variables.
+pub struct Adam {
+    config: AdamConfig,
+    vars: Vec<Var>,
+    first: Vec<Tensor>,
+    second: Vec<Tensor>,
+    step: i32,
+}
+
+impl Adam {
+    /// An optimizer for `vars`, moments at zero.
+    pub fn new(vars: Vec<Var>, config: AdamConfig) -> Result<Self> {
+        let zeros = |v: &Var| v.as_tensor().zeros_like();
+        Ok(Adam {
+            first: vars.iter().map(zeros).collect::<Result<_>>()?,
+            second: vars.iter().map(zeros).collect::<Result<_>>()?,
+            vars,
+            config,
+            step: 0,
+        })
+    }
+
+    /// One step with `grads[i]` the gradient of `vars[i]`.
+    pub fn step(&mut self, grads: &[Tensor]) -> Result<()> {
+        self.step += 1;
+        let c = self.config;
+        let correction1 = 1.0 - c.beta1.powi(self.step);
+        let correction2 = 1.0 - c.beta2.powi(self.step);
+        for (i, var) in self.vars.iter().enumerate() {
+            let grad = (&grads[i] + (var.as_tensor() * c.weight_decay)?)?;
+            self.first[i] = ((&self.first[i] * c.beta1)? + (&grad * (1.0 - c.beta1))?)?;
+            self.second[i] = ((&self.second[i] * c.beta2)? + (grad.sqr()? * (1.0 - c.beta2))?)?;
+            let m_hat = (&self.first[i] / correction1)?;
+            let v_hat = (&self.second[i] / correction2)?;
+            let update = (m_hat / (v_hat.sqrt()? + c.eps)?)?;
+            var.set(&(var.as_tensor() - (update * c.lr)?)?)?;
+        }
+        Ok(())
+    }
+}
