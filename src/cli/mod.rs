@@ -32,6 +32,11 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Train the scenario's GNN for real on the CPU with its schedule, measuring every op.
     Run(RunArgs),
+    /// Measure this machine's op times for a scenario's shapes (a few real epochs) and write a
+    /// profile for the simulator's profiled cost tier.
+    Calibrate(CalibrateArgs),
+    /// Predict with a profile, run for real, and print predicted against measured.
+    Compare(CompareArgs),
     /// Measure the simulator's speed (simulated ops per second) on a large 1F1B schedule, or the
     /// time and memory of planning one scenario.
     Bench(BenchArgs),
@@ -171,6 +176,37 @@ pub struct RunArgs {
     /// Write the median epoch's measured trace as Chrome/Perfetto JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+}
+
+/// `pipegnn calibrate`.
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Scenario and overrides.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Epochs to measure (the first is a warm-up and is left out).
+    #[arg(long, default_value_t = 6)]
+    pub epochs: u32,
+    /// Where to write the profile (JSON).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `pipegnn compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Scenario and overrides.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// A profile from `pipegnn calibrate`; without one, a calibration run comes first.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Epochs of the measured run.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: u32,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
 }
 
 /// `pipegnn bench`.

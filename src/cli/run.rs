@@ -13,10 +13,10 @@ use std::io::Write;
 use std::path::Path;
 
 use super::{
-    bench, BackwardOrderArg, Cli, Command, GnnPipeOrderArg, KindArg, ReportFormat, RunArgs,
-    ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
+    bench, BackwardOrderArg, CalibrateArgs, Cli, Command, CompareArgs, GnnPipeOrderArg, KindArg,
+    ReportFormat, RunArgs, ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
 };
-use crate::cost::UniformCost;
+use crate::cost::{Profile, UniformCost};
 use crate::diag::FieldPath;
 use crate::exec::{
     self,
@@ -100,6 +100,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Schedule(args) => schedule_command(&args),
         Command::Simulate(args) => simulate(&args),
         Command::Run(args) => train(&args),
+        Command::Calibrate(args) => calibrate(&args),
+        Command::Compare(args) => compare(&args),
         Command::Bench(args) => match &args.scenario {
             Some(path) => bench_scenario(path, args.repeat),
             None => bench::run(&args, &mut |text| print(text)),
@@ -543,12 +545,29 @@ fn bench_scenario(path: &Path, repeat: u32) -> Result<()> {
 }
 
 /// `pipegnn run`: trains the scenario's GNN on its own schedule and prints the measured result.
-fn train(args: &RunArgs) -> Result<()> {
-    let Loaded { scenario, graph } = load_scenario(&args.scenario)?;
+/// A real run with the prediction it was planned from.
+struct Executed {
+    scenario: Scenario,
+    prediction: plan::Prediction,
+    result: exec::RunResult,
+    /// Metrics of every epoch's measured trace.
+    metrics_of: Vec<report::Metrics>,
+    /// The epoch whose time is the median (the first, a warm-up, left out when there are others).
+    median: usize,
+}
+
+/// Plans the scenario's own schedule (with `profile`'s op times, if given) and runs it.
+fn execute(
+    args: &ScenarioArgs,
+    epochs: Option<u32>,
+    force: bool,
+    profile: Option<&Profile>,
+) -> Result<Executed> {
+    let Loaded { scenario, graph } = load_scenario(args)?;
     let candidate = own_candidate(&scenario)?;
-    let prediction = plan::predict(&scenario, graph.as_ref(), &candidate)
-        .map_err(in_scenario(&args.scenario))?;
-    if !args.force {
+    let prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, profile)
+        .map_err(in_scenario(args))?;
+    if !force {
         let metrics = report::compute(&prediction.trace);
         check_fits(&scenario, &[(prediction.label.as_str(), &metrics)]).map_err(|mut err| {
             err.message.push_str(
@@ -560,10 +579,7 @@ fn train(args: &RunArgs) -> Result<()> {
     let not_runnable = |why: String| {
         CliError::new(
             ExitStatus::RunFailed,
-            format!(
-                "{}: not executable yet: {why}",
-                args.scenario.scenario.display()
-            ),
+            format!("{}: not executable yet: {why}", args.scenario.display()),
         )
     };
     let (
@@ -631,17 +647,22 @@ fn train(args: &RunArgs) -> Result<()> {
         chunks: &chunks,
         data: &data,
         config: TrainConfig {
-            epochs: args.epochs.unwrap_or(training.epochs),
+            epochs: epochs.unwrap_or(training.epochs),
             lr: training.lr,
             weight_decay: training.weight_decay,
             dropout: training.dropout,
             seed: training.seed,
         },
+        // One core per stage, the device the `cpu-core` preset describes, when the machine
+        // has enough of them; the whole machine for a single stage.
+        threads_per_device: (std::thread::available_parallelism().map_or(1, |n| n.get())
+            / prediction.schedule.n_devices().max(1))
+        .max(1),
     };
     let result = exec::run(&input).map_err(|err| {
         CliError::new(
             ExitStatus::RunFailed,
-            format!("{}: {err}", args.scenario.scenario.display()),
+            format!("{}: {err}", args.scenario.display()),
         )
     })?;
     // The epoch whose time is the median (the first epoch warms caches up and is left out when
@@ -652,6 +673,23 @@ fn train(args: &RunArgs) -> Result<()> {
     let metrics_of: Vec<report::Metrics> = result.traces.iter().map(report::compute).collect();
     order.sort_by_key(|&i| metrics_of[i].epoch_time_ns);
     let median = order[order.len() / 2];
+    Ok(Executed {
+        scenario,
+        prediction,
+        result,
+        metrics_of,
+        median,
+    })
+}
+
+fn train(args: &RunArgs) -> Result<()> {
+    let Executed {
+        scenario,
+        prediction,
+        result,
+        metrics_of,
+        median,
+    } = execute(&args.scenario, args.epochs, args.force, None)?;
     let metrics = &metrics_of[median];
     if let Some(path) = &args.trace {
         write(path, &chrome_trace::render(&result.traces[median]))?;
@@ -700,6 +738,141 @@ fn train(args: &RunArgs) -> Result<()> {
                 result.test_at_best_val(),
             );
             out.push_str(&table::detail(metrics));
+            print(&out)
+        }
+    }
+}
+
+/// Measures a few epochs and returns the median op times (the first epoch left out).
+fn measure_profile(args: &ScenarioArgs, epochs: u32) -> Result<Profile> {
+    let run = execute(args, Some(epochs.max(2)), true, None)?;
+    Ok(Profile::from_traces(
+        &run.scenario.name,
+        &run.prediction.label,
+        &run.result.traces[1..],
+    ))
+}
+
+fn calibrate(args: &CalibrateArgs) -> Result<()> {
+    let profile = measure_profile(&args.scenario, args.epochs)?;
+    write(&args.out, &profile.to_json())?;
+    print(&format!(
+        "wrote {} ({} ops of {} under {}, medians of {} epochs)\n",
+        args.out.display(),
+        profile.ops.len(),
+        profile.scenario,
+        profile.schedule,
+        args.epochs.max(2) - 1
+    ))
+}
+
+/// One predicted-against-measured figure.
+#[derive(serde::Serialize)]
+struct CompareRow {
+    name: &'static str,
+    device: Option<String>,
+    predicted: f64,
+    measured: Option<f64>,
+    relative_error: Option<f64>,
+}
+
+fn row(
+    name: &'static str,
+    device: Option<String>,
+    predicted: f64,
+    measured: Option<f64>,
+) -> CompareRow {
+    let relative_error = measured.filter(|m| *m != 0.0).map(|m| (predicted - m) / m);
+    CompareRow {
+        name,
+        device,
+        predicted,
+        measured,
+        relative_error,
+    }
+}
+
+fn compare(args: &CompareArgs) -> Result<()> {
+    let profile = match &args.profile {
+        Some(path) => Profile::parse(&read(path)?).map_err(|e| {
+            CliError::new(ExitStatus::InvalidInput, format!("{}: {e}", path.display()))
+        })?,
+        None => measure_profile(&args.scenario, 6)?,
+    };
+    let run = execute(&args.scenario, Some(args.epochs), false, Some(&profile))?;
+    let predicted = report::compute(&run.prediction.trace);
+    let measured = &run.metrics_of[run.median];
+    let mut rows = vec![row(
+        "epoch_time_s",
+        None,
+        predicted.epoch_time_ns as f64 / 1e9,
+        Some(measured.epoch_time_ns as f64 / 1e9),
+    )];
+    for p in &predicted.devices {
+        let m = measured.devices.iter().find(|m| m.device == p.device);
+        let name = Some(p.name.clone());
+        rows.push(row(
+            "busy_s",
+            name.clone(),
+            p.busy_ns as f64 / 1e9,
+            m.map(|m| m.busy_ns as f64 / 1e9),
+        ));
+        rows.push(row(
+            "bubble_fraction",
+            name.clone(),
+            p.bubble_fraction,
+            m.map(|m| m.bubble_fraction),
+        ));
+        // The executor does not measure memory yet: the prediction stands alone.
+        rows.push(row(
+            "peak_memory_bytes",
+            name,
+            p.peak_memory_bytes as f64,
+            None,
+        ));
+    }
+    for p in &predicted.links {
+        let m = measured.links.iter().find(|m| m.link == p.link);
+        rows.push(row(
+            "link_bytes",
+            Some(format!("{} -> {}", p.from, p.to)),
+            p.bytes as f64,
+            Some(m.map_or(0.0, |m| m.bytes as f64)),
+        ));
+    }
+    match args.format {
+        ReportFormat::Json => print(&to_json(
+            &serde_json::json!({"scenario": run.scenario.name, "schedule": run.prediction.label, "metrics": rows}),
+        )?),
+        ReportFormat::Table => {
+            let mut out = format!(
+                "{} ({}): predicted with measured op times against a real run of {} epochs\n\n",
+                run.scenario.name,
+                run.prediction.label,
+                run.result.epochs.len()
+            );
+            out.push_str(&format!(
+                "{:<18} {:<14} {:>14} {:>14} {:>9}\n",
+                "metric", "device", "predicted", "measured", "error"
+            ));
+            for r in &rows {
+                let fmt = |v: f64| {
+                    if v.abs() >= 1e4 {
+                        format!("{v:.0}")
+                    } else {
+                        format!("{v:.6}")
+                    }
+                };
+                out.push_str(&format!(
+                    "{:<18} {:<14} {:>14} {:>14} {:>9}\n",
+                    r.name,
+                    r.device.as_deref().unwrap_or("-"),
+                    fmt(r.predicted),
+                    r.measured.map_or("not measured".into(), fmt),
+                    r.relative_error
+                        .map_or("-".into(), |e| format!("{:+.1}%", e * 100.0)),
+                ));
+            }
             print(&out)
         }
     }

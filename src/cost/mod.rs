@@ -6,10 +6,12 @@
 
 pub mod analytic;
 mod explicit;
+pub mod profiled;
 mod uniform;
 
 pub use analytic::{AnalyticCost, DeviceRates, GnnWorkload};
 pub use explicit::ExplicitCost;
+pub use profiled::{Profile, ProfiledCost};
 pub use uniform::UniformCost;
 
 use crate::schedule::lower::Handoff;

@@ -99,6 +99,8 @@ pub struct ExecInput<'a> {
     pub data: &'a NodeData,
     /// Hyper-parameters.
     pub config: TrainConfig,
+    /// Threads each stage worker computes with (1 emulates one CPU core per device).
+    pub threads_per_device: usize,
 }
 
 enum Message {
@@ -209,7 +211,13 @@ pub fn run(input: &ExecInput<'_>) -> Result<RunResult, ExecError> {
                 n_train,
                 features: &device_features,
             };
-            scope.spawn(move || worker.run());
+            // Each worker's candle ops run on a pool of its own, one thread per core of a
+            // `cpu-core` device, so stages run side by side as the devices they stand for.
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(input.threads_per_device)
+                .build()
+                .map_err(|e| ExecError::Failed(format!("cannot start a worker pool: {e}")))?;
+            scope.spawn(move || pool.install(|| worker.run()));
         }
         drop(report_tx);
         for epoch in 1..=input.config.epochs {

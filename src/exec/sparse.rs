@@ -68,9 +68,9 @@ impl Csr {
     fn multiply(&self, x: &[f32], width: usize) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * width];
         let work = self.indices.len() * width;
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(self.rows.max(1));
+        // As many threads as the pool the caller runs in: one per core of the device a stage
+        // worker emulates.
+        let threads = rayon::current_num_threads().min(self.rows.max(1));
         if threads <= 1 || work < 1 << 16 {
             self.multiply_rows(x, width, 0, &mut out);
             return out;

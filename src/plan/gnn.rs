@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use super::{pipeline_schedule, run, Candidate, GnnLayout, PlanError, Prediction};
-use crate::cost::{AnalyticCost, DeviceRates, GnnWorkload};
+use crate::cost::{AnalyticCost, DeviceRates, GnnWorkload, Profile};
 use crate::diag::FieldPath;
 use crate::gnn::{split_stages, stats_model, GnnModel, GraphMetrics, Halo, Layer, LayerKind};
 use crate::graph::chunks::{chunk_stats, cut_edges, stale_reads};
@@ -265,6 +265,7 @@ pub(super) fn predict(
     spec: &GnnSpec,
     graph: &GraphData,
     candidate: &Candidate,
+    profile: Option<&Profile>,
 ) -> Result<Prediction, PlanError> {
     let model = resolve_model(scenario, spec, graph)?;
     let n_layers = model.layers.len();
@@ -366,6 +367,7 @@ pub(super) fn predict(
             schedule,
             available,
             &cost,
+            profile,
             label,
             Some(metrics),
             Some(layout),
@@ -401,6 +403,7 @@ pub(super) fn predict(
         schedule,
         placement,
         &cost,
+        profile,
         label,
         Some(metrics),
         Some(layout),

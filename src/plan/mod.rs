@@ -9,7 +9,7 @@ use thiserror::Error;
 
 pub use gnn::{prepare_graph, GraphData};
 
-use crate::cost::{CostModel, ExplicitCost};
+use crate::cost::{CostModel, ExplicitCost, Profile, ProfiledCost};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::gnn::{GraphMetrics, Halo};
 use crate::scenario::{Scenario, ScheduleChoice, Workload};
@@ -255,9 +255,22 @@ pub fn predict(
     graph: Option<&GraphData>,
     candidate: &Candidate,
 ) -> Result<Prediction, PlanError> {
+    predict_profiled(scenario, graph, candidate, None)
+}
+
+/// As [`predict`], with op times measured on this machine (`pipegnn calibrate`) wherever
+/// `profile` has them: the profiled cost tier.
+pub fn predict_profiled(
+    scenario: &Scenario,
+    graph: Option<&GraphData>,
+    candidate: &Candidate,
+    profile: Option<&Profile>,
+) -> Result<Prediction, PlanError> {
     let result = match (&scenario.workload, graph) {
-        (Workload::Explicit(_), _) => predict_explicit(scenario, candidate),
-        (Workload::Gnn(spec), Some(graph)) => gnn::predict(scenario, spec, graph, candidate),
+        (Workload::Explicit(_), _) => predict_explicit(scenario, candidate, profile),
+        (Workload::Gnn(spec), Some(graph)) => {
+            gnn::predict(scenario, spec, graph, candidate, profile)
+        }
         (Workload::Gnn(_), None) => Err(PlanError::Mismatch("the graph was not prepared".into())),
     };
     result.map_err(|err| match (candidate, err) {
@@ -272,16 +285,26 @@ pub fn predict(
 }
 
 /// Checks a schedule against the scenario's shape and simulates it with `cost`.
+#[allow(clippy::too_many_arguments)]
 fn run(
     scenario: &Scenario,
     schedule: Schedule,
     placement: Vec<usize>,
     cost: &dyn CostModel,
+    profile: Option<&Profile>,
     label: String,
     graph: Option<GraphMetrics>,
     layout: Option<GnnLayout>,
 ) -> Result<Prediction, PlanError> {
     let check = schedule::check(&schedule)?;
+    let profiled = profile.map(|profile| ProfiledCost {
+        profile,
+        fallback: cost,
+    });
+    let cost: &dyn CostModel = match &profiled {
+        Some(profiled) => profiled,
+        None => cost,
+    };
     let input = SimInput {
         schedule: &schedule,
         placement: &placement,
@@ -333,7 +356,11 @@ fn pipeline_schedule(
     Ok(schedule)
 }
 
-fn predict_explicit(scenario: &Scenario, candidate: &Candidate) -> Result<Prediction, PlanError> {
+fn predict_explicit(
+    scenario: &Scenario,
+    candidate: &Candidate,
+    profile: Option<&Profile>,
+) -> Result<Prediction, PlanError> {
     let Workload::Explicit(workload) = &scenario.workload else {
         unreachable!("called for explicit workloads only")
     };
@@ -348,6 +375,7 @@ fn predict_explicit(scenario: &Scenario, candidate: &Candidate) -> Result<Predic
         schedule,
         placement,
         &cost,
+        profile,
         candidate.label(scenario),
         None,
         None,
