@@ -4,8 +4,9 @@
 //! **Architecture Invariant:** only `exec` imports candle, and `exec` never imports `sim`.
 //!
 //! Status: GCN and GraphSAGE layers, GPipe, 1F1B and custom pipelines with halo `drop` (each
-//! chunk its induced subgraph; one chunk is full-graph training), on the CPU. GNNPipe's history,
-//! halo `exact`, GAT, graph parallelism, link emulation and memory measurement come next.
+//! chunk its induced subgraph; one chunk is full-graph training), on the CPU, each stage worker
+//! on a rayon pool of its own. GNNPipe's history, halo `exact`, GAT, graph parallelism, link
+//! emulation and memory measurement come next.
 
 pub mod data;
 pub mod layers;

@@ -184,3 +184,56 @@ fn a_diverging_loss_stops_the_run() {
         "{err}"
     );
 }
+
+#[test]
+fn calibrate_then_compare_gives_predicted_against_measured() {
+    if crate::gnn::data_dir().is_none() {
+        return;
+    }
+    let dir = crate::support::scratch("calibrate");
+    let profile = dir.join("cora.profile.json");
+    let out = pipegnn(&[
+        "calibrate",
+        "scenarios/cora-gpipe-drop.yaml",
+        "--epochs",
+        "3",
+        "--out",
+        profile.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = pipegnn(&[
+        "compare",
+        "scenarios/cora-gpipe-drop.yaml",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let metrics = doc["metrics"].as_array().unwrap();
+    for metric in metrics {
+        for key in ["name", "device", "predicted", "measured", "relative_error"] {
+            assert!(metric.get(key).is_some(), "{key} in {metric}");
+        }
+    }
+    assert_eq!(metrics[0]["name"], "epoch_time_s");
+    let links: Vec<&Value> = metrics
+        .iter()
+        .filter(|m| m["name"] == "link_bytes")
+        .collect();
+    assert_eq!(links.len(), 2);
+    for link in links {
+        // Bytes are exact: the prediction and the run move the same tensors.
+        assert_eq!(link["relative_error"], 0.0, "{link}");
+    }
+    let out = pipegnn(&[
+        "compare",
+        "scenarios/cora-gpipe-drop.yaml",
+        "--profile",
+        "README.md",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+}
