@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Counts every allocation by the thread group that made it, so `pipegnn run` can measure each
+/// stage's memory (`pipegnn::exec::memory`); without tracking enabled it only adds a header word.
+#[global_allocator]
+static ALLOCATOR: tracking_allocator::Allocator<std::alloc::System> =
+    tracking_allocator::Allocator::system();
+
 fn main() -> ExitCode {
     let cli = pipegnn::cli::Cli::parse();
     match pipegnn::cli::run(cli) {

@@ -116,11 +116,14 @@ pub enum MemoryCategory {
     DeferredGradients,
     /// Buffers holding received data until it is consumed.
     Communication,
+    /// Measured only: what a stage's allocations held at the epoch's start beyond the buffers
+    /// above (kernel workspaces, thread caches, bookkeeping). The simulator predicts none.
+    Workspace,
 }
 
 impl MemoryCategory {
     /// Every category, in the order tables and JSON list them.
-    pub const ALL: [MemoryCategory; 10] = [
+    pub const ALL: [MemoryCategory; 11] = [
         MemoryCategory::Parameters,
         MemoryCategory::Gradients,
         MemoryCategory::OptimizerState,
@@ -131,6 +134,7 @@ impl MemoryCategory {
         MemoryCategory::History,
         MemoryCategory::DeferredGradients,
         MemoryCategory::Communication,
+        MemoryCategory::Workspace,
     ];
 
     /// The JSON key.
@@ -146,6 +150,7 @@ impl MemoryCategory {
             MemoryCategory::History => "history",
             MemoryCategory::DeferredGradients => "deferred_gradients",
             MemoryCategory::Communication => "communication",
+            MemoryCategory::Workspace => "workspace",
         }
     }
 

@@ -18,21 +18,17 @@ use super::{
 };
 use crate::cost::{Profile, UniformCost};
 use crate::diag::FieldPath;
-use crate::exec::{
-    self,
-    data::{ChunkGraph, NodeData},
-    ExecInput, TrainConfig,
-};
+use crate::exec::{self, data::NodeData, CrossChunk, ExecInput, TrainConfig};
 use crate::gnn::GraphMetrics;
-use crate::gnn::Halo;
 use crate::graph::{self, dataset::Dataset};
 use crate::network::Network;
 use crate::plan::GraphData;
 use crate::plan::{self, Candidate, PlanError};
 use crate::report::{self, chrome_trace, json, table, timeline};
-use crate::scenario::{self, GraphSource, Scenario, ScheduleChoice, Workload};
+use crate::scenario::{self, Activation, Backend, GraphSource, Scenario, ScheduleChoice, Workload};
 use crate::schedule::{
-    self, BackwardOrder, Generator, GnnPipeKnobs, GnnPipeOrder, Schedule, ScheduleError,
+    self, BackwardOrder, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder, Schedule,
+    ScheduleError,
 };
 use crate::sim::{self, SimInput};
 use crate::trace::TraceDevice;
@@ -600,24 +596,30 @@ fn execute(
                 .into(),
         ));
     };
-    if scenario.schedule.halo != Halo::Drop {
-        return Err(not_runnable(format!(
-            "halo `{}` (the executor runs halo `drop` so far)",
-            scenario.schedule.halo.name()
-        )));
+    if scenario.executor.backend == Backend::Cuda {
+        return Err(not_runnable(
+            "executor.backend cuda: this build runs on the CPU (build with --features cuda)".into(),
+        ));
     }
+    let (halo, cross_chunk) = match &candidate {
+        plan::Candidate::Generated { generator, halo } => (
+            *halo,
+            match generator {
+                Generator::GnnPipe(knobs) => match knobs.backward {
+                    GnnPipeBackward::Drop => CrossChunk::Drop,
+                    GnnPipeBackward::Deferred => CrossChunk::Deferred,
+                    GnnPipeBackward::Exact => CrossChunk::Exact,
+                },
+                _ => CrossChunk::Drop,
+            },
+        ),
+        plan::Candidate::GraphParallel { exchange } => (*exchange, CrossChunk::Drop),
+        plan::Candidate::File { halo, .. } => (*halo, CrossChunk::Drop),
+    };
     let part = layout
         .part
         .as_ref()
         .expect("graphs with edges are partitioned");
-    let mut members: Vec<Vec<u32>> = vec![Vec::new(); prediction.schedule.n_chunks() as usize];
-    for (v, &c) in part.iter().enumerate() {
-        members[c as usize].push(v as u32);
-    }
-    let chunks: Vec<ChunkGraph> = members
-        .into_iter()
-        .map(|vertices| ChunkGraph::induced(csr, vertices))
-        .collect();
     let density = match &scenario.workload {
         Workload::Gnn(spec) => match &spec.graph {
             GraphSource::Dataset {
@@ -644,20 +646,34 @@ fn execute(
         network: &scenario.network,
         model: &layout.model,
         stage_layers: &layout.stage_layers,
-        chunks: &chunks,
+        graph: csr,
+        part,
+        halo,
+        cross_chunk,
         data: &data,
         config: TrainConfig {
             epochs: epochs.unwrap_or(training.epochs),
             lr: training.lr,
             weight_decay: training.weight_decay,
             dropout: training.dropout,
+            attention_dropout: training.attention_dropout,
+            activation: match &scenario.workload {
+                Workload::Gnn(spec) => spec.activation,
+                Workload::Explicit(_) => Activation::Relu,
+            },
             seed: training.seed,
         },
+        emulate_links: scenario.executor.emulate_links,
         // One core per stage, the device the `cpu-core` preset describes, when the machine
         // has enough of them; the whole machine for a single stage.
-        threads_per_device: (std::thread::available_parallelism().map_or(1, |n| n.get())
-            / prediction.schedule.n_devices().max(1))
-        .max(1),
+        threads_per_device: scenario.executor.threads_per_device.map_or_else(
+            || {
+                (std::thread::available_parallelism().map_or(1, |n| n.get())
+                    / prediction.schedule.n_devices().max(1))
+                .max(1)
+            },
+            |n| n as usize,
+        ),
     };
     let result = exec::run(&input).map_err(|err| {
         CliError::new(

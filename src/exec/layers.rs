@@ -1,11 +1,19 @@
-//! GNN layers on candle: GCN and GraphSAGE (mean), dropout, and one stage's slice of the model.
+//! GNN layers on candle: GCN, GraphSAGE (mean), GAT (multi-head), dropout, ReLU/ELU, and the
+//! loss.
+//!
+//! A layer maps the rows it reads (a [`LayerGraph`]'s `read`) to the rows it computes (the
+//! first `out` of them). Dropout masks are drawn per (seed, epoch, layer, vertex, column), so a
+//! vertex gets the same mask whichever chunk, stage or halo reads it: the chunking changes which
+//! rows are computed, never their values.
 
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 
-use super::data::ChunkGraph;
+use super::attention::{gat_aggregate, EdgePattern};
+use super::data::LayerGraph;
 use super::sparse::SparseMatrix;
 use crate::gnn::{Layer, LayerKind};
 use crate::graph::rng::Rng;
+use crate::scenario::Activation;
 
 /// One layer's parameters.
 pub enum ExecLayer {
@@ -25,39 +33,73 @@ pub enum ExecLayer {
         /// `d_out`.
         bias: Var,
     },
+    /// Multi-head attention over each vertex's neighbours and itself.
+    Gat {
+        /// `d_in x (heads * channels)`.
+        weight: Var,
+        /// `heads x channels`, scoring the source row.
+        att_src: Var,
+        /// `heads x channels`, scoring the destination row.
+        att_dst: Var,
+        /// `heads * channels` when heads concatenate, `channels` when they average.
+        bias: Var,
+        /// Heads.
+        heads: usize,
+        /// Channels per head.
+        channels: usize,
+        /// Concatenate (true) or average the heads.
+        concat: bool,
+    },
 }
 
 /// Glorot-uniform weights from a seeded stream, so a seed fixes the initial model.
-fn glorot(rng: &mut Rng, d_in: usize, d_out: usize, device: &Device) -> Result<Var> {
-    let bound = (6.0 / (d_in + d_out) as f64).sqrt();
-    let values: Vec<f32> = (0..d_in * d_out)
+fn glorot(
+    rng: &mut Rng,
+    fan_in: usize,
+    fan_out: usize,
+    shape: (usize, usize),
+    device: &Device,
+) -> Result<Var> {
+    let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
+    let values: Vec<f32> = (0..shape.0 * shape.1)
         .map(|_| ((rng.unit_f64() * 2.0 - 1.0) * bound) as f32)
         .collect();
-    Var::from_tensor(&Tensor::from_vec(values, (d_in, d_out), device)?)
+    Var::from_tensor(&Tensor::from_vec(values, shape, device)?)
 }
 
 impl ExecLayer {
-    /// A freshly initialised layer, or an error naming a kind the executor cannot run yet.
-    pub fn new(layer: &Layer, rng: &mut Rng, device: &Device) -> std::result::Result<Self, String> {
+    /// A freshly initialised layer.
+    pub fn new(layer: &Layer, rng: &mut Rng, device: &Device) -> Result<Self> {
         let (d_in, d_out) = (layer.d_in as usize, layer.d_out as usize);
-        let mut make = || -> Result<ExecLayer> {
-            Ok(match layer.kind {
-                LayerKind::Gcn => ExecLayer::Gcn {
-                    weight: glorot(rng, d_in, d_out, device)?,
+        Ok(match layer.kind {
+            LayerKind::Gcn => ExecLayer::Gcn {
+                weight: glorot(rng, d_in, d_out, (d_in, d_out), device)?,
+                bias: Var::zeros(d_out, DType::F32, device)?,
+            },
+            LayerKind::Sage => ExecLayer::Sage {
+                weight_self: glorot(rng, d_in, d_out, (d_in, d_out), device)?,
+                weight_neigh: glorot(rng, d_in, d_out, (d_in, d_out), device)?,
+                bias: Var::zeros(d_out, DType::F32, device)?,
+            },
+            LayerKind::Gat { heads, concat } => {
+                let (heads, channels) = (heads as usize, layer.head_width() as usize);
+                ExecLayer::Gat {
+                    weight: glorot(
+                        rng,
+                        d_in,
+                        heads * channels,
+                        (d_in, heads * channels),
+                        device,
+                    )?,
+                    att_src: glorot(rng, heads, channels, (heads, channels), device)?,
+                    att_dst: glorot(rng, heads, channels, (heads, channels), device)?,
                     bias: Var::zeros(d_out, DType::F32, device)?,
-                },
-                LayerKind::Sage => ExecLayer::Sage {
-                    weight_self: glorot(rng, d_in, d_out, device)?,
-                    weight_neigh: glorot(rng, d_in, d_out, device)?,
-                    bias: Var::zeros(d_out, DType::F32, device)?,
-                },
-                LayerKind::Gat { .. } => unreachable!("refused above"),
-            })
-        };
-        if matches!(layer.kind, LayerKind::Gat { .. }) {
-            return Err("the executor does not run GAT layers yet (GCN and GraphSAGE only)".into());
-        }
-        make().map_err(|e| e.to_string())
+                    heads,
+                    channels,
+                    concat,
+                }
+            }
+        })
     }
 
     /// The layer's variables, in a fixed order.
@@ -69,11 +111,29 @@ impl ExecLayer {
                 weight_neigh,
                 bias,
             } => vec![weight_self.clone(), weight_neigh.clone(), bias.clone()],
+            ExecLayer::Gat {
+                weight,
+                att_src,
+                att_dst,
+                bias,
+                ..
+            } => vec![
+                weight.clone(),
+                att_src.clone(),
+                att_dst.clone(),
+                bias.clone(),
+            ],
         }
     }
 
-    /// The layer over one chunk's graph.
-    pub fn forward(&self, x: &StageInput, graph: &ChunkGraph) -> Result<Tensor> {
+    /// The layer over `x` (the rows `graph.read`), giving the rows `graph.out_rows()`;
+    /// `attention` is GAT's pattern and its optional attention-dropout mask.
+    pub fn forward(
+        &self,
+        x: &StageInput,
+        graph: &LayerGraph,
+        attention: Option<(&EdgePattern, Option<&Tensor>)>,
+    ) -> Result<Tensor> {
         match self {
             ExecLayer::Gcn { weight, bias } => graph
                 .gcn
@@ -85,14 +145,58 @@ impl ExecLayer {
                 weight_self,
                 weight_neigh,
                 bias,
-            } => (x.matmul(weight_self.as_tensor())?
-                + graph.mean.matmul(&x.matmul(weight_neigh.as_tensor())?)?)?
-            .broadcast_add(bias.as_tensor()),
+            } => {
+                let own = x.matmul(weight_self.as_tensor())?.narrow(0, 0, graph.out)?;
+                (own + graph.mean.matmul(&x.matmul(weight_neigh.as_tensor())?)?)?
+                    .broadcast_add(bias.as_tensor())
+            }
+            ExecLayer::Gat {
+                weight,
+                att_src,
+                att_dst,
+                bias,
+                heads,
+                channels,
+                concat,
+            } => {
+                let Some((pattern, mask)) = attention else {
+                    candle_core::bail!("a GAT layer needs its attention pattern");
+                };
+                let projected = x.matmul(weight.as_tensor())?;
+                let out = gat_aggregate(
+                    pattern,
+                    &projected,
+                    att_src.as_tensor(),
+                    att_dst.as_tensor(),
+                    *heads,
+                    0.2,
+                    mask,
+                )?;
+                let out = if *concat {
+                    out
+                } else {
+                    out.reshape((graph.out, *heads, *channels))?.mean(1)?
+                };
+                out.broadcast_add(bias.as_tensor())
+            }
+        }
+    }
+
+    /// Whether the layer attends (needs an [`EdgePattern`]).
+    pub fn is_attention(&self) -> bool {
+        matches!(self, ExecLayer::Gat { .. })
+    }
+
+    /// GAT's head count (1 for other layers).
+    pub fn heads(&self) -> usize {
+        match self {
+            ExecLayer::Gat { heads, .. } => *heads,
+            _ => 1,
         }
     }
 }
 
-/// A stage's input: the first stage reads sparse features, later stages dense activations.
+/// A layer's input: the first layer reads sparse features, later layers dense rows.
 #[derive(Debug, Clone)]
 pub enum StageInput {
     /// Dense rows.
@@ -110,74 +214,92 @@ impl StageInput {
         }
     }
 
-    /// Inverted dropout; on sparse rows it drops non-zeros, as the GCN reference does.
-    fn dropout(&self, p: f64, rng: &mut Rng) -> Result<StageInput> {
+    /// Inverted dropout with masks keyed by `key` and each row's vertex (`rows`); on sparse rows
+    /// it drops non-zeros, as the GCN reference does.
+    fn dropout(&self, p: f64, key: u64, rows: &[u32]) -> Result<StageInput> {
         if p <= 0.0 {
             return Ok(self.clone());
         }
+        let keep = Keep::new(p);
         Ok(match self {
-            StageInput::Dense(x) => StageInput::Dense(
-                (x * Tensor::from_vec(
-                    dropout_mask(x.elem_count(), p, rng),
-                    x.shape(),
-                    x.device(),
-                )?)?,
-            ),
+            StageInput::Dense(x) => {
+                let (n, d) = x.dims2()?;
+                let mut mask = Vec::with_capacity(n * d);
+                for &v in &rows[..n] {
+                    let row_key = mix(key ^ u64::from(v).wrapping_mul(ROW));
+                    mask.extend((0..d as u64).map(|c| keep.scale(row_key, c)));
+                }
+                StageInput::Dense((x * Tensor::from_vec(mask, (n, d), x.device())?)?)
+            }
             StageInput::Sparse(x) => {
-                let mask = dropout_mask(x.values().len(), p, rng);
-                StageInput::Sparse(
-                    x.with_values(x.values().iter().zip(mask).map(|(v, m)| v * m).collect()),
-                )
+                let mut values = x.values().to_vec();
+                for (i, &v) in rows[..x.rows()].iter().enumerate() {
+                    let row_key = mix(key ^ u64::from(v).wrapping_mul(ROW));
+                    let (start, end) = x.row_range(i);
+                    for (k, value) in values.iter_mut().enumerate().take(end).skip(start) {
+                        *value *= keep.scale(row_key, u64::from(x.column(k)));
+                    }
+                }
+                StageInput::Sparse(x.with_values(values))
             }
         })
     }
 }
 
-/// An inverted-dropout mask of `n` entries: 0, or `1 / (1 - p)` with probability `1 - p`.
-fn dropout_mask(n: usize, p: f64, rng: &mut Rng) -> Vec<f32> {
-    let keep = 1.0 - p;
-    // Four 16-bit draws per 64-bit word: a keep probability resolved to 1/65536 is plenty for
-    // dropout, and mask generation stays a small part of an epoch.
-    let threshold = (keep * 65536.0).round() as u64;
-    let scale = (1.0 / keep) as f32;
-    let mut mask = Vec::with_capacity(n);
-    while mask.len() < n {
-        let word = rng.next_u64();
-        for lane in 0..4 {
-            if mask.len() < n {
-                let draw = (word >> (16 * lane)) & 0xffff;
-                mask.push(if draw < threshold { scale } else { 0.0 });
-            }
-        }
-    }
-    mask
+const ROW: u64 = 0x9E37_79B9_7F4A_7C15;
+const COLUMN: u64 = 0xC2B2_AE3D_27D4_EB4F;
+
+/// The splitmix64 finaliser: a counter-based stream, so a mask entry is a pure function of its
+/// key.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
-/// Dropout in training: the masks of layer `l` for chunk `c` in epoch `e` come from a stream
-/// seeded by `(seed, l, e, c)`, so they do not depend on how layers split into stages.
+/// Keep-or-drop decisions for inverted dropout.
+#[derive(Debug, Clone, Copy)]
+struct Keep {
+    threshold: u64,
+    scale: f32,
+}
+
+impl Keep {
+    fn new(p: f64) -> Self {
+        let keep = 1.0 - p;
+        Keep {
+            // 24-bit draws resolve the keep probability to 1/16M.
+            threshold: (keep * f64::from(1u32 << 24)).round() as u64,
+            scale: (1.0 / keep) as f32,
+        }
+    }
+
+    fn scale(&self, row_key: u64, column: u64) -> f32 {
+        if mix(row_key ^ column.wrapping_mul(COLUMN)) >> 40 < self.threshold {
+            self.scale
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What dropout masks are keyed by in training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Training {
     /// The run's seed.
     pub seed: u64,
     /// The epoch.
     pub epoch: u32,
-    /// The chunk.
-    pub chunk: u32,
 }
 
 impl Training {
-    fn rng(&self, layer: usize) -> Rng {
-        Rng::new(
-            self.seed
-                ^ ((layer as u64) << 48)
-                ^ (u64::from(self.epoch) << 24)
-                ^ u64::from(self.chunk),
-        )
+    fn key(&self, layer: usize, stream: u64) -> u64 {
+        mix(self.seed ^ mix((layer as u64) << 40 ^ u64::from(self.epoch) << 8 ^ stream))
     }
 }
 
-/// The layers one stage owns, applied as the GCN reference does: dropout before each layer,
-/// ReLU after every layer but the model's last.
+/// The layers one stage owns, applied as the reference implementations do: dropout before each
+/// layer, the activation after every layer but the model's last.
 pub struct StageModel {
     /// The layers, in order.
     pub layers: Vec<ExecLayer>,
@@ -187,36 +309,81 @@ pub struct StageModel {
     pub is_last: bool,
     /// Dropout probability in training.
     pub dropout: f64,
+    /// Dropout on attention coefficients in training.
+    pub attention_dropout: f64,
+    /// The non-linearity.
+    pub activation: Activation,
 }
 
 impl StageModel {
-    /// The stage's output for one chunk; `training` is `Some` in training (dropout on).
-    pub fn forward(
+    /// Layer `i` of the stage (model layer `first_layer + i`) over `x`, the rows `graph.read`:
+    /// dropout in training, the layer, and the activation unless it is the model's last.
+    pub fn layer_forward(
         &self,
+        i: usize,
         x: StageInput,
-        graph: &ChunkGraph,
+        graph: &LayerGraph,
+        pattern: Option<&EdgePattern>,
         training: Option<Training>,
     ) -> Result<Tensor> {
-        let mut h = x;
-        let mut out = None;
-        for (i, layer) in self.layers.iter().enumerate() {
-            if let Some(training) = training {
-                h = h.dropout(self.dropout, &mut training.rng(self.first_layer + i))?;
+        let layer = &self.layers[i];
+        let model_layer = self.first_layer + i;
+        let x = match training {
+            Some(t) => x.dropout(self.dropout, t.key(model_layer, 0), &graph.read)?,
+            None => x,
+        };
+        let mask = match (training, pattern) {
+            (Some(t), Some(pattern)) if self.attention_dropout > 0.0 && layer.is_attention() => {
+                Some(attention_mask(
+                    pattern,
+                    graph,
+                    layer.heads(),
+                    self.attention_dropout,
+                    t.key(model_layer, 1),
+                )?)
             }
-            let mut y = layer.forward(&h, graph)?;
-            if !(self.is_last && i + 1 == self.layers.len()) {
-                y = y.relu()?;
+            _ => None,
+        };
+        let y = layer.forward(&x, graph, pattern.map(|p| (p, mask.as_ref())))?;
+        if self.is_last && i + 1 == self.layers.len() {
+            Ok(y)
+        } else {
+            match self.activation {
+                Activation::Relu => y.relu(),
+                Activation::Elu => y.elu(1.0),
             }
-            h = StageInput::Dense(y.clone());
-            out = Some(y);
         }
-        Ok(out.expect("a stage owns at least one layer"))
     }
 
     /// Every variable of the stage, in a fixed order.
     pub fn vars(&self) -> Vec<Var> {
         self.layers.iter().flat_map(ExecLayer::vars).collect()
     }
+}
+
+/// An inverted-dropout mask over the attention coefficients, `(nnz, heads)`, keyed by each edge's
+/// destination and source vertex.
+fn attention_mask(
+    pattern: &EdgePattern,
+    graph: &LayerGraph,
+    heads: usize,
+    p: f64,
+    key: u64,
+) -> Result<Tensor> {
+    let keep = Keep::new(p);
+    let mut mask = Vec::with_capacity(graph.pattern.nnz() * heads);
+    for (i, &v) in graph.out_rows().iter().enumerate() {
+        let row_key = mix(key ^ u64::from(v).wrapping_mul(ROW));
+        let (start, end) = graph.pattern.row_range(i);
+        for k in start..end {
+            let source = u64::from(graph.read[graph.pattern.column(k) as usize]);
+            for h in 0..heads as u64 {
+                mask.push(keep.scale(row_key, source << 8 | h));
+            }
+        }
+    }
+    let device = Device::Cpu;
+    Tensor::from_vec(mask, (pattern.nnz(), heads), &device)
 }
 
 /// Softmax cross-entropy summed over `rows` (local indices with their labels), divided by

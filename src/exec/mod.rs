@@ -8,15 +8,18 @@
 //! on a rayon pool of its own. GNNPipe's history, halo `exact`, GAT, graph parallelism, link
 //! emulation and memory measurement come next.
 
+pub mod attention;
 pub mod data;
 pub mod layers;
+pub mod memory;
 pub mod optim;
+mod parallel;
 pub mod runner;
 pub mod sparse;
 
 use thiserror::Error;
 
-pub use runner::{run, EpochStats, ExecInput, RunResult, TrainConfig};
+pub use runner::{run, CrossChunk, EpochStats, ExecInput, RunResult, TrainConfig};
 
 /// Why a run failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -59,13 +59,15 @@ impl Adam {
         let correction1 = 1.0 - c.beta1.powi(self.step);
         let correction2 = 1.0 - c.beta2.powi(self.step);
         for (i, var) in self.vars.iter().enumerate() {
-            let grad = (&grads[i] + (var.as_tensor() * c.weight_decay)?)?;
+            // Detached throughout: the moments must not keep a graph alive across steps.
+            let value = var.as_tensor().detach();
+            let grad = (grads[i].detach() + (&value * c.weight_decay)?)?;
             self.first[i] = ((&self.first[i] * c.beta1)? + (&grad * (1.0 - c.beta1))?)?;
             self.second[i] = ((&self.second[i] * c.beta2)? + (grad.sqr()? * (1.0 - c.beta2))?)?;
             let m_hat = (&self.first[i] / correction1)?;
             let v_hat = (&self.second[i] / correction2)?;
             let update = (m_hat / (v_hat.sqrt()? + c.eps)?)?;
-            var.set(&(var.as_tensor() - (update * c.lr)?)?)?;
+            var.set(&(value - (update * c.lr)?)?)?;
         }
         Ok(())
     }

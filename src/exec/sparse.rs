@@ -162,6 +162,16 @@ impl SparseMatrix {
         &self.forward.values
     }
 
+    /// The positions of row `row`'s non-zeros: `start..end` into [`SparseMatrix::values`].
+    pub fn row_range(&self, row: usize) -> (usize, usize) {
+        (self.forward.offsets[row], self.forward.offsets[row + 1])
+    }
+
+    /// The column of non-zero `k`.
+    pub fn column(&self, k: usize) -> u32 {
+        self.forward.indices[k]
+    }
+
     /// Rows.
     pub fn rows(&self) -> usize {
         self.forward.rows
@@ -200,6 +210,16 @@ impl SparseMatrix {
             }
         }
         dense
+    }
+
+    /// The row offsets: row `r`'s non-zeros are `offsets()[r]..offsets()[r + 1]`.
+    pub fn offsets(&self) -> &[usize] {
+        &self.forward.offsets
+    }
+
+    /// The column index of each non-zero, row by row.
+    pub fn indices(&self) -> &[u32] {
+        &self.forward.indices
     }
 }
 

@@ -19,6 +19,13 @@ pub enum LayerKind {
     },
 }
 
+impl LayerKind {
+    /// Whether the layer attends over its neighbours (GAT).
+    pub fn is_attention(self) -> bool {
+        matches!(self, LayerKind::Gat { .. })
+    }
+}
+
 /// One layer with its widths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layer {

@@ -27,6 +27,8 @@ pub struct Scenario {
     pub training: Training,
     /// Which schedule to run and where.
     pub schedule: ScheduleSpec,
+    /// How `pipegnn run` executes it.
+    pub executor: ExecutorSpec,
     /// Where the scenario came from, so that problems found later (a device whose memory is
     /// too small, a failed run) can point at the line that caused them.
     pub source: Source,
@@ -127,6 +129,40 @@ pub struct GnnSpec {
     pub element_bytes: u64,
     /// How layers split into stages.
     pub stages: StageSplit,
+    /// The non-linearity after every layer but the last.
+    pub activation: Activation,
+}
+
+/// A non-linearity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// `max(x, 0)`, as the GCN and GraphSAGE papers use.
+    #[default]
+    Relu,
+    /// `x` for positive x, `exp(x) - 1` otherwise, as the GAT paper uses.
+    Elu,
+}
+
+/// The executor's backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// candle's CPU device.
+    #[default]
+    Cpu,
+    /// candle's CUDA devices (needs a build with `--features cuda`).
+    Cuda,
+}
+
+/// `executor:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExecutorSpec {
+    /// Where the stages run.
+    pub backend: Backend,
+    /// Pace every transfer to the link's latency and bandwidth (default false: transfers are
+    /// as fast as a channel between threads).
+    pub emulate_links: bool,
+    /// Threads each stage worker computes with; `None` splits the machine's cores evenly.
+    pub threads_per_device: Option<u32>,
 }
 
 /// One layer as written.
@@ -245,6 +281,8 @@ pub struct Training {
     pub weight_decay: f64,
     /// Dropout probability (default 0.5).
     pub dropout: f64,
+    /// Dropout on GAT's attention coefficients (default 0).
+    pub attention_dropout: f64,
     /// Seed of the initial weights and dropout masks (default 0).
     pub seed: u64,
 }

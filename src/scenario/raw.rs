@@ -62,6 +62,20 @@ pub struct RawScenario {
     #[serde(default)]
     pub training: Option<RawTraining>,
     pub schedule: RawSchedule,
+    #[serde(default)]
+    pub executor: Option<RawExecutor>,
+}
+
+/// `executor:`: how `pipegnn run` executes the schedule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExecutor {
+    #[serde(default)]
+    pub backend: Option<String>,
+    #[serde(default)]
+    pub emulate_links: Option<bool>,
+    #[serde(default)]
+    pub threads_per_device: Option<i64>,
 }
 
 /// One entry of `devices:`, possibly expanded by `count`.
@@ -160,6 +174,8 @@ pub struct RawModel {
     pub heads: Option<i64>,
     #[serde(default)]
     pub dtype: Option<String>,
+    #[serde(default)]
+    pub activation: Option<String>,
 }
 
 /// One entry of `model.layers`.
@@ -251,6 +267,8 @@ pub struct RawTraining {
     pub weight_decay: Option<f64>,
     #[serde(default)]
     pub dropout: Option<f64>,
+    #[serde(default)]
+    pub attention_dropout: Option<f64>,
     #[serde(default)]
     pub seed: Option<u64>,
 }

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::model::{
-    Device, ExplicitWorkload, GnnSpec, GraphSource, GraphStats, LayerKindSpec, LayerSpec,
-    Optimizer, Scenario, ScheduleChoice, ScheduleSpec, Source, StageSplit, StageWork, Training,
-    WorkUnit, Workload,
+    Activation, Backend, Device, ExecutorSpec, ExplicitWorkload, GnnSpec, GraphSource, GraphStats,
+    LayerKindSpec, LayerSpec, Optimizer, Scenario, ScheduleChoice, ScheduleSpec, Source,
+    StageSplit, StageWork, Training, WorkUnit, Workload,
 };
 use super::raw::{
     self, Quantity, RawGraph, RawLinks, RawModel, RawPresets, RawScenario, RawSchedule,
@@ -136,6 +136,7 @@ impl Ctx<'_> {
         };
         let optimizer = self.optimizer(raw);
         let training = self.training(raw);
+        let executor = self.executor(raw);
         let schedule = self.schedule(
             &raw.schedule,
             devices.as_deref(),
@@ -154,6 +155,7 @@ impl Ctx<'_> {
             optimizer: optimizer?,
             training: training?,
             schedule: schedule?,
+            executor: executor?,
             source: Source {
                 file: self.file.to_string(),
                 locator: self.locator.clone(),
@@ -553,12 +555,49 @@ impl Ctx<'_> {
             |v| (0.0..1.0).contains(&v),
             "in [0, 1)",
         );
+        let attention_dropout = number(
+            "attention_dropout",
+            t.and_then(|t| t.attention_dropout),
+            0.0,
+            |v| (0.0..1.0).contains(&v),
+            "in [0, 1)",
+        );
         Some(Training {
             epochs: epochs?,
             lr: lr?,
             weight_decay: weight_decay?,
             dropout: dropout?,
+            attention_dropout: attention_dropout?,
             seed: t.and_then(|t| t.seed).unwrap_or(0),
+        })
+    }
+
+    fn executor(&mut self, raw: &RawScenario) -> Option<ExecutorSpec> {
+        let path = root().key("executor");
+        let Some(e) = raw.executor.as_ref() else {
+            return Some(ExecutorSpec::default());
+        };
+        let backend = match e.backend.as_deref() {
+            None | Some("cpu") => Some(Backend::Cpu),
+            Some("cuda") => Some(Backend::Cuda),
+            Some(other) => {
+                self.error(
+                    path.key("backend"),
+                    format!("unknown backend `{other}` (expected cpu or cuda)"),
+                );
+                None
+            }
+        };
+        let threads = match e.threads_per_device {
+            None => Some(None),
+            Some(n) => self
+                .count(path.key("threads_per_device"), n, "threads", 4096)
+                .map(|n| Some(n as u32)),
+        };
+        Some(ExecutorSpec {
+            backend: backend?,
+            emulate_links: e.emulate_links.unwrap_or(false),
+            threads_per_device: threads?,
         })
     }
 
@@ -946,6 +985,17 @@ impl Ctx<'_> {
             }
         };
         let layers = self.layers(model);
+        let activation = match model.activation.as_deref() {
+            None | Some("relu") => Some(Activation::Relu),
+            Some("elu") => Some(Activation::Elu),
+            Some(other) => {
+                self.error(
+                    path.key("activation"),
+                    format!("unknown activation `{other}` (expected relu or elu)"),
+                );
+                None
+            }
+        };
         let stages = match (&schedule.stages, &layers) {
             (None, _) => Some(StageSplit::Auto),
             (Some(serde_yaml_value), Some(layers)) => {
@@ -958,6 +1008,7 @@ impl Ctx<'_> {
             layers: layers?,
             element_bytes: element_bytes?,
             stages: stages?,
+            activation: activation?,
         }))
     }
 

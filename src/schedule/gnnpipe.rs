@@ -6,7 +6,8 @@
 //! dependencies or the op list are here.
 
 use super::ir::{
-    BackwardSync, DataFlow, Op, OpKind, PipelineSpec, Schedule, ScheduleKind, UpdateMode,
+    BackwardOrder, BackwardSync, DataFlow, Op, OpKind, PipelineSpec, Schedule, ScheduleKind,
+    UpdateMode,
 };
 use super::{gpipe, one_f_one_b, ScheduleError};
 
@@ -30,7 +31,9 @@ pub enum GnnPipeBackward {
     /// deferred gradients (a memory cost).
     Deferred,
     /// Exact: a stage's backwards wait for every chunk's gradient from the next stage (a
-    /// per-stage barrier that stops backward pipelining).
+    /// per-stage barrier that stops backward pipelining), and run in reverse chunk order: the
+    /// rows of chunk c are read fresh only by chunks after it, so once those backwards have run
+    /// the gradient of chunk c's rows is complete.
     Exact,
 }
 
@@ -72,6 +75,13 @@ pub fn generate(spec: &PipelineSpec, knobs: GnnPipeKnobs) -> Result<Schedule, Sc
             "gnnpipe with exact backward needs order gpipe: its backwards wait for every chunk's gradient, so 1F1B's interleaving deadlocks".into(),
         ));
     }
+    let spec = &PipelineSpec {
+        backward_order: match knobs.backward {
+            GnnPipeBackward::Exact => BackwardOrder::Reverse,
+            GnnPipeBackward::Drop | GnnPipeBackward::Deferred => BackwardOrder::Forward,
+        },
+        ..*spec
+    };
     let orders = (0..spec.n_stages)
         .map(|stage| {
             let order = match knobs.order {
