@@ -155,6 +155,17 @@ impl Network {
     pub fn route(&self, from: usize, to: usize) -> &Route {
         &self.routes[from * self.n_devices + to]
     }
+
+    /// The same network with `extra_ns` more latency on every route between two devices: what
+    /// a hand-off costs beyond the links on the machine that measured it (a profile's
+    /// `handoff_ns`).
+    pub fn with_handoff_ns(&self, extra_ns: u64) -> Network {
+        let mut network = self.clone();
+        for route in network.routes.iter_mut().filter(|r| !r.links.is_empty()) {
+            route.latency_ns += extra_ns;
+        }
+        network
+    }
 }
 
 #[cfg(test)]

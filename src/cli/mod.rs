@@ -185,7 +185,7 @@ pub struct CalibrateArgs {
     #[command(flatten)]
     pub scenario: ScenarioArgs,
     /// Epochs to measure (the first is a warm-up and is left out).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 21)]
     pub epochs: u32,
     /// Where to write the profile (JSON).
     #[arg(long, value_name = "FILE")]
@@ -201,8 +201,8 @@ pub struct CompareArgs {
     /// A profile from `pipegnn calibrate`; without one, a calibration run comes first.
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
-    /// Epochs of the measured run.
-    #[arg(long, default_value_t = 10)]
+    /// Epochs of the measured run (the median epoch stands for it).
+    #[arg(long, default_value_t = 30)]
     pub epochs: u32,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]

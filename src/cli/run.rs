@@ -19,7 +19,7 @@ use super::{
 use crate::cost::{Profile, UniformCost};
 use crate::diag::FieldPath;
 use crate::exec::{self, data::NodeData, CrossChunk, ExecInput, TrainConfig};
-use crate::gnn::GraphMetrics;
+use crate::gnn::{GraphMetrics, Halo};
 use crate::graph::{self, dataset::Dataset};
 use crate::network::Network;
 use crate::plan::GraphData;
@@ -613,7 +613,13 @@ fn execute(
                 _ => CrossChunk::Drop,
             },
         ),
-        plan::Candidate::GraphParallel { exchange } => (*exchange, CrossChunk::Drop),
+        plan::Candidate::GraphParallel { exchange } => (
+            match exchange {
+                Halo::Broadcast => Halo::Broadcast,
+                _ => Halo::Exchange,
+            },
+            CrossChunk::Drop,
+        ),
         plan::Candidate::File { halo, .. } => (*halo, CrossChunk::Drop),
     };
     let part = layout
@@ -813,7 +819,7 @@ fn compare(args: &CompareArgs) -> Result<()> {
         Some(path) => Profile::parse(&read(path)?).map_err(|e| {
             CliError::new(ExitStatus::InvalidInput, format!("{}: {e}", path.display()))
         })?,
-        None => measure_profile(&args.scenario, 6)?,
+        None => measure_profile(&args.scenario, 21)?,
     };
     let run = execute(&args.scenario, Some(args.epochs), false, Some(&profile))?;
     let predicted = report::compute(&run.prediction.trace);
@@ -839,12 +845,13 @@ fn compare(args: &CompareArgs) -> Result<()> {
             p.bubble_fraction,
             m.map(|m| m.bubble_fraction),
         ));
-        // The executor does not measure memory yet: the prediction stands alone.
+        // Measured by the counting allocator, when the binary has it.
         rows.push(row(
             "peak_memory_bytes",
             name,
             p.peak_memory_bytes as f64,
-            None,
+            m.filter(|_| run.result.memory_measured)
+                .map(|m| m.peak_memory_bytes as f64),
         ));
     }
     for p in &predicted.links {

@@ -2,8 +2,10 @@
 //! machine for a scenario's shapes; bytes and memory still come from the analytic model.
 //!
 //! A profile is JSON: `{"format": "pipegnn-profile v1", "scenario": NAME, "schedule": LABEL,
-//! "ops": [{"op": "F", "chunk": 0, "stage": 1, "ns": 123456}, ...]}`, one entry per op with its
-//! median duration over the measured epochs.
+//! "ops": [{"op": "F", "chunk": 0, "stage": 1, "ns": 123456}, ...], "handoff_ns": 25000}`, one
+//! entry per op with its median duration over the measured epochs, and the median time from a
+//! hand-off's arrival to the start of the op waiting for it (the receiving worker's wake-up: on
+//! one machine without link emulation it is what a hand-off costs beyond the link).
 
 use std::collections::BTreeMap;
 
@@ -23,13 +25,18 @@ pub struct Profile {
     pub schedule: String,
     /// Median duration per op.
     pub ops: BTreeMap<Op, u64>,
+    /// Median delay from a hand-off's arrival to the start of the op that waited for it.
+    pub handoff_ns: Option<u64>,
 }
 
 impl Profile {
-    /// The median duration of every compute op over `traces` (one per epoch).
+    /// The median duration of every compute op over `traces` (one per epoch), and the median
+    /// hand-off delay.
     pub fn from_traces(scenario: &str, schedule: &str, traces: &[Trace]) -> Self {
         let mut samples: BTreeMap<Op, Vec<u64>> = BTreeMap::new();
+        let mut delays = Vec::new();
         for trace in traces {
+            let mut on_device: BTreeMap<u32, Vec<&crate::trace::Span>> = BTreeMap::new();
             for span in &trace.spans {
                 if let SpanKind::Compute(kind) = span.kind {
                     let op = Op {
@@ -38,9 +45,39 @@ impl Profile {
                         stage: span.stage,
                     };
                     samples.entry(op).or_default().push(span.duration_ns());
+                    on_device.entry(span.device).or_default().push(span);
+                }
+            }
+            for spans in on_device.values_mut() {
+                spans.sort_by_key(|s| s.start_ns);
+            }
+            for transfer in trace.spans.iter().filter(|s| s.hop == 0) {
+                let SpanKind::Transfer(payload) = transfer.kind else {
+                    continue;
+                };
+                let kind = match payload {
+                    crate::schedule::lower::Payload::Activation => OpKind::Forward,
+                    crate::schedule::lower::Payload::Gradient => OpKind::Backward,
+                    crate::schedule::lower::Payload::Weights => OpKind::Optimizer,
+                };
+                let Some(spans) = on_device.get(&transfer.device) else {
+                    continue;
+                };
+                let Some(i) = spans.iter().position(|s| {
+                    s.kind == SpanKind::Compute(kind)
+                        && s.chunk == transfer.chunk
+                        && s.stage == transfer.stage
+                }) else {
+                    continue;
+                };
+                // Only where the receiver sat waiting for this hand-off.
+                let idle_since = if i == 0 { 0 } else { spans[i - 1].end_ns };
+                if idle_since <= transfer.end_ns && spans[i].start_ns >= transfer.end_ns {
+                    delays.push(spans[i].start_ns - transfer.end_ns);
                 }
             }
         }
+        delays.sort_unstable();
         Profile {
             scenario: scenario.to_string(),
             schedule: schedule.to_string(),
@@ -51,6 +88,7 @@ impl Profile {
                     (op, ns[ns.len() / 2])
                 })
                 .collect(),
+            handoff_ns: (!delays.is_empty()).then(|| delays[delays.len() / 2]),
         }
     }
 
@@ -61,7 +99,7 @@ impl Profile {
             .iter()
             .map(|(op, ns)| json!({"op": op.kind.code(), "chunk": op.chunk, "stage": op.stage, "ns": ns}))
             .collect();
-        let doc = json!({"format": "pipegnn-profile v1", "scenario": self.scenario, "schedule": self.schedule, "ops": ops});
+        let doc = json!({"format": "pipegnn-profile v1", "scenario": self.scenario, "schedule": self.schedule, "ops": ops, "handoff_ns": self.handoff_ns});
         serde_json::to_string_pretty(&doc).expect("a JSON value always serializes") + "\n"
     }
 
@@ -102,10 +140,19 @@ impl Profile {
             };
             ops.insert(op, number("ns")?);
         }
+        let handoff_ns = match &doc["handoff_ns"] {
+            Value::Null => None,
+            value => Some(
+                value
+                    .as_u64()
+                    .ok_or("`handoff_ns` is not a non-negative integer")?,
+            ),
+        };
         Ok(Profile {
             scenario: text_of("scenario")?,
             schedule: text_of("schedule")?,
             ops,
+            handoff_ns,
         })
     }
 }
@@ -151,6 +198,7 @@ mod tests {
             scenario: "s".into(),
             schedule: "gpipe-drop".into(),
             ops: BTreeMap::new(),
+            handoff_ns: Some(20_000),
         };
         profile.ops.insert(Op::forward(3, 1), 1234);
         profile.ops.insert(Op::optimizer(0, 0), 7);

@@ -290,6 +290,8 @@ pub(super) struct Shared {
     pub epoch_start: Arc<Mutex<Instant>>,
     /// Per directed link, when it is free again (ns after the epoch's start), for emulation.
     pub link_free: Arc<Mutex<Vec<u64>>>,
+    /// Graph parallelism's all-reduce.
+    pub board: Arc<super::parallel::Board>,
 }
 
 impl Clone for Shared {
@@ -300,6 +302,7 @@ impl Clone for Shared {
             start: self.start.clone(),
             epoch_start: self.epoch_start.clone(),
             link_free: self.link_free.clone(),
+            board: self.board.clone(),
         }
     }
 }
@@ -318,6 +321,7 @@ pub fn run(input: &ExecInput<'_>) -> Result<RunResult, ExecError> {
         start: Arc::new(Rendezvous::new(n_devices + 1)),
         epoch_start: Arc::new(Mutex::new(Instant::now())),
         link_free: Arc::new(Mutex::new(vec![0; input.network.links().len()])),
+        board: Arc::new(super::parallel::Board::new(n_devices)),
     };
     let evaluator = Evaluator::new(input);
     let mut result = RunResult {
@@ -1104,14 +1108,15 @@ fn work(
                     began
                 }
             };
-            let ended = Instant::now();
-            spans.push(compute_span(op, placed, ns(began), ns(ended)));
-            ledger.sample(ns(ended));
+            // Handing the results on is the device's work too: the span ends after it.
             for (payload, to, tensor) in sends {
                 spans.extend(send(
                     input, &shared, device, op.chunk, payload, to, tensor, start,
                 ));
             }
+            let ended = Instant::now();
+            ledger.sample(ns(ended));
+            spans.push(compute_span(op, placed, ns(began), ns(ended)));
         }
         let params = stages
             .iter()

@@ -305,11 +305,14 @@ fn run(
         Some(profiled) => profiled,
         None => cost,
     };
+    let measured_network = profile
+        .and_then(|p| p.handoff_ns)
+        .map(|ns| scenario.network.with_handoff_ns(ns));
     let input = SimInput {
         schedule: &schedule,
         placement: &placement,
         cost,
-        network: &scenario.network,
+        network: measured_network.as_ref().unwrap_or(&scenario.network),
     };
     let trace = sim::simulate(&input, trace_devices(scenario))?;
     Ok(Prediction {
