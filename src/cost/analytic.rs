@@ -68,8 +68,9 @@ pub struct GnnWorkload {
     pub optimizer_copies: u64,
     /// GNNPipe: each stage keeps history buffers.
     pub history: bool,
-    /// GNNPipe with deferred backward: each stage keeps deferred-gradient buffers.
-    pub deferred: bool,
+    /// GNNPipe's cross-chunk gradient buffers per owned layer after the first: 0 (`drop`),
+    /// 1 (`exact`: this epoch's), 2 (`deferred`: last epoch's, applied now, and this epoch's).
+    pub gradient_buffers: u64,
     /// Graph parallelism rather than a pipeline.
     pub graph_parallel: bool,
 }
@@ -413,7 +414,7 @@ impl CostModel for AnalyticCost {
             (MemoryCategory::History, per_layer_buffers(w.history)),
             (
                 MemoryCategory::DeferredGradients,
-                per_layer_buffers(w.deferred),
+                w.gradient_buffers * per_layer_buffers(w.gradient_buffers > 0),
             ),
         ]
     }

@@ -406,3 +406,121 @@ pub fn cross_entropy(logits: &Tensor, rows: &[(u32, u32)], normaliser: usize) ->
     let log_probs = candle_nn::ops::log_softmax(&logits.index_select(&index, 0)?, D::Minus1)?;
     log_probs.gather(&labels, 1)?.sum_all()?.neg()? / normaliser as f64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::data::{ChunkPlan, PlanShape};
+    use crate::graph::Csr;
+
+    /// A 5-vertex graph with a triangle, a pendant and an edge.
+    fn graph() -> Csr {
+        Csr::from_undirected_edges(5, &[(0, 1), (1, 2), (0, 2), (2, 3), (3, 4)])
+    }
+
+    fn dense(m: &SparseMatrix) -> Result<Tensor> {
+        let rows = m.to_dense();
+        let (r, c) = (rows.len(), rows[0].len());
+        Tensor::from_vec(rows.into_iter().flatten().collect(), (r, c), &Device::Cpu)
+    }
+
+    fn input(n: usize, d: usize) -> Result<Var> {
+        let mut rng = Rng::new(11);
+        let values: Vec<f32> = (0..n * d).map(|_| rng.unit_f64() as f32 - 0.5).collect();
+        Var::from_tensor(&Tensor::from_vec(values, (n, d), &Device::Cpu)?)
+    }
+
+    /// The layer over a chunk's rows against `reference(x, weights...)` written with dense
+    /// matrices: outputs and the gradients of the input and every parameter.
+    fn check(
+        kind: LayerKind,
+        reference: impl Fn(&Tensor, &LayerGraph, &[Var]) -> Result<Tensor>,
+    ) -> Result<()> {
+        let graph = graph();
+        let part = vec![0, 0, 1, 1, 1];
+        let shape = PlanShape {
+            layers: 0..1,
+            n_layers: 1,
+            attention: false,
+        };
+        // Chunk {0, 1} reads its neighbour 2 as well.
+        let plan = ChunkPlan::neighbours(&graph, vec![0, 1], &part, &shape);
+        let view = plan.layer(0);
+        assert_eq!(view.read, vec![0, 1, 2]);
+        let layer = ExecLayer::new(
+            &Layer {
+                kind,
+                d_in: 3,
+                d_out: 2,
+            },
+            &mut Rng::new(5),
+            &Device::Cpu,
+        )?;
+        let x = input(view.read.len(), 3)?;
+        let weights = Tensor::new(&[[1f32, -2.0], [0.5, 3.0]], &Device::Cpu)?;
+        let ours = layer.forward(&StageInput::Dense(x.as_tensor().clone()), view, None)?;
+        let theirs = reference(x.as_tensor(), view, &layer.vars())?;
+        let close = |a: &Tensor, b: &Tensor| -> Result<()> {
+            let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-6, "max difference {diff}");
+            Ok(())
+        };
+        close(&ours, &theirs)?;
+        let g_ours = ours.mul(&weights)?.sum_all()?.backward()?;
+        let g_theirs = theirs.mul(&weights)?.sum_all()?.backward()?;
+        for var in std::iter::once(&x).chain(layer.vars().iter()) {
+            close(
+                g_ours.get(var.as_tensor()).expect("ours has the gradient"),
+                g_theirs.get(var.as_tensor()).expect("the reference has it"),
+            )?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gcn_matches_its_dense_formula() -> Result<()> {
+        check(LayerKind::Gcn, |x, view, vars| {
+            // Â = D^-1/2 (A + I) D^-1/2 with the whole graph's degrees: vertex 0 has degree
+            // 2, vertex 1 degree 2, vertex 2 degree 3.
+            let a_hat = dense(&view.gcn)?;
+            let expected = [
+                [1.0 / 3.0, 1.0 / 3.0, 1.0 / 12f32.sqrt()],
+                [1.0 / 3.0, 1.0 / 3.0, 1.0 / 12f32.sqrt()],
+            ];
+            for (row, want) in a_hat.to_vec2::<f32>()?.iter().zip(expected) {
+                for (a, b) in row.iter().zip(want) {
+                    assert!((a - b).abs() < 1e-6);
+                }
+            }
+            a_hat
+                .matmul(&x.matmul(vars[0].as_tensor())?)?
+                .broadcast_add(vars[1].as_tensor())
+        })
+    }
+
+    #[test]
+    fn sage_matches_its_dense_formula() -> Result<()> {
+        check(LayerKind::Sage, |x, view, vars| {
+            let mean = dense(&view.mean)?;
+            let own = x.narrow(0, 0, view.out)?;
+            (own.matmul(vars[0].as_tensor())? + mean.matmul(x)?.matmul(vars[1].as_tensor())?)?
+                .broadcast_add(vars[2].as_tensor())
+        })
+    }
+
+    #[test]
+    fn dropout_masks_depend_on_the_vertex_not_the_row() -> Result<()> {
+        let x = StageInput::Dense(Tensor::ones((3, 64), DType::F32, &Device::Cpu)?);
+        let a = x.dropout(0.5, 7, &[4, 9, 2])?;
+        let b = x.dropout(0.5, 7, &[9, 2, 4])?;
+        let (StageInput::Dense(a), StageInput::Dense(b)) = (a, b) else {
+            unreachable!("dense in, dense out")
+        };
+        let (a, b) = (a.to_vec2::<f32>()?, b.to_vec2::<f32>()?);
+        assert_eq!(a[1], b[0]);
+        assert_eq!(a[0], b[2]);
+        let kept = a.iter().flatten().filter(|&&v| v > 0.0).count();
+        assert!((60..=132).contains(&kept), "kept {kept} of 192");
+        Ok(())
+    }
+}

@@ -311,12 +311,19 @@ pub(super) fn predict(
                 .diagnostic(FieldPath::root().key("graph").key("stats"), message),
         )
     })?;
-    let (history, deferred) = match candidate {
+    let (history, gradient_buffers) = match candidate {
         Candidate::Generated {
             generator: Generator::GnnPipe(knobs),
             ..
-        } => (true, knobs.backward == GnnPipeBackward::Deferred),
-        _ => (false, false),
+        } => (
+            true,
+            match knobs.backward {
+                GnnPipeBackward::Drop => 0,
+                GnnPipeBackward::Exact => 1,
+                GnnPipeBackward::Deferred => 2,
+            },
+        ),
+        _ => (false, 0),
     };
     let mut workload = GnnWorkload {
         model,
@@ -330,7 +337,7 @@ pub(super) fn predict(
         feature_nnz_per_row: graph.nnz_per_row(),
         optimizer_copies: scenario.optimizer.state_copies(),
         history,
-        deferred,
+        gradient_buffers,
         graph_parallel,
     };
     let metrics = graph_metrics(

@@ -220,6 +220,10 @@ fn calibrate_then_compare_gives_predicted_against_measured() {
         }
     }
     assert_eq!(metrics[0]["name"], "epoch_time_s");
+    for memory in metrics.iter().filter(|m| m["name"] == "peak_memory_bytes") {
+        // The counting allocator measured it.
+        assert!(memory["measured"].as_f64().unwrap() > 0.0, "{memory}");
+    }
     let links: Vec<&Value> = metrics
         .iter()
         .filter(|m| m["name"] == "link_bytes")
@@ -236,4 +240,149 @@ fn calibrate_then_compare_gives_predicted_against_measured() {
         "README.md",
     ]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+}
+
+/// Losses of two runs agree to a relative `tolerance` (summation order may differ).
+fn assert_losses_close(a: &Value, b: &Value, tolerance: f64) {
+    let (a, b) = (losses(a), losses(b));
+    assert_eq!(a.len(), b.len());
+    for (epoch, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= tolerance * y.abs(),
+            "epoch {}: {x} vs {y}",
+            epoch + 1
+        );
+    }
+}
+
+#[test]
+fn gnnpipe_with_one_chunk_is_full_graph_training() {
+    if crate::gnn::data_dir().is_none() {
+        return;
+    }
+    let one = run_json(&["scenarios/cora-gcn-1stage.yaml", "--epochs", "12"]);
+    for backward in ["drop", "deferred", "exact"] {
+        let gnnpipe = run_json(&[
+            "scenarios/cora-gcn.yaml",
+            "--set",
+            "schedule.chunks=1",
+            "--set",
+            &format!("schedule.backward={backward}"),
+            "--epochs",
+            "12",
+        ]);
+        assert_eq!(gnnpipe["stages"], 2);
+        assert_eq!(one["epochs"], gnnpipe["epochs"], "backward {backward}");
+    }
+}
+
+#[test]
+fn exact_halos_and_graph_parallelism_train_like_the_full_graph() {
+    if crate::gnn::data_dir().is_none() {
+        return;
+    }
+    // Dropout masks are drawn per vertex, so recomputed halo rows see the masks the full graph
+    // does: 8 chunks with their receptive fields are the full-graph model.
+    let one = run_json(&["scenarios/cora-gcn-1stage.yaml", "--epochs", "12"]);
+    for kind in ["gpipe", "1f1b"] {
+        let exact = run_json(&[
+            "scenarios/cora-gpipe-drop.yaml",
+            "--set",
+            "schedule.halo=exact",
+            "--set",
+            &format!("schedule.kind={kind}"),
+            "--epochs",
+            "12",
+        ]);
+        assert_eq!(exact["schedule"], format!("{kind}-exact"));
+        assert!(exact["redundant_compute_factor"].as_f64().unwrap() > 1.0);
+        assert_losses_close(&one, &exact, 1e-5);
+    }
+    let parallel = run_json(&[
+        "scenarios/cora-gpipe-drop.yaml",
+        "--set",
+        "schedule.kind=graph_parallel",
+        "--epochs",
+        "12",
+    ]);
+    assert_eq!(parallel["schedule"], "graph_parallel");
+    assert_losses_close(&one, &parallel, 1e-5);
+}
+
+#[test]
+fn gnnpipe_keeps_full_graph_accuracy_and_dropping_cross_chunk_gradients_costs_some() {
+    if crate::gnn::data_dir().is_none() {
+        return;
+    }
+    let one = run_json(&["scenarios/cora-gcn-1stage.yaml"]);
+    let deferred = run_json(&["scenarios/cora-gcn.yaml"]);
+    let (full, pipelined) = (
+        one["test_accuracy"].as_f64().unwrap(),
+        deferred["test_accuracy"].as_f64().unwrap(),
+    );
+    assert!(
+        (full - pipelined).abs() <= 0.015,
+        "1 stage {full}, gnnpipe {pipelined}"
+    );
+    assert!(deferred["stale_read_fraction"].as_f64().unwrap() > 0.1);
+}
+
+#[test]
+fn history_and_gradient_buffers_are_measured_at_their_size() {
+    if crate::gnn::data_dir().is_none() {
+        return;
+    }
+    let result = run_json(&["scenarios/cora-gcn.yaml", "--epochs", "3"]);
+    let stage1 = &result["devices"][1]["memory_bytes"];
+    // Stage 1 owns layer 1, whose input is 16 wide: one N x 16 f32 history, two gradient
+    // buffers (deferred: last epoch's and this one's).
+    let rows = 2708 * 16 * 4;
+    assert_eq!(stage1["history"], rows, "{stage1}");
+    assert_eq!(stage1["deferred_gradients"], 2 * rows, "{stage1}");
+    assert_eq!(result["devices"][0]["memory_bytes"]["history"], 0);
+    for device in result["devices"].as_array().unwrap() {
+        assert!(device["memory_bytes"]["activations"].as_u64().unwrap() > 0);
+        assert!(device["memory_bytes"]["parameters"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn gat_on_cora_learns() {
+    if crate::gnn::data_dir().is_none() {
+        return;
+    }
+    let result = run_json(&["scenarios/cora-gat.yaml", "--epochs", "40"]);
+    let accuracy = result["test_accuracy"].as_f64().unwrap();
+    assert!(
+        accuracy > 0.7,
+        "GAT test accuracy after 40 epochs {accuracy}"
+    );
+}
+
+#[test]
+fn emulated_links_take_their_latency_and_bandwidth() {
+    if crate::gnn::data_dir().is_none() {
+        return;
+    }
+    let result = run_json(&[
+        "scenarios/cora-gpipe-drop.yaml",
+        "--set",
+        "executor.emulate_links=true",
+        "--set",
+        "links.topology.bandwidth=200MB/s",
+        "--set",
+        "links.topology.latency=50us",
+        "--epochs",
+        "3",
+    ]);
+    for link in result["links"].as_array().unwrap() {
+        let bytes = link["bytes"].as_f64().unwrap();
+        // 8 transfers, each 50us plus its bytes at 200 MB/s, one after another on the link.
+        let expected = 8.0 * 50e-6 + bytes / 200e6;
+        let busy = link["busy_s"].as_f64().unwrap();
+        assert!(
+            (busy - expected).abs() <= 0.02 * expected,
+            "{link}: busy {busy} expected {expected}"
+        );
+    }
 }
