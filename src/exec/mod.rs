@@ -3,17 +3,17 @@
 //!
 //! **Architecture Invariant:** only `exec` imports candle, and `exec` never imports `sim`.
 //!
-//! Status: GCN and GraphSAGE layers, GPipe, 1F1B and custom pipelines with halo `drop` (each
-//! chunk its induced subgraph; one chunk is full-graph training), on the CPU, each stage worker
-//! on a rayon pool of its own. GNNPipe's history, halo `exact`, GAT, graph parallelism, link
-//! emulation and memory measurement come next.
+//! GCN, GraphSAGE and GAT layers; GPipe, 1F1B and custom pipelines with halo `drop` or `exact`,
+//! GNNPipe with its history buffers ([`runner`]), and graph parallelism ([`parallel`]), on the
+//! CPU, each stage worker on a rayon pool of its own, memory measured by a counting allocator
+//! ([`memory`]).
 
 pub mod attention;
 pub mod data;
 pub mod layers;
 pub mod memory;
 pub mod optim;
-mod parallel;
+pub mod parallel;
 pub mod runner;
 pub mod sparse;
 

@@ -25,13 +25,13 @@ use crate::schedule::{DataFlow, Op, OpKind};
 use crate::trace::{MemoryCategory, Span, SpanKind};
 
 /// The weight gradients each partition posts for the all-reduce of one epoch.
-pub(super) struct Board {
+pub struct Board {
     posted: Mutex<(u32, Vec<Option<Vec<Tensor>>>)>,
     ready: Condvar,
 }
 
 impl Board {
-    pub(super) fn new(parts: usize) -> Self {
+    pub fn new(parts: usize) -> Self {
         Board {
             posted: Mutex::new((0, vec![None; parts])),
             ready: Condvar::new(),
