@@ -31,6 +31,7 @@ pub struct Board {
 }
 
 impl Board {
+    /// An empty board for `parts` partitions.
     pub fn new(parts: usize) -> Self {
         Board {
             posted: Mutex::new((0, vec![None; parts])),
