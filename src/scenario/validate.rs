@@ -746,6 +746,13 @@ impl Ctx<'_> {
             }
         };
         let halo = match (kind, raw.halo.as_deref(), raw.exchange.as_deref()) {
+            (Some("graph_parallel"), Some(halo), _) => {
+                self.error(
+                    path.key("halo"),
+                    format!("graph parallelism exchanges neighbour rows at every layer: `halo: {halo}` does not apply (choose `exchange: halo` or `exchange: broadcast`)"),
+                );
+                None
+            }
             (Some("graph_parallel"), None, exchange) => self.choose(
                 &path.key("exchange"),
                 exchange,

@@ -396,3 +396,60 @@ fn stage_split_with_graph_parallelism() {
         "{err}"
     );
 }
+
+#[test]
+fn executor_and_model_fields_are_checked() {
+    let base = std::fs::read_to_string(root().join("scenarios/quickstart.yaml")).unwrap();
+    let err = rejected(
+        "backend",
+        &format!("{base}\nexecutor: {{backend: tpu}}\n"),
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(
+        err.contains("executor.backend: unknown backend `tpu` (expected cpu or cuda)"),
+        "{err}"
+    );
+    let err = rejected(
+        "executor-field",
+        &format!("{base}\nexecutor: {{emulate: true}}\n"),
+        INVALID_INPUT,
+    );
+    assert!(err.contains("emulate"), "{err}");
+    let err = rejected(
+        "activation",
+        &base.replace("dtype: f32", "dtype: f32\n  activation: tanh"),
+        INVALID_INPUT,
+    );
+    assert!(
+        err.contains("model.activation: unknown activation `tanh`"),
+        "{err}"
+    );
+    let err = rejected(
+        "attention-dropout",
+        &base.replace(
+            "{optimizer: adam}",
+            "{optimizer: adam, attention_dropout: 1.5}",
+        ),
+        INVALID_INPUT,
+    );
+    assert!(
+        err.contains("training.attention_dropout: must be in [0, 1), got 1.5"),
+        "{err}"
+    );
+}
+
+#[test]
+fn graph_parallelism_refuses_a_halo_rule() {
+    let path = root().join("scenarios/cora-gpipe-drop.yaml");
+    let err = rejected_path(
+        &path,
+        &["--set", "schedule.kind=graph_parallel"],
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(
+        err.contains("schedule.halo: graph parallelism exchanges neighbour rows at every layer"),
+        "{err}"
+    );
+}

@@ -298,15 +298,16 @@ fn exact_halos_and_graph_parallelism_train_like_the_full_graph() {
         assert!(exact["redundant_compute_factor"].as_f64().unwrap() > 1.0);
         assert_losses_close(&one, &exact, 1e-5);
     }
-    let parallel = run_json(&[
-        "scenarios/cora-gpipe-drop.yaml",
-        "--set",
-        "schedule.kind=graph_parallel",
-        "--epochs",
-        "12",
-    ]);
-    assert_eq!(parallel["schedule"], "graph_parallel");
-    assert_losses_close(&one, &parallel, 1e-5);
+    for exchange in ["halo", "broadcast"] {
+        let parallel = run_json(&[
+            "scenarios/cora-graph-parallel.yaml",
+            "--set",
+            &format!("schedule.exchange={exchange}"),
+            "--epochs",
+            "12",
+        ]);
+        assert_losses_close(&one, &parallel, 1e-5);
+    }
 }
 
 #[test]
