@@ -176,6 +176,18 @@ pub struct RunArgs {
     /// Write the median epoch's measured trace as Chrome/Perfetto JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Where the stages run; overrides `executor.backend`.
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
+}
+
+/// The executor's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// candle's CPU device.
+    Cpu,
+    /// candle's CUDA devices (a build with `--features cuda`).
+    Cuda,
 }
 
 /// `pipegnn calibrate`.

@@ -9,12 +9,12 @@
 //! failed (a non-finite loss, or a feature the executor does not have yet).
 
 use std::fmt;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use super::{
-    bench, BackwardOrderArg, CalibrateArgs, Cli, Command, CompareArgs, GnnPipeOrderArg, KindArg,
-    ReportFormat, RunArgs, ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
+    bench, BackwardOrderArg, CalibrateArgs, Cli, Command, CompareArgs, DeviceArg, GnnPipeOrderArg,
+    KindArg, ReportFormat, RunArgs, ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
 };
 use crate::cost::{Profile, UniformCost};
 use crate::diag::FieldPath;
@@ -558,8 +558,17 @@ fn execute(
     epochs: Option<u32>,
     force: bool,
     profile: Option<&Profile>,
+    device: Option<DeviceArg>,
 ) -> Result<Executed> {
-    let Loaded { scenario, graph } = load_scenario(args)?;
+    let Loaded {
+        mut scenario,
+        graph,
+    } = load_scenario(args)?;
+    match device {
+        Some(DeviceArg::Cpu) => scenario.executor.backend = Backend::Cpu,
+        Some(DeviceArg::Cuda) => scenario.executor.backend = Backend::Cuda,
+        None => {}
+    }
     let candidate = own_candidate(&scenario)?;
     let prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, profile)
         .map_err(in_scenario(args))?;
@@ -670,6 +679,7 @@ fn execute(
             seed: training.seed,
         },
         emulate_links: scenario.executor.emulate_links,
+        progress: None,
         // One core per stage, the device the `cpu-core` preset describes, when the machine
         // has enough of them; the whole machine for a single stage.
         threads_per_device: scenario.executor.threads_per_device.map_or_else(
@@ -681,7 +691,27 @@ fn execute(
             |n| n as usize,
         ),
     };
+    let label = format!("{} ({})", scenario.name, prediction.label);
+    let show = |stats: &exec::EpochStats, total: u32| {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[K{label}: epoch {}/{total}, loss {:.4}, val {:.3}",
+            stats.epoch, stats.loss, stats.val_accuracy
+        );
+        if stats.epoch == total {
+            let _ = write!(err, "\r\x1b[K");
+        }
+        let _ = err.flush();
+    };
+    // Progress on a terminal, nothing in pipes.
+    let progress: Option<&(dyn Fn(&exec::EpochStats, u32) + Sync)> =
+        std::io::stderr().is_terminal().then_some(&show);
+    let input = ExecInput { progress, ..input };
     let result = exec::run(&input).map_err(|err| {
+        if progress.is_some() {
+            eprint!("\r\x1b[K");
+        }
         CliError::new(
             ExitStatus::RunFailed,
             format!("{}: {err}", args.scenario.display()),
@@ -711,7 +741,7 @@ fn train(args: &RunArgs) -> Result<()> {
         result,
         metrics_of,
         median,
-    } = execute(&args.scenario, args.epochs, args.force, None)?;
+    } = execute(&args.scenario, args.epochs, args.force, None, args.device)?;
     let metrics = &metrics_of[median];
     if let Some(path) = &args.trace {
         write(path, &chrome_trace::render(&result.traces[median]))?;
@@ -767,7 +797,7 @@ fn train(args: &RunArgs) -> Result<()> {
 
 /// Measures a few epochs and returns the median op times (the first epoch left out).
 fn measure_profile(args: &ScenarioArgs, epochs: u32) -> Result<Profile> {
-    let run = execute(args, Some(epochs.max(2)), true, None)?;
+    let run = execute(args, Some(epochs.max(2)), true, None, None)?;
     Ok(Profile::from_traces(
         &run.scenario.name,
         &run.prediction.label,
@@ -821,7 +851,13 @@ fn compare(args: &CompareArgs) -> Result<()> {
         })?,
         None => measure_profile(&args.scenario, 21)?,
     };
-    let run = execute(&args.scenario, Some(args.epochs), false, Some(&profile))?;
+    let run = execute(
+        &args.scenario,
+        Some(args.epochs),
+        false,
+        Some(&profile),
+        None,
+    )?;
     let predicted = report::compute(&run.prediction.trace);
     let measured = &run.metrics_of[run.median];
     let mut rows = vec![row(

@@ -145,6 +145,8 @@ pub struct ExecInput<'a> {
     pub threads_per_device: usize,
     /// Pace transfers to the links' latency and bandwidth.
     pub emulate_links: bool,
+    /// Called after every epoch with its figures and the number of epochs (progress display).
+    pub progress: Option<&'a (dyn Fn(&EpochStats, u32) + Sync)>,
 }
 
 impl ExecInput<'_> {
@@ -395,13 +397,17 @@ pub fn run(input: &ExecInput<'_>) -> Result<RunResult, ExecError> {
                 start.abort();
                 ExecError::Failed(e.to_string())
             })?;
-            result.epochs.push(EpochStats {
+            let stats = EpochStats {
                 epoch,
                 loss,
                 train_accuracy: train,
                 val_accuracy: val,
                 test_accuracy: test,
-            });
+            };
+            if let Some(progress) = input.progress {
+                progress(&stats, input.config.epochs);
+            }
+            result.epochs.push(stats);
             let mut trace = Trace::with_capacity(
                 TraceSource::Measured,
                 input.devices.clone(),
