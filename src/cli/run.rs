@@ -705,7 +705,7 @@ fn execute(
         let _ = err.flush();
     };
     // Progress on a terminal, nothing in pipes.
-    let progress: Option<&(dyn Fn(&exec::EpochStats, u32) + Sync)> =
+    let progress: Option<&exec::runner::Progress> =
         std::io::stderr().is_terminal().then_some(&show);
     let input = ExecInput { progress, ..input };
     let result = exec::run(&input).map_err(|err| {

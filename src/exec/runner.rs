@@ -115,6 +115,9 @@ impl RunResult {
     }
 }
 
+/// A progress callback: an epoch's figures and the number of epochs.
+pub type Progress = dyn Fn(&EpochStats, u32) + Sync;
+
 /// Everything one run reads.
 pub struct ExecInput<'a> {
     /// The schedule.
@@ -146,7 +149,7 @@ pub struct ExecInput<'a> {
     /// Pace transfers to the links' latency and bandwidth.
     pub emulate_links: bool,
     /// Called after every epoch with its figures and the number of epochs (progress display).
-    pub progress: Option<&'a (dyn Fn(&EpochStats, u32) + Sync)>,
+    pub progress: Option<&'a Progress>,
 }
 
 impl ExecInput<'_> {
