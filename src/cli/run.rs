@@ -705,7 +705,7 @@ fn execute(
         let _ = err.flush();
     };
     // Progress on a terminal, nothing in pipes.
-    let progress: Option<&exec::runner::Progress> =
+    let progress: Option<&exec::runner::Progress<'_>> =
         std::io::stderr().is_terminal().then_some(&show);
     let input = ExecInput { progress, ..input };
     let result = exec::run(&input).map_err(|err| {

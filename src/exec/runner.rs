@@ -116,7 +116,7 @@ impl RunResult {
 }
 
 /// A progress callback: an epoch's figures and the number of epochs.
-pub type Progress = dyn Fn(&EpochStats, u32) + Sync;
+pub type Progress<'a> = dyn Fn(&EpochStats, u32) + Sync + 'a;
 
 /// Everything one run reads.
 pub struct ExecInput<'a> {
@@ -149,7 +149,7 @@ pub struct ExecInput<'a> {
     /// Pace transfers to the links' latency and bandwidth.
     pub emulate_links: bool,
     /// Called after every epoch with its figures and the number of epochs (progress display).
-    pub progress: Option<&'a Progress>,
+    pub progress: Option<&'a Progress<'a>>,
 }
 
 impl ExecInput<'_> {
