@@ -779,6 +779,19 @@ impl Inbox {
         ledger: &mut Ledger,
         start: Instant,
     ) -> candle_core::Result<()> {
+        // Spin a little before blocking: a device polling for its input picks it up within a
+        // microsecond, where a blocked thread takes tens of microseconds to wake, and the
+        // worker's core has nothing else to do meanwhile.
+        let spin_until = Instant::now() + Duration::from_micros(500);
+        while !self.pending.contains_key(&key) && Instant::now() < spin_until {
+            match self.channel.try_recv() {
+                Ok(message) => {
+                    let now = start.elapsed().as_nanos() as u64;
+                    self.keep(message, ledger, now)?;
+                }
+                Err(_) => std::hint::spin_loop(),
+            }
+        }
         while !self.pending.contains_key(&key) {
             match self.channel.recv_timeout(Duration::from_millis(20)) {
                 Ok(message) => {
