@@ -238,6 +238,76 @@ impl GnnWorkload {
         }
     }
 
+    /// The rows a chunk's plan holds for `layer`: as [`GnnWorkload::rows`], but a broadcast's
+    /// partition still plans only the rows its edges read.
+    fn plan_rows(&self, layer: usize, chunk: usize) -> LayerRows {
+        let halo = match self.halo {
+            Halo::Broadcast => Halo::Exchange,
+            halo => halo,
+        };
+        layer_rows(
+            halo,
+            layer,
+            self.model.layers.len(),
+            &self.chunks[chunk],
+            self.n_nodes as f64,
+        )
+    }
+
+    /// Feature rows as the executor keeps them: sparse rows in both orientations (the
+    /// transpose serves the weight gradient), or dense rows.
+    fn feature_bytes(&self, rows: f64) -> u64 {
+        let e = self.model.element_bytes as f64;
+        match self.feature_nnz_per_row {
+            Some(nnz) => (2.0 * rows * nnz * (e + 4.0)
+                + 8.0 * (rows + 1.0 + self.features as f64 + 1.0))
+                .ceil() as u64,
+            None => (rows * self.features as f64 * e).ceil() as u64,
+        }
+    }
+
+    /// One chunk's aggregation structures for `layers`, as the executor builds them
+    /// (`src/exec/data.rs`): per view of the chunk (one shared by every layer, except under
+    /// halo `exact`, where each layer has its own) the read-row ids and the matrices the
+    /// model's layer kinds need, each with its transpose.
+    fn plan_bytes(&self, layers: &[usize], chunk: usize) -> u64 {
+        let (gcn, mean, gat) = self
+            .model
+            .layers
+            .iter()
+            .fold((false, false, false), |k, l| match l.kind {
+                LayerKind::Gcn => (true, k.1, k.2),
+                LayerKind::Sage => (k.0, true, k.2),
+                LayerKind::Gat { .. } => (k.0, k.1, true),
+            });
+        let views: Vec<usize> = match self.halo {
+            Halo::Exact => layers.to_vec(),
+            _ => layers.first().copied().into_iter().collect(),
+        };
+        let matrix = |out: f64, read: f64, nnz: f64| 16.0 * nnz + 8.0 * (out + read + 2.0);
+        views
+            .into_iter()
+            .map(|layer| {
+                let r = self.plan_rows(layer, chunk);
+                let loops = r.edges + r.out;
+                let mut bytes = 4.0 * r.read;
+                if gcn {
+                    bytes += matrix(r.out, r.read, loops);
+                }
+                if mean {
+                    bytes += matrix(r.out, r.read, r.edges);
+                }
+                if gat {
+                    // The pattern's offsets and sources, and the kernels' index: offsets and
+                    // transposed offsets, sources, transposed rows and edge ids.
+                    bytes += 8.0 * (r.out + 1.0) + 4.0 * loops;
+                    bytes += 8.0 * (r.out + 1.0 + r.read + 1.0) + 12.0 * loops;
+                }
+                bytes.ceil() as u64
+            })
+            .sum()
+    }
+
     /// Bytes of the rows layer `layer` hands on for `chunk`, `width` elements each.
     fn boundary_bytes(&self, layer: usize, chunk: usize) -> u64 {
         let rows = self.rows(layer, chunk);
@@ -378,23 +448,21 @@ impl CostModel for AnalyticCost {
             .map(|&l| w.model.layers[l].parameters())
             .sum::<u64>()
             * e;
-        let (rows_held, edges_held) = if w.graph_parallel {
-            let part = &w.chunks[first.chunk as usize];
-            (part.vertices, part.in_edges)
+        // The chunks (graph parallelism: the partition) whose plans the device holds.
+        let chunks: Vec<usize> = if w.graph_parallel {
+            vec![first.chunk as usize]
         } else {
-            (w.n_nodes, w.directed_edges)
+            (0..w.chunks.len()).collect()
         };
         let features = if layers.contains(&0) {
-            match w.feature_nnz_per_row {
-                // Sparse rows: a value and a column index per non-zero, plus row offsets.
-                Some(nnz) => {
-                    (rows_held as f64 * nnz * (e as f64 + 4.0)).ceil() as u64 + 8 * (rows_held + 1)
-                }
-                None => rows_held * w.features * e,
-            }
+            chunks
+                .iter()
+                .map(|&c| w.feature_bytes(w.plan_rows(0, c).read))
+                .sum()
         } else {
             0
         };
+        let graph: u64 = chunks.iter().map(|&c| w.plan_bytes(&layers, c)).sum();
         let per_layer_buffers = |enabled: bool| -> u64 {
             if !enabled {
                 return 0;
@@ -410,7 +478,7 @@ impl CostModel for AnalyticCost {
             (MemoryCategory::Gradients, params),
             (MemoryCategory::OptimizerState, params * w.optimizer_copies),
             (MemoryCategory::Features, features),
-            (MemoryCategory::Graph, 8 * (rows_held + 1) + 4 * edges_held),
+            (MemoryCategory::Graph, graph),
             (MemoryCategory::History, per_layer_buffers(w.history)),
             (
                 MemoryCategory::DeferredGradients,

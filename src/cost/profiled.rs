@@ -5,7 +5,11 @@
 //! "ops": [{"op": "F", "chunk": 0, "stage": 1, "ns": 123456}, ...], "handoff_ns": 25000}`, one
 //! entry per op with its median duration over the measured epochs, and the median time from a
 //! hand-off's arrival to the start of the op waiting for it (the receiving worker's wake-up: on
-//! one machine without link emulation it is what a hand-off costs beyond the link).
+//! one machine without link emulation it is what a hand-off costs beyond the link). Where the
+//! run measured memory, forward ops also carry `"stash_bytes"` (what the forward left for its
+//! backward, its received input included) and `"workspace": [{"op", "chunk", "stage",
+//! "bytes"}]` gives, per device (named by the first op of its list), the most workspace it
+//! held (what it held at the epoch's start plus its largest temporaries).
 
 use std::collections::BTreeMap;
 
@@ -27,6 +31,10 @@ pub struct Profile {
     pub ops: BTreeMap<Op, u64>,
     /// Median delay from a hand-off's arrival to the start of the op that waited for it.
     pub handoff_ns: Option<u64>,
+    /// Median measured stash of each forward.
+    pub stash: BTreeMap<Op, u64>,
+    /// Largest workspace of each device, keyed by the first op of its list.
+    pub workspace: BTreeMap<Op, u64>,
 }
 
 impl Profile {
@@ -78,6 +86,7 @@ impl Profile {
             }
         }
         delays.sort_unstable();
+        let (stash, workspace) = memory_profile(traces);
         Profile {
             scenario: scenario.to_string(),
             schedule: schedule.to_string(),
@@ -89,6 +98,8 @@ impl Profile {
                 })
                 .collect(),
             handoff_ns: (!delays.is_empty()).then(|| delays[delays.len() / 2]),
+            stash,
+            workspace,
         }
     }
 
@@ -97,9 +108,21 @@ impl Profile {
         let ops: Vec<Value> = self
             .ops
             .iter()
-            .map(|(op, ns)| json!({"op": op.kind.code(), "chunk": op.chunk, "stage": op.stage, "ns": ns}))
+            .map(|(op, ns)| {
+                let mut entry =
+                    json!({"op": op.kind.code(), "chunk": op.chunk, "stage": op.stage, "ns": ns});
+                if let Some(bytes) = self.stash.get(op) {
+                    entry["stash_bytes"] = json!(bytes);
+                }
+                entry
+            })
             .collect();
-        let doc = json!({"format": "pipegnn-profile v1", "scenario": self.scenario, "schedule": self.schedule, "ops": ops, "handoff_ns": self.handoff_ns});
+        let workspace: Vec<Value> = self
+            .workspace
+            .iter()
+            .map(|(op, bytes)| json!({"op": op.kind.code(), "chunk": op.chunk, "stage": op.stage, "bytes": bytes}))
+            .collect();
+        let doc = json!({"format": "pipegnn-profile v1", "scenario": self.scenario, "schedule": self.schedule, "ops": ops, "handoff_ns": self.handoff_ns, "workspace": workspace});
         serde_json::to_string_pretty(&doc).expect("a JSON value always serializes") + "\n"
     }
 
@@ -116,6 +139,20 @@ impl Profile {
                 .ok_or_else(|| format!("`{key}` is missing"))
         };
         let mut ops = BTreeMap::new();
+        let mut stash = BTreeMap::new();
+        let mut workspace = BTreeMap::new();
+        for (i, entry) in doc["workspace"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .enumerate()
+        {
+            let op = op_of(entry).map_err(|e| format!("workspace[{i}]: {e}"))?;
+            let bytes = entry["bytes"]
+                .as_u64()
+                .ok_or_else(|| format!("workspace[{i}].bytes is not a non-negative integer"))?;
+            workspace.insert(op, bytes);
+        }
         for (i, entry) in doc["ops"]
             .as_array()
             .ok_or("`ops` is not a list")?
@@ -139,6 +176,9 @@ impl Profile {
                 stage: number("stage")? as u32,
             };
             ops.insert(op, number("ns")?);
+            if !entry["stash_bytes"].is_null() {
+                stash.insert(op, number("stash_bytes")?);
+            }
         }
         let handoff_ns = match &doc["handoff_ns"] {
             Value::Null => None,
@@ -153,6 +193,8 @@ impl Profile {
             schedule: text_of("schedule")?,
             ops,
             handoff_ns,
+            stash,
+            workspace,
         })
     }
 }
@@ -180,11 +222,18 @@ impl CostModel for ProfiledCost<'_> {
     }
 
     fn stash(&self, forward: Op) -> (u64, u64) {
-        self.fallback.stash(forward)
+        match self.profile.stash.get(&forward) {
+            Some(&bytes) => (bytes, 0),
+            None => self.fallback.stash(forward),
+        }
     }
 
     fn resident_bytes(&self, order: &[Op]) -> Vec<(MemoryCategory, u64)> {
-        self.fallback.resident_bytes(order)
+        let mut resident = self.fallback.resident_bytes(order);
+        if let Some(&bytes) = order.first().and_then(|op| self.profile.workspace.get(op)) {
+            resident.push((MemoryCategory::Workspace, bytes));
+        }
+        resident
     }
 }
 
@@ -199,6 +248,8 @@ mod tests {
             schedule: "gpipe-drop".into(),
             ops: BTreeMap::new(),
             handoff_ns: Some(20_000),
+            stash: BTreeMap::from([(Op::forward(3, 1), 4096)]),
+            workspace: BTreeMap::from([(Op::forward(0, 1), 1 << 20)]),
         };
         profile.ops.insert(Op::forward(3, 1), 1234);
         profile.ops.insert(Op::optimizer(0, 0), 7);
@@ -207,4 +258,105 @@ mod tests {
             .unwrap_err()
             .contains("not a pipegnn profile"));
     }
+}
+
+/// An op named by `{"op", "chunk", "stage"}`.
+fn op_of(entry: &Value) -> Result<Op, String> {
+    let kind = match entry["op"].as_str() {
+        Some("F") => OpKind::Forward,
+        Some("B") => OpKind::Backward,
+        Some("U") => OpKind::Optimizer,
+        _ => return Err("op is not F, B or U".into()),
+    };
+    let number = |key: &str| {
+        entry[key]
+            .as_u64()
+            .map(|n| n as u32)
+            .ok_or_else(|| format!("{key} is not a non-negative integer"))
+    };
+    Ok(Op {
+        kind,
+        chunk: number("chunk")?,
+        stage: number("stage")?,
+    })
+}
+
+/// From measured traces: each forward's median stash (the activations it added, plus the input
+/// it received), and each device's largest workspace (keyed by its first op).
+fn memory_profile(traces: &[Trace]) -> (BTreeMap<Op, u64>, BTreeMap<Op, u64>) {
+    let mut stash: BTreeMap<Op, Vec<u64>> = BTreeMap::new();
+    let mut workspace: BTreeMap<Op, Vec<u64>> = BTreeMap::new();
+    for trace in traces.iter().filter(|t| !t.memory.is_empty()) {
+        let mut events: Vec<&crate::trace::MemoryEvent> = trace.memory.iter().collect();
+        events.sort_by_key(|e| (e.device, e.time_ns));
+        // The activations level of a device once every event at or before `t` has happened.
+        let level = |device: u32, t: u64| -> i64 {
+            events
+                .iter()
+                .filter(|e| {
+                    e.device == device
+                        && e.time_ns <= t
+                        && e.category == MemoryCategory::Activations
+                })
+                .map(|e| e.delta_bytes)
+                .sum()
+        };
+        let mut received: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+        for span in &trace.spans {
+            if span.kind == SpanKind::Transfer(crate::schedule::lower::Payload::Activation)
+                && span.hop == 0
+            {
+                *received.entry((span.chunk, span.stage)).or_default() += span.bytes;
+            }
+        }
+        let mut first: BTreeMap<u32, &crate::trace::Span> = BTreeMap::new();
+        for span in &trace.spans {
+            if let SpanKind::Compute(kind) = span.kind {
+                let entry = first.entry(span.device).or_insert(span);
+                if span.start_ns < entry.start_ns {
+                    *entry = span;
+                }
+                if kind == OpKind::Forward {
+                    let kept = level(span.device, span.end_ns) - level(span.device, span.start_ns);
+                    let input = received
+                        .get(&(span.chunk, span.stage))
+                        .copied()
+                        .unwrap_or(0);
+                    stash
+                        .entry(Op::forward(span.chunk, span.stage))
+                        .or_default()
+                        .push((kept.max(0) as u64) + input);
+                }
+            }
+        }
+        for (device, span) in first {
+            let SpanKind::Compute(kind) = span.kind else {
+                continue;
+            };
+            let mut now = 0i64;
+            let mut most = 0i64;
+            for e in events
+                .iter()
+                .filter(|e| e.device == device && e.category == MemoryCategory::Workspace)
+            {
+                now += e.delta_bytes;
+                most = most.max(now);
+            }
+            let op = Op {
+                kind,
+                chunk: span.chunk,
+                stage: span.stage,
+            };
+            workspace.entry(op).or_default().push(most.max(0) as u64);
+        }
+    }
+    let median = |map: BTreeMap<Op, Vec<u64>>| {
+        map.into_iter()
+            .map(|(op, mut v)| {
+                v.sort_unstable();
+                (op, v[v.len() / 2])
+            })
+            .collect()
+    };
+    (median(stash), median(workspace))
 }

@@ -123,6 +123,43 @@ pub fn sparse_bytes(m: &SparseMatrix) -> u64 {
     (8 * (m.rows() + m.cols() + 2) + 16 * m.nnz()) as u64
 }
 
+/// Which aggregation matrices a model's layers use, so a plan builds only those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Needs {
+    /// GCN's normalised adjacency.
+    pub gcn: bool,
+    /// GraphSAGE's neighbour mean.
+    pub mean: bool,
+    /// GAT's attention pattern.
+    pub attention: bool,
+}
+
+impl Needs {
+    /// What the layers of `model` aggregate with.
+    pub fn of(model: &crate::gnn::GnnModel) -> Self {
+        let mut needs = Needs::default();
+        for layer in &model.layers {
+            match layer.kind {
+                crate::gnn::LayerKind::Gcn => needs.gcn = true,
+                crate::gnn::LayerKind::Sage => needs.mean = true,
+                crate::gnn::LayerKind::Gat { .. } => needs.attention = true,
+            }
+        }
+        needs
+    }
+}
+
+/// GAT's view of a layer's edges: each output row's neighbours and itself.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    /// Row `i`'s edges are `offsets[i]..offsets[i + 1]`.
+    pub offsets: Vec<usize>,
+    /// The read row (local index) of each edge.
+    pub sources: Vec<u32>,
+    /// The same edges indexed for the attention kernels.
+    pub edges: EdgePattern,
+}
+
 /// One layer's view of one chunk.
 #[derive(Debug, Clone)]
 pub struct LayerGraph {
@@ -130,14 +167,16 @@ pub struct LayerGraph {
     pub read: Vec<u32>,
     /// Rows computed.
     pub out: usize,
-    /// GCN's `D^-1/2 (A + I) D^-1/2`, `out x read`.
-    pub gcn: SparseMatrix,
-    /// The mean over each row's neighbours (GraphSAGE), `out x read`.
-    pub mean: SparseMatrix,
-    /// Each row's neighbours and itself, values 1, `out x read`.
-    pub pattern: SparseMatrix,
-    /// The same pattern indexed for GAT's attention, where the model has GAT layers.
-    pub attention: Option<EdgePattern>,
+    /// GCN's `D^-1/2 (A + I) D^-1/2`, `out x read` (models with GCN layers).
+    pub gcn: Option<SparseMatrix>,
+    /// The mean over each row's neighbours, `out x read` (models with GraphSAGE layers).
+    pub mean: Option<SparseMatrix>,
+    /// The attention pattern (models with GAT layers).
+    pub attention: Option<Attention>,
+}
+
+fn missing(what: &str) -> candle_core::Error {
+    candle_core::Error::Msg(format!("the chunk plan was built without its {what}"))
 }
 
 impl LayerGraph {
@@ -151,23 +190,44 @@ impl LayerGraph {
         &self.read[self.out..]
     }
 
+    /// GCN's matrix.
+    pub fn gcn(&self) -> candle_core::Result<&SparseMatrix> {
+        self.gcn.as_ref().ok_or_else(|| missing("GCN matrix"))
+    }
+
+    /// GraphSAGE's matrix.
+    pub fn mean(&self) -> candle_core::Result<&SparseMatrix> {
+        self.mean
+            .as_ref()
+            .ok_or_else(|| missing("neighbour-mean matrix"))
+    }
+
+    /// GAT's pattern.
+    pub fn attention(&self) -> candle_core::Result<&Attention> {
+        self.attention
+            .as_ref()
+            .ok_or_else(|| missing("attention pattern"))
+    }
+
     /// Bytes of its index arrays and matrices.
     pub fn bytes(&self) -> u64 {
         4 * self.read.len() as u64
-            + sparse_bytes(&self.gcn)
-            + sparse_bytes(&self.mean)
-            + sparse_bytes(&self.pattern)
-            + self.attention.as_ref().map_or(0, EdgePattern::bytes)
+            + self.gcn.as_ref().map_or(0, sparse_bytes)
+            + self.mean.as_ref().map_or(0, sparse_bytes)
+            + self.attention.as_ref().map_or(0, |a| {
+                (8 * a.offsets.len() + 4 * a.sources.len()) as u64 + a.edges.bytes()
+            })
     }
 
-    /// Builds the matrices for computing `read[..out]` from `read`. `full_degrees`: normalise by
-    /// the whole graph's degrees (otherwise by the degrees among `read`, the induced subgraph).
+    /// Builds the matrices `needs` asks for, computing `read[..out]` from `read`.
+    /// `full_degrees`: normalise by the whole graph's degrees (otherwise by the degrees among
+    /// `read`, the induced subgraph).
     fn build(
         graph: &Csr,
         read: Vec<u32>,
         out: usize,
         full_degrees: bool,
-        attention: bool,
+        needs: Needs,
         scratch: &mut [u32],
     ) -> Self {
         for (i, &v) in read.iter().enumerate() {
@@ -194,28 +254,33 @@ impl LayerGraph {
             .collect();
         let mut gcn = (vec![0usize], Vec::new(), Vec::new());
         let mut mean = (vec![0usize], Vec::new(), Vec::new());
-        let mut pattern = (vec![0usize], Vec::new(), Vec::new());
+        let mut pattern = (vec![0usize], Vec::new());
         let mut row: Vec<u32> = Vec::new();
         for (i, &v) in read[..out].iter().enumerate() {
             row.clear();
             row.extend(graph.neighbors(v).iter().filter_map(|&u| local(u, scratch)));
             row.sort_unstable();
-            let n_neighbours = row.len();
-            for &j in &row {
-                mean.1.push(j);
-                mean.2.push(1.0 / n_neighbours as f32);
+            if needs.mean {
+                let n_neighbours = row.len();
+                for &j in &row {
+                    mean.1.push(j);
+                    mean.2.push(1.0 / n_neighbours as f32);
+                }
+                mean.0.push(mean.1.len());
             }
-            mean.0.push(mean.1.len());
             let at = row.partition_point(|&j| j < i as u32);
             row.insert(at, i as u32);
-            for &j in &row {
-                gcn.1.push(j);
-                gcn.2.push(1.0 / (degree[i] * degree[j as usize]).sqrt());
-                pattern.1.push(j);
-                pattern.2.push(1.0);
+            if needs.gcn {
+                for &j in &row {
+                    gcn.1.push(j);
+                    gcn.2.push(1.0 / (degree[i] * degree[j as usize]).sqrt());
+                }
+                gcn.0.push(gcn.1.len());
             }
-            gcn.0.push(gcn.1.len());
-            pattern.0.push(pattern.1.len());
+            if needs.attention {
+                pattern.1.extend_from_slice(&row);
+                pattern.0.push(pattern.1.len());
+            }
         }
         for &v in &read {
             scratch[v as usize] = u32::MAX;
@@ -224,13 +289,27 @@ impl LayerGraph {
         let matrix = |(offsets, indices, values): (Vec<usize>, Vec<u32>, Vec<f32>)| {
             SparseMatrix::new(out, n, offsets, indices, values)
         };
-        let pattern = matrix(pattern);
+        let attention = needs.attention.then(|| {
+            let (offsets, sources) = pattern;
+            let ones = vec![1.0; sources.len()];
+            let edges = EdgePattern::new(&SparseMatrix::new(
+                out,
+                n,
+                offsets.clone(),
+                sources.clone(),
+                ones,
+            ))
+            .expect("chunk patterns fit u32 indices");
+            Attention {
+                offsets,
+                sources,
+                edges,
+            }
+        });
         LayerGraph {
-            gcn: matrix(gcn),
-            mean: matrix(mean),
-            attention: attention
-                .then(|| EdgePattern::new(&pattern).expect("chunk patterns fit u32 indices")),
-            pattern,
+            gcn: needs.gcn.then(|| matrix(gcn)),
+            mean: needs.mean.then(|| matrix(mean)),
+            attention,
             read,
             out,
         }
@@ -255,8 +334,8 @@ pub struct PlanShape {
     pub layers: Range<usize>,
     /// The model's depth.
     pub n_layers: usize,
-    /// Whether to index the attention pattern (GAT).
-    pub attention: bool,
+    /// The matrices to build.
+    pub needs: Needs,
 }
 
 impl ChunkPlan {
@@ -268,7 +347,7 @@ impl ChunkPlan {
             vertices.clone(),
             vertices.len(),
             false,
-            shape.attention,
+            shape.needs,
             &mut scratch,
         ));
         ChunkPlan {
@@ -303,7 +382,7 @@ impl ChunkPlan {
             read,
             out,
             true,
-            shape.attention,
+            shape.needs,
             &mut scratch,
         ));
         ChunkPlan {
@@ -352,7 +431,7 @@ impl ChunkPlan {
                     read,
                     out,
                     true,
-                    shape.attention,
+                    shape.needs,
                     &mut scratch,
                 ))
             })
@@ -398,7 +477,11 @@ mod tests {
         PlanShape {
             layers,
             n_layers: 2,
-            attention: false,
+            needs: Needs {
+                gcn: true,
+                mean: true,
+                attention: false,
+            },
         }
     }
 
@@ -411,7 +494,7 @@ mod tests {
         assert_eq!(plan.layer(1).read, vec![2, 3, 1, 4]);
         assert_eq!(plan.layer(1).out, 2);
         // Full-graph normalisation: vertex 2 has degree 2, so Â[2][2] = 1/3.
-        assert!((plan.layer(1).gcn.to_dense()[0][0] - 1.0 / 3.0).abs() < 1e-7);
+        assert!((plan.layer(1).gcn.as_ref().unwrap().to_dense()[0][0] - 1.0 / 3.0).abs() < 1e-7);
         // A plan of the second layer alone sees it the same way.
         let second = ChunkPlan::receptive_field(&path(), vec![2, 3], &shape(1..2));
         assert_eq!(second.layer(1).read, plan.layer(1).read);
@@ -423,11 +506,14 @@ mod tests {
         let induced = ChunkPlan::induced(&graph, vec![2, 3], &shape(0..2));
         assert_eq!(induced.layer(0).read, vec![2, 3]);
         // Degree 1 inside the chunk: Â[0][0] = 1/2.
-        assert!((induced.layer(0).gcn.to_dense()[0][0] - 0.5).abs() < 1e-7);
+        assert!((induced.layer(0).gcn.as_ref().unwrap().to_dense()[0][0] - 0.5).abs() < 1e-7);
         let part = vec![0, 0, 1, 1, 2, 2];
         let stale = ChunkPlan::neighbours(&graph, vec![2, 3], &part, &shape(0..2));
         assert_eq!(stale.layer(0).read, vec![2, 3, 1, 4]);
         assert_eq!(stale.layer(0).halo_rows(), &[1, 4]);
-        assert_eq!(stale.layer(0).mean.to_dense()[0], vec![0.0, 0.5, 0.5, 0.0]);
+        assert_eq!(
+            stale.layer(0).mean.as_ref().unwrap().to_dense()[0],
+            vec![0.0, 0.5, 0.5, 0.0]
+        );
     }
 }

@@ -136,7 +136,7 @@ impl ExecLayer {
     ) -> Result<Tensor> {
         match self {
             ExecLayer::Gcn { weight, bias } => graph
-                .gcn
+                .gcn()?
                 .matmul(&x.matmul(weight.as_tensor())?)?
                 .broadcast_add(bias.as_tensor()),
             // The neighbour mean commutes with the linear map: mean(X) W = mean(X W), which
@@ -147,7 +147,7 @@ impl ExecLayer {
                 bias,
             } => {
                 let own = x.matmul(weight_self.as_tensor())?.narrow(0, 0, graph.out)?;
-                (own + graph.mean.matmul(&x.matmul(weight_neigh.as_tensor())?)?)?
+                (own + graph.mean()?.matmul(&x.matmul(weight_neigh.as_tensor())?)?)?
                     .broadcast_add(bias.as_tensor())
             }
             ExecLayer::Gat {
@@ -371,12 +371,12 @@ fn attention_mask(
     key: u64,
 ) -> Result<Tensor> {
     let keep = Keep::new(p);
-    let mut mask = Vec::with_capacity(graph.pattern.nnz() * heads);
+    let attention = graph.attention()?;
+    let mut mask = Vec::with_capacity(attention.sources.len() * heads);
     for (i, &v) in graph.out_rows().iter().enumerate() {
         let row_key = mix(key ^ u64::from(v).wrapping_mul(ROW));
-        let (start, end) = graph.pattern.row_range(i);
-        for k in start..end {
-            let source = u64::from(graph.read[graph.pattern.column(k) as usize]);
+        for &j in &attention.sources[attention.offsets[i]..attention.offsets[i + 1]] {
+            let source = u64::from(graph.read[j as usize]);
             for h in 0..heads as u64 {
                 mask.push(keep.scale(row_key, source << 8 | h));
             }
@@ -441,7 +441,11 @@ mod tests {
         let shape = PlanShape {
             layers: 0..1,
             n_layers: 1,
-            attention: false,
+            needs: crate::exec::data::Needs {
+                gcn: true,
+                mean: true,
+                attention: false,
+            },
         };
         // Chunk {0, 1} reads its neighbour 2 as well.
         let plan = ChunkPlan::neighbours(&graph, vec![0, 1], &part, &shape);
@@ -482,7 +486,7 @@ mod tests {
         check(LayerKind::Gcn, |x, view, vars| {
             // Â = D^-1/2 (A + I) D^-1/2 with the whole graph's degrees: vertex 0 has degree
             // 2, vertex 1 degree 2, vertex 2 degree 3.
-            let a_hat = dense(&view.gcn)?;
+            let a_hat = dense(view.gcn.as_ref().expect("planned"))?;
             let expected = [
                 [1.0 / 3.0, 1.0 / 3.0, 1.0 / 12f32.sqrt()],
                 [1.0 / 3.0, 1.0 / 3.0, 1.0 / 12f32.sqrt()],
@@ -501,7 +505,7 @@ mod tests {
     #[test]
     fn sage_matches_its_dense_formula() -> Result<()> {
         check(LayerKind::Sage, |x, view, vars| {
-            let mean = dense(&view.mean)?;
+            let mean = dense(view.mean.as_ref().expect("planned"))?;
             let own = x.narrow(0, 0, view.out)?;
             (own.matmul(vars[0].as_tensor())? + mean.matmul(x)?.matmul(vars[1].as_tensor())?)?
                 .broadcast_add(vars[2].as_tensor())

@@ -199,7 +199,7 @@ pub(super) fn work(
                         l,
                         x,
                         graph,
-                        graph.attention.as_ref(),
+                        graph.attention.as_ref().map(|a| &a.edges),
                         Some(training),
                     )?;
                     if l + 1 < n_layers {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor, Var};
 
-use super::data::{ChunkPlan, NodeData, PlanShape};
+use super::data::{ChunkPlan, Needs, NodeData, PlanShape};
 use super::layers::{cross_entropy, ExecLayer, StageInput, StageModel, Training};
 use super::memory;
 use super::optim::{Adam, AdamConfig};
@@ -167,7 +167,7 @@ impl ExecInput<'_> {
         let shape = PlanShape {
             layers,
             n_layers: self.model.layers.len(),
-            attention: self.model.layers.iter().any(|l| l.kind.is_attention()),
+            needs: Needs::of(self.model),
         };
         match self.halo {
             Halo::Drop => ChunkPlan::induced(self.graph, vertices, &shape),
@@ -466,7 +466,7 @@ impl Evaluator {
                 let shape = PlanShape {
                     layers: all.clone(),
                     n_layers: all.end,
-                    attention: input.model.layers.iter().any(|l| l.kind.is_attention()),
+                    needs: Needs::of(input.model),
                 };
                 let zeros = vec![0; input.graph.n_nodes()];
                 vec![ChunkPlan::neighbours(input.graph, everyone, &zeros, &shape)]
@@ -506,7 +506,13 @@ impl Evaluator {
             let mut logits = None;
             for l in all.clone() {
                 let graph = plan.layer(l);
-                let out = model.layer_forward(l, h, graph, graph.attention.as_ref(), None)?;
+                let out = model.layer_forward(
+                    l,
+                    h,
+                    graph,
+                    graph.attention.as_ref().map(|a| &a.edges),
+                    None,
+                )?;
                 h = StageInput::Dense(out.clone());
                 logits = Some(out);
             }
@@ -646,7 +652,7 @@ impl Ledger {
     }
 
     /// Samples the allocator: activations are what it holds beyond everything known. The peak
-    /// since the last sample, if higher, shows as a spike one nanosecond long.
+    /// since the last sample, if higher, shows as workspace one nanosecond long.
     pub(super) fn sample(&mut self, time_ns: u64) {
         let live = memory::current(self.slot);
         let peak = memory::take_peak(self.slot);
@@ -659,10 +665,12 @@ impl Ledger {
             .map(|(_, b)| b)
             .sum();
         let now = (live - others).max(0);
+        // What an op allocated and freed again before its end (its temporaries) is workspace
+        // for that moment.
         let spike = (peak - live).max(0);
         if spike > 0 && time_ns > 0 {
-            self.emit(time_ns - 1, MemoryCategory::Activations, spike);
-            self.emit(time_ns, MemoryCategory::Activations, -spike);
+            self.emit(time_ns - 1, MemoryCategory::Workspace, spike);
+            self.emit(time_ns, MemoryCategory::Workspace, -spike);
         }
         let delta = now - self.known[activations];
         self.change(time_ns, MemoryCategory::Activations, delta);
@@ -1215,9 +1223,13 @@ fn forward(
             }
             Some(own) => StageInput::Dense(own),
         };
-        let y = stage
-            .model
-            .layer_forward(i, x, graph, graph.attention.as_ref(), Some(training))?;
+        let y = stage.model.layer_forward(
+            i,
+            x,
+            graph,
+            graph.attention.as_ref().map(|a| &a.edges),
+            Some(training),
+        )?;
         outputs.push(y);
     }
     let out = outputs.last().expect("a stage owns a layer").clone();
