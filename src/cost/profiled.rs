@@ -237,29 +237,6 @@ impl CostModel for ProfiledCost<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn profiles_round_trip() {
-        let mut profile = Profile {
-            scenario: "s".into(),
-            schedule: "gpipe-drop".into(),
-            ops: BTreeMap::new(),
-            handoff_ns: Some(20_000),
-            stash: BTreeMap::from([(Op::forward(3, 1), 4096)]),
-            workspace: BTreeMap::from([(Op::forward(0, 1), 1 << 20)]),
-        };
-        profile.ops.insert(Op::forward(3, 1), 1234);
-        profile.ops.insert(Op::optimizer(0, 0), 7);
-        assert_eq!(Profile::parse(&profile.to_json()), Ok(profile));
-        assert!(Profile::parse("{}")
-            .unwrap_err()
-            .contains("not a pipegnn profile"));
-    }
-}
-
 /// An op named by `{"op", "chunk", "stage"}`.
 fn op_of(entry: &Value) -> Result<Op, String> {
     let kind = match entry["op"].as_str() {
@@ -359,4 +336,27 @@ fn memory_profile(traces: &[Trace]) -> (BTreeMap<Op, u64>, BTreeMap<Op, u64>) {
             .collect()
     };
     (median(stash), median(workspace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_round_trip() {
+        let mut profile = Profile {
+            scenario: "s".into(),
+            schedule: "gpipe-drop".into(),
+            ops: BTreeMap::new(),
+            handoff_ns: Some(20_000),
+            stash: BTreeMap::from([(Op::forward(3, 1), 4096)]),
+            workspace: BTreeMap::from([(Op::forward(0, 1), 1 << 20)]),
+        };
+        profile.ops.insert(Op::forward(3, 1), 1234);
+        profile.ops.insert(Op::optimizer(0, 0), 7);
+        assert_eq!(Profile::parse(&profile.to_json()), Ok(profile));
+        assert!(Profile::parse("{}")
+            .unwrap_err()
+            .contains("not a pipegnn profile"));
+    }
 }
