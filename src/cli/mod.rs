@@ -3,7 +3,10 @@
 //! **Architecture Invariant:** only `cli` touches the filesystem, stdout, stderr and exit codes.
 
 mod bench;
+mod plan;
+mod plots;
 mod run;
+mod sweep;
 
 use std::path::PathBuf;
 
@@ -40,6 +43,16 @@ pub enum Command {
     /// Measure the simulator's speed (simulated ops per second) on a large 1F1B schedule, or the
     /// time and memory of planning one scenario.
     Bench(BenchArgs),
+    /// Predict every point of a cross product of `--set` values (`--set key=v1,v2,...`).
+    Sweep(SweepArgs),
+    /// Search schedules, chunk counts, device counts and stage splits for the fastest
+    /// configuration that fits every device's memory.
+    Plan(PlanArgs),
+    /// Draw SVG (and PNG) plots from saved JSON: simulate/run results, compare results, Chrome
+    /// traces from `--trace`, sweeps.
+    Plot(PlotArgs),
+    /// Regenerate the README's figures into `plots/` from the scenarios, with the simulator.
+    Gallery(GalleryArgs),
 }
 
 /// A scenario file and its overrides.
@@ -156,6 +169,9 @@ pub struct SimulateArgs {
     /// Draw each schedule's timeline under its table.
     #[arg(long)]
     pub timeline: bool,
+    /// Write each schedule's timeline and memory bars as SVG into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
 }
 
 /// `pipegnn run`.
@@ -179,6 +195,9 @@ pub struct RunArgs {
     /// Where the stages run; overrides `executor.backend`.
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
+    /// Write the median epoch's timeline, memory bars and accuracy curve as SVG into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
 }
 
 /// The executor's device.
@@ -219,6 +238,10 @@ pub struct CompareArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: ReportFormat,
+    /// Write predicted against measured and the two timelines side by side as SVG into this
+    /// folder.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
 }
 
 /// `pipegnn bench`.
@@ -237,4 +260,78 @@ pub struct BenchArgs {
     /// chunking, simulation), and report the process's peak memory.
     #[arg(long, value_name = "SCENARIO")]
     pub scenario: Option<PathBuf>,
+}
+
+/// Output format for sweeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SweepFormat {
+    /// A header row with the axis keys and the metrics, one row per point.
+    Csv,
+    /// `{"scenario", "axes", "points"}`.
+    Json,
+}
+
+/// `pipegnn sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Scenario and overrides; a `--set` whose value has commas (and is not a `[...]` or
+    /// `{...}` YAML value) is an axis, e.g. `--set schedule.chunks=1,2,4`.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: SweepFormat,
+    /// Write the output to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `pipegnn plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Scenario and overrides.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Largest count of the scenario's first device entry to try (default: the scenario's
+    /// device count).
+    #[arg(long)]
+    pub max_devices: Option<u32>,
+    /// Chunk counts to try, comma-separated.
+    #[arg(long, default_value = "1,2,4,8,16,32")]
+    pub chunks: String,
+    /// Schedules to try, comma-separated (default: gpipe,1f1b,gnnpipe,graph_parallel for a GNN,
+    /// gpipe,1f1b for an explicit workload).
+    #[arg(long)]
+    pub schedules: Option<String>,
+    /// How many of the best configurations to show.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
+}
+
+/// `pipegnn plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// JSON files written by pipegnn (`--format json` results, `--trace` files, sweeps).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// The folder to write the figures into.
+    #[arg(long, default_value = "plots")]
+    pub out: PathBuf,
+    /// Write a PNG beside each SVG.
+    #[arg(long)]
+    pub png: bool,
+}
+
+/// `pipegnn gallery`.
+#[derive(Debug, Args)]
+pub struct GalleryArgs {
+    /// The folder to write the figures into.
+    #[arg(long, default_value = "plots")]
+    pub out: PathBuf,
+    /// Write a PNG beside each SVG.
+    #[arg(long)]
+    pub png: bool,
 }

@@ -87,7 +87,7 @@ impl From<PlanError> for CliError {
     }
 }
 
-type Result<T> = std::result::Result<T, CliError>;
+pub(super) type Result<T> = std::result::Result<T, CliError>;
 
 /// Runs a command.
 pub fn run(cli: Cli) -> Result<()> {
@@ -98,6 +98,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => train(&args),
         Command::Calibrate(args) => calibrate(&args),
         Command::Compare(args) => compare(&args),
+        Command::Sweep(args) => super::sweep::run(&args),
+        Command::Plan(args) => super::plan::run(&args),
+        Command::Plot(args) => super::plots::plot_command(&args),
+        Command::Gallery(args) => super::plots::gallery(&args),
         Command::Bench(args) => match &args.scenario {
             Some(path) => bench_scenario(path, args.repeat),
             None => bench::run(&args, &mut |text| print(text)),
@@ -106,7 +110,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// Writes to stdout; a closed pipe (`| head`) ends output quietly.
-fn print(text: &str) -> Result<()> {
+pub(super) fn print(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::new(
@@ -117,7 +121,7 @@ fn print(text: &str) -> Result<()> {
     }
 }
 
-fn read(path: &Path) -> Result<String> {
+pub(super) fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|err| {
         CliError::new(
             ExitStatus::Io,
@@ -126,7 +130,7 @@ fn read(path: &Path) -> Result<String> {
     })
 }
 
-fn write(path: &Path, text: &str) -> Result<()> {
+pub(super) fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|err| {
         CliError::new(
             ExitStatus::Io,
@@ -136,12 +140,12 @@ fn write(path: &Path, text: &str) -> Result<()> {
 }
 
 /// A validated scenario with its graph loaded or generated.
-struct Loaded {
-    scenario: Scenario,
-    graph: Option<GraphData>,
+pub(super) struct Loaded {
+    pub(super) scenario: Scenario,
+    pub(super) graph: Option<GraphData>,
 }
 
-fn load_scenario(args: &ScenarioArgs) -> Result<Loaded> {
+pub(super) fn load_scenario(args: &ScenarioArgs) -> Result<Loaded> {
     let text = read(&args.scenario)?;
     let file = args.scenario.display().to_string();
     let base = args.scenario.parent().unwrap_or(Path::new("."));
@@ -186,7 +190,7 @@ fn load_dataset(scenario: &Scenario, dir: &Path) -> Result<Dataset> {
 }
 
 /// The scenario's own schedule, reading its schedule file if it names one.
-fn own_candidate(scenario: &Scenario) -> Result<Candidate> {
+pub(super) fn own_candidate(scenario: &Scenario) -> Result<Candidate> {
     let text = match &scenario.schedule.choice {
         ScheduleChoice::File(path) => Some((path.display().to_string(), read(path)?)),
         ScheduleChoice::Generated(_) | ScheduleChoice::GraphParallel => None,
@@ -199,7 +203,7 @@ fn own_candidate(scenario: &Scenario) -> Result<Candidate> {
 }
 
 /// Names the scenario file in front of a planning error.
-fn in_scenario(args: &ScenarioArgs) -> impl Fn(PlanError) -> CliError + '_ {
+pub(super) fn in_scenario(args: &ScenarioArgs) -> impl Fn(PlanError) -> CliError + '_ {
     move |err| {
         let mut cli = CliError::from(err);
         cli.message = format!("{}: {}", args.scenario.display(), cli.message);
@@ -264,7 +268,7 @@ fn validate(args: &ScenarioArgs) -> Result<()> {
 
 /// Fails with [`ExitStatus::DoesNotFit`] naming every device whose predicted peak exceeds its
 /// capacity, one line each, pointing at the device's entry in the scenario.
-fn check_fits(scenario: &Scenario, results: &[(&str, &report::Metrics)]) -> Result<()> {
+pub(super) fn check_fits(scenario: &Scenario, results: &[(&str, &report::Metrics)]) -> Result<()> {
     let mut lines = Vec::new();
     for (label, metrics) in results {
         for device in metrics.devices.iter().filter(|d| !d.fits()) {
@@ -409,7 +413,7 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
     }
 }
 
-fn to_json(doc: &impl serde::Serialize) -> Result<String> {
+pub(super) fn to_json(doc: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string_pretty(doc)
         .map(|mut s| {
             s.push('\n');
@@ -446,6 +450,9 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
         .collect();
     if let Some(path) = &args.trace {
         write(path, &chrome_trace::render(&predictions[0].trace))?;
+    }
+    if let Some(dir) = &args.plot {
+        super::plots::simulate_figures(dir, &scenario.name, &predictions, &metrics)?;
     }
     match args.format {
         ReportFormat::Json => {
@@ -746,6 +753,10 @@ fn train(args: &RunArgs) -> Result<()> {
     if let Some(path) = &args.trace {
         write(path, &chrome_trace::render(&result.traces[median]))?;
     }
+    if let Some(dir) = &args.plot {
+        let label = &prediction.label;
+        super::plots::run_figures(dir, &scenario.name, label, &result, median, metrics)?;
+    }
     let last = result.epochs.last().expect("at least one epoch ran");
     match args.format {
         ReportFormat::Json => {
@@ -898,6 +909,12 @@ fn compare(args: &CompareArgs) -> Result<()> {
             p.bytes as f64,
             Some(m.map_or(0.0, |m| m.bytes as f64)),
         ));
+    }
+    if let Some(dir) = &args.plot {
+        let point = |r: &CompareRow| (r.name.into(), r.device.clone(), r.predicted, r.measured);
+        let traces = [&run.prediction.trace, &run.result.traces[run.median]];
+        let points = rows.iter().map(point).collect();
+        super::plots::compare_figures(dir, &run.scenario.name, points, traces)?;
     }
     match args.format {
         ReportFormat::Json => print(&to_json(

@@ -4,6 +4,7 @@
 //! text and a dataset are passed in by the caller.
 
 mod gnn;
+pub mod search;
 
 use thiserror::Error;
 

@@ -268,3 +268,198 @@ impl<'a> ScheduleDoc<'a> {
         }
     }
 }
+
+/// A `--set` value as JSON: an integer, a float, `true`/`false`, `null`, or the text itself.
+pub fn set_value(text: &str) -> serde_json::Value {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<i64>() {
+        return n.into();
+    }
+    if let Some(n) = text
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+    {
+        return serde_json::Value::Number(n);
+    }
+    match text {
+        "true" => true.into(),
+        "false" => false.into(),
+        "null" | "~" => serde_json::Value::Null,
+        _ => text.into(),
+    }
+}
+
+/// `pipegnn sweep --format json`.
+#[derive(Debug, Serialize)]
+pub struct SweepDoc {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The swept `--set` keys with their values, first axis slowest.
+    pub axes: Vec<AxisDoc>,
+    /// One entry per point of the cross product, in order.
+    pub points: Vec<SweepPointDoc>,
+}
+
+/// One swept key.
+#[derive(Debug, Serialize)]
+pub struct AxisDoc {
+    /// The `--set` key, e.g. `schedule.chunks`.
+    pub key: String,
+    /// Its values in the order given.
+    pub values: Vec<serde_json::Value>,
+}
+
+/// The axis values of one point, as a JSON object in axis order.
+#[derive(Debug)]
+pub struct PointSet(pub Vec<(String, serde_json::Value)>);
+
+impl Serialize for PointSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// One point of a sweep: its figures (null where it could not be predicted) and its error.
+#[derive(Debug, Serialize)]
+pub struct SweepPointDoc {
+    /// The axis values.
+    pub set: PointSet,
+    /// Schedule name.
+    pub schedule: Option<String>,
+    /// Number of stages.
+    pub stages: Option<u32>,
+    /// Number of chunks.
+    pub chunks: Option<u32>,
+    /// Number of devices in the scenario.
+    pub devices: Option<u32>,
+    /// Epoch time.
+    pub epoch_time_s: Option<f64>,
+    /// Mean bubble fraction.
+    pub bubble_fraction: Option<f64>,
+    /// Bytes handed between devices.
+    pub communication_bytes: Option<u64>,
+    /// The largest peak over the devices.
+    pub peak_memory_bytes: Option<u64>,
+    /// Whether every device fits (false when the point failed).
+    pub fits: bool,
+    /// Why the point failed or does not fit, on one line.
+    pub error: Option<String>,
+}
+
+impl SweepPointDoc {
+    /// A point from its figures (if predicted) and its error.
+    pub fn new(
+        set: Vec<(String, serde_json::Value)>,
+        figures: Option<&crate::plan::search::Figures>,
+        error: Option<String>,
+    ) -> Self {
+        SweepPointDoc {
+            set: PointSet(set),
+            schedule: figures.map(|f| f.label.clone()),
+            stages: figures.map(|f| f.stages),
+            chunks: figures.map(|f| f.chunks),
+            devices: figures.map(|f| f.devices),
+            epoch_time_s: figures.map(|f| seconds(f.epoch_time_ns)),
+            bubble_fraction: figures.map(|f| f.bubble_fraction),
+            communication_bytes: figures.map(|f| f.communication_bytes),
+            peak_memory_bytes: figures.map(|f| f.peak_memory_bytes),
+            fits: figures.is_some_and(|f| f.fits()),
+            error,
+        }
+    }
+}
+
+/// `pipegnn plan --format json`.
+#[derive(Debug, Serialize)]
+pub struct PlanDoc {
+    /// The scenario's name.
+    pub scenario: String,
+    /// Configurations tried.
+    pub configurations: usize,
+    /// The best fitting configurations, the choice first.
+    pub best: Vec<PlanEntryDoc>,
+    /// Why the others lost.
+    pub rejected: RejectedDoc,
+    /// Each configuration that does not fit, with its first device over capacity.
+    pub does_not_fit: Vec<PlanOverflowDoc>,
+}
+
+/// One configuration of a plan.
+#[derive(Debug, Serialize)]
+pub struct PlanEntryDoc {
+    /// Schedule name.
+    pub schedule: String,
+    /// Stage split (`auto`, `1+2`, `-`).
+    pub split: String,
+    /// Number of stages.
+    pub stages: u32,
+    /// Number of chunks.
+    pub chunks: u32,
+    /// Number of devices.
+    pub devices: u32,
+    /// Epoch time.
+    pub epoch_time_s: f64,
+    /// Mean bubble fraction.
+    pub bubble_fraction: f64,
+    /// Bytes handed between devices.
+    pub communication_bytes: u64,
+    /// The largest peak over the devices.
+    pub peak_memory_bytes: u64,
+}
+
+impl PlanEntryDoc {
+    /// The entry of one predicted configuration.
+    pub fn new(split: String, f: &crate::plan::search::Figures) -> Self {
+        PlanEntryDoc {
+            schedule: f.label.clone(),
+            split,
+            stages: f.stages,
+            chunks: f.chunks,
+            devices: f.devices,
+            epoch_time_s: seconds(f.epoch_time_ns),
+            bubble_fraction: f.bubble_fraction,
+            communication_bytes: f.communication_bytes,
+            peak_memory_bytes: f.peak_memory_bytes,
+        }
+    }
+}
+
+/// Counts of rejected configurations by reason.
+#[derive(Debug, Serialize)]
+pub struct RejectedDoc {
+    /// A device's peak exceeds its capacity.
+    pub does_not_fit: usize,
+    /// More than 1% slower than the fastest.
+    pub slower: usize,
+    /// Within 1% of the fastest but on more devices than the choice.
+    pub more_devices: usize,
+    /// Within 1% of the fastest on as few devices, below the shown ones.
+    pub close: usize,
+    /// The scenario rejects the configuration.
+    pub invalid: usize,
+}
+
+/// A configuration that does not fit.
+#[derive(Debug, Serialize)]
+pub struct PlanOverflowDoc {
+    /// Schedule name.
+    pub schedule: String,
+    /// Stage split.
+    pub split: String,
+    /// Number of chunks.
+    pub chunks: u32,
+    /// Number of devices.
+    pub devices: u32,
+    /// The device over capacity.
+    pub device: String,
+    /// Its predicted peak.
+    pub peak_memory_bytes: u64,
+    /// Its capacity.
+    pub capacity_bytes: u64,
+}

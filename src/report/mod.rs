@@ -1,4 +1,5 @@
-//! Reports computed from traces: metrics, tables, JSON, Chrome/Perfetto traces, ASCII timelines.
+//! Reports computed from traces: metrics, tables, JSON, Chrome/Perfetto traces, ASCII timelines,
+//! plots (SVG and PNG).
 //!
 //! **Architecture Invariant:** reports read [`crate::trace::Trace`] values (and the schedule that
 //! produced them), never the simulator or the executor, so predicted and measured traces are
@@ -7,6 +8,7 @@
 pub mod chrome_trace;
 pub mod json;
 pub mod metrics;
+pub mod plot;
 pub mod table;
 pub mod timeline;
 

@@ -1,0 +1,291 @@
+//! `pipegnn plan`: searches schedules x chunk counts x device counts x stage splits for the
+//! fastest configuration that fits every device's memory (`plan::search` ranks them).
+//!
+//! The graph is loaded once; each configuration re-validates the scenario with its overrides
+//! and predicts on that graph, in parallel; the output order does not depend on the threads.
+
+use rayon::prelude::*;
+
+use super::run::{
+    load_scenario, own_candidate, print, read, to_json, CliError, ExitStatus, Loaded, Result,
+};
+use super::sweep::one_line;
+use super::{PlanArgs, ReportFormat};
+use crate::plan::search::{self, Evaluation, Figures, PlanPoint};
+use crate::plan::{self, GraphData};
+use crate::report::{self, json};
+use crate::scenario::{self, Workload};
+use crate::units;
+
+/// The schedule kinds the planner knows.
+const KINDS: [&str; 4] = ["gpipe", "1f1b", "gnnpipe", "graph_parallel"];
+
+/// How many does-not-fit examples the table lists.
+const MAX_EXAMPLES: usize = 10;
+
+fn invalid(message: String) -> CliError {
+    CliError::new(ExitStatus::InvalidInput, message)
+}
+
+fn parse_chunks(text: &str) -> Result<Vec<u32>> {
+    let mut chunks = Vec::new();
+    for part in text.split(',') {
+        match part.trim().parse::<u32>() {
+            Ok(c) if c >= 1 => {
+                if !chunks.contains(&c) {
+                    chunks.push(c);
+                }
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "--chunks: `{}` is not a chunk count (write e.g. 1,2,4,8)",
+                    part.trim()
+                )))
+            }
+        }
+    }
+    Ok(chunks)
+}
+
+fn parse_schedules(text: &str) -> Result<Vec<String>> {
+    let mut schedules = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        if !KINDS.contains(&part) {
+            return Err(invalid(format!(
+                "--schedules: unknown schedule `{part}` (expected gpipe, 1f1b, gnnpipe or graph_parallel)"
+            )));
+        }
+        if !schedules.iter().any(|s| s == part) {
+            schedules.push(part.to_string());
+        }
+    }
+    Ok(schedules)
+}
+
+/// Validates the scenario with the point's overrides and predicts it on the shared graph.
+fn evaluate(
+    file: &str,
+    text: &str,
+    base_dir: &std::path::Path,
+    user: &[String],
+    graph: Option<&GraphData>,
+    point: &PlanPoint,
+) -> std::result::Result<Figures, String> {
+    let mut sets = user.to_vec();
+    sets.extend(point.overrides());
+    let scenario = scenario::parse_scenario(file, text, &sets, base_dir)
+        .map_err(|d| one_line(&d.to_string()))?;
+    let candidate = own_candidate(&scenario).map_err(|e| one_line(&e.message))?;
+    let prediction = plan::predict(&scenario, graph, &candidate)
+        .map_err(|e| one_line(&format!("{file}: {e}")))?;
+    let metrics = report::compute(&prediction.trace);
+    Ok(Figures::new(
+        &prediction.label,
+        prediction.schedule.n_stages(),
+        prediction.schedule.n_chunks(),
+        scenario.devices.len() as u32,
+        &metrics,
+    ))
+}
+
+/// `pipegnn plan`.
+pub(super) fn run(args: &PlanArgs) -> Result<()> {
+    let Loaded { scenario, graph } = load_scenario(&args.scenario)?;
+    let chunks = parse_chunks(&args.chunks)?;
+    let n_layers = match &scenario.workload {
+        Workload::Gnn(spec) => Some(spec.layers.len()),
+        Workload::Explicit(_) => None,
+    };
+    let schedules = match &args.schedules {
+        Some(text) => parse_schedules(text)?,
+        None if n_layers.is_some() => KINDS.iter().map(|s| s.to_string()).collect(),
+        None => vec!["gpipe".into(), "1f1b".into()],
+    };
+    if n_layers.is_none() && schedules.iter().any(|s| s == "graph_parallel") {
+        return Err(invalid(
+            "--schedules: graph_parallel needs a GNN workload (`graph` and `model`)".into(),
+        ));
+    }
+    let max_devices = args
+        .max_devices
+        .unwrap_or(scenario.devices.len() as u32)
+        .max(1);
+    let points = search::search_space(&schedules, &chunks, max_devices, n_layers);
+    let path = &args.scenario.scenario;
+    let text = read(path)?;
+    let file = path.display().to_string();
+    let base_dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let evaluations: Vec<Evaluation> = points
+        .par_iter()
+        .map(|point| Evaluation {
+            point: point.clone(),
+            result: evaluate(
+                &file,
+                &text,
+                base_dir,
+                &args.scenario.overrides,
+                graph.as_ref(),
+                point,
+            ),
+        })
+        .collect();
+    let ranking = search::rank(&evaluations, args.top);
+    let figures = |i: usize| {
+        evaluations[i]
+            .result
+            .as_ref()
+            .expect("ranked configurations were predicted")
+    };
+    let split_of = |i: usize| evaluations[i].point.split.label();
+    match args.format {
+        ReportFormat::Json => {
+            let doc = json::PlanDoc {
+                scenario: scenario.name.clone(),
+                configurations: evaluations.len(),
+                best: ranking
+                    .shown
+                    .iter()
+                    .map(|&i| json::PlanEntryDoc::new(split_of(i), figures(i)))
+                    .collect(),
+                rejected: json::RejectedDoc {
+                    does_not_fit: ranking.does_not_fit.len(),
+                    slower: ranking.slower,
+                    more_devices: ranking.more_devices,
+                    close: ranking.close,
+                    invalid: ranking.invalid.len(),
+                },
+                does_not_fit: ranking
+                    .does_not_fit
+                    .iter()
+                    .map(|&i| {
+                        let f = figures(i);
+                        let over = &f.over[0];
+                        json::PlanOverflowDoc {
+                            schedule: f.label.clone(),
+                            split: split_of(i),
+                            chunks: f.chunks,
+                            devices: f.devices,
+                            device: over.device.clone(),
+                            peak_memory_bytes: over.peak_bytes,
+                            capacity_bytes: over.capacity_bytes,
+                        }
+                    })
+                    .collect(),
+            };
+            print(&to_json(&doc)?)?;
+        }
+        ReportFormat::Table => {
+            let mut out = format!(
+                "plan for {}: {} configurations ({} x chunks {} x 1..={max_devices} devices x stage splits)\n\n",
+                scenario.name,
+                evaluations.len(),
+                schedules.join("/"),
+                chunks
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            );
+            if !ranking.shown.is_empty() {
+                out.push_str(&format!(
+                    "{:>4}  {:<20} {:>7} {:>6} {:>7} {:>10} {:>7} {:>13} {:>11}\n",
+                    "rank",
+                    "schedule",
+                    "split",
+                    "chunks",
+                    "devices",
+                    "epoch time",
+                    "bubble",
+                    "communication",
+                    "peak memory"
+                ));
+                for (n, &i) in ranking.shown.iter().enumerate() {
+                    let f = figures(i);
+                    out.push_str(&format!(
+                        "{:>4}  {:<20} {:>7} {:>6} {:>7} {:>10} {:>6.1}% {:>13} {:>11}\n",
+                        n + 1,
+                        f.label,
+                        split_of(i),
+                        f.chunks,
+                        f.devices,
+                        units::format_duration_ns(f.epoch_time_ns),
+                        f.bubble_fraction * 100.0,
+                        units::format_bytes(f.communication_bytes),
+                        units::format_bytes(f.peak_memory_bytes),
+                    ));
+                }
+                out.push('\n');
+            }
+            out.push_str(&format!(
+                "rejected: {} do not fit, {} slower (more than 1% behind the fastest), {} need more devices for the same time (within 1%), {} close behind, {} invalid for the scenario\n",
+                ranking.does_not_fit.len(),
+                ranking.slower,
+                ranking.more_devices,
+                ranking.close,
+                ranking.invalid.len(),
+            ));
+            for &i in ranking.does_not_fit.iter().take(MAX_EXAMPLES) {
+                let f = figures(i);
+                let over = &f.over[0];
+                out.push_str(&format!(
+                    "does not fit: {} split {} chunks {} devices {}: {} needs {} ({} B) but has {} ({} B)\n",
+                    f.label,
+                    split_of(i),
+                    f.chunks,
+                    f.devices,
+                    over.device,
+                    units::format_bytes(over.peak_bytes),
+                    over.peak_bytes,
+                    units::format_bytes(over.capacity_bytes),
+                    over.capacity_bytes,
+                ));
+            }
+            if ranking.does_not_fit.len() > MAX_EXAMPLES {
+                out.push_str(&format!(
+                    "does not fit: ... and {} more\n",
+                    ranking.does_not_fit.len() - MAX_EXAMPLES
+                ));
+            }
+            if let Some(&i) = ranking.invalid.first() {
+                if let Err(why) = &evaluations[i].result {
+                    out.push_str(&format!("invalid, e.g.: {why}\n"));
+                }
+            }
+            print(&out)?;
+        }
+    }
+    if ranking.choice().is_some() {
+        return Ok(());
+    }
+    if ranking.does_not_fit.is_empty() {
+        let why = ranking
+            .invalid
+            .first()
+            .and_then(|&i| evaluations[i].result.as_ref().err().cloned())
+            .unwrap_or_else(|| "no configurations to try".into());
+        return Err(invalid(format!(
+            "{file}: no configuration is valid for the scenario, e.g.: {why}"
+        )));
+    }
+    Err(CliError::new(
+        ExitStatus::DoesNotFit,
+        format!(
+            "{file}: no configuration fits the devices' memory ({} do not fit, {} invalid; try more devices with --max-devices, more chunks, or larger devices)",
+            ranking.does_not_fit.len(),
+            ranking.invalid.len()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_parse() {
+        assert_eq!(parse_chunks("1, 2,4,2").unwrap(), vec![1, 2, 4]);
+        assert!(parse_chunks("1,x").is_err());
+        assert!(parse_chunks("0").is_err());
+        assert!(parse_schedules("gpipe,bogus").is_err());
+    }
+}
