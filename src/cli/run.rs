@@ -829,6 +829,29 @@ fn calibrate(args: &CalibrateArgs) -> Result<()> {
     ))
 }
 
+/// Without a profile, one run serves both: after a warm-up epoch, the even epochs make the
+/// profile and the odd ones are measured (their median epoch), so the prediction never sees
+/// the epochs it is held against, and both halves share the machine's state.
+fn self_calibrated(args: &ScenarioArgs, epochs: u32) -> Result<(Executed, report::Metrics)> {
+    let mut run = execute(args, Some(2 * epochs.max(1) + 1), false, None, None)?;
+    let (profiled, measured): (Vec<usize>, Vec<usize>) =
+        (1..run.result.traces.len()).partition(|i| i % 2 == 1);
+    let traces: Vec<crate::trace::Trace> = profiled
+        .iter()
+        .map(|&i| run.result.traces[i].clone())
+        .collect();
+    let profile = Profile::from_traces(&run.scenario.name, &run.prediction.label, &traces);
+    let Loaded { scenario, graph } = load_scenario(args)?;
+    let candidate = own_candidate(&scenario)?;
+    run.prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, Some(&profile))
+        .map_err(in_scenario(args))?;
+    let mut order = measured;
+    order.sort_by_key(|&i| run.metrics_of[i].epoch_time_ns);
+    run.median = order[order.len() / 2];
+    let metrics = run.metrics_of[run.median].clone();
+    Ok((run, metrics))
+}
+
 /// One predicted-against-measured figure.
 #[derive(serde::Serialize)]
 struct CompareRow {
@@ -856,21 +879,25 @@ fn row(
 }
 
 fn compare(args: &CompareArgs) -> Result<()> {
-    let profile = match &args.profile {
-        Some(path) => Profile::parse(&read(path)?).map_err(|e| {
-            CliError::new(ExitStatus::InvalidInput, format!("{}: {e}", path.display()))
-        })?,
-        None => measure_profile(&args.scenario, 21)?,
+    let (run, measured) = match &args.profile {
+        Some(path) => {
+            let profile = Profile::parse(&read(path)?).map_err(|e| {
+                CliError::new(ExitStatus::InvalidInput, format!("{}: {e}", path.display()))
+            })?;
+            let run = execute(
+                &args.scenario,
+                Some(args.epochs),
+                false,
+                Some(&profile),
+                None,
+            )?;
+            let measured = run.metrics_of[run.median].clone();
+            (run, measured)
+        }
+        None => self_calibrated(&args.scenario, args.epochs)?,
     };
-    let run = execute(
-        &args.scenario,
-        Some(args.epochs),
-        false,
-        Some(&profile),
-        None,
-    )?;
     let predicted = report::compute(&run.prediction.trace);
-    let measured = &run.metrics_of[run.median];
+    let measured = &measured;
     let mut rows = vec![row(
         "epoch_time_s",
         None,

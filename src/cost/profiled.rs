@@ -5,7 +5,9 @@
 //! "ops": [{"op": "F", "chunk": 0, "stage": 1, "ns": 123456}, ...], "handoff_ns": 25000}`, one
 //! entry per op with its median duration over the measured epochs, and the median time from a
 //! hand-off's arrival to the start of the op waiting for it (the receiving worker's wake-up: on
-//! one machine without link emulation it is what a hand-off costs beyond the link). Where the
+//! one machine without link emulation it is what a hand-off costs beyond the link), and
+//! `"gap_ns"`, the median time a worker spends between two ops when the second has its inputs
+//! (added to every profiled op's duration). Where the
 //! run measured memory, forward ops also carry `"stash_bytes"` (what the forward left for its
 //! backward, its received input included) and `"workspace": [{"op", "chunk", "stage",
 //! "bytes"}]` gives, per device (named by the first op of its list), the most workspace it
@@ -31,6 +33,9 @@ pub struct Profile {
     pub ops: BTreeMap<Op, u64>,
     /// Median delay from a hand-off's arrival to the start of the op that waited for it.
     pub handoff_ns: Option<u64>,
+    /// Median gap between two ops of a device when the second had its inputs: the worker's
+    /// own time between ops, added to every op's duration.
+    pub gap_ns: u64,
     /// Median measured stash of each forward.
     pub stash: BTreeMap<Op, u64>,
     /// Largest workspace of each device, keyed by the first op of its list.
@@ -43,6 +48,7 @@ impl Profile {
     pub fn from_traces(scenario: &str, schedule: &str, traces: &[Trace]) -> Self {
         let mut samples: BTreeMap<Op, Vec<u64>> = BTreeMap::new();
         let mut delays = Vec::new();
+        let mut gaps = Vec::new();
         for trace in traces {
             let mut on_device: BTreeMap<u32, Vec<&crate::trace::Span>> = BTreeMap::new();
             for span in &trace.spans {
@@ -58,6 +64,36 @@ impl Profile {
             }
             for spans in on_device.values_mut() {
                 spans.sort_by_key(|s| s.start_ns);
+            }
+            // When each op's last input arrived.
+            let mut ready: BTreeMap<(OpKind, u32, u32, u32), u64> = BTreeMap::new();
+            for transfer in trace.spans.iter().filter(|s| s.hop == 0) {
+                if let SpanKind::Transfer(payload) = transfer.kind {
+                    let kind = match payload {
+                        crate::schedule::lower::Payload::Activation => OpKind::Forward,
+                        crate::schedule::lower::Payload::Gradient => OpKind::Backward,
+                        crate::schedule::lower::Payload::Weights => OpKind::Optimizer,
+                    };
+                    let key = (kind, transfer.chunk, transfer.stage, transfer.device);
+                    let at = ready.entry(key).or_default();
+                    *at = (*at).max(transfer.end_ns);
+                }
+            }
+            // The gap between two ops of a device when the second did not wait for data: what
+            // the worker spends between ops.
+            for (&device, spans) in &on_device {
+                for pair in spans.windows(2) {
+                    let SpanKind::Compute(kind) = pair[1].kind else {
+                        continue;
+                    };
+                    let arrived = ready
+                        .get(&(kind, pair[1].chunk, pair[1].stage, device))
+                        .copied()
+                        .unwrap_or(0);
+                    if arrived <= pair[0].end_ns && pair[1].start_ns >= pair[0].end_ns {
+                        gaps.push(pair[1].start_ns - pair[0].end_ns);
+                    }
+                }
             }
             for transfer in trace.spans.iter().filter(|s| s.hop == 0) {
                 let SpanKind::Transfer(payload) = transfer.kind else {
@@ -86,6 +122,7 @@ impl Profile {
             }
         }
         delays.sort_unstable();
+        gaps.sort_unstable();
         let (stash, workspace) = memory_profile(traces);
         Profile {
             scenario: scenario.to_string(),
@@ -98,6 +135,7 @@ impl Profile {
                 })
                 .collect(),
             handoff_ns: (!delays.is_empty()).then(|| delays[delays.len() / 2]),
+            gap_ns: gaps.get(gaps.len() / 2).copied().unwrap_or(0),
             stash,
             workspace,
         }
@@ -122,7 +160,7 @@ impl Profile {
             .iter()
             .map(|(op, bytes)| json!({"op": op.kind.code(), "chunk": op.chunk, "stage": op.stage, "bytes": bytes}))
             .collect();
-        let doc = json!({"format": "pipegnn-profile v1", "scenario": self.scenario, "schedule": self.schedule, "ops": ops, "handoff_ns": self.handoff_ns, "workspace": workspace});
+        let doc = json!({"format": "pipegnn-profile v1", "scenario": self.scenario, "schedule": self.schedule, "ops": ops, "handoff_ns": self.handoff_ns, "gap_ns": self.gap_ns, "workspace": workspace});
         serde_json::to_string_pretty(&doc).expect("a JSON value always serializes") + "\n"
     }
 
@@ -188,11 +226,18 @@ impl Profile {
                     .ok_or("`handoff_ns` is not a non-negative integer")?,
             ),
         };
+        let gap_ns = match &doc["gap_ns"] {
+            Value::Null => 0,
+            value => value
+                .as_u64()
+                .ok_or("`gap_ns` is not a non-negative integer")?,
+        };
         Ok(Profile {
             scenario: text_of("scenario")?,
             schedule: text_of("schedule")?,
             ops,
             handoff_ns,
+            gap_ns,
             stash,
             workspace,
         })
@@ -210,11 +255,10 @@ pub struct ProfiledCost<'a> {
 
 impl CostModel for ProfiledCost<'_> {
     fn op_ns(&self, op: Op) -> u64 {
-        self.profile
-            .ops
-            .get(&op)
-            .copied()
-            .unwrap_or_else(|| self.fallback.op_ns(op))
+        match self.profile.ops.get(&op) {
+            Some(&ns) => ns + self.profile.gap_ns,
+            None => self.fallback.op_ns(op),
+        }
     }
 
     fn handoff_bytes(&self, handoff: &Handoff) -> u64 {
@@ -349,6 +393,7 @@ mod tests {
             schedule: "gpipe-drop".into(),
             ops: BTreeMap::new(),
             handoff_ns: Some(20_000),
+            gap_ns: 1_500,
             stash: BTreeMap::from([(Op::forward(3, 1), 4096)]),
             workspace: BTreeMap::from([(Op::forward(0, 1), 1 << 20)]),
         };
