@@ -284,6 +284,10 @@ pub struct SweepArgs {
     /// Write the output to this file instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Also draw the sweep's figures (bubble against chunks, epoch time against devices) as SVG
+    /// into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
 }
 
 /// `pipegnn plan`.

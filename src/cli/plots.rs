@@ -74,6 +74,13 @@ pub(super) fn plot_command(args: &PlotArgs) -> Result<()> {
     ))
 }
 
+/// `sweep --plot DIR`: the figures of the sweep's JSON document.
+pub(super) fn sweep_figures(dir: &Path, sweep_json: &str) -> Result<()> {
+    let figures = plot::figures_from_documents(&[("sweep", sweep_json)])
+        .map_err(|e| CliError::new(ExitStatus::InvalidInput, e))?;
+    write_figures(dir, &figures, false)
+}
+
 /// `simulate --plot DIR`: each schedule's timeline and memory bars.
 pub(super) fn simulate_figures(
     dir: &Path,

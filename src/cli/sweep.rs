@@ -234,32 +234,34 @@ pub(super) fn run(args: &SweepArgs) -> Result<()> {
                 .map(|(raw, _)| raw.name)
         })
         .unwrap_or_else(|| file.clone());
+    let doc = json::SweepDoc {
+        scenario: name,
+        axes: axes
+            .iter()
+            .map(|a| json::AxisDoc {
+                key: a.key.clone(),
+                values: a.values.iter().map(|v| json::set_value(v)).collect(),
+            })
+            .collect(),
+        points: combos
+            .iter()
+            .zip(&outcomes)
+            .map(|(choice, o)| {
+                let set = axes
+                    .iter()
+                    .zip(choice)
+                    .map(|(a, &i)| (a.key.clone(), json::set_value(&a.values[i])))
+                    .collect();
+                json::SweepPointDoc::new(set, o.figures.as_ref(), o.error.clone())
+            })
+            .collect(),
+    };
+    let json_text = to_json(&doc)?;
+    if let Some(dir) = &args.plot {
+        super::plots::sweep_figures(dir, &json_text)?;
+    }
     let rendered = match args.format {
-        SweepFormat::Json => {
-            let doc = json::SweepDoc {
-                scenario: name,
-                axes: axes
-                    .iter()
-                    .map(|a| json::AxisDoc {
-                        key: a.key.clone(),
-                        values: a.values.iter().map(|v| json::set_value(v)).collect(),
-                    })
-                    .collect(),
-                points: combos
-                    .iter()
-                    .zip(&outcomes)
-                    .map(|(choice, o)| {
-                        let set = axes
-                            .iter()
-                            .zip(choice)
-                            .map(|(a, &i)| (a.key.clone(), json::set_value(&a.values[i])))
-                            .collect();
-                        json::SweepPointDoc::new(set, o.figures.as_ref(), o.error.clone())
-                    })
-                    .collect(),
-            };
-            to_json(&doc)?
-        }
+        SweepFormat::Json => json_text,
         SweepFormat::Csv => {
             let mut out = String::new();
             let header: Vec<String> = axes

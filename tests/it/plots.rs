@@ -308,3 +308,25 @@ fn simulate_plot_writes_a_timeline_and_memory_bars_per_schedule() {
         }
     }
 }
+
+#[test]
+fn sweep_plot_draws_bubble_against_chunks_and_epoch_time_against_devices() {
+    let dir = scratch("sweep-plot");
+    let out = pipegnn(&[
+        "sweep",
+        "scenarios/explicit-pipeline.yaml",
+        "--set",
+        "schedule.chunks=1,2,4",
+        "--set",
+        "schedule.kind=gpipe,1f1b",
+        "--set",
+        "devices.0.count=4,8",
+        "--plot",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for figure in ["sweep-bubble-vs-chunks", "sweep-epoch-vs-devices"] {
+        let path = dir.join(format!("{figure}.svg"));
+        assert_svg(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+    }
+}
