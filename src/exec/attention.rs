@@ -247,11 +247,12 @@ fn blocks(offsets: &[usize], work: usize, threads: usize) -> Vec<usize> {
     bounds
 }
 
-/// Runs `body(first_row, end_row, out_block)` over the blocks `bounds` delimits, each on a
-/// thread of its own when there are several. Block rows `a..b` own `out[start(a)..start(b)]`.
+/// Runs `body(first_row, end_row, out_block)` over the blocks `bounds` delimits, each a task of
+/// the calling thread's rayon pool (a stage worker's own) when there are several. Block rows
+/// `a..b` own `out[start(a)..start(b)]`.
 fn run_blocks<S, F>(bounds: &[usize], out: &mut [f32], start: S, body: F)
 where
-    S: Fn(usize) -> usize,
+    S: Fn(usize) -> usize + Sync,
     F: Fn(usize, usize, &mut [f32]) + Sync,
 {
     if let [first, end] = *bounds {
@@ -259,13 +260,13 @@ where
         return;
     }
     let body = &body;
-    std::thread::scope(|scope| {
+    rayon::scope(|scope| {
         let mut rest = out;
         for pair in bounds.windows(2) {
             let (mine, tail) = rest.split_at_mut(start(pair[1]) - start(pair[0]));
             rest = tail;
             let (first, end) = (pair[0], pair[1]);
-            scope.spawn(move || body(first, end, mine));
+            scope.spawn(move |_| body(first, end, mine));
         }
     });
 }

@@ -85,13 +85,15 @@ impl Csr {
             }
         }
         bounds.push(self.rows);
-        std::thread::scope(|scope| {
+        // Tasks of the calling thread's rayon pool (a stage worker's own): no thread is created
+        // per product.
+        rayon::scope(|scope| {
             let mut rest = out.as_mut_slice();
             for pair in bounds.windows(2) {
                 let (mine, tail) = rest.split_at_mut((pair[1] - pair[0]) * width);
                 rest = tail;
                 let first = pair[0];
-                scope.spawn(move || self.multiply_rows(x, width, first, mine));
+                scope.spawn(move |_| self.multiply_rows(x, width, first, mine));
             }
         });
         out
