@@ -724,6 +724,22 @@ fn execute(
             format!("{}: {err}", args.scenario.display()),
         )
     })?;
+    // Every measured epoch must have run the schedule as written: the executor's contract.
+    for (epoch, trace) in result.traces.iter().enumerate() {
+        let problems =
+            report::order::violations(&prediction.schedule, &prediction.placement, trace);
+        if let Some(first) = problems.first() {
+            return Err(CliError::new(
+                ExitStatus::Internal,
+                format!(
+                    "{}: epoch {} did not run the schedule as written ({} problems), first: {first}",
+                    args.scenario.display(),
+                    epoch + 1,
+                    problems.len()
+                ),
+            ));
+        }
+    }
     // The epoch whose time is the median (the first epoch warms caches up and is left out when
     // there are others) stands for the run.
     let mut order: Vec<usize> = (0..result.traces.len()).collect();

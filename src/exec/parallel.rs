@@ -281,16 +281,19 @@ pub(super) fn work(
                         sends.push((Payload::Gradient, Op::backward(*q, op.stage - 1), g));
                     }
                     if l == 0 {
-                        post(&board, device, grads.clone().unwrap_or_default());
+                        // Stamped before posting: a replica may take its step as soon as the
+                        // gradients are posted.
+                        let posted = ns(Instant::now());
                         if n_parts > 1 {
                             spans.push(allreduce_span(
                                 input,
                                 device,
                                 (device + 1) % n_parts,
                                 allreduce_bytes,
-                                ns(Instant::now()),
+                                posted,
                             ));
                         }
+                        post(&board, device, grads.clone().unwrap_or_default());
                     }
                 }
                 OpKind::Optimizer => {

@@ -8,6 +8,7 @@
 pub mod chrome_trace;
 pub mod json;
 pub mod metrics;
+pub mod order;
 pub mod plot;
 pub mod table;
 pub mod timeline;

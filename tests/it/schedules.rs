@@ -241,6 +241,10 @@ proptest! {
             let schedule = generator.generate(n_stages as u32, n_chunks).unwrap();
             let trace = simulate_with(&schedule, &costs, None);
             assert_trace_respects_schedule(&schedule, &trace);
+            // The library's checker (which `pipegnn run` holds every measured epoch to) agrees.
+            let placement: Vec<usize> = (0..schedule.n_devices()).collect();
+            let problems = report::order::violations(&schedule, &placement, &trace);
+            prop_assert!(problems.is_empty(), "{:?}", problems);
             let metrics = report::compute(&trace);
             prop_assert_eq!(metrics.epoch_time_ns, oracle_makespan(&schedule, &costs));
             let busiest = (0..n_stages)
@@ -352,4 +356,39 @@ fn gnnpipe_exact_backward_with_1f1b_order_is_refused() {
         ..knobs
     };
     assert!(check(&Generator::GnnPipe(gpipe_order).generate(2, 4).unwrap()).is_ok());
+}
+
+#[test]
+fn the_trace_checker_finds_ops_out_of_order_and_before_their_data() {
+    let schedule = Generator::OneFOneB.generate(2, 4).unwrap();
+    let trace = simulate_with(&schedule, &StageCosts::uniform(2, 100, 200), None);
+    let placement = vec![0, 1];
+    assert!(report::order::violations(&schedule, &placement, &trace).is_empty());
+    // F(1,1) moved to before F(1,0) has ended: it runs ahead of its data.
+    let mut early = trace.clone();
+    let span = early
+        .spans
+        .iter_mut()
+        .find(|s| s.kind == SpanKind::Compute(OpKind::Forward) && s.chunk == 1 && s.stage == 1)
+        .unwrap();
+    let length = span.end_ns - span.start_ns;
+    span.start_ns = 0;
+    span.end_ns = length;
+    let problems = report::order::violations(&schedule, &placement, &early);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("F(1,1) started at 0 ns, before the data of F(1,0)")),
+        "{problems:?}"
+    );
+    // A missing op is reported.
+    let mut missing = trace.clone();
+    missing.spans.retain(|s| {
+        !(s.kind == SpanKind::Compute(OpKind::Backward) && s.chunk == 3 && s.stage == 0)
+    });
+    let problems = report::order::violations(&schedule, &placement, &missing);
+    assert!(
+        problems.iter().any(|p| p == "B(3,0) did not run"),
+        "{problems:?}"
+    );
 }
