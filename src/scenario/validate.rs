@@ -141,6 +141,7 @@ impl Ctx<'_> {
             &raw.schedule,
             devices.as_deref(),
             workload.as_ref(),
+            raw.graph.is_some() && raw.model.is_some(),
             base_dir,
         );
         if let (Some(Workload::Gnn(_)), Some(devices)) = (&workload, &devices) {
@@ -622,12 +623,15 @@ impl Ctx<'_> {
         raw: &RawSchedule,
         devices: Option<&[Device]>,
         workload: Option<&Workload>,
+        gnn_declared: bool,
         base_dir: &Path,
     ) -> Option<ScheduleSpec> {
         let path = root().key("schedule");
         let mut ok = true;
         let kind = raw.kind.as_deref();
-        let gnn = matches!(workload, Some(Workload::Gnn(_)));
+        // A GNN workload that failed validation is still a GNN workload for these checks, so
+        // one bad layer does not also make every GNN field "not apply".
+        let gnn = workload.map_or(gnn_declared, |w| matches!(w, Workload::Gnn(_)));
         let mut only = |ctx: &mut Self, field: &str, set: bool, allowed: bool, rule: &str| {
             if set && !allowed {
                 ctx.error(path.key(field), format!("only applies to {rule}"));

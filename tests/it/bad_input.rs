@@ -453,3 +453,13 @@ fn graph_parallelism_refuses_a_halo_rule() {
         "{err}"
     );
 }
+
+#[test]
+fn a_bad_layer_does_not_make_gnn_fields_look_misplaced() {
+    // cora-gpipe-drop.yaml sets `schedule.halo`, which only GNN workloads take: a bad layer
+    // must be the one error, not also "halo only applies to GNN workloads".
+    let path = root().join("scenarios/cora-gpipe-drop.yaml");
+    let err = rejected_path(&path, &["--set", "model.layers.0.out=0"], INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(err.contains("model.layers[0].out"), "{err}");
+}
