@@ -17,7 +17,8 @@ use super::data::ChunkPlan;
 use super::layers::{cross_entropy, StageInput, Training};
 use super::optim::{Adam, AdamConfig};
 use super::runner::{
-    compute_span, grad_of, send, EpochReport, ExecInput, Inbox, Ledger, Message, Shared,
+    accumulate, bytes_of, compute_span, grad_of, send, EpochReport, ExecInput, Inbox, Ledger,
+    Message, Shared,
 };
 use crate::gnn::Halo;
 use crate::schedule::lower::Payload;
@@ -247,19 +248,10 @@ pub(super) fn work(
                         Some(g) => (&record.out * g.detach())?.sum_all()?,
                     };
                     let store = objective.backward()?;
-                    let vars = model.vars();
                     let first = grads.is_none();
-                    let mut summed = grads.take().unwrap_or_default();
-                    for (i, var) in vars.iter().enumerate() {
-                        let g = grad_of(&store, var)?;
-                        if summed.len() <= i {
-                            summed.push(g);
-                        } else {
-                            summed[i] = (&summed[i] + g)?;
-                        }
-                    }
+                    let summed = accumulate(grads.take(), &store, &model.vars())?;
                     if first {
-                        let bytes: i64 = summed.iter().map(|t| (t.elem_count() * 4) as i64).sum();
+                        let bytes = bytes_of(&summed);
                         ledger.change(ns(Instant::now()), MemoryCategory::Gradients, bytes);
                     }
                     grads = Some(summed);
@@ -302,7 +294,7 @@ pub(super) fn work(
                     ledger.sample(ns(began));
                     adam.step(&summed)?;
                     if let Some(g) = grads.take() {
-                        let bytes: i64 = g.iter().map(|t| (t.elem_count() * 4) as i64).sum();
+                        let bytes = bytes_of(&g);
                         ledger.change(ns(Instant::now()), MemoryCategory::Gradients, -bytes);
                     }
                 }

@@ -878,6 +878,33 @@ pub(super) fn grad_of(
     }
 }
 
+/// `summed` (none before the first backward since a step) plus each variable's gradient in
+/// `store`.
+pub(super) fn accumulate(
+    summed: Option<Vec<Tensor>>,
+    store: &candle_core::backprop::GradStore,
+    vars: &[Var],
+) -> candle_core::Result<Vec<Tensor>> {
+    let mut summed = summed.unwrap_or_default();
+    for (i, var) in vars.iter().enumerate() {
+        let g = grad_of(store, var)?;
+        if summed.len() <= i {
+            summed.push(g);
+        } else {
+            summed[i] = (&summed[i] + g)?;
+        }
+    }
+    Ok(summed)
+}
+
+/// Bytes of f32 tensors.
+pub(super) fn bytes_of<'t>(tensors: impl IntoIterator<Item = &'t Tensor>) -> i64 {
+    tensors
+        .into_iter()
+        .map(|t| (t.elem_count() * 4) as i64)
+        .sum()
+}
+
 /// What a chunk's forward leaves for its backward.
 struct Stashed {
     /// The stage input, when it came from another stage.
@@ -1116,12 +1143,7 @@ fn work(
                     }
                     if first {
                         // The first backward since the last step creates the accumulators.
-                        let bytes: i64 = stage
-                            .grads
-                            .iter()
-                            .flatten()
-                            .map(|t| (t.elem_count() * 4) as i64)
-                            .sum();
+                        let bytes = bytes_of(stage.grads.iter().flatten());
                         ledger.change(ns(Instant::now()), MemoryCategory::Gradients, bytes);
                     }
                     began
@@ -1131,7 +1153,7 @@ fn work(
                     ledger.sample(ns(began));
                     if let Some(g) = stage.grads.take() {
                         stage.adam.step(&g)?;
-                        let bytes: i64 = g.iter().map(|t| (t.elem_count() * 4) as i64).sum();
+                        let bytes = bytes_of(&g);
                         drop(g);
                         ledger.change(ns(Instant::now()), MemoryCategory::Gradients, -bytes);
                     }
@@ -1289,16 +1311,7 @@ fn backward(
         }
     }
     let grads = objective.backward()?;
-    let vars = stage.model.vars();
-    let mut summed = stage.grads.take().unwrap_or_default();
-    for (i, var) in vars.iter().enumerate() {
-        let g = grad_of(&grads, var)?;
-        if summed.len() <= i {
-            summed.push(g);
-        } else {
-            summed[i] = (&summed[i] + g)?;
-        }
-    }
+    let summed = accumulate(stage.grads.take(), &grads, &stage.model.vars())?;
     let grad_in = match leaf {
         None => None,
         Some(leaf) => {
