@@ -310,17 +310,28 @@ fn memory_profile(traces: &[Trace]) -> (BTreeMap<Op, u64>, BTreeMap<Op, u64>) {
     for trace in traces.iter().filter(|t| !t.memory.is_empty()) {
         let mut events: Vec<&crate::trace::MemoryEvent> = trace.memory.iter().collect();
         events.sort_by_key(|e| (e.device, e.time_ns));
+        // Per device, the activations level after each event time, for lookups by time.
+        let mut levels: BTreeMap<u32, Vec<(u64, i64)>> = BTreeMap::new();
+        for e in events
+            .iter()
+            .filter(|e| e.category == MemoryCategory::Activations)
+        {
+            let series = levels.entry(e.device).or_default();
+            let now = series.last().map_or(0, |&(_, l)| l) + e.delta_bytes;
+            match series.last_mut() {
+                Some(last) if last.0 == e.time_ns => last.1 = now,
+                _ => series.push((e.time_ns, now)),
+            }
+        }
         // The activations level of a device once every event at or before `t` has happened.
         let level = |device: u32, t: u64| -> i64 {
-            events
-                .iter()
-                .filter(|e| {
-                    e.device == device
-                        && e.time_ns <= t
-                        && e.category == MemoryCategory::Activations
-                })
-                .map(|e| e.delta_bytes)
-                .sum()
+            let Some(series) = levels.get(&device) else {
+                return 0;
+            };
+            match series.partition_point(|&(time, _)| time <= t) {
+                0 => 0,
+                i => series[i - 1].1,
+            }
         };
         let mut received: BTreeMap<(u32, u32), u64> = BTreeMap::new();
         for span in &trace.spans {

@@ -15,10 +15,9 @@ use std::sync::Arc;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
-use super::sparse::SparseMatrix;
-
-/// Below this much work (multiply-adds, roughly) a pass runs on the calling thread.
-const SERIAL_WORK: usize = 1 << 16;
+#[cfg(test)]
+use super::sparse::SERIAL_WORK;
+use super::sparse::{blocks, run_blocks, SparseMatrix};
 
 /// A sparsity pattern in compressed sparse rows, with its transpose.
 #[derive(Debug, PartialEq)]
@@ -222,53 +221,6 @@ pub fn gat_aggregate(
             channels,
         },
     )
-}
-
-/// Row boundaries that split `offsets`' rows into at most `threads` blocks of about equal
-/// non-zeros; one block when `work` is small.
-fn blocks(offsets: &[usize], work: usize, threads: usize) -> Vec<usize> {
-    let rows = offsets.len().saturating_sub(1);
-    let threads = threads.min(rows.max(1));
-    if threads <= 1 || work < SERIAL_WORK {
-        return vec![0, rows];
-    }
-    let per_thread = offsets[rows].div_ceil(threads);
-    let mut bounds = vec![0usize];
-    for t in 1..threads {
-        let target = t * per_thread;
-        let row = offsets.partition_point(|&o| o < target).min(rows);
-        if row > *bounds.last().expect("bounds starts with 0") {
-            bounds.push(row);
-        }
-    }
-    if rows > *bounds.last().expect("bounds starts with 0") {
-        bounds.push(rows);
-    }
-    bounds
-}
-
-/// Runs `body(first_row, end_row, out_block)` over the blocks `bounds` delimits, each a task of
-/// the calling thread's rayon pool (a stage worker's own) when there are several. Block rows
-/// `a..b` own `out[start(a)..start(b)]`.
-fn run_blocks<S, F>(bounds: &[usize], out: &mut [f32], start: S, body: F)
-where
-    S: Fn(usize) -> usize + Sync,
-    F: Fn(usize, usize, &mut [f32]) + Sync,
-{
-    if let [first, end] = *bounds {
-        body(first, end, out);
-        return;
-    }
-    let body = &body;
-    rayon::scope(|scope| {
-        let mut rest = out;
-        for pair in bounds.windows(2) {
-            let (mine, tail) = rest.split_at_mut(start(pair[1]) - start(pair[0]));
-            rest = tail;
-            let (first, end) = (pair[0], pair[1]);
-            scope.spawn(move |_| body(first, end, mine));
-        }
-    });
 }
 
 /// Which way a segment sum runs.

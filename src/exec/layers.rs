@@ -359,6 +359,11 @@ impl StageModel {
     pub fn vars(&self) -> Vec<Var> {
         self.layers.iter().flat_map(ExecLayer::vars).collect()
     }
+
+    /// Copies of the variables' values, in [`StageModel::vars`] order.
+    pub fn values(&self) -> Result<Vec<Tensor>> {
+        self.vars().iter().map(|v| v.as_tensor().copy()).collect()
+    }
 }
 
 /// An inverted-dropout mask over the attention coefficients, `(nnz, heads)`, keyed by each edge's

@@ -27,7 +27,7 @@ use crate::trace::{MemoryCategory, Span, SpanKind};
 
 /// The weight gradients each partition posts for the all-reduce of one epoch.
 pub struct Board {
-    posted: Mutex<(u32, Vec<Option<Vec<Tensor>>>)>,
+    posted: Mutex<Posted>,
     ready: Condvar,
 }
 
@@ -308,14 +308,7 @@ pub(super) fn work(
         }
         finish(&board, &shared, n_parts)?;
         let params = if device == 0 {
-            vec![(
-                0,
-                model
-                    .vars()
-                    .iter()
-                    .map(|v| v.as_tensor().copy())
-                    .collect::<candle_core::Result<Vec<_>>>()?,
-            )]
+            vec![(0, model.values()?)]
         } else {
             Vec::new()
         };
@@ -344,20 +337,7 @@ fn post(board: &Board, device: usize, grads: Vec<Tensor>) {
 
 /// Waits for every partition's gradients and sums them in partition order.
 fn collect(board: &Board, shared: &Shared, n_parts: usize) -> candle_core::Result<Vec<Tensor>> {
-    let mut posted = board
-        .posted
-        .lock()
-        .expect("no worker panics holding the lock");
-    while posted.1.iter().any(Option::is_none) {
-        if shared.start.is_aborted() {
-            candle_core::bail!("the run was stopped");
-        }
-        posted = board
-            .ready
-            .wait_timeout(posted, Duration::from_millis(20))
-            .expect("no worker panics holding the lock")
-            .0;
-    }
+    let posted = wait_until(board, shared, |posted| posted.1.iter().all(Option::is_some))?;
     let mut sum: Option<Vec<Tensor>> = None;
     for grads in posted.1.iter().take(n_parts).flatten() {
         sum = Some(match sum {
@@ -374,17 +354,36 @@ fn collect(board: &Board, shared: &Shared, n_parts: usize) -> candle_core::Resul
 
 /// Every partition has taken its step: clear the board for the next epoch.
 fn finish(board: &Board, shared: &Shared, n_parts: usize) -> candle_core::Result<()> {
+    {
+        let mut posted = board
+            .posted
+            .lock()
+            .expect("no worker panics holding the lock");
+        posted.0 += 1;
+        if posted.0 as usize == n_parts {
+            *posted = (0, vec![None; n_parts]);
+            board.ready.notify_all();
+            return Ok(());
+        }
+    }
+    wait_until(board, shared, |posted| posted.0 == 0).map(drop)
+}
+
+/// What the board holds: how many partitions are done with the epoch, and each one's posted
+/// gradients.
+type Posted = (u32, Vec<Option<Vec<Tensor>>>);
+
+/// Waits until `ready` holds of the board (or the run is stopped) and returns it locked.
+fn wait_until<'b>(
+    board: &'b Board,
+    shared: &Shared,
+    ready: impl Fn(&Posted) -> bool,
+) -> candle_core::Result<std::sync::MutexGuard<'b, Posted>> {
     let mut posted = board
         .posted
         .lock()
         .expect("no worker panics holding the lock");
-    posted.0 += 1;
-    if posted.0 as usize == n_parts {
-        *posted = (0, vec![None; n_parts]);
-        board.ready.notify_all();
-        return Ok(());
-    }
-    while posted.0 != 0 {
+    while !ready(&posted) {
         if shared.start.is_aborted() {
             candle_core::bail!("the run was stopped");
         }
@@ -394,7 +393,7 @@ fn finish(board: &Board, shared: &Shared, n_parts: usize) -> candle_core::Result
             .expect("no worker panics holding the lock")
             .0;
     }
-    Ok(())
+    Ok(posted)
 }
 
 /// The all-reduce's share of one partition, on the link to the next partition of the ring.

@@ -1172,15 +1172,7 @@ fn work(
         }
         let params = stages
             .iter()
-            .map(|(&s, stage)| {
-                stage
-                    .model
-                    .vars()
-                    .iter()
-                    .map(|v| v.as_tensor().copy())
-                    .collect::<candle_core::Result<Vec<_>>>()
-                    .map(|p| (s, p))
-            })
+            .map(|(&s, stage)| stage.model.values().map(|p| (s, p)))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let report = EpochReport {
             device,

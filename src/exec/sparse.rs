@@ -64,40 +64,73 @@ impl Csr {
         }
     }
 
-    /// The whole product, its rows split over threads by equal shares of non-zeros.
+    /// The whole product, its rows split over the caller's rayon pool (one thread per core of
+    /// the device a stage worker emulates) by equal shares of non-zeros.
     fn multiply(&self, x: &[f32], width: usize) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * width];
-        let work = self.indices.len() * width;
-        // As many threads as the pool the caller runs in: one per core of the device a stage
-        // worker emulates.
-        let threads = rayon::current_num_threads().min(self.rows.max(1));
-        if threads <= 1 || work < 1 << 16 {
-            self.multiply_rows(x, width, 0, &mut out);
-            return out;
-        }
-        let per_thread = self.indices.len().div_ceil(threads);
-        let mut bounds = vec![0usize];
-        for t in 1..threads {
-            let target = t * per_thread;
-            let row = self.offsets.partition_point(|&o| o < target).min(self.rows);
-            if row > *bounds.last().expect("bounds starts with 0") {
-                bounds.push(row);
-            }
-        }
-        bounds.push(self.rows);
-        // Tasks of the calling thread's rayon pool (a stage worker's own): no thread is created
-        // per product.
-        rayon::scope(|scope| {
-            let mut rest = out.as_mut_slice();
-            for pair in bounds.windows(2) {
-                let (mine, tail) = rest.split_at_mut((pair[1] - pair[0]) * width);
-                rest = tail;
-                let first = pair[0];
-                scope.spawn(move |_| self.multiply_rows(x, width, first, mine));
-            }
-        });
+        let bounds = blocks(
+            &self.offsets,
+            self.indices.len() * width,
+            rayon::current_num_threads(),
+        );
+        run_blocks(
+            &bounds,
+            &mut out,
+            |r| r * width,
+            |first, _, out| self.multiply_rows(x, width, first, out),
+        );
         out
     }
+}
+
+/// Below this much work (multiply-adds, roughly) a pass runs on the calling thread.
+pub(super) const SERIAL_WORK: usize = 1 << 16;
+
+/// Row boundaries that split `offsets`' rows into at most `threads` blocks of about equal
+/// non-zeros; one block when `work` is small.
+pub(super) fn blocks(offsets: &[usize], work: usize, threads: usize) -> Vec<usize> {
+    let rows = offsets.len().saturating_sub(1);
+    let threads = threads.min(rows.max(1));
+    if threads <= 1 || work < SERIAL_WORK {
+        return vec![0, rows];
+    }
+    let per_thread = offsets[rows].div_ceil(threads);
+    let mut bounds = vec![0usize];
+    for t in 1..threads {
+        let target = t * per_thread;
+        let row = offsets.partition_point(|&o| o < target).min(rows);
+        if row > *bounds.last().expect("bounds starts with 0") {
+            bounds.push(row);
+        }
+    }
+    if rows > *bounds.last().expect("bounds starts with 0") {
+        bounds.push(rows);
+    }
+    bounds
+}
+
+/// Runs `body(first_row, end_row, out_block)` over the blocks `bounds` delimits, each a task of
+/// the calling thread's rayon pool (a stage worker's own) when there are several. Block rows
+/// `a..b` own `out[start(a)..start(b)]`.
+pub(super) fn run_blocks<S, F>(bounds: &[usize], out: &mut [f32], start: S, body: F)
+where
+    S: Fn(usize) -> usize + Sync,
+    F: Fn(usize, usize, &mut [f32]) + Sync,
+{
+    if let [first, end] = *bounds {
+        body(first, end, out);
+        return;
+    }
+    let body = &body;
+    rayon::scope(|scope| {
+        let mut rest = out;
+        for pair in bounds.windows(2) {
+            let (mine, tail) = rest.split_at_mut(start(pair[1]) - start(pair[0]));
+            rest = tail;
+            let (first, end) = (pair[0], pair[1]);
+            scope.spawn(move |_| body(first, end, mine));
+        }
+    });
 }
 
 /// A fixed sparse matrix and its transpose, cheap to clone.
