@@ -76,6 +76,7 @@ pub fn run(
         placement: &placement,
         cost: &cost,
         network: &network,
+        shared_compute: false,
     };
     let (count_ns, counted) = time(args.repeat, || {
         let mut sink = CountingSink::default();

@@ -18,14 +18,17 @@ use super::{
 };
 use crate::cost::{Profile, UniformCost};
 use crate::diag::FieldPath;
-use crate::exec::{self, data::NodeData, CrossChunk, ExecInput, TrainConfig};
+use crate::exec::device::DeviceChoice;
+use crate::exec::{self, data::NodeData, CrossChunk, ExecError, ExecInput, TrainConfig};
 use crate::gnn::{GraphMetrics, Halo};
 use crate::graph::{self, dataset::Dataset};
 use crate::network::Network;
 use crate::plan::GraphData;
 use crate::plan::{self, Candidate, PlanError};
 use crate::report::{self, chrome_trace, json, table, timeline};
-use crate::scenario::{self, Activation, Backend, GraphSource, Scenario, ScheduleChoice, Workload};
+use crate::scenario::{
+    self, Activation, Backend, DeviceMap, GraphSource, Scenario, ScheduleChoice, Workload,
+};
 use crate::schedule::{
     self, BackwardOrder, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder, Schedule,
     ScheduleError,
@@ -49,6 +52,9 @@ pub enum ExitStatus {
     DoesNotFit = 6,
     /// 7: a real run failed (a non-finite loss, or something the executor cannot run yet).
     RunFailed = 7,
+    /// 8: the device asked for cannot be used: a build without CUDA, no GPU or driver, or
+    /// fewer GPUs than `device_map: per_stage` needs.
+    NoDevice = 8,
 }
 
 /// An error with the exit status it maps to. Its message may span several lines, one per
@@ -369,6 +375,7 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
         placement: &placement,
         cost: &cost,
         network: &network,
+        shared_compute: false,
     };
     let devices = names
         .into_iter()
@@ -577,8 +584,34 @@ fn execute(
         None => {}
     }
     let candidate = own_candidate(&scenario)?;
-    let prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, profile)
+    let mut prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, profile)
         .map_err(in_scenario(args))?;
+    // The devices come first: `device_map: auto` on a machine with fewer GPUs than stages runs
+    // them on one, and the prediction must model that sharing.
+    let compute = exec::device::open(
+        match scenario.executor.backend {
+            Backend::Cpu => DeviceChoice::Cpu,
+            Backend::Cuda => DeviceChoice::Cuda,
+        },
+        match scenario.executor.device_map {
+            DeviceMap::Auto => exec::device::DeviceMap::Auto,
+            DeviceMap::PerStage => exec::device::DeviceMap::PerStage,
+            DeviceMap::Shared => exec::device::DeviceMap::Shared,
+        },
+        prediction.schedule.n_devices(),
+    )
+    .map_err(|err| {
+        let status = match err {
+            ExecError::Unsupported(_) => ExitStatus::RunFailed,
+            _ => ExitStatus::NoDevice,
+        };
+        CliError::new(status, format!("{}: {err}", args.scenario.display()))
+    })?;
+    if compute.is_shared() && scenario.executor.device_map != DeviceMap::Shared {
+        scenario.executor.device_map = DeviceMap::Shared;
+        prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, profile)
+            .map_err(in_scenario(args))?;
+    }
     if !force {
         let metrics = report::compute(&prediction.trace);
         check_fits(&scenario, &[(prediction.label.as_str(), &metrics)]).map_err(|mut err| {
@@ -612,11 +645,6 @@ fn execute(
                 .into(),
         ));
     };
-    if scenario.executor.backend == Backend::Cuda {
-        return Err(not_runnable(
-            "executor.backend cuda: this build runs on the CPU (build with --features cuda)".into(),
-        ));
-    }
     let (halo, cross_chunk) = match &candidate {
         plan::Candidate::Generated { generator, halo } => (
             *halo,
@@ -686,6 +714,7 @@ fn execute(
             seed: training.seed,
         },
         emulate_links: scenario.executor.emulate_links,
+        compute: &compute,
         progress: None,
         // One core per stage, the device the `cpu-core` preset describes, when the machine
         // has enough of them; the whole machine for a single stage.

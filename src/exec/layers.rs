@@ -335,6 +335,7 @@ impl StageModel {
         let mask = match (training, pattern) {
             (Some(t), Some(pattern)) if self.attention_dropout > 0.0 && layer.is_attention() => {
                 Some(attention_mask(
+                    layer.vars()[0].device(),
                     pattern,
                     graph,
                     layer.heads(),
@@ -360,15 +361,27 @@ impl StageModel {
         self.layers.iter().flat_map(ExecLayer::vars).collect()
     }
 
-    /// Copies of the variables' values, in [`StageModel::vars`] order.
+    /// Copies of the variables' values on the CPU (where accuracy is evaluated), in
+    /// [`StageModel::vars`] order.
     pub fn values(&self) -> Result<Vec<Tensor>> {
-        self.vars().iter().map(|v| v.as_tensor().copy()).collect()
+        self.vars()
+            .iter()
+            .map(|v| {
+                let t = v.as_tensor();
+                if t.device().is_cpu() {
+                    t.copy()
+                } else {
+                    t.to_device(&Device::Cpu)
+                }
+            })
+            .collect()
     }
 }
 
 /// An inverted-dropout mask over the attention coefficients, `(nnz, heads)`, keyed by each edge's
 /// destination and source vertex.
 fn attention_mask(
+    device: &Device,
     pattern: &EdgePattern,
     graph: &LayerGraph,
     heads: usize,
@@ -387,8 +400,7 @@ fn attention_mask(
             }
         }
     }
-    let device = Device::Cpu;
-    Tensor::from_vec(mask, (pattern.nnz(), heads), &device)
+    Tensor::from_vec(mask, (pattern.nnz(), heads), device)
 }
 
 /// Softmax cross-entropy summed over `rows` (local indices with their labels), divided by

@@ -116,3 +116,74 @@ pub fn take_peak(slot: usize) -> i64 {
     let now = current(slot);
     PEAK[slot].swap(now, Ordering::Relaxed).max(now)
 }
+
+/// A GPU's memory as a worker reads it: the device's used bytes (`cuMemGetInfo`, after
+/// synchronizing) since the worker opened it.
+///
+/// On a GPU of its own a stage is everything used beyond what was in use when it started.
+/// Stages sharing one GPU cannot be told apart that way, so each is credited with the change in
+/// use across its own ops ([`DeviceMeter::mark`] at an op's start, [`DeviceMeter::live`] at
+/// its end), on top of the buffers it was known to hold when the epoch started; ops of other
+/// stages running at the same time blur that split. Temporaries an op frees before it ends are
+/// not seen.
+pub struct DeviceMeter {
+    device: candle_core::Device,
+    shared: bool,
+    baseline: i64,
+    own: i64,
+    mark: i64,
+}
+
+impl DeviceMeter {
+    /// A meter for `device`, or none on the CPU (the allocator counts there).
+    pub fn new(device: &candle_core::Device, shared: bool) -> candle_core::Result<Option<Self>> {
+        if device.is_cpu() {
+            return Ok(None);
+        }
+        let mut meter = DeviceMeter {
+            device: device.clone(),
+            shared,
+            baseline: 0,
+            own: 0,
+            mark: 0,
+        };
+        meter.baseline = meter.used()?;
+        Ok(Some(meter))
+    }
+
+    fn used(&self) -> candle_core::Result<i64> {
+        super::device::synchronize(&self.device)?;
+        let (free, total) = super::device::memory_info(&self.device)?.unwrap_or((0, 0));
+        Ok(total as i64 - free as i64)
+    }
+
+    /// Starts an epoch holding `explained` bytes of known buffers; returns the bytes held now.
+    pub fn start(&mut self, explained: i64) -> candle_core::Result<i64> {
+        if self.shared {
+            self.own = explained;
+            Ok(self.own)
+        } else {
+            Ok(self.used()? - self.baseline)
+        }
+    }
+
+    /// An op starts.
+    pub fn mark(&mut self) -> candle_core::Result<()> {
+        if self.shared {
+            self.mark = self.used()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes the stage holds now.
+    pub fn live(&mut self) -> candle_core::Result<i64> {
+        let used = self.used()?;
+        if self.shared {
+            self.own += used - self.mark;
+            self.mark = used;
+            Ok(self.own)
+        } else {
+            Ok(used - self.baseline)
+        }
+    }
+}

@@ -10,6 +10,7 @@
 
 pub mod attention;
 pub mod data;
+pub mod device;
 pub mod layers;
 pub mod memory;
 pub mod optim;
@@ -32,6 +33,27 @@ pub enum ExecError {
     NotFinite {
         /// The epoch.
         epoch: u32,
+    },
+    /// CUDA was asked for, but this binary was built without it.
+    #[error(
+        "executor.backend cuda: this binary was built without CUDA (rebuild with --features \
+         cuda, the README's GPU build)"
+    )]
+    CudaNotCompiled,
+    /// CUDA was asked for, but no GPU can be used here.
+    #[error("no usable CUDA GPU: {0}")]
+    NoGpu(String),
+    /// `device_map: per_stage` asks for one GPU per worker.
+    #[error(
+        "executor.device_map per_stage needs {workers} GPUs, this machine has {gpus}: set \
+         executor.device_map: shared to run every stage on GPU 0 (the simulator then models the \
+         sharing), or auto"
+    )]
+    TooFewGpus {
+        /// Workers (schedule devices).
+        workers: usize,
+        /// GPUs found.
+        gpus: usize,
     },
     /// A candle operation or a worker failed.
     #[error("the run failed: {0}")]

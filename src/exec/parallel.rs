@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Tensor, Var};
 
 use super::data::ChunkPlan;
+use super::device::synchronize;
 use super::layers::{cross_entropy, StageInput, Training};
 use super::optim::{Adam, AdamConfig};
 use super::runner::{
@@ -67,9 +68,10 @@ pub(super) fn work(
     let p = device as u32;
     let n_parts = schedule.n_chunks() as usize;
     let n_layers = input.model.layers.len();
-    let cpu = Device::Cpu;
+    let dev = input.compute.device(device).clone();
+    let meter = super::memory::DeviceMeter::new(&dev, input.compute.is_shared())?;
     let all = 0..n_layers;
-    let model = input.stage_model(input.build_model(&cpu)?, &all);
+    let model = input.stage_model(input.build_model(&dev)?, &all);
     let mut adam = Adam::new(
         model.vars(),
         AdamConfig::new(input.config.lr, input.config.weight_decay),
@@ -134,9 +136,9 @@ pub(super) fn work(
         .sum();
     let allreduce_bytes =
         (2.0 * (n_parts as f64 - 1.0) / n_parts as f64 * params as f64 * 4.0).ceil() as u64;
-    let mut inbox = Inbox::new(inbox, shared.start.clone());
+    let mut inbox = Inbox::new(inbox, shared.start.clone(), dev.clone());
     let placed = input.placement[device] as u32;
-    let mut ledger = Ledger::new(slot, placed);
+    let mut ledger = Ledger::new(slot, placed, meter);
     let order = &schedule.orders()[device];
     let mut spans: Vec<Span> = Vec::with_capacity(4 * order.len());
     for epoch in 1..=input.config.epochs {
@@ -154,7 +156,7 @@ pub(super) fn work(
                 super::data::sparse_bytes(&features),
             ),
             (MemoryCategory::Graph, plan.bytes()),
-        ]);
+        ])?;
         spans.clear();
         let ns = |t: Instant| t.duration_since(start).as_nanos() as u64;
         let training = Training {
@@ -178,15 +180,16 @@ pub(super) fn work(
                             let t =
                                 inbox.take((Payload::Activation, op, *q), &mut ledger, start)?;
                             let t = if broadcast {
-                                t.index_select(&Tensor::new(picked.as_slice(), &cpu)?, 0)?
+                                t.index_select(&Tensor::new(picked.as_slice(), &dev)?, 0)?
                             } else {
                                 t
                             };
                             received.push((*q, Var::from_tensor(&t)?));
                         }
                     }
+                    synchronize(&dev)?;
                     began = Instant::now();
-                    ledger.sample(ns(began));
+                    ledger.op_starts(ns(began))?;
                     let (own_var, x) = if l == 0 {
                         (None, StageInput::Sparse(features.clone()))
                     } else {
@@ -205,7 +208,7 @@ pub(super) fn work(
                     )?;
                     if l + 1 < n_layers {
                         for (&q, rows) in &send_rows {
-                            let rows = out.index_select(&Tensor::new(rows.as_slice(), &cpu)?, 0)?;
+                            let rows = out.index_select(&Tensor::new(rows.as_slice(), &dev)?, 0)?;
                             sends.push((Payload::Activation, Op::forward(q, op.stage + 1), rows));
                         }
                     }
@@ -222,7 +225,7 @@ pub(super) fn work(
                         for (&q, rows) in &send_rows {
                             let part =
                                 inbox.take((Payload::Gradient, op, q), &mut ledger, start)?;
-                            let index = Tensor::new(rows.as_slice(), &cpu)?;
+                            let index = Tensor::new(rows.as_slice(), &dev)?;
                             let part = if broadcast {
                                 part.index_select(&index, 0)?
                             } else {
@@ -232,8 +235,9 @@ pub(super) fn work(
                         }
                         g_out = Some(g);
                     }
+                    synchronize(&dev)?;
                     began = Instant::now();
-                    ledger.sample(ns(began));
+                    ledger.op_starts(ns(began))?;
                     let record = stash[l].take().expect("a backward follows its forward");
                     let objective = match g_out {
                         None => {
@@ -267,8 +271,8 @@ pub(super) fn work(
                                 .find(|(owner, _)| owner == q)
                                 .expect("rows came from an owner");
                             let rows = members[*q as usize].len();
-                            let zeros = Tensor::zeros((rows, g.dim(1)?), g.dtype(), &cpu)?;
-                            g = zeros.index_add(&Tensor::new(picked.as_slice(), &cpu)?, &g, 0)?;
+                            let zeros = Tensor::zeros((rows, g.dim(1)?), g.dtype(), &dev)?;
+                            g = zeros.index_add(&Tensor::new(picked.as_slice(), &dev)?, &g, 0)?;
                         }
                         sends.push((Payload::Gradient, Op::backward(*q, op.stage - 1), g));
                     }
@@ -289,9 +293,10 @@ pub(super) fn work(
                     }
                 }
                 OpKind::Optimizer => {
-                    let summed = collect(&board, &shared, n_parts)?;
+                    let summed = collect(&board, &shared, n_parts, &dev)?;
+                    synchronize(&dev)?;
                     began = Instant::now();
-                    ledger.sample(ns(began));
+                    ledger.op_starts(ns(began))?;
                     adam.step(&summed)?;
                     if let Some(g) = grads.take() {
                         let bytes = bytes_of(&g);
@@ -299,11 +304,12 @@ pub(super) fn work(
                     }
                 }
             }
+            synchronize(&dev)?;
             for (payload, to, tensor) in sends {
                 spans.extend(send(input, &shared, device, p, payload, to, tensor, start));
             }
             let ended = Instant::now();
-            ledger.sample(ns(ended));
+            ledger.sample(ns(ended))?;
             spans.push(compute_span(op, placed, ns(began), ns(ended)));
         }
         finish(&board, &shared, n_parts)?;
@@ -336,15 +342,25 @@ fn post(board: &Board, device: usize, grads: Vec<Tensor>) {
 }
 
 /// Waits for every partition's gradients and sums them in partition order.
-fn collect(board: &Board, shared: &Shared, n_parts: usize) -> candle_core::Result<Vec<Tensor>> {
+/// The sum is on `device`: a replica on another GPU sends its gradients over.
+fn collect(
+    board: &Board,
+    shared: &Shared,
+    n_parts: usize,
+    device: &Device,
+) -> candle_core::Result<Vec<Tensor>> {
     let posted = wait_until(board, shared, |posted| posted.1.iter().all(Option::is_some))?;
     let mut sum: Option<Vec<Tensor>> = None;
     for grads in posted.1.iter().take(n_parts).flatten() {
+        let grads = grads
+            .iter()
+            .map(|g| g.to_device(device))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         sum = Some(match sum {
-            None => grads.clone(),
+            None => grads,
             Some(acc) => acc
                 .iter()
-                .zip(grads)
+                .zip(&grads)
                 .map(|(a, b)| a + b)
                 .collect::<candle_core::Result<Vec<_>>>()?,
         });

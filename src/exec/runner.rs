@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Tensor, Var};
 
 use super::data::{ChunkPlan, Needs, NodeData, PlanShape};
+use super::device::{synchronize, Compute};
 use super::layers::{cross_entropy, ExecLayer, StageInput, StageModel, Training};
 use super::memory;
 use super::optim::{Adam, AdamConfig};
@@ -144,6 +145,8 @@ pub struct ExecInput<'a> {
     pub data: &'a NodeData,
     /// Hyper-parameters.
     pub config: TrainConfig,
+    /// The candle device of each worker (schedule device).
+    pub compute: &'a Compute,
     /// Threads each stage worker computes with (1 emulates one CPU core per device).
     pub threads_per_device: usize,
     /// Pace transfers to the links' latency and bandwidth.
@@ -312,10 +315,10 @@ impl Clone for Shared {
     }
 }
 
-/// Trains for `config.epochs` epochs on the CPU and measures every op.
+/// Trains for `config.epochs` epochs on the input's devices and measures every op.
 pub fn run(input: &ExecInput<'_>) -> Result<RunResult, ExecError> {
     let schedule = input.schedule;
-    let memory_measured = memory::available();
+    let memory_measured = memory::available() || input.compute.is_cuda();
     let n_devices = schedule.n_devices();
     let (senders, receivers): (Vec<Sender<Message>>, Vec<Receiver<Message>>) =
         (0..n_devices).map(|_| channel()).unzip();
@@ -585,20 +588,23 @@ impl Rows {
         Ok(())
     }
 
-    /// The rows as a `(rows.len(), width)` tensor.
-    pub(super) fn read(&self, rows: &[u32]) -> candle_core::Result<Tensor> {
+    /// The rows as a `(rows.len(), width)` tensor on `device`.
+    pub(super) fn read(&self, rows: &[u32], device: &Device) -> candle_core::Result<Tensor> {
         let mut values = Vec::with_capacity(rows.len() * self.width);
         for &v in rows {
             values.extend_from_slice(&self.data[v as usize * self.width..][..self.width]);
         }
-        Tensor::from_vec(values, (rows.len(), self.width), &Device::Cpu)
+        Tensor::from_vec(values, (rows.len(), self.width), device)
     }
 }
 
 /// A worker's memory as it evolves through an epoch: the buffers it knows exactly, the received
-/// data waiting to be used, and (from the allocator) activations as the rest.
+/// data waiting to be used, and (from the allocator, or the GPU's used bytes) activations as the
+/// rest.
 pub(super) struct Ledger {
     slot: usize,
+    /// On a GPU: what the device reports.
+    gpu: Option<memory::DeviceMeter>,
     device: u32,
     known: [i64; MemoryCategory::ALL.len()],
     /// Allocated bytes at the epoch's start beyond the known buffers.
@@ -607,9 +613,10 @@ pub(super) struct Ledger {
 }
 
 impl Ledger {
-    pub(super) fn new(slot: usize, device: u32) -> Self {
+    pub(super) fn new(slot: usize, device: u32, gpu: Option<memory::DeviceMeter>) -> Self {
         Ledger {
             slot,
+            gpu,
             device,
             known: [0; MemoryCategory::ALL.len()],
             workspace: 0,
@@ -629,20 +636,27 @@ impl Ledger {
     }
 
     /// Starts an epoch with the resident buffers: everything else allocated now is workspace.
-    pub(super) fn start(&mut self, resident: &[(MemoryCategory, u64)]) {
+    pub(super) fn start(&mut self, resident: &[(MemoryCategory, u64)]) -> candle_core::Result<()> {
         self.events.clear();
         self.known = [0; MemoryCategory::ALL.len()];
         for &(category, bytes) in resident {
             self.known[category.index()] += bytes as i64;
         }
         let explained: i64 = self.known.iter().sum();
-        memory::take_peak(self.slot);
-        self.workspace = (memory::current(self.slot) - explained).max(0);
+        let live = match self.gpu.as_mut() {
+            Some(gpu) => gpu.start(explained)?,
+            None => {
+                memory::take_peak(self.slot);
+                memory::current(self.slot)
+            }
+        };
+        self.workspace = (live - explained).max(0);
         self.known[MemoryCategory::Workspace.index()] = self.workspace;
         for category in MemoryCategory::ALL {
             let bytes = self.known[category.index()];
             self.emit(0, category, bytes);
         }
+        Ok(())
     }
 
     /// A known buffer changed size.
@@ -651,11 +665,25 @@ impl Ledger {
         self.emit(time_ns, category, delta);
     }
 
-    /// Samples the allocator: activations are what it holds beyond everything known. The peak
-    /// since the last sample, if higher, shows as workspace one nanosecond long.
-    pub(super) fn sample(&mut self, time_ns: u64) {
-        let live = memory::current(self.slot);
-        let peak = memory::take_peak(self.slot);
+    /// An op starts at `time_ns`: samples the memory it starts from.
+    pub(super) fn op_starts(&mut self, time_ns: u64) -> candle_core::Result<()> {
+        if let Some(gpu) = self.gpu.as_mut() {
+            gpu.mark()?;
+        }
+        self.sample(time_ns)
+    }
+
+    /// Samples the allocator (or the GPU): activations are what it holds beyond everything
+    /// known. The allocator's peak since the last sample, if higher, shows as workspace one
+    /// nanosecond long.
+    pub(super) fn sample(&mut self, time_ns: u64) -> candle_core::Result<()> {
+        let (live, peak) = match self.gpu.as_mut() {
+            Some(gpu) => {
+                let live = gpu.live()?;
+                (live, live)
+            }
+            None => (memory::current(self.slot), memory::take_peak(self.slot)),
+        };
         let activations = MemoryCategory::Activations.index();
         let others: i64 = self
             .known
@@ -674,6 +702,7 @@ impl Ledger {
         }
         let delta = now - self.known[activations];
         self.change(time_ns, MemoryCategory::Activations, delta);
+        Ok(())
     }
 }
 
@@ -741,15 +770,18 @@ pub(super) fn send(
 /// Received messages waiting for the op they are addressed to.
 pub(super) struct Inbox {
     channel: Receiver<Message>,
+    /// The receiving worker's device.
+    device: Device,
     abort: Arc<Rendezvous>,
     /// (payload, to, from chunk) -> (tensor, arrival, bytes).
     pending: BTreeMap<(Payload, Op, u32), (Tensor, Instant)>,
 }
 
 impl Inbox {
-    pub(super) fn new(channel: Receiver<Message>, abort: Arc<Rendezvous>) -> Self {
+    pub(super) fn new(channel: Receiver<Message>, abort: Arc<Rendezvous>, device: Device) -> Self {
         Inbox {
             channel,
+            device,
             abort,
             pending: BTreeMap::new(),
         }
@@ -761,8 +793,14 @@ impl Inbox {
         ledger: &mut Ledger,
         now_ns: u64,
     ) -> candle_core::Result<()> {
-        // The receiver holds its own copy, as after a transfer between devices.
-        let tensor = message.tensor.copy()?;
+        // The receiver holds its own copy, as after a transfer between devices: on another
+        // GPU (or another stream of the same one) a device-to-device copy on the receiver's
+        // stream.
+        let tensor = if message.tensor.device().same_device(&self.device) {
+            message.tensor.copy()?
+        } else {
+            message.tensor.to_device(&self.device)?
+        };
         let bytes = (tensor.elem_count() * 4) as i64;
         ledger.change(now_ns, MemoryCategory::Communication, bytes);
         self.pending.insert(
@@ -966,11 +1004,10 @@ impl Stage {
     }
 }
 
-fn build_stage(input: &ExecInput<'_>, s: u32) -> candle_core::Result<Stage> {
-    let device = Device::Cpu;
+fn build_stage(input: &ExecInput<'_>, s: u32, device: &Device) -> candle_core::Result<Stage> {
     let range = input.stage_layers[s as usize].clone();
     let layers: Vec<ExecLayer> = input
-        .build_model(&device)?
+        .build_model(device)?
         .into_iter()
         .skip(range.start)
         .take(range.len())
@@ -1053,15 +1090,17 @@ fn work(
     shared: Shared,
 ) -> candle_core::Result<()> {
     let schedule = input.schedule;
+    let dev = input.compute.device(device).clone();
+    let meter = memory::DeviceMeter::new(&dev, input.compute.is_shared())?;
     let mut stages: BTreeMap<u32, Stage> = BTreeMap::new();
     for s in 0..schedule.n_stages() {
         if schedule.device_of(Op::forward(0, s)) == device {
-            stages.insert(s, build_stage(input, s)?);
+            stages.insert(s, build_stage(input, s, &dev)?);
         }
     }
-    let mut inbox = Inbox::new(inbox, shared.start.clone());
+    let mut inbox = Inbox::new(inbox, shared.start.clone(), dev.clone());
     let placed = input.placement[device] as u32;
-    let mut ledger = Ledger::new(slot, placed);
+    let mut ledger = Ledger::new(slot, placed, meter);
     let order = &schedule.orders()[device];
     let mut spans: Vec<Span> = Vec::with_capacity(4 * order.len());
     for epoch in 1..=input.config.epochs {
@@ -1082,7 +1121,7 @@ fn work(
         }
         let resident: Vec<(MemoryCategory, u64)> =
             stages.values().flat_map(Stage::resident).collect();
-        ledger.start(&resident);
+        ledger.start(&resident)?;
         spans.clear();
         let ns = |t: Instant| t.duration_since(start).as_nanos() as u64;
         let mut loss_total = 0.0;
@@ -1105,9 +1144,10 @@ fn work(
                     } else {
                         None
                     };
+                    synchronize(&dev)?;
                     let began = Instant::now();
-                    ledger.sample(ns(began));
-                    let out = forward(input, stage, op.chunk, received, training)?;
+                    ledger.op_starts(ns(began))?;
+                    let out = forward(input, stage, op.chunk, received, training, &dev)?;
                     for_each_handoff(schedule, op, |h| sends.push((h.payload, h.to, out.clone())));
                     began
                 }
@@ -1131,10 +1171,11 @@ fn work(
                         }
                         Some(inbox.take((Payload::Gradient, op, op.chunk), &mut ledger, start)?)
                     };
+                    synchronize(&dev)?;
                     let began = Instant::now();
-                    ledger.sample(ns(began));
+                    ledger.op_starts(ns(began))?;
                     let first = stage.grads.is_none();
-                    let (loss, grad_in) = backward(input, stage, op.chunk, upstream)?;
+                    let (loss, grad_in) = backward(input, stage, op.chunk, upstream, &dev)?;
                     loss_total += loss;
                     if let Some(g) = grad_in {
                         for_each_handoff(schedule, op, |h| {
@@ -1149,8 +1190,9 @@ fn work(
                     began
                 }
                 OpKind::Optimizer => {
+                    synchronize(&dev)?;
                     let began = Instant::now();
-                    ledger.sample(ns(began));
+                    ledger.op_starts(ns(began))?;
                     if let Some(g) = stage.grads.take() {
                         stage.adam.step(&g)?;
                         let bytes = bytes_of(&g);
@@ -1161,13 +1203,14 @@ fn work(
                 }
             };
             // Handing the results on is the device's work too: the span ends after it.
+            synchronize(&dev)?;
             for (payload, to, tensor) in sends {
                 spans.extend(send(
                     input, &shared, device, op.chunk, payload, to, tensor, start,
                 ));
             }
             let ended = Instant::now();
-            ledger.sample(ns(ended));
+            ledger.sample(ns(ended))?;
             spans.push(compute_span(op, placed, ns(began), ns(ended)));
         }
         let params = stages
@@ -1195,6 +1238,7 @@ fn forward(
     c: u32,
     received: Option<Tensor>,
     training: Training,
+    device: &Device,
 ) -> candle_core::Result<Tensor> {
     let plan = &stage.plans[c as usize];
     let stale = input.halo == Halo::Stale;
@@ -1226,12 +1270,12 @@ fn forward(
                 };
                 let mut parts = vec![own];
                 if with_grad > 0 {
-                    let var = Var::from_tensor(&history.read(&halo[..with_grad])?)?;
+                    let var = Var::from_tensor(&history.read(&halo[..with_grad], device)?)?;
                     parts.push(var.as_tensor().clone());
                     halo_leaves.push((l, var, halo[..with_grad].to_vec()));
                 }
                 if with_grad < halo.len() {
-                    parts.push(history.read(&halo[with_grad..])?);
+                    parts.push(history.read(&halo[with_grad..], device)?);
                 }
                 StageInput::Dense(Tensor::cat(&parts, 0)?)
             }
@@ -1265,6 +1309,7 @@ fn backward(
     stage: &mut Stage,
     c: u32,
     upstream: Option<Tensor>,
+    device: &Device,
 ) -> candle_core::Result<(f64, Option<Tensor>)> {
     let Stashed {
         leaf,
@@ -1297,7 +1342,7 @@ fn backward(
     if let Some(buffers) = buffered {
         for (i, l) in stage.layers.clone().enumerate().skip(1) {
             if let Some(rows) = buffers.get(&l) {
-                let g = rows.read(vertices)?;
+                let g = rows.read(vertices, device)?;
                 objective = (objective + (&outputs[i - 1] * g)?.sum_all()?)?;
             }
         }
@@ -1309,7 +1354,7 @@ fn backward(
         Some(leaf) => {
             let mut g = grad_of(&grads, &leaf)?;
             if let Some(rows) = buffered.and_then(|b| b.get(&stage.layers.start)) {
-                g = (g + rows.read(vertices)?)?;
+                g = (g + rows.read(vertices, device)?)?;
             }
             Some(g)
         }

@@ -13,7 +13,7 @@ pub use gnn::{prepare_graph, GraphData};
 use crate::cost::{CostModel, ExplicitCost, Profile, ProfiledCost};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::gnn::{GraphMetrics, Halo};
-use crate::scenario::{Scenario, ScheduleChoice, Workload};
+use crate::scenario::{DeviceMap, Scenario, ScheduleChoice, Workload};
 use crate::schedule::{
     self, BackwardOrder, CheckReport, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder,
     Schedule, ScheduleError, UpdateMode,
@@ -314,6 +314,7 @@ fn run(
         placement: &placement,
         cost,
         network: measured_network.as_ref().unwrap_or(&scenario.network),
+        shared_compute: scenario.executor.device_map == DeviceMap::Shared,
     };
     let trace = sim::simulate(&input, trace_devices(scenario))?;
     Ok(Prediction {

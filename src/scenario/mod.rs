@@ -9,8 +9,8 @@ pub(crate) mod raw;
 mod validate;
 
 pub use model::{
-    Activation, Backend, Device, ExecutorSpec, ExplicitWorkload, GnnSpec, GraphSource, GraphStats,
-    LayerKindSpec, LayerSpec, Optimizer, Scenario, ScheduleChoice, ScheduleSpec, Source,
-    StageSplit, StageWork, WorkUnit, Workload,
+    Activation, Backend, Device, DeviceMap, ExecutorSpec, ExplicitWorkload, GnnSpec, GraphSource,
+    GraphStats, LayerKindSpec, LayerSpec, Optimizer, Scenario, ScheduleChoice, ScheduleSpec,
+    Source, StageSplit, StageWork, WorkUnit, Workload,
 };
 pub use validate::parse_scenario;

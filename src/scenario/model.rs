@@ -153,11 +153,27 @@ pub enum Backend {
     Cuda,
 }
 
+/// How the stages map onto the backend's devices (`executor.device_map`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceMap {
+    /// One device per stage when there are enough, else every stage on one (resolved by
+    /// `pipegnn run`; the simulator reads it as `per_stage`).
+    #[default]
+    Auto,
+    /// Each stage (schedule device) on a device of its own.
+    PerStage,
+    /// Every stage on one GPU, each with its own stream: the simulator runs their ops one at
+    /// a time on one shared processor.
+    Shared,
+}
+
 /// `executor:`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ExecutorSpec {
     /// Where the stages run.
     pub backend: Backend,
+    /// How stages map onto devices.
+    pub device_map: DeviceMap,
     /// Pace every transfer to the link's latency and bandwidth (default false: transfers are
     /// as fast as a channel between threads).
     pub emulate_links: bool,

@@ -73,6 +73,8 @@ pub struct RawExecutor {
     #[serde(default)]
     pub backend: Option<String>,
     #[serde(default)]
+    pub device_map: Option<String>,
+    #[serde(default)]
     pub emulate_links: Option<bool>,
     #[serde(default)]
     pub threads_per_device: Option<i64>,

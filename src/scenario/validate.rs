@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::model::{
-    Activation, Backend, Device, ExecutorSpec, ExplicitWorkload, GnnSpec, GraphSource, GraphStats,
-    LayerKindSpec, LayerSpec, Optimizer, Scenario, ScheduleChoice, ScheduleSpec, Source,
-    StageSplit, StageWork, Training, WorkUnit, Workload,
+    Activation, Backend, Device, DeviceMap, ExecutorSpec, ExplicitWorkload, GnnSpec, GraphSource,
+    GraphStats, LayerKindSpec, LayerSpec, Optimizer, Scenario, ScheduleChoice, ScheduleSpec,
+    Source, StageSplit, StageWork, Training, WorkUnit, Workload,
 };
 use super::raw::{
     self, Quantity, RawGraph, RawLinks, RawModel, RawPresets, RawScenario, RawSchedule,
@@ -589,6 +589,18 @@ impl Ctx<'_> {
                 None
             }
         };
+        let device_map = match e.device_map.as_deref() {
+            None | Some("auto") => Some(DeviceMap::Auto),
+            Some("per_stage") => Some(DeviceMap::PerStage),
+            Some("shared") => Some(DeviceMap::Shared),
+            Some(other) => {
+                self.error(
+                    path.key("device_map"),
+                    format!("unknown device map `{other}` (expected auto, per_stage or shared)"),
+                );
+                None
+            }
+        };
         let threads = match e.threads_per_device {
             None => Some(None),
             Some(n) => self
@@ -597,6 +609,7 @@ impl Ctx<'_> {
         };
         Some(ExecutorSpec {
             backend: backend?,
+            device_map: device_map?,
             emulate_links: e.emulate_links.unwrap_or(false),
             threads_per_device: threads?,
         })

@@ -24,6 +24,10 @@ pub struct SimInput<'a> {
     pub cost: &'a dyn CostModel,
     /// Links and routes between the network's devices.
     pub network: &'a Network,
+    /// Every device of the schedule computes on one shared processor (`executor.device_map:
+    /// shared`: stages on one GPU, each on its own stream): their ops run one at a time, a
+    /// device whose op is ready waiting first-in first-out for the processor.
+    pub shared_compute: bool,
 }
 
 /// Why a simulation could not run to the end.
@@ -78,6 +82,9 @@ struct Engine<'a, S: TraceSink> {
     /// Per schedule device: index of the next op to issue, and the running op's start.
     next: Vec<usize>,
     busy_since: Vec<Option<u64>>,
+    /// With a shared processor: whether it is running an op, and the devices waiting for it.
+    shared_busy: bool,
+    shared_waiting: std::collections::VecDeque<usize>,
     /// Per op id: inputs not yet available, and communication bytes held until the op ends.
     remaining: Vec<u32>,
     held: Vec<u64>,
@@ -125,6 +132,15 @@ impl<S: TraceSink> Engine<'_, S> {
         if self.remaining[self.id(op)] > 0 {
             return;
         }
+        if self.input.shared_compute {
+            if self.shared_busy {
+                if !self.shared_waiting.contains(&device) {
+                    self.shared_waiting.push_back(device);
+                }
+                return;
+            }
+            self.shared_busy = true;
+        }
         if op.kind == OpKind::Forward {
             let (own, halo) = self.input.cost.stash(op);
             self.memory(device, now, MemoryCategory::Activations, own as i64);
@@ -153,6 +169,9 @@ impl<S: TraceSink> Engine<'_, S> {
             .take()
             .expect("an op ends only on a device that started it");
         self.next[device] += 1;
+        if self.input.shared_compute {
+            self.shared_busy = false;
+        }
         let placed = self.placed(device);
         self.sink.span(Span {
             lane_index: placed,
@@ -177,6 +196,13 @@ impl<S: TraceSink> Engine<'_, S> {
         self.wake.push(device);
         for_each_local_successor(schedule, op, |next, _| self.release(next));
         for_each_handoff(schedule, op, |handoff| self.send(handoff, now));
+        // Devices already waiting for the shared processor go first, in the order they came.
+        while !self.shared_busy {
+            let Some(waiting) = self.shared_waiting.pop_front() else {
+                break;
+            };
+            self.try_issue(waiting, now);
+        }
         let wake = std::mem::take(&mut self.wake);
         for &d in &wake {
             self.try_issue(d, now);
@@ -305,6 +331,8 @@ pub fn simulate_into<S: TraceSink>(input: &SimInput<'_>, sink: &mut S) -> Result
         queue: EventQueue::with_capacity(2 * schedule.n_devices() + 16),
         next: vec![0; schedule.n_devices()],
         busy_since: vec![None; schedule.n_devices()],
+        shared_busy: false,
+        shared_waiting: std::collections::VecDeque::new(),
         remaining,
         held: vec![0; schedule.n_op_ids()],
         gate_remaining,

@@ -110,6 +110,7 @@ pub fn simulate_with(
         placement: &placement,
         cost,
         network: network.unwrap_or(&free),
+        shared_compute: false,
     };
     let devices = names
         .into_iter()

@@ -1,0 +1,266 @@
+//! Which candle device each worker computes on.
+//!
+//! [`open`] turns the scenario's backend and device map into one candle `Device` per worker,
+//! and is the only place that knows whether the binary was built with CUDA: without the `cuda`
+//! feature asking for CUDA is [`ExecError::CudaNotCompiled`], not a scattering of `#[cfg]`s
+//! over the executor. With it, a machine without a driver, without GPUs or with too few for the
+//! map is a typed error too, never a panic (candle loads the CUDA libraries at run time, and
+//! cudarc panics when one is missing, so opening the first device is guarded).
+//!
+//! Every CUDA worker gets a stream of its own (`new_cuda_with_stream`): on their own GPUs
+//! (`per_stage`) the stages run side by side; on one GPU (`shared`) their kernels interleave on
+//! it, which is what the scenario's `device_map: shared` tells the simulator to model.
+
+use candle_core::Device;
+
+use super::ExecError;
+
+/// Where the executor computes (`executor.backend`, `pipegnn run --device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The CPU, each worker on a rayon pool of its own.
+    Cpu,
+    /// CUDA GPUs.
+    Cuda,
+}
+
+/// How workers map onto GPUs (`executor.device_map`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceMap {
+    /// `PerStage` when there are GPUs enough, else `Shared`.
+    Auto,
+    /// Worker `w` on GPU `w`.
+    PerStage,
+    /// Every worker on GPU 0, each with its own stream.
+    Shared,
+}
+
+/// The devices of one run, one per worker.
+#[derive(Debug, Clone)]
+pub struct Compute {
+    devices: Vec<Device>,
+    /// The GPU ordinal of each worker (none on the CPU).
+    gpus: Vec<Option<usize>>,
+}
+
+impl Compute {
+    /// Every worker on the CPU.
+    pub fn cpu(workers: usize) -> Self {
+        Compute {
+            devices: vec![Device::Cpu; workers],
+            gpus: vec![None; workers],
+        }
+    }
+
+    /// Worker `w`'s device.
+    pub fn device(&self, worker: usize) -> &Device {
+        &self.devices[worker]
+    }
+
+    /// How many workers.
+    pub fn workers(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Whether the workers compute on GPUs.
+    pub fn is_cuda(&self) -> bool {
+        self.gpus.iter().any(Option::is_some)
+    }
+
+    /// Whether several workers share a GPU (each on its own stream).
+    pub fn is_shared(&self) -> bool {
+        let gpus: Vec<usize> = self.gpus.iter().flatten().copied().collect();
+        gpus.iter().enumerate().any(|(i, g)| gpus[..i].contains(g))
+    }
+
+    /// One line for the run's header: what runs where.
+    pub fn describe(&self) -> String {
+        let gpus: Vec<usize> = self.gpus.iter().flatten().copied().collect();
+        match gpus.as_slice() {
+            [] => "cpu".to_string(),
+            [first, rest @ ..] if rest.iter().all(|g| g == first) && !rest.is_empty() => {
+                format!(
+                    "cuda: {} workers share GPU {first}, one stream each",
+                    gpus.len()
+                )
+            }
+            _ => format!(
+                "cuda: {}",
+                gpus.iter()
+                    .enumerate()
+                    .map(|(w, g)| format!("worker {w} on GPU {g}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// The devices for `workers` workers.
+pub fn open(choice: DeviceChoice, map: DeviceMap, workers: usize) -> Result<Compute, ExecError> {
+    match choice {
+        DeviceChoice::Cpu if map == DeviceMap::Shared && workers > 1 => {
+            Err(ExecError::Unsupported(
+                "executor.device_map shared with backend cpu: on the CPU every stage has a pool \
+                 of threads of its own (shared is for stages on one GPU)"
+                    .into(),
+            ))
+        }
+        DeviceChoice::Cpu => Ok(Compute::cpu(workers)),
+        DeviceChoice::Cuda => open_cuda(map, workers),
+    }
+}
+
+/// Waits for the device's queued work, so a clock read afterwards covers it.
+pub fn synchronize(device: &Device) -> candle_core::Result<()> {
+    match device {
+        Device::Cpu => Ok(()),
+        other => other.synchronize(),
+    }
+}
+
+/// The device's free and total memory in bytes (`cuMemGetInfo`), or none on the CPU.
+pub fn memory_info(device: &Device) -> candle_core::Result<Option<(u64, u64)>> {
+    cuda::memory_info(device)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(_map: DeviceMap, _workers: usize) -> Result<Compute, ExecError> {
+    Err(ExecError::CudaNotCompiled)
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(map: DeviceMap, workers: usize) -> Result<Compute, ExecError> {
+    let count = cuda::device_count()?;
+    if count == 0 {
+        return Err(ExecError::NoGpu(
+            "the CUDA driver reports no devices".into(),
+        ));
+    }
+    let gpus: Vec<usize> = match map {
+        DeviceMap::Shared => vec![0; workers],
+        DeviceMap::PerStage | DeviceMap::Auto if workers <= count => (0..workers).collect(),
+        DeviceMap::Auto => vec![0; workers],
+        DeviceMap::PerStage => {
+            return Err(ExecError::TooFewGpus {
+                workers,
+                gpus: count,
+            })
+        }
+    };
+    let devices = gpus
+        .iter()
+        .map(|&g| cuda::open(g))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Compute {
+        devices,
+        gpus: gpus.into_iter().map(Some).collect(),
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    use candle_core::Device;
+
+    pub(super) fn memory_info(_device: &Device) -> candle_core::Result<Option<(u64, u64)>> {
+        Ok(None)
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle_core::cuda_backend::cudarc::driver::CudaContext;
+    use candle_core::Device;
+
+    use super::ExecError;
+
+    /// Runs `f`, turning a panic into [`ExecError::NoGpu`]. cudarc panics when it cannot load
+    /// one of the CUDA libraries (`libcuda.so.1`, cuBLAS, cuRAND, NVRTC); the default hook is
+    /// silenced meanwhile so the user sees one error line instead of a backtrace.
+    pub(super) fn guarded<T>(
+        what: &str,
+        f: impl FnOnce() -> Result<T, ExecError> + std::panic::UnwindSafe,
+    ) -> Result<T, ExecError> {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let outcome = std::panic::catch_unwind(f);
+        std::panic::set_hook(hook);
+        outcome.unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown reason".into());
+            let first = message.lines().next().unwrap_or_default().to_string();
+            Err(ExecError::NoGpu(format!("{what}: {first}")))
+        })
+    }
+
+    /// The number of GPUs, or why CUDA cannot be used at all.
+    pub(super) fn device_count() -> Result<usize, ExecError> {
+        guarded("the CUDA driver library could not be loaded", || {
+            CudaContext::device_count()
+                .map(|n| n.max(0) as usize)
+                .map_err(|e| ExecError::NoGpu(format!("the CUDA driver failed: {e:?}")))
+        })
+    }
+
+    /// GPU `ordinal` with a stream of its own.
+    pub(super) fn open(ordinal: usize) -> Result<Device, ExecError> {
+        guarded("a CUDA library could not be loaded", move || {
+            Device::new_cuda_with_stream(ordinal)
+                .map_err(|e| ExecError::NoGpu(format!("cannot open GPU {ordinal}: {e}")))
+        })
+    }
+
+    pub(super) fn memory_info(device: &Device) -> candle_core::Result<Option<(u64, u64)>> {
+        let Device::Cuda(cuda) = device else {
+            return Ok(None);
+        };
+        let (free, total) = cuda
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .map_err(|e| candle_core::Error::Msg(format!("cuMemGetInfo failed: {e:?}")))?;
+        Ok(Some((free as u64, total as u64)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_gives_every_worker_the_cpu() {
+        let compute = open(DeviceChoice::Cpu, DeviceMap::PerStage, 3).unwrap();
+        assert_eq!(compute.workers(), 3);
+        assert!(!compute.is_cuda());
+        assert!(matches!(compute.device(2), Device::Cpu));
+        assert_eq!(compute.describe(), "cpu");
+        assert_eq!(memory_info(compute.device(0)).unwrap(), None);
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_is_a_typed_error() {
+        let err = open(DeviceChoice::Cuda, DeviceMap::Shared, 2).unwrap_err();
+        assert_eq!(err, ExecError::CudaNotCompiled);
+        assert!(err.to_string().contains("--features cuda"), "{err}");
+    }
+
+    /// On a machine without a GPU a CUDA build still starts and says why it cannot open one;
+    /// with one, the map is honoured.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_opens_or_says_why_not() {
+        match open(DeviceChoice::Cuda, DeviceMap::Shared, 2) {
+            Ok(compute) => {
+                assert!(compute.is_cuda());
+                assert!(compute.describe().contains("share GPU 0"));
+                let (free, total) = memory_info(compute.device(0)).unwrap().unwrap();
+                assert!(free <= total && total > 0);
+            }
+            Err(err) => assert!(matches!(err, ExecError::NoGpu(_)), "{err}"),
+        }
+    }
+}
