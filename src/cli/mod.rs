@@ -215,6 +215,9 @@ pub struct CalibrateArgs {
     /// Scenario and overrides.
     #[command(flatten)]
     pub scenario: ScenarioArgs,
+    /// Where the stages run; overrides `executor.backend`.
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
     /// Epochs to measure (the first is a warm-up and is left out).
     #[arg(long, default_value_t = 21)]
     pub epochs: u32,
@@ -229,6 +232,9 @@ pub struct CompareArgs {
     /// Scenario and overrides.
     #[command(flatten)]
     pub scenario: ScenarioArgs,
+    /// Where the stages run; overrides `executor.backend`.
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
     /// A profile from `pipegnn calibrate`; without one, a calibration run comes first.
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,

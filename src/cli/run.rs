@@ -852,8 +852,8 @@ fn train(args: &RunArgs) -> Result<()> {
 }
 
 /// Measures a few epochs and returns the median op times (the first epoch left out).
-fn measure_profile(args: &ScenarioArgs, epochs: u32) -> Result<Profile> {
-    let run = execute(args, Some(epochs.max(2)), true, None, None)?;
+fn measure_profile(args: &ScenarioArgs, epochs: u32, device: Option<DeviceArg>) -> Result<Profile> {
+    let run = execute(args, Some(epochs.max(2)), true, None, device)?;
     Ok(Profile::from_traces(
         &run.scenario.name,
         &run.prediction.label,
@@ -862,7 +862,7 @@ fn measure_profile(args: &ScenarioArgs, epochs: u32) -> Result<Profile> {
 }
 
 fn calibrate(args: &CalibrateArgs) -> Result<()> {
-    let profile = measure_profile(&args.scenario, args.epochs)?;
+    let profile = measure_profile(&args.scenario, args.epochs, args.device)?;
     write(&args.out, &profile.to_json())?;
     print(&format!(
         "wrote {} ({} ops of {} under {}, medians of {} epochs)\n",
@@ -877,8 +877,12 @@ fn calibrate(args: &CalibrateArgs) -> Result<()> {
 /// Without a profile, one run serves both: after a warm-up epoch, the even epochs make the
 /// profile and the odd ones are measured (their median epoch), so the prediction never sees
 /// the epochs it is held against, and both halves share the machine's state.
-fn self_calibrated(args: &ScenarioArgs, epochs: u32) -> Result<(Executed, report::Metrics)> {
-    let mut run = execute(args, Some(2 * epochs.max(1) + 1), false, None, None)?;
+fn self_calibrated(
+    args: &ScenarioArgs,
+    epochs: u32,
+    device: Option<DeviceArg>,
+) -> Result<(Executed, report::Metrics)> {
+    let mut run = execute(args, Some(2 * epochs.max(1) + 1), false, None, device)?;
     let (profiled, measured): (Vec<usize>, Vec<usize>) =
         (1..run.result.traces.len()).partition(|i| i % 2 == 1);
     let traces: Vec<crate::trace::Trace> = profiled
@@ -934,12 +938,12 @@ fn compare(args: &CompareArgs) -> Result<()> {
                 Some(args.epochs),
                 false,
                 Some(&profile),
-                None,
+                args.device,
             )?;
             let measured = run.metrics_of[run.median].clone();
             (run, measured)
         }
-        None => self_calibrated(&args.scenario, args.epochs)?,
+        None => self_calibrated(&args.scenario, args.epochs, args.device)?,
     };
     let predicted = report::compute(&run.prediction.trace);
     let measured = &measured;

@@ -15,9 +15,16 @@ use std::sync::Arc;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
+use super::cuda::DeviceCache;
+#[cfg(feature = "cuda")]
+use super::cuda::{finish, launch, output, Arg};
 #[cfg(test)]
 use super::sparse::SERIAL_WORK;
 use super::sparse::{blocks, run_blocks, SparseMatrix};
+#[cfg(feature = "cuda")]
+use candle_core::cuda_backend::cudarc::driver::CudaSlice;
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 
 /// A sparsity pattern in compressed sparse rows, with its transpose.
 #[derive(Debug, PartialEq)]
@@ -34,6 +41,36 @@ struct Pattern {
     t_rows: Vec<u32>,
     /// The edge id (position in `indices`) of each transposed entry.
     t_edges: Vec<u32>,
+    /// The arrays on each GPU that used it.
+    gpu: DeviceCache,
+}
+
+/// A [`Pattern`]'s arrays on one GPU.
+#[cfg(feature = "cuda")]
+struct GpuPattern {
+    offsets: CudaSlice<u64>,
+    indices: CudaSlice<u32>,
+    t_offsets: CudaSlice<u64>,
+    t_rows: CudaSlice<u32>,
+    t_edges: CudaSlice<u32>,
+}
+
+#[cfg(feature = "cuda")]
+impl Pattern {
+    /// This GPU's copy of the arrays.
+    fn on(&self, device: &candle_core::CudaDevice) -> Result<Arc<GpuPattern>> {
+        use super::cuda::upload;
+        let wide = |v: &[usize]| v.iter().map(|&o| o as u64).collect::<Vec<u64>>();
+        self.gpu.get(device, || {
+            Ok(GpuPattern {
+                offsets: upload(device, &wide(&self.offsets))?,
+                indices: upload(device, &self.indices)?,
+                t_offsets: upload(device, &wide(&self.t_offsets))?,
+                t_rows: upload(device, &self.t_rows)?,
+                t_edges: upload(device, &self.t_edges)?,
+            })
+        })
+    }
 }
 
 /// The edges a GAT layer attends over: a fixed `rows x cols` pattern (destination rows by source
@@ -86,6 +123,7 @@ impl EdgePattern {
             t_offsets,
             t_rows,
             t_edges,
+            gpu: DeviceCache::default(),
         })))
     }
 
@@ -128,7 +166,7 @@ impl EdgePattern {
 /// Returns `(out, heads * channels)`:
 /// `out[i, h, :] = sum over edges k = (i, j) of alpha[k, h] * x[j, h, :]`, where `alpha[., h]` is
 /// the softmax over row `i` of `LeakyReLU(<x[j, h, :], att_src[h]> + <x[i, h, :], att_dst[h]>)`.
-/// A row without edges comes out zero. CPU only.
+/// A row without edges comes out zero. On the CPU, and on CUDA with `--features cuda`.
 pub fn gat_aggregate(
     pattern: &EdgePattern,
     x: &Tensor,
@@ -562,6 +600,42 @@ impl CustomOp2 for EdgeScores {
         ))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let p = &self.pattern.0;
+        let device = &s1.device;
+        let s_src = super::cuda::input(self.name(), "s_src", s1, l1, (p.cols, self.heads))?;
+        let s_dst = super::cuda::input(self.name(), "s_dst", s2, l2, (p.rows, self.heads))?;
+        let gpu = p.on(device)?;
+        let out = output(device, p.indices.len() * self.heads)?;
+        launch(
+            device,
+            "gat_edge_scores",
+            p.rows * self.heads,
+            &[
+                Arg::U64s(&gpu.offsets),
+                Arg::U32s(&gpu.indices),
+                Arg::View(&s_src),
+                Arg::View(&s_dst),
+                Arg::Out(&out),
+                Arg::Size(p.rows as u64),
+                Arg::Size(self.heads as u64),
+                Arg::Float(self.slope),
+            ],
+        )?;
+        Ok(finish(
+            device,
+            out,
+            Shape::from((p.indices.len(), self.heads)),
+        ))
+    }
+
     fn bwd(
         &self,
         s_src: &Tensor,
@@ -626,6 +700,43 @@ impl CustomOp2 for LeakySegmentSum {
         };
         Ok((CpuStorage::F32(out), Shape::from((segments, self.heads))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let p = &self.pattern.0;
+        let device = &s1.device;
+        let dims = (p.indices.len(), self.heads);
+        let res = super::cuda::input(self.name(), "the scores", s1, l1, dims)?;
+        let grad = super::cuda::input(self.name(), "their gradient", s2, l2, dims)?;
+        let gpu = p.on(device)?;
+        let (segments, offsets, edges) = match self.side {
+            Side::Rows => (p.rows, &gpu.offsets, Arg::NoU32s),
+            Side::Cols => (p.cols, &gpu.t_offsets, Arg::U32s(&gpu.t_edges)),
+        };
+        let out = output(device, segments * self.heads)?;
+        launch(
+            device,
+            "gat_leaky_segment_sum",
+            segments * self.heads,
+            &[
+                Arg::U64s(offsets),
+                edges,
+                Arg::View(&res),
+                Arg::View(&grad),
+                Arg::Out(&out),
+                Arg::Size(segments as u64),
+                Arg::Size(self.heads as u64),
+                Arg::Float(self.slope),
+            ],
+        )?;
+        Ok(finish(device, out, Shape::from((segments, self.heads))))
+    }
 }
 
 /// The softmax of the edge scores over each destination row: `nnz x heads -> nnz x heads`.
@@ -645,6 +756,29 @@ impl CustomOp1 for EdgeSoftmax {
         let scores = input(self.name(), "the scores", storage, layout, dims)?;
         let out = p.softmax(scores, self.heads, threads());
         Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
+        let p = &self.pattern.0;
+        let device = &storage.device;
+        let dims = (p.indices.len(), self.heads);
+        let scores = super::cuda::input(self.name(), "the scores", storage, layout, dims)?;
+        let gpu = p.on(device)?;
+        let out = output(device, dims.0 * dims.1)?;
+        launch(
+            device,
+            "gat_edge_softmax",
+            p.rows * self.heads,
+            &[
+                Arg::U64s(&gpu.offsets),
+                Arg::View(&scores),
+                Arg::Out(&out),
+                Arg::Size(p.rows as u64),
+                Arg::Size(self.heads as u64),
+            ],
+        )?;
+        Ok(finish(device, out, Shape::from(dims)))
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -684,6 +818,37 @@ impl CustomOp2 for EdgeSoftmaxGrad {
         let out = p.softmax_grad(alpha, grad, self.heads, threads());
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let p = &self.pattern.0;
+        let device = &s1.device;
+        let dims = (p.indices.len(), self.heads);
+        let alpha = super::cuda::input(self.name(), "alpha", s1, l1, dims)?;
+        let grad = super::cuda::input(self.name(), "its gradient", s2, l2, dims)?;
+        let gpu = p.on(device)?;
+        let out = output(device, dims.0 * dims.1)?;
+        launch(
+            device,
+            "gat_edge_softmax_grad",
+            p.rows * self.heads,
+            &[
+                Arg::U64s(&gpu.offsets),
+                Arg::View(&alpha),
+                Arg::View(&grad),
+                Arg::Out(&out),
+                Arg::Size(p.rows as u64),
+                Arg::Size(self.heads as u64),
+            ],
+        )?;
+        Ok(finish(device, out, Shape::from(dims)))
+    }
 }
 
 /// The weighted sum over each row's edges:
@@ -721,6 +886,41 @@ impl CustomOp2 for EdgeAggregate {
         let x = input(self.name(), "x", s2, l2, (p.cols, width))?;
         let out = p.aggregate(alpha, x, self.heads, self.channels, threads());
         Ok((CpuStorage::F32(out), Shape::from((p.rows, width))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let p = &self.pattern.0;
+        let device = &s1.device;
+        let width = self.heads * self.channels;
+        let alpha =
+            super::cuda::input(self.name(), "alpha", s1, l1, (p.indices.len(), self.heads))?;
+        let x = super::cuda::input(self.name(), "x", s2, l2, (p.cols, width))?;
+        let gpu = p.on(device)?;
+        let out = output(device, p.rows * width)?;
+        launch(
+            device,
+            "gat_edge_aggregate",
+            p.rows * width,
+            &[
+                Arg::U64s(&gpu.offsets),
+                Arg::U32s(&gpu.indices),
+                Arg::NoU32s,
+                Arg::View(&alpha),
+                Arg::View(&x),
+                Arg::Out(&out),
+                Arg::Size(p.rows as u64),
+                Arg::Size(self.heads as u64),
+                Arg::Size(self.channels as u64),
+            ],
+        )?;
+        Ok(finish(device, out, Shape::from((p.rows, width))))
     }
 
     fn bwd(
@@ -785,6 +985,69 @@ impl CustomOp2 for EdgeAggregateGrad {
                 let x = input(self.name(), "x", s1, l1, (p.cols, width))?;
                 let out = p.aggregate_grad_alpha(x, grad, heads, channels, threads());
                 Ok((CpuStorage::F32(out), Shape::from((p.indices.len(), heads))))
+            }
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let p = &self.pattern.0;
+        let device = &s1.device;
+        let (heads, channels) = (self.heads, self.channels);
+        let width = heads * channels;
+        let grad = super::cuda::input(self.name(), "the gradient", s2, l2, (p.rows, width))?;
+        let gpu = p.on(device)?;
+        let sizes = [heads as u64, channels as u64].map(Arg::Size);
+        match self.which {
+            AggregateGrad::X => {
+                let alpha =
+                    super::cuda::input(self.name(), "alpha", s1, l1, (p.indices.len(), heads))?;
+                let out = output(device, p.cols * width)?;
+                let [h, c] = sizes;
+                launch(
+                    device,
+                    "gat_edge_aggregate",
+                    p.cols * width,
+                    &[
+                        Arg::U64s(&gpu.t_offsets),
+                        Arg::U32s(&gpu.t_rows),
+                        Arg::U32s(&gpu.t_edges),
+                        Arg::View(&alpha),
+                        Arg::View(&grad),
+                        Arg::Out(&out),
+                        Arg::Size(p.cols as u64),
+                        h,
+                        c,
+                    ],
+                )?;
+                Ok(finish(device, out, Shape::from((p.cols, width))))
+            }
+            AggregateGrad::Alpha => {
+                let x = super::cuda::input(self.name(), "x", s1, l1, (p.cols, width))?;
+                let out = output(device, p.indices.len() * heads)?;
+                let [h, c] = sizes;
+                launch(
+                    device,
+                    "gat_aggregate_grad_alpha",
+                    p.rows * heads,
+                    &[
+                        Arg::U64s(&gpu.offsets),
+                        Arg::U32s(&gpu.indices),
+                        Arg::View(&x),
+                        Arg::View(&grad),
+                        Arg::Out(&out),
+                        Arg::Size(p.rows as u64),
+                        h,
+                        c,
+                    ],
+                )?;
+                Ok(finish(device, out, Shape::from((p.indices.len(), heads))))
             }
         }
     }
@@ -893,18 +1156,42 @@ mod tests {
         Ok(())
     }
 
-    /// Compares output and gradients of `gat_aggregate` against the dense reference.
+    /// Compares output and gradients of `gat_aggregate` on `device` against the dense
+    /// reference on the CPU.
     fn check_against_reference(
+        device: &Device,
         seed: u64,
         heads: usize,
         channels: usize,
         with_mask: bool,
         lonely: Option<usize>,
     ) -> Result<()> {
-        let (out, read) = (12, 17);
+        check_sized(
+            device,
+            seed,
+            (heads, channels),
+            with_mask,
+            lonely,
+            (12, 17, 4),
+        )
+    }
+
+    fn check_against_large(device: &Device) -> Result<()> {
+        check_sized(device, 7, (8, 8), true, None, (600, 800, 12))
+    }
+
+    /// [`check_against_reference`] on an `out x read` pattern with up to `extra` sources a row.
+    fn check_sized(
+        device: &Device,
+        seed: u64,
+        (heads, channels): (usize, usize),
+        with_mask: bool,
+        lonely: Option<usize>,
+        (out, read, extra): (usize, usize, u64),
+    ) -> Result<()> {
         let width = heads * channels;
         let mut rng = Rng::new(seed);
-        let matrix = random_graph(&mut rng, out, read, 4, lonely);
+        let matrix = random_graph(&mut rng, out, read, extra, lonely);
         assert!(
             (0..out).any(|r| matrix.offsets()[r + 1] - matrix.offsets()[r] >= 3),
             "some row has several edges"
@@ -924,14 +1211,19 @@ mod tests {
             .as_ref()
             .map(|m| Tensor::from_slice(m.as_slice(), (matrix.nnz(), heads), cpu))
             .transpose()?;
+        let on = |v: &Var| Var::from_tensor(&v.as_tensor().to_device(device)?);
+        let (dx, dsrc, ddst) = (on(&x)?, on(&att_src)?, on(&att_dst)?);
         let sparse = gat_aggregate(
             &pattern,
-            x.as_tensor(),
-            att_src.as_tensor(),
-            att_dst.as_tensor(),
+            dx.as_tensor(),
+            dsrc.as_tensor(),
+            ddst.as_tensor(),
             heads,
             0.2,
-            mask_tensor.as_ref(),
+            mask_tensor
+                .map(|m| m.to_device(device))
+                .transpose()?
+                .as_ref(),
         )?;
         let dense = dense_reference(
             &matrix,
@@ -942,35 +1234,64 @@ mod tests {
             0.2,
             mask.as_deref(),
         )?;
-        assert_close("output", &sparse, &dense)?;
-        let grad_sparse = sparse.mul(&weights)?.sum_all()?.backward()?;
+        assert_close("output", &sparse.to_device(cpu)?, &dense)?;
+        let grad_sparse = sparse
+            .mul(&weights.to_device(device)?)?
+            .sum_all()?
+            .backward()?;
         let grad_dense = dense.mul(&weights)?.sum_all()?.backward()?;
-        for (what, var) in [("dx", &x), ("d att_src", &att_src), ("d att_dst", &att_dst)] {
-            let s = grad_sparse.get(var.as_tensor()).expect("a sparse gradient");
+        for (what, var, on_device) in [
+            ("dx", &x, &dx),
+            ("d att_src", &att_src, &dsrc),
+            ("d att_dst", &att_dst, &ddst),
+        ] {
+            let s = grad_sparse
+                .get(on_device.as_tensor())
+                .expect("a sparse gradient");
             let d = grad_dense.get(var.as_tensor()).expect("a dense gradient");
-            assert_close(what, s, d)?;
+            assert_close(what, &s.to_device(cpu)?, d)?;
         }
         Ok(())
     }
 
-    #[test]
-    fn multi_head_output_and_gradients_match_the_dense_reference() -> Result<()> {
-        check_against_reference(1, 3, 4, false, None)
+    fn multi_head(device: &Device) -> Result<()> {
+        check_against_reference(device, 1, 3, 4, false, None)
     }
+    test_device!(
+        multi_head_output_and_gradients_match_the_dense_reference,
+        multi_head
+    );
 
-    #[test]
-    fn single_head_output_and_gradients_match_the_dense_reference() -> Result<()> {
-        check_against_reference(2, 1, 5, false, None)
+    fn single_head(device: &Device) -> Result<()> {
+        check_against_reference(device, 2, 1, 5, false, None)
     }
+    test_device!(
+        single_head_output_and_gradients_match_the_dense_reference,
+        single_head
+    );
 
-    #[test]
-    fn masked_output_and_gradients_match_the_dense_reference() -> Result<()> {
-        check_against_reference(3, 2, 3, true, None)
+    fn masked(device: &Device) -> Result<()> {
+        check_against_reference(device, 3, 2, 3, true, None)
     }
+    test_device!(
+        masked_output_and_gradients_match_the_dense_reference,
+        masked
+    );
+
+    fn lonely_row(device: &Device) -> Result<()> {
+        check_against_reference(device, 4, 2, 3, false, Some(5))
+    }
+    test_device!(a_lonely_row_matches_the_dense_reference, lonely_row);
+
+    /// A graph big enough for many thread blocks on a GPU and several threads on the CPU, with
+    /// 8 heads (as GAT's first layer) against the dense reference.
+    fn large(device: &Device) -> Result<()> {
+        check_against_large(device)
+    }
+    test_device!(a_large_graph_matches_the_dense_reference, large);
 
     #[test]
     fn a_row_with_only_its_self_loop_copies_its_features() -> Result<()> {
-        check_against_reference(4, 2, 3, false, Some(5))?;
         // Alone in its row, the self loop gets weight exactly 1 and the scores no gradient.
         let matrix = SparseMatrix::new(3, 4, vec![0, 2, 3, 5], vec![0, 3, 1, 2, 0], vec![1.0; 5]);
         let pattern = EdgePattern::new(&matrix)?;

@@ -191,8 +191,16 @@ mod cuda {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown reason".into());
-            let first = message.lines().next().unwrap_or_default().to_string();
-            Err(ExecError::NoGpu(format!("{what}: {first}")))
+            // cudarc lists every file name it tried; the first clause says which library.
+            let first = message.lines().next().unwrap_or_default();
+            let cause = first.split(" - searched").next().unwrap_or(first);
+            let hint = if first.contains("searched") {
+                " (is the NVIDIA driver or CUDA library installed? LD_LIBRARY_PATH must name its \
+                 folder)"
+            } else {
+                ""
+            };
+            Err(ExecError::NoGpu(format!("{what}: {cause}{hint}")))
         })
     }
 
@@ -223,6 +231,23 @@ mod cuda {
             .mem_get_info()
             .map_err(|e| candle_core::Error::Msg(format!("cuMemGetInfo failed: {e:?}")))?;
         Ok(Some((free as u64, total as u64)))
+    }
+}
+
+/// A GPU for a device test, or none (with the reason on stderr) where there is none; with
+/// `PIPEGNN_REQUIRE_GPU` set a missing GPU fails the test instead.
+#[cfg(all(test, feature = "cuda"))]
+pub(crate) fn test_gpu() -> Option<Device> {
+    match open(DeviceChoice::Cuda, DeviceMap::Shared, 1) {
+        Ok(compute) => Some(compute.device(0).clone()),
+        Err(err) => {
+            assert!(
+                std::env::var_os("PIPEGNN_REQUIRE_GPU").is_none(),
+                "PIPEGNN_REQUIRE_GPU is set, but {err}"
+            );
+            eprintln!("CUDA test skipped: {err}");
+            None
+        }
     }
 }
 

@@ -8,7 +8,32 @@
 //! CPU, each stage worker on a rayon pool of its own, memory measured by a counting allocator
 //! ([`memory`]).
 
+/// Emits `$name::cpu`, and with `--features cuda` `$name::cuda`, each calling
+/// `$body(&Device)`: the same test on every device. Without a GPU the CUDA variant passes with a
+/// note on stderr, unless `PIPEGNN_REQUIRE_GPU` is set (on a GPU machine), where it fails.
+#[cfg(test)]
+macro_rules! test_device {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[test]
+            fn cpu() -> candle_core::Result<()> {
+                super::$body(&candle_core::Device::Cpu)
+            }
+
+            #[cfg(feature = "cuda")]
+            #[test]
+            fn cuda() -> candle_core::Result<()> {
+                match crate::exec::device::test_gpu() {
+                    Some(device) => super::$body(&device),
+                    None => Ok(()),
+                }
+            }
+        }
+    };
+}
+
 pub mod attention;
+mod cuda;
 pub mod data;
 pub mod device;
 pub mod layers;

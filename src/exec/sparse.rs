@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
+use super::cuda::DeviceCache;
+
 /// One sparse matrix in compressed sparse rows.
 #[derive(Debug, Clone, PartialEq)]
 struct Csr {
@@ -17,6 +19,16 @@ struct Csr {
     offsets: Vec<usize>,
     indices: Vec<u32>,
     values: Vec<f32>,
+    /// The arrays on each GPU that multiplied by it.
+    gpu: DeviceCache,
+}
+
+/// A [`Csr`]'s arrays on one GPU.
+#[cfg(feature = "cuda")]
+struct GpuCsr {
+    offsets: candle_core::cuda_backend::cudarc::driver::CudaSlice<u64>,
+    indices: candle_core::cuda_backend::cudarc::driver::CudaSlice<u32>,
+    values: candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>,
 }
 
 impl Csr {
@@ -46,6 +58,7 @@ impl Csr {
             offsets,
             indices,
             values,
+            gpu: DeviceCache::default(),
         }
     }
 
@@ -172,6 +185,7 @@ impl SparseMatrix {
             offsets,
             indices,
             values,
+            gpu: DeviceCache::default(),
         };
         let transposed = forward.transpose();
         SparseMatrix {
@@ -285,6 +299,49 @@ impl CustomOp1 for SpMM {
         Ok((CpuStorage::F32(out), Shape::from((csr.rows, width))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda::{finish, input, launch, output, upload, Arg};
+        let csr = &self.0.forward;
+        let (rows, width) = layout.shape().dims2()?;
+        if rows != csr.cols {
+            candle_core::bail!(
+                "csr-spmm: the sparse matrix has {} columns but x has {rows} rows",
+                csr.cols
+            );
+        }
+        let device = &storage.device;
+        let x = input(self.name(), "x", storage, layout, (rows, width))?;
+        let gpu = csr.gpu.get(device, || {
+            let offsets: Vec<u64> = csr.offsets.iter().map(|&o| o as u64).collect();
+            Ok(GpuCsr {
+                offsets: upload(device, &offsets)?,
+                indices: upload(device, &csr.indices)?,
+                values: upload(device, &csr.values)?,
+            })
+        })?;
+        let out = output(device, csr.rows * width)?;
+        launch(
+            device,
+            "csr_spmm",
+            csr.rows * width,
+            &[
+                Arg::U64s(&gpu.offsets),
+                Arg::U32s(&gpu.indices),
+                Arg::F32s(&gpu.values),
+                Arg::View(&x),
+                Arg::Out(&out),
+                Arg::Size(csr.rows as u64),
+                Arg::Size(width as u64),
+            ],
+        )?;
+        Ok(finish(device, out, Shape::from((csr.rows, width))))
+    }
+
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(self.0.t().matmul(grad_res)?))
     }
@@ -307,27 +364,89 @@ mod tests {
         )
     }
 
-    #[test]
-    fn product_and_gradient_match_the_dense_reference() -> Result<()> {
-        let a = small();
+    /// `a x` and its gradient on `device` against the dense product on the CPU, to 1e-5 of the
+    /// largest value.
+    fn check_against_dense(device: &Device, a: &SparseMatrix, width: usize) -> Result<()> {
+        let cpu = &Device::Cpu;
         let dense = Tensor::new(
             a.to_dense().into_iter().flatten().collect::<Vec<f32>>(),
-            &Device::Cpu,
+            cpu,
         )?
-        .reshape((3, 4))?;
-        let x = Var::from_tensor(&Tensor::arange(0f32, 8.0, &Device::Cpu)?.reshape((4, 2))?)?;
-        let sparse = a.matmul(x.as_tensor())?;
+        .reshape((a.rows(), a.cols()))?;
+        let values: Vec<f32> = (0..a.cols() * width)
+            .map(|i| ((i * 7919) % 23) as f32 * 0.125 - 1.5)
+            .collect();
+        let x = Var::from_tensor(&Tensor::from_vec(values, (a.cols(), width), cpu)?)?;
+        let x_on = Var::from_tensor(&x.as_tensor().to_device(device)?)?;
+        let weights: Vec<f32> = (0..a.rows() * width)
+            .map(|i| ((i * 104729) % 17) as f32 * 0.25 - 2.0)
+            .collect();
+        let weights = Tensor::from_vec(weights, (a.rows(), width), cpu)?;
+        let sparse = a.matmul(x_on.as_tensor())?;
         let reference = dense.matmul(x.as_tensor())?;
-        assert_eq!(sparse.to_vec2::<f32>()?, reference.to_vec2::<f32>()?);
-        let weights = Tensor::new(&[[1f32, -2.0], [0.5, 3.0], [2.0, 1.0]], &Device::Cpu)?;
-        let grad_sparse = sparse.mul(&weights)?.sum_all()?.backward()?;
+        let grad_sparse = sparse
+            .mul(&weights.to_device(device)?)?
+            .sum_all()?
+            .backward()?;
         let grad_dense = reference.mul(&weights)?.sum_all()?.backward()?;
-        assert_eq!(
-            grad_sparse.get(x.as_tensor()).unwrap().to_vec2::<f32>()?,
-            grad_dense.get(x.as_tensor()).unwrap().to_vec2::<f32>()?
-        );
+        let pairs = [
+            ("product", sparse.to_device(cpu)?, reference),
+            (
+                "gradient",
+                grad_sparse.get(x_on.as_tensor()).unwrap().to_device(cpu)?,
+                grad_dense.get(x.as_tensor()).unwrap().clone(),
+            ),
+        ];
+        for (what, got, want) in pairs {
+            let (got, want) = (
+                got.flatten_all()?.to_vec1::<f32>()?,
+                want.flatten_all()?.to_vec1::<f32>()?,
+            );
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-5 * scale,
+                    "{what}[{i}]: {g} vs dense {w}"
+                );
+            }
+        }
         Ok(())
     }
+
+    fn small_product(device: &Device) -> Result<()> {
+        check_against_dense(device, &small(), 2)
+    }
+    test_device!(
+        product_and_gradient_match_the_dense_reference,
+        small_product
+    );
+
+    /// Many thread blocks on a GPU, several threads on the CPU; widths that do not divide a warp,
+    /// and an empty row and column.
+    fn large_product(device: &Device) -> Result<()> {
+        let (rows, cols) = (1500usize, 900usize);
+        let mut offsets = vec![0];
+        let mut indices = Vec::new();
+        let mut values = Vec::new();
+        for r in 0..rows {
+            if r != 17 {
+                for j in 0..(r % 29) {
+                    let c = (r * 31 + j * 97) % (cols - 1);
+                    if !indices[offsets[r]..].contains(&(c as u32)) {
+                        indices.push(c as u32);
+                        values.push(((r + j) % 7) as f32 - 3.0);
+                    }
+                }
+            }
+            offsets.push(indices.len());
+        }
+        let a = SparseMatrix::new(rows, cols, offsets, indices, values);
+        for width in [1, 7, 16, 33] {
+            check_against_dense(device, &a, width)?;
+        }
+        Ok(())
+    }
+    test_device!(a_large_product_matches_the_dense_reference, large_product);
 
     #[test]
     fn threaded_product_equals_the_serial_one() -> Result<()> {

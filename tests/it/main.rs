@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cli;
+mod cuda;
 mod exec;
 mod gnn;
 mod oracles;

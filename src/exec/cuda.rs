@@ -1,0 +1,316 @@
+//! CUDA kernels behind the sparse and attention custom ops (`--features cuda`).
+//!
+//! The kernels are CUDA C compiled once per process with NVRTC (loaded at run time, like the
+//! rest of CUDA) and loaded into each device's context. Every kernel is a gather: one thread per
+//! output element walks its row of the CSR pattern (or of the transpose, for gradients over
+//! sources) in the same order as the CPU code, so there are no atomics and a run is as
+//! deterministic on a GPU as on the CPU. A fixed pattern's index arrays are uploaded once per
+//! GPU and kept with the pattern ([`DeviceCache`]).
+//!
+//! Without the feature only [`DeviceCache`] exists, as an empty marker, so the CPU types need
+//! no `#[cfg]`.
+
+#[cfg(feature = "cuda")]
+pub(super) use imp::*;
+
+/// Per-GPU copies of a fixed pattern's arrays, filled on first use. Equality and cloning ignore
+/// it: it is a cache of the data beside it.
+#[derive(Default)]
+pub(super) struct DeviceCache {
+    #[cfg(feature = "cuda")]
+    copies: std::sync::Mutex<Vec<(usize, std::sync::Arc<dyn std::any::Any + Send + Sync>)>>,
+}
+
+impl std::fmt::Debug for DeviceCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceCache")
+    }
+}
+
+impl Clone for DeviceCache {
+    fn clone(&self) -> Self {
+        DeviceCache::default()
+    }
+}
+
+impl PartialEq for DeviceCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use std::any::Any;
+    use std::sync::{Arc, OnceLock};
+
+    use candle_core::cuda_backend::cudarc::driver::{
+        CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    };
+    use candle_core::cuda_backend::cudarc::nvrtc;
+    use candle_core::cuda_backend::WrapErr;
+    use candle_core::{CudaDevice, CudaStorage, Layout, Result, Shape};
+
+    use super::DeviceCache;
+
+    const SOURCE: &str = r#"
+typedef unsigned long long u64;
+typedef unsigned int u32;
+
+#define GRID_STRIDE(i, n) \
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < (n); \
+         i += (u64)blockDim.x * gridDim.x)
+
+// out[r, c] = sum_k values[k] * x[indices[k], c]
+extern "C" __global__ void csr_spmm(const u64* offsets, const u32* indices, const float* values,
+                                    const float* x, float* out, u64 rows, u64 width) {
+    GRID_STRIDE(i, rows * width) {
+        u64 r = i / width, c = i % width;
+        float acc = 0.0f;
+        for (u64 k = offsets[r]; k < offsets[r + 1]; ++k)
+            acc += values[k] * x[(u64)indices[k] * width + c];
+        out[i] = acc;
+    }
+}
+
+// out[k, h] = LeakyReLU(s_src[col(k), h] + s_dst[row(k), h])
+extern "C" __global__ void gat_edge_scores(const u64* offsets, const u32* indices,
+                                           const float* s_src, const float* s_dst, float* out,
+                                           u64 rows, u64 heads, float slope) {
+    GRID_STRIDE(i, rows * heads) {
+        u64 r = i / heads, h = i % heads;
+        float d = s_dst[i];
+        for (u64 k = offsets[r]; k < offsets[r + 1]; ++k) {
+            float e = s_src[(u64)indices[k] * heads + h] + d;
+            out[k * heads + h] = e > 0.0f ? e : slope * e;
+        }
+    }
+}
+
+// out[seg, h] = sum over the segment's edges of the LeakyReLU's gradient; `edges` maps a
+// transposed entry to its edge (null: the entries are the edges).
+extern "C" __global__ void gat_leaky_segment_sum(const u64* offsets, const u32* edges,
+                                                 const float* res, const float* grad,
+                                                 float* out, u64 segments, u64 heads,
+                                                 float slope) {
+    GRID_STRIDE(i, segments * heads) {
+        u64 s = i / heads, h = i % heads;
+        float acc = 0.0f;
+        for (u64 t = offsets[s]; t < offsets[s + 1]; ++t) {
+            u64 k = edges ? (u64)edges[t] : t;
+            float g = grad[k * heads + h];
+            acc += res[k * heads + h] > 0.0f ? g : slope * g;
+        }
+        out[i] = acc;
+    }
+}
+
+// The softmax of each row's scores, per head.
+extern "C" __global__ void gat_edge_softmax(const u64* offsets, const float* scores, float* out,
+                                            u64 rows, u64 heads) {
+    GRID_STRIDE(i, rows * heads) {
+        u64 r = i / heads, h = i % heads;
+        u64 lo = offsets[r], hi = offsets[r + 1];
+        float m = -INFINITY;
+        for (u64 k = lo; k < hi; ++k) m = fmaxf(m, scores[k * heads + h]);
+        float sum = 0.0f;
+        for (u64 k = lo; k < hi; ++k) {
+            float e = expf(scores[k * heads + h] - m);
+            out[k * heads + h] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        for (u64 k = lo; k < hi; ++k) out[k * heads + h] *= inv;
+    }
+}
+
+// alpha * (grad - sum over the row of alpha * grad), per head.
+extern "C" __global__ void gat_edge_softmax_grad(const u64* offsets, const float* alpha,
+                                                 const float* grad, float* out, u64 rows,
+                                                 u64 heads) {
+    GRID_STRIDE(i, rows * heads) {
+        u64 r = i / heads, h = i % heads;
+        u64 lo = offsets[r], hi = offsets[r + 1];
+        float dot = 0.0f;
+        for (u64 k = lo; k < hi; ++k) dot += alpha[k * heads + h] * grad[k * heads + h];
+        for (u64 k = lo; k < hi; ++k)
+            out[k * heads + h] = alpha[k * heads + h] * (grad[k * heads + h] - dot);
+    }
+}
+
+// out[r, h, c] = sum over edges k = (r, j) of alpha[k, h] * x[j, h, c]; through the transpose
+// (`t_edges` non-null) the same with rows and sources swapped, x being the gradient.
+extern "C" __global__ void gat_edge_aggregate(const u64* offsets, const u32* indices,
+                                              const u32* t_edges, const float* alpha,
+                                              const float* x, float* out, u64 rows, u64 heads,
+                                              u64 channels) {
+    u64 width = heads * channels;
+    GRID_STRIDE(i, rows * width) {
+        u64 r = i / width, c = i % width, h = c / channels;
+        float acc = 0.0f;
+        for (u64 t = offsets[r]; t < offsets[r + 1]; ++t) {
+            u64 k = t_edges ? (u64)t_edges[t] : t;
+            acc += alpha[k * heads + h] * x[(u64)indices[t] * width + c];
+        }
+        out[i] = acc;
+    }
+}
+
+// dalpha[k, h] = <grad[r, h, :], x[j, h, :]> for each edge k = (r, j).
+extern "C" __global__ void gat_aggregate_grad_alpha(const u64* offsets, const u32* indices,
+                                                    const float* x, const float* grad,
+                                                    float* out, u64 rows, u64 heads,
+                                                    u64 channels) {
+    u64 width = heads * channels;
+    GRID_STRIDE(i, rows * heads) {
+        u64 r = i / heads, h = i % heads;
+        const float* g = grad + r * width + h * channels;
+        for (u64 k = offsets[r]; k < offsets[r + 1]; ++k) {
+            const float* s = x + (u64)indices[k] * width + h * channels;
+            float acc = 0.0f;
+            for (u64 c = 0; c < channels; ++c) acc += g[c] * s[c];
+            out[k * heads + h] = acc;
+        }
+    }
+}
+"#;
+
+    const MODULE: &str = "pipegnn_graph";
+
+    /// The kernels' PTX, compiled on first use.
+    fn ptx() -> Result<&'static str> {
+        static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+        PTX.get_or_init(|| {
+            nvrtc::compile_ptx(SOURCE)
+                .map(|ptx| ptx.to_src())
+                .map_err(|e| format!("NVRTC could not compile the graph kernels: {e:?}"))
+        })
+        .as_deref()
+        .map_err(|e| candle_core::Error::Msg(e.clone()))
+    }
+
+    /// A contiguous f32 input of a custom op, checked to be `(rows, width)`.
+    pub(in crate::exec) fn input<'a>(
+        op: &str,
+        what: &str,
+        storage: &'a CudaStorage,
+        layout: &Layout,
+        dims: (usize, usize),
+    ) -> Result<CudaView<'a, f32>> {
+        if layout.shape().dims() != [dims.0, dims.1] {
+            candle_core::bail!(
+                "{op}: {what} must be {dims:?}, not {:?}",
+                layout.shape().dims()
+            );
+        }
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("{op} needs a contiguous {what}");
+        };
+        Ok(storage.as_cuda_slice::<f32>()?.slice(start..end))
+    }
+
+    /// An argument of a kernel launch.
+    pub(in crate::exec) enum Arg<'a> {
+        U64s(&'a CudaSlice<u64>),
+        U32s(&'a CudaSlice<u32>),
+        /// A null `u32` pointer (an absent index array).
+        NoU32s,
+        F32s(&'a CudaSlice<f32>),
+        View(&'a CudaView<'a, f32>),
+        Out(&'a CudaSlice<f32>),
+        Size(u64),
+        Float(f32),
+    }
+
+    /// Runs kernel `name` over `threads` threads (grid-stride loops cover any count).
+    pub(in crate::exec) fn launch(
+        device: &CudaDevice,
+        name: &str,
+        threads: usize,
+        args: &[Arg<'_>],
+    ) -> Result<()> {
+        if threads > 0 {
+            let func = device.get_or_load_custom_func(name, MODULE, ptx()?)?;
+            let null: u64 = 0;
+            let mut builder = func.builder();
+            for arg in args {
+                match arg {
+                    Arg::U64s(s) => builder.arg(*s),
+                    Arg::U32s(s) => builder.arg(*s),
+                    Arg::NoU32s => builder.arg(&null),
+                    Arg::F32s(s) => builder.arg(*s),
+                    Arg::View(v) => builder.arg(*v),
+                    Arg::Out(s) => builder.arg(*s),
+                    Arg::Size(n) => builder.arg(n),
+                    Arg::Float(x) => builder.arg(x),
+                };
+            }
+            // Enough blocks to fill the GPU; grid-stride loops do the rest.
+            let config = LaunchConfig::for_num_elems(threads.min(1 << 26) as u32);
+            // SAFETY: every kernel in SOURCE takes exactly the arguments its callers push, in
+            // order (device arrays as pointers, sizes as u64, the slope as f32); the callers
+            // checked each input's shape against the pattern, so every index a thread reads or
+            // writes is in bounds: pattern indices were checked against the column count when
+            // the pattern was built, and the outputs were allocated with the sizes the loops
+            // cover.
+            #[allow(unsafe_code)]
+            let launched = unsafe { builder.launch(config) };
+            launched.w()?;
+        }
+        Ok(())
+    }
+
+    /// A kernel's output as candle storage of `shape`.
+    pub(in crate::exec) fn finish(
+        device: &CudaDevice,
+        out: CudaSlice<f32>,
+        shape: Shape,
+    ) -> (CudaStorage, Shape) {
+        (CudaStorage::wrap_cuda_slice(out, device.clone()), shape)
+    }
+
+    /// A zeroed output of `len` floats.
+    pub(in crate::exec) fn output(device: &CudaDevice, len: usize) -> Result<CudaSlice<f32>> {
+        device.alloc_zeros::<f32>(len.max(1))
+    }
+
+    /// Copies a host array to the device.
+    pub(in crate::exec) fn upload<T: DeviceRepr + ValidAsZeroBits + 'static>(
+        device: &CudaDevice,
+        host: &[T],
+    ) -> Result<CudaSlice<T>> {
+        if host.is_empty() {
+            // A one-element placeholder: a zero-length allocation is not a valid pointer.
+            return device.alloc_zeros::<T>(1);
+        }
+        device.clone_htod(host)
+    }
+
+    /// The GPU a device computes on.
+    fn ordinal(device: &CudaDevice) -> usize {
+        device.cuda_stream().context().ordinal()
+    }
+
+    impl DeviceCache {
+        /// This GPU's copy, uploaded by `make` the first time it is asked for.
+        pub(in crate::exec) fn get<T: Any + Send + Sync>(
+            &self,
+            device: &CudaDevice,
+            make: impl FnOnce() -> Result<T>,
+        ) -> Result<Arc<T>> {
+            let gpu = ordinal(device);
+            let mut copies = self
+                .copies
+                .lock()
+                .expect("no thread panics holding the lock");
+            if let Some((_, copy)) = copies.iter().find(|(g, _)| *g == gpu) {
+                if let Ok(copy) = copy.clone().downcast::<T>() {
+                    return Ok(copy);
+                }
+            }
+            let copy = Arc::new(make()?);
+            copies.push((gpu, copy.clone()));
+            Ok(copy)
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! CUDA: the device map in the simulator, what a build without CUDA (or a machine without a
+//! GPU) says, and, where a GPU is present, training on it against the CPU.
+
+use serde_json::Value;
+
+use crate::support::{pipegnn, stderr, stdout};
+
+fn simulate_json(args: &[&str]) -> Value {
+    let mut all = vec!["simulate"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--format", "json"]);
+    let out = pipegnn(&all);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["results"][0].clone()
+}
+
+/// Stages sharing one GPU run one op at a time: the epoch is at least every device's busy time
+/// added up, and longer than with a GPU per stage, whose ops overlap.
+#[test]
+fn stages_sharing_a_gpu_take_turns_on_it() {
+    for scenario in ["scenarios/quickstart.yaml", "scenarios/cora-gcn.yaml"] {
+        let own = simulate_json(&[scenario, "--set", "executor.device_map=per_stage"]);
+        let auto = simulate_json(&[scenario]);
+        let shared = simulate_json(&[scenario, "--set", "executor.device_map=shared"]);
+        assert_eq!(
+            own, auto,
+            "{scenario}: the simulator reads auto as per_stage"
+        );
+        let busy: f64 = shared["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["busy_s"].as_f64().unwrap())
+            .sum();
+        let epoch = shared["epoch_time_s"].as_f64().unwrap();
+        assert!(
+            epoch >= busy * (1.0 - 1e-9),
+            "{scenario}: epoch {epoch} < busy {busy}"
+        );
+        let own_epoch = own["epoch_time_s"].as_f64().unwrap();
+        assert!(own_epoch < epoch, "{scenario}: {own_epoch} vs {epoch}");
+        // Sharing changes when ops run, not what they cost or send.
+        assert_eq!(own["communication_bytes"], shared["communication_bytes"]);
+    }
+}
+
+#[test]
+fn a_bad_device_map_names_the_field() {
+    let out = pipegnn(&[
+        "validate",
+        "scenarios/quickstart.yaml",
+        "--set",
+        "executor.device_map=everywhere",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "executor.device_map: unknown device map `everywhere` (expected auto, per_stage or shared)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn sharing_is_for_gpus() {
+    let out = pipegnn(&[
+        "run",
+        "scenarios/cora-gcn.yaml",
+        "--epochs",
+        "1",
+        "--set",
+        "executor.device_map=shared",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(stderr(&out).contains("executor.device_map shared with backend cpu"));
+}
+
+/// Without the feature, asking for CUDA is exit 8 with one line saying how to get it.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_build_without_cuda_says_how_to_get_it() {
+    for args in [
+        vec!["run", "scenarios/cora-gcn-1stage.yaml", "--device", "cuda"],
+        vec![
+            "run",
+            "scenarios/cora-gcn-1stage.yaml",
+            "--set",
+            "executor.backend=cuda",
+        ],
+    ] {
+        let out = pipegnn(&args);
+        assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("built without CUDA") && err.contains("--features cuda"));
+    }
+}
+
+/// Runs `args` on the GPU, or returns none where this machine has none (exit 8), unless
+/// `PIPEGNN_REQUIRE_GPU` is set.
+#[cfg(feature = "cuda")]
+fn on_gpu(args: &[&str]) -> Option<Value> {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--device", "cuda", "--format", "json"]);
+    let out = pipegnn(&all);
+    if out.status.code() == Some(8) && std::env::var_os("PIPEGNN_REQUIRE_GPU").is_none() {
+        let err = stderr(&out);
+        assert!(err.contains("no usable CUDA GPU"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        eprintln!("CUDA test skipped: {err}");
+        return None;
+    }
+    assert!(out.status.success(), "{}", stderr(&out));
+    Some(serde_json::from_slice::<Value>(&out.stdout).unwrap()["results"][0].clone())
+}
+
+/// The same model trained on the GPU and the CPU: losses agree to 1e-3 relative (cuBLAS sums
+/// in another order) and accuracy within a point.
+#[cfg(feature = "cuda")]
+#[test]
+fn training_on_a_gpu_matches_the_cpu() {
+    if crate::gnn::data_dir().is_none() {
+        return;
+    }
+    for (scenario, extra) in [
+        ("scenarios/cora-gcn-1stage.yaml", None),
+        ("scenarios/cora-gcn.yaml", None),
+        ("scenarios/cora-gat.yaml", None),
+        ("scenarios/cora-graph-parallel.yaml", None),
+        (
+            "scenarios/cora-gpipe-drop.yaml",
+            Some("schedule.halo=exact"),
+        ),
+    ] {
+        let mut args = vec![scenario, "--epochs", "12"];
+        if let Some(set) = extra {
+            args.extend(["--set", set]);
+        }
+        let Some(gpu) = on_gpu(&args) else {
+            return;
+        };
+        let mut cpu_args = vec!["run"];
+        cpu_args.extend(&args);
+        cpu_args.extend(["--format", "json"]);
+        let out = pipegnn(&cpu_args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let cpu = serde_json::from_slice::<Value>(&out.stdout).unwrap()["results"][0].clone();
+        let loss = |r: &Value| -> Vec<f64> {
+            r["epochs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["loss"].as_f64().unwrap())
+                .collect()
+        };
+        for (epoch, (g, c)) in loss(&gpu).iter().zip(loss(&cpu)).enumerate() {
+            assert!(
+                (g - c).abs() <= 1e-3 * c.abs(),
+                "{scenario} epoch {}: gpu {g} vs cpu {c}",
+                epoch + 1
+            );
+        }
+        let memory: u64 = gpu["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["peak_memory_bytes"].as_u64().unwrap())
+            .sum();
+        assert!(memory > 0, "{scenario}: device memory is measured");
+    }
+}
+
+/// `compare` on the GPU: predicted against measured, bytes exact.
+#[cfg(feature = "cuda")]
+#[test]
+fn compare_runs_on_a_gpu() {
+    if crate::gnn::data_dir().is_none() {
+        return;
+    }
+    let out = pipegnn(&[
+        "compare",
+        "scenarios/cora-gcn.yaml",
+        "--device",
+        "cuda",
+        "--epochs",
+        "21",
+    ]);
+    if out.status.code() == Some(8) && std::env::var_os("PIPEGNN_REQUIRE_GPU").is_none() {
+        return;
+    }
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("epoch time"), "{}", stdout(&out));
+}
