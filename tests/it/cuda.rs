@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::{pipegnn, stderr, stdout};
+use crate::support::{pipegnn, stderr};
 
 fn simulate_json(args: &[&str]) -> Value {
     let mut all = vec!["simulate"];
@@ -121,9 +121,10 @@ fn on_gpu(args: &[&str]) -> Option<Value> {
 #[cfg(feature = "cuda")]
 #[test]
 fn training_on_a_gpu_matches_the_cpu() {
-    if crate::gnn::data_dir().is_none() {
+    let Some(data) = crate::gnn::data_dir() else {
         return;
-    }
+    };
+    let cora = format!("graph.dataset.path={}", data.join("cora").display());
     for (scenario, extra) in [
         ("scenarios/cora-gcn-1stage.yaml", None),
         ("scenarios/cora-gcn.yaml", None),
@@ -134,7 +135,7 @@ fn training_on_a_gpu_matches_the_cpu() {
             Some("schedule.halo=exact"),
         ),
     ] {
-        let mut args = vec![scenario, "--epochs", "12"];
+        let mut args = vec![scenario, "--epochs", "12", "--set", &cora];
         if let Some(set) = extra {
             args.extend(["--set", set]);
         }
@@ -176,12 +177,15 @@ fn training_on_a_gpu_matches_the_cpu() {
 #[cfg(feature = "cuda")]
 #[test]
 fn compare_runs_on_a_gpu() {
-    if crate::gnn::data_dir().is_none() {
+    let Some(data) = crate::gnn::data_dir() else {
         return;
-    }
+    };
+    let cora = format!("graph.dataset.path={}", data.join("cora").display());
     let out = pipegnn(&[
         "compare",
         "scenarios/cora-gcn.yaml",
+        "--set",
+        &cora,
         "--device",
         "cuda",
         "--epochs",
@@ -191,5 +195,6 @@ fn compare_runs_on_a_gpu() {
         return;
     }
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("epoch time"), "{}", stdout(&out));
+    let text = crate::support::stdout(&out);
+    assert!(text.contains("epoch time"), "{text}");
 }

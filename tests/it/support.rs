@@ -10,14 +10,21 @@ use pipegnn::schedule::{Op, OpKind, Schedule};
 use pipegnn::sim::{simulate, SimInput};
 use pipegnn::trace::{MemoryCategory, Trace, TraceDevice};
 
-/// The repository root.
+/// The repository root: where the tests were built, or `PIPEGNN_ROOT` (a test binary carried to
+/// another machine, as `tests/gpu/check.sh` does).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("PIPEGNN_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
-/// Runs `pipegnn` with `args` in the repository root.
+/// Runs `pipegnn` (the one built with the tests, or `PIPEGNN_BIN`) with `args` in the
+/// repository root.
 pub fn pipegnn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pipegnn"))
+    let binary = std::env::var_os("PIPEGNN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pipegnn")));
+    Command::new(binary)
         .args(args)
         .current_dir(root())
         .output()
