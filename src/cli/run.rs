@@ -288,6 +288,24 @@ pub(super) fn check_fits(scenario: &Scenario, results: &[(&str, &report::Metrics
             let path = scenario.device_field(device.device, "memory");
             lines.push(scenario.source.diagnostic(path, message).to_string());
         }
+        // Stages on one GPU share its memory: together they must fit the first device's (an
+        // upper bound: the sum of their peaks, which need not coincide).
+        if scenario.executor.device_map == DeviceMap::Shared && metrics.devices.len() > 1 {
+            let together: u64 = metrics.devices.iter().map(|d| d.peak_memory_bytes).sum();
+            let first = &metrics.devices[0];
+            if let Some(capacity) = first.capacity_bytes.filter(|&c| together > c) {
+                let message = format!(
+                    "the {} stages sharing {} (executor.device_map: shared) need up to {} \
+                     together under {label} (the sum of their peaks) but it has {}",
+                    metrics.devices.len(),
+                    first.name,
+                    units::format_bytes(together),
+                    units::format_bytes(capacity),
+                );
+                let path = scenario.device_field(first.device, "memory");
+                lines.push(scenario.source.diagnostic(path, message).to_string());
+            }
+        }
     }
     if lines.is_empty() {
         Ok(())

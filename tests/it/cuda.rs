@@ -198,3 +198,28 @@ fn compare_runs_on_a_gpu() {
     let text = crate::support::stdout(&out);
     assert!(text.contains("epoch time"), "{text}");
 }
+
+/// Stages on one GPU share its memory: each fits alone, together they do not.
+#[test]
+fn stages_sharing_a_gpu_must_fit_its_memory_together() {
+    let args = |map: &str| {
+        pipegnn(&[
+            "simulate",
+            "scenarios/cora-gcn.yaml",
+            "--set",
+            "devices.0.memory=4MiB",
+            "--set",
+            &format!("executor.device_map={map}"),
+        ])
+    };
+    assert!(args("per_stage").status.success());
+    let out = args("shared");
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "devices[0].memory: the 2 stages sharing cpu0 (executor.device_map: shared) need up to"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
