@@ -178,7 +178,7 @@ extern "C" __global__ void gat_aggregate_grad_alpha(const u64* offsets, const u3
     const MODULE: &str = "pipegnn_graph";
 
     /// The kernels' PTX, compiled on first use.
-    fn ptx() -> Result<&'static str> {
+    pub(super) fn ptx() -> Result<&'static str> {
         static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
         PTX.get_or_init(|| {
             nvrtc::compile_ptx(SOURCE)
@@ -312,5 +312,43 @@ extern "C" __global__ void gat_aggregate_grad_alpha(const u64* offsets, const u3
             copies.push((gpu, copy.clone()));
             Ok(copy)
         }
+    }
+}
+
+/// The kernels compile with NVRTC, which needs no GPU, only `libnvrtc.so.13` (the NVIDIA wheel
+/// `nvidia-cuda-nvrtc`); where it cannot be loaded the test says so and passes, unless
+/// `PIPEGNN_REQUIRE_GPU` is set.
+#[cfg(all(test, feature = "cuda"))]
+mod tests {
+    #[test]
+    fn the_kernels_compile_with_nvrtc() {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let compiled = std::panic::catch_unwind(super::imp::ptx);
+        std::panic::set_hook(hook);
+        let ptx = match compiled {
+            Ok(ptx) => ptx.unwrap_or_else(|e| panic!("{e}")),
+            Err(_) => {
+                assert!(
+                    std::env::var_os("PIPEGNN_REQUIRE_GPU").is_none(),
+                    "PIPEGNN_REQUIRE_GPU is set, but NVRTC cannot be loaded"
+                );
+                eprintln!("NVRTC test skipped: libnvrtc.so.13 cannot be loaded");
+                return;
+            }
+        };
+        for kernel in [
+            "csr_spmm",
+            "gat_edge_scores",
+            "gat_leaky_segment_sum",
+            "gat_edge_softmax",
+            "gat_edge_softmax_grad",
+            "gat_edge_aggregate",
+            "gat_aggregate_grad_alpha",
+        ] {
+            assert!(ptx.contains(&format!(".entry {kernel}(")), "{kernel}");
+        }
+        let path = std::env::temp_dir().join("pipegnn-kernels.ptx");
+        std::fs::write(&path, ptx).expect("the temporary folder is writable");
     }
 }
