@@ -582,6 +582,8 @@ struct Executed {
     metrics_of: Vec<report::Metrics>,
     /// The epoch whose time is the median (the first, a warm-up, left out when there are others).
     median: usize,
+    /// Where it ran.
+    executor: String,
 }
 
 /// Plans the scenario's own schedule (with `profile`'s op times, if given) and runs it.
@@ -801,6 +803,7 @@ fn execute(
         result,
         metrics_of,
         median,
+        executor: compute.describe_with_memory(),
     })
 }
 
@@ -811,6 +814,7 @@ fn train(args: &RunArgs) -> Result<()> {
         result,
         metrics_of,
         median,
+        executor,
     } = execute(&args.scenario, args.epochs, args.force, None, args.device)?;
     let metrics = &metrics_of[median];
     if let Some(path) = &args.trace {
@@ -844,6 +848,7 @@ fn train(args: &RunArgs) -> Result<()> {
                     .collect(),
             );
             doc.test_accuracy = Some(result.test_at_best_val());
+            doc.executor = Some(executor);
             let doc = json::SimulateDoc {
                 scenario: scenario.name.clone(),
                 results: vec![doc],
@@ -852,7 +857,7 @@ fn train(args: &RunArgs) -> Result<()> {
         }
         ReportFormat::Table => {
             let mut out = format!(
-                "ran {} ({}) for {} epochs on the CPU: median epoch {}; final loss {:.4}, accuracy train {:.3} val {:.3} test {:.3}; test at best validation {:.3}\n\n",
+                "ran {} ({}) for {} epochs on {executor}: median epoch {}; final loss {:.4}, accuracy train {:.3} val {:.3} test {:.3}; test at best validation {:.3}\n\n",
                 scenario.name,
                 prediction.label,
                 result.epochs.len(),

@@ -1290,6 +1290,156 @@ mod tests {
     }
     test_device!(a_large_graph_matches_the_dense_reference, large);
 
+    /// Every GAT kernel's CUDA source, run on the host, against the CPU code, with the
+    /// arguments its `cuda_fwd` passes: a pattern with a lonely row, 3 heads of 5 channels.
+    #[test]
+    fn the_gat_kernels_match_the_cpu_code() -> Result<()> {
+        use super::super::cuda::host::{run, HostArg as H};
+        let mut rng = Rng::new(9);
+        let (out, read, heads, channels) = (40usize, 55usize, 3usize, 5usize);
+        let width = heads * channels;
+        let matrix = random_graph(&mut rng, out, read, 6, Some(3));
+        let pattern = EdgePattern::new(&matrix)?;
+        let p = &pattern.0;
+        let nnz = p.indices.len();
+        let wide = |v: &[usize]| v.iter().map(|&o| o as u64).collect::<Vec<u64>>();
+        let (offsets, t_offsets) = (wide(&p.offsets), wide(&p.t_offsets));
+        let s_src = uniform(&mut rng, read * heads);
+        let s_dst = uniform(&mut rng, out * heads);
+        let grad_edges = uniform(&mut rng, nnz * heads);
+        let grad_rows = uniform(&mut rng, out * width);
+        let x = uniform(&mut rng, read * width);
+        let (h, c, slope) = (heads as u64, channels as u64, 0.2f32);
+        let threads = 1;
+        let scores = p.edge_scores(&s_src, &s_dst, heads, slope, threads);
+        let alpha = p.softmax(&scores, heads, threads);
+        let checks: Vec<(&str, Vec<H<'_>>, Vec<f32>)> = vec![
+            (
+                "gat_edge_scores",
+                vec![
+                    H::U64s(&offsets),
+                    H::U32s(&p.indices),
+                    H::F32s(&s_src),
+                    H::F32s(&s_dst),
+                    H::Out(nnz * heads),
+                    H::Size(out as u64),
+                    H::Size(h),
+                    H::Float(slope),
+                ],
+                scores.clone(),
+            ),
+            (
+                "gat_leaky_segment_sum",
+                vec![
+                    H::U64s(&offsets),
+                    H::NoU32s,
+                    H::F32s(&scores),
+                    H::F32s(&grad_edges),
+                    H::Out(out * heads),
+                    H::Size(out as u64),
+                    H::Size(h),
+                    H::Float(slope),
+                ],
+                p.leaky_segment_sum(&scores, &grad_edges, heads, slope, Side::Rows, threads),
+            ),
+            (
+                "gat_leaky_segment_sum",
+                vec![
+                    H::U64s(&t_offsets),
+                    H::U32s(&p.t_edges),
+                    H::F32s(&scores),
+                    H::F32s(&grad_edges),
+                    H::Out(read * heads),
+                    H::Size(read as u64),
+                    H::Size(h),
+                    H::Float(slope),
+                ],
+                p.leaky_segment_sum(&scores, &grad_edges, heads, slope, Side::Cols, threads),
+            ),
+            (
+                "gat_edge_softmax",
+                vec![
+                    H::U64s(&offsets),
+                    H::F32s(&scores),
+                    H::Out(nnz * heads),
+                    H::Size(out as u64),
+                    H::Size(h),
+                ],
+                alpha.clone(),
+            ),
+            (
+                "gat_edge_softmax_grad",
+                vec![
+                    H::U64s(&offsets),
+                    H::F32s(&alpha),
+                    H::F32s(&grad_edges),
+                    H::Out(nnz * heads),
+                    H::Size(out as u64),
+                    H::Size(h),
+                ],
+                p.softmax_grad(&alpha, &grad_edges, heads, threads),
+            ),
+            (
+                "gat_edge_aggregate",
+                vec![
+                    H::U64s(&offsets),
+                    H::U32s(&p.indices),
+                    H::NoU32s,
+                    H::F32s(&alpha),
+                    H::F32s(&x),
+                    H::Out(out * width),
+                    H::Size(out as u64),
+                    H::Size(h),
+                    H::Size(c),
+                ],
+                p.aggregate(&alpha, &x, heads, channels, threads),
+            ),
+            (
+                "gat_edge_aggregate",
+                vec![
+                    H::U64s(&t_offsets),
+                    H::U32s(&p.t_rows),
+                    H::U32s(&p.t_edges),
+                    H::F32s(&alpha),
+                    H::F32s(&grad_rows),
+                    H::Out(read * width),
+                    H::Size(read as u64),
+                    H::Size(h),
+                    H::Size(c),
+                ],
+                p.aggregate_grad_x(&alpha, &grad_rows, heads, channels, threads),
+            ),
+            (
+                "gat_aggregate_grad_alpha",
+                vec![
+                    H::U64s(&offsets),
+                    H::U32s(&p.indices),
+                    H::F32s(&x),
+                    H::F32s(&grad_rows),
+                    H::Out(nnz * heads),
+                    H::Size(out as u64),
+                    H::Size(h),
+                    H::Size(c),
+                ],
+                p.aggregate_grad_alpha(&x, &grad_rows, heads, channels, threads),
+            ),
+        ];
+        for (kernel, args, cpu) in checks {
+            let Some(got) = run(kernel, &args) else {
+                return Ok(());
+            };
+            assert_eq!(got.len(), cpu.len(), "{kernel}");
+            let scale = cpu.iter().fold(1f32, |m, v| m.max(v.abs()));
+            for (i, (g, w)) in got.iter().zip(&cpu).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-6 * scale,
+                    "{kernel}[{i}]: {g} vs cpu {w}"
+                );
+            }
+        }
+        Ok(())
+    }
+
     #[test]
     fn a_row_with_only_its_self_loop_copies_its_features() -> Result<()> {
         // Alone in its row, the self loop gets weight exactly 1 and the scores no gradient.

@@ -39,21 +39,10 @@ impl PartialEq for DeviceCache {
     }
 }
 
-#[cfg(feature = "cuda")]
-mod imp {
-    use std::any::Any;
-    use std::sync::{Arc, OnceLock};
-
-    use candle_core::cuda_backend::cudarc::driver::{
-        CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
-    };
-    use candle_core::cuda_backend::cudarc::nvrtc;
-    use candle_core::cuda_backend::WrapErr;
-    use candle_core::{CudaDevice, CudaStorage, Layout, Result, Shape};
-
-    use super::DeviceCache;
-
-    const SOURCE: &str = r#"
+/// The kernels' CUDA C: compiled by NVRTC for a GPU, and as C++ on the host by a test that
+/// runs it one thread at a time against the CPU code.
+#[cfg(any(test, feature = "cuda"))]
+pub(super) const SOURCE: &str = r#"
 typedef unsigned long long u64;
 typedef unsigned int u32;
 
@@ -111,7 +100,7 @@ extern "C" __global__ void gat_edge_softmax(const u64* offsets, const float* sco
     GRID_STRIDE(i, rows * heads) {
         u64 r = i / heads, h = i % heads;
         u64 lo = offsets[r], hi = offsets[r + 1];
-        float m = -INFINITY;
+        float m = __int_as_float(0xff800000);  // -infinity (NVRTC has no math.h)
         for (u64 k = lo; k < hi; ++k) m = fmaxf(m, scores[k * heads + h]);
         float sum = 0.0f;
         for (u64 k = lo; k < hi; ++k) {
@@ -175,6 +164,74 @@ extern "C" __global__ void gat_aggregate_grad_alpha(const u64* offsets, const u3
 }
 "#;
 
+/// What a kernel parameter is, from its C type.
+#[cfg(any(test, feature = "cuda"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// `const u64*`
+    U64s,
+    /// `const u32*` (possibly null)
+    U32s,
+    /// `const float*`
+    F32s,
+    /// `float*`: the output
+    Out,
+    /// `u64`
+    Size,
+    /// `float`
+    Float,
+}
+
+/// The parameters of kernel `name` as declared in [`SOURCE`].
+#[cfg(any(test, feature = "cuda"))]
+pub(super) fn signature(name: &str) -> Option<Vec<Kind>> {
+    let head = format!("__global__ void {name}(");
+    let start = SOURCE.find(&head)? + head.len();
+    let params = &SOURCE[start..start + SOURCE[start..].find(')')?];
+    params
+        .split(',')
+        .map(|p| {
+            let ty = p.trim().rsplit_once(' ').map(|(ty, _)| ty.trim())?;
+            Some(match ty {
+                "const u64*" => Kind::U64s,
+                "const u32*" => Kind::U32s,
+                "const float*" => Kind::F32s,
+                "float*" => Kind::Out,
+                "u64" => Kind::Size,
+                "float" => Kind::Float,
+                _ => return None,
+            })
+        })
+        .collect()
+}
+
+/// Whether a launch of `name` passes arguments of the kinds its C signature declares, in order:
+/// a mismatch would be memory corruption on the GPU, so it is an error before launching.
+#[cfg(any(test, feature = "cuda"))]
+pub(super) fn check_arguments(name: &str, kinds: &[Kind]) -> Result<(), String> {
+    match signature(name) {
+        None => Err(format!("no kernel {name} in the graph kernels")),
+        Some(declared) if declared == kinds => Ok(()),
+        Some(declared) => Err(format!(
+            "kernel {name} takes {declared:?} but was passed {kinds:?}"
+        )),
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use std::any::Any;
+    use std::sync::{Arc, OnceLock};
+
+    use candle_core::cuda_backend::cudarc::driver::{
+        CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    };
+    use candle_core::cuda_backend::cudarc::nvrtc;
+    use candle_core::cuda_backend::WrapErr;
+    use candle_core::{CudaDevice, CudaStorage, Layout, Result, Shape};
+
+    use super::{check_arguments, DeviceCache, Kind, SOURCE};
+
     const MODULE: &str = "pipegnn_graph";
 
     /// The kernels' PTX, compiled on first use.
@@ -222,6 +279,19 @@ extern "C" __global__ void gat_aggregate_grad_alpha(const u64* offsets, const u3
         Float(f32),
     }
 
+    impl Arg<'_> {
+        fn kind(&self) -> Kind {
+            match self {
+                Arg::U64s(_) => Kind::U64s,
+                Arg::U32s(_) | Arg::NoU32s => Kind::U32s,
+                Arg::F32s(_) | Arg::View(_) => Kind::F32s,
+                Arg::Out(_) => Kind::Out,
+                Arg::Size(_) => Kind::Size,
+                Arg::Float(_) => Kind::Float,
+            }
+        }
+    }
+
     /// Runs kernel `name` over `threads` threads (grid-stride loops cover any count).
     pub(in crate::exec) fn launch(
         device: &CudaDevice,
@@ -229,6 +299,8 @@ extern "C" __global__ void gat_aggregate_grad_alpha(const u64* offsets, const u3
         threads: usize,
         args: &[Arg<'_>],
     ) -> Result<()> {
+        let kinds: Vec<Kind> = args.iter().map(Arg::kind).collect();
+        check_arguments(name, &kinds).map_err(candle_core::Error::Msg)?;
         if threads > 0 {
             let func = device.get_or_load_custom_func(name, MODULE, ptx()?)?;
             let null: u64 = 0;
@@ -350,5 +422,236 @@ mod tests {
         }
         let path = std::env::temp_dir().join("pipegnn-kernels.ptx");
         std::fs::write(&path, ptx).expect("the temporary folder is writable");
+    }
+}
+
+/// The kernels' source compiled as C++ for the host and run as one thread (a grid-stride loop
+/// then covers every element), so tests on any machine check their index arithmetic against the
+/// CPU code. Needs `c++` on the PATH; without it a test says so and passes.
+#[cfg(test)]
+pub(super) mod host {
+    use std::io::Write;
+    use std::path::PathBuf;
+    use std::process::Command;
+    use std::sync::OnceLock;
+
+    use super::{check_arguments, Kind, SOURCE};
+
+    /// An argument of a host run, in the kernel's parameter order.
+    pub(in crate::exec) enum HostArg<'a> {
+        U64s(&'a [u64]),
+        U32s(&'a [u32]),
+        NoU32s,
+        F32s(&'a [f32]),
+        /// The output, of this many floats.
+        Out(usize),
+        Size(u64),
+        Float(f32),
+    }
+
+    const PRELUDE: &str = r#"
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+struct Dim { unsigned x; };
+static Dim blockIdx{0}, threadIdx{0}, blockDim{1}, gridDim{1};
+#define __global__
+static inline float __int_as_float(unsigned v) { float f; std::memcpy(&f, &v, 4); return f; }
+"#;
+
+    const MAIN: &str = r#"
+static std::vector<std::vector<char>> buffers;
+static void* P[16];
+static u64 S[16];
+static float F[16];
+template <class T> static T take(FILE* in) { T v; if (fread(&v, sizeof v, 1, in) != 1) exit(2); return v; }
+int main(int argc, char** argv) {
+    FILE* in = fopen(argv[1], "rb");
+    if (!in) return 2;
+    char name[64] = {0};
+    u64 len = take<u64>(in);
+    if (len >= sizeof name || fread(name, 1, len, in) != len) return 2;
+    u64 n = take<u64>(in);
+    int out = -1;
+    u64 out_len = 0;
+    buffers.reserve(16);
+    for (u64 i = 0; i < n; ++i) {
+        int tag = fgetc(in);
+        if (tag == 'A' || tag == 'O') {
+            u64 bytes = take<u64>(in);
+            buffers.emplace_back(bytes + 8, 0);
+            if (tag == 'A' && fread(buffers.back().data(), 1, bytes, in) != bytes) return 2;
+            if (tag == 'O') { out = (int)i; out_len = bytes; }
+            P[i] = buffers.back().data();
+        } else if (tag == 'N') { P[i] = nullptr; }
+        else if (tag == 'S') { S[i] = take<u64>(in); }
+        else if (tag == 'F') { F[i] = take<float>(in); }
+        else return 2;
+    }
+#define A(T, i) ((T*)P[i])
+    if (!strcmp(name, "csr_spmm"))
+        csr_spmm(A(const u64, 0), A(const u32, 1), A(const float, 2), A(const float, 3), A(float, 4), S[5], S[6]);
+    else if (!strcmp(name, "gat_edge_scores"))
+        gat_edge_scores(A(const u64, 0), A(const u32, 1), A(const float, 2), A(const float, 3), A(float, 4), S[5], S[6], F[7]);
+    else if (!strcmp(name, "gat_leaky_segment_sum"))
+        gat_leaky_segment_sum(A(const u64, 0), A(const u32, 1), A(const float, 2), A(const float, 3), A(float, 4), S[5], S[6], F[7]);
+    else if (!strcmp(name, "gat_edge_softmax"))
+        gat_edge_softmax(A(const u64, 0), A(const float, 1), A(float, 2), S[3], S[4]);
+    else if (!strcmp(name, "gat_edge_softmax_grad"))
+        gat_edge_softmax_grad(A(const u64, 0), A(const float, 1), A(const float, 2), A(float, 3), S[4], S[5]);
+    else if (!strcmp(name, "gat_edge_aggregate"))
+        gat_edge_aggregate(A(const u64, 0), A(const u32, 1), A(const u32, 2), A(const float, 3), A(const float, 4), A(float, 5), S[6], S[7], S[8]);
+    else if (!strcmp(name, "gat_aggregate_grad_alpha"))
+        gat_aggregate_grad_alpha(A(const u64, 0), A(const u32, 1), A(const float, 2), A(const float, 3), A(float, 4), S[5], S[6], S[7]);
+    else return 3;
+    if (out < 0) return 4;
+    fwrite(P[out], 1, out_len, stdout);
+    return 0;
+}
+"#;
+
+    /// The compiled harness, or none without a C++ compiler.
+    fn harness() -> Option<&'static PathBuf> {
+        static HARNESS: OnceLock<Option<PathBuf>> = OnceLock::new();
+        HARNESS
+            .get_or_init(|| {
+                let dir =
+                    std::env::temp_dir().join(format!("pipegnn-kernels-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).ok()?;
+                let source = dir.join("harness.cpp");
+                std::fs::write(&source, format!("{PRELUDE}{SOURCE}{MAIN}")).ok()?;
+                let binary = dir.join("harness");
+                let built = Command::new("c++")
+                    .args(["-std=c++17", "-O1", "-o"])
+                    .arg(&binary)
+                    .arg(&source)
+                    .output();
+                match built {
+                    Ok(out) if out.status.success() => Some(binary),
+                    Ok(out) => panic!(
+                        "the kernels do not compile as C++:\n{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                    Err(err) => {
+                        eprintln!("host kernel test skipped: no c++ compiler ({err})");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// Runs kernel `name` on the host; none without a compiler.
+    pub(in crate::exec) fn run(name: &str, args: &[HostArg<'_>]) -> Option<Vec<f32>> {
+        let kinds: Vec<Kind> = args
+            .iter()
+            .map(|a| match a {
+                HostArg::U64s(_) => Kind::U64s,
+                HostArg::U32s(_) | HostArg::NoU32s => Kind::U32s,
+                HostArg::F32s(_) => Kind::F32s,
+                HostArg::Out(_) => Kind::Out,
+                HostArg::Size(_) => Kind::Size,
+                HostArg::Float(_) => Kind::Float,
+            })
+            .collect();
+        check_arguments(name, &kinds).unwrap_or_else(|e| panic!("{e}"));
+        let binary = harness()?;
+        let mut input = Vec::new();
+        let bytes = |input: &mut Vec<u8>, tag: u8, data: &[u8]| {
+            input.push(tag);
+            input.extend((data.len() as u64).to_le_bytes());
+            input.extend(data);
+        };
+        input.extend((name.len() as u64).to_le_bytes());
+        input.extend(name.as_bytes());
+        input.extend((args.len() as u64).to_le_bytes());
+        for arg in args {
+            match arg {
+                HostArg::U64s(v) => {
+                    let data: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    bytes(&mut input, b'A', &data);
+                }
+                HostArg::U32s(v) => {
+                    let data: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    bytes(&mut input, b'A', &data);
+                }
+                HostArg::F32s(v) => {
+                    let data: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    bytes(&mut input, b'A', &data);
+                }
+                HostArg::NoU32s => input.push(b'N'),
+                HostArg::Out(n) => {
+                    input.push(b'O');
+                    input.extend((4 * *n as u64).to_le_bytes());
+                }
+                HostArg::Size(n) => {
+                    input.push(b'S');
+                    input.extend(n.to_le_bytes());
+                }
+                HostArg::Float(x) => {
+                    input.push(b'F');
+                    input.extend(x.to_le_bytes());
+                }
+            }
+        }
+        let path = binary.with_file_name(format!("{name}-{:?}.in", std::thread::current().id()));
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(&input))
+            .expect("the temporary folder is writable");
+        let out = Command::new(binary)
+            .arg(&path)
+            .output()
+            .expect("the harness starts");
+        assert!(
+            out.status.success(),
+            "{name}: harness exit {:?}",
+            out.status
+        );
+        Some(
+            out.stdout
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod signature_tests {
+    use super::{check_arguments, signature, Kind};
+
+    #[test]
+    fn launches_are_checked_against_the_declared_parameters() {
+        assert_eq!(
+            signature("gat_edge_softmax"),
+            Some(vec![
+                Kind::U64s,
+                Kind::F32s,
+                Kind::Out,
+                Kind::Size,
+                Kind::Size
+            ])
+        );
+        let spmm = [
+            Kind::U64s,
+            Kind::U32s,
+            Kind::F32s,
+            Kind::F32s,
+            Kind::Out,
+            Kind::Size,
+            Kind::Size,
+        ];
+        assert_eq!(check_arguments("csr_spmm", &spmm), Ok(()));
+        let mut swapped = spmm;
+        swapped.swap(0, 1);
+        assert!(check_arguments("csr_spmm", &swapped)
+            .unwrap_err()
+            .contains("takes"));
+        assert!(check_arguments("csr_spmm", &spmm[..6]).is_err());
+        assert!(check_arguments("no_such_kernel", &spmm)
+            .unwrap_err()
+            .contains("no kernel"));
     }
 }

@@ -73,11 +73,33 @@ impl Compute {
         gpus.iter().enumerate().any(|(i, g)| gpus[..i].contains(g))
     }
 
+    /// [`Compute::describe`], with each GPU's total and free memory now.
+    pub fn describe_with_memory(&self) -> String {
+        let mut text = self.describe();
+        let mut seen: Vec<usize> = Vec::new();
+        for (device, gpu) in self.devices.iter().zip(&self.gpus) {
+            let Some(gpu) = *gpu else { continue };
+            if seen.contains(&gpu) {
+                continue;
+            }
+            seen.push(gpu);
+            if let Ok(Some((free, total))) = memory_info(device) {
+                let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+                text.push_str(&format!(
+                    "; GPU {gpu}: {:.1} GiB total, {:.1} GiB free",
+                    gib(total),
+                    gib(free)
+                ));
+            }
+        }
+        text
+    }
+
     /// One line for the run's header: what runs where.
     pub fn describe(&self) -> String {
         let gpus: Vec<usize> = self.gpus.iter().flatten().copied().collect();
         match gpus.as_slice() {
-            [] => "cpu".to_string(),
+            [] => "the CPU".to_string(),
             [first, rest @ ..] if rest.iter().all(|g| g == first) && !rest.is_empty() => {
                 format!(
                     "cuda: {} workers share GPU {first}, one stream each",
@@ -261,7 +283,7 @@ mod tests {
         assert_eq!(compute.workers(), 3);
         assert!(!compute.is_cuda());
         assert!(matches!(compute.device(2), Device::Cpu));
-        assert_eq!(compute.describe(), "cpu");
+        assert_eq!(compute.describe(), "the CPU");
         assert_eq!(memory_info(compute.device(0)).unwrap(), None);
     }
 

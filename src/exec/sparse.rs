@@ -448,6 +448,56 @@ mod tests {
     }
     test_device!(a_large_product_matches_the_dense_reference, large_product);
 
+    /// The CUDA kernel's source, run on the host, against the CPU product, with the arguments
+    /// `cuda_fwd` passes.
+    #[test]
+    fn the_spmm_kernel_matches_the_cpu_code() {
+        use super::super::cuda::host::{run, HostArg};
+        let a = {
+            let (rows, cols) = (300usize, 200usize);
+            let mut offsets = vec![0];
+            let mut indices = Vec::new();
+            for r in 0..rows {
+                if r != 5 {
+                    indices.extend((0..(r % 9) as u32).map(|j| (r as u32 * 7 + j * 13) % 199));
+                }
+                offsets.push(indices.len());
+            }
+            let values = (0..indices.len())
+                .map(|k| (k % 11) as f32 * 0.5 - 2.0)
+                .collect();
+            SparseMatrix::new(rows, cols, offsets, indices, values)
+        };
+        for m in [a.clone(), a.t()] {
+            let csr = &m.forward;
+            for width in [1usize, 16, 33] {
+                let x: Vec<f32> = (0..csr.cols * width)
+                    .map(|i| (i % 13) as f32 * 0.25 - 1.0)
+                    .collect();
+                let offsets: Vec<u64> = csr.offsets.iter().map(|&o| o as u64).collect();
+                let Some(kernel) = run(
+                    "csr_spmm",
+                    &[
+                        HostArg::U64s(&offsets),
+                        HostArg::U32s(&csr.indices),
+                        HostArg::F32s(&csr.values),
+                        HostArg::F32s(&x),
+                        HostArg::Out(csr.rows * width),
+                        HostArg::Size(csr.rows as u64),
+                        HostArg::Size(width as u64),
+                    ],
+                ) else {
+                    return;
+                };
+                let cpu = csr.multiply(&x, width);
+                assert_eq!(kernel.len(), cpu.len());
+                for (i, (k, c)) in kernel.iter().zip(&cpu).enumerate() {
+                    assert!((k - c).abs() <= 1e-6 * c.abs().max(1.0), "[{i}] {k} vs {c}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn threaded_product_equals_the_serial_one() -> Result<()> {
         // Large enough to take the threaded path: 2000 rows, 40 non-zeros each, width 16.

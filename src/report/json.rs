@@ -65,6 +65,9 @@ pub struct ResultDoc {
     /// `pipegnn run`: test accuracy at the epoch with the best validation accuracy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_accuracy: Option<f64>,
+    /// `pipegnn run`: where it ran (`cpu`, or the GPUs with their memory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
 }
 
 /// One trained epoch.
@@ -190,6 +193,7 @@ impl ResultDoc {
             redundant_compute_factor: graph.and_then(|g| g.redundant_compute_factor),
             epochs: None,
             test_accuracy: None,
+            executor: None,
             chunk_stats: graph.map_or_else(Vec::new, |g| {
                 g.chunks
                     .iter()
