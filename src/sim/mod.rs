@@ -7,6 +7,11 @@
 //! Each device issues its list strictly in order; an op starts as soon as its device is free and
 //! its inputs have arrived.
 //!
+//! **A shared processor.** With `SimInput::shared_compute` (`executor.device_map: shared`:
+//! stages on one GPU, one stream each) an op also needs the one processor all devices share:
+//! ops run one at a time, and a device whose next op is ready while the processor is busy waits
+//! for it first-in first-out, ahead of devices that become ready later.
+//!
 //! **Links.** A transfer over a route takes the route's latency plus its bytes over the slowest
 //! link's bandwidth. A directed link carries one transfer at a time: a transfer starts when
 //! every link of its route is free, holds them all until it arrives (cut-through), and transfers

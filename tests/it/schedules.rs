@@ -10,7 +10,7 @@ use pipegnn::schedule::{
 };
 use pipegnn::trace::{Lane, SpanKind, Trace};
 
-use crate::support::{simulate_with, StageCosts};
+use crate::support::{simulate_on, simulate_with, StageCosts};
 
 /// Every generator with every combination of knobs.
 fn all_generators() -> Vec<Generator> {
@@ -181,6 +181,42 @@ fn assert_trace_respects_schedule(schedule: &Schedule, trace: &Trace) {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Devices sharing one processor (`executor.device_map: shared`) with free links: the
+    /// processor is never idle while work remains (an idle processor with nothing ready and
+    /// nothing in flight would be a deadlock), so the epoch is exactly the sum of every op's
+    /// time, and no two ops overlap.
+    #[test]
+    fn a_shared_processor_runs_one_op_at_a_time_without_idling(
+        n_stages in 1u32..=8,
+        n_chunks in 1u32..=16,
+        times in proptest::collection::vec((1u64..5_000, 1u64..5_000), 8),
+    ) {
+        let costs = StageCosts {
+            forward_ns: times.iter().map(|t| t.0).take(n_stages as usize).collect(),
+            backward_ns: times.iter().map(|t| t.1).take(n_stages as usize).collect(),
+            ..StageCosts::uniform(n_stages as usize, 0, 0)
+        };
+        for generator in all_generators() {
+            let schedule = generator.generate(n_stages, n_chunks).unwrap();
+            let trace = simulate_on(&schedule, &costs, None, true);
+            let work: u64 = (0..n_stages as usize)
+                .map(|s| u64::from(n_chunks) * (costs.forward_ns[s] + costs.backward_ns[s]))
+                .sum();
+            let metrics = report::compute(&trace);
+            prop_assert_eq!(metrics.epoch_time_ns, work, "{:?}", generator);
+            let mut compute: Vec<(u64, u64)> = trace
+                .spans
+                .iter()
+                .filter(|s| matches!(s.kind, SpanKind::Compute(_)) && s.end_ns > s.start_ns)
+                .map(|s| (s.start_ns, s.end_ns))
+                .collect();
+            compute.sort_unstable();
+            for pair in compute.windows(2) {
+                prop_assert!(pair[0].1 <= pair[1].0, "{:?}: {:?} overlaps", generator, pair);
+            }
+        }
+    }
 
     #[test]
     fn generated_schedules_pass_the_checker(n_stages in 1u32..=16, n_chunks in 1u32..=64) {

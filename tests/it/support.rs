@@ -107,6 +107,16 @@ pub fn simulate_with(
     cost: &dyn CostModel,
     network: Option<&Network>,
 ) -> Trace {
+    simulate_on(schedule, cost, network, false)
+}
+
+/// [`simulate_with`], the devices sharing one processor when `shared_compute`.
+pub fn simulate_on(
+    schedule: &Schedule,
+    cost: &dyn CostModel,
+    network: Option<&Network>,
+    shared_compute: bool,
+) -> Trace {
     let names: Vec<String> = (0..schedule.n_devices())
         .map(|d| format!("dev{d}"))
         .collect();
@@ -117,7 +127,7 @@ pub fn simulate_with(
         placement: &placement,
         cost,
         network: network.unwrap_or(&free),
-        shared_compute: false,
+        shared_compute,
     };
     let devices = names
         .into_iter()
