@@ -18,7 +18,6 @@ use super::{
 };
 use crate::cost::{Profile, UniformCost};
 use crate::diag::FieldPath;
-use crate::exec::device::DeviceChoice;
 use crate::exec::{self, data::NodeData, CrossChunk, ExecError, ExecInput, TrainConfig};
 use crate::gnn::{GraphMetrics, Halo};
 use crate::graph::{self, dataset::Dataset};
@@ -609,15 +608,8 @@ fn execute(
     // The devices come first: `device_map: auto` on a machine with fewer GPUs than stages runs
     // them on one, and the prediction must model that sharing.
     let compute = exec::device::open(
-        match scenario.executor.backend {
-            Backend::Cpu => DeviceChoice::Cpu,
-            Backend::Cuda => DeviceChoice::Cuda,
-        },
-        match scenario.executor.device_map {
-            DeviceMap::Auto => exec::device::DeviceMap::Auto,
-            DeviceMap::PerStage => exec::device::DeviceMap::PerStage,
-            DeviceMap::Shared => exec::device::DeviceMap::Shared,
-        },
+        scenario.executor.backend,
+        scenario.executor.device_map,
         prediction.schedule.n_devices(),
     )
     .map_err(|err| {

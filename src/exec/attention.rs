@@ -554,16 +554,27 @@ fn input<'a>(
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op} works on f32 tensors, {what} is {:?}", storage.dtype());
     };
+    let (start, end) = contiguous_range(op, what, layout, dims)?;
+    Ok(&data[start..end])
+}
+
+/// Where a custom op's input lies in its storage, checked to be a contiguous `(rows, width)`.
+pub(super) fn contiguous_range(
+    op: &str,
+    what: &str,
+    layout: &Layout,
+    dims: (usize, usize),
+) -> Result<(usize, usize)> {
     if layout.shape().dims() != [dims.0, dims.1] {
         candle_core::bail!(
             "{op}: {what} must be {dims:?}, not {:?}",
             layout.shape().dims()
         );
     }
-    let Some((start, end)) = layout.contiguous_offsets() else {
+    let Some(range) = layout.contiguous_offsets() else {
         candle_core::bail!("{op} needs a contiguous {what}");
     };
-    Ok(&data[start..end])
+    Ok(range)
 }
 
 /// The threads a pass may use: as many as the pool the caller runs in.

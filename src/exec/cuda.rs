@@ -182,27 +182,42 @@ pub(super) enum Kind {
     Float,
 }
 
-/// The parameters of kernel `name` as declared in [`SOURCE`].
+/// The parameters of kernel `name` as declared in [`SOURCE`] (parsed once per process).
 #[cfg(any(test, feature = "cuda"))]
-pub(super) fn signature(name: &str) -> Option<Vec<Kind>> {
-    let head = format!("__global__ void {name}(");
-    let start = SOURCE.find(&head)? + head.len();
-    let params = &SOURCE[start..start + SOURCE[start..].find(')')?];
-    params
-        .split(',')
-        .map(|p| {
-            let ty = p.trim().rsplit_once(' ').map(|(ty, _)| ty.trim())?;
-            Some(match ty {
-                "const u64*" => Kind::U64s,
-                "const u32*" => Kind::U32s,
-                "const float*" => Kind::F32s,
-                "float*" => Kind::Out,
-                "u64" => Kind::Size,
-                "float" => Kind::Float,
-                _ => return None,
+pub(super) fn signature(name: &str) -> Option<&'static [Kind]> {
+    static SIGNATURES: std::sync::OnceLock<Vec<(&'static str, Vec<Kind>)>> =
+        std::sync::OnceLock::new();
+    let all = SIGNATURES.get_or_init(|| {
+        let head = "__global__ void ";
+        SOURCE
+            .match_indices(head)
+            .filter_map(|(at, _)| {
+                let rest = &SOURCE[at + head.len()..];
+                let (name, rest) = rest.split_once('(')?;
+                let params = &rest[..rest.find(')')?];
+                let kinds = params.split(',').map(kind_of).collect::<Option<Vec<_>>>()?;
+                Some((name, kinds))
             })
-        })
-        .collect()
+            .collect()
+    });
+    all.iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, kinds)| kinds.as_slice())
+}
+
+/// A parameter's kind from its declaration, e.g. `const u64* offsets`.
+#[cfg(any(test, feature = "cuda"))]
+fn kind_of(param: &str) -> Option<Kind> {
+    let (ty, _) = param.trim().rsplit_once(' ')?;
+    Some(match ty.trim() {
+        "const u64*" => Kind::U64s,
+        "const u32*" => Kind::U32s,
+        "const float*" => Kind::F32s,
+        "float*" => Kind::Out,
+        "u64" => Kind::Size,
+        "float" => Kind::Float,
+        _ => return None,
+    })
 }
 
 /// Whether a launch of `name` passes arguments of the kinds its C signature declares, in order:
@@ -254,15 +269,7 @@ mod imp {
         layout: &Layout,
         dims: (usize, usize),
     ) -> Result<CudaView<'a, f32>> {
-        if layout.shape().dims() != [dims.0, dims.1] {
-            candle_core::bail!(
-                "{op}: {what} must be {dims:?}, not {:?}",
-                layout.shape().dims()
-            );
-        }
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("{op} needs a contiguous {what}");
-        };
+        let (start, end) = super::super::attention::contiguous_range(op, what, layout, dims)?;
         Ok(storage.as_cuda_slice::<f32>()?.slice(start..end))
     }
 
@@ -626,13 +633,7 @@ mod signature_tests {
     fn launches_are_checked_against_the_declared_parameters() {
         assert_eq!(
             signature("gat_edge_softmax"),
-            Some(vec![
-                Kind::U64s,
-                Kind::F32s,
-                Kind::Out,
-                Kind::Size,
-                Kind::Size
-            ])
+            Some(&[Kind::U64s, Kind::F32s, Kind::Out, Kind::Size, Kind::Size][..])
         );
         let spmm = [
             Kind::U64s,

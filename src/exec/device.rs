@@ -1,9 +1,9 @@
 //! Which candle device each worker computes on.
 //!
-//! [`open`] turns the scenario's backend and device map into one candle `Device` per worker,
-//! and is the only place that knows whether the binary was built with CUDA: without the `cuda`
-//! feature asking for CUDA is [`ExecError::CudaNotCompiled`], not a scattering of `#[cfg]`s
-//! over the executor. With it, a machine without a driver, without GPUs or with too few for the
+//! [`open`] turns the scenario's backend and device map (`scenario::Backend`, `DeviceMap`) into
+//! one candle `Device` per worker, and is the only place that knows whether the binary was built
+//! with CUDA: without the `cuda` feature asking for CUDA is [`ExecError::CudaNotCompiled`], not a
+//! scattering of `#[cfg]`s over the executor. With it, a machine without a driver, without GPUs or with too few for the
 //! map is a typed error too, never a panic (candle loads the CUDA libraries at run time, and
 //! cudarc panics when one is missing, so opening the first device is guarded).
 //!
@@ -14,26 +14,7 @@
 use candle_core::Device;
 
 use super::ExecError;
-
-/// Where the executor computes (`executor.backend`, `pipegnn run --device`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceChoice {
-    /// The CPU, each worker on a rayon pool of its own.
-    Cpu,
-    /// CUDA GPUs.
-    Cuda,
-}
-
-/// How workers map onto GPUs (`executor.device_map`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceMap {
-    /// `PerStage` when there are GPUs enough, else `Shared`.
-    Auto,
-    /// Worker `w` on GPU `w`.
-    PerStage,
-    /// Every worker on GPU 0, each with its own stream.
-    Shared,
-}
+pub use crate::scenario::{Backend, DeviceMap};
 
 /// The devices of one run, one per worker.
 #[derive(Debug, Clone)]
@@ -55,11 +36,6 @@ impl Compute {
     /// Worker `w`'s device.
     pub fn device(&self, worker: usize) -> &Device {
         &self.devices[worker]
-    }
-
-    /// How many workers.
-    pub fn workers(&self) -> usize {
-        self.devices.len()
     }
 
     /// Whether the workers compute on GPUs.
@@ -118,18 +94,17 @@ impl Compute {
     }
 }
 
-/// The devices for `workers` workers.
-pub fn open(choice: DeviceChoice, map: DeviceMap, workers: usize) -> Result<Compute, ExecError> {
-    match choice {
-        DeviceChoice::Cpu if map == DeviceMap::Shared && workers > 1 => {
-            Err(ExecError::Unsupported(
-                "executor.device_map shared with backend cpu: on the CPU every stage has a pool \
+/// The devices for `workers` workers on `backend` (`executor.backend`, `--device`), mapped by
+/// `map` (`executor.device_map`; `Auto` is `PerStage` when there are GPUs enough, else `Shared`).
+pub fn open(backend: Backend, map: DeviceMap, workers: usize) -> Result<Compute, ExecError> {
+    match backend {
+        Backend::Cpu if map == DeviceMap::Shared && workers > 1 => Err(ExecError::Unsupported(
+            "executor.device_map shared with backend cpu: on the CPU every stage has a pool \
                  of threads of its own (shared is for stages on one GPU)"
-                    .into(),
-            ))
-        }
-        DeviceChoice::Cpu => Ok(Compute::cpu(workers)),
-        DeviceChoice::Cuda => open_cuda(map, workers),
+                .into(),
+        )),
+        Backend::Cpu => Ok(Compute::cpu(workers)),
+        Backend::Cuda => open_cuda(map, workers),
     }
 }
 
@@ -260,7 +235,7 @@ mod cuda {
 /// `PIPEGNN_REQUIRE_GPU` set a missing GPU fails the test instead.
 #[cfg(all(test, feature = "cuda"))]
 pub(crate) fn test_gpu() -> Option<Device> {
-    match open(DeviceChoice::Cuda, DeviceMap::Shared, 1) {
+    match open(Backend::Cuda, DeviceMap::Shared, 1) {
         Ok(compute) => Some(compute.device(0).clone()),
         Err(err) => {
             assert!(
@@ -279,8 +254,7 @@ mod tests {
 
     #[test]
     fn the_cpu_gives_every_worker_the_cpu() {
-        let compute = open(DeviceChoice::Cpu, DeviceMap::PerStage, 3).unwrap();
-        assert_eq!(compute.workers(), 3);
+        let compute = open(Backend::Cpu, DeviceMap::PerStage, 3).unwrap();
         assert!(!compute.is_cuda());
         assert!(matches!(compute.device(2), Device::Cpu));
         assert_eq!(compute.describe(), "the CPU");
@@ -290,7 +264,7 @@ mod tests {
     #[cfg(not(feature = "cuda"))]
     #[test]
     fn cuda_without_the_feature_is_a_typed_error() {
-        let err = open(DeviceChoice::Cuda, DeviceMap::Shared, 2).unwrap_err();
+        let err = open(Backend::Cuda, DeviceMap::Shared, 2).unwrap_err();
         assert_eq!(err, ExecError::CudaNotCompiled);
         assert!(err.to_string().contains("--features cuda"), "{err}");
     }
@@ -300,7 +274,7 @@ mod tests {
     #[cfg(feature = "cuda")]
     #[test]
     fn cuda_opens_or_says_why_not() {
-        match open(DeviceChoice::Cuda, DeviceMap::Shared, 2) {
+        match open(Backend::Cuda, DeviceMap::Shared, 2) {
             Ok(compute) => {
                 assert!(compute.is_cuda());
                 assert!(compute.describe().contains("share GPU 0"));

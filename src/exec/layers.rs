@@ -102,6 +102,18 @@ impl ExecLayer {
         })
     }
 
+    /// The device its parameters are on.
+    pub fn device(&self) -> &Device {
+        match self {
+            ExecLayer::Gcn { weight, .. }
+            | ExecLayer::Sage {
+                weight_self: weight,
+                ..
+            }
+            | ExecLayer::Gat { weight, .. } => weight.device(),
+        }
+    }
+
     /// The layer's variables, in a fixed order.
     pub fn vars(&self) -> Vec<Var> {
         match self {
@@ -335,7 +347,7 @@ impl StageModel {
         let mask = match (training, pattern) {
             (Some(t), Some(pattern)) if self.attention_dropout > 0.0 && layer.is_attention() => {
                 Some(attention_mask(
-                    layer.vars()[0].device(),
+                    layer.device(),
                     pattern,
                     graph,
                     layer.heads(),

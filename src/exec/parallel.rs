@@ -187,9 +187,7 @@ pub(super) fn work(
                             received.push((*q, Var::from_tensor(&t)?));
                         }
                     }
-                    synchronize(&dev)?;
-                    began = Instant::now();
-                    ledger.op_starts(ns(began))?;
+                    began = ledger.op_starts(&dev, start)?;
                     let (own_var, x) = if l == 0 {
                         (None, StageInput::Sparse(features.clone()))
                     } else {
@@ -235,9 +233,7 @@ pub(super) fn work(
                         }
                         g_out = Some(g);
                     }
-                    synchronize(&dev)?;
-                    began = Instant::now();
-                    ledger.op_starts(ns(began))?;
+                    began = ledger.op_starts(&dev, start)?;
                     let record = stash[l].take().expect("a backward follows its forward");
                     let objective = match g_out {
                         None => {
@@ -294,9 +290,7 @@ pub(super) fn work(
                 }
                 OpKind::Optimizer => {
                     let summed = collect(&board, &shared, n_parts, &dev)?;
-                    synchronize(&dev)?;
-                    began = Instant::now();
-                    ledger.op_starts(ns(began))?;
+                    began = ledger.op_starts(&dev, start)?;
                     adam.step(&summed)?;
                     if let Some(g) = grads.take() {
                         let bytes = bytes_of(&g);

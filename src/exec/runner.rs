@@ -665,12 +665,20 @@ impl Ledger {
         self.emit(time_ns, category, delta);
     }
 
-    /// An op starts at `time_ns`: samples the memory it starts from.
-    pub(super) fn op_starts(&mut self, time_ns: u64) -> candle_core::Result<()> {
+    /// An op starts on `device` once its queued work is done: samples the memory it starts
+    /// from and returns the start (`epoch_start` is time 0 of the memory events).
+    pub(super) fn op_starts(
+        &mut self,
+        device: &Device,
+        epoch_start: Instant,
+    ) -> candle_core::Result<Instant> {
+        synchronize(device)?;
+        let began = Instant::now();
         if let Some(gpu) = self.gpu.as_mut() {
             gpu.mark()?;
         }
-        self.sample(time_ns)
+        self.sample(began.duration_since(epoch_start).as_nanos() as u64)?;
+        Ok(began)
     }
 
     /// Samples the allocator (or the GPU): activations are what it holds beyond everything
@@ -1144,9 +1152,7 @@ fn work(
                     } else {
                         None
                     };
-                    synchronize(&dev)?;
-                    let began = Instant::now();
-                    ledger.op_starts(ns(began))?;
+                    let began = ledger.op_starts(&dev, start)?;
                     let out = forward(input, stage, op.chunk, received, training, &dev)?;
                     for_each_handoff(schedule, op, |h| sends.push((h.payload, h.to, out.clone())));
                     began
@@ -1171,9 +1177,7 @@ fn work(
                         }
                         Some(inbox.take((Payload::Gradient, op, op.chunk), &mut ledger, start)?)
                     };
-                    synchronize(&dev)?;
-                    let began = Instant::now();
-                    ledger.op_starts(ns(began))?;
+                    let began = ledger.op_starts(&dev, start)?;
                     let first = stage.grads.is_none();
                     let (loss, grad_in) = backward(input, stage, op.chunk, upstream, &dev)?;
                     loss_total += loss;
@@ -1190,9 +1194,7 @@ fn work(
                     began
                 }
                 OpKind::Optimizer => {
-                    synchronize(&dev)?;
-                    let began = Instant::now();
-                    ledger.op_starts(ns(began))?;
+                    let began = ledger.op_starts(&dev, start)?;
                     if let Some(g) = stage.grads.take() {
                         stage.adam.step(&g)?;
                         let bytes = bytes_of(&g);
