@@ -156,13 +156,17 @@ impl Network {
         &self.routes[from * self.n_devices + to]
     }
 
-    /// The same network with `extra_ns` more latency on every route between two devices: what
-    /// a hand-off costs beyond the links on the machine that measured it (a profile's
-    /// `handoff_ns`).
-    pub fn with_handoff_ns(&self, extra_ns: u64) -> Network {
+    /// The same network with `extra_ns` more latency and `ns_per_byte` more time per byte on
+    /// every route between two devices: what a hand-off costs beyond the links on the machine
+    /// that measured it (a profile's wake-up and the receiver's copy).
+    pub fn with_handoff(&self, extra_ns: u64, ns_per_byte: f64) -> Network {
         let mut network = self.clone();
         for route in network.routes.iter_mut().filter(|r| !r.links.is_empty()) {
             route.latency_ns += extra_ns;
+            if ns_per_byte > 0.0 {
+                route.bandwidth_bytes_per_s =
+                    1.0 / (1.0 / route.bandwidth_bytes_per_s + ns_per_byte * 1e-9);
+            }
         }
         network
     }

@@ -3,6 +3,7 @@
 //! **Architecture Invariant:** only `cli` touches the filesystem, stdout, stderr and exit codes.
 
 mod bench;
+mod fidelity;
 mod plan;
 mod plots;
 mod run;
@@ -35,11 +36,14 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Train the scenario's GNN for real on the CPU with its schedule, measuring every op.
     Run(RunArgs),
-    /// Measure this machine's op times for a scenario's shapes (a few real epochs) and write a
-    /// profile for the simulator's profiled cost tier.
+    /// Microbenchmark every kernel the executor runs on a device, fit a cost function to each,
+    /// and write the device profile that `simulate`, `compare` and `fidelity` predict with.
     Calibrate(CalibrateArgs),
-    /// Predict with a profile, run for real, and print predicted against measured.
+    /// Predict with a device profile, run for real, and print predicted against measured.
     Compare(CompareArgs),
+    /// Predict and run a fixed matrix of configurations the calibration never saw, and report
+    /// the errors per metric.
+    Fidelity(FidelityArgs),
     /// Measure the simulator's speed (simulated ops per second) on a large 1F1B schedule, or the
     /// time and memory of planning one scenario.
     Bench(BenchArgs),
@@ -172,6 +176,10 @@ pub struct SimulateArgs {
     /// Write each schedule's timeline and memory bars as SVG into this folder.
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
+    /// Predict op times and memory with this device profile (`pipegnn calibrate`) instead of
+    /// the analytic tier.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
 }
 
 /// `pipegnn run`.
@@ -212,15 +220,15 @@ pub enum DeviceArg {
 /// `pipegnn calibrate`.
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
-    /// Scenario and overrides.
-    #[command(flatten)]
-    pub scenario: ScenarioArgs,
-    /// Where the stages run; overrides `executor.backend`.
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceArg>,
-    /// Epochs to measure (the first is a warm-up and is left out).
-    #[arg(long, default_value_t = 21)]
-    pub epochs: u32,
+    /// The device to profile.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Compute threads per device, as `executor.threads_per_device` (default: 1).
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
+    /// A small grid, in seconds: to try the command, not for predictions.
+    #[arg(long)]
+    pub quick: bool,
     /// Where to write the profile (JSON).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -235,9 +243,14 @@ pub struct CompareArgs {
     /// Where the stages run; overrides `executor.backend`.
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
-    /// A profile from `pipegnn calibrate`; without one, a calibration run comes first.
+    /// A device profile from `pipegnn calibrate`; without one, the device is calibrated first
+    /// (microbenchmarks, not this scenario's run).
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
+    /// Not a prediction: replay op times measured on even epochs of this very run against its
+    /// odd epochs.
+    #[arg(long, conflicts_with = "profile")]
+    pub replay: bool,
     /// Epochs of the measured run (the median epoch stands for it).
     #[arg(long, default_value_t = 30)]
     pub epochs: u32,
@@ -246,6 +259,30 @@ pub struct CompareArgs {
     pub format: ReportFormat,
     /// Write predicted against measured and the two timelines side by side as SVG into this
     /// folder.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
+}
+
+/// `pipegnn fidelity`.
+#[derive(Debug, Args)]
+pub struct FidelityArgs {
+    /// A device profile (`pipegnn calibrate --threads 1`); without one, the device is calibrated
+    /// first.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Only the configurations whose name contains this text.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Measured epochs per configuration (the median epoch stands for it).
+    #[arg(long, default_value_t = 12)]
+    pub epochs: u32,
+    /// Where the shared datasets are (Cora, CiteSeer, Facebook, PubMed).
+    #[arg(long, value_name = "DIR", default_value = "../shared/data")]
+    pub data: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
+    /// Draw predicted against measured (with the y = x line) into this folder.
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
 }
@@ -294,6 +331,9 @@ pub struct SweepArgs {
     /// into this folder.
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
+    /// Predict op times and memory with this device profile (`pipegnn calibrate`).
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
 }
 
 /// `pipegnn plan`.
@@ -302,6 +342,9 @@ pub struct PlanArgs {
     /// Scenario and overrides.
     #[command(flatten)]
     pub scenario: ScenarioArgs,
+    /// Predict op times and memory with this device profile (`pipegnn calibrate`).
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
     /// Largest count of the scenario's first device entry to try (default: the scenario's
     /// device count).
     #[arg(long)]

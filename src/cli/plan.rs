@@ -70,13 +70,23 @@ fn evaluate(
     user: &[String],
     graph: Option<&GraphData>,
     point: &PlanPoint,
+    profile: Option<&std::path::Path>,
 ) -> std::result::Result<Figures, String> {
     let mut sets = user.to_vec();
     sets.extend(point.overrides());
     let scenario = scenario::parse_scenario(file, text, &sets, base_dir)
         .map_err(|d| one_line(&d.to_string()))?;
     let candidate = own_candidate(&scenario).map_err(|e| one_line(&e.message))?;
-    let prediction = plan::predict(&scenario, graph, &candidate)
+    let profiles =
+        super::fidelity::device_profiles(std::path::Path::new(file), &scenario, profile, None)
+            .map_err(|e| one_line(&e.message))?;
+    let refs: Vec<&crate::cost::DeviceProfile> = profiles.iter().flatten().collect();
+    let tier = if refs.is_empty() {
+        plan::Tier::Analytic
+    } else {
+        plan::Tier::Device(&refs)
+    };
+    let prediction = plan::predict_profiled(&scenario, graph, &candidate, tier)
         .map_err(|e| one_line(&format!("{file}: {e}")))?;
     let metrics = report::compute(&prediction.trace);
     Ok(Figures::new(
@@ -126,6 +136,7 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
                 &args.scenario.overrides,
                 graph.as_ref(),
                 point,
+                args.profile.as_deref(),
             ),
         })
         .collect();

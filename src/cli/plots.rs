@@ -162,6 +162,19 @@ pub(super) fn compare_figures(
     write_figures(dir, &figures, false)
 }
 
+/// `fidelity --plot DIR`: every configuration's predicted against measured figures, with the
+/// y = x line.
+pub(super) fn fidelity_figures(
+    dir: &Path,
+    rows: Vec<(String, Option<String>, f64, Option<f64>)>,
+) -> Result<()> {
+    let figures = vec![(
+        "fidelity".to_string(),
+        Figure::Compare(plot::compare_data("fidelity matrix", rows)),
+    )];
+    write_figures(dir, &figures, false)
+}
+
 /// Loads `file` with `overrides` and predicts the named schedules (the scenario's own for
 /// `"scenario"`).
 fn predict(file: &Path, overrides: &[String], schedules: &[&str]) -> Result<Vec<Prediction>> {

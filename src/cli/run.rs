@@ -13,8 +13,8 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use super::{
-    bench, BackwardOrderArg, CalibrateArgs, Cli, Command, CompareArgs, DeviceArg, GnnPipeOrderArg,
-    KindArg, ReportFormat, RunArgs, ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
+    bench, BackwardOrderArg, Cli, Command, CompareArgs, DeviceArg, GnnPipeOrderArg, KindArg,
+    ReportFormat, RunArgs, ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
 };
 use crate::cost::{Profile, UniformCost};
 use crate::diag::FieldPath;
@@ -41,6 +41,8 @@ use crate::units;
 pub enum ExitStatus {
     /// 1: a bug; please report it.
     Internal = 1,
+    /// 2: a command-line usage error.
+    Usage = 2,
     /// 3: a file could not be read or written.
     Io = 3,
     /// 4: the input is invalid.
@@ -101,7 +103,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Schedule(args) => schedule_command(&args),
         Command::Simulate(args) => simulate(&args),
         Command::Run(args) => train(&args),
-        Command::Calibrate(args) => calibrate(&args),
+        Command::Calibrate(args) => super::fidelity::calibrate(&args),
+        Command::Fidelity(args) => super::fidelity::fidelity(&args),
         Command::Compare(args) => compare(&args),
         Command::Sweep(args) => super::sweep::run(&args),
         Command::Plan(args) => super::plan::run(&args),
@@ -152,9 +155,13 @@ pub(super) struct Loaded {
 
 pub(super) fn load_scenario(args: &ScenarioArgs) -> Result<Loaded> {
     let text = read(&args.scenario)?;
-    let file = args.scenario.display().to_string();
-    let base = args.scenario.parent().unwrap_or(Path::new("."));
-    let scenario = scenario::parse_scenario(&file, &text, &args.overrides, base)
+    load_text(&args.scenario, &text, &args.overrides)
+}
+
+/// A scenario from its text; `file` names it and its folder resolves relative paths.
+pub(super) fn load_text(file: &Path, text: &str, overrides: &[String]) -> Result<Loaded> {
+    let base = file.parent().unwrap_or(Path::new("."));
+    let scenario = scenario::parse_scenario(&file.display().to_string(), text, overrides, base)
         .map_err(|diags| CliError::new(ExitStatus::InvalidInput, diags))?;
     let graph = match &scenario.workload {
         Workload::Explicit(_) => None,
@@ -163,7 +170,7 @@ pub(super) fn load_scenario(args: &ScenarioArgs) -> Result<Loaded> {
                 GraphSource::Dataset { path, .. } => Some(load_dataset(&scenario, path)?),
                 _ => None,
             };
-            Some(plan::prepare_graph(spec, dataset).map_err(in_scenario(args))?)
+            Some(plan::prepare_graph(spec, dataset).map_err(in_file(file))?)
         }
     };
     Ok(Loaded { scenario, graph })
@@ -209,9 +216,14 @@ pub(super) fn own_candidate(scenario: &Scenario) -> Result<Candidate> {
 
 /// Names the scenario file in front of a planning error.
 pub(super) fn in_scenario(args: &ScenarioArgs) -> impl Fn(PlanError) -> CliError + '_ {
+    in_file(&args.scenario)
+}
+
+/// Names a scenario file in front of a planning error.
+pub(super) fn in_file(file: &Path) -> impl Fn(PlanError) -> CliError + '_ {
     move |err| {
         let mut cli = CliError::from(err);
-        cli.message = format!("{}: {}", args.scenario.display(), cli.message);
+        cli.message = format!("{}: {}", file.display(), cli.message);
         cli
     }
 }
@@ -448,6 +460,18 @@ pub(super) fn to_json(doc: &impl serde::Serialize) -> Result<String> {
 
 fn simulate(args: &SimulateArgs) -> Result<()> {
     let Loaded { scenario, graph } = load_scenario(&args.scenario)?;
+    let profiles = super::fidelity::device_profiles(
+        &args.scenario.scenario,
+        &scenario,
+        args.profile.as_deref(),
+        None,
+    )?;
+    let refs: Vec<&crate::cost::DeviceProfile> = profiles.iter().flatten().collect();
+    let tier = if refs.is_empty() {
+        plan::Tier::Analytic
+    } else {
+        plan::Tier::Device(&refs)
+    };
     let candidates = match args.schedule.as_str() {
         "scenario" => vec![own_candidate(&scenario)?],
         "all" => plan::all_candidates(own_candidate(&scenario)?, &scenario),
@@ -464,9 +488,12 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
     let mut predictions = Vec::new();
     for candidate in &candidates {
         predictions.push(
-            plan::predict(&scenario, graph.as_ref(), candidate)
+            plan::predict_profiled(&scenario, graph.as_ref(), candidate, tier)
                 .map_err(in_scenario(&args.scenario))?,
         );
+    }
+    for note in predictions.iter().flat_map(|p| &p.extrapolated) {
+        eprintln!("warning: {}: {note}", args.scenario.scenario.display());
     }
     let metrics: Vec<report::Metrics> = predictions
         .iter()
@@ -486,13 +513,16 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
                     .iter()
                     .zip(&metrics)
                     .map(|(p, m)| {
-                        json::ResultDoc::new(
+                        let mut doc = json::ResultDoc::new(
                             &p.label,
                             p.schedule.n_stages(),
                             p.schedule.n_chunks(),
                             m,
                             p.graph.as_ref(),
-                        )
+                        );
+                        doc.cost_tier = Some(p.cost_tier.clone());
+                        doc.extrapolated = p.extrapolated.clone();
+                        doc
                     })
                     .collect(),
             };
@@ -500,11 +530,12 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
         }
         ReportFormat::Table => {
             let mut out = format!(
-                "scenario {}: {} devices, {} stages, {} chunks\n\n",
+                "scenario {}: {} devices, {} stages, {} chunks; costs: {}\n\n",
                 scenario.name,
                 scenario.devices.len(),
                 scenario.n_stages(),
-                scenario.schedule.n_chunks
+                scenario.schedule.n_chunks,
+                tier.describe()
             );
             let rows: Vec<(String, u32, &report::Metrics, Option<&GraphMetrics>)> = predictions
                 .iter()
@@ -573,38 +604,39 @@ fn bench_scenario(path: &Path, repeat: u32) -> Result<()> {
 
 /// `pipegnn run`: trains the scenario's GNN on its own schedule and prints the measured result.
 /// A real run with the prediction it was planned from.
-struct Executed {
-    scenario: Scenario,
-    prediction: plan::Prediction,
-    result: exec::RunResult,
+pub(super) struct Executed {
+    pub(super) scenario: Scenario,
+    pub(super) prediction: plan::Prediction,
+    pub(super) result: exec::RunResult,
     /// Metrics of every epoch's measured trace.
-    metrics_of: Vec<report::Metrics>,
+    pub(super) metrics_of: Vec<report::Metrics>,
     /// The epoch whose time is the median (the first, a warm-up, left out when there are others).
-    median: usize,
+    pub(super) median: usize,
     /// Where it ran.
-    executor: String,
+    pub(super) executor: String,
 }
 
-/// Plans the scenario's own schedule (with `profile`'s op times, if given) and runs it.
-fn execute(
-    args: &ScenarioArgs,
+/// Plans the scenario's own schedule (with `tier`'s costs) and runs it.
+pub(super) fn execute(
+    file: &Path,
+    loaded: Loaded,
     epochs: Option<u32>,
     force: bool,
-    profile: Option<&Profile>,
+    tier: plan::Tier<'_>,
     device: Option<DeviceArg>,
 ) -> Result<Executed> {
     let Loaded {
         mut scenario,
         graph,
-    } = load_scenario(args)?;
+    } = loaded;
     match device {
         Some(DeviceArg::Cpu) => scenario.executor.backend = Backend::Cpu,
         Some(DeviceArg::Cuda) => scenario.executor.backend = Backend::Cuda,
         None => {}
     }
     let candidate = own_candidate(&scenario)?;
-    let mut prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, profile)
-        .map_err(in_scenario(args))?;
+    let mut prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, tier)
+        .map_err(in_file(file))?;
     // The devices come first: `device_map: auto` on a machine with fewer GPUs than stages runs
     // them on one, and the prediction must model that sharing.
     let compute = exec::device::open(
@@ -617,12 +649,12 @@ fn execute(
             ExecError::Unsupported(_) => ExitStatus::RunFailed,
             _ => ExitStatus::NoDevice,
         };
-        CliError::new(status, format!("{}: {err}", args.scenario.display()))
+        CliError::new(status, format!("{}: {err}", file.display()))
     })?;
     if compute.is_shared() && scenario.executor.device_map != DeviceMap::Shared {
         scenario.executor.device_map = DeviceMap::Shared;
-        prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, profile)
-            .map_err(in_scenario(args))?;
+        prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, tier)
+            .map_err(in_file(file))?;
     }
     if !force {
         let metrics = report::compute(&prediction.trace);
@@ -636,7 +668,7 @@ fn execute(
     let not_runnable = |why: String| {
         CliError::new(
             ExitStatus::RunFailed,
-            format!("{}: not executable yet: {why}", args.scenario.display()),
+            format!("{}: not executable yet: {why}", file.display()),
         )
     };
     let (
@@ -760,10 +792,7 @@ fn execute(
         if progress.is_some() {
             eprint!("\r\x1b[K");
         }
-        CliError::new(
-            ExitStatus::RunFailed,
-            format!("{}: {err}", args.scenario.display()),
-        )
+        CliError::new(ExitStatus::RunFailed, format!("{}: {err}", file.display()))
     })?;
     // Every measured epoch must have run the schedule as written: the executor's contract.
     for (epoch, trace) in result.traces.iter().enumerate() {
@@ -774,7 +803,7 @@ fn execute(
                 ExitStatus::Internal,
                 format!(
                     "{}: epoch {} did not run the schedule as written ({} problems), first: {first}",
-                    args.scenario.display(),
+                    file.display(),
                     epoch + 1,
                     problems.len()
                 ),
@@ -807,7 +836,14 @@ fn train(args: &RunArgs) -> Result<()> {
         metrics_of,
         median,
         executor,
-    } = execute(&args.scenario, args.epochs, args.force, None, args.device)?;
+    } = execute(
+        &args.scenario.scenario,
+        load_scenario(&args.scenario)?,
+        args.epochs,
+        args.force,
+        plan::Tier::Analytic,
+        args.device,
+    )?;
     let metrics = &metrics_of[median];
     if let Some(path) = &args.trace {
         write(path, &chrome_trace::render(&result.traces[median]))?;
@@ -866,29 +902,6 @@ fn train(args: &RunArgs) -> Result<()> {
     }
 }
 
-/// Measures a few epochs and returns the median op times (the first epoch left out).
-fn measure_profile(args: &ScenarioArgs, epochs: u32, device: Option<DeviceArg>) -> Result<Profile> {
-    let run = execute(args, Some(epochs.max(2)), true, None, device)?;
-    Ok(Profile::from_traces(
-        &run.scenario.name,
-        &run.prediction.label,
-        &run.result.traces[1..],
-    ))
-}
-
-fn calibrate(args: &CalibrateArgs) -> Result<()> {
-    let profile = measure_profile(&args.scenario, args.epochs, args.device)?;
-    write(&args.out, &profile.to_json())?;
-    print(&format!(
-        "wrote {} ({} ops of {} under {}, medians of {} epochs)\n",
-        args.out.display(),
-        profile.ops.len(),
-        profile.scenario,
-        profile.schedule,
-        args.epochs.max(2) - 1
-    ))
-}
-
 /// Without a profile, one run serves both: after a warm-up epoch, the even epochs make the
 /// profile and the odd ones are measured (their median epoch), so the prediction never sees
 /// the epochs it is held against, and both halves share the machine's state.
@@ -897,7 +910,14 @@ fn self_calibrated(
     epochs: u32,
     device: Option<DeviceArg>,
 ) -> Result<(Executed, report::Metrics)> {
-    let mut run = execute(args, Some(2 * epochs.max(1) + 1), false, None, device)?;
+    let mut run = execute(
+        &args.scenario,
+        load_scenario(args)?,
+        Some(2 * epochs.max(1) + 1),
+        false,
+        plan::Tier::Analytic,
+        device,
+    )?;
     let (profiled, measured): (Vec<usize>, Vec<usize>) =
         (1..run.result.traces.len()).partition(|i| i % 2 == 1);
     let traces: Vec<crate::trace::Trace> = profiled
@@ -907,8 +927,13 @@ fn self_calibrated(
     let profile = Profile::from_traces(&run.scenario.name, &run.prediction.label, &traces);
     let Loaded { scenario, graph } = load_scenario(args)?;
     let candidate = own_candidate(&scenario)?;
-    run.prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, Some(&profile))
-        .map_err(in_scenario(args))?;
+    run.prediction = plan::predict_profiled(
+        &scenario,
+        graph.as_ref(),
+        &candidate,
+        plan::Tier::Replay(&profile),
+    )
+    .map_err(in_scenario(args))?;
     let mut order = measured;
     order.sort_by_key(|&i| run.metrics_of[i].epoch_time_ns);
     run.median = order[order.len() / 2];
@@ -918,12 +943,12 @@ fn self_calibrated(
 
 /// One predicted-against-measured figure.
 #[derive(serde::Serialize)]
-struct CompareRow {
-    name: &'static str,
-    device: Option<String>,
-    predicted: f64,
-    measured: Option<f64>,
-    relative_error: Option<f64>,
+pub(super) struct CompareRow {
+    pub(super) name: &'static str,
+    pub(super) device: Option<String>,
+    pub(super) predicted: f64,
+    pub(super) measured: Option<f64>,
+    pub(super) relative_error: Option<f64>,
 }
 
 fn row(
@@ -942,26 +967,10 @@ fn row(
     }
 }
 
-fn compare(args: &CompareArgs) -> Result<()> {
-    let (run, measured) = match &args.profile {
-        Some(path) => {
-            let profile = Profile::parse(&read(path)?).map_err(|e| {
-                CliError::new(ExitStatus::InvalidInput, format!("{}: {e}", path.display()))
-            })?;
-            let run = execute(
-                &args.scenario,
-                Some(args.epochs),
-                false,
-                Some(&profile),
-                args.device,
-            )?;
-            let measured = run.metrics_of[run.median].clone();
-            (run, measured)
-        }
-        None => self_calibrated(&args.scenario, args.epochs, args.device)?,
-    };
+/// Predicted against measured for one run: epoch time; busy time, bubble and peak memory per
+/// device; bytes per link.
+pub(super) fn compare_rows(run: &Executed, measured: &report::Metrics) -> Vec<CompareRow> {
     let predicted = report::compute(&run.prediction.trace);
-    let measured = &measured;
     let mut rows = vec![row(
         "epoch_time_s",
         None,
@@ -1001,6 +1010,48 @@ fn compare(args: &CompareArgs) -> Result<()> {
             Some(m.map_or(0.0, |m| m.bytes as f64)),
         ));
     }
+    rows
+}
+
+fn compare(args: &CompareArgs) -> Result<()> {
+    let (run, measured) = if args.replay {
+        self_calibrated(&args.scenario, args.epochs, args.device)?
+    } else {
+        let loaded = load_scenario(&args.scenario)?;
+        let file = &args.scenario.scenario;
+        let profiles = match super::fidelity::device_profiles(
+            file,
+            &loaded.scenario,
+            args.profile.as_deref(),
+            args.device,
+        )? {
+            Some(profiles) => profiles,
+            None => {
+                // Calibrate the device first: microbenchmarks, never this scenario's run.
+                let threads = super::fidelity::threads_of(&loaded.scenario);
+                let device = args
+                    .device
+                    .unwrap_or(match loaded.scenario.executor.backend {
+                        Backend::Cpu => DeviceArg::Cpu,
+                        Backend::Cuda => DeviceArg::Cuda,
+                    });
+                let profile = super::fidelity::calibrate_device(device, Some(threads), false)?;
+                vec![profile; loaded.scenario.devices.len()]
+            }
+        };
+        let refs: Vec<&crate::cost::DeviceProfile> = profiles.iter().collect();
+        let run = execute(
+            file,
+            loaded,
+            Some(args.epochs),
+            false,
+            plan::Tier::Device(&refs),
+            args.device,
+        )?;
+        let measured = run.metrics_of[run.median].clone();
+        (run, measured)
+    };
+    let rows = compare_rows(&run, &measured);
     if let Some(dir) = &args.plot {
         let point = |r: &CompareRow| (r.name.into(), r.device.clone(), r.predicted, r.measured);
         let traces = [&run.prediction.trace, &run.result.traces[run.median]];
@@ -1009,15 +1060,20 @@ fn compare(args: &CompareArgs) -> Result<()> {
     }
     match args.format {
         ReportFormat::Json => print(&to_json(
-            &serde_json::json!({"scenario": run.scenario.name, "schedule": run.prediction.label, "metrics": rows}),
+            &serde_json::json!({"scenario": run.scenario.name, "schedule": run.prediction.label, "cost_tier": run.prediction.cost_tier, "extrapolated": run.prediction.extrapolated, "metrics": rows}),
         )?),
         ReportFormat::Table => {
             let mut out = format!(
-                "{} ({}): predicted with measured op times against a real run of {} epochs\n\n",
+                "{} ({}): predicted by the {} against a real run of {} epochs\n",
                 run.scenario.name,
                 run.prediction.label,
+                run.prediction.cost_tier,
                 run.result.epochs.len()
             );
+            for note in &run.prediction.extrapolated {
+                out.push_str(&format!("warning: {note}\n"));
+            }
+            out.push('\n');
             out.push_str(&format!(
                 "{:<18} {:<14} {:>14} {:>14} {:>9}\n",
                 "metric", "device", "predicted", "measured", "error"

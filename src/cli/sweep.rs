@@ -114,12 +114,19 @@ fn cross_product(axes: &[Axis]) -> Vec<Vec<usize>> {
 }
 
 /// Loads, validates and predicts one point, as `simulate` does for the scenario's own schedule.
-fn evaluate(args: &ScenarioArgs) -> Outcome {
+fn evaluate(args: &ScenarioArgs, profile: Option<&std::path::Path>) -> Outcome {
     let predicted = (|| {
         let Loaded { scenario, graph } = load_scenario(args)?;
         let candidate = own_candidate(&scenario)?;
-        let prediction =
-            plan::predict(&scenario, graph.as_ref(), &candidate).map_err(in_scenario(args))?;
+        let profiles = super::fidelity::device_profiles(&args.scenario, &scenario, profile, None)?;
+        let refs: Vec<&crate::cost::DeviceProfile> = profiles.iter().flatten().collect();
+        let tier = if refs.is_empty() {
+            plan::Tier::Analytic
+        } else {
+            plan::Tier::Device(&refs)
+        };
+        let prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, tier)
+            .map_err(in_scenario(args))?;
         let metrics = report::compute(&prediction.trace);
         let fits = check_fits(&scenario, &[(prediction.label.as_str(), &metrics)]);
         let figures = Figures::new(
@@ -216,7 +223,7 @@ pub(super) fn run(args: &SweepArgs) -> Result<()> {
                 scenario: path.clone(),
                 overrides: point_overrides(overrides, &axes, choice),
             };
-            let outcome = evaluate(&point);
+            let outcome = evaluate(&point, args.profile.as_deref());
             let n = done.fetch_add(1, Ordering::SeqCst) + 1;
             if show {
                 let _guard = drawing.lock();

@@ -73,6 +73,10 @@ pub struct GnnWorkload {
     pub gradient_buffers: u64,
     /// Graph parallelism rather than a pipeline.
     pub graph_parallel: bool,
+    /// Training (labelled) vertices per chunk or partition, where the graph has vertices: a
+    /// chunk without any has a loss of zero and the executor's backward of the last stage
+    /// then skips its layers (candle drops a gradient multiplied by zero).
+    pub labelled: Option<Vec<u64>>,
 }
 
 impl GnnWorkload {

@@ -5,12 +5,17 @@
 //! model's.
 
 pub mod analytic;
+pub mod device;
 mod explicit;
+pub mod fit;
+pub mod kernels;
 pub mod profiled;
 mod uniform;
 
 pub use analytic::{AnalyticCost, DeviceRates, GnnWorkload};
+pub use device::{DeviceProfile, Kernel, ProfileTarget};
 pub use explicit::ExplicitCost;
+pub use kernels::{DeviceCost, TrainingShape};
 pub use profiled::{Profile, ProfiledCost};
 pub use uniform::UniformCost;
 

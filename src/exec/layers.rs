@@ -228,7 +228,7 @@ impl StageInput {
 
     /// Inverted dropout with masks keyed by `key` and each row's vertex (`rows`); on sparse rows
     /// it drops non-zeros, as the GCN reference does.
-    fn dropout(&self, p: f64, key: u64, rows: &[u32]) -> Result<StageInput> {
+    pub(crate) fn dropout(&self, p: f64, key: u64, rows: &[u32]) -> Result<StageInput> {
         if p <= 0.0 {
             return Ok(self.clone());
         }

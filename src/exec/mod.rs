@@ -33,6 +33,7 @@ macro_rules! test_device {
 }
 
 pub mod attention;
+pub mod calibrate;
 mod cuda;
 pub mod data;
 pub mod device;

@@ -3,8 +3,8 @@
 
 use std::ops::Range;
 
-use super::{pipeline_schedule, run, Candidate, GnnLayout, PlanError, Prediction};
-use crate::cost::{AnalyticCost, DeviceRates, GnnWorkload, Profile};
+use super::{pipeline_schedule, run, Candidate, GnnLayout, PlanError, Prediction, Tier};
+use crate::cost::{AnalyticCost, CostModel, DeviceCost, DeviceRates, GnnWorkload, TrainingShape};
 use crate::diag::FieldPath;
 use crate::gnn::{split_stages, stats_model, GnnModel, GraphMetrics, Halo, Layer, LayerKind};
 use crate::graph::chunks::{chunk_stats, cut_edges, stale_reads};
@@ -12,7 +12,9 @@ use crate::graph::dataset::Dataset;
 use crate::graph::partition::partition;
 use crate::graph::synth::{rmat, sbm};
 use crate::graph::{ChunkStats, Chunking, Csr, SparseFeatures};
-use crate::scenario::{GnnSpec, GraphSource, GraphStats, LayerKindSpec, Scenario, StageSplit};
+use crate::scenario::{
+    Activation, GnnSpec, GraphSource, GraphStats, LayerKindSpec, Scenario, StageSplit,
+};
 use crate::schedule::{graph_parallel, Generator, GnnPipeBackward, Op};
 
 /// A GNN workload's graph, loaded or generated once per scenario.
@@ -265,7 +267,7 @@ pub(super) fn predict(
     spec: &GnnSpec,
     graph: &GraphData,
     candidate: &Candidate,
-    profile: Option<&Profile>,
+    tier: Tier<'_>,
 ) -> Result<Prediction, PlanError> {
     let model = resolve_model(scenario, spec, graph)?;
     let n_layers = model.layers.len();
@@ -339,6 +341,18 @@ pub(super) fn predict(
         history,
         gradient_buffers,
         graph_parallel,
+        labelled: match (graph, &chunks.part) {
+            (GraphData::Real { splits, .. }, Some(part)) => {
+                let mut counts = vec![0u64; k as usize];
+                for &v in &splits[0] {
+                    if let Some(&c) = part.get(v as usize) {
+                        counts[c as usize] += 1;
+                    }
+                }
+                Some(counts)
+            }
+            _ => None,
+        },
     };
     let metrics = graph_metrics(
         &workload,
@@ -369,15 +383,8 @@ pub(super) fn predict(
             stage_layers: cost.workload.stage_layers.clone(),
             part: chunks.part,
         };
-        return run(
-            scenario,
-            schedule,
-            available,
-            &cost,
-            profile,
-            label,
-            Some(metrics),
-            Some(layout),
+        return run_tier(
+            scenario, spec, schedule, available, &cost, tier, label, metrics, layout,
         );
     }
     let n_stages = scenario.n_stages();
@@ -405,16 +412,80 @@ pub(super) fn predict(
         stage_layers: cost.workload.stage_layers.clone(),
         part: chunks.part,
     };
-    run(
+    run_tier(
+        scenario, spec, schedule, placement, &cost, tier, label, metrics, layout,
+    )
+}
+
+/// What the executor's training adds to every layer.
+fn training_shape(scenario: &Scenario, spec: &GnnSpec) -> TrainingShape {
+    TrainingShape {
+        dropout: scenario.training.dropout > 0.0,
+        attention_dropout: scenario.training.attention_dropout > 0.0,
+        elu: spec.activation == Activation::Elu,
+    }
+}
+
+/// Simulates with the analytic cost, or with a device profile's kernels over the same workload.
+#[allow(clippy::too_many_arguments)]
+fn run_tier(
+    scenario: &Scenario,
+    spec: &GnnSpec,
+    schedule: crate::schedule::Schedule,
+    placement: Vec<usize>,
+    cost: &AnalyticCost,
+    tier: Tier<'_>,
+    label: String,
+    metrics: GraphMetrics,
+    layout: GnnLayout,
+) -> Result<Prediction, PlanError> {
+    let Tier::Device(profiles) = tier else {
+        return run(
+            scenario,
+            schedule,
+            placement,
+            cost,
+            tier,
+            label,
+            Some(metrics),
+            Some(layout),
+        );
+    };
+    // The profile of the scenario device each stage (or partition) runs on.
+    let per_unit: Vec<&crate::cost::DeviceProfile> = if cost.workload.graph_parallel {
+        placement
+            .iter()
+            .map(|&d| profiles[d.min(profiles.len() - 1)])
+            .collect()
+    } else {
+        (0..schedule.n_stages())
+            .map(|s| placement[schedule.device_of(Op::forward(0, s))])
+            .map(|d| profiles[d.min(profiles.len() - 1)])
+            .collect()
+    };
+    let profiled = DeviceCost::new(
+        &cost.workload,
+        training_shape(scenario, spec),
+        per_unit,
+        cost,
+    );
+    let chosen: &dyn CostModel = &profiled;
+    let mut prediction = run(
         scenario,
         schedule,
         placement,
-        &cost,
-        profile,
+        chosen,
+        tier,
         label,
         Some(metrics),
         Some(layout),
-    )
+    )?;
+    prediction.extrapolated = profiled
+        .extrapolations()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    Ok(prediction)
 }
 
 fn ranges(counts: &[usize]) -> Vec<Range<usize>> {

@@ -10,7 +10,7 @@ use thiserror::Error;
 
 pub use gnn::{prepare_graph, GraphData};
 
-use crate::cost::{CostModel, ExplicitCost, Profile, ProfiledCost};
+use crate::cost::{CostModel, DeviceProfile, ExplicitCost, Kernel, Profile, ProfiledCost};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::gnn::{GraphMetrics, Halo};
 use crate::scenario::{DeviceMap, Scenario, ScheduleChoice, Workload};
@@ -222,6 +222,43 @@ pub struct Prediction {
     pub placement: Vec<usize>,
     /// How the GNN was laid out (GNN workloads).
     pub layout: Option<GnnLayout>,
+    /// Which cost tier predicted its op times and memory.
+    pub cost_tier: String,
+    /// Kernels the device profile was evaluated for past its calibrated range.
+    pub extrapolated: Vec<String>,
+}
+
+/// Where a prediction's op times and memory come from.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Tier<'a> {
+    /// The roofline over the scenario's device rates.
+    #[default]
+    Analytic,
+    /// A replay of one run's measured op times (`compare --replay`): not a prediction.
+    Replay(&'a Profile),
+    /// Device profiles' fitted kernel costs at the scenario's shapes: one per scenario device.
+    Device(&'a [&'a DeviceProfile]),
+}
+
+impl Tier<'_> {
+    /// How the tier is named in outputs.
+    pub fn describe(&self) -> String {
+        match self {
+            Tier::Analytic => "analytic (roofline over the scenario's device rates)".into(),
+            Tier::Replay(p) => format!(
+                "replay of measured op times ({} under {})",
+                p.scenario, p.schedule
+            ),
+            Tier::Device(profiles) => {
+                let mut names: Vec<String> = profiles
+                    .iter()
+                    .map(|p| format!("{}, measured on {}", p.device, p.machine))
+                    .collect();
+                names.dedup();
+                format!("device profile ({})", names.join("; "))
+            }
+        }
+    }
 }
 
 /// How a GNN workload was laid out for a prediction: what the executor needs to run the same
@@ -256,22 +293,20 @@ pub fn predict(
     graph: Option<&GraphData>,
     candidate: &Candidate,
 ) -> Result<Prediction, PlanError> {
-    predict_profiled(scenario, graph, candidate, None)
+    predict_profiled(scenario, graph, candidate, Tier::Analytic)
 }
 
-/// As [`predict`], with op times measured on this machine (`pipegnn calibrate`) wherever
-/// `profile` has them: the profiled cost tier.
+/// As [`predict`], with op times and memory from `tier`: the roofline, a device profile
+/// (`pipegnn calibrate`) or a replay of one run.
 pub fn predict_profiled(
     scenario: &Scenario,
     graph: Option<&GraphData>,
     candidate: &Candidate,
-    profile: Option<&Profile>,
+    tier: Tier<'_>,
 ) -> Result<Prediction, PlanError> {
     let result = match (&scenario.workload, graph) {
-        (Workload::Explicit(_), _) => predict_explicit(scenario, candidate, profile),
-        (Workload::Gnn(spec), Some(graph)) => {
-            gnn::predict(scenario, spec, graph, candidate, profile)
-        }
+        (Workload::Explicit(_), _) => predict_explicit(scenario, candidate, tier),
+        (Workload::Gnn(spec), Some(graph)) => gnn::predict(scenario, spec, graph, candidate, tier),
         (Workload::Gnn(_), None) => Err(PlanError::Mismatch("the graph was not prepared".into())),
     };
     result.map_err(|err| match (candidate, err) {
@@ -292,23 +327,37 @@ fn run(
     schedule: Schedule,
     placement: Vec<usize>,
     cost: &dyn CostModel,
-    profile: Option<&Profile>,
+    tier: Tier<'_>,
     label: String,
     graph: Option<GraphMetrics>,
     layout: Option<GnnLayout>,
 ) -> Result<Prediction, PlanError> {
     let check = schedule::check(&schedule)?;
-    let profiled = profile.map(|profile| ProfiledCost {
-        profile,
-        fallback: cost,
-    });
+    let profiled = match tier {
+        Tier::Replay(profile) => Some(ProfiledCost {
+            profile,
+            fallback: cost,
+        }),
+        _ => None,
+    };
     let cost: &dyn CostModel = match &profiled {
         Some(profiled) => profiled,
         None => cost,
     };
-    let measured_network = profile
-        .and_then(|p| p.handoff_ns)
-        .map(|ns| scenario.network.with_handoff_ns(ns));
+    let measured_network = match tier {
+        Tier::Replay(p) => p
+            .handoff_ns
+            .map(|ns| scenario.network.with_handoff(ns, 0.0)),
+        // A hand-off costs the receiver's wake-up and its copy on the machine profiled.
+        Tier::Device(profiles) => profiles.first().map(|p| {
+            let per_byte = p
+                .kernels
+                .get(&Kernel::HandoffCopy)
+                .map_or(0.0, |f| f.coefficients[1]);
+            scenario.network.with_handoff(p.wakeup_ns, per_byte)
+        }),
+        Tier::Analytic => None,
+    };
     let input = SimInput {
         schedule: &schedule,
         placement: &placement,
@@ -325,6 +374,8 @@ fn run(
         graph,
         placement,
         layout,
+        cost_tier: tier.describe(),
+        extrapolated: Vec::new(),
     })
 }
 
@@ -364,7 +415,7 @@ fn pipeline_schedule(
 fn predict_explicit(
     scenario: &Scenario,
     candidate: &Candidate,
-    profile: Option<&Profile>,
+    tier: Tier<'_>,
 ) -> Result<Prediction, PlanError> {
     let Workload::Explicit(workload) = &scenario.workload else {
         unreachable!("called for explicit workloads only")
@@ -380,7 +431,11 @@ fn predict_explicit(
         schedule,
         placement,
         &cost,
-        profile,
+        // A device profile prices GNN kernels; an explicit workload states its own times.
+        match tier {
+            Tier::Device(_) => Tier::Analytic,
+            tier => tier,
+        },
         candidate.label(scenario),
         None,
         None,

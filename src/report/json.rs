@@ -68,6 +68,12 @@ pub struct ResultDoc {
     /// `pipegnn run`: where it ran (`cpu`, or the GPUs with their memory).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executor: Option<String>,
+    /// Which cost tier predicted the op times and memory (predictions only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_tier: Option<String>,
+    /// Kernels a device profile was evaluated for past its calibrated range.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extrapolated: Vec<String>,
 }
 
 /// One trained epoch.
@@ -194,6 +200,8 @@ impl ResultDoc {
             epochs: None,
             test_accuracy: None,
             executor: None,
+            cost_tier: None,
+            extrapolated: Vec::new(),
             chunk_stats: graph.map_or_else(Vec::new, |g| {
                 g.chunks
                     .iter()

@@ -105,6 +105,9 @@ pub struct Device {
     pub memory_bandwidth_bytes_per_s: Option<f64>,
     /// Fixed cost of one kernel, if known.
     pub op_overhead_ns: Option<u64>,
+    /// A device profile (`pipegnn calibrate`) that predicts its op times, relative to the
+    /// scenario's folder.
+    pub profile: Option<std::path::PathBuf>,
     /// Index of the `devices:` entry it was expanded from.
     pub entry: usize,
 }

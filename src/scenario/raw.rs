@@ -97,6 +97,8 @@ pub struct RawDevice {
     pub memory_bandwidth: Option<Quantity>,
     #[serde(default)]
     pub op_overhead: Option<Quantity>,
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 /// `graph:`: exactly one source.

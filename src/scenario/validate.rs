@@ -104,7 +104,7 @@ impl Ctx<'_> {
         if raw.name.trim().is_empty() {
             self.error(root().key("name"), "must not be empty");
         }
-        let devices = self.devices(raw);
+        let devices = self.devices(raw, base_dir);
         let network = devices
             .as_ref()
             .and_then(|devices| self.network(raw.links.as_ref(), devices));
@@ -164,7 +164,7 @@ impl Ctx<'_> {
         })
     }
 
-    fn devices(&mut self, raw: &RawScenario) -> Option<Vec<Device>> {
+    fn devices(&mut self, raw: &RawScenario, base_dir: &Path) -> Option<Vec<Device>> {
         let path = root().key("devices");
         if raw.devices.is_empty() {
             self.error(path, "list at least one device");
@@ -269,6 +269,7 @@ impl Ctx<'_> {
                     peak_flops,
                     memory_bandwidth_bytes_per_s: memory_bandwidth,
                     op_overhead_ns: op_overhead,
+                    profile: entry.profile.as_ref().map(|p| base_dir.join(p)),
                     entry: i,
                 });
             }

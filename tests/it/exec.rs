@@ -185,27 +185,17 @@ fn a_diverging_loss_stops_the_run() {
     );
 }
 
+/// `compare --replay`: op times measured on the even epochs of one run, replayed against its
+/// odd epochs (a replay, not a prediction; the device-profile tier is `tests/it/calibration.rs`).
 #[test]
-fn calibrate_then_compare_gives_predicted_against_measured() {
+fn a_replay_gives_predicted_against_measured() {
     if crate::gnn::data_dir().is_none() {
         return;
     }
-    let dir = crate::support::scratch("calibrate");
-    let profile = dir.join("cora.profile.json");
-    let out = pipegnn(&[
-        "calibrate",
-        "scenarios/cora-gpipe-drop.yaml",
-        "--epochs",
-        "3",
-        "--out",
-        profile.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
     let out = pipegnn(&[
         "compare",
         "scenarios/cora-gpipe-drop.yaml",
-        "--profile",
-        profile.to_str().unwrap(),
+        "--replay",
         "--epochs",
         "3",
         "--format",
@@ -213,6 +203,10 @@ fn calibrate_then_compare_gives_predicted_against_measured() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["cost_tier"].as_str().unwrap().starts_with("replay"),
+        "{doc}"
+    );
     let metrics = doc["metrics"].as_array().unwrap();
     for metric in metrics {
         for key in ["name", "device", "predicted", "measured", "relative_error"] {

@@ -1,6 +1,7 @@
 //! The one integration-test binary: each module covers one concern.
 
 mod bad_input;
+mod calibration;
 mod cli;
 mod cuda;
 mod exec;

@@ -1,0 +1,823 @@
+//! `pipegnn calibrate` (a device profile from microbenchmarks) and `pipegnn fidelity` (a fixed
+//! matrix of configurations the calibration never saw, predicted with the profile and run for
+//! real, with the distribution of errors per metric).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use super::run::{
+    compare_rows, execute, in_file, load_text, own_candidate, print, read, to_json, write,
+    CliError, CompareRow, ExitStatus, Result,
+};
+use super::{CalibrateArgs, DeviceArg, FidelityArgs, ReportFormat};
+use crate::cost::fit::quantile;
+use crate::cost::{DeviceProfile, Profile, ProfileTarget};
+use crate::exec::calibrate::{self, Effort};
+use crate::plan::{self, Tier};
+use crate::scenario::{Backend, Scenario, ScheduleChoice, Workload};
+
+/// Reads a device profile; a malformed one is invalid input naming the file.
+pub(super) fn read_profile(path: &Path) -> Result<DeviceProfile> {
+    DeviceProfile::parse(&read(path)?)
+        .map_err(|e| CliError::new(ExitStatus::InvalidInput, format!("{}: {e}", path.display())))
+}
+
+/// The device profile of each scenario device: its own `profile:` entry, or `cli`'s
+/// (`--profile`) for every device; `None` when neither names one. Each is checked against the
+/// device it is applied to.
+pub(super) fn device_profiles(
+    file: &Path,
+    scenario: &Scenario,
+    cli: Option<&Path>,
+    device: Option<DeviceArg>,
+) -> Result<Option<Vec<DeviceProfile>>> {
+    let named = scenario.devices.iter().any(|d| d.profile.is_some());
+    if !named && cli.is_none() {
+        return Ok(None);
+    }
+    let fallback = cli.map(read_profile).transpose()?;
+    let mut read_ones: Vec<(PathBuf, DeviceProfile)> = Vec::new();
+    let mut out = Vec::new();
+    for d in &scenario.devices {
+        let profile = match (&d.profile, &fallback) {
+            (Some(path), _) => match read_ones.iter().find(|(p, _)| p == path) {
+                Some((_, profile)) => profile.clone(),
+                None => {
+                    let profile = read_profile(path)?;
+                    read_ones.push((path.clone(), profile.clone()));
+                    profile
+                }
+            },
+            (None, Some(profile)) => profile.clone(),
+            (None, None) => {
+                return Err(CliError::new(
+                    ExitStatus::InvalidInput,
+                    format!(
+                        "{}: devices[{}].profile: device {} has no profile while others do (name one for every device entry, or pass --profile)",
+                        file.display(),
+                        d.entry,
+                        d.name
+                    ),
+                ))
+            }
+        };
+        check_profile(file, scenario, &profile, device)?;
+        out.push(profile);
+    }
+    Ok(Some(out))
+}
+
+/// Compute threads each device of `scenario` gets when it runs: `threads_per_device`, or the
+/// machine's cores split over its devices.
+pub(super) fn threads_of(scenario: &Scenario) -> u32 {
+    let devices = match scenario.schedule.choice {
+        ScheduleChoice::GraphParallel => scenario.devices.len(),
+        _ => scenario.n_stages() as usize,
+    };
+    scenario.executor.threads_per_device.unwrap_or_else(|| {
+        (std::thread::available_parallelism().map_or(1, |n| n.get()) / devices.max(1)).max(1) as u32
+    })
+}
+
+/// Refuses a profile measured on another backend, thread count or dtype than the scenario's
+/// devices run with.
+pub(super) fn check_profile(
+    file: &Path,
+    scenario: &Scenario,
+    profile: &DeviceProfile,
+    device: Option<DeviceArg>,
+) -> Result<()> {
+    let backend = match device {
+        Some(DeviceArg::Cuda) => Backend::Cuda,
+        Some(DeviceArg::Cpu) => Backend::Cpu,
+        None => scenario.executor.backend,
+    };
+    let dtype = match &scenario.workload {
+        Workload::Gnn(spec) if spec.element_bytes != 4 => "a dtype other than f32",
+        _ => "f32",
+    };
+    let want = ProfileTarget {
+        backend: match backend {
+            Backend::Cpu => "cpu",
+            Backend::Cuda => "cuda",
+        }
+        .into(),
+        threads: threads_of(scenario),
+        dtype: dtype.into(),
+    };
+    profile.check_target(&want).map_err(|e| {
+        CliError::new(
+            ExitStatus::InvalidInput,
+            format!("{}: --profile: {e}", file.display()),
+        )
+    })
+}
+
+/// What this machine is: its CPU model and core count.
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{model}, {cores} cores")
+}
+
+/// The built-in pipeline whose real run measures a worker's wake-up and its gap between ops:
+/// not any user's configuration.
+const CALIBRATION_PIPELINE: &str = "
+name: calibration-pipeline
+graph:
+  synthetic: {kind: sbm, nodes: 3000, avg_degree: 6, classes: 4, features: 200, homophily: 0.8, feature_density: 0.05, seed: 3}
+model:
+  layers: [{kind: gcn, out: 16}, {kind: gcn, out: 4}]
+training: {optimizer: adam, dropout: 0.5, epochs: 12, seed: 1}
+devices:
+  - {name: cpu, count: 2, preset: cpu-core}
+links:
+  topology: {kind: full, bandwidth: 10GB/s, latency: 1us}
+schedule: {kind: 1f1b, chunks: 8, halo: drop}
+";
+
+/// Microbenchmarks `device` with `threads` compute threads (default 1) into a profile.
+pub(super) fn calibrate_device(
+    device: DeviceArg,
+    threads: Option<u32>,
+    quick: bool,
+) -> Result<DeviceProfile> {
+    let threads = threads.unwrap_or(1).max(1);
+    let backend = match device {
+        DeviceArg::Cpu => Backend::Cpu,
+        DeviceArg::Cuda => Backend::Cuda,
+    };
+    let compute = crate::exec::device::open(backend, crate::scenario::DeviceMap::PerStage, 1)
+        .map_err(|err| CliError::new(ExitStatus::NoDevice, format!("calibrate: {err}")))?;
+    let dev = compute.device(0).clone();
+    let terminal = std::io::stderr().is_terminal();
+    let progress = |what: &str| {
+        if terminal {
+            eprint!("\r\x1b[Kcalibrating: {what}");
+        }
+    };
+    let effort = if quick { Effort::Quick } else { Effort::Full };
+    let mut profile = calibrate::calibrate(&dev, threads as usize, effort, machine(), &progress)
+        .map_err(|err| CliError::new(ExitStatus::RunFailed, format!("calibrate: {err}")))?;
+    progress("a worker's wake-up and gap between ops");
+    let overrides = [format!("executor.threads_per_device={threads}")];
+    let loaded = load_text(
+        Path::new("(built-in calibration pipeline)"),
+        CALIBRATION_PIPELINE,
+        &overrides,
+    )?;
+    let epochs = if quick { 4 } else { 12 };
+    let run = execute(
+        Path::new("(built-in calibration pipeline)"),
+        loaded,
+        Some(epochs),
+        true,
+        Tier::Analytic,
+        Some(device),
+    )?;
+    let timing = Profile::from_traces("calibration", "1f1b", &run.result.traces[1..]);
+    profile.wakeup_ns = timing.handoff_ns.unwrap_or(0);
+    profile.gap_ns = timing.gap_ns;
+    if terminal {
+        eprint!("\r\x1b[K");
+    }
+    Ok(profile)
+}
+
+/// `pipegnn calibrate`.
+pub(super) fn calibrate(args: &CalibrateArgs) -> Result<()> {
+    let profile = calibrate_device(args.device, Some(args.threads), args.quick)?;
+    write(&args.out, &profile.to_json())?;
+    let mut out = format!(
+        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns)\n\n{:<22} {:>8} {:>9} {:>9} {:>9}\n",
+        args.out.display(),
+        profile.device,
+        profile.kernels.len(),
+        profile.wakeup_ns,
+        profile.gap_ns,
+        "function",
+        "samples",
+        "median",
+        "p90",
+        "max"
+    );
+    for (kernel, fit) in &profile.kernels {
+        out.push_str(&format!(
+            "{:<22} {:>8} {:>8.1}% {:>8.1}% {:>8.1}%\n",
+            kernel.name(),
+            fit.samples,
+            fit.median_error * 100.0,
+            fit.p90_error * 100.0,
+            fit.max_error * 100.0
+        ));
+    }
+    print(&out)
+}
+
+/// One configuration of the fidelity matrix.
+struct Config {
+    name: &'static str,
+    /// `cora`, `citeseer`, `facebook`, `pubmed` or `synthetic` (100,000 vertices).
+    graph: &'static str,
+    layers: &'static str,
+    stages: u32,
+    schedule: &'static str,
+    chunks: u32,
+    halo: &'static str,
+    /// Extra schedule fields.
+    knobs: &'static str,
+    /// Emulate a slow link (bandwidth) between the stages.
+    slow_link: Option<&'static str>,
+}
+
+const fn config(
+    name: &'static str,
+    graph: &'static str,
+    layers: &'static str,
+    stages: u32,
+    schedule: &'static str,
+    chunks: u32,
+    halo: &'static str,
+) -> Config {
+    Config {
+        name,
+        graph,
+        layers,
+        stages,
+        schedule,
+        chunks,
+        halo,
+        knobs: "",
+        slow_link: None,
+    }
+}
+
+const GCN2: &str = "[{kind: gcn, out: 16}, {kind: gcn, out: CLASSES}]";
+const GCN3: &str = "[{kind: gcn, out: 32}, {kind: gcn, out: 32}, {kind: gcn, out: CLASSES}]";
+const GCN4: &str =
+    "[{kind: gcn, out: 32}, {kind: gcn, out: 32}, {kind: gcn, out: 32}, {kind: gcn, out: CLASSES}]";
+const SAGE2: &str = "[{kind: sage, out: 32}, {kind: sage, out: CLASSES}]";
+const SAGE3: &str = "[{kind: sage, out: 32}, {kind: sage, out: 32}, {kind: sage, out: CLASSES}]";
+const GAT2: &str = "[{kind: gat, out: 8, heads: 8}, {kind: gat, out: CLASSES, heads: 1}]";
+
+/// The matrix: none of these is the calibration's microbenchmarks or its built-in pipeline.
+fn matrix() -> Vec<Config> {
+    vec![
+        config("cora-gcn2-1stage", "cora", GCN2, 1, "gpipe", 1, "drop"),
+        config(
+            "cora-gcn2-gpipe-drop-s2-k8",
+            "cora",
+            GCN2,
+            2,
+            "gpipe",
+            8,
+            "drop",
+        ),
+        config(
+            "cora-gcn2-1f1b-drop-s2-k4",
+            "cora",
+            GCN2,
+            2,
+            "1f1b",
+            4,
+            "drop",
+        ),
+        config(
+            "cora-gcn2-gpipe-exact-s2-k4",
+            "cora",
+            GCN2,
+            2,
+            "gpipe",
+            4,
+            "exact",
+        ),
+        config(
+            "cora-sage2-gpipe-drop-s2-k2",
+            "cora",
+            SAGE2,
+            2,
+            "gpipe",
+            2,
+            "drop",
+        ),
+        config(
+            "cora-gat2-gpipe-drop-s2-k4",
+            "cora",
+            GAT2,
+            2,
+            "gpipe",
+            4,
+            "drop",
+        ),
+        Config {
+            knobs: "backward: exact",
+            ..config(
+                "cora-gcn2-gnnpipe-exact-s2-k4",
+                "cora",
+                GCN2,
+                2,
+                "gnnpipe",
+                4,
+                "stale",
+            )
+        },
+        config(
+            "cora-gcn2-graph-parallel-p2",
+            "cora",
+            GCN2,
+            2,
+            "graph_parallel",
+            1,
+            "drop",
+        ),
+        config(
+            "cora-gcn4-1f1b-drop-s4-k8",
+            "cora",
+            GCN4,
+            4,
+            "1f1b",
+            8,
+            "drop",
+        ),
+        Config {
+            slow_link: Some("20MB/s"),
+            ..config(
+                "cora-gcn2-gpipe-drop-s2-k8-slow-link",
+                "cora",
+                GCN2,
+                2,
+                "gpipe",
+                8,
+                "drop",
+            )
+        },
+        config(
+            "citeseer-gcn2-gpipe-drop-s2-k16",
+            "citeseer",
+            GCN2,
+            2,
+            "gpipe",
+            16,
+            "drop",
+        ),
+        config(
+            "citeseer-sage3-1f1b-exact-s2-k4",
+            "citeseer",
+            SAGE3,
+            2,
+            "1f1b",
+            4,
+            "exact",
+        ),
+        config(
+            "citeseer-gat2-1stage",
+            "citeseer",
+            GAT2,
+            1,
+            "gpipe",
+            1,
+            "drop",
+        ),
+        config(
+            "facebook-gcn2-gpipe-drop-s2-k8",
+            "facebook",
+            GCN2,
+            2,
+            "gpipe",
+            8,
+            "drop",
+        ),
+        config(
+            "facebook-gcn3-1f1b-drop-s2-k32",
+            "facebook",
+            GCN3,
+            2,
+            "1f1b",
+            32,
+            "drop",
+        ),
+        Config {
+            knobs: "backward: drop",
+            ..config(
+                "facebook-sage2-gnnpipe-drop-s2-k4",
+                "facebook",
+                SAGE2,
+                2,
+                "gnnpipe",
+                4,
+                "stale",
+            )
+        },
+        config(
+            "facebook-gat2-gpipe-drop-s2-k4",
+            "facebook",
+            GAT2,
+            2,
+            "gpipe",
+            4,
+            "drop",
+        ),
+        config(
+            "facebook-gcn2-graph-parallel-p2",
+            "facebook",
+            GCN2,
+            2,
+            "graph_parallel",
+            1,
+            "drop",
+        ),
+        Config {
+            knobs: "backward: drop",
+            slow_link: Some("200MB/s"),
+            ..config(
+                "facebook-gcn2-gnnpipe-drop-s2-k4-slow-link",
+                "facebook",
+                GCN2,
+                2,
+                "gnnpipe",
+                4,
+                "stale",
+            )
+        },
+        config(
+            "pubmed-gcn2-gpipe-drop-s2-k4",
+            "pubmed",
+            GCN2,
+            2,
+            "gpipe",
+            4,
+            "drop",
+        ),
+        config(
+            "pubmed-gat2-1f1b-drop-s2-k8",
+            "pubmed",
+            GAT2,
+            2,
+            "1f1b",
+            8,
+            "drop",
+        ),
+        Config {
+            knobs: "backward: deferred",
+            ..config(
+                "pubmed-gcn4-gnnpipe-deferred-s4-k8",
+                "pubmed",
+                GCN4,
+                4,
+                "gnnpipe",
+                8,
+                "stale",
+            )
+        },
+        config(
+            "synthetic-gcn2-gpipe-drop-s2-k8",
+            "synthetic",
+            GCN2,
+            2,
+            "gpipe",
+            8,
+            "drop",
+        ),
+        config(
+            "synthetic-sage2-1stage",
+            "synthetic",
+            SAGE2,
+            1,
+            "gpipe",
+            1,
+            "drop",
+        ),
+        Config {
+            knobs: "backward: drop",
+            ..config(
+                "synthetic-gcn3-gnnpipe-drop-s2-k16",
+                "synthetic",
+                GCN3,
+                2,
+                "gnnpipe",
+                16,
+                "stale",
+            )
+        },
+        config(
+            "synthetic-gcn2-1f1b-exact-s2-k2",
+            "synthetic",
+            GCN2,
+            2,
+            "1f1b",
+            2,
+            "exact",
+        ),
+    ]
+}
+
+/// The scenario text of one configuration, with datasets under `data`.
+fn scenario_text(c: &Config, data: &Path) -> String {
+    let (graph, classes) = match c.graph {
+        "synthetic" => (
+            "synthetic: {kind: sbm, nodes: 100000, avg_degree: 8, classes: 8, features: 256, homophily: 0.8, feature_density: 0.03, seed: 11}".to_string(),
+            8,
+        ),
+        name => {
+            let classes = match name {
+                "cora" => 7,
+                "citeseer" => 6,
+                "facebook" => 4,
+                _ => 3,
+            };
+            let density = if name == "pubmed" { ", feature_density: 0.1" } else { "" };
+            (
+                format!("dataset: {{path: \"{}\"{density}}}", data.join(name).display()),
+                classes,
+            )
+        }
+    };
+    let layers = c.layers.replace("CLASSES", &classes.to_string());
+    let model = format!("model:\n  layers: {layers}\n");
+    let schedule = if c.schedule == "graph_parallel" {
+        "schedule: {kind: graph_parallel}".to_string()
+    } else if c.schedule == "gnnpipe" {
+        format!(
+            "schedule: {{kind: gnnpipe, chunks: {}, {}}}",
+            c.chunks, c.knobs
+        )
+    } else {
+        format!(
+            "schedule: {{kind: {}, chunks: {}, halo: {}}}",
+            c.schedule, c.chunks, c.halo
+        )
+    };
+    let (bandwidth, emulate) = match c.slow_link {
+        Some(b) => (b, true),
+        None => ("10GB/s", false),
+    };
+    format!(
+        "name: {}\ngraph:\n  {graph}\n{model}training: {{optimizer: adam, lr: 0.01, weight_decay: 5.0e-4, dropout: 0.5, epochs: 200, seed: 1}}\ndevices:\n  - {{name: cpu, count: {}, preset: cpu-core}}\nlinks:\n  topology: {{kind: full, bandwidth: {bandwidth}, latency: 1us}}\nexecutor: {{backend: cpu, threads_per_device: 1, emulate_links: {emulate}}}\n{schedule}\n",
+        c.name, c.stages
+    )
+}
+
+/// One configuration's outcome.
+struct Outcome {
+    name: &'static str,
+    /// The analytic tier's relative error on the epoch time.
+    analytic_error: Option<f64>,
+    rows: Vec<CompareRow>,
+    extrapolated: Vec<String>,
+}
+
+/// `pipegnn fidelity`.
+pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
+    if args.epochs < 2 {
+        return Err(CliError::new(
+            ExitStatus::Usage,
+            "--epochs: at least 2 (the first epoch is a warm-up)",
+        ));
+    }
+    let configs: Vec<Config> = matrix()
+        .into_iter()
+        .filter(|c| {
+            args.only
+                .as_ref()
+                .is_none_or(|o| o.split(',').any(|name| c.name.contains(name.trim())))
+        })
+        .collect();
+    if configs.is_empty() {
+        return Err(CliError::new(
+            ExitStatus::Usage,
+            "--only: no configuration of the matrix matches",
+        ));
+    }
+    let profile = match &args.profile {
+        Some(path) => read_profile(path)?,
+        None => calibrate_device(DeviceArg::Cpu, Some(1), false)?,
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let mut outcomes = Vec::new();
+    for (i, c) in configs.iter().enumerate() {
+        if c.graph != "synthetic" && !args.data.join(c.graph).is_dir() {
+            return Err(CliError::new(
+                ExitStatus::Io,
+                format!(
+                    "--data: {} has no `{}` dataset folder (graph-csv v1)",
+                    args.data.display(),
+                    c.graph
+                ),
+            ));
+        }
+        if terminal {
+            eprint!("\r\x1b[Kfidelity {}/{}: {}", i + 1, configs.len(), c.name);
+        }
+        let file = PathBuf::from(format!("(fidelity) {}", c.name));
+        let loaded = load_text(&file, &scenario_text(c, &args.data), &[])?;
+        check_profile(&file, &loaded.scenario, &profile, None)?;
+        let profiles = vec![&profile; loaded.scenario.devices.len()];
+        // The analytic tier on the same configuration, for the record.
+        let candidate = own_candidate(&loaded.scenario)?;
+        let analytic = plan::predict(&loaded.scenario, loaded.graph.as_ref(), &candidate)
+            .map_err(in_file(&file))?;
+        let analytic_ns = crate::report::compute(&analytic.trace).epoch_time_ns;
+        let run = execute(
+            &file,
+            loaded,
+            Some(args.epochs + 1),
+            true,
+            Tier::Device(&profiles),
+            None,
+        )?;
+        let measured = run.metrics_of[run.median].clone();
+        let analytic_error = (measured.epoch_time_ns > 0).then(|| {
+            (analytic_ns as f64 - measured.epoch_time_ns as f64) / measured.epoch_time_ns as f64
+        });
+        outcomes.push(Outcome {
+            name: c.name,
+            analytic_error,
+            rows: compare_rows(&run, &measured),
+            extrapolated: run.prediction.extrapolated.clone(),
+        });
+    }
+    if terminal {
+        eprint!("\r\x1b[K");
+    }
+    let summary = summarise(&outcomes);
+    if let Some(dir) = &args.plot {
+        let points = outcomes
+            .iter()
+            .flat_map(|o| {
+                o.rows.iter().map(move |r| {
+                    (
+                        r.name.to_string(),
+                        Some(format!(
+                            "{}: {}",
+                            o.name,
+                            r.device.clone().unwrap_or_default()
+                        )),
+                        r.predicted,
+                        r.measured,
+                    )
+                })
+            })
+            .collect();
+        super::plots::fidelity_figures(dir, points)?;
+    }
+    match args.format {
+        ReportFormat::Json => {
+            let configs: Vec<serde_json::Value> = outcomes
+                .iter()
+                .map(|o| serde_json::json!({"name": o.name, "metrics": o.rows, "extrapolated": o.extrapolated, "analytic_epoch_time_relative_error": o.analytic_error}))
+                .collect();
+            let summary: Vec<serde_json::Value> = summary
+                .iter()
+                .map(|s| serde_json::json!({"metric": s.metric, "count": s.count, "median": s.median, "p90": s.p90, "max": s.max, "absolute": s.absolute}))
+                .collect();
+            print(&to_json(&serde_json::json!({
+                "profile": profile.device,
+                "machine": profile.machine,
+                "epochs": args.epochs,
+                "configurations": configs,
+                "summary": summary,
+            }))?)
+        }
+        ReportFormat::Table => {
+            let mut out = format!(
+                "fidelity: {} configurations predicted with the device profile ({}, measured on {}) against {} measured epochs each\n\n{:<44} {:>11} {:>11} {:>8} {:>8} {:>8} {:>9}\n",
+                outcomes.len(),
+                profile.device,
+                profile.machine,
+                args.epochs,
+                "configuration",
+                "predicted",
+                "measured",
+                "epoch",
+                "busy",
+                "memory",
+                "analytic"
+            );
+            for o in &outcomes {
+                let epoch = &o.rows[0];
+                let worst = |name: &str| {
+                    o.rows
+                        .iter()
+                        .filter(|r| r.name == name)
+                        .filter_map(|r| r.relative_error)
+                        .max_by(|a, b| a.abs().total_cmp(&b.abs()))
+                        .map_or("-".into(), |e| format!("{:+.1}%", e * 100.0))
+                };
+                out.push_str(&format!(
+                    "{:<44} {:>11} {:>11} {:>8} {:>8} {:>8} {:>9}{}\n",
+                    o.name,
+                    crate::units::format_duration_ns((epoch.predicted * 1e9) as u64),
+                    epoch
+                        .measured
+                        .map_or("-".into(), |m| crate::units::format_duration_ns(
+                            (m * 1e9) as u64
+                        )),
+                    epoch
+                        .relative_error
+                        .map_or("-".into(), |e| format!("{:+.1}%", e * 100.0)),
+                    worst("busy_s"),
+                    worst("peak_memory_bytes"),
+                    o.analytic_error
+                        .map_or("-".into(), |e| format!("{:+.0}%", e * 100.0)),
+                    if o.extrapolated.is_empty() {
+                        ""
+                    } else {
+                        "  (extrapolated)"
+                    }
+                ));
+            }
+            out.push_str(&format!(
+                "\n{:<22} {:>6} {:>9} {:>9} {:>9}\n",
+                "metric", "count", "median", "p90", "max"
+            ));
+            for s in &summary {
+                let fmt = |v: f64| {
+                    if s.absolute {
+                        format!("{v:.3}")
+                    } else {
+                        format!("{:.1}%", v * 100.0)
+                    }
+                };
+                out.push_str(&format!(
+                    "{:<22} {:>6} {:>9} {:>9} {:>9}\n",
+                    s.metric,
+                    s.count,
+                    fmt(s.median),
+                    fmt(s.p90),
+                    fmt(s.max)
+                ));
+            }
+            out.push_str("(epoch, busy, memory: |relative error|; bubble: |predicted - measured| fraction; bytes: |relative error|, 0 is exact; analytic: the analytic tier's epoch-time error with the cpu-core preset)\n");
+            print(&out)
+        }
+    }
+}
+
+/// The distribution of one metric's errors over the matrix.
+struct Summary {
+    metric: &'static str,
+    count: usize,
+    median: f64,
+    p90: f64,
+    max: f64,
+    /// Absolute differences (bubble fractions) rather than relative errors.
+    absolute: bool,
+}
+
+fn summarise(outcomes: &[Outcome]) -> Vec<Summary> {
+    let mut analytic: Vec<f64> = outcomes
+        .iter()
+        .filter_map(|o| o.analytic_error.map(f64::abs))
+        .collect();
+    analytic.sort_by(f64::total_cmp);
+    let analytic = Summary {
+        metric: "analytic_epoch_time_s",
+        count: analytic.len(),
+        median: quantile(&analytic, 0.5),
+        p90: quantile(&analytic, 0.9),
+        max: analytic.last().copied().unwrap_or(0.0),
+        absolute: false,
+    };
+    let metrics = [
+        ("epoch_time_s", false),
+        ("busy_s", false),
+        ("bubble_fraction", true),
+        ("peak_memory_bytes", false),
+        ("link_bytes", false),
+    ];
+    metrics
+        .iter()
+        .map(|&(metric, absolute)| {
+            let mut errors: Vec<f64> = outcomes
+                .iter()
+                .flat_map(|o| &o.rows)
+                .filter(|r| r.name == metric)
+                .filter_map(|r| {
+                    if absolute {
+                        r.measured.map(|m| (r.predicted - m).abs())
+                    } else {
+                        r.relative_error.map(f64::abs)
+                    }
+                })
+                .collect();
+            errors.sort_by(f64::total_cmp);
+            Summary {
+                metric,
+                count: errors.len(),
+                median: quantile(&errors, 0.5),
+                p90: quantile(&errors, 0.9),
+                max: errors.last().copied().unwrap_or(0.0),
+                absolute,
+            }
+        })
+        .chain(std::iter::once(analytic))
+        .collect()
+}

@@ -1,0 +1,411 @@
+//! Device profiles: fitted cost functions for every kernel the executor runs on one device,
+//! thread count and dtype (`pipegnn calibrate --device cpu --out FILE`), so any scenario on that
+//! device is predicted from its own shapes.
+//!
+//! Each [`Kernel`] has a few terms, functions of the shape it runs on (the first is always 1,
+//! a call's fixed cost); its time is `sum_i c_i * t_i` with non-negative coefficients fitted
+//! to microbenchmarks ([`super::fit`]). Memory is fitted the same way: the bytes a layer's
+//! forward keeps for its backward, and the temporaries its forward and backward allocate
+//! beyond that, per layer kind, in terms of rows, edges and widths.
+//!
+//! The file is JSON: `{"format": "pipegnn-device-profile v1", "device", "backend", "threads",
+//! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
+//! "median_error", "p90_error", "max_error", "range"}], "wakeup_ns", "gap_ns"}`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::{json, Value};
+
+use super::fit::Fit;
+
+macro_rules! kernels {
+    ($($variant:ident => $name:literal, [$($term:literal),*], $doc:literal;)*) => {
+        /// A kernel the executor runs, or a layer's or op's composition of them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Kernel {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl Kernel {
+            /// Every kernel, in a fixed order.
+            pub const ALL: &'static [Kernel] = &[$(Kernel::$variant),*];
+
+            /// The name used in profiles.
+            pub fn name(self) -> &'static str {
+                match self { $(Kernel::$variant => $name,)* }
+            }
+
+            /// The names of its terms (after the constant `calls`).
+            pub fn terms(self) -> &'static [&'static str] {
+                match self { $(Kernel::$variant => &[$($term),*],)* }
+            }
+        }
+    };
+}
+
+kernels! {
+    DenseForward => "dense_forward", ["m*k+k*n+m*n", "m*k*n"], "`X W`: `(m, k) x (k, n)`.";
+    DenseGradInput => "dense_grad_input", ["m*k+k*n+m*n", "m*k*n"], "`dY W^T`, the input gradient of `X W`.";
+    DenseGradWeight => "dense_grad_weight", ["m*k+k*n+m*n", "m*k*n"], "`X^T dY`, the weight gradient of `X W`.";
+    SparseForward => "sparse_forward", ["nnz", "m*n", "nnz*n"], "Sparse input features times a weight: `m` rows, `nnz` non-zeros, `n` outputs.";
+    SparseGradWeight => "sparse_grad_weight", ["nnz", "k*n", "nnz*n"], "`X^T dY` for sparse `X` of `k` columns.";
+    Aggregate => "aggregate", ["nnz", "m*w", "nnz*w"], "The CSR sparse-dense product: `m` output rows, `nnz` edges, width `w`.";
+    AggregateTranspose => "aggregate_transpose", ["nnz", "m*w", "nnz*w"], "Its transpose (the backward): `m` rows read, `nnz` edges, width `w`.";
+    AttentionForward => "attention_forward", ["nnz*h", "m*h*c", "nnz*h*c"], "GAT's edge scores, edge softmax and weighted aggregation, as the executor calls them together: `nnz` edges with self-loops, `h` heads of `c` channels, `m` rows read.";
+    AttentionBackward => "attention_backward", ["nnz*h", "m*h*c", "nnz*h*c"], "Their backward.";
+    DropoutDense => "dropout_dense", ["elements"], "Inverted dropout on dense rows (masks keyed by vertex).";
+    DropoutSparse => "dropout_sparse", ["m+k", "nnz"], "Inverted dropout on sparse input rows: `nnz` values, `m` rows and `k` columns (the transpose is rebuilt).";
+    ReluForward => "relu_forward", ["elements"], "ReLU.";
+    ReluBackward => "relu_backward", ["elements"], "ReLU's gradient.";
+    EluForward => "elu_forward", ["elements"], "ELU.";
+    EluBackward => "elu_backward", ["elements"], "ELU's gradient.";
+    Elementwise => "elementwise", ["elements"], "A binary elementwise op (bias, sums, the surrogate product).";
+    RowCopy => "row_copy", ["elements"], "Gathering or scattering rows (history buffers, halo rows, concatenation).";
+    Loss => "loss", ["m*classes", "labelled*classes"], "Softmax cross-entropy over the `labelled` of `m` rows, forward and backward.";
+    Adam => "adam", ["parameters"], "One Adam step.";
+    HandoffCopy => "handoff_copy", ["bytes"], "The receiver's copy of a hand-off.";
+    GcnForward => "gcn_forward", ["kernels_ns", "elements"], "A GCN layer's forward as the executor runs it: its kernels' predicted time and the elements it touches (autograd bookkeeping).";
+    GcnBackward => "gcn_backward", ["kernels_ns", "elements"], "Its backward.";
+    SageForward => "sage_forward", ["kernels_ns", "elements"], "A GraphSAGE layer's forward.";
+    SageBackward => "sage_backward", ["kernels_ns", "elements"], "Its backward.";
+    GatForward => "gat_forward", ["kernels_ns", "elements"], "A GAT layer's forward.";
+    GatBackward => "gat_backward", ["kernels_ns", "elements"], "Its backward.";
+    GcnStash => "gcn_stash_bytes", ["input", "read*b", "out*b", "nnz", "dropout*input", "activation*out*b"], "Bytes a GCN forward keeps for its backward.";
+    SageStash => "sage_stash_bytes", ["input", "read*b", "out*b", "nnz", "dropout*input", "activation*out*b"], "Bytes a GraphSAGE forward keeps.";
+    GatStash => "gat_stash_bytes", ["input", "read*h*c", "out*b", "nnz*h", "dropout*input", "activation*out*b"], "Bytes a GAT forward keeps.";
+    GcnTemporaries => "gcn_temporary_bytes", ["input", "read*b", "out*b", "nnz", "dropout*input", "activation*out*b"], "The most a GCN layer allocates beyond its stash while it runs forward or backward.";
+    SageTemporaries => "sage_temporary_bytes", ["input", "read*b", "out*b", "nnz", "dropout*input", "activation*out*b"], "The same for GraphSAGE.";
+    GatTemporaries => "gat_temporary_bytes", ["input", "read*h*c", "out*b", "nnz*h", "dropout*input", "activation*out*b"], "The same for GAT.";
+}
+
+impl Kernel {
+    /// Parses a profile's kernel name.
+    pub fn from_name(name: &str) -> Option<Kernel> {
+        Kernel::ALL.iter().copied().find(|k| k.name() == name)
+    }
+
+    /// Whether it is a memory function (bytes) rather than a time (ns).
+    pub fn is_memory(self) -> bool {
+        self.name().ends_with("_bytes")
+    }
+}
+
+impl fmt::Display for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a profile was measured on; a profile applies only to a device that matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileTarget {
+    /// `cpu` or `cuda`.
+    pub backend: String,
+    /// Compute threads per device.
+    pub threads: u32,
+    /// Element type.
+    pub dtype: String,
+}
+
+/// A device profile: fitted cost functions per kernel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceProfile {
+    /// A description of the device (e.g. `cpu: 2 threads`).
+    pub device: String,
+    /// Backend, threads and dtype.
+    pub target: ProfileTarget,
+    /// The machine it was measured on (CPU model, cores).
+    pub machine: String,
+    /// The fitted functions.
+    pub kernels: BTreeMap<Kernel, Fit>,
+    /// Median time from a hand-off's arrival to the start of the op that waited for it.
+    pub wakeup_ns: u64,
+    /// Median time a worker spends between two ops that did not wait: its bookkeeping.
+    pub gap_ns: u64,
+}
+
+/// A kernel evaluated beyond its calibrated range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extrapolation {
+    /// The kernel.
+    pub kernel: Kernel,
+    /// The term past its range.
+    pub term: &'static str,
+    /// The term's value over the largest calibrated value.
+    pub ratio: f64,
+}
+
+impl fmt::Display for Extrapolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} extrapolated: {} is {:.1}x the largest calibrated",
+            self.kernel, self.term, self.ratio
+        )
+    }
+}
+
+impl DeviceProfile {
+    /// The fitted value of `kernel` at `terms` (without the constant, which is prepended),
+    /// and the extrapolation if the terms lie past the calibrated range.
+    pub fn eval(&self, kernel: Kernel, terms: &[f64]) -> (f64, Option<Extrapolation>) {
+        let Some(fit) = self.kernels.get(&kernel) else {
+            return (0.0, None);
+        };
+        let mut all = Vec::with_capacity(terms.len() + 1);
+        all.push(1.0);
+        all.extend_from_slice(terms);
+        let beyond = fit.beyond_range(&all).map(|(i, ratio)| Extrapolation {
+            kernel,
+            term: kernel.terms()[i - 1],
+            ratio,
+        });
+        (fit.eval(&all).max(0.0), beyond)
+    }
+
+    /// Refuses a profile measured on another backend, thread count or dtype.
+    pub fn check_target(&self, want: &ProfileTarget) -> Result<(), String> {
+        let t = &self.target;
+        let mut differences = Vec::new();
+        if t.backend != want.backend {
+            differences.push(format!(
+                "backend {} (the device: {})",
+                t.backend, want.backend
+            ));
+        }
+        if t.threads != want.threads {
+            differences.push(format!(
+                "{} thread{} (the device runs {})",
+                t.threads,
+                if t.threads == 1 { "" } else { "s" },
+                want.threads
+            ));
+        }
+        if t.dtype != want.dtype {
+            differences.push(format!("dtype {} (the model: {})", t.dtype, want.dtype));
+        }
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the profile was measured for another device: {}; calibrate one with `pipegnn calibrate --device {} --threads {}`",
+                differences.join(", "),
+                want.backend,
+                want.threads
+            ))
+        }
+    }
+
+    /// The profile as JSON text.
+    pub fn to_json(&self) -> String {
+        let kernels: Vec<Value> = self
+            .kernels
+            .iter()
+            .map(|(k, f)| {
+                let mut terms: Vec<String> = vec!["calls".into()];
+                terms.extend(k.terms().iter().map(|t| t.to_string()));
+                if let (Some(_), Some(last)) = (f.knee, k.terms().last()) {
+                    terms.push(format!("max(0, {last} - knee)"));
+                }
+                json!({
+                    "kernel": k.name(),
+                    "terms": terms,
+                    "knee": f.knee,
+                    "coefficients": f.coefficients,
+                    "samples": f.samples,
+                    "median_error": f.median_error,
+                    "p90_error": f.p90_error,
+                    "max_error": f.max_error,
+                    "range": f.range.iter().map(|(lo, hi)| [lo, hi]).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "format": "pipegnn-device-profile v1",
+            "device": self.device,
+            "backend": self.target.backend,
+            "threads": self.target.threads,
+            "dtype": self.target.dtype,
+            "machine": self.machine,
+            "kernels": kernels,
+            "wakeup_ns": self.wakeup_ns,
+            "gap_ns": self.gap_ns,
+        });
+        serde_json::to_string_pretty(&doc).expect("a JSON value always serializes") + "\n"
+    }
+
+    /// Parses a profile written by [`DeviceProfile::to_json`].
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let doc: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        if doc["format"] != "pipegnn-device-profile v1" {
+            return Err(
+                "not a device profile (`format` is not \"pipegnn-device-profile v1\"; profiles of one run from earlier versions are no longer read: calibrate again)"
+                    .into(),
+            );
+        }
+        let text_of = |key: &str| {
+            doc[key]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("`{key}` is missing or not text"))
+        };
+        let number = |v: &Value, what: &str| {
+            v.as_u64()
+                .ok_or_else(|| format!("`{what}` is not a non-negative integer"))
+        };
+        let float = |v: &Value, what: &str| {
+            v.as_f64()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| format!("`{what}` is not a finite number"))
+        };
+        let mut kernels = BTreeMap::new();
+        for (i, entry) in doc["kernels"]
+            .as_array()
+            .ok_or("`kernels` is not a list")?
+            .iter()
+            .enumerate()
+        {
+            let at = |key: &str| format!("kernels[{i}].{key}");
+            let name = entry["kernel"].as_str().ok_or_else(|| at("kernel"))?;
+            let kernel = Kernel::from_name(name)
+                .ok_or_else(|| format!("{}: unknown kernel `{name}`", at("kernel")))?;
+            let p = kernel.terms().len() + 1;
+            let list = |key: &str| -> Result<Vec<f64>, String> {
+                let values = entry[key]
+                    .as_array()
+                    .ok_or_else(|| format!("{} is not a list", at(key)))?;
+                values.iter().map(|v| float(v, &at(key))).collect()
+            };
+            let knee = match &entry["knee"] {
+                Value::Null => None,
+                v => Some(float(v, &at("knee"))?),
+            };
+            let coefficients = list("coefficients")?;
+            let want = p + usize::from(knee.is_some());
+            if coefficients.len() != want || coefficients.iter().any(|&c| c < 0.0) {
+                return Err(format!(
+                    "{} must be {want} non-negative numbers",
+                    at("coefficients")
+                ));
+            }
+            let range = entry["range"]
+                .as_array()
+                .ok_or_else(|| format!("{} is not a list", at("range")))?
+                .iter()
+                .map(|pair| match pair.as_array().map(Vec::as_slice) {
+                    Some([lo, hi]) => Ok((float(lo, &at("range"))?, float(hi, &at("range"))?)),
+                    _ => Err(format!("{} entries are [low, high] pairs", at("range"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if range.len() != p {
+                return Err(format!("{} must have {p} pairs", at("range")));
+            }
+            kernels.insert(
+                kernel,
+                Fit {
+                    coefficients,
+                    samples: number(&entry["samples"], &at("samples"))? as usize,
+                    median_error: float(&entry["median_error"], &at("median_error"))?,
+                    p90_error: float(&entry["p90_error"], &at("p90_error"))?,
+                    max_error: float(&entry["max_error"], &at("max_error"))?,
+                    range,
+                    knee,
+                },
+            );
+        }
+        let threads = number(&doc["threads"], "threads")?;
+        Ok(DeviceProfile {
+            device: text_of("device")?,
+            target: ProfileTarget {
+                backend: text_of("backend")?,
+                threads: u32::try_from(threads).map_err(|_| "`threads` is too large")?,
+                dtype: text_of("dtype")?,
+            },
+            machine: text_of("machine")?,
+            kernels,
+            wakeup_ns: number(&doc["wakeup_ns"], "wakeup_ns")?,
+            gap_ns: number(&doc["gap_ns"], "gap_ns")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> DeviceProfile {
+        let fit = |p: usize| Fit {
+            coefficients: (0..p).map(|i| 1.5 + i as f64).collect(),
+            samples: 12,
+            median_error: 0.01,
+            p90_error: 0.03,
+            max_error: 0.07,
+            range: (0..p).map(|i| (1.0, 10.0 * (i + 1) as f64)).collect(),
+            knee: None,
+        };
+        DeviceProfile {
+            device: "cpu: 2 threads".into(),
+            target: ProfileTarget {
+                backend: "cpu".into(),
+                threads: 2,
+                dtype: "f32".into(),
+            },
+            machine: "test machine".into(),
+            kernels: Kernel::ALL
+                .iter()
+                .map(|&k| (k, fit(k.terms().len() + 1)))
+                .collect(),
+            wakeup_ns: 2500,
+            gap_ns: 900,
+        }
+    }
+
+    #[test]
+    fn profiles_round_trip() {
+        let mut profile = sample();
+        let adam = profile.kernels.get_mut(&Kernel::Adam).unwrap();
+        adam.knee = Some(4.0);
+        adam.coefficients.push(0.25);
+        assert_eq!(DeviceProfile::parse(&profile.to_json()), Ok(profile));
+        assert!(DeviceProfile::parse("{}")
+            .unwrap_err()
+            .contains("not a device profile"));
+        let broken = sample()
+            .to_json()
+            .replacen("\"dense_forward\"", "\"dense_sideways\"", 1);
+        assert!(DeviceProfile::parse(&broken)
+            .unwrap_err()
+            .contains("unknown kernel `dense_sideways`"));
+    }
+
+    #[test]
+    fn a_profile_of_another_device_is_refused() {
+        let profile = sample();
+        let mut want = profile.target.clone();
+        assert_eq!(profile.check_target(&want), Ok(()));
+        want.threads = 1;
+        let err = profile.check_target(&want).unwrap_err();
+        assert!(err.contains("2 threads (the device runs 1)"), "{err}");
+        want.backend = "cuda".into();
+        let err = profile.check_target(&want).unwrap_err();
+        assert!(err.contains("backend cpu (the device: cuda)"), "{err}");
+    }
+
+    #[test]
+    fn evaluation_flags_extrapolation() {
+        let mut profile = sample();
+        let (ns, beyond) = profile.eval(Kernel::Adam, &[5.0]);
+        assert_eq!(ns, 1.5 + 2.5 * 5.0);
+        let adam = profile.kernels.get_mut(&Kernel::Adam).unwrap();
+        adam.knee = Some(4.0);
+        adam.coefficients.push(0.5);
+        assert_eq!(profile.eval(Kernel::Adam, &[5.0]).0, 1.5 + 2.5 * 5.0 + 0.5);
+        assert_eq!(beyond, None);
+        let (_, beyond) = profile.eval(Kernel::Adam, &[100.0]);
+        let beyond = beyond.unwrap();
+        assert_eq!(beyond.term, "parameters");
+        assert!((beyond.ratio - 5.0).abs() < 1e-9);
+        assert!(beyond.to_string().contains("adam extrapolated"));
+    }
+}

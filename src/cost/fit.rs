@@ -1,0 +1,296 @@
+//! Fitting cost functions to measurements: non-negative least squares on relative error.
+//!
+//! A cost function is `y = sum_i c_i * t_i` over a kernel's terms `t` (the first term is 1, the
+//! fixed cost of a call), with every `c_i >= 0`, so that no shape can be predicted to take
+//! negative time. The fit minimises the squared *relative* error, so small and large shapes
+//! count alike. With at most a handful of terms the exact non-negative optimum is found by
+//! solving the unconstrained problem on every subset of the terms and keeping the best
+//! feasible one.
+//!
+//! Time functions may also have a **knee**: an extra term `max(0, t_last - knee)` on their
+//! last (size) term, so that shapes past a cache or allocator regime cost more per element
+//! than those below it (piecewise linear and continuous). The knee is chosen among the
+//! samples' own values where it cuts the fit's error by at least a fifth.
+
+/// A fitted cost function with its error on its own samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fit {
+    /// One coefficient per term.
+    pub coefficients: Vec<f64>,
+    /// Samples it was fitted on.
+    pub samples: usize,
+    /// Median |relative error| on its own samples.
+    pub median_error: f64,
+    /// 90th percentile of |relative error| on its own samples.
+    pub p90_error: f64,
+    /// Largest |relative error| on its own samples.
+    pub max_error: f64,
+    /// The smallest and largest value of each term over the samples: the calibrated range.
+    pub range: Vec<(f64, f64)>,
+    /// Where the last term's knee is, if any; its coefficient is the last of `coefficients`.
+    pub knee: Option<f64>,
+}
+
+impl Fit {
+    /// The function's value at `terms`.
+    pub fn eval(&self, terms: &[f64]) -> f64 {
+        let linear: f64 = self
+            .coefficients
+            .iter()
+            .zip(terms)
+            .map(|(c, t)| c * t)
+            .sum();
+        match (self.knee, terms.last(), self.coefficients.get(terms.len())) {
+            (Some(knee), Some(&last), Some(c)) => linear + c * (last - knee).max(0.0),
+            _ => linear,
+        }
+    }
+
+    /// How far `terms` lie beyond the calibrated range: the largest ratio of a term to its
+    /// calibrated maximum, with its index, when some term exceeds it by more than 10%.
+    pub fn beyond_range(&self, terms: &[f64]) -> Option<(usize, f64)> {
+        self.range
+            .iter()
+            .zip(terms)
+            .enumerate()
+            .filter(|(_, ((_, hi), t))| *hi > 0.0 && **t > hi * 1.1)
+            .map(|(i, ((_, hi), t))| (i, t / hi))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
+/// Fits `y ~ terms` as [`fit`] does, and also with a knee on the last term at each of the
+/// samples' values; keeps the knee that fits best if it cuts the squared relative error by at
+/// least a fifth.
+pub fn fit_with_knee(rows: &[Vec<f64>], y: &[f64]) -> Option<Fit> {
+    let plain = fit(rows, y)?;
+    let p = rows.first()?.len();
+    let mut candidates: Vec<f64> = rows.iter().map(|t| t[p - 1]).collect();
+    candidates.sort_by(f64::total_cmp);
+    candidates.dedup();
+    let loss = |f: &Fit| -> f64 {
+        rows.iter()
+            .zip(y)
+            .map(|(t, &v)| ((f.eval(t) - v) / v).powi(2))
+            .sum()
+    };
+    let mut best = (loss(&plain), plain);
+    let threshold = best.0 * 0.8;
+    // A knee needs samples on both sides of it.
+    for &knee in candidates
+        .iter()
+        .skip(1)
+        .take(candidates.len().saturating_sub(3))
+    {
+        let hinged: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|t| {
+                let mut t = t.clone();
+                t.push((t[p - 1] - knee).max(0.0));
+                t
+            })
+            .collect();
+        let Some(mut f) = fit(&hinged, y) else {
+            continue;
+        };
+        f.range.pop();
+        f.knee = Some(knee);
+        let l = loss(&f);
+        if l < threshold && l < best.0 {
+            best = (l, f);
+        }
+    }
+    Some(best.1)
+}
+
+/// Fits `y ~ terms` (rows of equal length, `y > 0`) with non-negative coefficients.
+///
+/// Returns `None` when there are fewer samples than terms or a target is not positive.
+pub fn fit(rows: &[Vec<f64>], y: &[f64]) -> Option<Fit> {
+    let p = rows.first()?.len();
+    if rows.len() < p || rows.len() != y.len() || y.iter().any(|&v| !(v > 0.0 && v.is_finite())) {
+        return None;
+    }
+    let mut best: Option<(f64, Vec<f64>)> = None;
+    for subset in 1u32..(1 << p) {
+        let chosen: Vec<usize> = (0..p).filter(|i| subset & (1 << i) != 0).collect();
+        let Some(solution) = weighted_least_squares(rows, y, &chosen) else {
+            continue;
+        };
+        if solution.iter().any(|&c| c < 0.0) {
+            continue;
+        }
+        let mut coefficients = vec![0.0; p];
+        for (&i, &c) in chosen.iter().zip(&solution) {
+            coefficients[i] = c;
+        }
+        let loss: f64 = rows
+            .iter()
+            .zip(y)
+            .map(|(t, &v)| {
+                let pred: f64 = coefficients.iter().zip(t).map(|(c, t)| c * t).sum();
+                ((pred - v) / v).powi(2)
+            })
+            .sum();
+        if best.as_ref().is_none_or(|(b, _)| loss < *b) {
+            best = Some((loss, coefficients));
+        }
+    }
+    let (_, coefficients) = best?;
+    let mut errors: Vec<f64> = rows
+        .iter()
+        .zip(y)
+        .map(|(t, &v)| {
+            let pred: f64 = coefficients.iter().zip(t).map(|(c, t)| c * t).sum();
+            ((pred - v) / v).abs()
+        })
+        .collect();
+    errors.sort_by(f64::total_cmp);
+    let range = (0..p)
+        .map(|i| {
+            rows.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), t| {
+                (lo.min(t[i]), hi.max(t[i]))
+            })
+        })
+        .collect();
+    Some(Fit {
+        coefficients,
+        samples: rows.len(),
+        median_error: quantile(&errors, 0.5),
+        p90_error: quantile(&errors, 0.9),
+        max_error: errors.last().copied().unwrap_or(0.0),
+        range,
+        knee: None,
+    })
+}
+
+/// The `q` quantile of sorted values (nearest rank).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Least squares of `y ~ terms[chosen]` weighted by `1 / y` (relative error), by the normal
+/// equations with partial pivoting; `None` when they are singular.
+fn weighted_least_squares(rows: &[Vec<f64>], y: &[f64], chosen: &[usize]) -> Option<Vec<f64>> {
+    let k = chosen.len();
+    // Scale each column to unit magnitude so flops (1e9) and calls (1) solve alike.
+    let scale: Vec<f64> = chosen
+        .iter()
+        .map(|&i| {
+            rows.iter()
+                .zip(y)
+                .map(|(t, v)| (t[i] / v).abs())
+                .fold(0.0f64, f64::max)
+        })
+        .collect();
+    if scale.iter().any(|&s| s == 0.0 || !s.is_finite()) {
+        return None;
+    }
+    let mut a = vec![vec![0.0; k + 1]; k];
+    for (t, &v) in rows.iter().zip(y) {
+        let x: Vec<f64> = chosen
+            .iter()
+            .zip(&scale)
+            .map(|(&i, s)| t[i] / v / s)
+            .collect();
+        for r in 0..k {
+            for c in 0..k {
+                a[r][c] += x[r] * x[c];
+            }
+            a[r][k] += x[r];
+        }
+    }
+    for col in 0..k {
+        let pivot = (col..k).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, pivot);
+        for r in 0..k {
+            if r != col {
+                let f = a[r][col] / a[col][col];
+                for c in col..=k {
+                    a[r][c] -= f * a[col][c];
+                }
+            }
+        }
+    }
+    Some((0..k).map(|r| a[r][k] / a[r][r] / scale[r]).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::rng::Rng;
+
+    #[test]
+    fn recovers_known_coefficients() {
+        // y = 2000 + 0.5 * flops + 0.01 * bytes, with 1% noise.
+        let mut rng = Rng::new(3);
+        let mut rows = Vec::new();
+        let mut y = Vec::new();
+        for _ in 0..60 {
+            let flops = 1e3 + rng.unit_f64() * 1e8;
+            let bytes = 1e3 + rng.unit_f64() * 1e9;
+            rows.push(vec![1.0, flops, bytes]);
+            let noise = 1.0 + (rng.unit_f64() - 0.5) * 0.02;
+            y.push((2000.0 + 0.5 * flops + 0.01 * bytes) * noise);
+        }
+        let f = fit(&rows, &y).unwrap();
+        let want = [2000.0, 0.5, 0.01];
+        for (c, w) in f.coefficients.iter().zip(want) {
+            assert!((c - w).abs() / w < 0.05, "{:?} vs {want:?}", f.coefficients);
+        }
+        assert!(f.max_error < 0.02, "{f:?}");
+        assert_eq!(f.samples, 60);
+    }
+
+    #[test]
+    fn finds_a_knee() {
+        // 10 ns a call and 1 ns an element up to 1e5 elements, 4 ns an element beyond.
+        let rows: Vec<Vec<f64>> = (0..16)
+            .map(|i| vec![1.0, 1000.0 * 1.6f64.powi(i)])
+            .collect();
+        let y: Vec<f64> = rows
+            .iter()
+            .map(|t| 10.0 + t[1] + 3.0 * (t[1] - 1e5).max(0.0))
+            .collect();
+        let f = fit_with_knee(&rows, &y).unwrap();
+        let knee = f.knee.expect("a knee");
+        assert!((5e4..=2e5).contains(&knee), "{knee}");
+        assert!(f.max_error < 0.05, "{f:?}");
+        assert!((f.eval(&[1.0, 1e6]) - y_of(1e6)).abs() / y_of(1e6) < 0.05);
+        // Without one, a straight line cannot fit both ends.
+        assert!(fit(&rows, &y).unwrap().max_error > 0.2);
+    }
+
+    fn y_of(n: f64) -> f64 {
+        10.0 + n + 3.0 * (n - 1e5).max(0.0)
+    }
+
+    #[test]
+    fn coefficients_stay_non_negative() {
+        // A target that falls with the term: the best non-negative fit is a constant.
+        let rows: Vec<Vec<f64>> = (1..=10).map(|i| vec![1.0, f64::from(i)]).collect();
+        let y: Vec<f64> = (1..=10).map(|i| 100.0 - f64::from(i)).collect();
+        let f = fit(&rows, &y).unwrap();
+        assert!(f.coefficients.iter().all(|&c| c >= 0.0), "{f:?}");
+        assert_eq!(f.coefficients[1], 0.0);
+    }
+
+    #[test]
+    fn flags_terms_past_the_calibrated_range() {
+        let rows: Vec<Vec<f64>> = (1..=10).map(|i| vec![1.0, f64::from(i) * 100.0]).collect();
+        let y: Vec<f64> = rows.iter().map(|t| 5.0 + t[1]).collect();
+        let f = fit(&rows, &y).unwrap();
+        assert_eq!(f.beyond_range(&[1.0, 900.0]), None);
+        let (term, ratio) = f.beyond_range(&[1.0, 3000.0]).unwrap();
+        assert_eq!(term, 1);
+        assert!((ratio - 3.0).abs() < 1e-9);
+        assert!(fit(&rows[..1], &y[..1]).is_none());
+    }
+}

@@ -1,0 +1,554 @@
+//! The device-profile cost tier: every op's time and memory from a [`DeviceProfile`]'s fitted
+//! functions at that op's real shapes.
+//!
+//! [`layer_calls`] lists the kernels the executor runs for one layer's forward or backward
+//! (`src/exec/layers.rs` and candle's backward of each op), in the executor's order; the
+//! layer's time is its profile's `*_forward`/`*_backward` function of their summed predicted
+//! time and the elements the layer touches (what candle's autograd costs beyond the kernels).
+//! An op adds what the worker does around its layers: GNNPipe's history reads and writes, the
+//! loss on the last stage, the surrogate product elsewhere, gradient accumulation, the Adam
+//! step, and the worker's gap between ops.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use super::analytic::GnnWorkload;
+use super::device::{DeviceProfile, Extrapolation, Kernel};
+use super::CostModel;
+use crate::gnn::{Halo, LayerKind};
+use crate::schedule::lower::Handoff;
+use crate::schedule::{Op, OpKind};
+use crate::trace::MemoryCategory;
+
+/// What the executor's training adds to a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrainingShape {
+    /// Dropout on layer inputs.
+    pub dropout: bool,
+    /// Dropout on attention coefficients.
+    pub attention_dropout: bool,
+    /// ELU rather than ReLU between layers.
+    pub elu: bool,
+}
+
+/// One layer over one chunk, as the executor runs it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerShape {
+    /// GCN, SAGE or GAT.
+    pub kind: LayerKind,
+    /// Rows computed.
+    pub out: f64,
+    /// Rows read (the computed ones first).
+    pub read: f64,
+    /// Edges aggregated, self-loops excluded.
+    pub edges: f64,
+    /// Input width.
+    pub d_in: f64,
+    /// Output width.
+    pub d_out: f64,
+    /// GAT heads (1 otherwise).
+    pub heads: f64,
+    /// Non-zeros of sparse input rows (the model's first layer), or `None` for dense rows.
+    pub sparse_nnz: Option<f64>,
+    /// Whether the backward computes the input's gradient (every layer but the model's first).
+    pub input_grad: bool,
+    /// Whether an activation follows (every layer but the model's last).
+    pub activation: bool,
+    /// Dropout and the non-linearity.
+    pub training: TrainingShape,
+}
+
+impl LayerShape {
+    fn channels(&self) -> f64 {
+        match self.kind {
+            LayerKind::Gat { concat: true, .. } => self.d_out / self.heads,
+            _ => self.d_out,
+        }
+    }
+
+    /// The elements the layer's tensors hold: its glue term.
+    pub fn elements(&self) -> f64 {
+        let projected = match self.kind {
+            LayerKind::Gat { .. } => self.heads * self.channels(),
+            _ => self.d_out,
+        };
+        self.read * (self.d_in + projected) + self.out * self.d_out
+    }
+
+    /// The terms of the layer's memory functions (stash and temporaries): the input's elements
+    /// (non-zeros when sparse), the transformed rows, the output rows, the edges (per head for
+    /// GAT), and the dropout copy and activation output when there are.
+    pub fn memory_terms(&self) -> [f64; 6] {
+        let input = self.sparse_nnz.unwrap_or(self.read * self.d_in);
+        let dropout = if self.training.dropout { input } else { 0.0 };
+        let activation = if self.activation {
+            self.out * self.d_out
+        } else {
+            0.0
+        };
+        match self.kind {
+            LayerKind::Gat { .. } => [
+                input,
+                self.read * self.heads * self.channels(),
+                self.out * self.d_out,
+                (self.edges + self.out) * self.heads,
+                dropout,
+                activation,
+            ],
+            _ => [
+                input,
+                self.read * self.d_out,
+                self.out * self.d_out,
+                self.edges + self.out,
+                dropout,
+                activation,
+            ],
+        }
+    }
+
+    /// The layer's glue function, stash function and temporaries function.
+    pub fn functions(&self, backward: bool) -> (Kernel, Kernel, Kernel) {
+        match (self.kind, backward) {
+            (LayerKind::Gcn, false) => {
+                (Kernel::GcnForward, Kernel::GcnStash, Kernel::GcnTemporaries)
+            }
+            (LayerKind::Gcn, true) => (
+                Kernel::GcnBackward,
+                Kernel::GcnStash,
+                Kernel::GcnTemporaries,
+            ),
+            (LayerKind::Sage, false) => (
+                Kernel::SageForward,
+                Kernel::SageStash,
+                Kernel::SageTemporaries,
+            ),
+            (LayerKind::Sage, true) => (
+                Kernel::SageBackward,
+                Kernel::SageStash,
+                Kernel::SageTemporaries,
+            ),
+            (LayerKind::Gat { .. }, false) => {
+                (Kernel::GatForward, Kernel::GatStash, Kernel::GatTemporaries)
+            }
+            (LayerKind::Gat { .. }, true) => (
+                Kernel::GatBackward,
+                Kernel::GatStash,
+                Kernel::GatTemporaries,
+            ),
+        }
+    }
+}
+
+/// The kernels of one layer's forward (`backward = false`) or backward, with their terms, in
+/// the executor's order.
+pub fn layer_calls(s: &LayerShape, backward: bool) -> Vec<(Kernel, Vec<f64>)> {
+    let (a, b) = (s.d_in, s.d_out);
+    let projected = match s.kind {
+        LayerKind::Gat { .. } => s.heads * s.channels(),
+        _ => b,
+    };
+    let dense = |kernel, m: f64, k: f64, n: f64| (kernel, vec![m * k + k * n + m * n, m * k * n]);
+    let elementwise = |kernel, n: f64| (kernel, vec![n]);
+    let aggregate = |kernel, nnz: f64, out: f64, w: f64| (kernel, vec![nnz, out, nnz * w]);
+    // `X W` for the layer's input.
+    let transform = |n: f64| match s.sparse_nnz {
+        Some(nnz) => (Kernel::SparseForward, vec![nnz, s.read * n, nnz * n]),
+        None => dense(Kernel::DenseForward, s.read, a, n),
+    };
+    let weight_grad = |n: f64| match s.sparse_nnz {
+        Some(nnz) => (Kernel::SparseGradWeight, vec![nnz, a * n, nnz * n]),
+        None => dense(Kernel::DenseGradWeight, s.read, a, n),
+    };
+    let (act_f, act_b) = if s.training.elu {
+        (Kernel::EluForward, Kernel::EluBackward)
+    } else {
+        (Kernel::ReluForward, Kernel::ReluBackward)
+    };
+    let mut calls = Vec::new();
+    if !backward {
+        if s.training.dropout {
+            calls.push(match s.sparse_nnz {
+                Some(nnz) => (Kernel::DropoutSparse, vec![s.read + a, nnz]),
+                None => elementwise(Kernel::DropoutDense, s.read * a),
+            });
+        }
+        match s.kind {
+            LayerKind::Gcn => {
+                calls.push(transform(b));
+                calls.push(aggregate(Kernel::Aggregate, s.edges + s.out, s.out * b, b));
+            }
+            LayerKind::Sage => {
+                calls.push(transform(b));
+                calls.push(transform(b));
+                calls.push(aggregate(Kernel::Aggregate, s.edges, s.out * b, b));
+                calls.push(elementwise(Kernel::Elementwise, s.out * b));
+            }
+            LayerKind::Gat { concat, .. } => {
+                calls.push(transform(projected));
+                let nnz = s.edges + s.out;
+                if s.training.attention_dropout {
+                    calls.push(elementwise(Kernel::DropoutDense, nnz * s.heads));
+                }
+                calls.push((
+                    Kernel::AttentionForward,
+                    vec![nnz * s.heads, s.read * projected, nnz * projected],
+                ));
+                if !concat {
+                    calls.push(elementwise(Kernel::Elementwise, s.out * projected));
+                }
+            }
+        }
+        calls.push(elementwise(Kernel::Elementwise, s.out * b));
+        if s.activation {
+            calls.push(elementwise(act_f, s.out * b));
+        }
+    } else {
+        if s.activation {
+            calls.push(elementwise(act_b, s.out * b));
+        }
+        // The bias gradient sums the output gradient's rows.
+        calls.push(elementwise(Kernel::Elementwise, s.out * b));
+        match s.kind {
+            LayerKind::Gcn => {
+                calls.push(aggregate(
+                    Kernel::AggregateTranspose,
+                    s.edges + s.out,
+                    s.read * b,
+                    b,
+                ));
+                calls.push(weight_grad(b));
+                if s.input_grad {
+                    calls.push(dense(Kernel::DenseGradInput, s.read, a, b));
+                }
+            }
+            LayerKind::Sage => {
+                calls.push(aggregate(
+                    Kernel::AggregateTranspose,
+                    s.edges,
+                    s.read * b,
+                    b,
+                ));
+                calls.push(weight_grad(b));
+                calls.push(weight_grad(b));
+                if s.input_grad {
+                    calls.push(dense(Kernel::DenseGradInput, s.read, a, b));
+                    calls.push(dense(Kernel::DenseGradInput, s.read, a, b));
+                    calls.push(elementwise(Kernel::Elementwise, s.read * a));
+                }
+            }
+            LayerKind::Gat { concat, .. } => {
+                if !concat {
+                    calls.push(elementwise(Kernel::Elementwise, s.out * projected));
+                }
+                let nnz = s.edges + s.out;
+                calls.push((
+                    Kernel::AttentionBackward,
+                    vec![nnz * s.heads, s.read * projected, nnz * projected],
+                ));
+                calls.push(weight_grad(projected));
+                if s.input_grad {
+                    calls.push(dense(Kernel::DenseGradInput, s.read, a, projected));
+                }
+            }
+        }
+        if s.training.dropout && s.input_grad && s.sparse_nnz.is_none() {
+            calls.push(elementwise(Kernel::Elementwise, s.read * a));
+        }
+    }
+    calls
+}
+
+/// The predicted time of one layer's forward or backward: its glue function of its kernels'
+/// summed time and its elements. Extrapolations are pushed onto `flags`.
+pub fn layer_ns(
+    profile: &DeviceProfile,
+    shape: &LayerShape,
+    backward: bool,
+    flags: &mut Vec<Extrapolation>,
+) -> f64 {
+    let kernels: f64 = layer_calls(shape, backward)
+        .into_iter()
+        .map(|(k, terms)| eval(profile, k, &terms, flags))
+        .sum();
+    let (glue, _, _) = shape.functions(backward);
+    match profile.kernels.get(&glue) {
+        Some(_) => eval(profile, glue, &[kernels, shape.elements()], flags),
+        None => kernels,
+    }
+}
+
+fn eval(
+    profile: &DeviceProfile,
+    kernel: Kernel,
+    terms: &[f64],
+    flags: &mut Vec<Extrapolation>,
+) -> f64 {
+    let (value, beyond) = profile.eval(kernel, terms);
+    flags.extend(beyond);
+    value
+}
+
+/// The device-profile cost model: op times and memory from each stage's profile at the
+/// workload's shapes; hand-off bytes and resident memory as the analytic model counts them.
+pub struct DeviceCost<'a> {
+    /// The workload (shapes, stage layers, halo rule).
+    pub workload: &'a GnnWorkload,
+    /// Training's dropout and non-linearity.
+    pub training: TrainingShape,
+    /// The profile of each stage's device (pipelines) or each partition's (graph parallelism).
+    pub profiles: Vec<&'a DeviceProfile>,
+    /// Bytes and resident memory.
+    pub fallback: &'a dyn CostModel,
+    /// Output classes (the loss's width).
+    pub classes: f64,
+    /// Kernels evaluated past their calibrated range, the largest ratio of each.
+    flags: RefCell<BTreeMap<(Kernel, &'static str), f64>>,
+}
+
+impl<'a> DeviceCost<'a> {
+    /// A cost model over `workload` with one profile per stage (or partition).
+    pub fn new(
+        workload: &'a GnnWorkload,
+        training: TrainingShape,
+        profiles: Vec<&'a DeviceProfile>,
+        fallback: &'a dyn CostModel,
+    ) -> Self {
+        let classes = workload.model.layers.last().map_or(1, |l| l.d_out) as f64;
+        DeviceCost {
+            workload,
+            training,
+            profiles,
+            fallback,
+            classes,
+            flags: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    /// Every kernel that was evaluated past its calibrated range, with how far.
+    pub fn extrapolations(&self) -> Vec<Extrapolation> {
+        self.flags
+            .borrow()
+            .iter()
+            .map(|(&(kernel, term), &ratio)| Extrapolation {
+                kernel,
+                term,
+                ratio,
+            })
+            .collect()
+    }
+
+    fn profile_of(&self, op: Op) -> &DeviceProfile {
+        let w = self.workload;
+        let i = if w.graph_parallel { op.chunk } else { op.stage } as usize;
+        self.profiles[i.min(self.profiles.len() - 1)]
+    }
+
+    fn layers_of(&self, op: Op) -> std::ops::Range<usize> {
+        let w = self.workload;
+        if w.graph_parallel {
+            op.stage as usize..op.stage as usize + 1
+        } else {
+            w.stage_layers[op.stage as usize].clone()
+        }
+    }
+
+    /// The shape of `layer` for `chunk`, as the executor runs it.
+    pub fn shape(&self, layer: usize, chunk: usize) -> LayerShape {
+        let w = self.workload;
+        let spec = &w.model.layers[layer];
+        let rows = w.rows(layer, chunk);
+        let first = layer == 0;
+        let heads = match spec.kind {
+            LayerKind::Gat { heads, .. } => heads as f64,
+            _ => 1.0,
+        };
+        LayerShape {
+            kind: spec.kind,
+            out: rows.out,
+            read: rows.read,
+            edges: rows.edges,
+            d_in: spec.d_in as f64,
+            d_out: spec.d_out as f64,
+            heads,
+            sparse_nnz: first.then(|| {
+                rows.read
+                    * w.feature_nnz_per_row
+                        .unwrap_or(spec.d_in as f64)
+                        .min(spec.d_in as f64)
+            }),
+            input_grad: !first,
+            activation: layer + 1 < w.model.layers.len(),
+            training: self.training,
+        }
+    }
+
+    fn record(&self, flags: Vec<Extrapolation>) {
+        let mut all = self.flags.borrow_mut();
+        for f in flags {
+            let entry = all.entry((f.kernel, f.term)).or_insert(0.0);
+            *entry = entry.max(f.ratio);
+        }
+    }
+}
+
+impl CostModel for DeviceCost<'_> {
+    fn op_ns(&self, op: Op) -> u64 {
+        let w = self.workload;
+        let profile = self.profile_of(op);
+        let mut flags = Vec::new();
+        let chunk = op.chunk as usize;
+        let layers = self.layers_of(op);
+        let n_layers = w.model.layers.len();
+        let mut ns = profile.gap_ns as f64;
+        match op.kind {
+            OpKind::Forward => {
+                for layer in layers.clone() {
+                    let shape = self.shape(layer, chunk);
+                    ns += layer_ns(profile, &shape, false, &mut flags);
+                    let input_rows = shape.read * shape.d_in;
+                    if w.graph_parallel && layer > 0 {
+                        // The partition's rows and the received halo rows, concatenated.
+                        ns += eval(profile, Kernel::RowCopy, &[input_rows], &mut flags);
+                    }
+                    if w.halo == Halo::Stale && layer > 0 {
+                        // The history: own rows written, halo rows read, both concatenated.
+                        let own = shape.out * shape.d_in;
+                        ns += eval(
+                            profile,
+                            Kernel::RowCopy,
+                            &[2.0 * input_rows - own],
+                            &mut flags,
+                        );
+                    }
+                }
+                if w.graph_parallel && op.stage as usize + 1 < n_layers {
+                    // The rows each reader needs, gathered.
+                    let layer = op.stage as usize;
+                    let sent: f64 = w.pair_rows[chunk].iter().map(|&r| r as f64).sum::<f64>()
+                        * w.model.layers[layer].d_out as f64;
+                    ns += eval(profile, Kernel::RowCopy, &[sent], &mut flags);
+                }
+            }
+            OpKind::Backward => {
+                let last = layers.end == n_layers;
+                let top = self.shape(layers.end - 1, chunk);
+                let labelled = w.labelled.as_ref().map(|l| l[chunk] as f64);
+                if last && labelled == Some(0.0) {
+                    // A zero loss: candle skips the backward of everything beneath it.
+                    ns += eval(
+                        profile,
+                        Kernel::Loss,
+                        &[top.out * self.classes, 0.0],
+                        &mut flags,
+                    );
+                    self.record(flags);
+                    return ns.round() as u64;
+                }
+                if last {
+                    let rows = labelled.unwrap_or(top.out);
+                    ns += eval(
+                        profile,
+                        Kernel::Loss,
+                        &[top.out * self.classes, rows * self.classes],
+                        &mut flags,
+                    );
+                } else {
+                    // The surrogate `(out * grad).sum()` and its backward.
+                    ns += 3.0
+                        * eval(
+                            profile,
+                            Kernel::Elementwise,
+                            &[top.out * top.d_out],
+                            &mut flags,
+                        );
+                }
+                for layer in layers.clone().rev() {
+                    let shape = self.shape(layer, chunk);
+                    ns += layer_ns(profile, &shape, true, &mut flags);
+                    if w.gradient_buffers > 0 && layer > layers.start {
+                        // Buffered neighbour gradients read for this chunk's rows, and the halo
+                        // rows' gradients added to their buffers.
+                        let rows = shape.read * shape.d_in;
+                        ns += eval(profile, Kernel::RowCopy, &[rows], &mut flags);
+                        ns += eval(
+                            profile,
+                            Kernel::Elementwise,
+                            &[shape.out * shape.d_in],
+                            &mut flags,
+                        );
+                    }
+                }
+                // Summing this chunk's parameter gradients into the stage's.
+                let params = if w.graph_parallel {
+                    w.model.parameters(layers) as f64
+                } else {
+                    w.model.parameters(layers) as f64
+                };
+                ns += eval(profile, Kernel::Elementwise, &[params], &mut flags);
+            }
+            OpKind::Optimizer => {
+                let layers = if w.graph_parallel {
+                    0..n_layers
+                } else {
+                    w.stage_layers[op.stage as usize].clone()
+                };
+                let params = w.model.parameters(layers) as f64;
+                ns += eval(profile, Kernel::Adam, &[params], &mut flags);
+            }
+        }
+        self.record(flags);
+        ns.round() as u64
+    }
+
+    fn handoff_bytes(&self, handoff: &Handoff) -> u64 {
+        self.fallback.handoff_bytes(handoff)
+    }
+
+    fn stash(&self, forward: Op) -> (u64, u64) {
+        let profile = self.profile_of(forward);
+        let mut flags = Vec::new();
+        let bytes: f64 = self
+            .layers_of(forward)
+            .map(|layer| {
+                let shape = self.shape(layer, forward.chunk as usize);
+                let (_, stash, _) = shape.functions(false);
+                eval(profile, stash, &shape.memory_terms(), &mut flags)
+            })
+            .sum();
+        self.record(flags);
+        if bytes > 0.0 {
+            (bytes.ceil() as u64, 0)
+        } else {
+            self.fallback.stash(forward)
+        }
+    }
+
+    fn resident_bytes(&self, order: &[Op]) -> Vec<(MemoryCategory, u64)> {
+        let mut resident = self.fallback.resident_bytes(order);
+        // The largest temporaries any of its layers allocates while it runs.
+        let mut flags = Vec::new();
+        let mut most = 0.0f64;
+        let mut seen = std::collections::BTreeSet::new();
+        for &op in order.iter().filter(|op| op.kind != OpKind::Optimizer) {
+            let profile = self.profile_of(op);
+            for layer in self.layers_of(op) {
+                if !seen.insert((layer, op.chunk)) {
+                    continue;
+                }
+                let shape = self.shape(layer, op.chunk as usize);
+                let (_, _, temporaries) = shape.functions(false);
+                most = most.max(eval(
+                    profile,
+                    temporaries,
+                    &shape.memory_terms(),
+                    &mut flags,
+                ));
+            }
+        }
+        self.record(flags);
+        if most > 0.0 {
+            resident.push((MemoryCategory::Workspace, most.ceil() as u64));
+        }
+        resident
+    }
+}

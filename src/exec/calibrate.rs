@@ -1,0 +1,657 @@
+//! Microbenchmarks for a device profile (`pipegnn calibrate --device cpu`): every kernel the
+//! executor runs, over a grid of shapes, timed on a rayon pool of the profile's thread count,
+//! then whole layers as the executor runs them (for the glue and the memory functions).
+//!
+//! Each sample is the median of several runs after a warm-up. Kernels are called exactly as
+//! the executor calls them: `X W` and candle's backward of it (`dY W^T`, `X^T dY`), the CSR
+//! product and its transpose ([`super::sparse`]), GAT's attention ([`super::attention`]),
+//! dropout keyed by vertex, ReLU/ELU and their gradients, the loss, Adam, and the receiver's
+//! copy of a hand-off. Layers run [`StageModel::layer_forward`] on chunks of seeded synthetic
+//! graphs and back-propagate the executor's surrogate `(out * g).sum()`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+
+use super::attention::{gat_aggregate, EdgePattern};
+use super::data::{ChunkPlan, Needs, PlanShape};
+use super::layers::{cross_entropy, ExecLayer, StageInput, StageModel, Training};
+use super::memory;
+use super::optim::{Adam, AdamConfig};
+use super::sparse::SparseMatrix;
+use crate::cost::device::{DeviceProfile, Kernel, ProfileTarget};
+use crate::cost::fit::{fit, fit_with_knee, Fit};
+use crate::cost::kernels::{layer_calls, LayerShape, TrainingShape};
+use crate::gnn::{Layer, LayerKind};
+use crate::graph::rng::Rng;
+use crate::graph::synth::{sbm, SbmSpec};
+use crate::scenario::Activation;
+
+/// How hard to calibrate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effort {
+    /// The full grid (about a minute or two on a small CPU).
+    Full,
+    /// A small grid: for tests, not for predictions.
+    Quick,
+}
+
+/// Samples of one function: terms (constant first) and measured values.
+#[derive(Debug, Default, Clone)]
+struct Samples {
+    rows: Vec<Vec<f64>>,
+    y: Vec<f64>,
+}
+
+impl Samples {
+    fn push(&mut self, terms: &[f64], value: f64) {
+        let mut row = vec![1.0];
+        row.extend_from_slice(terms);
+        self.rows.push(row);
+        self.y.push(value.max(1.0));
+    }
+}
+
+/// Bytes written between timed calls to evict the caches: an op of the executor finds its
+/// chunk's data cold (other chunks and stages ran since), so kernels are timed cold too.
+const FLUSH_BYTES: usize = 24 << 20;
+
+fn flush_caches() {
+    use std::sync::Mutex;
+    static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+    let mut buffer = BUFFER
+        .lock()
+        .expect("no thread panics holding the flush buffer");
+    if buffer.len() < FLUSH_BYTES {
+        buffer.resize(FLUSH_BYTES, 0);
+    }
+    for (i, byte) in buffer.iter_mut().enumerate().step_by(64) {
+        *byte = byte.wrapping_add(i as u8);
+    }
+    std::hint::black_box(&*buffer);
+}
+
+/// The median time of `f` in nanoseconds with cold caches: one warm-up call, then calls until
+/// at least 3 and 10 ms of them, at most 9.
+fn time<T>(mut f: impl FnMut() -> candle_core::Result<T>) -> candle_core::Result<f64> {
+    drop(f()?);
+    let mut ns = Vec::new();
+    let mut spent = 0.0;
+    while ns.len() < 3 || (spent < 1e7 && ns.len() < 9) {
+        flush_caches();
+        let t = Instant::now();
+        let out = f()?;
+        let elapsed = t.elapsed().as_nanos() as f64;
+        ns.push(elapsed);
+        spent += elapsed;
+        drop(out);
+    }
+    ns.sort_by(f64::total_cmp);
+    Ok(ns[ns.len() / 2])
+}
+
+fn random(rng: &mut Rng, shape: (usize, usize), device: &Device) -> candle_core::Result<Tensor> {
+    let values: Vec<f32> = (0..shape.0 * shape.1)
+        .map(|_| rng.unit_f64() as f32 - 0.5)
+        .collect();
+    Tensor::from_vec(values, shape, device)
+}
+
+/// A random `rows x cols` CSR matrix with about `per_row` entries a row.
+fn random_sparse(rng: &mut Rng, rows: usize, cols: usize, per_row: usize) -> SparseMatrix {
+    let mut offsets = vec![0];
+    let mut indices = Vec::new();
+    for _ in 0..rows {
+        let mut row: Vec<u32> = (0..per_row.min(cols))
+            .map(|_| rng.below(cols as u64) as u32)
+            .collect();
+        row.sort_unstable();
+        row.dedup();
+        indices.extend(row);
+        offsets.push(indices.len());
+    }
+    let values = vec![1.0 / per_row.max(1) as f32; indices.len()];
+    SparseMatrix::new(rows, cols, offsets, indices, values)
+}
+
+/// Runs the microbenchmarks on `device` with `threads` compute threads and fits the profile.
+/// `progress` is told each kernel as it starts.
+pub fn calibrate(
+    device: &Device,
+    threads: usize,
+    effort: Effort,
+    machine: String,
+    progress: &(dyn Fn(&str) + Sync),
+) -> candle_core::Result<DeviceProfile> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| candle_core::Error::Msg(format!("cannot build a thread pool: {e}")))?;
+    let slot = memory::take_slot();
+    pool.broadcast(|_| memory::enter(slot));
+    memory::enter(slot);
+    let samples = pool.install(|| measure_kernels(device, effort, progress))?;
+    let mut kernels: BTreeMap<Kernel, Fit> = BTreeMap::new();
+    if std::env::var_os("PIPEGNN_CALIBRATION_SAMPLES").is_some() {
+        for (kernel, s) in &samples {
+            for (row, y) in s.rows.iter().zip(&s.y) {
+                eprintln!("sample {kernel} {row:?} {y}");
+            }
+        }
+    }
+    for (kernel, s) in &samples {
+        if let Some(f) = fit_with_knee(&s.rows, &s.y) {
+            kernels.insert(*kernel, f);
+        }
+    }
+    let draft = DeviceProfile {
+        device: format!(
+            "{}: {threads} thread{}",
+            backend_name(device),
+            if threads == 1 { "" } else { "s" }
+        ),
+        target: ProfileTarget {
+            backend: backend_name(device).into(),
+            threads: threads as u32,
+            dtype: "f32".into(),
+        },
+        machine,
+        kernels,
+        wakeup_ns: 0,
+        gap_ns: 0,
+    };
+    let layers = pool.install(|| measure_layers(device, effort, &draft, slot, progress))?;
+    let mut profile = draft;
+    if std::env::var_os("PIPEGNN_CALIBRATION_SAMPLES").is_some() {
+        for (kernel, s) in &layers {
+            for (row, y) in s.rows.iter().zip(&s.y) {
+                eprintln!("sample {kernel} {row:?} {y}");
+            }
+        }
+    }
+    for (kernel, s) in &layers {
+        let fitted = if kernel.is_memory() {
+            fit(&s.rows, &s.y)
+        } else {
+            fit_with_knee(&s.rows, &s.y)
+        };
+        if let Some(f) = fitted {
+            profile.kernels.insert(*kernel, f);
+        }
+    }
+    Ok(profile)
+}
+
+/// `cpu` or `cuda`.
+pub fn backend_name(device: &Device) -> &'static str {
+    if device.is_cpu() {
+        "cpu"
+    } else {
+        "cuda"
+    }
+}
+
+fn measure_kernels(
+    device: &Device,
+    effort: Effort,
+    progress: &(dyn Fn(&str) + Sync),
+) -> candle_core::Result<BTreeMap<Kernel, Samples>> {
+    let quick = effort == Effort::Quick;
+    let mut rng = Rng::new(17);
+    let mut out: BTreeMap<Kernel, Samples> = BTreeMap::new();
+    let rows: &[usize] = if quick {
+        &[64, 512, 2048]
+    } else {
+        &[64, 512, 2048, 8192, 32768]
+    };
+    let widths: &[(usize, usize)] = if quick {
+        &[(16, 16), (64, 8), (8, 64)]
+    } else {
+        &[
+            (8, 8),
+            (16, 16),
+            (64, 16),
+            (16, 64),
+            (64, 64),
+            (128, 64),
+            (256, 32),
+            (64, 256),
+        ]
+    };
+    progress("dense transforms");
+    for &m in rows {
+        for &(k, n) in widths {
+            if (m * k * n) as f64 > 3e8 {
+                continue;
+            }
+            let x = random(&mut rng, (m, k), device)?;
+            let w = random(&mut rng, (k, n), device)?;
+            let g = random(&mut rng, (m, n), device)?;
+            let terms = [(m * k + k * n + m * n) as f64, (m * k * n) as f64];
+            let f = time(|| x.matmul(&w))?;
+            out.entry(Kernel::DenseForward).or_default().push(&terms, f);
+            let gi = time(|| g.matmul(&w.t()?))?;
+            out.entry(Kernel::DenseGradInput)
+                .or_default()
+                .push(&terms, gi);
+            let gw = time(|| x.t()?.matmul(&g))?;
+            out.entry(Kernel::DenseGradWeight)
+                .or_default()
+                .push(&terms, gw);
+        }
+    }
+    progress("sparse transforms");
+    for &m in rows {
+        for &(cols, per_row) in &[(500usize, 10usize), (1433, 18), (3703, 32), (128, 128)] {
+            for &n in &[16usize, 64] {
+                let x = random_sparse(&mut rng, m, cols, per_row);
+                let w = random(&mut rng, (cols, n), device)?;
+                let g = random(&mut rng, (m, n), device)?;
+                let nnz = x.nnz() as f64;
+                let f = time(|| x.matmul(&w))?;
+                out.entry(Kernel::SparseForward)
+                    .or_default()
+                    .push(&[nnz, (m * n) as f64, nnz * n as f64], f);
+                let xt = x.t();
+                let gw = time(|| xt.matmul(&g))?;
+                out.entry(Kernel::SparseGradWeight)
+                    .or_default()
+                    .push(&[nnz, (cols * n) as f64, nnz * n as f64], gw);
+                if n == 16 {
+                    let input = StageInput::Sparse(x.clone());
+                    let vertices: Vec<u32> = (0..m as u32).collect();
+                    let d = time(|| input.dropout(0.5, 7, &vertices))?;
+                    out.entry(Kernel::DropoutSparse)
+                        .or_default()
+                        .push(&[(m + cols) as f64, nnz], d);
+                }
+            }
+        }
+    }
+    progress("aggregation");
+    for &m in rows {
+        for &degree in &[2usize, 8, 32] {
+            let read = m + m / 2;
+            let a = random_sparse(&mut rng, m, read, degree + 1);
+            let nnz = a.nnz() as f64;
+            for &w in &[8usize, 16, 64, 128] {
+                if m * degree * w > 40_000_000 {
+                    continue;
+                }
+                let x = random(&mut rng, (read, w), device)?;
+                let g = random(&mut rng, (m, w), device)?;
+                let f = time(|| a.matmul(&x))?;
+                out.entry(Kernel::Aggregate)
+                    .or_default()
+                    .push(&[nnz, (m * w) as f64, nnz * w as f64], f);
+                let at = a.t();
+                let b = time(|| at.matmul(&g))?;
+                out.entry(Kernel::AggregateTranspose)
+                    .or_default()
+                    .push(&[nnz, (read * w) as f64, nnz * w as f64], b);
+            }
+        }
+    }
+    progress("attention");
+    let attention_rows: &[usize] = if quick {
+        &[128, 1024]
+    } else {
+        &[128, 1024, 4096, 16384]
+    };
+    for &m in attention_rows {
+        for &degree in &[3usize, 12] {
+            let read = m + m / 2;
+            let a = random_sparse(&mut rng, m, read, degree + 1);
+            let pattern = EdgePattern::new(&a)?;
+            let nnz = pattern.nnz() as f64;
+            for &(heads, channels) in &[(1usize, 8usize), (8, 8), (4, 16), (1, 64)] {
+                let width = heads * channels;
+                let x = Var::from_tensor(&random(&mut rng, (read, width), device)?)?;
+                let att_src = Var::from_tensor(&random(&mut rng, (heads, channels), device)?)?;
+                let att_dst = Var::from_tensor(&random(&mut rng, (heads, channels), device)?)?;
+                let run = || {
+                    gat_aggregate(
+                        &pattern,
+                        x.as_tensor(),
+                        att_src.as_tensor(),
+                        att_dst.as_tensor(),
+                        heads,
+                        0.2,
+                        None,
+                    )
+                };
+                let terms = [
+                    nnz * heads as f64,
+                    (read * width) as f64,
+                    nnz * width as f64,
+                ];
+                let f = time(run)?;
+                out.entry(Kernel::AttentionForward)
+                    .or_default()
+                    .push(&terms, f);
+                let g = random(&mut rng, (m, width), device)?;
+                let y = run()?;
+                let surrogate = (&y * &g)?.sum_all()?;
+                // The backward alone: the surrogate's own backward is an elementwise op, timed
+                // below and subtracted by the fit's structure rather than here.
+                let b = time(|| surrogate.backward())?;
+                out.entry(Kernel::AttentionBackward)
+                    .or_default()
+                    .push(&terms, b);
+            }
+        }
+    }
+    progress("elementwise, dropout, activations, copies");
+    let sizes: &[usize] = if quick {
+        &[1_000, 30_000, 300_000]
+    } else {
+        &[1_000, 10_000, 100_000, 1_000_000, 4_000_000]
+    };
+    for &n in sizes {
+        let cols = 64.min(n);
+        let rows_n = n / cols;
+        let x = random(&mut rng, (rows_n, cols), device)?;
+        let y = random(&mut rng, (rows_n, cols), device)?;
+        let e = [(rows_n * cols) as f64];
+        let vertices: Vec<u32> = (0..rows_n as u32).collect();
+        let input = StageInput::Dense(x.clone());
+        let d = time(|| input.dropout(0.5, 7, &vertices))?;
+        out.entry(Kernel::DropoutDense).or_default().push(&e, d);
+        out.entry(Kernel::Elementwise)
+            .or_default()
+            .push(&e, time(|| &x + &y)?);
+        out.entry(Kernel::ReluForward)
+            .or_default()
+            .push(&e, time(|| x.relu())?);
+        out.entry(Kernel::EluForward)
+            .or_default()
+            .push(&e, time(|| x.elu(1.0))?);
+        let v = Var::from_tensor(&x)?;
+        let relu = (v.as_tensor().relu()? * &y)?.sum_all()?;
+        out.entry(Kernel::ReluBackward)
+            .or_default()
+            .push(&e, time(|| relu.backward())?);
+        let elu = (v.as_tensor().elu(1.0)? * &y)?.sum_all()?;
+        out.entry(Kernel::EluBackward)
+            .or_default()
+            .push(&e, time(|| elu.backward())?);
+        let index = Tensor::new(vertices.as_slice(), device)?;
+        out.entry(Kernel::RowCopy)
+            .or_default()
+            .push(&e, time(|| x.index_select(&index, 0))?);
+        out.entry(Kernel::HandoffCopy)
+            .or_default()
+            .push(&[4.0 * e[0]], time(|| x.copy())?);
+    }
+    progress("loss and optimizer");
+    for &m in &[100usize, 1_000, 10_000, 50_000] {
+        for &classes in &[3usize, 7, 40] {
+            let logits = Var::from_tensor(&random(&mut rng, (m, classes), device)?)?;
+            for step in [1usize, 8, usize::MAX] {
+                let labelled: Vec<(u32, u32)> = (0..m as u32)
+                    .step_by(step.min(m + 1))
+                    .filter(|_| step != usize::MAX)
+                    .map(|i| (i, i % classes as u32))
+                    .collect();
+                let l = time(|| {
+                    cross_entropy(logits.as_tensor(), &labelled, labelled.len().max(1))?.backward()
+                })?;
+                out.entry(Kernel::Loss).or_default().push(
+                    &[(m * classes) as f64, (labelled.len() * classes) as f64],
+                    l,
+                );
+            }
+        }
+    }
+    for &params in &[1_000usize, 10_000, 100_000, 1_000_000] {
+        let vars = vec![Var::from_tensor(&random(
+            &mut rng,
+            (params / 10, 10),
+            device,
+        )?)?];
+        let grads = vec![random(&mut rng, (params / 10, 10), device)?];
+        let mut adam = Adam::new(vars, AdamConfig::new(0.01, 5e-4))?;
+        let a = time(|| adam.step(&grads))?;
+        out.entry(Kernel::Adam)
+            .or_default()
+            .push(&[params as f64], a);
+    }
+    Ok(out)
+}
+
+/// Whole layers on chunks of synthetic graphs: time forward and backward, and memory.
+fn measure_layers(
+    device: &Device,
+    effort: Effort,
+    draft: &DeviceProfile,
+    slot: usize,
+    progress: &(dyn Fn(&str) + Sync),
+) -> candle_core::Result<BTreeMap<Kernel, Samples>> {
+    let quick = effort == Effort::Quick;
+    let mut out: BTreeMap<Kernel, Samples> = BTreeMap::new();
+    let graphs: &[(u32, f64)] = if quick {
+        &[(2_000, 6.0)]
+    } else {
+        &[(3_000, 4.0), (20_000, 10.0), (50_000, 16.0)]
+    };
+    let kinds = [
+        LayerKind::Gcn,
+        LayerKind::Sage,
+        LayerKind::Gat {
+            heads: 8,
+            concat: true,
+        },
+        LayerKind::Gat {
+            heads: 1,
+            concat: false,
+        },
+    ];
+    let mut rng = Rng::new(23);
+    for &(nodes, degree) in graphs {
+        progress(&format!("layers on a {nodes}-vertex graph"));
+        let g = sbm(&SbmSpec {
+            nodes,
+            avg_degree: degree,
+            classes: 4,
+            features: 500,
+            homophily: 0.8,
+            feature_density: 0.02,
+            seed: 5,
+        });
+        let csr = &g.graph;
+        for &fraction in &[1usize, 4, 16] {
+            let size = (nodes as usize / fraction).max(1);
+            let vertices: Vec<u32> = (0..size as u32).collect();
+            let part: Vec<u32> = (0..nodes).map(|v| (v as usize / size) as u32).collect();
+            let shape = PlanShape {
+                layers: 0..2,
+                n_layers: 2,
+                needs: Needs {
+                    gcn: true,
+                    mean: true,
+                    attention: true,
+                },
+            };
+            // Neighbours read (GNNPipe, graph parallelism, exact) and, for a chunk of the
+            // graph, the induced subgraph (halo drop; the whole graph reads no halo anyway).
+            let mut plans = vec![ChunkPlan::neighbours(csr, vertices.clone(), &part, &shape)];
+            if fraction == 4 {
+                plans.push(ChunkPlan::induced(csr, vertices.clone(), &shape));
+            }
+            for plan in plans {
+                let view = plan.layer(0);
+                let read = view.read.len();
+                let edges = view.gcn()?.nnz() as f64 - view.out as f64;
+                for kind in kinds {
+                    for (d_in, d_out, sparse) in
+                        [(500usize, 16usize, true), (64, 16, false), (16, 64, false)]
+                    {
+                        if quick && d_in == 16 {
+                            continue;
+                        }
+                        let (d_out, heads) = match kind {
+                            LayerKind::Gat {
+                                heads,
+                                concat: true,
+                            } => (d_out.max(8) / 8 * 8, heads),
+                            LayerKind::Gat { heads, .. } => (d_out, heads),
+                            _ => (d_out, 1),
+                        };
+                        let layer = Layer {
+                            kind,
+                            d_in: d_in as u64,
+                            d_out: d_out as u64,
+                        };
+                        // Timed in two variants; memory in all four combinations of dropout
+                        // and a following activation, so the fit can tell them apart.
+                        for (dropout, elu, last, timed) in [
+                            (true, false, false, true),
+                            (false, true, true, true),
+                            (true, true, true, false),
+                            (false, false, false, false),
+                        ] {
+                            let layer_shape = LayerShape {
+                                kind,
+                                out: view.out as f64,
+                                read: read as f64,
+                                edges,
+                                d_in: d_in as f64,
+                                d_out: d_out as f64,
+                                heads: heads as f64,
+                                sparse_nnz: None,
+                                input_grad: !sparse,
+                                activation: !last,
+                                training: TrainingShape {
+                                    dropout,
+                                    attention_dropout: dropout,
+                                    elu,
+                                },
+                            };
+                            let features = if sparse {
+                                let x = random_sparse(&mut rng, read, d_in, 10);
+                                let nnz = x.nnz() as f64;
+                                (StageInput::Sparse(x), Some(nnz))
+                            } else {
+                                (
+                                    StageInput::Dense(random(&mut rng, (read, d_in), device)?),
+                                    None,
+                                )
+                            };
+                            let layer_shape = LayerShape {
+                                sparse_nnz: features.1,
+                                ..layer_shape
+                            };
+                            measure_layer(
+                                device,
+                                &layer,
+                                &layer_shape,
+                                features.0,
+                                view,
+                                (draft, slot, timed),
+                                &mut rng,
+                                &mut out,
+                            )?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure_layer(
+    device: &Device,
+    layer: &Layer,
+    shape: &LayerShape,
+    input: StageInput,
+    view: &super::data::LayerGraph,
+    (draft, slot, timed): (&DeviceProfile, usize, bool),
+    rng: &mut Rng,
+    out: &mut BTreeMap<Kernel, Samples>,
+) -> candle_core::Result<()> {
+    let exec_layer = ExecLayer::new(layer, rng, device)?;
+    let model = StageModel {
+        layers: vec![exec_layer],
+        first_layer: 0,
+        is_last: !shape.activation,
+        dropout: if shape.training.dropout { 0.5 } else { 0.0 },
+        attention_dropout: if shape.training.attention_dropout {
+            0.5
+        } else {
+            0.0
+        },
+        activation: if shape.training.elu {
+            Activation::Elu
+        } else {
+            Activation::Relu
+        },
+    };
+    let training = Some(Training { seed: 1, epoch: 1 });
+    let pattern = view.attention.as_ref().map(|a| &a.edges);
+    // The input as the executor holds it: a leaf when its gradient is wanted.
+    let (leaf, input) = match input {
+        StageInput::Dense(x) if shape.input_grad => {
+            let v = Var::from_tensor(&x)?;
+            (Some(v.clone()), StageInput::Dense(v.as_tensor().clone()))
+        }
+        other => (None, other),
+    };
+    let forward = || model.layer_forward(0, input.clone(), view, pattern, training);
+    let g = random(rng, (view.out, layer.d_out as usize), device)?;
+    let (stash_kernel, temp_kernel) = {
+        let (_, stash, temporaries) = shape.functions(false);
+        (stash, temporaries)
+    };
+    if memory::available() {
+        let before = memory::current(slot);
+        memory::take_peak(slot);
+        let y = forward()?;
+        let kept = memory::current(slot) - before;
+        let peak_forward = memory::take_peak(slot) - before;
+        let grads = (&y * &g)?.sum_all()?.backward()?;
+        let peak_backward = memory::take_peak(slot) - before;
+        drop(grads);
+        drop(y);
+        let terms = shape.memory_terms();
+        out.entry(stash_kernel)
+            .or_default()
+            .push(&terms, kept.max(1) as f64);
+        let temporaries = (peak_forward.max(peak_backward) - kept).max(1);
+        out.entry(temp_kernel)
+            .or_default()
+            .push(&terms, temporaries as f64);
+    }
+    if !timed {
+        return Ok(());
+    }
+    let f_ns = time(forward)?;
+    let b_ns = time(|| {
+        let y = forward()?;
+        (&y * &g)?.sum_all()
+    })?;
+    let fb_ns = time(|| {
+        let y = forward()?;
+        (&y * &g)?.sum_all()?.backward()
+    })?;
+    // The backward alone: forward, surrogate and backward less forward and surrogate.
+    let backward_ns = (fb_ns - b_ns).max(1.0);
+    let (glue_f, _, _) = shape.functions(false);
+    let (glue_b, _, _) = shape.functions(true);
+    let kernels_ns = |backward: bool| -> f64 {
+        layer_calls(shape, backward)
+            .into_iter()
+            .map(|(k, terms)| draft.eval(k, &terms).0)
+            .sum()
+    };
+    out.entry(glue_f)
+        .or_default()
+        .push(&[kernels_ns(false), shape.elements()], f_ns);
+    out.entry(glue_b)
+        .or_default()
+        .push(&[kernels_ns(true), shape.elements()], backward_ns);
+    drop(leaf);
+    Ok(())
+}

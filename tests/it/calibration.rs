@@ -1,0 +1,304 @@
+//! Device profiles end to end: `calibrate` writes one, `simulate`, `sweep` and `compare` predict
+//! with it, a profile of another device is refused, shapes past the calibrated range are
+//! flagged, and `fidelity` runs a two-configuration matrix. Accuracy is the `fidelity`
+//! benchmark's business, not these tests'.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::gnn::data_dir;
+use crate::support::{pipegnn, scratch, stderr, stdout, write};
+
+/// One quick calibration (1 thread) shared by the tests of this module.
+fn profile() -> PathBuf {
+    static PROFILE: OnceLock<PathBuf> = OnceLock::new();
+    PROFILE
+        .get_or_init(|| {
+            let path = scratch("device-profile").join("cpu1.json");
+            let out = pipegnn(&[
+                "calibrate",
+                "--quick",
+                "--threads",
+                "1",
+                "--out",
+                path.to_str().unwrap(),
+            ]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert!(
+                stdout(&out).contains("fitted functions"),
+                "{}",
+                stdout(&out)
+            );
+            path
+        })
+        .clone()
+}
+
+fn simulate_json(args: &[&str]) -> (Value, String) {
+    let mut all = vec!["simulate"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--format", "json"]);
+    let out = pipegnn(&all);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (doc["results"][0].clone(), stderr(&out))
+}
+
+#[test]
+fn a_device_profile_names_its_device_and_fits_every_kernel() {
+    let text = std::fs::read_to_string(profile()).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["format"], "pipegnn-device-profile v1");
+    assert_eq!(doc["backend"], "cpu");
+    assert_eq!(doc["threads"], 1);
+    assert_eq!(doc["dtype"], "f32");
+    assert!(!doc["machine"].as_str().unwrap().is_empty());
+    let kernels: Vec<&str> = doc["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kernel"].as_str().unwrap())
+        .collect();
+    for want in [
+        "dense_forward",
+        "dense_grad_input",
+        "dense_grad_weight",
+        "aggregate",
+        "aggregate_transpose",
+        "attention_forward",
+        "attention_backward",
+        "dropout_dense",
+        "relu_forward",
+        "loss",
+        "adam",
+        "handoff_copy",
+        "gcn_forward",
+        "gat_backward",
+    ] {
+        assert!(kernels.contains(&want), "{want} missing from {kernels:?}");
+    }
+    for k in doc["kernels"].as_array().unwrap() {
+        let error = k["median_error"].as_f64().unwrap();
+        assert!(error.is_finite() && error >= 0.0, "{k}");
+    }
+}
+
+/// The quickstart runs four stages, so on a machine of at most four cores each gets one thread:
+/// the quick profile's. Its op times then come from the profile, not the A100 preset.
+#[test]
+fn simulate_predicts_with_a_device_profile() {
+    let profile = profile();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads > 7 {
+        eprintln!("skipping: {threads} cores give the quickstart's stages more than one thread");
+        return;
+    }
+    let (analytic, _) = simulate_json(&["scenarios/quickstart.yaml"]);
+    let (profiled, warnings) = simulate_json(&[
+        "scenarios/quickstart.yaml",
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert!(
+        analytic["cost_tier"]
+            .as_str()
+            .unwrap()
+            .starts_with("analytic"),
+        "{analytic}"
+    );
+    let tier = profiled["cost_tier"].as_str().unwrap();
+    assert!(tier.starts_with("device profile (cpu: 1 thread"), "{tier}");
+    // A CPU core is far slower than an A100's roofline.
+    let epoch = |r: &Value| r["epoch_time_s"].as_f64().unwrap();
+    assert!(epoch(&profiled) > 10.0 * epoch(&analytic));
+    // Bytes do not depend on the cost tier.
+    assert_eq!(
+        profiled["communication_bytes"],
+        analytic["communication_bytes"]
+    );
+    // The quick grid stops far below a 50,000-vertex graph's chunks: it says so.
+    let flagged = profiled["extrapolated"].as_array().unwrap();
+    assert!(!flagged.is_empty());
+    assert!(warnings.contains("extrapolated:"), "{warnings}");
+    // The same profile and scenario give byte-identical output.
+    let (again, _) = simulate_json(&[
+        "scenarios/quickstart.yaml",
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(again, profiled);
+}
+
+#[test]
+fn a_profile_of_another_thread_count_is_refused() {
+    let profile = profile();
+    let out = pipegnn(&[
+        "simulate",
+        "scenarios/quickstart.yaml",
+        "--set",
+        "executor.threads_per_device=2",
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 thread (the device runs 2)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = pipegnn(&[
+        "simulate",
+        "scenarios/quickstart.yaml",
+        "--set",
+        "executor.threads_per_device=1",
+        "--profile",
+        "Cargo.toml",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Cargo.toml: not JSON"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_device_entry_may_name_its_profile() {
+    let profile = profile();
+    let set = format!("devices.0.profile={}", profile.display());
+    let (named, _) = simulate_json(&[
+        "scenarios/quickstart.yaml",
+        "--set",
+        "executor.threads_per_device=1",
+        "--set",
+        &set,
+    ]);
+    let (flag, _) = simulate_json(&[
+        "scenarios/quickstart.yaml",
+        "--set",
+        "executor.threads_per_device=1",
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(named, flag);
+}
+
+#[test]
+fn sweep_predicts_every_point_with_the_profile() {
+    let profile = profile();
+    let out = pipegnn(&[
+        "sweep",
+        "scenarios/quickstart.yaml",
+        "--set",
+        "executor.threads_per_device=1",
+        "--set",
+        "schedule.chunks=4,8",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let points = doc["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    // Milliseconds on a CPU core, not the A100 roofline's microseconds.
+    for p in points {
+        assert!(p["epoch_time_s"].as_f64().unwrap() > 1e-3, "{p}");
+    }
+}
+
+#[test]
+fn fidelity_runs_a_two_configuration_matrix() {
+    let Some(data) = data_dir() else {
+        return;
+    };
+    let profile = profile();
+    let out = pipegnn(&[
+        "fidelity",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--only",
+        "cora-gcn2-gpipe-drop-s2-k8,cora-gcn2-graph-parallel-p2",
+        "--epochs",
+        "2",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let configs = doc["configurations"].as_array().unwrap();
+    let names: Vec<&str> = configs
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "cora-gcn2-gpipe-drop-s2-k8",
+            "cora-gcn2-graph-parallel-p2",
+            "cora-gcn2-gpipe-drop-s2-k8-slow-link"
+        ]
+    );
+    let summary = doc["summary"].as_array().unwrap();
+    let metric = |name: &str| {
+        summary
+            .iter()
+            .find(|s| s["metric"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert!(metric("epoch_time_s")["count"].as_u64().unwrap() == 3);
+    // Bytes per link are exact: the device tier takes them from the same plans as the executor.
+    assert_eq!(metric("link_bytes")["max"].as_f64().unwrap(), 0.0, "{doc}");
+    let out = pipegnn(&[
+        "fidelity",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--only",
+        "nothing-like-this",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn compare_predicts_with_the_profile_then_runs() {
+    let Some(_) = data_dir() else {
+        return;
+    };
+    let profile = profile();
+    let dir = scratch("compare-profile");
+    let base = crate::support::root().join("scenarios/cora-gpipe-drop.yaml");
+    let text = std::fs::read_to_string(&base).unwrap().replace(
+        "../../shared/data/cora",
+        data_dir().unwrap().join("cora").to_str().unwrap(),
+    );
+    let scenario = write(&dir, "cora.yaml", &text);
+    let out = pipegnn(&[
+        "compare",
+        scenario.to_str().unwrap(),
+        "--set",
+        "executor.threads_per_device=1",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["cost_tier"]
+        .as_str()
+        .unwrap()
+        .starts_with("device profile"));
+    let metrics = doc["metrics"].as_array().unwrap();
+    assert!(metrics.iter().any(|m| m["name"] == "epoch_time_s"));
+    for m in metrics.iter().filter(|m| m["name"] == "link_bytes") {
+        assert_eq!(m["predicted"], m["measured"], "{m}");
+    }
+}
