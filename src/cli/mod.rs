@@ -3,6 +3,7 @@
 //! **Architecture Invariant:** only `cli` touches the filesystem, stdout, stderr and exit codes.
 
 mod bench;
+mod output;
 mod plan;
 mod plots;
 mod run;

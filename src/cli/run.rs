@@ -12,6 +12,7 @@ use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
+use super::output::Outputs;
 use super::{
     bench, BackwardOrderArg, CalibrateArgs, Cli, Command, CompareArgs, DeviceArg, GnnPipeOrderArg,
     KindArg, ReportFormat, RunArgs, ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
@@ -135,13 +136,11 @@ pub(super) fn read(path: &Path) -> Result<String> {
     })
 }
 
+/// Writes one file atomically (see [`Outputs`]).
 pub(super) fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|err| {
-        CliError::new(
-            ExitStatus::Io,
-            format!("{}: cannot write: {err}", path.display()),
-        )
-    })
+    let mut outputs = Outputs::new();
+    outputs.file(path, text);
+    outputs.commit()
 }
 
 /// A validated scenario with its graph loaded or generated.
@@ -472,12 +471,19 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
         .iter()
         .map(|p| report::compute(&p.trace))
         .collect();
+    let mut outputs = Outputs::new();
     if let Some(path) = &args.trace {
-        write(path, &chrome_trace::render(&predictions[0].trace))?;
+        outputs.file(path, chrome_trace::render(&predictions[0].trace));
     }
     if let Some(dir) = &args.plot {
-        super::plots::simulate_figures(dir, &scenario.name, &predictions, &metrics)?;
+        outputs.extend(super::plots::simulate_figures(
+            dir,
+            &scenario.name,
+            &predictions,
+            &metrics,
+        )?);
     }
+    outputs.commit()?;
     match args.format {
         ReportFormat::Json => {
             let doc = json::SimulateDoc {
@@ -809,13 +815,22 @@ fn train(args: &RunArgs) -> Result<()> {
         executor,
     } = execute(&args.scenario, args.epochs, args.force, None, args.device)?;
     let metrics = &metrics_of[median];
+    let mut outputs = Outputs::new();
     if let Some(path) = &args.trace {
-        write(path, &chrome_trace::render(&result.traces[median]))?;
+        outputs.file(path, chrome_trace::render(&result.traces[median]));
     }
     if let Some(dir) = &args.plot {
         let label = &prediction.label;
-        super::plots::run_figures(dir, &scenario.name, label, &result, median, metrics)?;
+        outputs.extend(super::plots::run_figures(
+            dir,
+            &scenario.name,
+            label,
+            &result,
+            median,
+            metrics,
+        )?);
     }
+    outputs.commit()?;
     let last = result.epochs.last().expect("at least one epoch ran");
     match args.format {
         ReportFormat::Json => {
@@ -1005,7 +1020,7 @@ fn compare(args: &CompareArgs) -> Result<()> {
         let point = |r: &CompareRow| (r.name.into(), r.device.clone(), r.predicted, r.measured);
         let traces = [&run.prediction.trace, &run.result.traces[run.median]];
         let points = rows.iter().map(point).collect();
-        super::plots::compare_figures(dir, &run.scenario.name, points, traces)?;
+        super::plots::compare_figures(dir, &run.scenario.name, points, traces)?.commit()?;
     }
     match args.format {
         ReportFormat::Json => print(&to_json(
