@@ -15,6 +15,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use run::{run, CliError, ExitStatus};
 
+/// The most epochs a run may train: `training.epochs`'s limit, which `--epochs` keeps too.
+const MAX_EPOCHS: i64 = crate::scenario::MAX_EPOCHS as i64;
+
 /// Predict and measure pipeline-parallel training of graph neural networks.
 #[derive(Debug, Parser)]
 #[command(name = "pipegnn", version, about, long_about = None)]
@@ -181,8 +184,8 @@ pub struct RunArgs {
     /// Scenario and overrides.
     #[command(flatten)]
     pub scenario: ScenarioArgs,
-    /// Override `training.epochs`.
-    #[arg(long)]
+    /// Override `training.epochs` (1 to 1,000,000, the scenario's own limit).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_EPOCHS))]
     pub epochs: Option<u32>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
@@ -219,8 +222,8 @@ pub struct CalibrateArgs {
     /// Where the stages run; overrides `executor.backend`.
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
-    /// Epochs to measure (the first is a warm-up and is left out).
-    #[arg(long, default_value_t = 21)]
+    /// Epochs to measure (the first is a warm-up and is left out), 2 to 1,000,000.
+    #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u32).range(2..=MAX_EPOCHS))]
     pub epochs: u32,
     /// Where to write the profile (JSON).
     #[arg(long, value_name = "FILE")]
@@ -239,8 +242,9 @@ pub struct CompareArgs {
     /// A profile from `pipegnn calibrate`; without one, a calibration run comes first.
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
-    /// Epochs of the measured run (the median epoch stands for it).
-    #[arg(long, default_value_t = 30)]
+    /// Epochs of the measured run (the median epoch stands for it), 2 to 499,999 (without
+    /// `--profile` the run is twice as long and one epoch more).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(2..=(MAX_EPOCHS - 1) / 2))]
     pub epochs: u32,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
@@ -255,13 +259,13 @@ pub struct CompareArgs {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Number of stages.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub stages: u32,
     /// Number of chunks.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunks: u32,
     /// Timed repetitions; the median is reported.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
     /// Instead, time loading and predicting this scenario's own schedule (graph generation,
     /// chunking, simulation), and report the process's peak memory.
@@ -305,7 +309,7 @@ pub struct PlanArgs {
     pub scenario: ScenarioArgs,
     /// Largest count of the scenario's first device entry to try (default: the scenario's
     /// device count).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_devices: Option<u32>,
     /// Chunk counts to try, comma-separated.
     #[arg(long, default_value = "1,2,4,8,16,32")]

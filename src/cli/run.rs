@@ -127,11 +127,27 @@ pub(super) fn print(text: &str) -> Result<()> {
     }
 }
 
+/// Reads a text file: exit 3 when it cannot be read, 4 (with the line and column of the first
+/// bad byte) when it is not UTF-8.
 pub(super) fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|err| {
+    let bytes = std::fs::read(path).map_err(|err| {
         CliError::new(
             ExitStatus::Io,
             format!("{}: cannot read: {err}", path.display()),
+        )
+    })?;
+    String::from_utf8(bytes).map_err(|err| {
+        let good = err.utf8_error().valid_up_to();
+        let before = String::from_utf8_lossy(&err.as_bytes()[..good]);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        CliError::new(
+            ExitStatus::InvalidInput,
+            format!(
+                "{}:{line}:{column}: not UTF-8 text (byte 0x{:02x})",
+                path.display(),
+                err.as_bytes()[good]
+            ),
         )
     })
 }
@@ -178,18 +194,30 @@ fn load_dataset(scenario: &Scenario, dir: &Path) -> Result<Dataset> {
         );
         return Err(CliError::new(ExitStatus::Io, diag));
     }
+    // A file that exists but cannot be read is exit 3; text that is not UTF-8 is bad input.
+    let mut unreadable = false;
     let mut reader = |name: &str| -> std::result::Result<Option<String>, String> {
         let path = dir.join(name);
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(Some(text)),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(format!("cannot read: {err}")),
+            Err(err) if err.kind() == std::io::ErrorKind::InvalidData => Err(err.to_string()),
+            Err(err) => {
+                unreadable = true;
+                Err(err.to_string())
+            }
         }
     };
-    graph::dataset::load(&mut reader).map_err(|mut err| {
+    let loaded = graph::dataset::load(&mut reader);
+    loaded.map_err(|mut err| {
         err.file = dir.join(&err.file).display().to_string();
         let context = format!("(graph.dataset of {})", scenario.source.file);
-        CliError::new(ExitStatus::InvalidInput, format!("{err} {context}"))
+        let status = if unreadable {
+            ExitStatus::Io
+        } else {
+            ExitStatus::InvalidInput
+        };
+        CliError::new(status, format!("{err} {context}"))
     })
 }
 
@@ -402,6 +430,12 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
         .collect();
     let trace =
         sim::simulate(&input, devices).map_err(|e| CliError::new(ExitStatus::Internal, e))?;
+    if trace.spans.iter().any(|s| s.end_ns >= plan::MAX_EPOCH_NS) {
+        return Err(CliError::new(
+            ExitStatus::InvalidInput,
+            "--forward, --backward: the schedule takes longer than 2^62 ns (146 years), more than the simulator counts in",
+        ));
+    }
     let metrics = report::compute(&trace);
     match args.format {
         ScheduleFormat::Json => {
@@ -663,6 +697,25 @@ fn execute(
                 .into(),
         ));
     };
+    if splits[0].is_empty() {
+        // Training on no vertices would report a loss of 0 for every epoch.
+        let source = match &scenario.workload {
+            Workload::Gnn(spec) => match &spec.graph {
+                GraphSource::Dataset { .. } => "dataset",
+                _ => "synthetic",
+            },
+            Workload::Explicit(_) => "synthetic",
+        };
+        let at = FieldPath::root().key("graph").key(source);
+        let diag = scenario.source.diagnostic(
+            at,
+            format!(
+                "the training split is empty ({} vertices): there is nothing to train on",
+                csr.n_nodes()
+            ),
+        );
+        return Err(CliError::new(ExitStatus::InvalidInput, diag));
+    }
     let (halo, cross_chunk) = match &candidate {
         plan::Candidate::Generated { generator, halo } => (
             *halo,
