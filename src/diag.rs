@@ -234,6 +234,24 @@ impl Locator {
     }
 }
 
+/// Where a YAML problem the parser could not place belongs in `text`: the start of the second
+/// document when `text` holds more than one (a file holds one), else line 1, column 1 (an empty
+/// file has no better place).
+pub fn unplaced_yaml_origin(text: &str) -> Origin {
+    struct Starts(Vec<(usize, usize)>);
+    impl MarkedEventReceiver for Starts {
+        fn on_event(&mut self, event: Event, mark: Marker) {
+            if event == Event::DocumentStart {
+                self.0.push((mark.line(), mark.col() + 1));
+            }
+        }
+    }
+    let mut starts = Starts(Vec::new());
+    let _ = Parser::new_from_str(text).load(&mut starts, true);
+    let (line, column) = starts.0.get(1).copied().unwrap_or((1, 1));
+    Origin::Line { line, column }
+}
+
 enum Frame {
     Map { key: Option<String> },
     Seq { index: usize },

@@ -32,12 +32,15 @@ pub struct Route {
 
 impl Route {
     /// The time to move `bytes` along this route with nothing else on it: latency plus
-    /// serialisation at the bottleneck bandwidth, rounded up to whole nanoseconds.
+    /// serialisation at the bottleneck bandwidth, rounded up to whole nanoseconds; `u64::MAX`
+    /// when that does not fit.
     pub fn transfer_ns(&self, bytes: u64) -> u64 {
         if self.links.is_empty() {
             return 0;
         }
-        self.latency_ns + (bytes as f64 * 1e9 / self.bandwidth_bytes_per_s).ceil() as u64
+        let serialisation = (bytes as f64 * 1e9 / self.bandwidth_bytes_per_s).ceil();
+        // `as` saturates a float too large for u64 (or NaN, to 0; bandwidths are positive).
+        self.latency_ns.saturating_add(serialisation as u64)
     }
 }
 

@@ -49,13 +49,16 @@ pub enum UnitError {
 /// Splits `"1.5ms"` into `(1.5, "ms")`, tolerating spaces between number and unit.
 fn split_number(text: &str, example: &'static str) -> Result<(f64, String), UnitError> {
     let trimmed = text.trim();
+    let bytes = trimmed.as_bytes();
     let end = trimmed
         .char_indices()
         .find(|&(i, ch)| {
+            // A sign may lead the number or follow its exponent marker (`1e-3GB/s`).
+            let signs_here = i == 0 || (matches!(bytes[i - 1], b'e' | b'E') && i > 1);
             !(ch.is_ascii_digit()
                 || ch == '.'
                 || ch == '_'
-                || ((ch == '-' || ch == '+') && i == 0)
+                || ((ch == '-' || ch == '+') && signs_here)
                 || ((ch == 'e' || ch == 'E') && looks_like_exponent(trimmed, i)))
         })
         .map_or(trimmed.len(), |(i, _)| i);
@@ -98,6 +101,17 @@ fn positive(text: &str, value: f64) -> Result<f64, UnitError> {
         return Err(UnitError::OutOfRange {
             text: text.to_string(),
             requirement: "positive",
+        });
+    }
+    Ok(value)
+}
+
+/// A rate below one per second is refused: the slowest any device or link can be modelled.
+fn at_least_one(text: &str, value: f64, requirement: &'static str) -> Result<f64, UnitError> {
+    if value < 1.0 {
+        return Err(UnitError::OutOfRange {
+            text: text.to_string(),
+            requirement,
         });
     }
     Ok(value)
@@ -190,7 +204,8 @@ pub fn parse_bytes(text: &str) -> Result<u64, UnitError> {
 const BANDWIDTH_UNITS: &str =
     "B/s, KB/s, MB/s, GB/s, TB/s, KiB/s, MiB/s, GiB/s, bit/s, Kbit/s, Mbit/s, Gbit/s, Tbit/s";
 
-/// Parses a bandwidth (`300GB/s`, `25Gbit/s`) into bytes per second; it must be positive.
+/// Parses a bandwidth (`300GB/s`, `25Gbit/s`) into bytes per second; it must be at least
+/// 1B/s, so that a transfer's time stays within what nanoseconds in a `u64` count.
 pub fn parse_bandwidth(text: &str) -> Result<f64, UnitError> {
     let example = "300GB/s or 25Gbit/s";
     let (value, unit) = split_number(text, example)?;
@@ -219,12 +234,13 @@ pub fn parse_bandwidth(text: &str) -> Result<f64, UnitError> {
     } else {
         byte_scale(per_second).ok_or_else(unknown)?
     };
-    positive(text, value * scale)
+    at_least_one(text, positive(text, value * scale)?, "at least 1B/s")
 }
 
 const FLOP_UNITS: &str = "FLOP/s, GFLOP/s, TFLOP/s, PFLOP/s";
 
-/// Parses a compute rate (`19.5TFLOP/s`) into floating-point operations per second; positive.
+/// Parses a compute rate (`19.5TFLOP/s`) into floating-point operations per second; at least
+/// 1FLOP/s, so that an op's time stays within what nanoseconds in a `u64` count.
 pub fn parse_flops(text: &str) -> Result<f64, UnitError> {
     let example = "19.5TFLOP/s";
     let (value, unit) = split_number(text, example)?;
@@ -249,7 +265,7 @@ pub fn parse_flops(text: &str) -> Result<f64, UnitError> {
             })
         }
     };
-    positive(text, value * scale)
+    at_least_one(text, positive(text, value * scale)?, "at least 1FLOP/s")
 }
 
 /// Formats nanoseconds with a unit a person reads at a glance (`1.50ms`, `250ns`).
@@ -339,15 +355,40 @@ mod tests {
             parse_bandwidth("3GB"),
             Err(UnitError::UnknownUnit { .. })
         ));
+        // Issue 12: a bandwidth too slow for the nanosecond clock made epochs wrap.
+        assert_eq!(
+            parse_bandwidth("0.000001B/s").unwrap_err().to_string(),
+            "`0.000001B/s` must be at least 1B/s"
+        );
+        assert_eq!(parse_bandwidth("8bit/s"), Ok(1.0));
     }
 
     #[test]
     fn flop_rates() {
         assert_eq!(parse_flops("19.5TFLOP/s"), Ok(19.5e12));
         assert_eq!(parse_flops("1e3GFLOP/s"), Ok(1e12));
+        assert_eq!(parse_flops("1e+3GFLOP/s"), Ok(1e12));
         assert!(matches!(
             parse_flops("19.5"),
             Err(UnitError::MissingUnit { .. })
+        ));
+        assert_eq!(
+            parse_flops("1e-30GFLOP/s").unwrap_err().to_string(),
+            "`1e-30GFLOP/s` must be at least 1FLOP/s"
+        );
+    }
+
+    /// Issue 12: signed exponents parse, and a unit starting with `E` is still a unit.
+    #[test]
+    fn signed_exponents() {
+        assert_eq!(parse_bandwidth("1e-3GB/s"), Ok(1e6));
+        assert_eq!(parse_duration_ns("1e-6s"), Ok(1_000));
+        assert_eq!(parse_duration_ns("2.5E+3ns"), Ok(2_500));
+        assert_eq!(parse_bytes("1e+3B"), Ok(1_000));
+        assert!(parse_duration_ns("1e-s").is_err());
+        assert!(matches!(
+            parse_duration_ns("e-6s"),
+            Err(UnitError::NotANumber { .. })
         ));
     }
 

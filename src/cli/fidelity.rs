@@ -576,12 +576,6 @@ struct Outcome {
 
 /// `pipegnn fidelity`.
 pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
-    if args.epochs < 2 {
-        return Err(CliError::new(
-            ExitStatus::Usage,
-            "--epochs: at least 2 (the first epoch is a warm-up)",
-        ));
-    }
     let configs: Vec<Config> = matrix()
         .into_iter()
         .filter(|c| {
@@ -666,7 +660,7 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
                 })
             })
             .collect();
-        super::plots::fidelity_figures(dir, points)?;
+        super::plots::fidelity_figures(dir, points)?.commit()?;
     }
     match args.format {
         ReportFormat::Json => {

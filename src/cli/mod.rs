@@ -4,6 +4,7 @@
 
 mod bench;
 mod fidelity;
+mod output;
 mod plan;
 mod plots;
 mod run;
@@ -14,6 +15,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use run::{run, CliError, ExitStatus};
+
+/// The most epochs a run may train: `training.epochs`'s limit, which `--epochs` keeps too.
+const MAX_EPOCHS: i64 = crate::scenario::MAX_EPOCHS as i64;
 
 /// Predict and measure pipeline-parallel training of graph neural networks.
 #[derive(Debug, Parser)]
@@ -188,8 +192,8 @@ pub struct RunArgs {
     /// Scenario and overrides.
     #[command(flatten)]
     pub scenario: ScenarioArgs,
-    /// Override `training.epochs`.
-    #[arg(long)]
+    /// Override `training.epochs` (1 to 1,000,000, the scenario's own limit).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_EPOCHS))]
     pub epochs: Option<u32>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
@@ -223,8 +227,8 @@ pub struct CalibrateArgs {
     /// The device to profile.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
-    /// Compute threads per device, as `executor.threads_per_device` (default: 1).
-    #[arg(long, default_value_t = 1)]
+    /// Compute threads per device, as `executor.threads_per_device`, 1 to 1,024.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: u32,
     /// A small grid, in seconds: to try the command, not for predictions.
     #[arg(long)]
@@ -251,8 +255,9 @@ pub struct CompareArgs {
     /// odd epochs.
     #[arg(long, conflicts_with = "profile")]
     pub replay: bool,
-    /// Epochs of the measured run (the median epoch stands for it).
-    #[arg(long, default_value_t = 30)]
+    /// Epochs of the measured run (the median epoch stands for it), 2 to 499,999 (with
+    /// `--replay` the run is twice as long and one epoch more).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(2..=(MAX_EPOCHS - 1) / 2))]
     pub epochs: u32,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
@@ -273,8 +278,8 @@ pub struct FidelityArgs {
     /// Only the configurations whose name contains this text.
     #[arg(long)]
     pub only: Option<String>,
-    /// Measured epochs per configuration (the median epoch stands for it).
-    #[arg(long, default_value_t = 12)]
+    /// Measured epochs per configuration (the median epoch stands for it), 2 to 1,000.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(2..=1000))]
     pub epochs: u32,
     /// Where the shared datasets are (Cora, CiteSeer, Facebook, PubMed).
     #[arg(long, value_name = "DIR", default_value = "../shared/data")]
@@ -291,13 +296,13 @@ pub struct FidelityArgs {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Number of stages.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub stages: u32,
     /// Number of chunks.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub chunks: u32,
     /// Timed repetitions; the median is reported.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
     /// Instead, time loading and predicting this scenario's own schedule (graph generation,
     /// chunking, simulation), and report the process's peak memory.
@@ -347,7 +352,7 @@ pub struct PlanArgs {
     pub profile: Option<PathBuf>,
     /// Largest count of the scenario's first device entry to try (default: the scenario's
     /// device count).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_devices: Option<u32>,
     /// Chunk counts to try, comma-separated.
     #[arg(long, default_value = "1,2,4,8,16,32")]

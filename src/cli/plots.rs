@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::output::Outputs;
 use super::run::{in_scenario, load_scenario, own_candidate, read, CliError, ExitStatus, Result};
 use super::{GalleryArgs, PlotArgs, ScenarioArgs};
 use crate::exec::RunResult;
@@ -11,34 +12,26 @@ use crate::report::plot::{self, Figure, Format, Series, SweepPoint};
 use crate::report::{self, Metrics};
 use crate::trace::Trace;
 
-/// Writes each figure as `DIR/NAME.svg`, and `DIR/NAME.png` too when `png` is set.
-fn write_figures(dir: &Path, figures: &[(String, Figure)], png: bool) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|err| {
-        CliError::new(
-            ExitStatus::Io,
-            format!("{}: cannot create the folder: {err}", dir.display()),
-        )
-    })?;
+/// Renders each figure as `DIR/NAME.svg`, and `DIR/NAME.png` too when `png` is set, to be
+/// written (with `DIR` created) when the command commits its outputs.
+fn render_figures(dir: &Path, figures: &[(String, Figure)], png: bool) -> Result<Outputs> {
     let formats: &[Format] = if png {
         &[Format::Svg, Format::Png]
     } else {
         &[Format::Svg]
     };
+    let mut outputs = Outputs::new();
+    outputs.folder(dir);
     for (name, figure) in figures {
         for &format in formats {
             let bytes = figure
                 .render(format)
                 .map_err(|e| CliError::new(ExitStatus::Internal, format!("{name}: {e}")))?;
             let path = dir.join(format!("{}.{}", file_name(name), format.extension()));
-            std::fs::write(&path, bytes).map_err(|err| {
-                CliError::new(
-                    ExitStatus::Io,
-                    format!("{}: cannot write: {err}", path.display()),
-                )
-            })?;
+            outputs.file(&path, bytes);
         }
     }
-    Ok(())
+    Ok(outputs)
 }
 
 /// A figure name as a file name: schedule labels may hold `:` or `/` (`file:NAME`).
@@ -66,7 +59,7 @@ pub(super) fn plot_command(args: &PlotArgs) -> Result<()> {
         .collect();
     let figures = plot::figures_from_documents(&docs)
         .map_err(|e| CliError::new(ExitStatus::InvalidInput, e))?;
-    write_figures(&args.out, &figures, args.png)?;
+    render_figures(&args.out, &figures, args.png)?.commit()?;
     super::run::print(&format!(
         "wrote {} figures to {}\n",
         figures.len(),
@@ -75,10 +68,10 @@ pub(super) fn plot_command(args: &PlotArgs) -> Result<()> {
 }
 
 /// `sweep --plot DIR`: the figures of the sweep's JSON document.
-pub(super) fn sweep_figures(dir: &Path, sweep_json: &str) -> Result<()> {
+pub(super) fn sweep_figures(dir: &Path, sweep_json: &str) -> Result<Outputs> {
     let figures = plot::figures_from_documents(&[("sweep", sweep_json)])
         .map_err(|e| CliError::new(ExitStatus::InvalidInput, e))?;
-    write_figures(dir, &figures, false)
+    render_figures(dir, &figures, false)
 }
 
 /// `simulate --plot DIR`: each schedule's timeline and memory bars.
@@ -87,7 +80,7 @@ pub(super) fn simulate_figures(
     scenario: &str,
     predictions: &[Prediction],
     metrics: &[Metrics],
-) -> Result<()> {
+) -> Result<Outputs> {
     let mut figures = Vec::new();
     for (p, m) in predictions.iter().zip(metrics) {
         let title = format!("{scenario}: {} (predicted)", p.label);
@@ -100,7 +93,7 @@ pub(super) fn simulate_figures(
             Figure::Memory(plot::memory_data(&title, m)),
         ));
     }
-    write_figures(dir, &figures, false)
+    render_figures(dir, &figures, false)
 }
 
 /// `run --plot DIR`: the median epoch's measured timeline, its memory bars, the accuracy curve.
@@ -111,7 +104,7 @@ pub(super) fn run_figures(
     result: &RunResult,
     median: usize,
     metrics: &Metrics,
-) -> Result<()> {
+) -> Result<Outputs> {
     let title = format!("{scenario}: {label} (measured, median epoch)");
     let points = result
         .epochs
@@ -135,7 +128,7 @@ pub(super) fn run_figures(
             }])),
         ),
     ];
-    write_figures(dir, &figures, false)
+    render_figures(dir, &figures, false)
 }
 
 /// `compare --plot DIR`: predicted against measured, and the two timelines side by side.
@@ -145,7 +138,7 @@ pub(super) fn compare_figures(
     scenario: &str,
     rows: Vec<(String, Option<String>, f64, Option<f64>)>,
     [predicted, measured]: [&Trace; 2],
-) -> Result<()> {
+) -> Result<Outputs> {
     let figures = vec![
         (
             "compare".to_string(),
@@ -159,7 +152,7 @@ pub(super) fn compare_figures(
             ]),
         ),
     ];
-    write_figures(dir, &figures, false)
+    render_figures(dir, &figures, false)
 }
 
 /// `fidelity --plot DIR`: every configuration's predicted against measured figures, with the
@@ -167,12 +160,12 @@ pub(super) fn compare_figures(
 pub(super) fn fidelity_figures(
     dir: &Path,
     rows: Vec<(String, Option<String>, f64, Option<f64>)>,
-) -> Result<()> {
+) -> Result<Outputs> {
     let figures = vec![(
         "fidelity".to_string(),
         Figure::Compare(plot::compare_data("fidelity matrix", rows)),
     )];
-    write_figures(dir, &figures, false)
+    render_figures(dir, &figures, false)
 }
 
 /// Loads `file` with `overrides` and predicts the named schedules (the scenario's own for
@@ -259,7 +252,7 @@ pub(super) fn gallery(args: &GalleryArgs) -> Result<()> {
             &traffic,
         )),
     ));
-    write_figures(&args.out, &figures, args.png)?;
+    render_figures(&args.out, &figures, args.png)?.commit()?;
     super::run::print(&format!(
         "wrote {} figures to {}\n",
         figures.len(),

@@ -12,6 +12,7 @@ use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
+use super::output::Outputs;
 use super::{
     bench, BackwardOrderArg, Cli, Command, CompareArgs, DeviceArg, GnnPipeOrderArg, KindArg,
     ReportFormat, RunArgs, ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
@@ -129,22 +130,36 @@ pub(super) fn print(text: &str) -> Result<()> {
     }
 }
 
+/// Reads a text file: exit 3 when it cannot be read, 4 (with the line and column of the first
+/// bad byte) when it is not UTF-8.
 pub(super) fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|err| {
+    let bytes = std::fs::read(path).map_err(|err| {
         CliError::new(
             ExitStatus::Io,
             format!("{}: cannot read: {err}", path.display()),
         )
+    })?;
+    String::from_utf8(bytes).map_err(|err| {
+        let good = err.utf8_error().valid_up_to();
+        let before = String::from_utf8_lossy(&err.as_bytes()[..good]);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        CliError::new(
+            ExitStatus::InvalidInput,
+            format!(
+                "{}:{line}:{column}: not UTF-8 text (byte 0x{:02x})",
+                path.display(),
+                err.as_bytes()[good]
+            ),
+        )
     })
 }
 
+/// Writes one file atomically (see [`Outputs`]).
 pub(super) fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|err| {
-        CliError::new(
-            ExitStatus::Io,
-            format!("{}: cannot write: {err}", path.display()),
-        )
-    })
+    let mut outputs = Outputs::new();
+    outputs.file(path, text);
+    outputs.commit()
 }
 
 /// A validated scenario with its graph loaded or generated.
@@ -186,18 +201,30 @@ fn load_dataset(scenario: &Scenario, dir: &Path) -> Result<Dataset> {
         );
         return Err(CliError::new(ExitStatus::Io, diag));
     }
+    // A file that exists but cannot be read is exit 3; text that is not UTF-8 is bad input.
+    let mut unreadable = false;
     let mut reader = |name: &str| -> std::result::Result<Option<String>, String> {
         let path = dir.join(name);
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(Some(text)),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(format!("cannot read: {err}")),
+            Err(err) if err.kind() == std::io::ErrorKind::InvalidData => Err(err.to_string()),
+            Err(err) => {
+                unreadable = true;
+                Err(err.to_string())
+            }
         }
     };
-    graph::dataset::load(&mut reader).map_err(|mut err| {
+    let loaded = graph::dataset::load(&mut reader);
+    loaded.map_err(|mut err| {
         err.file = dir.join(&err.file).display().to_string();
         let context = format!("(graph.dataset of {})", scenario.source.file);
-        CliError::new(ExitStatus::InvalidInput, format!("{err} {context}"))
+        let status = if unreadable {
+            ExitStatus::Io
+        } else {
+            ExitStatus::InvalidInput
+        };
+        CliError::new(status, format!("{err} {context}"))
     })
 }
 
@@ -415,6 +442,12 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
         .collect();
     let trace =
         sim::simulate(&input, devices).map_err(|e| CliError::new(ExitStatus::Internal, e))?;
+    if trace.spans.iter().any(|s| s.end_ns >= plan::MAX_EPOCH_NS) {
+        return Err(CliError::new(
+            ExitStatus::InvalidInput,
+            "--forward, --backward: the schedule takes longer than 2^62 ns (146 years), more than the simulator counts in",
+        ));
+    }
     let metrics = report::compute(&trace);
     match args.format {
         ScheduleFormat::Json => {
@@ -499,12 +532,19 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
         .iter()
         .map(|p| report::compute(&p.trace))
         .collect();
+    let mut outputs = Outputs::new();
     if let Some(path) = &args.trace {
-        write(path, &chrome_trace::render(&predictions[0].trace))?;
+        outputs.file(path, chrome_trace::render(&predictions[0].trace));
     }
     if let Some(dir) = &args.plot {
-        super::plots::simulate_figures(dir, &scenario.name, &predictions, &metrics)?;
+        outputs.extend(super::plots::simulate_figures(
+            dir,
+            &scenario.name,
+            &predictions,
+            &metrics,
+        )?);
     }
+    outputs.commit()?;
     match args.format {
         ReportFormat::Json => {
             let doc = json::SimulateDoc {
@@ -689,6 +729,25 @@ pub(super) fn execute(
                 .into(),
         ));
     };
+    if splits[0].is_empty() {
+        // Training on no vertices would report a loss of 0 for every epoch.
+        let source = match &scenario.workload {
+            Workload::Gnn(spec) => match &spec.graph {
+                GraphSource::Dataset { .. } => "dataset",
+                _ => "synthetic",
+            },
+            Workload::Explicit(_) => "synthetic",
+        };
+        let at = FieldPath::root().key("graph").key(source);
+        let diag = scenario.source.diagnostic(
+            at,
+            format!(
+                "the training split is empty ({} vertices): there is nothing to train on",
+                csr.n_nodes()
+            ),
+        );
+        return Err(CliError::new(ExitStatus::InvalidInput, diag));
+    }
     let (halo, cross_chunk) = match &candidate {
         plan::Candidate::Generated { generator, halo } => (
             *halo,
@@ -845,13 +904,22 @@ fn train(args: &RunArgs) -> Result<()> {
         args.device,
     )?;
     let metrics = &metrics_of[median];
+    let mut outputs = Outputs::new();
     if let Some(path) = &args.trace {
-        write(path, &chrome_trace::render(&result.traces[median]))?;
+        outputs.file(path, chrome_trace::render(&result.traces[median]));
     }
     if let Some(dir) = &args.plot {
         let label = &prediction.label;
-        super::plots::run_figures(dir, &scenario.name, label, &result, median, metrics)?;
+        outputs.extend(super::plots::run_figures(
+            dir,
+            &scenario.name,
+            label,
+            &result,
+            median,
+            metrics,
+        )?);
     }
+    outputs.commit()?;
     let last = result.epochs.last().expect("at least one epoch ran");
     match args.format {
         ReportFormat::Json => {
@@ -1056,7 +1124,7 @@ fn compare(args: &CompareArgs) -> Result<()> {
         let point = |r: &CompareRow| (r.name.into(), r.device.clone(), r.predicted, r.measured);
         let traces = [&run.prediction.trace, &run.result.traces[run.median]];
         let points = rows.iter().map(point).collect();
-        super::plots::compare_figures(dir, &run.scenario.name, points, traces)?;
+        super::plots::compare_figures(dir, &run.scenario.name, points, traces)?.commit()?;
     }
     match args.format {
         ReportFormat::Json => print(&to_json(

@@ -12,8 +12,9 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
+use super::output::Outputs;
 use super::run::{
-    check_fits, in_scenario, load_scenario, own_candidate, print, read, to_json, write, CliError,
+    check_fits, in_scenario, load_scenario, own_candidate, print, read, to_json, CliError,
     ExitStatus, Loaded, Result,
 };
 use super::{ScenarioArgs, SweepArgs, SweepFormat};
@@ -264,9 +265,10 @@ pub(super) fn run(args: &SweepArgs) -> Result<()> {
             .collect(),
     };
     let json_text = to_json(&doc)?;
-    if let Some(dir) = &args.plot {
-        super::plots::sweep_figures(dir, &json_text)?;
-    }
+    let mut outputs = match &args.plot {
+        Some(dir) => super::plots::sweep_figures(dir, &json_text)?,
+        None => Outputs::new(),
+    };
     let rendered = match args.format {
         SweepFormat::Json => json_text,
         SweepFormat::Csv => {
@@ -309,7 +311,13 @@ pub(super) fn run(args: &SweepArgs) -> Result<()> {
         }
     };
     match &args.out {
-        Some(out) => write(out, &rendered),
-        None => print(&rendered),
+        Some(out) => {
+            outputs.file(out, rendered);
+            outputs.commit()
+        }
+        None => {
+            outputs.commit()?;
+            print(&rendered)
+        }
     }
 }

@@ -479,11 +479,7 @@ impl CostModel for DeviceCost<'_> {
                     }
                 }
                 // Summing this chunk's parameter gradients into the stage's.
-                let params = if w.graph_parallel {
-                    w.model.parameters(layers) as f64
-                } else {
-                    w.model.parameters(layers) as f64
-                };
+                let params = w.model.parameters(layers) as f64;
                 ns += eval(profile, Kernel::Elementwise, &[params], &mut flags);
             }
             OpKind::Optimizer => {

@@ -172,6 +172,53 @@ fn resolve_model(
     })
 }
 
+/// The most bytes a prediction may count: 2^60 (1 EiB), well inside the `u64` and `i64` byte
+/// counts of the cost model, the simulator and the metrics.
+pub const MAX_MODEL_BYTES: f64 = (1u64 << 60) as f64;
+
+/// Refuses a model too large for the byte counts: a generous bound on everything the cost model
+/// counts for `k` chunks (every layer's input and output rows, features and edges, once per
+/// chunk and a few times more for history, buffers and halo copies; the parameters with their
+/// gradients and optimizer state) must stay within [`MAX_MODEL_BYTES`].
+fn check_size(
+    scenario: &Scenario,
+    model: &GnnModel,
+    graph: &GraphData,
+    k: u32,
+) -> Result<(), PlanError> {
+    let e = model.element_bytes as f64;
+    let (n, edges) = (graph.nodes() as f64, graph.directed_edges() as f64);
+    let widths: f64 = model
+        .layers
+        .iter()
+        .map(|l| l.d_in as f64 + 4.0 * l.d_out as f64)
+        .sum();
+    let heads: f64 = model.layers.iter().map(|l| l.heads() as f64).sum();
+    let parameters: f64 = model
+        .layers
+        .iter()
+        .map(|l| {
+            let (d_in, d_out, heads) = (l.d_in as f64, l.d_out as f64, l.heads() as f64);
+            2.0 * d_in * d_out.max(heads * l.head_width() as f64) + 3.0 * d_out
+        })
+        .sum();
+    let copy = n * (graph.features() as f64 + widths) * e + edges * (16.0 + 4.0 * heads * e);
+    let bound = (f64::from(k) + 8.0) * copy + parameters * e * 8.0;
+    if bound <= MAX_MODEL_BYTES {
+        return Ok(());
+    }
+    let path = FieldPath::root().key("model").key("layers");
+    Err(PlanError::Invalid(scenario.source.diagnostic(
+        path,
+        format!(
+            "the model is too large to count on this graph: its activations, features, edges and \
+             parameters over {k} chunks may reach {:.3e} bytes, beyond the {:.3e} (2^60) the \
+             prediction counts in",
+            bound, MAX_MODEL_BYTES
+        ),
+    )))
+}
+
 /// Chunk statistics, the cut and stale-read counts, and (for graph parallelism) the rows each
 /// partition reads from each other.
 struct Chunks {
@@ -299,6 +346,7 @@ pub(super) fn predict(
             ),
         )));
     }
+    check_size(scenario, &model, graph, k)?;
     let chunks = chunks(
         graph,
         k,

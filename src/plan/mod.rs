@@ -11,7 +11,7 @@ use thiserror::Error;
 pub use gnn::{prepare_graph, GraphData};
 
 use crate::cost::{CostModel, DeviceProfile, ExplicitCost, Kernel, Profile, ProfiledCost};
-use crate::diag::{Diagnostic, Diagnostics};
+use crate::diag::{Diagnostic, Diagnostics, FieldPath};
 use crate::gnn::{GraphMetrics, Halo};
 use crate::scenario::{DeviceMap, Scenario, ScheduleChoice, Workload};
 use crate::schedule::{
@@ -320,6 +320,9 @@ pub fn predict_profiled(
     })
 }
 
+/// The longest epoch a prediction may report: 2^62 ns (146 years), far inside `u64`.
+pub const MAX_EPOCH_NS: u64 = 1 << 62;
+
 /// Checks a schedule against the scenario's shape and simulates it with `cost`.
 #[allow(clippy::too_many_arguments)]
 fn run(
@@ -366,6 +369,19 @@ fn run(
         shared_compute: scenario.executor.device_map == DeviceMap::Shared,
     };
     let trace = sim::simulate(&input, trace_devices(scenario))?;
+    // The simulator saturates times rather than wrapping: an epoch this long is a cost past
+    // what nanoseconds in a u64 hold (a rate far too slow for the work), not a prediction.
+    let end_ns = trace.spans.iter().map(|s| s.end_ns).max().unwrap_or(0);
+    if end_ns >= MAX_EPOCH_NS {
+        let message = format!(
+            "the predicted epoch is longer than {MAX_EPOCH_NS} ns (2^62, 146 years), more than \
+             the simulator counts in: check the devices' peak_flops and memory_bandwidth and the \
+             links' bandwidth and latency against the work"
+        );
+        return Err(PlanError::Invalid(
+            scenario.source.diagnostic(FieldPath::root(), message),
+        ));
+    }
     Ok(Prediction {
         label,
         schedule,
@@ -420,6 +436,28 @@ fn predict_explicit(
     let Workload::Explicit(workload) = &scenario.workload else {
         unreachable!("called for explicit workloads only")
     };
+    // Every byte the simulator holds is a stage's parameters with their gradients and optimizer
+    // state, or a chunk's stash or activations: bound them all within the byte counts.
+    let k = f64::from(scenario.schedule.n_chunks);
+    let bound: f64 = workload
+        .stages
+        .iter()
+        .map(|s| {
+            8.0 * s.parameter_bytes as f64
+                + k * (s.stash_bytes as f64 + 4.0 * s.activation_bytes as f64)
+        })
+        .sum();
+    if bound > gnn::MAX_MODEL_BYTES {
+        let path = FieldPath::root().key("workload").key("stages");
+        return Err(PlanError::Invalid(scenario.source.diagnostic(
+            path,
+            format!(
+                "the stages' parameters, optimizer state, stash and activations over {k} chunks \
+                 may reach {bound:.3e} bytes, beyond the {:.3e} (2^60) the prediction counts in",
+                gnn::MAX_MODEL_BYTES
+            ),
+        )));
+    }
     let schedule = pipeline_schedule(scenario, candidate, scenario.n_stages())?;
     let placement = scenario
         .schedule

@@ -289,6 +289,9 @@ pub struct StageWork {
     pub parameter_bytes: u64,
 }
 
+/// The most epochs `training.epochs` (and `pipegnn run --epochs`) may ask for.
+pub const MAX_EPOCHS: u32 = 1_000_000;
+
 /// `training:` hyper-parameters for `pipegnn run`; defaults are the GCN paper's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Training {

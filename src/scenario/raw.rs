@@ -11,7 +11,9 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 pub use serde_yaml::Value;
 
-use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator, Origin, PathSeg};
+use crate::diag::{
+    unplaced_yaml_origin, Diagnostic, Diagnostics, FieldPath, Locator, Origin, PathSeg,
+};
 
 /// A quantity as written: text such as `300GB/s`, or a bare number (rejected later for its
 /// missing unit, with a message that says which unit).
@@ -372,10 +374,13 @@ pub fn parse(
 ) -> Result<(RawScenario, Locator), Diagnostics> {
     let mut locator = Locator::new(text);
     let mut value: Value = serde_yaml::from_str(text).map_err(|err| {
-        let origin = err.location().map_or(Origin::Unknown, |at| Origin::Line {
-            line: at.line(),
-            column: at.column(),
-        });
+        let origin = err.location().map_or_else(
+            || unplaced_yaml_origin(text),
+            |at| Origin::Line {
+                line: at.line(),
+                column: at.column(),
+            },
+        );
         one(
             file,
             origin,
@@ -383,6 +388,14 @@ pub fn parse(
             strip_location(&err.to_string()),
         )
     })?;
+    if value.is_null() {
+        return Err(one(
+            file,
+            unplaced_yaml_origin(text),
+            FieldPath::root(),
+            "no scenario: the file is empty (or holds only comments or `null`)".into(),
+        ));
+    }
     value.apply_merge().map_err(|err| {
         one(
             file,

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::model::{
     Activation, Backend, Device, DeviceMap, ExecutorSpec, ExplicitWorkload, GnnSpec, GraphSource,
     GraphStats, LayerKindSpec, LayerSpec, Optimizer, Scenario, ScheduleChoice, ScheduleSpec,
-    Source, StageSplit, StageWork, Training, WorkUnit, Workload,
+    Source, StageSplit, StageWork, Training, WorkUnit, Workload, MAX_EPOCHS,
 };
 use super::raw::{
     self, Quantity, RawGraph, RawLinks, RawModel, RawPresets, RawScenario, RawSchedule,
@@ -26,6 +26,8 @@ use crate::units::{self, UnitError};
 /// any real cluster or schedule, small enough that a typo cannot exhaust memory.
 const MAX_COUNT: i64 = 1 << 16;
 const MAX_CHUNKS: i64 = 1 << 20;
+/// The widest layer (`out`, or the shorthand's `hidden`): 2^20 values per vertex (per head).
+const MAX_WIDTH: i64 = 1 << 20;
 
 /// Parses and validates a scenario.
 ///
@@ -528,7 +530,7 @@ impl Ctx<'_> {
         let epochs = match t.and_then(|t| t.epochs) {
             None => Some(200),
             Some(e) => self
-                .count(path.key("epochs"), e, "epochs", 1_000_000)
+                .count(path.key("epochs"), e, "epochs", i64::from(MAX_EPOCHS))
                 .map(|e| e as u32),
         };
         let mut number =
@@ -1046,6 +1048,14 @@ impl Ctx<'_> {
                     self.error(path, "every stage needs at least one layer");
                     return None;
                 }
+                if let Some(&count) = counts.iter().find(|&&c| c > n_layers) {
+                    self.error(
+                        path,
+                        format!("a stage cannot hold {count} layers: the model has {n_layers}"),
+                    );
+                    return None;
+                }
+                // Each count is at most the model's layers, so the sum cannot overflow.
                 let total: usize = counts.iter().sum();
                 if total != n_layers {
                     self.error(
@@ -1146,7 +1156,18 @@ impl Ctx<'_> {
         match raw.kind.as_str() {
             "sbm" => {
                 let homophily = self.fraction(at.key("homophily"), raw.homophily, false);
+                // A simple graph gives each vertex at most every other vertex as a neighbour;
+                // more would be drawn and silently dropped as repeats.
+                let most = nodes.map(|n| n.saturating_sub(1) as f64);
                 let avg_degree = match raw.avg_degree {
+                    Some(d) if d.is_finite() && d > 0.0 && most.is_some_and(|m| d > m) => {
+                        let (n, m) = (nodes.unwrap_or(0), most.unwrap_or(0.0));
+                        self.error(
+                            at.key("avg_degree"),
+                            format!("must be at most {m} (nodes - 1: a simple graph on {n} vertices), got {d}"),
+                        );
+                        None
+                    }
                     Some(d) if d.is_finite() && d > 0.0 => Some(d),
                     Some(d) => {
                         self.error(at.key("avg_degree"), format!("must be positive, got {d}"));
@@ -1178,7 +1199,17 @@ impl Ctx<'_> {
                 }))
             }
             "rmat" => {
+                // At most every pair of distinct vertices once (more would be dropped as repeats).
+                let pairs = nodes.map_or(1 << 36, |n| (n * n.saturating_sub(1) / 2) as i64);
                 let edges = match raw.edges {
+                    Some(e) if nodes.is_some() && e > pairs && e <= 1 << 36 => {
+                        let n = nodes.unwrap_or(0);
+                        self.error(
+                            at.key("edges"),
+                            format!("must be at most {pairs} (every pair of the {n} vertices once), got {e}"),
+                        );
+                        None
+                    }
                     Some(e) => self.count(at.key("edges"), e, "edges", 1 << 36),
                     None => {
                         self.error(at.clone(), "an rmat graph needs `edges`");
@@ -1283,6 +1314,15 @@ impl Ctx<'_> {
                             format!("a layer's width must be at least 1, got {}", layer.out),
                         );
                         None
+                    } else if layer.out > MAX_WIDTH {
+                        self.error(
+                            at.key("out"),
+                            format!(
+                                "a layer's width must be at most {MAX_WIDTH} (2^20), got {}",
+                                layer.out
+                            ),
+                        );
+                        None
                     } else {
                         Some(layer.out as u64)
                     };
@@ -1301,7 +1341,7 @@ impl Ctx<'_> {
                     }
                 };
                 let hidden = match model.hidden {
-                    Some(h) => self.count(path.key("hidden"), h, "hidden width", 1 << 20),
+                    Some(h) => self.count(path.key("hidden"), h, "hidden width", MAX_WIDTH),
                     None => {
                         self.error(path.clone(), "the shorthand needs `hidden`");
                         None

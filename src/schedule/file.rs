@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use std::collections::BTreeMap;
 
 use super::ir::{DataFlow, Op, OpKind, Schedule, ScheduleKind};
-use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator, Origin};
+use crate::diag::{unplaced_yaml_origin, Diagnostic, Diagnostics, FieldPath, Locator, Origin};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,10 +38,13 @@ struct RawScheduleFile {
 pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
     let locator = Locator::new(text);
     let raw: RawScheduleFile = serde_yaml::from_str(text).map_err(|err| {
-        let origin = err.location().map_or(Origin::Unknown, |at| Origin::Line {
-            line: at.line(),
-            column: at.column(),
-        });
+        let origin = err.location().map_or_else(
+            || unplaced_yaml_origin(text),
+            |at| Origin::Line {
+                line: at.line(),
+                column: at.column(),
+            },
+        );
         Diagnostics(vec![Diagnostic {
             file: file.to_string(),
             origin,

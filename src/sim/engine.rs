@@ -147,7 +147,8 @@ impl<S: TraceSink> Engine<'_, S> {
             self.memory(device, now, MemoryCategory::Halo, halo as i64);
         }
         self.busy_since[device] = Some(now);
-        let end = now + self.input.cost.op_ns(op);
+        // Saturating: a time past u64 stays at its end, for the caller to refuse, never wraps.
+        let end = now.saturating_add(self.input.cost.op_ns(op));
         let event = Event::OpEnd {
             device: device as u32,
         };
@@ -230,7 +231,7 @@ impl<S: TraceSink> Engine<'_, S> {
             .iter()
             .map(|&l| self.link_free[l])
             .fold(now, u64::max);
-        let end = start + route.transfer_ns(bytes);
+        let end = start.saturating_add(route.transfer_ns(bytes));
         for (hop, &link) in route.links.iter().enumerate() {
             self.link_free[link] = end;
             self.sink.span(Span {

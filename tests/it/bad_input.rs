@@ -463,3 +463,275 @@ fn a_bad_layer_does_not_make_gnn_fields_look_misplaced() {
     assert_one_line(&err);
     assert!(err.contains("model.layers[0].out"), "{err}");
 }
+
+/// Runs `args` and returns stderr after checking that the command line was refused (exit 2)
+/// with an `error:` first line naming `flag`, without a panic.
+fn usage_error(args: &[&str], flag: &str) -> String {
+    let out = pipegnn(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("error: ") && first.contains(flag),
+        "{args:?}: {err}"
+    );
+    err
+}
+
+/// Issue 12: `run --epochs 0` panicked (index out of bounds); counts that would run nothing, or
+/// more epochs than a scenario may ask for, are refused as usage errors.
+#[test]
+fn zero_and_out_of_range_counts_on_the_command_line() {
+    let q = "scenarios/quickstart.yaml";
+    for (args, flag) in [
+        (vec!["run", q, "--epochs", "0"], "--epochs"),
+        (vec!["run", q, "--epochs", "2000000"], "--epochs"),
+        (
+            vec!["calibrate", "--out", "x.json", "--threads", "0"],
+            "--threads",
+        ),
+        (
+            vec!["calibrate", "--out", "x.json", "--threads", "5000"],
+            "--threads",
+        ),
+        (vec!["fidelity", "--epochs", "1"], "--epochs"),
+        (vec!["compare", q, "--epochs", "0"], "--epochs"),
+        (vec!["compare", q, "--epochs", "1"], "--epochs"),
+        (vec!["compare", q, "--epochs", "500000"], "--epochs"),
+        (vec!["bench", "--stages", "0"], "--stages"),
+        (vec!["bench", "--chunks", "0"], "--chunks"),
+        (vec!["bench", "--repeat", "0"], "--repeat"),
+        (vec!["plan", q, "--max-devices", "0"], "--max-devices"),
+    ] {
+        usage_error(&args, flag);
+    }
+    let err = usage_error(&["run", q, "--epochs", "2000000"], "--epochs");
+    assert!(err.contains("1..=1000000"), "states the limit: {err}");
+}
+
+/// Issue 12: a stage split whose sum overflows panicked with a capacity overflow.
+#[test]
+fn stage_split_that_overflows_is_refused() {
+    let dir = scratch("stage-overflow");
+    let text = gnn_scenario(SBM, "[{kind: gcn, out: 4}, {kind: gcn, out: 2}]", 2)
+        .replace("kind: gnnpipe", "kind: gpipe");
+    let path = write(&dir, "scenario.yaml", &text);
+    let err = rejected_path(
+        &path,
+        &["--set", "schedule.stages=[18446744073709551615, 5]"],
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(
+        err.contains(
+            "schedule.stages: a stage cannot hold 18446744073709551615 layers: the model has 2"
+        ),
+        "{err}"
+    );
+}
+
+/// Issue 12: an `avg_degree` no simple graph of that size has was silently clamped.
+#[test]
+fn average_degree_beyond_the_graph_is_refused() {
+    let graph = SBM.replace("avg_degree: 2", "avg_degree: 12");
+    let text = gnn_scenario(&graph, "[{kind: gcn, out: 2}]", 2);
+    let err = rejected("avg-degree", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains(":3:") && err.contains("graph.synthetic.avg_degree: must be at most 9"),
+        "{err}"
+    );
+    let rmat = "  synthetic: {kind: rmat, nodes: 10, edges: 46, classes: 2, features: 8, seed: 1}";
+    let err = rejected(
+        "rmat-edges",
+        &gnn_scenario(rmat, "[{kind: gcn, out: 2}]", 2),
+        INVALID_INPUT,
+    );
+    assert!(
+        err.contains("graph.synthetic.edges: must be at most 45"),
+        "{err}"
+    );
+}
+
+/// Issue 12: a graph whose training split is empty trained on nothing and reported loss 0.
+#[test]
+fn an_empty_training_split_is_refused() {
+    // 10% of 9 vertices is none.
+    let graph = SBM.replace("nodes: 10", "nodes: 9");
+    let text = gnn_scenario(&graph, "[{kind: gcn, out: 2}]", 1);
+    let path = write(&scratch("empty-train"), "scenario.yaml", &text);
+    let out = pipegnn(&["run", path.to_str().unwrap(), "--epochs", "1"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(INVALID_INPUT), "{err}");
+    assert_one_line(&err);
+    assert!(
+        err.contains("scenario.yaml:3:")
+            && err.contains("graph.synthetic: the training split is empty (9 vertices)"),
+        "{err}"
+    );
+}
+
+/// Issue 12: a scenario that is not UTF-8 is invalid input (it was exit 3), located at its first
+/// bad byte.
+#[test]
+fn a_scenario_that_is_not_utf8() {
+    let dir = scratch("not-utf8");
+    let path = dir.join("scenario.yaml");
+    std::fs::write(&path, b"name: x\ndescription: caf\xe9\n").unwrap();
+    let err = rejected_path(&path, &[], INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains("scenario.yaml:2:17: not UTF-8 text (byte 0xe9)"),
+        "{err}"
+    );
+}
+
+/// Issue 12: an empty file and a file of two YAML documents had no line and column.
+#[test]
+fn empty_and_multi_document_files_are_located() {
+    let err = rejected("empty", "", INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(err.contains("scenario.yaml:1:1: no scenario"), "{err}");
+    let err = rejected("comments-only", "# nothing here\n", INVALID_INPUT);
+    assert!(err.contains("scenario.yaml:1:1: no scenario"), "{err}");
+
+    let text = explicit();
+    let second = text.lines().count() + 1;
+    let err = rejected(
+        "two-documents",
+        &format!("{text}---\nname: again\n"),
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(
+        err.contains(&format!("scenario.yaml:{second}:1: "))
+            && err.contains("more than one document"),
+        "{err}"
+    );
+
+    let dir = scratch("two-document-schedule");
+    let schedule = write(
+        &dir,
+        "schedule.yaml",
+        "stages: 1\nchunks: 1\norders: {0: [[F,0,0],[B,0,0]]}\n---\nstages: 2\n",
+    );
+    let out = pipegnn(&["schedule", "--file", schedule.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(INVALID_INPUT), "{err}");
+    assert!(err.contains("schedule.yaml:4:1: "), "{err}");
+}
+
+/// Issue 12: a dataset file that cannot be read said "cannot read: cannot read:" and exited 4;
+/// it is exit 3, said once.
+#[test]
+fn an_unreadable_dataset_file() {
+    let dir = scratch("unreadable-dataset");
+    let folder = dir.join("data");
+    // A folder where a file belongs cannot be read, whoever runs the test.
+    std::fs::create_dir_all(folder.join("meta.json")).unwrap();
+    let text = gnn_scenario(
+        &format!("  dataset: {{path: {}}}", folder.display()),
+        "[{kind: gcn, out: 2}]",
+        2,
+    );
+    let err = rejected("unreadable-dataset-scenario", &text, IO);
+    assert_one_line(&err);
+    assert_eq!(err.matches("cannot read").count(), 1, "{err}");
+    assert!(err.contains("meta.json: cannot read: "), "{err}");
+}
+
+/// Issue 12: exponents with a sign were rejected.
+#[test]
+fn quantities_with_signed_exponents() {
+    let out = pipegnn(&[
+        "validate",
+        "scenarios/explicit-pipeline.yaml",
+        "--set",
+        "links.topology.bandwidth=1e+2GB/s",
+        "--set",
+        "links.topology.latency=1e-6s",
+        "--set",
+        "workload.stages.0.forward=2.4e-2s",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Issue 12: arithmetic that wrapped or saturated into a wrong answer with exit 0 (a width of
+/// 2^58 giving peak memory 0 B, a bandwidth of 1e-6 B/s giving a faster epoch, a compute rate
+/// of 1e-30 GFLOP/s giving an epoch of 2^64 ns). The inputs are bounded, each with its limit,
+/// and what the bounds let through is refused where it is counted.
+#[test]
+fn quantities_past_what_the_model_counts_are_refused() {
+    let refused = |path: &str, sets: &[&str], expected: &str| {
+        let mut extra = Vec::new();
+        for set in sets {
+            extra.extend(["--set", *set]);
+        }
+        let mut args = vec!["simulate", path];
+        args.extend(&extra);
+        let out = pipegnn(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(INVALID_INPUT), "{sets:?}: {err}");
+        assert_one_line(&err);
+        assert!(
+            err.starts_with("error: ") && err.contains(expected),
+            "{sets:?}: {err}"
+        );
+    };
+    let quickstart = "scenarios/quickstart.yaml";
+    let explicit = "scenarios/explicit-pipeline.yaml";
+    refused(
+        quickstart,
+        &["model.layers.0.out=288230376151711744"],
+        "model.layers[0].out: a layer's width must be at most 1048576 (2^20)",
+    );
+    refused(
+        explicit,
+        &["links.topology.bandwidth=0.000001B/s"],
+        "links.topology.bandwidth: `0.000001B/s` must be at least 1B/s",
+    );
+    refused(
+        quickstart,
+        &["devices.0.peak_flops=1e-30GFLOP/s"],
+        "devices[0].peak_flops: `1e-30GFLOP/s` must be at least 1FLOP/s",
+    );
+    // Within every bound, but together too long or too large to count.
+    refused(
+        explicit,
+        &[
+            "workload.stages.0.forward=4000000000s",
+            "workload.per=chunk",
+        ],
+        "the predicted epoch is longer than 4611686018427387904 ns (2^62, 146 years)",
+    );
+    refused(
+        explicit,
+        &["workload.stages.0.stash=1000000TB", "workload.per=chunk"],
+        "workload.stages: the stages' parameters, optimizer state, stash and activations over 8 chunks may reach 8.000e18 bytes, beyond the 1.153e18 (2^60)",
+    );
+    refused(
+        "scenarios/papers100m-planning.yaml",
+        &[
+            "model.layers.0.kind=gat",
+            "model.layers.0.heads=1024",
+            "model.layers.0.out=1048576",
+        ],
+        "model.layers: the model is too large to count on this graph",
+    );
+    let out = pipegnn(&[
+        "schedule",
+        "--kind",
+        "gpipe",
+        "--stages",
+        "4",
+        "--chunks",
+        "64",
+        "--simulate",
+        "--forward",
+        "4000000000s",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(INVALID_INPUT), "{err}");
+    assert!(err.contains("longer than 2^62 ns"), "{err}");
+}

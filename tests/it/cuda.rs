@@ -3,7 +3,25 @@
 
 use serde_json::Value;
 
-use crate::support::{pipegnn, stderr};
+use crate::support::{pipegnn, scratch, stderr, write};
+
+/// A two-stage GCN on a small synthetic graph: what the CPU-only checks below run, so they need
+/// no dataset.
+fn synthetic_two_stages(name: &str) -> String {
+    let text = "# test\nname: tiny\ngraph:\n  synthetic: {kind: sbm, nodes: 200, avg_degree: 4, classes: 2, features: 8, seed: 1}\nmodel:\n  layers: [{kind: gcn, out: 8}, {kind: gcn, out: 2}]\ntraining: {epochs: 2}\ndevices:\n  - {name: cpu, count: 2, preset: cpu-core}\nlinks:\n  topology: {kind: full, bandwidth: 10GB/s, latency: 1us}\nschedule: {kind: gpipe, chunks: 2}\n";
+    let path = write(&scratch(name), "scenario.yaml", text);
+    path.display().to_string()
+}
+
+/// `graph.dataset.path=` for Cora from the shared datasets, or `None` (with a note on stderr)
+/// where they are absent.
+fn cora() -> Option<String> {
+    let data = crate::gnn::data_dir()?;
+    Some(format!(
+        "graph.dataset.path={}",
+        data.join("cora").display()
+    ))
+}
 
 fn simulate_json(args: &[&str]) -> Value {
     let mut all = vec!["simulate"];
@@ -18,10 +36,22 @@ fn simulate_json(args: &[&str]) -> Value {
 /// added up, and longer than with a GPU per stage, whose ops overlap.
 #[test]
 fn stages_sharing_a_gpu_take_turns_on_it() {
-    for scenario in ["scenarios/quickstart.yaml", "scenarios/cora-gcn.yaml"] {
-        let own = simulate_json(&[scenario, "--set", "executor.device_map=per_stage"]);
-        let auto = simulate_json(&[scenario]);
-        let shared = simulate_json(&[scenario, "--set", "executor.device_map=shared"]);
+    let mut scenarios = vec![("scenarios/quickstart.yaml", None)];
+    if let Some(cora) = cora() {
+        scenarios.push(("scenarios/cora-gcn.yaml", Some(cora)));
+    }
+    for (scenario, set) in scenarios {
+        let with = |extra: &[&str]| {
+            let mut args = vec![scenario];
+            if let Some(set) = &set {
+                args.extend(["--set", set.as_str()]);
+            }
+            args.extend_from_slice(extra);
+            simulate_json(&args)
+        };
+        let own = with(&["--set", "executor.device_map=per_stage"]);
+        let auto = with(&[]);
+        let shared = with(&["--set", "executor.device_map=shared"]);
         assert_eq!(
             own, auto,
             "{scenario}: the simulator reads auto as per_stage"
@@ -64,9 +94,10 @@ fn a_bad_device_map_names_the_field() {
 
 #[test]
 fn sharing_is_for_gpus() {
+    let scenario = synthetic_two_stages("sharing-is-for-gpus");
     let out = pipegnn(&[
         "run",
-        "scenarios/cora-gcn.yaml",
+        &scenario,
         "--epochs",
         "1",
         "--set",
@@ -80,14 +111,10 @@ fn sharing_is_for_gpus() {
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn a_build_without_cuda_says_how_to_get_it() {
+    let scenario = synthetic_two_stages("build-without-cuda");
     for args in [
-        vec!["run", "scenarios/cora-gcn-1stage.yaml", "--device", "cuda"],
-        vec![
-            "run",
-            "scenarios/cora-gcn-1stage.yaml",
-            "--set",
-            "executor.backend=cuda",
-        ],
+        vec!["run", &scenario, "--device", "cuda"],
+        vec!["run", &scenario, "--set", "executor.backend=cuda"],
     ] {
         let out = pipegnn(&args);
         assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
@@ -202,10 +229,13 @@ fn compare_runs_on_a_gpu() {
 /// Stages on one GPU share its memory: each fits alone, together they do not.
 #[test]
 fn stages_sharing_a_gpu_must_fit_its_memory_together() {
+    let Some(cora) = cora() else { return };
     let args = |map: &str| {
         pipegnn(&[
             "simulate",
             "scenarios/cora-gcn.yaml",
+            "--set",
+            &cora,
             "--set",
             "devices.0.memory=4MiB",
             "--set",

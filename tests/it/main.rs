@@ -7,6 +7,7 @@ mod cuda;
 mod exec;
 mod gnn;
 mod oracles;
+mod outputs;
 mod plots;
 mod scenarios;
 mod schedules;
