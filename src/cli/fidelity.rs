@@ -135,7 +135,7 @@ name: calibration-pipeline
 graph:
   synthetic: {kind: sbm, nodes: 3000, avg_degree: 6, classes: 4, features: 200, homophily: 0.8, feature_density: 0.05, seed: 3}
 model:
-  layers: [{kind: gcn, out: 16}, {kind: gcn, out: 4}]
+  layers: [{kind: gcn, out: 16}, {kind: sage, out: 4}]
 training: {optimizer: adam, dropout: 0.5, epochs: 12, seed: 1}
 devices:
   - {name: cpu, count: 2, preset: cpu-core}
@@ -167,25 +167,39 @@ pub(super) fn calibrate_device(
     let effort = if quick { Effort::Quick } else { Effort::Full };
     let mut profile = calibrate::calibrate(&dev, threads as usize, effort, machine(), &progress)
         .map_err(|err| CliError::new(ExitStatus::RunFailed, format!("calibrate: {err}")))?;
-    progress("a worker's wake-up and gap between ops");
+    progress("the built-in pipeline: wake-up, gap between ops, a worker's memory");
     let overrides = [format!("executor.threads_per_device={threads}")];
-    let loaded = load_text(
-        Path::new("(built-in calibration pipeline)"),
-        CALIBRATION_PIPELINE,
-        &overrides,
-    )?;
+    let file = Path::new("(built-in calibration pipeline)");
+    let loaded = load_text(file, CALIBRATION_PIPELINE, &overrides)?;
     let epochs = if quick { 4 } else { 12 };
+    // Predicted with the kernels alone (no gap, no worker memory), then run.
+    let draft = vec![&profile; loaded.scenario.devices.len()];
     let run = execute(
-        Path::new("(built-in calibration pipeline)"),
+        file,
         loaded,
         Some(epochs),
         true,
-        Tier::Analytic,
+        Tier::Device(&draft),
         Some(device),
     )?;
-    let timing = Profile::from_traces("calibration", "1f1b", &run.result.traces[1..]);
-    profile.wakeup_ns = timing.handoff_ns.unwrap_or(0);
-    profile.gap_ns = timing.gap_ns;
+    let measured = Profile::from_traces("calibration", "1f1b", &run.result.traces[1..]);
+    let gap = measured.gap_ns;
+    let predicted_peaks = crate::report::compute(&run.prediction.trace);
+    let measured_peaks = &run.metrics_of[run.median];
+    let mut extra: Vec<f64> = measured_peaks
+        .devices
+        .iter()
+        .zip(&predicted_peaks.devices)
+        .map(|(m, p)| m.peak_memory_bytes as f64 - p.peak_memory_bytes as f64)
+        .collect();
+    extra.sort_by(f64::total_cmp);
+    profile.wakeup_ns = measured.handoff_ns.unwrap_or(0);
+    profile.gap_ns = gap;
+    profile.worker_bytes = if run.result.memory_measured {
+        quantile(&extra, 0.5).max(0.0) as u64
+    } else {
+        0
+    };
     if terminal {
         eprint!("\r\x1b[K");
     }
@@ -197,12 +211,13 @@ pub(super) fn calibrate(args: &CalibrateArgs) -> Result<()> {
     let profile = calibrate_device(args.device, Some(args.threads), args.quick)?;
     write(&args.out, &profile.to_json())?;
     let mut out = format!(
-        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns)\n\n{:<22} {:>8} {:>9} {:>9} {:>9}\n",
+        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns; a worker holds {} beyond the model)\n\n{:<22} {:>8} {:>9} {:>9} {:>9}\n",
         args.out.display(),
         profile.device,
         profile.kernels.len(),
         profile.wakeup_ns,
         profile.gap_ns,
+        crate::units::format_bytes(profile.worker_bytes),
         "function",
         "samples",
         "median",

@@ -10,7 +10,11 @@
 //!
 //! The file is JSON: `{"format": "pipegnn-device-profile v1", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
-//! "median_error", "p90_error", "max_error", "range"}], "wakeup_ns", "gap_ns"}`.
+//! "median_error", "p90_error", "max_error", "range"}], "wakeup_ns", "gap_ns", "worker_bytes"}`.
+//!
+//! The last three come from a real run of a built-in pipeline (not any user's configuration):
+//! a worker's wake-up, its gap between ops, and the memory a worker holds beyond what the
+//! model counts.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -123,6 +127,9 @@ pub struct DeviceProfile {
     pub wakeup_ns: u64,
     /// Median time a worker spends between two ops that did not wait: its bookkeeping.
     pub gap_ns: u64,
+    /// Memory a worker holds beyond what the model counts (its own buffers, the kernels'
+    /// thread-local scratch), measured in the built-in pipeline.
+    pub worker_bytes: u64,
 }
 
 /// A kernel evaluated beyond its calibrated range.
@@ -231,6 +238,7 @@ impl DeviceProfile {
             "kernels": kernels,
             "wakeup_ns": self.wakeup_ns,
             "gap_ns": self.gap_ns,
+            "worker_bytes": self.worker_bytes,
         });
         serde_json::to_string_pretty(&doc).expect("a JSON value always serializes") + "\n"
     }
@@ -326,6 +334,7 @@ impl DeviceProfile {
             kernels,
             wakeup_ns: number(&doc["wakeup_ns"], "wakeup_ns")?,
             gap_ns: number(&doc["gap_ns"], "gap_ns")?,
+            worker_bytes: number(&doc["worker_bytes"], "worker_bytes")?,
         })
     }
 }
@@ -358,6 +367,7 @@ mod tests {
                 .collect(),
             wakeup_ns: 2500,
             gap_ns: 900,
+            worker_bytes: 1 << 19,
         }
     }
 

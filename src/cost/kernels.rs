@@ -399,7 +399,7 @@ impl CostModel for DeviceCost<'_> {
         let chunk = op.chunk as usize;
         let layers = self.layers_of(op);
         let n_layers = w.model.layers.len();
-        let mut ns = profile.gap_ns as f64;
+        let mut ns = 0.0;
         match op.kind {
             OpKind::Forward => {
                 for layer in layers.clone() {
@@ -493,7 +493,7 @@ impl CostModel for DeviceCost<'_> {
             }
         }
         self.record(flags);
-        ns.round() as u64
+        (ns + profile.gap_ns as f64).round() as u64
     }
 
     fn handoff_bytes(&self, handoff: &Handoff) -> u64 {
@@ -542,8 +542,12 @@ impl CostModel for DeviceCost<'_> {
             }
         }
         self.record(flags);
-        if most > 0.0 {
-            resident.push((MemoryCategory::Workspace, most.ceil() as u64));
+        let worker = order
+            .first()
+            .map_or(0, |&op| self.profile_of(op).worker_bytes);
+        let workspace = most.ceil() as u64 + worker;
+        if workspace > 0 {
+            resident.push((MemoryCategory::Workspace, workspace));
         }
         resident
     }

@@ -160,6 +160,7 @@ pub fn calibrate(
         kernels,
         wakeup_ns: 0,
         gap_ns: 0,
+        worker_bytes: 0,
     };
     let layers = pool.install(|| measure_layers(device, effort, &draft, slot, progress))?;
     let mut profile = draft;
@@ -203,7 +204,7 @@ fn measure_kernels(
     let rows: &[usize] = if quick {
         &[64, 512, 2048]
     } else {
-        &[64, 512, 2048, 8192, 32768]
+        &[64, 512, 2048, 8192, 32768, 131072]
     };
     let widths: &[(usize, usize)] = if quick {
         &[(16, 16), (64, 8), (8, 64)]
@@ -276,7 +277,7 @@ fn measure_kernels(
             let a = random_sparse(&mut rng, m, read, degree + 1);
             let nnz = a.nnz() as f64;
             for &w in &[8usize, 16, 64, 128] {
-                if m * degree * w > 40_000_000 {
+                if m * degree * w > 120_000_000 {
                     continue;
                 }
                 let x = random(&mut rng, (read, w), device)?;
@@ -346,7 +347,7 @@ fn measure_kernels(
     let sizes: &[usize] = if quick {
         &[1_000, 30_000, 300_000]
     } else {
-        &[1_000, 10_000, 100_000, 1_000_000, 4_000_000]
+        &[1_000, 10_000, 100_000, 1_000_000, 4_000_000, 16_000_000]
     };
     for &n in sizes {
         let cols = 64.min(n);
@@ -433,7 +434,7 @@ fn measure_layers(
     let graphs: &[(u32, f64)] = if quick {
         &[(2_000, 6.0)]
     } else {
-        &[(3_000, 4.0), (20_000, 10.0), (50_000, 16.0)]
+        &[(3_000, 4.0), (20_000, 10.0), (100_000, 12.0)]
     };
     let kinds = [
         LayerKind::Gcn,
