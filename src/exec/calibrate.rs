@@ -8,6 +8,9 @@
 //! dropout keyed by vertex, ReLU/ELU and their gradients, the loss, Adam, and the receiver's
 //! copy of a hand-off. Layers run [`StageModel::layer_forward`] on chunks of seeded synthetic
 //! graphs and back-propagate the executor's surrogate `(out * g).sum()`.
+//!
+//! With `PIPEGNN_CALIBRATION_SAMPLES` set, every sample (terms and measured value) is printed
+//! on stderr, to study a fit.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
