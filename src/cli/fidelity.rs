@@ -15,6 +15,7 @@ use crate::cost::{DeviceProfile, Profile, ProfileTarget};
 use crate::exec::calibrate::{self, Effort};
 use crate::plan::{self, Tier};
 use crate::scenario::{Backend, Scenario, ScheduleChoice, Workload};
+use crate::trace::MemoryCategory;
 
 /// Reads a device profile; a malformed one is invalid input naming the file.
 pub(super) fn read_profile(path: &Path) -> Result<DeviceProfile> {
@@ -167,12 +168,12 @@ pub(super) fn calibrate_device(
     let effort = if quick { Effort::Quick } else { Effort::Full };
     let mut profile = calibrate::calibrate(&dev, threads as usize, effort, machine(), &progress)
         .map_err(|err| CliError::new(ExitStatus::RunFailed, format!("calibrate: {err}")))?;
-    progress("the built-in pipeline: wake-up, gap between ops, a worker's memory");
+    progress("the built-in pipeline: wake-up, gap between ops, memory in a pipeline");
     let overrides = [format!("executor.threads_per_device={threads}")];
     let file = Path::new("(built-in calibration pipeline)");
     let loaded = load_text(file, CALIBRATION_PIPELINE, &overrides)?;
     let epochs = if quick { 4 } else { 12 };
-    // Predicted with the kernels alone (no gap, no worker memory), then run.
+    // Predicted with the fitted functions alone (no gap, no memory scale), then run.
     let draft = vec![&profile; loaded.scenario.devices.len()];
     let run = execute(
         file,
@@ -186,19 +187,28 @@ pub(super) fn calibrate_device(
     let gap = measured.gap_ns;
     let predicted_peaks = crate::report::compute(&run.prediction.trace);
     let measured_peaks = &run.metrics_of[run.median];
-    let mut extra: Vec<f64> = measured_peaks
+    // In-flight chunks and temporaries at each device's peak, measured over predicted.
+    let fitted = |d: &crate::report::DeviceMetrics| -> f64 {
+        [MemoryCategory::Activations, MemoryCategory::Workspace]
+            .iter()
+            .filter_map(|c| MemoryCategory::ALL.iter().position(|x| x == c))
+            .map(|i| d.memory_at_peak[i] as f64)
+            .sum()
+    };
+    let mut ratios: Vec<f64> = measured_peaks
         .devices
         .iter()
         .zip(&predicted_peaks.devices)
-        .map(|(m, p)| m.peak_memory_bytes as f64 - p.peak_memory_bytes as f64)
+        .filter(|(_, p)| fitted(p) > 0.0)
+        .map(|(m, p)| fitted(m) / fitted(p))
         .collect();
-    extra.sort_by(f64::total_cmp);
+    ratios.sort_by(f64::total_cmp);
     profile.wakeup_ns = measured.handoff_ns.unwrap_or(0);
     profile.gap_ns = gap;
-    profile.worker_bytes = if run.result.memory_measured {
-        quantile(&extra, 0.5).max(0.0) as u64
+    profile.memory_scale = if run.result.memory_measured && !ratios.is_empty() {
+        quantile(&ratios, 0.5).clamp(0.5, 4.0)
     } else {
-        0
+        1.0
     };
     if terminal {
         eprint!("\r\x1b[K");
@@ -211,13 +221,13 @@ pub(super) fn calibrate(args: &CalibrateArgs) -> Result<()> {
     let profile = calibrate_device(args.device, Some(args.threads), args.quick)?;
     write(&args.out, &profile.to_json())?;
     let mut out = format!(
-        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns; a worker holds {} beyond the model)\n\n{:<22} {:>8} {:>9} {:>9} {:>9}\n",
+        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns; in a pipeline, chunks and temporaries hold {:.2}x what layers alone do)\n\n{:<22} {:>8} {:>9} {:>9} {:>9}\n",
         args.out.display(),
         profile.device,
         profile.kernels.len(),
         profile.wakeup_ns,
         profile.gap_ns,
-        crate::units::format_bytes(profile.worker_bytes),
+        profile.memory_scale,
         "function",
         "samples",
         "median",

@@ -10,11 +10,11 @@
 //!
 //! The file is JSON: `{"format": "pipegnn-device-profile v1", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
-//! "median_error", "p90_error", "max_error", "range"}], "wakeup_ns", "gap_ns", "worker_bytes"}`.
+//! "median_error", "p90_error", "max_error", "range"}], "wakeup_ns", "gap_ns", "memory_scale"}`.
 //!
 //! The last three come from a real run of a built-in pipeline (not any user's configuration):
-//! a worker's wake-up, its gap between ops, and the memory a worker holds beyond what the
-//! model counts.
+//! a worker's wake-up, its gap between ops, and how much more memory in-flight chunks and
+//! temporaries hold in a running pipeline than the layer functions measured alone.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -127,9 +127,11 @@ pub struct DeviceProfile {
     pub wakeup_ns: u64,
     /// Median time a worker spends between two ops that did not wait: its bookkeeping.
     pub gap_ns: u64,
-    /// Memory a worker holds beyond what the model counts (its own buffers, the kernels'
-    /// thread-local scratch), measured in the built-in pipeline.
-    pub worker_bytes: u64,
+    /// Measured over predicted memory of in-flight chunks and temporaries (activations and
+    /// workspace at the peak) in the built-in pipeline: what a running pipeline holds beyond
+    /// the layer functions measured alone (received inputs, the autograd graph across a
+    /// stage's layers, the worker's buffers). Applied to the stash and temporaries functions.
+    pub memory_scale: f64,
 }
 
 /// A kernel evaluated beyond its calibrated range.
@@ -238,7 +240,7 @@ impl DeviceProfile {
             "kernels": kernels,
             "wakeup_ns": self.wakeup_ns,
             "gap_ns": self.gap_ns,
-            "worker_bytes": self.worker_bytes,
+            "memory_scale": self.memory_scale,
         });
         serde_json::to_string_pretty(&doc).expect("a JSON value always serializes") + "\n"
     }
@@ -334,7 +336,13 @@ impl DeviceProfile {
             kernels,
             wakeup_ns: number(&doc["wakeup_ns"], "wakeup_ns")?,
             gap_ns: number(&doc["gap_ns"], "gap_ns")?,
-            worker_bytes: number(&doc["worker_bytes"], "worker_bytes")?,
+            memory_scale: float(&doc["memory_scale"], "memory_scale").and_then(|v| {
+                if v > 0.0 {
+                    Ok(v)
+                } else {
+                    Err("`memory_scale` must be positive".into())
+                }
+            })?,
         })
     }
 }
@@ -367,7 +375,7 @@ mod tests {
                 .collect(),
             wakeup_ns: 2500,
             gap_ns: 900,
-            worker_bytes: 1 << 19,
+            memory_scale: 1.25,
         }
     }
 

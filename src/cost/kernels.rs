@@ -513,7 +513,7 @@ impl CostModel for DeviceCost<'_> {
             .sum();
         self.record(flags);
         if bytes > 0.0 {
-            (bytes.ceil() as u64, 0)
+            ((bytes * profile.memory_scale).ceil() as u64, 0)
         } else {
             self.fallback.stash(forward)
         }
@@ -542,10 +542,10 @@ impl CostModel for DeviceCost<'_> {
             }
         }
         self.record(flags);
-        let worker = order
+        let scale = order
             .first()
-            .map_or(0, |&op| self.profile_of(op).worker_bytes);
-        let workspace = most.ceil() as u64 + worker;
+            .map_or(1.0, |&op| self.profile_of(op).memory_scale);
+        let workspace = (most * scale).ceil() as u64;
         if workspace > 0 {
             resident.push((MemoryCategory::Workspace, workspace));
         }

@@ -163,7 +163,7 @@ pub fn calibrate(
         kernels,
         wakeup_ns: 0,
         gap_ns: 0,
-        worker_bytes: 0,
+        memory_scale: 1.0,
     };
     let layers = pool.install(|| measure_layers(device, effort, &draft, slot, progress))?;
     let mut profile = draft;
