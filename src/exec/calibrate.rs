@@ -77,14 +77,20 @@ fn flush_caches() {
 
 /// The median time of `f` in nanoseconds with cold caches: one warm-up call, then calls until
 /// at least 3 and 10 ms of them, at most 9.
-fn time<T>(mut f: impl FnMut() -> candle_core::Result<T>) -> candle_core::Result<f64> {
+fn time<T>(
+    device: &Device,
+    mut f: impl FnMut() -> candle_core::Result<T>,
+) -> candle_core::Result<f64> {
     drop(f()?);
+    super::device::synchronize(device)?;
     let mut ns = Vec::new();
     let mut spent = 0.0;
     while ns.len() < 3 || (spent < 1e7 && ns.len() < 9) {
         flush_caches();
         let t = Instant::now();
         let out = f()?;
+        // On a GPU the kernels are asynchronous: the time is theirs only once they are done.
+        super::device::synchronize(device)?;
         let elapsed = t.elapsed().as_nanos() as f64;
         ns.push(elapsed);
         spent += elapsed;
@@ -233,13 +239,13 @@ fn measure_kernels(
             let w = random(&mut rng, (k, n), device)?;
             let g = random(&mut rng, (m, n), device)?;
             let terms = [(m * k + k * n + m * n) as f64, (m * k * n) as f64];
-            let f = time(|| x.matmul(&w))?;
+            let f = time(device, || x.matmul(&w))?;
             out.entry(Kernel::DenseForward).or_default().push(&terms, f);
-            let gi = time(|| g.matmul(&w.t()?))?;
+            let gi = time(device, || g.matmul(&w.t()?))?;
             out.entry(Kernel::DenseGradInput)
                 .or_default()
                 .push(&terms, gi);
-            let gw = time(|| x.t()?.matmul(&g))?;
+            let gw = time(device, || x.t()?.matmul(&g))?;
             out.entry(Kernel::DenseGradWeight)
                 .or_default()
                 .push(&terms, gw);
@@ -253,19 +259,19 @@ fn measure_kernels(
                 let w = random(&mut rng, (cols, n), device)?;
                 let g = random(&mut rng, (m, n), device)?;
                 let nnz = x.nnz() as f64;
-                let f = time(|| x.matmul(&w))?;
+                let f = time(device, || x.matmul(&w))?;
                 out.entry(Kernel::SparseForward)
                     .or_default()
                     .push(&[nnz, (m * n) as f64, nnz * n as f64], f);
                 let xt = x.t();
-                let gw = time(|| xt.matmul(&g))?;
+                let gw = time(device, || xt.matmul(&g))?;
                 out.entry(Kernel::SparseGradWeight)
                     .or_default()
                     .push(&[nnz, (cols * n) as f64, nnz * n as f64], gw);
                 if n == 16 {
                     let input = StageInput::Sparse(x.clone());
                     let vertices: Vec<u32> = (0..m as u32).collect();
-                    let d = time(|| input.dropout(0.5, 7, &vertices))?;
+                    let d = time(device, || input.dropout(0.5, 7, &vertices))?;
                     out.entry(Kernel::DropoutSparse)
                         .or_default()
                         .push(&[(m + cols) as f64, nnz], d);
@@ -285,12 +291,12 @@ fn measure_kernels(
                 }
                 let x = random(&mut rng, (read, w), device)?;
                 let g = random(&mut rng, (m, w), device)?;
-                let f = time(|| a.matmul(&x))?;
+                let f = time(device, || a.matmul(&x))?;
                 out.entry(Kernel::Aggregate)
                     .or_default()
                     .push(&[nnz, (m * w) as f64, nnz * w as f64], f);
                 let at = a.t();
-                let b = time(|| at.matmul(&g))?;
+                let b = time(device, || at.matmul(&g))?;
                 out.entry(Kernel::AggregateTranspose)
                     .or_default()
                     .push(&[nnz, (read * w) as f64, nnz * w as f64], b);
@@ -330,7 +336,7 @@ fn measure_kernels(
                     (read * width) as f64,
                     nnz * width as f64,
                 ];
-                let f = time(run)?;
+                let f = time(device, run)?;
                 out.entry(Kernel::AttentionForward)
                     .or_default()
                     .push(&terms, f);
@@ -339,7 +345,7 @@ fn measure_kernels(
                 let surrogate = (&y * &g)?.sum_all()?;
                 // The backward alone: the surrogate's own backward is an elementwise op, timed
                 // below and subtracted by the fit's structure rather than here.
-                let b = time(|| surrogate.backward())?;
+                let b = time(device, || surrogate.backward())?;
                 out.entry(Kernel::AttentionBackward)
                     .or_default()
                     .push(&terms, b);
@@ -360,33 +366,33 @@ fn measure_kernels(
         let e = [(rows_n * cols) as f64];
         let vertices: Vec<u32> = (0..rows_n as u32).collect();
         let input = StageInput::Dense(x.clone());
-        let d = time(|| input.dropout(0.5, 7, &vertices))?;
+        let d = time(device, || input.dropout(0.5, 7, &vertices))?;
         out.entry(Kernel::DropoutDense).or_default().push(&e, d);
         out.entry(Kernel::Elementwise)
             .or_default()
-            .push(&e, time(|| &x + &y)?);
+            .push(&e, time(device, || &x + &y)?);
         out.entry(Kernel::ReluForward)
             .or_default()
-            .push(&e, time(|| x.relu())?);
+            .push(&e, time(device, || x.relu())?);
         out.entry(Kernel::EluForward)
             .or_default()
-            .push(&e, time(|| x.elu(1.0))?);
+            .push(&e, time(device, || x.elu(1.0))?);
         let v = Var::from_tensor(&x)?;
         let relu = (v.as_tensor().relu()? * &y)?.sum_all()?;
         out.entry(Kernel::ReluBackward)
             .or_default()
-            .push(&e, time(|| relu.backward())?);
+            .push(&e, time(device, || relu.backward())?);
         let elu = (v.as_tensor().elu(1.0)? * &y)?.sum_all()?;
         out.entry(Kernel::EluBackward)
             .or_default()
-            .push(&e, time(|| elu.backward())?);
+            .push(&e, time(device, || elu.backward())?);
         let index = Tensor::new(vertices.as_slice(), device)?;
         out.entry(Kernel::RowCopy)
             .or_default()
-            .push(&e, time(|| x.index_select(&index, 0))?);
+            .push(&e, time(device, || x.index_select(&index, 0))?);
         out.entry(Kernel::HandoffCopy)
             .or_default()
-            .push(&[4.0 * e[0]], time(|| x.copy())?);
+            .push(&[4.0 * e[0]], time(device, || x.copy())?);
     }
     progress("loss and optimizer");
     for &m in &[100usize, 1_000, 10_000, 50_000] {
@@ -398,7 +404,7 @@ fn measure_kernels(
                     .filter(|_| step != usize::MAX)
                     .map(|i| (i, i % classes as u32))
                     .collect();
-                let l = time(|| {
+                let l = time(device, || {
                     cross_entropy(logits.as_tensor(), &labelled, labelled.len().max(1))?.backward()
                 })?;
                 out.entry(Kernel::Loss).or_default().push(
@@ -416,7 +422,7 @@ fn measure_kernels(
         )?)?];
         let grads = vec![random(&mut rng, (params / 10, 10), device)?];
         let mut adam = Adam::new(vars, AdamConfig::new(0.01, 5e-4))?;
-        let a = time(|| adam.step(&grads))?;
+        let a = time(device, || adam.step(&grads))?;
         out.entry(Kernel::Adam)
             .or_default()
             .push(&[params as f64], a);
@@ -609,7 +615,8 @@ fn measure_layer(
         let (_, stash, temporaries) = shape.functions(false);
         (stash, temporaries)
     };
-    if memory::available() {
+    // The counting allocator sees host memory only: memory functions are fitted on the CPU.
+    if memory::available() && device.is_cpu() {
         let before = memory::current(slot);
         memory::take_peak(slot);
         let y = forward()?;
@@ -631,12 +638,12 @@ fn measure_layer(
     if !timed {
         return Ok(());
     }
-    let f_ns = time(forward)?;
-    let b_ns = time(|| {
+    let f_ns = time(device, forward)?;
+    let b_ns = time(device, || {
         let y = forward()?;
         (&y * &g)?.sum_all()
     })?;
-    let fb_ns = time(|| {
+    let fb_ns = time(device, || {
         let y = forward()?;
         (&y * &g)?.sum_all()?.backward()
     })?;

@@ -11,7 +11,8 @@
 #      PyTorch brings, put on LD_LIBRARY_PATH);
 #   2. the kernel tests (unit tests, their `::cuda` variants) and the GPU integration tests,
 #      with PIPEGNN_REQUIRE_GPU=1 so a missing GPU fails instead of skipping;
-#   3. `pipegnn compare --device cuda` on the validation scenarios (predicted against measured);
+#   3. `pipegnn calibrate --device cuda`, then `compare --device cuda --profile` on the validation
+#      scenarios (predicted against measured);
 #   4. `pipegnn run --device cuda` and PyTorch Geometric on the same GPU (tests/reference),
 #      for the epoch-time ratio.
 set -uo pipefail
@@ -65,7 +66,11 @@ echo "unit tests rc=$?" | tee -a "$OUT/summary.txt"
 PIPEGNN_BIN="$BIN/pipegnn" PIPEGNN_ROOT="$PWD" "$BIN/it-tests" cuda:: --test-threads 1 > "$OUT/it-tests.txt" 2>&1
 echo "integration tests rc=$?" | tee -a "$OUT/summary.txt"
 
-cora="--set graph.dataset.path=$DATA/cora"
+# A device profile of the GPU (one host thread per stage), then predictions with it against runs.
+"$BIN/pipegnn" calibrate --device cuda --threads 1 --out "$OUT/cuda1.profile.json" \
+  > "$OUT/calibrate.txt" 2>&1
+echo "calibrate rc=$?" | tee -a "$OUT/summary.txt"
+cora="--set graph.dataset.path=$DATA/cora --set executor.threads_per_device=1 --profile $OUT/cuda1.profile.json"
 for s in cora-gcn-1stage cora-gpipe-drop cora-gcn cora-gat; do
   "$BIN/pipegnn" compare "scenarios/$s.yaml" $cora --device cuda --epochs 30 > "$OUT/compare-$s.txt" 2>&1
   echo "compare $s rc=$?" | tee -a "$OUT/summary.txt"
