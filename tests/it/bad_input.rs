@@ -439,9 +439,20 @@ fn executor_and_model_fields_are_checked() {
     );
 }
 
+/// `scenarios/cora-gpipe-drop.yaml` with a seeded synthetic graph of Cora's shape in place of
+/// the dataset, in a scratch folder: its schedule and model fields, without `../shared`.
+fn cora_scenario_without_data(name: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(root().join("scenarios/cora-gpipe-drop.yaml")).unwrap();
+    let graph =
+        "synthetic: {kind: sbm, nodes: 2708, avg_degree: 4, classes: 7, features: 1433, seed: 1}";
+    assert!(text.contains("dataset: {path: ../../shared/data/cora}"));
+    let text = text.replace("dataset: {path: ../../shared/data/cora}", graph);
+    write(&scratch(name), "scenario.yaml", &text)
+}
+
 #[test]
 fn graph_parallelism_refuses_a_halo_rule() {
-    let path = root().join("scenarios/cora-gpipe-drop.yaml");
+    let path = cora_scenario_without_data("gp-halo");
     let err = rejected_path(
         &path,
         &["--set", "schedule.kind=graph_parallel"],
@@ -458,7 +469,7 @@ fn graph_parallelism_refuses_a_halo_rule() {
 fn a_bad_layer_does_not_make_gnn_fields_look_misplaced() {
     // cora-gpipe-drop.yaml sets `schedule.halo`, which only GNN workloads take: a bad layer
     // must be the one error, not also "halo only applies to GNN workloads".
-    let path = root().join("scenarios/cora-gpipe-drop.yaml");
+    let path = cora_scenario_without_data("bad-layer");
     let err = rejected_path(&path, &["--set", "model.layers.0.out=0"], INVALID_INPUT);
     assert_one_line(&err);
     assert!(err.contains("model.layers[0].out"), "{err}");

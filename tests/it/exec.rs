@@ -3,7 +3,21 @@
 
 use serde_json::Value;
 
-use crate::support::{pipegnn, stderr};
+use crate::support::stderr;
+
+/// Runs `pipegnn` with every Cora scenario among `args` pointed at the dataset where
+/// [`crate::gnn::data_dir`] found it.
+fn pipegnn(args: &[&str]) -> std::process::Output {
+    let set = crate::gnn::dataset_set("cora");
+    let mut all: Vec<&str> = Vec::with_capacity(args.len() + 2);
+    for &arg in args {
+        all.push(arg);
+        if arg.starts_with("scenarios/cora") {
+            all.extend(set.iter().map(String::as_str));
+        }
+    }
+    crate::support::pipegnn(&all)
+}
 
 fn run_json(args: &[&str]) -> Value {
     let mut all = vec!["run"];

@@ -9,12 +9,28 @@ use pipegnn::report::{self, json};
 use crate::scenarios::{load, own, predict, Loaded};
 use crate::support::{scratch, write};
 
+/// Where the shared datasets are looked for: `PIPEGNN_DATA`, else `../shared/data` beside the
+/// checkout.
+pub fn data_path() -> PathBuf {
+    std::env::var_os("PIPEGNN_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::support::root().join("../shared/data"))
+}
+
+/// `--set` arguments that point a scenario of `scenarios/` at the dataset `name` where
+/// [`data_dir`] found it, rather than at the `../../shared/data` the file names: a test reads
+/// the data from the place its skip looked.
+pub fn dataset_set(name: &str) -> [String; 2] {
+    [
+        "--set".into(),
+        format!("graph.dataset.path={}", data_path().join(name).display()),
+    ]
+}
+
 /// The shared datasets (`PIPEGNN_DATA`, else `../shared/data` beside the checkout), or `None`
 /// with a note on stderr when they are absent.
 pub fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("PIPEGNN_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::support::root().join("../shared/data"));
+    let dir = data_path();
     if dir.join("cora/edges.csv").is_file() {
         Some(dir)
     } else {
