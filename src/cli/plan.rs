@@ -81,11 +81,7 @@ fn evaluate(
         super::fidelity::device_profiles(std::path::Path::new(file), &scenario, profile, None)
             .map_err(|e| one_line(&e.message))?;
     let refs: Vec<&crate::cost::DeviceProfile> = profiles.iter().flatten().collect();
-    let tier = if refs.is_empty() {
-        plan::Tier::Analytic
-    } else {
-        plan::Tier::Device(&refs)
-    };
+    let tier = plan::Tier::of_profiles(&refs);
     let prediction = plan::predict_profiled(&scenario, graph, &candidate, tier)
         .map_err(|e| one_line(&format!("{file}: {e}")))?;
     let metrics = report::compute(&prediction.trace);

@@ -500,11 +500,7 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
         None,
     )?;
     let refs: Vec<&crate::cost::DeviceProfile> = profiles.iter().flatten().collect();
-    let tier = if refs.is_empty() {
-        plan::Tier::Analytic
-    } else {
-        plan::Tier::Device(&refs)
-    };
+    let tier = plan::Tier::of_profiles(&refs);
     let candidates = match args.schedule.as_str() {
         "scenario" => vec![own_candidate(&scenario)?],
         "all" => plan::all_candidates(own_candidate(&scenario)?, &scenario),

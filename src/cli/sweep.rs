@@ -121,11 +121,7 @@ fn evaluate(args: &ScenarioArgs, profile: Option<&std::path::Path>) -> Outcome {
         let candidate = own_candidate(&scenario)?;
         let profiles = super::fidelity::device_profiles(&args.scenario, &scenario, profile, None)?;
         let refs: Vec<&crate::cost::DeviceProfile> = profiles.iter().flatten().collect();
-        let tier = if refs.is_empty() {
-            plan::Tier::Analytic
-        } else {
-            plan::Tier::Device(&refs)
-        };
+        let tier = plan::Tier::of_profiles(&refs);
         let prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, tier)
             .map_err(in_scenario(args))?;
         let metrics = report::compute(&prediction.trace);

@@ -8,9 +8,6 @@
 //! dropout keyed by vertex, ReLU/ELU and their gradients, the loss, Adam, and the receiver's
 //! copy of a hand-off. Layers run [`StageModel::layer_forward`] on chunks of seeded synthetic
 //! graphs and back-propagate the executor's surrogate `(out * g).sum()`.
-//!
-//! With `PIPEGNN_CALIBRATION_SAMPLES` set, every sample (terms and measured value) is printed
-//! on stderr, to study a fit.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -142,13 +139,6 @@ pub fn calibrate(
     memory::enter(slot);
     let samples = pool.install(|| measure_kernels(device, effort, progress))?;
     let mut kernels: BTreeMap<Kernel, Fit> = BTreeMap::new();
-    if std::env::var_os("PIPEGNN_CALIBRATION_SAMPLES").is_some() {
-        for (kernel, s) in &samples {
-            for (row, y) in s.rows.iter().zip(&s.y) {
-                eprintln!("sample {kernel} {row:?} {y}");
-            }
-        }
-    }
     for (kernel, s) in &samples {
         if let Some(f) = fit_with_knee(&s.rows, &s.y) {
             kernels.insert(*kernel, f);
@@ -173,13 +163,6 @@ pub fn calibrate(
     };
     let layers = pool.install(|| measure_layers(device, effort, &draft, slot, progress))?;
     let mut profile = draft;
-    if std::env::var_os("PIPEGNN_CALIBRATION_SAMPLES").is_some() {
-        for (kernel, s) in &layers {
-            for (row, y) in s.rows.iter().zip(&s.y) {
-                eprintln!("sample {kernel} {row:?} {y}");
-            }
-        }
-    }
     for (kernel, s) in &layers {
         let fitted = if kernel.is_memory() {
             fit(&s.rows, &s.y)
@@ -602,7 +585,7 @@ fn measure_layer(
     let training = Some(Training { seed: 1, epoch: 1 });
     let pattern = view.attention.as_ref().map(|a| &a.edges);
     // The input as the executor holds it: a leaf when its gradient is wanted.
-    let (leaf, input) = match input {
+    let (_leaf, input) = match input {
         StageInput::Dense(x) if shape.input_grad => {
             let v = Var::from_tensor(&x)?;
             (Some(v.clone()), StageInput::Dense(v.as_tensor().clone()))
@@ -663,6 +646,5 @@ fn measure_layer(
     out.entry(glue_b)
         .or_default()
         .push(&[kernels_ns(true), shape.elements()], backward_ns);
-    drop(leaf);
     Ok(())
 }

@@ -240,7 +240,17 @@ pub enum Tier<'a> {
     Device(&'a [&'a DeviceProfile]),
 }
 
-impl Tier<'_> {
+impl<'a> Tier<'a> {
+    /// The device-profile tier over `profiles` (one per scenario device), or the analytic tier
+    /// when there are none.
+    pub fn of_profiles(profiles: &'a [&'a DeviceProfile]) -> Self {
+        if profiles.is_empty() {
+            Tier::Analytic
+        } else {
+            Tier::Device(profiles)
+        }
+    }
+
     /// How the tier is named in outputs.
     pub fn describe(&self) -> String {
         match self {
