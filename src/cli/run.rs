@@ -483,12 +483,7 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
 }
 
 pub(super) fn to_json(doc: &impl serde::Serialize) -> Result<String> {
-    serde_json::to_string_pretty(doc)
-        .map(|mut s| {
-            s.push('\n');
-            s
-        })
-        .map_err(|e| CliError::new(ExitStatus::Internal, format!("cannot encode JSON: {e}")))
+    crate::report::json::to_pretty_string(doc).map_err(|e| CliError::new(ExitStatus::Internal, format!("cannot encode JSON: {e}")))
 }
 
 fn simulate(args: &SimulateArgs) -> Result<()> {

@@ -13,36 +13,54 @@ use crate::trace::MemoryCategory;
 /// `per: chunk` they describe one chunk as written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExplicitCost {
+    /// Per stage, the work as written, and one chunk's share of it (computed once: the simulator
+    /// asks for every op).
     stages: Vec<StageWork>,
-    divisor: u64,
+    shares: Vec<ChunkShare>,
     optimizer: Optimizer,
+}
+
+/// One chunk's share of a stage's per-batch quantities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ChunkShare {
+    forward_ns: u64,
+    backward_ns: u64,
+    activation_bytes: u64,
+    stash_bytes: u64,
 }
 
 impl ExplicitCost {
     /// Costs for `n_chunks` chunks with `optimizer`'s state size.
     pub fn new(workload: &ExplicitWorkload, n_chunks: u32, optimizer: Optimizer) -> Self {
+        let divisor = match workload.per {
+            WorkUnit::Chunk => 1,
+            WorkUnit::Batch => u64::from(n_chunks.max(1)),
+        };
+        let share = |total: u64| total.div_ceil(divisor);
         ExplicitCost {
             stages: workload.stages.clone(),
-            divisor: match workload.per {
-                WorkUnit::Chunk => 1,
-                WorkUnit::Batch => u64::from(n_chunks.max(1)),
-            },
+            shares: workload
+                .stages
+                .iter()
+                .map(|work| ChunkShare {
+                    forward_ns: share(work.forward_ns),
+                    backward_ns: share(work.backward_ns),
+                    activation_bytes: share(work.activation_bytes),
+                    stash_bytes: share(work.stash_bytes),
+                })
+                .collect(),
             optimizer,
         }
-    }
-
-    fn share(&self, total: u64) -> u64 {
-        total.div_ceil(self.divisor)
     }
 }
 
 impl CostModel for ExplicitCost {
     fn op_ns(&self, op: Op) -> u64 {
-        let work = &self.stages[op.stage as usize];
+        let share = &self.shares[op.stage as usize];
         match op.kind {
-            OpKind::Forward => self.share(work.forward_ns),
-            OpKind::Backward => self.share(work.backward_ns),
-            OpKind::Optimizer => work.optimizer_ns,
+            OpKind::Forward => share.forward_ns,
+            OpKind::Backward => share.backward_ns,
+            OpKind::Optimizer => self.stages[op.stage as usize].optimizer_ns,
         }
     }
 
@@ -54,14 +72,11 @@ impl CostModel for ExplicitCost {
             Payload::Gradient => handoff.to.stage,
             Payload::Weights => return 0,
         };
-        self.share(self.stages[producer as usize].activation_bytes)
+        self.shares[producer as usize].activation_bytes
     }
 
     fn stash(&self, forward: Op) -> (u64, u64) {
-        (
-            self.share(self.stages[forward.stage as usize].stash_bytes),
-            0,
-        )
+        (self.shares[forward.stage as usize].stash_bytes, 0)
     }
 
     fn resident_bytes(&self, order: &[Op]) -> Vec<(MemoryCategory, u64)> {

@@ -4,7 +4,8 @@ use std::fmt;
 
 use super::ir::{op_id, Op, OpKind, Schedule};
 use super::lower::{
-    for_each_gate_member, for_each_handoff, for_each_local_successor, is_gated, Reason,
+    for_each_gate_member, for_each_handoff, for_each_local_successor, is_gated, Lowered, Reason,
+    Release,
 };
 use super::ScheduleError;
 use crate::graph::find_cycle;
@@ -60,11 +61,63 @@ impl fmt::Display for Deadlock {
 /// each op to the ops that use its result ([`super::lower`]: `F(c, s-1) -> F(c, s)`,
 /// `B(c, s+1) -> B(c, s)`, `F(c, s) -> B(c, s)`, backwards -> optimizer steps, and the gated
 /// dependencies of barriers and all-reduces). The schedule runs to completion exactly when this
-/// graph is acyclic; otherwise the error names the ops that wait on each other.
+/// graph is acyclic. The check runs the schedule with no notion of time: every device issues its
+/// next op as soon as that op's inputs are there; it finishes exactly when the graph is acyclic
+/// (a stalled device waits for an op that waits in turn, and among finitely many ops such a chain
+/// closes into a cycle). Only when it stalls is the graph built, to name the ops that wait on each
+/// other.
 ///
 /// # Complexity
-/// O(S·K) time and memory for pipelines.
+/// O(S·K + hand-offs) time and memory.
 pub fn check(schedule: &Schedule) -> Result<CheckReport, ScheduleError> {
+    if !runs_to_completion(&Lowered::new(schedule)) {
+        return Err(ScheduleError::Deadlock(find_deadlock(schedule)));
+    }
+    Ok(CheckReport {
+        peak_in_flight: peak_in_flight(schedule),
+    })
+}
+
+/// Issues ops in each device's order as their inputs arrive, without time; whether every op ran.
+fn runs_to_completion(lowered: &Lowered) -> bool {
+    let n_devices = lowered.n_devices();
+    let mut remaining = lowered.inputs().to_vec();
+    let mut gate_remaining = lowered.gate_inputs().to_vec();
+    let mut next: Vec<u32> = (0..n_devices).map(|d| lowered.positions(d).start).collect();
+    let mut ready: Vec<usize> = (0..n_devices).rev().collect();
+    let release = |to: u32, ready: &mut Vec<usize>, remaining: &mut [u32]| {
+        remaining[to as usize] -= 1;
+        if remaining[to as usize] == 0 {
+            ready.push(lowered.device_of(to));
+        }
+    };
+    while let Some(device) = ready.pop() {
+        let end = lowered.positions(device).end;
+        while next[device] < end && remaining[next[device] as usize] == 0 {
+            let position = next[device];
+            next[device] += 1;
+            for &r in lowered.releases(position) {
+                match r {
+                    Release::Local { to } | Release::Direct { to, .. } => {
+                        release(to, &mut ready, &mut remaining)
+                    }
+                    Release::Gated { gate, .. } => {
+                        gate_remaining[gate as usize] -= 1;
+                        if gate_remaining[gate as usize] == 0 {
+                            for &member in lowered.gate_members(gate) {
+                                release(member, &mut ready, &mut remaining);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (0..n_devices).all(|d| next[d] == lowered.positions(d).end)
+}
+
+/// Builds the whole dependency graph of a schedule that stalls and names one cycle of waits.
+fn find_deadlock(schedule: &Schedule) -> Deadlock {
     let (n_stages, n_chunks) = (schedule.n_stages(), schedule.n_chunks());
     let node = |op: Op| op_id(op, n_chunks, n_stages) as u32;
     let mut edges: Vec<(u32, u32)> = Vec::with_capacity(3 * schedule.n_ops());
@@ -89,14 +142,9 @@ pub fn check(schedule: &Schedule) -> Result<CheckReport, ScheduleError> {
             });
         }
     }
-    if let Some(cycle) = find_cycle(schedule.n_op_ids(), &edges) {
-        return Err(ScheduleError::Deadlock(explain(
-            schedule, &cycle, &edges, &reasons,
-        )));
-    }
-    Ok(CheckReport {
-        peak_in_flight: peak_in_flight(schedule),
-    })
+    let cycle = find_cycle(schedule.n_op_ids(), &edges)
+        .expect("a run stalls only when the ops it cannot issue wait on each other in a cycle");
+    explain(schedule, &cycle, &edges, &reasons)
 }
 
 /// Turns a cycle of node indices back into ops with the reason each one waits.

@@ -256,16 +256,13 @@ impl Schedule {
         }
         for stage in 0..n_stages {
             for chunk in 0..n_chunks {
-                let mut required = vec![OpKind::Forward, OpKind::Backward];
                 let step_here = if graph_parallel {
                     stage == 0
                 } else {
                     per_chunk_update || chunk == 0
                 };
-                if step_here {
-                    required.push(OpKind::Optimizer);
-                }
-                for kind in required {
+                let required = [OpKind::Forward, OpKind::Backward, OpKind::Optimizer];
+                for &kind in &required[..if step_here { 3 } else { 2 }] {
                     let op = Op { kind, chunk, stage };
                     if seen[op_id(op, n_chunks, n_stages)] == 0 {
                         return Err(ScheduleError::Shape(format!(

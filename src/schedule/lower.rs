@@ -9,7 +9,7 @@
 //! (gradients under GNNPipe's exact backward, weight gradients of graph parallelism's all-reduce)
 //! release a whole group of ops once every hand-off into the gate has arrived.
 
-use super::ir::{BackwardSync, DataFlow, Op, OpKind, Schedule, UpdateMode};
+use super::ir::{op_id, BackwardSync, DataFlow, Op, OpKind, Schedule, UpdateMode};
 
 /// What a hand-off carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -173,5 +173,217 @@ pub fn for_each_gate_member(schedule: &Schedule, handoff: &Handoff, mut visit: i
             chunk,
             ..handoff.to
         });
+    }
+}
+
+/// What one op's completion does for another op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// The op at `to` uses the result on the same device.
+    Local {
+        /// Position of the op it releases.
+        to: u32,
+    },
+    /// A hand-off addressed to the op at `to`; it releases that op when it arrives.
+    Direct {
+        /// Position of the addressee.
+        to: u32,
+        /// What it carries.
+        payload: Payload,
+    },
+    /// A hand-off addressed to the op at `to` that goes through gate `gate`, which releases its
+    /// members once every hand-off into it has arrived.
+    Gated {
+        /// Position of the addressee.
+        to: u32,
+        /// What it carries.
+        payload: Payload,
+        /// Index into [`Lowered::gate_members`].
+        gate: u32,
+    },
+}
+
+/// A schedule lowered for interpretation: its ops numbered by *position* (device 0's list in
+/// issue order, then device 1's, ...), what each op's completion releases, and how many inputs
+/// each op waits for besides its device's order.
+///
+/// Built once from [`for_each_local_successor`], [`for_each_handoff`] and the gates, so the
+/// checker and the simulator read the same dependencies as everything else, without calling
+/// back into the data flow per event.
+///
+/// # Complexity
+/// O(S·K + hand-offs) time and memory to build.
+#[derive(Debug, Clone)]
+pub struct Lowered {
+    ops: Vec<Op>,
+    device_of: Vec<u32>,
+    device_starts: Vec<u32>,
+    position_of: Vec<u32>,
+    inputs: Vec<u32>,
+    release_starts: Vec<u32>,
+    releases: Vec<Release>,
+    gate_inputs: Vec<u32>,
+    gate_starts: Vec<u32>,
+    gate_members: Vec<u32>,
+}
+
+impl Lowered {
+    /// Lowers `schedule`.
+    pub fn new(schedule: &Schedule) -> Self {
+        let n_ops = schedule.n_ops();
+        let (n_stages, n_chunks) = (schedule.n_stages(), schedule.n_chunks());
+        let mut ops = Vec::with_capacity(n_ops);
+        let mut device_of = Vec::with_capacity(n_ops);
+        let mut device_starts = Vec::with_capacity(schedule.n_devices() + 1);
+        let mut position_of = vec![u32::MAX; schedule.n_op_ids()];
+        for (device, order) in schedule.orders().iter().enumerate() {
+            device_starts.push(ops.len() as u32);
+            for &op in order {
+                position_of[op_id(op, n_chunks, n_stages)] = ops.len() as u32;
+                ops.push(op);
+                device_of.push(device as u32);
+            }
+        }
+        device_starts.push(ops.len() as u32);
+        let at = |op: Op| {
+            let position = position_of[op_id(op, n_chunks, n_stages)];
+            debug_assert!(position != u32::MAX, "{op} is not in the schedule");
+            position
+        };
+        let mut inputs = vec![0u32; n_ops];
+        let mut release_starts = Vec::with_capacity(n_ops + 1);
+        let mut releases = Vec::with_capacity(2 * n_ops);
+        // Gates are numbered in the order their first hand-off appears.
+        let mut gate_of = vec![u32::MAX; 3 * n_stages as usize];
+        let mut gate_inputs: Vec<u32> = Vec::new();
+        let mut gate_starts = vec![0u32];
+        let mut gate_members = Vec::new();
+        for &op in &ops {
+            release_starts.push(releases.len() as u32);
+            for_each_local_successor(schedule, op, |next, _| {
+                let to = at(next);
+                inputs[to as usize] += 1;
+                releases.push(Release::Local { to });
+            });
+            for_each_handoff(schedule, op, |handoff| {
+                let to = at(handoff.to);
+                let payload = handoff.payload;
+                if is_gated(schedule, &handoff) {
+                    let slot = &mut gate_of[gate_index(schedule, &handoff)];
+                    if *slot == u32::MAX {
+                        *slot = gate_inputs.len() as u32;
+                        gate_inputs.push(0);
+                        for_each_gate_member(schedule, &handoff, |member| {
+                            let member = at(member);
+                            inputs[member as usize] += 1;
+                            gate_members.push(member);
+                        });
+                        gate_starts.push(gate_members.len() as u32);
+                    }
+                    gate_inputs[*slot as usize] += 1;
+                    releases.push(Release::Gated {
+                        to,
+                        payload,
+                        gate: *slot,
+                    });
+                } else {
+                    inputs[to as usize] += 1;
+                    releases.push(Release::Direct { to, payload });
+                }
+            });
+        }
+        release_starts.push(releases.len() as u32);
+        Lowered {
+            ops,
+            device_of,
+            device_starts,
+            position_of,
+            inputs,
+            release_starts,
+            releases,
+            gate_inputs,
+            gate_starts,
+            gate_members,
+        }
+    }
+
+    /// The op at `position`.
+    pub fn op(&self, position: u32) -> Op {
+        self.ops[position as usize]
+    }
+
+    /// Every op, by position.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// The device whose list holds the op at `position`.
+    pub fn device_of(&self, position: u32) -> usize {
+        self.device_of[position as usize] as usize
+    }
+
+    /// Number of devices (lists) of the schedule.
+    pub fn n_devices(&self) -> usize {
+        self.device_starts.len() - 1
+    }
+
+    /// Device `device`'s positions, in issue order.
+    pub fn positions(&self, device: usize) -> std::ops::Range<u32> {
+        self.device_starts[device]..self.device_starts[device + 1]
+    }
+
+    /// The position of `op`, which must be in the schedule.
+    pub fn position_of(&self, op: Op, schedule: &Schedule) -> u32 {
+        self.position_of[op_id(op, schedule.n_chunks(), schedule.n_stages())]
+    }
+
+    /// Per position, how many releases the op waits for (results, hand-offs and gates), not
+    /// counting its device's order.
+    pub fn inputs(&self) -> &[u32] {
+        &self.inputs
+    }
+
+    /// What the completion of the op at `position` releases, in the order the data flow lists
+    /// it (local successors first, then hand-offs).
+    pub fn releases(&self, position: u32) -> &[Release] {
+        let p = position as usize;
+        &self.releases[self.release_starts[p] as usize..self.release_starts[p + 1] as usize]
+    }
+
+    /// Indices of the op at `position`'s releases, for [`Lowered::release_at`]: a range a
+    /// caller can walk while it mutates its own state.
+    pub fn release_range(&self, position: u32) -> std::ops::Range<usize> {
+        let p = position as usize;
+        self.release_starts[p] as usize..self.release_starts[p + 1] as usize
+    }
+
+    /// The release at `index` of [`Lowered::release_range`].
+    pub fn release_at(&self, index: usize) -> Release {
+        self.releases[index]
+    }
+
+    /// Per gate, how many hand-offs must arrive before it opens.
+    pub fn gate_inputs(&self) -> &[u32] {
+        &self.gate_inputs
+    }
+
+    /// The positions gate `gate` releases when it opens.
+    pub fn gate_members(&self, gate: u32) -> &[u32] {
+        let g = gate as usize;
+        &self.gate_members[self.gate_starts[g] as usize..self.gate_starts[g + 1] as usize]
+    }
+
+    /// The [`Handoff`] a release that is a hand-off describes, from the op at `from`.
+    pub fn handoff(&self, from: u32, release: Release) -> Option<Handoff> {
+        match release {
+            Release::Local { .. } => None,
+            Release::Direct { to, payload } | Release::Gated { to, payload, .. } => {
+                Some(Handoff {
+                    payload,
+                    from: self.op(from),
+                    to: self.op(to),
+                })
+            }
+        }
     }
 }

@@ -5,10 +5,8 @@ use thiserror::Error;
 use super::queue::EventQueue;
 use crate::cost::CostModel;
 use crate::network::Network;
-use crate::schedule::lower::{
-    for_each_gate_member, for_each_handoff, for_each_local_successor, gate_index, is_gated, Handoff,
-};
-use crate::schedule::{op_id, Op, OpKind, Schedule};
+use crate::schedule::lower::{Lowered, Release};
+use crate::schedule::{Op, OpKind, Schedule};
 use crate::trace::{
     MemoryCategory, MemoryEvent, Span, SpanKind, Trace, TraceDevice, TraceLink, TraceSink,
     TraceSource,
@@ -77,15 +75,18 @@ impl Event {
 
 struct Engine<'a, S: TraceSink> {
     input: &'a SimInput<'a>,
+    lowered: Lowered,
     sink: &'a mut S,
     queue: EventQueue,
-    /// Per schedule device: index of the next op to issue, and the running op's start.
-    next: Vec<usize>,
+    /// Per schedule device: the position of the next op to issue, the end of its list, and the
+    /// running op's start.
+    next: Vec<u32>,
+    end: Vec<u32>,
     busy_since: Vec<Option<u64>>,
     /// With a shared processor: whether it is running an op, and the devices waiting for it.
     shared_busy: bool,
     shared_waiting: std::collections::VecDeque<usize>,
-    /// Per op id: inputs not yet available, and communication bytes held until the op ends.
+    /// Per position: inputs not yet available, and communication bytes held until the op ends.
     remaining: Vec<u32>,
     held: Vec<u64>,
     /// Per gate: gated hand-offs not yet arrived.
@@ -94,17 +95,13 @@ struct Engine<'a, S: TraceSink> {
     link_free: Vec<u64>,
     /// Devices to try after the current event, in the order they were touched.
     wake: Vec<usize>,
-    /// Hand-offs on links, with their bytes; `free_slots` lists reusable entries.
-    in_flight: Vec<(Handoff, u64)>,
+    /// Hand-offs on links (sender's position and release), with their bytes; `free_slots` lists
+    /// reusable entries.
+    in_flight: Vec<(Release, u64)>,
     free_slots: Vec<u32>,
 }
 
 impl<S: TraceSink> Engine<'_, S> {
-    fn id(&self, op: Op) -> usize {
-        let schedule = self.input.schedule;
-        op_id(op, schedule.n_chunks(), schedule.n_stages())
-    }
-
     fn placed(&self, device: usize) -> u32 {
         self.input.placement[device] as u32
     }
@@ -123,13 +120,11 @@ impl<S: TraceSink> Engine<'_, S> {
 
     /// Starts the device's next op if the device is idle and the op's inputs are there.
     fn try_issue(&mut self, device: usize, now: u64) {
-        if self.busy_since[device].is_some() {
-            return;
-        }
-        let Some(&op) = self.input.schedule.orders()[device].get(self.next[device]) else {
-            return;
-        };
-        if self.remaining[self.id(op)] > 0 {
+        let position = self.next[device];
+        if self.busy_since[device].is_some()
+            || position == self.end[device]
+            || self.remaining[position as usize] > 0
+        {
             return;
         }
         if self.input.shared_compute {
@@ -141,6 +136,7 @@ impl<S: TraceSink> Engine<'_, S> {
             }
             self.shared_busy = true;
         }
+        let op = self.lowered.op(position);
         if op.kind == OpKind::Forward {
             let (own, halo) = self.input.cost.stash(op);
             self.memory(device, now, MemoryCategory::Activations, own as i64);
@@ -155,17 +151,17 @@ impl<S: TraceSink> Engine<'_, S> {
         self.queue.push(end, event.encode());
     }
 
-    fn release(&mut self, op: Op) {
-        let id = self.id(op);
-        self.remaining[id] -= 1;
-        if self.remaining[id] == 0 {
-            self.wake.push(self.input.schedule.device_of(op));
+    fn release(&mut self, position: u32) {
+        let remaining = &mut self.remaining[position as usize];
+        *remaining -= 1;
+        if *remaining == 0 {
+            self.wake.push(self.lowered.device_of(position));
         }
     }
 
     fn op_end(&mut self, device: usize, now: u64) {
-        let schedule = self.input.schedule;
-        let op = schedule.orders()[device][self.next[device]];
+        let position = self.next[device];
+        let op = self.lowered.op(position);
         let start = self.busy_since[device]
             .take()
             .expect("an op ends only on a device that started it");
@@ -191,12 +187,16 @@ impl<S: TraceSink> Engine<'_, S> {
             self.memory(device, now, MemoryCategory::Activations, -(own as i64));
             self.memory(device, now, MemoryCategory::Halo, -(halo as i64));
         }
-        let id = self.id(op);
-        let held = std::mem::take(&mut self.held[id]);
+        let held = std::mem::take(&mut self.held[position as usize]);
         self.memory(device, now, MemoryCategory::Communication, -(held as i64));
         self.wake.push(device);
-        for_each_local_successor(schedule, op, |next, _| self.release(next));
-        for_each_handoff(schedule, op, |handoff| self.send(handoff, now));
+        let range = self.lowered.release_range(position);
+        for index in range {
+            match self.lowered.release_at(index) {
+                Release::Local { to } => self.release(to),
+                release => self.send(position, release, now),
+            }
+        }
         // Devices already waiting for the shared processor go first, in the order they came.
         while !self.shared_busy {
             let Some(waiting) = self.shared_waiting.pop_front() else {
@@ -204,6 +204,10 @@ impl<S: TraceSink> Engine<'_, S> {
             };
             self.try_issue(waiting, now);
         }
+        self.wake_all(now);
+    }
+
+    fn wake_all(&mut self, now: u64) {
         let wake = std::mem::take(&mut self.wake);
         for &d in &wake {
             self.try_issue(d, now);
@@ -214,15 +218,22 @@ impl<S: TraceSink> Engine<'_, S> {
 
     /// Sends a hand-off: delivered at once on the same device or over a free route, else over
     /// the route's links after any transfer queued ahead of it.
-    fn send(&mut self, handoff: Handoff, now: u64) {
-        let schedule = self.input.schedule;
-        let (from, to) = (
-            self.placed(schedule.device_of(handoff.from)),
-            self.placed(schedule.device_of(handoff.to)),
+    fn send(&mut self, from: u32, release: Release, now: u64) {
+        let handoff = self
+            .lowered
+            .handoff(from, release)
+            .expect("only hand-offs are sent");
+        let to = match release {
+            Release::Direct { to, .. } | Release::Gated { to, .. } => to,
+            Release::Local { to } => to,
+        };
+        let (sender, receiver) = (
+            self.placed(self.lowered.device_of(from)),
+            self.placed(self.lowered.device_of(to)),
         );
-        let route = self.input.network.route(from as usize, to as usize);
+        let route = self.input.network.route(sender as usize, receiver as usize);
         if route.links.is_empty() {
-            self.deliver(handoff, now, 0);
+            self.deliver(release, now, 0);
             return;
         }
         let bytes = self.input.cost.handoff_bytes(&handoff);
@@ -243,17 +254,17 @@ impl<S: TraceSink> Engine<'_, S> {
                 end_ns: end,
                 bytes,
                 hop: hop as u16,
-                device: to,
+                device: receiver,
                 requested_ns: now,
             });
         }
         let slot = match self.free_slots.pop() {
             Some(slot) => {
-                self.in_flight[slot as usize] = (handoff, bytes);
+                self.in_flight[slot as usize] = (release, bytes);
                 slot
             }
             None => {
-                self.in_flight.push((handoff, bytes));
+                self.in_flight.push((release, bytes));
                 self.in_flight.len() as u32 - 1
             }
         };
@@ -262,20 +273,26 @@ impl<S: TraceSink> Engine<'_, S> {
 
     /// A hand-off's data is on its receiving device: hold its buffer until the addressee ends,
     /// and release the addressee (or, for a gated hand-off, the gate).
-    fn deliver(&mut self, handoff: Handoff, now: u64, bytes: u64) {
-        let schedule = self.input.schedule;
-        let receiver = schedule.device_of(handoff.to);
-        let id = self.id(handoff.to);
-        self.held[id] += bytes;
+    fn deliver(&mut self, release: Release, now: u64, bytes: u64) {
+        let (to, gate) = match release {
+            Release::Gated { to, gate, .. } => (to, Some(gate)),
+            Release::Direct { to, .. } | Release::Local { to } => (to, None),
+        };
+        let receiver = self.lowered.device_of(to);
+        self.held[to as usize] += bytes;
         self.memory(receiver, now, MemoryCategory::Communication, bytes as i64);
-        if is_gated(schedule, &handoff) {
-            let gate = gate_index(schedule, &handoff);
-            self.gate_remaining[gate] -= 1;
-            if self.gate_remaining[gate] == 0 {
-                for_each_gate_member(schedule, &handoff, |member| self.release(member));
+        match gate {
+            Some(gate) => {
+                let left = &mut self.gate_remaining[gate as usize];
+                *left -= 1;
+                if *left == 0 {
+                    for i in 0..self.lowered.gate_members(gate).len() {
+                        let member = self.lowered.gate_members(gate)[i];
+                        self.release(member);
+                    }
+                }
             }
-        } else {
-            self.release(handoff.to);
+            None => self.release(to),
         }
     }
 }
@@ -303,71 +320,49 @@ pub fn simulate_into<S: TraceSink>(input: &SimInput<'_>, sink: &mut S) -> Result
             input.network.n_devices()
         )));
     }
-    let (n_stages, n_chunks) = (schedule.n_stages(), schedule.n_chunks());
-    let id = |op: Op| op_id(op, n_chunks, n_stages);
-    // Count every op's inputs from the same definitions the engine releases them by.
-    let mut remaining = vec![0u32; schedule.n_op_ids()];
-    let mut gate_remaining = vec![0u32; 3 * n_stages as usize];
-    let mut gates: Vec<Handoff> = Vec::new();
-    for &op in schedule.orders().iter().flatten() {
-        for_each_local_successor(schedule, op, |next, _| remaining[id(next)] += 1);
-        for_each_handoff(schedule, op, |handoff| {
-            if is_gated(schedule, &handoff) {
-                let gate = gate_index(schedule, &handoff);
-                if gate_remaining[gate] == 0 {
-                    gates.push(handoff);
-                }
-                gate_remaining[gate] += 1;
-            } else {
-                remaining[id(handoff.to)] += 1;
-            }
-        });
-    }
-    for handoff in &gates {
-        for_each_gate_member(schedule, handoff, |member| remaining[id(member)] += 1);
-    }
+    // Every op's inputs are counted from the same definitions the engine releases them by.
+    let lowered = Lowered::new(schedule);
+    let n_devices = schedule.n_devices();
     let mut engine = Engine {
         input,
         sink,
-        queue: EventQueue::with_capacity(2 * schedule.n_devices() + 16),
-        next: vec![0; schedule.n_devices()],
-        busy_since: vec![None; schedule.n_devices()],
+        queue: EventQueue::with_capacity(2 * n_devices + 16),
+        next: (0..n_devices).map(|d| lowered.positions(d).start).collect(),
+        end: (0..n_devices).map(|d| lowered.positions(d).end).collect(),
+        busy_since: vec![None; n_devices],
         shared_busy: false,
         shared_waiting: std::collections::VecDeque::new(),
-        remaining,
-        held: vec![0; schedule.n_op_ids()],
-        gate_remaining,
+        remaining: lowered.inputs().to_vec(),
+        held: vec![0; lowered.ops().len()],
+        gate_remaining: lowered.gate_inputs().to_vec(),
         link_free: vec![0; input.network.links().len()],
         wake: Vec::new(),
         in_flight: Vec::new(),
         free_slots: Vec::new(),
+        lowered,
     };
     for (device, order) in schedule.orders().iter().enumerate() {
         for (category, bytes) in input.cost.resident_bytes(order) {
             engine.memory(device, 0, category, bytes as i64);
         }
     }
-    for device in 0..schedule.n_devices() {
+    for device in 0..n_devices {
         engine.try_issue(device, 0);
     }
     while let Some((now, code)) = engine.queue.pop() {
         match Event::decode(code) {
             Event::OpEnd { device } => engine.op_end(device as usize, now),
             Event::Arrival { slot } => {
-                let (handoff, bytes) = engine.in_flight[slot as usize];
+                let (release, bytes) = engine.in_flight[slot as usize];
                 engine.free_slots.push(slot);
-                engine.deliver(handoff, now, bytes);
-                let wake = std::mem::take(&mut engine.wake);
-                for &d in &wake {
-                    engine.try_issue(d, now);
-                }
-                engine.wake = wake;
-                engine.wake.clear();
+                engine.deliver(release, now, bytes);
+                engine.wake_all(now);
             }
         }
     }
-    let blocked: Vec<(usize, Op)> = (0..schedule.n_devices())
-        .filter_map(|d| schedule.orders()[d].get(engine.next[d]).map(|&op| (d, op)))
+    let blocked: Vec<(usize, Op)> = (0..n_devices)
+        .filter(|&d| engine.next[d] < engine.end[d])
+        .map(|d| (d, engine.lowered.op(engine.next[d])))
         .collect();
     if blocked.is_empty() {
         Ok(())

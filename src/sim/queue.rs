@@ -45,6 +45,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pops_in_key_order_like_a_sorted_list() {
+        // A deterministic scramble of pushes interleaved with pops, against a sorted reference.
+        let mut queue = EventQueue::with_capacity(4);
+        let mut reference: Vec<(u64, u32)> = Vec::new();
+        let mut state = 12345u64;
+        for step in 0..5000u32 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            if state >> 62 != 0 || reference.is_empty() {
+                let time = (state >> 20) % 1000;
+                queue.push(time, step);
+                reference.push((time, step));
+            } else {
+                reference.sort();
+                assert_eq!(queue.pop(), Some(reference.remove(0)));
+            }
+        }
+        reference.sort();
+        let rest: Vec<_> = std::iter::from_fn(|| queue.pop()).collect();
+        assert_eq!(rest, reference);
+    }
+
+    #[test]
     fn ties_pop_in_insertion_order() {
         let mut queue = EventQueue::with_capacity(4);
         queue.push(5, 10);
