@@ -2,7 +2,7 @@
 
 What it measures
 ----------------
-Full-batch node-classification training of a 2-layer GCN or GAT with PyG on
+Full-batch node-classification training of a 2-layer GCN, GraphSAGE or GAT with PyG on
 CPU, on one graph-csv v1 folder (see shared/data/README.md). Each training
 epoch (optimizer.zero_grad + forward + cross-entropy on the train split +
 backward + optimizer.step) is timed with time.perf_counter. Evaluation
@@ -21,6 +21,10 @@ of the timing statistics. One JSON line is printed on stdout:
 Models (PyG's standard Planetoid examples):
   gcn: dropout(0.5) -> GCNConv(F,16) -> ReLU -> dropout(0.5) -> GCNConv(16,C)
        Adam(lr=0.01, weight_decay=5e-4 on all parameters)
+  sage: dropout(0.5) -> SAGEConv(F,16) (mean) -> ReLU -> dropout(0.5) -> SAGEConv(16,C)
+       Adam(lr=0.01, weight_decay=5e-4 on all parameters); with --sparse-input the first
+       layer projects before taking neighbour means (the same function: the mean is linear;
+       the bias then averages in with the rows, equal for every vertex with a neighbour)
   gat: dropout(0.6) -> GATConv(F,8,heads=8,dropout=0.6) -> ELU -> dropout(0.6)
        -> GATConv(64,C,heads=1,concat=False,dropout=0.6)
        Adam(lr=0.01, weight_decay=5e-4 on all parameters)
@@ -49,7 +53,7 @@ How to run
 ----------
   /tmp/pyg-venv/bin/python tests/reference/pyg_epoch.py \
       --data /work/shared/data/cora --model gcn --threads 2 --epochs 200
-Options: --data DIR, --model gcn|gat, --threads N (torch.set_num_threads and
+Options: --data DIR, --model gcn|sage|gat, --threads N (torch.set_num_threads and
 torch.set_num_interop_threads), --epochs N (default 200), --warmup N
 (default 5), --sparse-input, --cached, --seed N (default 0), --device cpu|cuda
 (cuda: everything on GPU 0, torch.cuda.synchronize() before each clock read).
@@ -134,7 +138,7 @@ def input_dropout(x, p, training):
 
 
 def build_model(kind, nf, nc, cached):
-    from torch_geometric.nn import GATConv, GCNConv
+    from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
     class GCN(torch.nn.Module):
         def __init__(self):
@@ -160,8 +164,31 @@ def build_model(kind, nf, nc, cached):
             x = F.dropout(x, 0.6, self.training)
             return self.conv2(x, edge_index)
 
+    class SAGE(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = SAGEConv(nf, 16)
+            self.conv2 = SAGEConv(16, nc)
+
+        def first(self, x, edge_index):
+            if x.layout == torch.strided:
+                return self.conv1(x, edge_index)
+            # SAGEConv gathers x's rows before its linear map, which a sparse x cannot do;
+            # the mean commutes with the map, so project first, then take neighbour means.
+            conv = self.conv1
+            projected = conv.lin_l(x)
+            return conv.propagate(edge_index, x=(projected, projected), size=None) + conv.lin_r(x)
+
+        def forward(self, x, edge_index):
+            x = input_dropout(x, 0.5, self.training)
+            x = F.relu(self.first(x, edge_index))
+            x = F.dropout(x, 0.5, self.training)
+            return self.conv2(x, edge_index)
+
     if kind == "gcn":
         return GCN(), 5e-4
+    if kind == "sage":
+        return SAGE(), 5e-4
     return GAT(), 5e-4
 
 
@@ -176,7 +203,7 @@ def loadavg():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="graph-csv v1 folder")
-    ap.add_argument("--model", choices=["gcn", "gat"], default="gcn")
+    ap.add_argument("--model", choices=["gcn", "sage", "gat"], default="gcn")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=5)
