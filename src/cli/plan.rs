@@ -94,6 +94,21 @@ fn evaluate(
     ))
 }
 
+/// One configuration of the plan's JSON.
+fn entry_doc(split: String, f: &Figures) -> json::PlanEntryDoc {
+    json::PlanEntryDoc {
+        schedule: f.label.clone(),
+        split,
+        stages: f.stages,
+        chunks: f.chunks,
+        devices: f.devices,
+        epoch_time_s: json::seconds(f.epoch_time_ns),
+        bubble_fraction: f.bubble_fraction,
+        communication_bytes: f.communication_bytes,
+        peak_memory_bytes: f.peak_memory_bytes,
+    }
+}
+
 /// `pipegnn plan`.
 pub(super) fn run(args: &PlanArgs) -> Result<()> {
     let Loaded { scenario, graph } = load_scenario(&args.scenario)?;
@@ -152,7 +167,7 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
                 best: ranking
                     .shown
                     .iter()
-                    .map(|&i| json::PlanEntryDoc::new(split_of(i), figures(i)))
+                    .map(|&i| entry_doc(split_of(i), figures(i)))
                     .collect(),
                 rejected: json::RejectedDoc {
                     does_not_fit: ranking.does_not_fit.len(),

@@ -1006,14 +1006,7 @@ fn self_calibrated(
 }
 
 /// One predicted-against-measured figure.
-#[derive(serde::Serialize)]
-pub(super) struct CompareRow {
-    pub(super) name: &'static str,
-    pub(super) device: Option<String>,
-    pub(super) predicted: f64,
-    pub(super) measured: Option<f64>,
-    pub(super) relative_error: Option<f64>,
-}
+pub(super) type CompareRow = json::CompareMetricDoc;
 
 fn row(
     name: &'static str,

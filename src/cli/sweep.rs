@@ -166,6 +166,27 @@ fn draw_progress(done: usize, total: usize) {
     let _ = err.flush();
 }
 
+/// A point's JSON: its figures (null where it could not be predicted) and its error.
+fn point_doc(
+    set: Vec<(String, serde_json::Value)>,
+    figures: Option<&Figures>,
+    error: Option<String>,
+) -> json::SweepPointDoc {
+    json::SweepPointDoc {
+        set: json::OrderedMap(set),
+        schedule: figures.map(|f| f.label.clone()),
+        stages: figures.map(|f| f.stages),
+        chunks: figures.map(|f| f.chunks),
+        devices: figures.map(|f| f.devices),
+        epoch_time_s: figures.map(|f| json::seconds(f.epoch_time_ns)),
+        bubble_fraction: figures.map(|f| f.bubble_fraction),
+        communication_bytes: figures.map(|f| f.communication_bytes),
+        peak_memory_bytes: figures.map(|f| f.peak_memory_bytes),
+        fits: figures.is_some_and(|f| f.fits()),
+        error,
+    }
+}
+
 /// Quotes a CSV field when it needs it.
 fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) {
@@ -256,7 +277,7 @@ pub(super) fn run(args: &SweepArgs) -> Result<()> {
                     .zip(choice)
                     .map(|(a, &i)| (a.key.clone(), json::set_value(&a.values[i])))
                     .collect();
-                json::SweepPointDoc::new(set, o.figures.as_ref(), o.error.clone())
+                point_doc(set, o.figures.as_ref(), o.error.clone())
             })
             .collect(),
     };
@@ -288,7 +309,7 @@ pub(super) fn run(args: &SweepArgs) -> Result<()> {
                         f.stages.to_string(),
                         f.chunks.to_string(),
                         f.devices.to_string(),
-                        (f.epoch_time_ns as f64 / 1e9).to_string(),
+                        json::seconds(f.epoch_time_ns).to_string(),
                         f.bubble_fraction.to_string(),
                         f.communication_bytes.to_string(),
                         f.peak_memory_bytes.to_string(),
