@@ -20,7 +20,7 @@ use super::{
 use crate::cost::{Profile, UniformCost};
 use crate::diag::FieldPath;
 use crate::exec::{self, data::NodeData, CrossChunk, ExecError, ExecInput, TrainConfig};
-use crate::gnn::{GraphMetrics, Halo};
+use crate::gnn::Halo;
 use crate::graph::{self, dataset::Dataset};
 use crate::network::Network;
 use crate::plan::GraphData;
@@ -310,41 +310,18 @@ fn validate(args: &ScenarioArgs) -> Result<()> {
     print(&out)
 }
 
-/// Fails with [`ExitStatus::DoesNotFit`] naming every device whose predicted peak exceeds its
-/// capacity, one line each, pointing at the device's entry in the scenario.
+/// Fails with [`ExitStatus::DoesNotFit`] naming everything that does not fit
+/// ([`plan::fit::overflows`]: a device alone, or the stages sharing a GPU together), one line
+/// each, pointing at the device's entry in the scenario.
 pub(super) fn check_fits(scenario: &Scenario, results: &[(&str, &report::Metrics)]) -> Result<()> {
-    let mut lines = Vec::new();
-    for (label, metrics) in results {
-        for device in metrics.devices.iter().filter(|d| !d.fits()) {
-            let capacity = device.capacity_bytes.unwrap_or(0);
-            let message = format!(
-                "{} needs {} at its peak under {label} but has {}",
-                device.name,
-                units::format_bytes(device.peak_memory_bytes),
-                units::format_bytes(capacity),
-            );
-            let path = scenario.device_field(device.device, "memory");
-            lines.push(scenario.source.diagnostic(path, message).to_string());
-        }
-        // Stages on one GPU share its memory: together they must fit the first device's (an
-        // upper bound: the sum of their peaks, which need not coincide).
-        if scenario.executor.device_map == DeviceMap::Shared && metrics.devices.len() > 1 {
-            let together: u64 = metrics.devices.iter().map(|d| d.peak_memory_bytes).sum();
-            let first = &metrics.devices[0];
-            if let Some(capacity) = first.capacity_bytes.filter(|&c| together > c) {
-                let message = format!(
-                    "the {} stages sharing {} (executor.device_map: shared) need up to {} \
-                     together under {label} (the sum of their peaks) but it has {}",
-                    metrics.devices.len(),
-                    first.name,
-                    units::format_bytes(together),
-                    units::format_bytes(capacity),
-                );
-                let path = scenario.device_field(first.device, "memory");
-                lines.push(scenario.source.diagnostic(path, message).to_string());
-            }
-        }
-    }
+    let lines: Vec<String> = results
+        .iter()
+        .flat_map(|(label, metrics)| {
+            plan::fit::overflows(scenario, metrics)
+                .into_iter()
+                .map(|over| over.diagnostic(scenario, label).to_string())
+        })
+        .collect();
     if lines.is_empty() {
         Ok(())
     } else {
@@ -555,6 +532,7 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
                             p.schedule.n_chunks(),
                             m,
                             p.graph.as_ref(),
+                            plan::fit::fits(&scenario, m),
                         );
                         doc.cost_tier = Some(p.cost_tier.clone());
                         doc.extrapolated = p.extrapolated.clone();
@@ -573,10 +551,16 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
                 scenario.schedule.n_chunks,
                 tier.describe()
             );
-            let rows: Vec<(String, u32, &report::Metrics, Option<&GraphMetrics>)> = predictions
+            let rows: Vec<table::SummaryRow> = predictions
                 .iter()
                 .zip(&metrics)
-                .map(|(p, m)| (p.label.clone(), p.schedule.n_chunks(), m, p.graph.as_ref()))
+                .map(|(p, m)| table::SummaryRow {
+                    label: p.label.clone(),
+                    chunks: p.schedule.n_chunks(),
+                    metrics: m,
+                    graph: p.graph.as_ref(),
+                    fits: plan::fit::fits(&scenario, m),
+                })
                 .collect();
             out.push_str(&table::summary(&rows));
             for (prediction, m) in predictions.iter().zip(&metrics) {
@@ -925,6 +909,7 @@ fn train(args: &RunArgs) -> Result<()> {
                 prediction.schedule.n_chunks(),
                 metrics,
                 prediction.graph.as_ref(),
+                plan::fit::fits(&scenario, metrics),
             );
             doc.epochs = Some(
                 result

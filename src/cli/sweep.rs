@@ -126,13 +126,7 @@ fn evaluate(args: &ScenarioArgs, profile: Option<&std::path::Path>) -> Outcome {
             .map_err(in_scenario(args))?;
         let metrics = report::compute(&prediction.trace);
         let fits = check_fits(&scenario, &[(prediction.label.as_str(), &metrics)]);
-        let figures = Figures::new(
-            &prediction.label,
-            prediction.schedule.n_stages(),
-            prediction.schedule.n_chunks(),
-            scenario.devices.len() as u32,
-            &metrics,
-        );
+        let figures = Figures::new(&scenario, &prediction, &metrics);
         Ok::<_, CliError>((scenario.name, figures, fits.err()))
     })();
     match predicted {

@@ -42,7 +42,8 @@ pub struct ResultDoc {
     pub bubble_fraction: f64,
     /// Bytes handed between devices in the epoch.
     pub communication_bytes: u64,
-    /// Whether every device's peak memory fits its capacity.
+    /// Whether the prediction fits the devices' memory: every device alone, and stages sharing a
+    /// GPU together (`plan::fit`, the rule behind exit 6).
     pub fits: bool,
     /// Per device.
     pub devices: Vec<DeviceDoc>,
@@ -149,13 +150,16 @@ pub struct LinkDoc {
 }
 
 impl ResultDoc {
-    /// The JSON form of one schedule's metrics, with the graph figures of a GNN workload.
+    /// The JSON form of one schedule's metrics, with the graph figures of a GNN workload and
+    /// whether it fits (the caller's verdict: the rule needs the scenario, which reports do not
+    /// read).
     pub fn new(
         schedule: &str,
         n_stages: u32,
         n_chunks: u32,
         metrics: &Metrics,
         graph: Option<&GraphMetrics>,
+        fits: bool,
     ) -> Self {
         ResultDoc {
             schedule: schedule.to_string(),
@@ -164,7 +168,7 @@ impl ResultDoc {
             epoch_time_s: seconds(metrics.epoch_time_ns),
             bubble_fraction: metrics.bubble_fraction,
             communication_bytes: metrics.communication_bytes,
-            fits: metrics.devices.iter().all(|d| d.fits()),
+            fits,
             devices: metrics
                 .devices
                 .iter()
@@ -359,7 +363,7 @@ pub struct SweepPointDoc {
     pub communication_bytes: Option<u64>,
     /// The largest peak over the devices.
     pub peak_memory_bytes: Option<u64>,
-    /// Whether every device fits (false when the point failed).
+    /// Whether the point fits (`plan::fit`; false when the point failed).
     pub fits: bool,
     /// Why the point failed or does not fit, on one line.
     pub error: Option<String>,
@@ -431,10 +435,14 @@ pub struct PlanOverflowDoc {
     pub devices: u32,
     /// The device over capacity.
     pub device: String,
-    /// Its predicted peak.
+    /// Its predicted peak (the sum of the stages' peaks when they share it).
     pub peak_memory_bytes: u64,
     /// Its capacity.
     pub capacity_bytes: u64,
+    /// How many stages share the device (`executor.device_map: shared`); absent for a device
+    /// alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages_sharing: Option<usize>,
 }
 
 /// One predicted-against-measured figure (`pipegnn compare` and `fidelity`).
