@@ -9,10 +9,11 @@
 //! failed (a non-finite loss, or a feature the executor does not have yet).
 
 use std::fmt;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 
 use super::output::Outputs;
+use super::progress::Progress;
 use super::{
     bench, BackwardOrderArg, Cli, Command, CompareArgs, DeviceArg, GnnPipeOrderArg, KindArg,
     ReportFormat, RunArgs, ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
@@ -811,26 +812,20 @@ pub(super) fn execute(
         ),
     };
     let label = format!("{} ({})", scenario.name, prediction.label);
+    let bar = Progress::with_message(u64::from(input.config.epochs));
     let show = |stats: &exec::EpochStats, total: u32| {
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r\x1b[K{label}: epoch {}/{total}, loss {:.4}, val {:.3}",
+        bar.set_message(format!(
+            "{label}: epoch {}/{total}, loss {:.4}, val {:.3}",
             stats.epoch, stats.loss, stats.val_accuracy
-        );
-        if stats.epoch == total {
-            let _ = write!(err, "\r\x1b[K");
-        }
-        let _ = err.flush();
+        ));
+        bar.set(u64::from(stats.epoch), u64::from(total));
     };
     // Progress on a terminal, nothing in pipes.
-    let progress: Option<&exec::runner::Progress<'_>> =
-        std::io::stderr().is_terminal().then_some(&show);
+    let progress: Option<&exec::runner::Progress<'_>> = bar.is_visible().then_some(&show);
     let input = ExecInput { progress, ..input };
-    let result = exec::run(&input).map_err(|err| {
-        if progress.is_some() {
-            eprint!("\r\x1b[K");
-        }
+    let result = exec::run(&input);
+    drop(bar);
+    let result = result.map_err(|err| {
         CliError::new(ExitStatus::RunFailed, format!("{}: {err}", file.display()))
     })?;
     // Every measured epoch must have run the schedule as written: the executor's contract.

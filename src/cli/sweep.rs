@@ -6,13 +6,10 @@
 //! scenario's own schedule exactly as `simulate` does; a point that fails or does not fit is a
 //! row with its error, not a failed sweep. A key or value that does not parse fails up front.
 
-use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-
 use rayon::prelude::*;
 
 use super::output::Outputs;
+use super::progress::Progress;
 use super::run::{
     check_fits, in_scenario, load_scenario, own_candidate, print, read, to_json, CliError,
     ExitStatus, Loaded, Result,
@@ -143,23 +140,6 @@ fn evaluate(args: &ScenarioArgs, profile: Option<&std::path::Path>) -> Outcome {
     }
 }
 
-/// Draws `[#####     ] done/total` on stderr.
-fn draw_progress(done: usize, total: usize) {
-    const WIDTH: usize = 30;
-    let filled = done * WIDTH / total.max(1);
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\r[{}{}] {done}/{total}",
-        "#".repeat(filled),
-        " ".repeat(WIDTH - filled)
-    );
-    if done == total {
-        let _ = write!(err, "\r\x1b[K");
-    }
-    let _ = err.flush();
-}
-
 /// A point's JSON: its figures (null where it could not be predicted) and its error.
 fn point_doc(
     set: Vec<(String, serde_json::Value)>,
@@ -221,13 +201,7 @@ pub(super) fn run(args: &SweepArgs) -> Result<()> {
         }
     }
     let combos = cross_product(&axes);
-    let total = combos.len();
-    let done = AtomicUsize::new(0);
-    let show = std::io::stderr().is_terminal();
-    let drawing = Mutex::new(());
-    if show {
-        draw_progress(0, total);
-    }
+    let progress = Progress::counted("sweep", combos.len() as u64, "points");
     let outcomes: Vec<Outcome> = combos
         .par_iter()
         .map(|choice| {
@@ -236,14 +210,11 @@ pub(super) fn run(args: &SweepArgs) -> Result<()> {
                 overrides: point_overrides(overrides, &axes, choice),
             };
             let outcome = evaluate(&point, args.profile.as_deref());
-            let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-            if show {
-                let _guard = drawing.lock();
-                draw_progress(n, total);
-            }
+            progress.step();
             outcome
         })
         .collect();
+    drop(progress);
     let name = outcomes
         .iter()
         .find_map(|o| o.name.clone())

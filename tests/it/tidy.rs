@@ -1,7 +1,7 @@
 //! House rules checked mechanically: every Rust file opens with a `//!` line, and the
 //! architecture invariants of ARCHITECTURE.md hold: the module dependency table, who may derive
-//! or implement serde traits and name serde_yaml, candle or petgraph, who may do I/O, and that
-//! `schedule` stays pure.
+//! or implement serde traits and name serde_yaml, candle, petgraph or indicatif, who may do
+//! I/O, and that `schedule` stays pure.
 //!
 //! The checker reads the source as text: comments, strings and character literals are blanked
 //! first (keeping line breaks, so every finding names its file and line), `use` groups are
@@ -682,7 +682,7 @@ fn names_crate(source: &Source, root: &str) -> Vec<usize> {
         .collect()
 }
 
-/// Rules about who may use serde, serde_yaml, candle and petgraph.
+/// Rules about who may use serde, serde_yaml, candle, petgraph and indicatif.
 fn check_crate_rules(sources: &[Source]) -> Vec<Violation> {
     let mut out = Vec::new();
     let mut flag = |source: &Source, lines: Vec<usize>, message: &str| {
@@ -722,6 +722,13 @@ fn check_crate_rules(sources: &[Source]) -> Vec<Violation> {
         }
         if !s.is("graph") {
             flag(s, names_crate(s, "petgraph"), "only `graph` names petgraph");
+        }
+        if s.top() != "cli" {
+            flag(
+                s,
+                names_crate(s, "indicatif"),
+                "only `cli` draws progress (indicatif)",
+            );
         }
     }
     out
@@ -1024,9 +1031,12 @@ fn g() { petgraph::graph::Graph::new(); }
 let v = serde_yaml::from_str(t);",
         ),
         Source::new("src/exec/stage.rs", "use candle_core::Tensor;"),
+        Source::new("src/exec/runner.rs", "\n\nuse indicatif::ProgressBar;"),
+        Source::new("src/cli/progress.rs", "use indicatif::ProgressBar;"),
     ];
     let v = messages(&check_crate_rules(&sources));
-    assert_eq!(v.len(), 7, "{v:#?}");
+    assert_eq!(v.len(), 8, "{v:#?}");
+    assert!(v.contains(&"src/exec/runner.rs:3: only `cli` draws progress (indicatif)".to_string()));
     assert!(v.contains(
         &"src/cli/run.rs:1: only `report::json` derives or implements `Serialize`".to_string()
     ));
