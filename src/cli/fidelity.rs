@@ -2,9 +2,9 @@
 //! matrix of configurations the calibration never saw, predicted with the profile and run for
 //! real, with the distribution of errors per metric).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+use super::progress::Progress;
 use super::run::{
     compare_rows, execute, in_file, load_text, own_candidate, print, read, to_json, write,
     CliError, CompareRow, ExitStatus, Result,
@@ -159,12 +159,8 @@ pub(super) fn calibrate_device(
     let compute = crate::exec::device::open(backend, crate::scenario::DeviceMap::PerStage, 1)
         .map_err(|err| CliError::new(ExitStatus::NoDevice, format!("calibrate: {err}")))?;
     let dev = compute.device(0).clone();
-    let terminal = std::io::stderr().is_terminal();
-    let progress = |what: &str| {
-        if terminal {
-            eprint!("\r\x1b[Kcalibrating: {what}");
-        }
-    };
+    let spinner = Progress::spinner();
+    let progress = |what: &str| spinner.set_message(format!("calibrating: {what}"));
     let effort = if quick { Effort::Quick } else { Effort::Full };
     let mut profile = calibrate::calibrate(&dev, threads as usize, effort, machine(), &progress)
         .map_err(|err| CliError::new(ExitStatus::RunFailed, format!("calibrate: {err}")))?;
@@ -210,9 +206,6 @@ pub(super) fn calibrate_device(
     } else {
         1.0
     };
-    if terminal {
-        eprint!("\r\x1b[K");
-    }
     Ok(profile)
 }
 
@@ -619,9 +612,9 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
         Some(path) => read_profile(path)?,
         None => calibrate_device(DeviceArg::Cpu, Some(1), false)?,
     };
-    let terminal = std::io::stderr().is_terminal();
+    let progress = Progress::counted("fidelity", configs.len() as u64, "configurations");
     let mut outcomes = Vec::new();
-    for (i, c) in configs.iter().enumerate() {
+    for c in &configs {
         if c.graph != "synthetic" && !args.data.join(c.graph).is_dir() {
             return Err(CliError::new(
                 ExitStatus::Io,
@@ -632,9 +625,7 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
                 ),
             ));
         }
-        if terminal {
-            eprint!("\r\x1b[Kfidelity {}/{}: {}", i + 1, configs.len(), c.name);
-        }
+        progress.set_message(c.name);
         let file = PathBuf::from(format!("(fidelity) {}", c.name));
         let loaded = load_text(&file, &scenario_text(c, &args.data), &[])?;
         check_profile(&file, &loaded.scenario, &profile, None)?;
@@ -662,10 +653,9 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
             rows: compare_rows(&run, &measured),
             extrapolated: run.prediction.extrapolated.clone(),
         });
+        progress.step();
     }
-    if terminal {
-        eprint!("\r\x1b[K");
-    }
+    drop(progress);
     let summary = summarise(&outcomes);
     if let Some(dir) = &args.plot {
         let points = outcomes

@@ -7,6 +7,7 @@ mod fidelity;
 mod output;
 mod plan;
 mod plots;
+mod progress;
 mod run;
 mod sweep;
 

@@ -85,13 +85,22 @@ fn evaluate(
     let prediction = plan::predict_profiled(&scenario, graph, &candidate, tier)
         .map_err(|e| one_line(&format!("{file}: {e}")))?;
     let metrics = report::compute(&prediction.trace);
-    Ok(Figures::new(
-        &prediction.label,
-        prediction.schedule.n_stages(),
-        prediction.schedule.n_chunks(),
-        scenario.devices.len() as u32,
-        &metrics,
-    ))
+    Ok(Figures::new(&scenario, &prediction, &metrics))
+}
+
+/// One configuration of the plan's JSON.
+fn entry_doc(split: String, f: &Figures) -> json::PlanEntryDoc {
+    json::PlanEntryDoc {
+        schedule: f.label.clone(),
+        split,
+        stages: f.stages,
+        chunks: f.chunks,
+        devices: f.devices,
+        epoch_time_s: json::seconds(f.epoch_time_ns),
+        bubble_fraction: f.bubble_fraction,
+        communication_bytes: f.communication_bytes,
+        peak_memory_bytes: f.peak_memory_bytes,
+    }
 }
 
 /// `pipegnn plan`.
@@ -152,7 +161,7 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
                 best: ranking
                     .shown
                     .iter()
-                    .map(|&i| json::PlanEntryDoc::new(split_of(i), figures(i)))
+                    .map(|&i| entry_doc(split_of(i), figures(i)))
                     .collect(),
                 rejected: json::RejectedDoc {
                     does_not_fit: ranking.does_not_fit.len(),
@@ -175,6 +184,7 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
                             device: over.device.clone(),
                             peak_memory_bytes: over.peak_bytes,
                             capacity_bytes: over.capacity_bytes,
+                            stages_sharing: over.shared_by,
                         }
                     })
                     .collect(),
@@ -234,13 +244,16 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
             for &i in ranking.does_not_fit.iter().take(MAX_EXAMPLES) {
                 let f = figures(i);
                 let over = &f.over[0];
+                let who = match over.shared_by {
+                    None => over.device.clone(),
+                    Some(stages) => format!("{} (shared by {stages} stages)", over.device),
+                };
                 out.push_str(&format!(
-                    "does not fit: {} split {} chunks {} devices {}: {} needs {} ({} B) but has {} ({} B)\n",
+                    "does not fit: {} split {} chunks {} devices {}: {who} needs {} ({} B) but has {} ({} B)\n",
                     f.label,
                     split_of(i),
                     f.chunks,
                     f.devices,
-                    over.device,
                     units::format_bytes(over.peak_bytes),
                     over.peak_bytes,
                     units::format_bytes(over.capacity_bytes),

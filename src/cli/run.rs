@@ -9,10 +9,11 @@
 //! failed (a non-finite loss, or a feature the executor does not have yet).
 
 use std::fmt;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 
 use super::output::Outputs;
+use super::progress::Progress;
 use super::{
     bench, BackwardOrderArg, Cli, Command, CompareArgs, DeviceArg, GnnPipeOrderArg, KindArg,
     ReportFormat, RunArgs, ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
@@ -20,7 +21,7 @@ use super::{
 use crate::cost::{Profile, UniformCost};
 use crate::diag::FieldPath;
 use crate::exec::{self, data::NodeData, CrossChunk, ExecError, ExecInput, TrainConfig};
-use crate::gnn::{GraphMetrics, Halo};
+use crate::gnn::Halo;
 use crate::graph::{self, dataset::Dataset};
 use crate::network::Network;
 use crate::plan::GraphData;
@@ -310,41 +311,18 @@ fn validate(args: &ScenarioArgs) -> Result<()> {
     print(&out)
 }
 
-/// Fails with [`ExitStatus::DoesNotFit`] naming every device whose predicted peak exceeds its
-/// capacity, one line each, pointing at the device's entry in the scenario.
+/// Fails with [`ExitStatus::DoesNotFit`] naming everything that does not fit
+/// ([`plan::fit::overflows`]: a device alone, or the stages sharing a GPU together), one line
+/// each, pointing at the device's entry in the scenario.
 pub(super) fn check_fits(scenario: &Scenario, results: &[(&str, &report::Metrics)]) -> Result<()> {
-    let mut lines = Vec::new();
-    for (label, metrics) in results {
-        for device in metrics.devices.iter().filter(|d| !d.fits()) {
-            let capacity = device.capacity_bytes.unwrap_or(0);
-            let message = format!(
-                "{} needs {} at its peak under {label} but has {}",
-                device.name,
-                units::format_bytes(device.peak_memory_bytes),
-                units::format_bytes(capacity),
-            );
-            let path = scenario.device_field(device.device, "memory");
-            lines.push(scenario.source.diagnostic(path, message).to_string());
-        }
-        // Stages on one GPU share its memory: together they must fit the first device's (an
-        // upper bound: the sum of their peaks, which need not coincide).
-        if scenario.executor.device_map == DeviceMap::Shared && metrics.devices.len() > 1 {
-            let together: u64 = metrics.devices.iter().map(|d| d.peak_memory_bytes).sum();
-            let first = &metrics.devices[0];
-            if let Some(capacity) = first.capacity_bytes.filter(|&c| together > c) {
-                let message = format!(
-                    "the {} stages sharing {} (executor.device_map: shared) need up to {} \
-                     together under {label} (the sum of their peaks) but it has {}",
-                    metrics.devices.len(),
-                    first.name,
-                    units::format_bytes(together),
-                    units::format_bytes(capacity),
-                );
-                let path = scenario.device_field(first.device, "memory");
-                lines.push(scenario.source.diagnostic(path, message).to_string());
-            }
-        }
-    }
+    let lines: Vec<String> = results
+        .iter()
+        .flat_map(|(label, metrics)| {
+            plan::fit::overflows(scenario, metrics)
+                .into_iter()
+                .map(|over| over.diagnostic(scenario, label).to_string())
+        })
+        .collect();
     if lines.is_empty() {
         Ok(())
     } else {
@@ -483,7 +461,8 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
 }
 
 pub(super) fn to_json(doc: &impl serde::Serialize) -> Result<String> {
-    crate::report::json::to_pretty_string(doc).map_err(|e| CliError::new(ExitStatus::Internal, format!("cannot encode JSON: {e}")))
+    crate::report::json::to_pretty_string(doc)
+        .map_err(|e| CliError::new(ExitStatus::Internal, format!("cannot encode JSON: {e}")))
 }
 
 fn simulate(args: &SimulateArgs) -> Result<()> {
@@ -550,6 +529,7 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
                             p.schedule.n_chunks(),
                             m,
                             p.graph.as_ref(),
+                            plan::fit::fits(&scenario, m),
                         );
                         doc.cost_tier = Some(p.cost_tier.clone());
                         doc.extrapolated = p.extrapolated.clone();
@@ -568,10 +548,16 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
                 scenario.schedule.n_chunks,
                 tier.describe()
             );
-            let rows: Vec<(String, u32, &report::Metrics, Option<&GraphMetrics>)> = predictions
+            let rows: Vec<table::SummaryRow> = predictions
                 .iter()
                 .zip(&metrics)
-                .map(|(p, m)| (p.label.clone(), p.schedule.n_chunks(), m, p.graph.as_ref()))
+                .map(|(p, m)| table::SummaryRow {
+                    label: p.label.clone(),
+                    chunks: p.schedule.n_chunks(),
+                    metrics: m,
+                    graph: p.graph.as_ref(),
+                    fits: plan::fit::fits(&scenario, m),
+                })
                 .collect();
             out.push_str(&table::summary(&rows));
             for (prediction, m) in predictions.iter().zip(&metrics) {
@@ -822,26 +808,20 @@ pub(super) fn execute(
         ),
     };
     let label = format!("{} ({})", scenario.name, prediction.label);
+    let bar = Progress::with_message(u64::from(input.config.epochs));
     let show = |stats: &exec::EpochStats, total: u32| {
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r\x1b[K{label}: epoch {}/{total}, loss {:.4}, val {:.3}",
+        bar.set_message(format!(
+            "{label}: epoch {}/{total}, loss {:.4}, val {:.3}",
             stats.epoch, stats.loss, stats.val_accuracy
-        );
-        if stats.epoch == total {
-            let _ = write!(err, "\r\x1b[K");
-        }
-        let _ = err.flush();
+        ));
+        bar.set(u64::from(stats.epoch), u64::from(total));
     };
     // Progress on a terminal, nothing in pipes.
-    let progress: Option<&exec::runner::Progress<'_>> =
-        std::io::stderr().is_terminal().then_some(&show);
+    let progress: Option<&exec::runner::Progress<'_>> = bar.is_visible().then_some(&show);
     let input = ExecInput { progress, ..input };
-    let result = exec::run(&input).map_err(|err| {
-        if progress.is_some() {
-            eprint!("\r\x1b[K");
-        }
+    let result = exec::run(&input);
+    drop(bar);
+    let result = result.map_err(|err| {
         CliError::new(ExitStatus::RunFailed, format!("{}: {err}", file.display()))
     })?;
     // Every measured epoch must have run the schedule as written: the executor's contract.
@@ -920,6 +900,7 @@ fn train(args: &RunArgs) -> Result<()> {
                 prediction.schedule.n_chunks(),
                 metrics,
                 prediction.graph.as_ref(),
+                plan::fit::fits(&scenario, metrics),
             );
             doc.epochs = Some(
                 result
@@ -1001,14 +982,7 @@ fn self_calibrated(
 }
 
 /// One predicted-against-measured figure.
-#[derive(serde::Serialize)]
-pub(super) struct CompareRow {
-    pub(super) name: &'static str,
-    pub(super) device: Option<String>,
-    pub(super) predicted: f64,
-    pub(super) measured: Option<f64>,
-    pub(super) relative_error: Option<f64>,
-}
+pub(super) type CompareRow = json::CompareMetricDoc;
 
 fn row(
     name: &'static str,

@@ -6,13 +6,10 @@
 //! scenario's own schedule exactly as `simulate` does; a point that fails or does not fit is a
 //! row with its error, not a failed sweep. A key or value that does not parse fails up front.
 
-use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-
 use rayon::prelude::*;
 
 use super::output::Outputs;
+use super::progress::Progress;
 use super::run::{
     check_fits, in_scenario, load_scenario, own_candidate, print, read, to_json, CliError,
     ExitStatus, Loaded, Result,
@@ -126,13 +123,7 @@ fn evaluate(args: &ScenarioArgs, profile: Option<&std::path::Path>) -> Outcome {
             .map_err(in_scenario(args))?;
         let metrics = report::compute(&prediction.trace);
         let fits = check_fits(&scenario, &[(prediction.label.as_str(), &metrics)]);
-        let figures = Figures::new(
-            &prediction.label,
-            prediction.schedule.n_stages(),
-            prediction.schedule.n_chunks(),
-            scenario.devices.len() as u32,
-            &metrics,
-        );
+        let figures = Figures::new(&scenario, &prediction, &metrics);
         Ok::<_, CliError>((scenario.name, figures, fits.err()))
     })();
     match predicted {
@@ -149,21 +140,25 @@ fn evaluate(args: &ScenarioArgs, profile: Option<&std::path::Path>) -> Outcome {
     }
 }
 
-/// Draws `[#####     ] done/total` on stderr.
-fn draw_progress(done: usize, total: usize) {
-    const WIDTH: usize = 30;
-    let filled = done * WIDTH / total.max(1);
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\r[{}{}] {done}/{total}",
-        "#".repeat(filled),
-        " ".repeat(WIDTH - filled)
-    );
-    if done == total {
-        let _ = write!(err, "\r\x1b[K");
+/// A point's JSON: its figures (null where it could not be predicted) and its error.
+fn point_doc(
+    set: Vec<(String, serde_json::Value)>,
+    figures: Option<&Figures>,
+    error: Option<String>,
+) -> json::SweepPointDoc {
+    json::SweepPointDoc {
+        set: json::OrderedMap(set),
+        schedule: figures.map(|f| f.label.clone()),
+        stages: figures.map(|f| f.stages),
+        chunks: figures.map(|f| f.chunks),
+        devices: figures.map(|f| f.devices),
+        epoch_time_s: figures.map(|f| json::seconds(f.epoch_time_ns)),
+        bubble_fraction: figures.map(|f| f.bubble_fraction),
+        communication_bytes: figures.map(|f| f.communication_bytes),
+        peak_memory_bytes: figures.map(|f| f.peak_memory_bytes),
+        fits: figures.is_some_and(|f| f.fits()),
+        error,
     }
-    let _ = err.flush();
 }
 
 /// Quotes a CSV field when it needs it.
@@ -206,13 +201,7 @@ pub(super) fn run(args: &SweepArgs) -> Result<()> {
         }
     }
     let combos = cross_product(&axes);
-    let total = combos.len();
-    let done = AtomicUsize::new(0);
-    let show = std::io::stderr().is_terminal();
-    let drawing = Mutex::new(());
-    if show {
-        draw_progress(0, total);
-    }
+    let progress = Progress::counted("sweep", combos.len() as u64, "points");
     let outcomes: Vec<Outcome> = combos
         .par_iter()
         .map(|choice| {
@@ -221,14 +210,11 @@ pub(super) fn run(args: &SweepArgs) -> Result<()> {
                 overrides: point_overrides(overrides, &axes, choice),
             };
             let outcome = evaluate(&point, args.profile.as_deref());
-            let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-            if show {
-                let _guard = drawing.lock();
-                draw_progress(n, total);
-            }
+            progress.step();
             outcome
         })
         .collect();
+    drop(progress);
     let name = outcomes
         .iter()
         .find_map(|o| o.name.clone())
@@ -256,7 +242,7 @@ pub(super) fn run(args: &SweepArgs) -> Result<()> {
                     .zip(choice)
                     .map(|(a, &i)| (a.key.clone(), json::set_value(&a.values[i])))
                     .collect();
-                json::SweepPointDoc::new(set, o.figures.as_ref(), o.error.clone())
+                point_doc(set, o.figures.as_ref(), o.error.clone())
             })
             .collect(),
     };
@@ -288,7 +274,7 @@ pub(super) fn run(args: &SweepArgs) -> Result<()> {
                         f.stages.to_string(),
                         f.chunks.to_string(),
                         f.devices.to_string(),
-                        (f.epoch_time_ns as f64 / 1e9).to_string(),
+                        json::seconds(f.epoch_time_ns).to_string(),
                         f.bubble_fraction.to_string(),
                         f.communication_bytes.to_string(),
                         f.peak_memory_bytes.to_string(),

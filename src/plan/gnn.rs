@@ -253,6 +253,11 @@ fn chunks(
             })
         }
         GraphData::Stats(stats) => {
+            let stats = &stats_model::GraphCounts {
+                nodes: stats.nodes,
+                undirected_edges: stats.undirected_edges,
+                cut_fraction: stats.cut_fraction,
+            };
             let chunk_stats = stats_model::chunk_stats(stats, k, chunking, hops)?;
             let cut: u64 = chunk_stats
                 .iter()

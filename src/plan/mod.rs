@@ -3,6 +3,7 @@
 //! This is the glue the command line and the tests share. It reads no files: a schedule file's
 //! text and a dataset are passed in by the caller.
 
+pub mod fit;
 mod gnn;
 pub mod search;
 

@@ -4,7 +4,10 @@
 //! Pure: the caller evaluates each [`PlanPoint`] (by applying [`PlanPoint::overrides`] to the
 //! scenario and predicting) and hands the [`Evaluation`]s back to [`rank`].
 
+use super::fit::{self, Overflow};
+use super::Prediction;
 use crate::report::Metrics;
+use crate::scenario::Scenario;
 
 /// Models with at most this many layers get every contiguous stage split tried, not only `auto`.
 pub const MAX_LAYERS_FOR_SPLITS: usize = 8;
@@ -170,19 +173,6 @@ pub fn search_space(
     points
 }
 
-/// A device whose predicted peak exceeds its capacity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Overflow {
-    /// Device name.
-    pub device: String,
-    /// Index of the device in the scenario.
-    pub index: usize,
-    /// Predicted peak.
-    pub peak_bytes: u64,
-    /// Capacity.
-    pub capacity_bytes: u64,
-}
-
 /// The figures of one predicted configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figures {
@@ -202,18 +192,20 @@ pub struct Figures {
     pub communication_bytes: u64,
     /// The largest peak over the devices.
     pub peak_memory_bytes: u64,
-    /// Devices that do not fit (empty when the configuration fits).
+    /// What does not fit (empty when the configuration fits): devices alone, then a GPU that
+    /// stages share.
     pub over: Vec<Overflow>,
 }
 
 impl Figures {
-    /// The figures of a prediction's metrics.
-    pub fn new(label: &str, stages: u32, chunks: u32, devices: u32, metrics: &Metrics) -> Self {
+    /// The figures of a prediction of `scenario` and its metrics, with what does not fit
+    /// ([`fit::overflows`]).
+    pub fn new(scenario: &Scenario, prediction: &Prediction, metrics: &Metrics) -> Self {
         Figures {
-            label: label.to_string(),
-            stages,
-            chunks,
-            devices,
+            label: prediction.label.clone(),
+            stages: prediction.schedule.n_stages(),
+            chunks: prediction.schedule.n_chunks(),
+            devices: scenario.devices.len() as u32,
             epoch_time_ns: metrics.epoch_time_ns,
             bubble_fraction: metrics.bubble_fraction,
             communication_bytes: metrics.communication_bytes,
@@ -223,21 +215,11 @@ impl Figures {
                 .map(|d| d.peak_memory_bytes)
                 .max()
                 .unwrap_or(0),
-            over: metrics
-                .devices
-                .iter()
-                .filter(|d| !d.fits())
-                .map(|d| Overflow {
-                    device: d.name.clone(),
-                    index: d.device,
-                    peak_bytes: d.peak_memory_bytes,
-                    capacity_bytes: d.capacity_bytes.unwrap_or(0),
-                })
-                .collect(),
+            over: fit::overflows(scenario, metrics),
         }
     }
 
-    /// Whether every device fits.
+    /// Whether everything fits.
     pub fn fits(&self) -> bool {
         self.over.is_empty()
     }
@@ -379,6 +361,7 @@ mod tests {
                         index: 0,
                         peak_bytes: 2,
                         capacity_bytes: 1,
+                        shared_by: None,
                     }]
                 },
             }),

@@ -9,11 +9,12 @@ use serde::Serialize;
 
 use super::metrics::Metrics;
 use crate::gnn::GraphMetrics;
-use crate::schedule::file::Orders;
+use crate::schedule::file;
 use crate::schedule::Schedule;
 use crate::trace::MemoryCategory;
 
-fn seconds(ns: u64) -> f64 {
+/// Nanoseconds as the seconds JSON documents hold.
+pub fn seconds(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
@@ -41,7 +42,8 @@ pub struct ResultDoc {
     pub bubble_fraction: f64,
     /// Bytes handed between devices in the epoch.
     pub communication_bytes: u64,
-    /// Whether every device's peak memory fits its capacity.
+    /// Whether the prediction fits the devices' memory: every device alone, and stages sharing a
+    /// GPU together (`plan::fit`, the rule behind exit 6).
     pub fits: bool,
     /// Per device.
     pub devices: Vec<DeviceDoc>,
@@ -148,13 +150,16 @@ pub struct LinkDoc {
 }
 
 impl ResultDoc {
-    /// The JSON form of one schedule's metrics, with the graph figures of a GNN workload.
+    /// The JSON form of one schedule's metrics, with the graph figures of a GNN workload and
+    /// whether it fits (the caller's verdict: the rule needs the scenario, which reports do not
+    /// read).
     pub fn new(
         schedule: &str,
         n_stages: u32,
         n_chunks: u32,
         metrics: &Metrics,
         graph: Option<&GraphMetrics>,
+        fits: bool,
     ) -> Self {
         ResultDoc {
             schedule: schedule.to_string(),
@@ -163,7 +168,7 @@ impl ResultDoc {
             epoch_time_s: seconds(metrics.epoch_time_ns),
             bubble_fraction: metrics.bubble_fraction,
             communication_bytes: metrics.communication_bytes,
-            fits: metrics.devices.iter().all(|d| d.fits()),
+            fits,
             devices: metrics
                 .devices
                 .iter()
@@ -220,15 +225,15 @@ impl ResultDoc {
 
 /// `pipegnn schedule --format json`, with the simulation fields when `--simulate` is given.
 #[derive(Serialize)]
-pub struct ScheduleDoc<'a> {
+pub struct ScheduleDoc {
     /// Generator name.
     pub kind: &'static str,
     /// Number of stages.
     pub stages: u32,
     /// Number of chunks.
     pub chunks: u32,
-    /// Per device, `[op, chunk, stage]` in issue order.
-    pub orders: Orders<'a>,
+    /// Per device, `[op, chunk, stage]` in issue order (`schedule::file::orders`).
+    pub orders: OrderedMap<Vec<file::FileOp>>,
     /// Epoch time of the uniform-cost simulation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub makespan_s: Option<f64>,
@@ -255,14 +260,14 @@ pub struct ScheduleDeviceDoc {
     pub peak_in_flight: u32,
 }
 
-impl<'a> ScheduleDoc<'a> {
+impl ScheduleDoc {
     /// The schedule alone, or with its simulated metrics.
-    pub fn new(schedule: &'a Schedule, metrics: Option<&Metrics>) -> Self {
+    pub fn new(schedule: &Schedule, metrics: Option<&Metrics>) -> Self {
         ScheduleDoc {
             kind: schedule.kind().name(),
             stages: schedule.n_stages(),
             chunks: schedule.n_chunks(),
-            orders: Orders(schedule),
+            orders: OrderedMap(file::orders(schedule)),
             makespan_s: metrics.map(|m| seconds(m.epoch_time_ns)),
             bubble_fraction: metrics.map(|m| m.bubble_fraction),
             devices: metrics.map(|m| {
@@ -322,11 +327,11 @@ pub struct AxisDoc {
     pub values: Vec<serde_json::Value>,
 }
 
-/// The axis values of one point, as a JSON object in axis order.
+/// A JSON object whose keys keep the order given (device order, axis order).
 #[derive(Debug)]
-pub struct PointSet(pub Vec<(String, serde_json::Value)>);
+pub struct OrderedMap<V>(pub Vec<(String, V)>);
 
-impl Serialize for PointSet {
+impl<V: Serialize> Serialize for OrderedMap<V> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
@@ -340,8 +345,8 @@ impl Serialize for PointSet {
 /// One point of a sweep: its figures (null where it could not be predicted) and its error.
 #[derive(Debug, Serialize)]
 pub struct SweepPointDoc {
-    /// The axis values.
-    pub set: PointSet,
+    /// The axis values, in axis order.
+    pub set: OrderedMap<serde_json::Value>,
     /// Schedule name.
     pub schedule: Option<String>,
     /// Number of stages.
@@ -358,33 +363,10 @@ pub struct SweepPointDoc {
     pub communication_bytes: Option<u64>,
     /// The largest peak over the devices.
     pub peak_memory_bytes: Option<u64>,
-    /// Whether every device fits (false when the point failed).
+    /// Whether the point fits (`plan::fit`; false when the point failed).
     pub fits: bool,
     /// Why the point failed or does not fit, on one line.
     pub error: Option<String>,
-}
-
-impl SweepPointDoc {
-    /// A point from its figures (if predicted) and its error.
-    pub fn new(
-        set: Vec<(String, serde_json::Value)>,
-        figures: Option<&crate::plan::search::Figures>,
-        error: Option<String>,
-    ) -> Self {
-        SweepPointDoc {
-            set: PointSet(set),
-            schedule: figures.map(|f| f.label.clone()),
-            stages: figures.map(|f| f.stages),
-            chunks: figures.map(|f| f.chunks),
-            devices: figures.map(|f| f.devices),
-            epoch_time_s: figures.map(|f| seconds(f.epoch_time_ns)),
-            bubble_fraction: figures.map(|f| f.bubble_fraction),
-            communication_bytes: figures.map(|f| f.communication_bytes),
-            peak_memory_bytes: figures.map(|f| f.peak_memory_bytes),
-            fits: figures.is_some_and(|f| f.fits()),
-            error,
-        }
-    }
 }
 
 /// `pipegnn plan --format json`.
@@ -425,23 +407,6 @@ pub struct PlanEntryDoc {
     pub peak_memory_bytes: u64,
 }
 
-impl PlanEntryDoc {
-    /// The entry of one predicted configuration.
-    pub fn new(split: String, f: &crate::plan::search::Figures) -> Self {
-        PlanEntryDoc {
-            schedule: f.label.clone(),
-            split,
-            stages: f.stages,
-            chunks: f.chunks,
-            devices: f.devices,
-            epoch_time_s: seconds(f.epoch_time_ns),
-            bubble_fraction: f.bubble_fraction,
-            communication_bytes: f.communication_bytes,
-            peak_memory_bytes: f.peak_memory_bytes,
-        }
-    }
-}
-
 /// Counts of rejected configurations by reason.
 #[derive(Debug, Serialize)]
 pub struct RejectedDoc {
@@ -470,10 +435,29 @@ pub struct PlanOverflowDoc {
     pub devices: u32,
     /// The device over capacity.
     pub device: String,
-    /// Its predicted peak.
+    /// Its predicted peak (the sum of the stages' peaks when they share it).
     pub peak_memory_bytes: u64,
     /// Its capacity.
     pub capacity_bytes: u64,
+    /// How many stages share the device (`executor.device_map: shared`); absent for a device
+    /// alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages_sharing: Option<usize>,
+}
+
+/// One predicted-against-measured figure (`pipegnn compare` and `fidelity`).
+#[derive(Debug, Serialize)]
+pub struct CompareMetricDoc {
+    /// `epoch_time_s`, `busy_s`, `bubble_fraction`, `peak_memory_bytes` or `link_bytes`.
+    pub name: &'static str,
+    /// The device or link (`a -> b`) it is about; none for the epoch.
+    pub device: Option<String>,
+    /// The prediction.
+    pub predicted: f64,
+    /// The measurement, where there is one.
+    pub measured: Option<f64>,
+    /// `(predicted - measured) / measured`, where measured is non-zero.
+    pub relative_error: Option<f64>,
 }
 
 /// Writes `doc` as indented JSON, one field or element per line, except that an array inside
@@ -591,10 +575,7 @@ impl serde_json::ser::Formatter for NestedArraysInline {
         }
     }
 
-    fn begin_object_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-    ) -> std::io::Result<()> {
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         if self.inline() {
             w.write_all(b": ")
         } else {

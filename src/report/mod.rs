@@ -2,8 +2,8 @@
 //! plots (SVG and PNG).
 //!
 //! **Architecture Invariant:** reports read [`crate::trace::Trace`] values (and the schedule that
-//! produced them), never the simulator or the executor, so predicted and measured traces are
-//! reported by the same code.
+//! produced them) and plain values, never the simulator, the executor or the planner, so
+//! predicted and measured traces are reported by the same code.
 
 pub mod chrome_trace;
 pub mod json;

@@ -58,8 +58,22 @@ fn edges_note(graph: Option<&GraphMetrics>) -> String {
     notes.join(", ")
 }
 
+/// One schedule's line of [`summary`].
+pub struct SummaryRow<'a> {
+    /// The schedule's name.
+    pub label: String,
+    /// Chunks per epoch.
+    pub chunks: u32,
+    /// Its metrics.
+    pub metrics: &'a Metrics,
+    /// Figures about the graph's chunks (GNN workloads).
+    pub graph: Option<&'a GraphMetrics>,
+    /// Whether it fits (the caller's verdict: the rule needs the scenario).
+    pub fits: bool,
+}
+
 /// One line per schedule: the comparison `--schedule all` prints first.
-pub fn summary(results: &[(String, u32, &Metrics, Option<&GraphMetrics>)]) -> String {
+pub fn summary(results: &[SummaryRow<'_>]) -> String {
     let mut rows = vec![vec![
         "schedule".to_string(),
         "chunks".into(),
@@ -70,23 +84,23 @@ pub fn summary(results: &[(String, u32, &Metrics, Option<&GraphMetrics>)]) -> St
         "fits".into(),
         "edges".into(),
     ]];
-    for (label, chunks, m, graph) in results {
+    for row in results {
+        let m = row.metrics;
         let peak = m
             .devices
             .iter()
             .map(|d| d.peak_memory_bytes)
             .max()
             .unwrap_or(0);
-        let fits = m.devices.iter().all(|d| d.fits());
         rows.push(vec![
-            label.clone(),
-            chunks.to_string(),
+            row.label.clone(),
+            row.chunks.to_string(),
             format_duration_ns(m.epoch_time_ns),
             percent(m.bubble_fraction),
             format_bytes(m.communication_bytes),
             format_bytes(peak),
-            if fits { "yes" } else { "NO" }.into(),
-            edges_note(*graph),
+            if row.fits { "yes" } else { "NO" }.into(),
+            edges_note(row.graph),
         ]);
     }
     render_rows(&rows)

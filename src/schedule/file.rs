@@ -1,5 +1,6 @@
-//! Schedule files: per-device `[op, chunk, stage]` lists, read from YAML or JSON and written as
-//! JSON (the shape `pipegnn schedule --format json` prints, so its output is a valid file).
+//! Schedule files: per-device `[op, chunk, stage]` lists, read from YAML or JSON; [`orders`] gives
+//! a schedule's lists in file form, which `report::json` writes as the shape `pipegnn schedule
+//! --format json` prints, so its output is a valid file.
 //!
 //! ```yaml
 //! stages: 2
@@ -15,7 +16,7 @@
 //!
 //! **Architecture Invariant:** with `scenario::raw`, the only serde_yaml user.
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use super::ir::{DataFlow, Op, OpKind, Schedule, ScheduleKind};
@@ -141,14 +142,19 @@ fn append_implied_optimizer_steps(orders: &mut [Vec<Op>], n_stages: u32) {
     }
 }
 
-/// A schedule's per-device orders in file form: `{"0": [["F",0,0], ...], "1": [...]}`, device
-/// keys in numeric order, optimizer steps at the end of a list left implied.
-pub struct Orders<'a>(pub &'a Schedule);
+/// One op in file form: `(op, chunk, stage)`, e.g. `("F", 0, 1)`.
+pub type FileOp = (&'static str, u32, u32);
 
-impl Serialize for Orders<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.orders().iter().enumerate().map(|(device, order)| {
-            let implied_tail = if *self.0.flow() == DataFlow::PIPELINE {
+/// A schedule's per-device orders in file form: per device, in device order, its key (`"0"`,
+/// `"1"`, ...) and its `[op, chunk, stage]` list, optimizer steps at the end of a pipeline's
+/// list left implied. `report::json` writes them as `{"0": [["F",0,0], ...], "1": [...]}`.
+pub fn orders(schedule: &Schedule) -> Vec<(String, Vec<FileOp>)> {
+    schedule
+        .orders()
+        .iter()
+        .enumerate()
+        .map(|(device, order)| {
+            let implied_tail = if *schedule.flow() == DataFlow::PIPELINE {
                 order
                     .iter()
                     .rev()
@@ -157,11 +163,11 @@ impl Serialize for Orders<'_> {
             } else {
                 0
             };
-            let ops: Vec<(&str, u32, u32)> = order[..order.len() - implied_tail]
+            let ops = order[..order.len() - implied_tail]
                 .iter()
                 .map(|op| (op.kind.code(), op.chunk, op.stage))
                 .collect();
             (device.to_string(), ops)
-        }))
-    }
+        })
+        .collect()
 }

@@ -377,13 +377,11 @@ impl Lowered {
     pub fn handoff(&self, from: u32, release: Release) -> Option<Handoff> {
         match release {
             Release::Local { .. } => None,
-            Release::Direct { to, payload } | Release::Gated { to, payload, .. } => {
-                Some(Handoff {
-                    payload,
-                    from: self.op(from),
-                    to: self.op(to),
-                })
-            }
+            Release::Direct { to, payload } | Release::Gated { to, payload, .. } => Some(Handoff {
+                payload,
+                from: self.op(from),
+                to: self.op(to),
+            }),
         }
     }
 }

@@ -51,7 +51,9 @@ mod tests {
         let mut reference: Vec<(u64, u32)> = Vec::new();
         let mut state = 12345u64;
         for step in 0..5000u32 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             if state >> 62 != 0 || reference.is_empty() {
                 let time = (state >> 20) % 1000;
                 queue.push(time, step);

@@ -253,3 +253,97 @@ fn stages_sharing_a_gpu_must_fit_its_memory_together() {
         stderr(&out)
     );
 }
+
+/// Issue 12: the rule that stages sharing a GPU must fit it together is the library's
+/// (`plan::fit`), so every output agrees with `simulate`'s exit 6. The quickstart's four stages
+/// each fit 300MiB alone (at most 221MiB) but not together (722MiB), and one device holding
+/// every layer needs 643MiB.
+#[test]
+fn stages_sharing_a_gpu_that_do_not_fit_together_do_not_fit_anywhere() {
+    const SHARED: &str = "executor.device_map=shared";
+    const SMALL: &str = "devices.0.memory=300MiB";
+    let path = crate::support::root().join("scenarios/quickstart.yaml");
+
+    // The library: the shared GPU's overflow, in the planner's figures too.
+    let loaded = crate::scenarios::load(&path, &[SHARED, SMALL]);
+    let candidate = crate::scenarios::own(&loaded.scenario);
+    let prediction = crate::scenarios::predict(&loaded, &candidate);
+    let metrics = pipegnn::report::compute(&prediction.trace);
+    assert!(metrics.devices.iter().all(|d| d.fits()), "each fits alone");
+    let over = pipegnn::plan::fit::overflows(&loaded.scenario, &metrics);
+    assert_eq!(over.len(), 1, "{over:?}");
+    assert_eq!(
+        (over[0].device.as_str(), over[0].shared_by),
+        ("gpu0", Some(4))
+    );
+    let figures = pipegnn::plan::search::Figures::new(&loaded.scenario, &prediction, &metrics);
+    assert!(!figures.fits());
+    let alone = crate::scenarios::load(&path, &[SMALL]);
+    let metrics = pipegnn::report::compute(&crate::scenarios::predict(&alone, &candidate).trace);
+    assert!(pipegnn::plan::fit::fits(&alone.scenario, &metrics));
+
+    // `simulate`: exit 6, and the JSON and the table say it does not fit.
+    let path = path.display().to_string();
+    let simulate = |format: &str| {
+        pipegnn(&[
+            "simulate", &path, "--set", SHARED, "--set", SMALL, "--format", format,
+        ])
+    };
+    let out = simulate("json");
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["results"][0]["fits"], false, "{doc}");
+    let table = String::from_utf8(simulate("table").stdout).unwrap();
+    let summary = table.lines().nth(3).unwrap();
+    assert!(
+        summary.starts_with("gnnpipe") && summary.contains(" NO "),
+        "{table}"
+    );
+
+    // `sweep`: the point's `fits` and its error agree.
+    let out = pipegnn(&[
+        "sweep",
+        &path,
+        "--set",
+        SHARED,
+        "--set",
+        SMALL,
+        "--set",
+        "schedule.chunks=4,8",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let csv = String::from_utf8(out.stdout).unwrap();
+    for row in csv.lines().skip(1) {
+        assert!(
+            row.contains(",false,") && row.contains("sharing gpu0"),
+            "{csv}"
+        );
+    }
+
+    // `plan`: with a GPU per stage four devices fit; sharing one GPU, nothing does (exit 6),
+    // and the JSON names the shared GPU with the sum of the stages' peaks.
+    let plan = |sets: &[&str]| {
+        let mut args = vec!["plan", &path, "--chunks", "8", "--schedules", "gnnpipe"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        args.extend(["--format", "json"]);
+        pipegnn(&args)
+    };
+    let out = plan(&[SMALL]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["best"][0]["devices"], 4, "{doc}");
+    let out = plan(&[SHARED, SMALL]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["best"], serde_json::json!([]), "{doc}");
+    let shared = doc["does_not_fit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["devices"] == 4)
+        .expect("a four-device configuration is listed");
+    assert_eq!(shared["stages_sharing"], 4, "{shared}");
+    assert!(shared["peak_memory_bytes"].as_u64() > shared["capacity_bytes"].as_u64());
+}

@@ -49,12 +49,14 @@ fn scenario(name: &str, text: &str) -> Loaded {
 
 fn result_json(loaded: &Loaded, candidate: &plan::Candidate) -> serde_json::Value {
     let p = predict(loaded, candidate);
+    let metrics = report::compute(&p.trace);
     let doc = json::ResultDoc::new(
         &p.label,
         p.schedule.n_stages(),
         p.schedule.n_chunks(),
-        &report::compute(&p.trace),
+        &metrics,
         p.graph.as_ref(),
+        plan::fit::fits(&loaded.scenario, &metrics),
     );
     serde_json::to_value(doc).unwrap()
 }

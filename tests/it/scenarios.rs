@@ -68,12 +68,14 @@ fn simulate_json(loaded: &Loaded) -> String {
         .iter()
         .map(|c| {
             let p = predict(loaded, c);
+            let metrics = report::compute(&p.trace);
             json::ResultDoc::new(
                 &p.label,
                 p.schedule.n_stages(),
                 p.schedule.n_chunks(),
-                &report::compute(&p.trace),
+                &metrics,
                 p.graph.as_ref(),
+                plan::fit::fits(scenario, &metrics),
             )
         })
         .collect();
@@ -149,6 +151,9 @@ fn memory_that_does_not_fit_is_reported() {
     let small = load(&path, &["devices.0.memory=4GiB"]);
     let metrics = report::compute(&predict(&small, &own(&small.scenario)).trace);
     assert!(metrics.devices.iter().all(|d| !d.fits()));
-    let doc = json::ResultDoc::new("1f1b", 4, 8, &metrics, None);
+    let over = plan::fit::overflows(&small.scenario, &metrics);
+    assert_eq!(over.len(), metrics.devices.len());
+    assert!(over.iter().all(|o| o.shared_by.is_none()));
+    let doc = json::ResultDoc::new("1f1b", 4, 8, &metrics, None, over.is_empty());
     assert!(!doc.fits);
 }
