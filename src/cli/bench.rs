@@ -77,6 +77,7 @@ pub fn run(
         cost: &cost,
         network: &network,
         shared_compute: false,
+        lowered: None,
     };
     let (count_ns, counted) = time(args.repeat, || {
         let mut sink = CountingSink::default();

@@ -375,7 +375,8 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
         }
         (None, None) => unreachable!("clap requires --kind or --file"),
     };
-    let check = schedule::check(&schedule).map_err(|err| {
+    let lowered = schedule::lower::Lowered::new(&schedule);
+    let check = schedule::check_lowered(&schedule, &lowered).map_err(|err| {
         let mut cli = schedule_error(err);
         if let Some(path) = &args.file {
             cli.message = format!("{}: {}", path.display(), cli.message);
@@ -410,6 +411,7 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
         cost: &cost,
         network: &network,
         shared_compute: false,
+        lowered: Some(&lowered),
     };
     let devices = names
         .into_iter()

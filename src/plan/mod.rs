@@ -346,7 +346,8 @@ fn run(
     graph: Option<GraphMetrics>,
     layout: Option<GnnLayout>,
 ) -> Result<Prediction, PlanError> {
-    let check = schedule::check(&schedule)?;
+    let lowered = schedule::lower::Lowered::new(&schedule);
+    let check = schedule::check_lowered(&schedule, &lowered)?;
     let profiled = match tier {
         Tier::Replay(profile) => Some(ProfiledCost {
             profile,
@@ -378,6 +379,7 @@ fn run(
         cost,
         network: measured_network.as_ref().unwrap_or(&scenario.network),
         shared_compute: scenario.executor.device_map == DeviceMap::Shared,
+        lowered: Some(&lowered),
     };
     let trace = sim::simulate(&input, trace_devices(scenario))?;
     // The simulator saturates times rather than wrapping: an epoch this long is a cost past

@@ -70,7 +70,13 @@ impl fmt::Display for Deadlock {
 /// # Complexity
 /// O(S·K + hand-offs) time and memory.
 pub fn check(schedule: &Schedule) -> Result<CheckReport, ScheduleError> {
-    if !runs_to_completion(&Lowered::new(schedule)) {
+    check_lowered(schedule, &Lowered::new(schedule))
+}
+
+/// [`check`] of a schedule already lowered (`lowered` is `Lowered::new(schedule)`), so a caller
+/// that simulates next lowers once.
+pub fn check_lowered(schedule: &Schedule, lowered: &Lowered) -> Result<CheckReport, ScheduleError> {
+    if !runs_to_completion(lowered) {
         return Err(ScheduleError::Deadlock(find_deadlock(schedule)));
     }
     Ok(CheckReport {

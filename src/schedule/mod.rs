@@ -14,7 +14,7 @@ mod one_f_one_b;
 
 use thiserror::Error;
 
-pub use check::{check, CheckReport, Deadlock, Wait};
+pub use check::{check, check_lowered, CheckReport, Deadlock, Wait};
 pub use gnnpipe::{GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder};
 pub use ir::{
     op_id, BackwardOrder, BackwardSync, DataFlow, Op, OpKind, PipelineSpec, Schedule, ScheduleKind,

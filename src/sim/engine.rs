@@ -26,6 +26,9 @@ pub struct SimInput<'a> {
     /// shared`: stages on one GPU, each on its own stream): their ops run one at a time, a
     /// device whose op is ready waiting first-in first-out for the processor.
     pub shared_compute: bool,
+    /// The schedule lowered, when the caller already has it (from [`crate::schedule::check_lowered`]);
+    /// otherwise the simulation lowers it.
+    pub lowered: Option<&'a Lowered>,
 }
 
 /// Why a simulation could not run to the end.
@@ -75,7 +78,7 @@ impl Event {
 
 struct Engine<'a, S: TraceSink> {
     input: &'a SimInput<'a>,
-    lowered: Lowered,
+    lowered: &'a Lowered,
     sink: &'a mut S,
     queue: EventQueue,
     /// Per schedule device: the position of the next op to issue, the end of its list, and the
@@ -321,7 +324,14 @@ pub fn simulate_into<S: TraceSink>(input: &SimInput<'_>, sink: &mut S) -> Result
         )));
     }
     // Every op's inputs are counted from the same definitions the engine releases them by.
-    let lowered = Lowered::new(schedule);
+    let own;
+    let lowered = match input.lowered {
+        Some(lowered) => lowered,
+        None => {
+            own = Lowered::new(schedule);
+            &own
+        }
+    };
     let n_devices = schedule.n_devices();
     let mut engine = Engine {
         input,

@@ -127,6 +127,7 @@ pub fn simulate_on(
         placement: &placement,
         cost,
         network: network.unwrap_or(&free),
+        lowered: None,
         shared_compute,
     };
     let devices = names
