@@ -218,7 +218,6 @@ pub struct Lowered {
     ops: Vec<Op>,
     device_of: Vec<u32>,
     device_starts: Vec<u32>,
-    position_of: Vec<u32>,
     inputs: Vec<u32>,
     release_starts: Vec<u32>,
     releases: Vec<Release>,
@@ -297,7 +296,6 @@ impl Lowered {
             ops,
             device_of,
             device_starts,
-            position_of,
             inputs,
             release_starts,
             releases,
@@ -330,11 +328,6 @@ impl Lowered {
     /// Device `device`'s positions, in issue order.
     pub fn positions(&self, device: usize) -> std::ops::Range<u32> {
         self.device_starts[device]..self.device_starts[device + 1]
-    }
-
-    /// The position of `op`, which must be in the schedule.
-    pub fn position_of(&self, op: Op, schedule: &Schedule) -> u32 {
-        self.position_of[op_id(op, schedule.n_chunks(), schedule.n_stages())]
     }
 
     /// Per position, how many releases the op waits for (results, hand-offs and gates), not
