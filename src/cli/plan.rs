@@ -7,7 +7,8 @@
 use rayon::prelude::*;
 
 use super::run::{
-    load_scenario, own_candidate, print, read, to_json, CliError, ExitStatus, Loaded, Result,
+    load_scenario, own_candidate, print, read_document, to_json, CliError, ExitStatus, Loaded,
+    Result,
 };
 use super::sweep::one_line;
 use super::{PlanArgs, ReportFormat};
@@ -118,7 +119,7 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
         .max(1);
     let points = search::search_space(&schedules, &chunks, max_devices, n_layers);
     let path = &args.scenario.scenario;
-    let text = read(path)?;
+    let text = read_document(path)?;
     let file = path.display().to_string();
     let base_dir = path.parent().unwrap_or(std::path::Path::new("."));
     let evaluations: Vec<Evaluation> = points

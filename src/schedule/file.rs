@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use std::collections::BTreeMap;
 
 use super::ir::{DataFlow, Op, OpKind, Schedule, ScheduleKind};
-use crate::diag::{unplaced_yaml_origin, Diagnostic, Diagnostics, FieldPath, Locator, Origin};
+use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator, Origin};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,10 +36,10 @@ struct RawScheduleFile {
 /// The result is well-formed (every op once, each stage on one device) but not yet checked for
 /// deadlock: call [`super::check`].
 pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
-    let locator = Locator::new(text);
+    let locator = Locator::new(file, text).map_err(|diag| Diagnostics(vec![diag]))?;
     let raw: RawScheduleFile = serde_yaml::from_str(text).map_err(|err| {
         let origin = err.location().map_or_else(
-            || unplaced_yaml_origin(text),
+            || locator.unplaced_origin(),
             |at| Origin::Line {
                 line: at.line(),
                 column: at.column(),

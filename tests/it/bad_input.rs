@@ -746,3 +746,111 @@ fn quantities_past_what_the_model_counts_are_refused() {
     assert_eq!(out.status.code(), Some(INVALID_INPUT), "{err}");
     assert!(err.contains("longer than 2^62 ns"), "{err}");
 }
+
+/// Runs `schedule --file` on `text` and returns stderr after checking for exit 4 and one
+/// `error:` line naming the file.
+fn schedule_file_rejected(name: &str, text: &str) -> String {
+    let path = write(&scratch(name), "schedule.yaml", text);
+    let out = pipegnn(&["schedule", "--file", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(INVALID_INPUT), "{err}");
+    assert_one_line(&err);
+    assert!(
+        err.starts_with("error: ") && err.contains("schedule.yaml"),
+        "{err}"
+    );
+    err
+}
+
+/// Issue 12: 20,000 nested `- ` or 100,000 nested brackets took gigabytes and tens of seconds
+/// before serde's recursion limit refused them: the field locator indexed the whole document
+/// first. Nesting past 32 levels is refused where it passes the limit, before either YAML
+/// parser reads further.
+#[test]
+fn nesting_past_the_limit_is_refused_where_it_passes_it() {
+    let limit = "nested deeper than 32 levels of mappings and sequences";
+    // Block sequences on one line: the 33rd `- ` is at column 65.
+    let err = rejected("dashes", &"- ".repeat(20_000), INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains(&format!("scenario.yaml:1:65: [0]: {limit}")),
+        "{err}"
+    );
+    // One more level a line.
+    let lines: String = (0..2_000)
+        .map(|i| format!("{}- \n", "  ".repeat(i)))
+        .collect();
+    let err = rejected("indented-dashes", &lines, INVALID_INPUT);
+    assert!(
+        err.contains(&format!("scenario.yaml:33:65: [0]: {limit}")),
+        "{err}"
+    );
+    // Flow brackets, unclosed, under a field: the 33rd opens at column 8 + 31.
+    let text = format!("name: x\ngraph: {}\n", "[".repeat(100_000));
+    let err = rejected("brackets", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains(&format!("scenario.yaml:2:39: graph: {limit}")),
+        "{err}"
+    );
+    let text = format!("{}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let err = rejected("balanced-brackets", &text, INVALID_INPUT);
+    assert!(
+        err.contains(&format!("scenario.yaml:1:33: [0]: {limit}")),
+        "{err}"
+    );
+    // Brackets in comments, quotes, block scalars and plain scalars are text.
+    let brackets = "[".repeat(100);
+    let original =
+        "description: four-stage pipeline on four A100s, per-batch costs split over the chunks";
+    for (i, (name, description)) in [
+        (
+            format!("a{brackets}"),
+            format!("description: |\n  {brackets}\n  {brackets}"),
+        ),
+        (
+            format!("'{brackets}' # {brackets}"),
+            format!("description: \"\\\" {brackets}\""),
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let text = explicit()
+            .replace("name: explicit-pipeline", &format!("name: {name}"))
+            .replace(original, description);
+        assert!(text.contains(&brackets));
+        let path = write(
+            &scratch(&format!("brackets-in-text-{i}")),
+            "scenario.yaml",
+            &text,
+        );
+        let out = pipegnn(&["validate", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    }
+    // A schedule file too.
+    let text = format!("stages: 1\nchunks: 1\norders: {}\n", "{0: ".repeat(50_000));
+    let err = schedule_file_rejected("deep-schedule", &text);
+    assert!(
+        err.contains(&format!("schedule.yaml:3:133: orders: {limit}")),
+        "{err}"
+    );
+}
+
+/// Issue 12: a scenario or schedule file is refused past 4 MiB, before it is read whole.
+#[test]
+fn files_past_the_size_limit_are_refused() {
+    let dir = scratch("too-large");
+    let line = format!("# {}\n", "x".repeat(1021));
+    let path = write(&dir, "scenario.yaml", &line.repeat(5 * 1024));
+    let err = rejected_path(&path, &[], INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains("scenario.yaml: the file is larger than 4 MiB (4194304 bytes), the most a scenario or schedule file may hold"),
+        "{err}"
+    );
+    let out = pipegnn(&["schedule", "--file", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(INVALID_INPUT), "{err}");
+    assert!(err.contains("larger than 4 MiB"), "{err}");
+}
