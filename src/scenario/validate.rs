@@ -16,16 +16,17 @@ use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator};
 use crate::gnn::Halo;
 use crate::graph::synth::{RmatSpec, SbmSpec};
 use crate::graph::Chunking;
-use crate::network::{Link, Network};
+use crate::network::{Link, Network, MAX_DEVICES};
 use crate::schedule::{
     BackwardOrder, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder, UpdateMode,
 };
 use crate::units::{self, UnitError};
 
-/// The largest `count` one device entry may expand to, and the largest chunk count: far beyond
-/// any real cluster or schedule, small enough that a typo cannot exhaust memory.
-const MAX_COUNT: i64 = 1 << 16;
-const MAX_CHUNKS: i64 = 1 << 20;
+/// The largest chunk count (`schedule::MAX_CHUNKS`).
+const MAX_CHUNKS: i64 = crate::schedule::MAX_CHUNKS as i64;
+/// The deepest model: 4,096 layers, as many as a schedule may have stages
+/// (`schedule::MAX_STAGES`).
+const MAX_LAYERS: i64 = crate::schedule::MAX_STAGES as i64;
 /// The widest layer (`out`, or the shorthand's `hidden`): 2^20 values per vertex (per head).
 const MAX_WIDTH: i64 = 1 << 20;
 
@@ -175,13 +176,23 @@ impl Ctx<'_> {
         let mut devices = Vec::new();
         let mut seen: BTreeMap<String, FieldPath> = BTreeMap::new();
         let mut ok = true;
+        let mut total = 0;
         for (i, entry) in raw.devices.iter().enumerate() {
             let at = path.index(i);
             let count = entry.count.unwrap_or(1);
-            if !(1..=MAX_COUNT).contains(&count) {
+            if !(1..=MAX_DEVICES as i64).contains(&count) {
                 self.error(
                     at.key("count"),
-                    format!("must be between 1 and {MAX_COUNT}, got {count}"),
+                    format!("must be between 1 and {MAX_DEVICES}, got {count}"),
+                );
+                ok = false;
+                continue;
+            }
+            total += count as usize;
+            if total > MAX_DEVICES {
+                self.error(
+                    at.key("count"),
+                    format!("brings the scenario to {total} devices, more than the {MAX_DEVICES} the network model routes"),
                 );
                 ok = false;
                 continue;
@@ -1304,6 +1315,16 @@ impl Ctx<'_> {
                     self.error(path.key("layers"), "list at least one layer");
                     return None;
                 }
+                if layers.len() as i64 > MAX_LAYERS {
+                    self.error(
+                        path.key("layers"),
+                        format!(
+                            "a model has at most {MAX_LAYERS} layers, got {}",
+                            layers.len()
+                        ),
+                    );
+                    return None;
+                }
                 let mut out = Vec::new();
                 for (i, layer) in layers.iter().enumerate() {
                     let at = path.key("layers").index(i);
@@ -1334,7 +1355,7 @@ impl Ctx<'_> {
             }
             (None, Some(kind)) => {
                 let depth = match model.depth {
-                    Some(d) => self.count(path.key("depth"), d, "depth", 4096),
+                    Some(d) => self.count(path.key("depth"), d, "depth", MAX_LAYERS),
                     None => {
                         self.error(path.clone(), "the shorthand needs `depth`");
                         None

@@ -237,17 +237,18 @@ fn scenario_that_does_not_fit_in_memory() {
 #[test]
 fn absurd_schedule_shapes_are_refused() {
     let out = pipegnn(&[
-        "schedule", "--kind", "gpipe", "--stages", "100000", "--chunks", "100000",
+        "schedule", "--kind", "gpipe", "--stages", "256", "--chunks", "1048576",
     ]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(SCHEDULE_REJECTED), "{err}");
     assert_one_line(&err);
     assert!(err.contains("stage-chunk pairs"), "{err}");
-    let out = pipegnn(&[
-        "schedule", "--kind", "gpipe", "--stages", "0", "--chunks", "4",
-    ]);
-    assert_eq!(out.status.code(), Some(INVALID_INPUT));
-    assert_one_line(&stderr(&out));
+    usage_error(
+        &[
+            "schedule", "--kind", "gpipe", "--stages", "0", "--chunks", "4",
+        ],
+        "--stages",
+    );
 }
 
 fn gnn_scenario(graph: &str, layers: &str, chunks: u32) -> String {
@@ -853,4 +854,144 @@ fn files_past_the_size_limit_are_refused() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(INVALID_INPUT), "{err}");
     assert!(err.contains("larger than 4 MiB"), "{err}");
+}
+
+/// Issue 12: 2,000 devices took 21 GB and two minutes (a route is stored per device pair), and
+/// `plan --max-devices 100000` did not finish: a scenario has at most 256 devices, and every
+/// count that makes devices says so.
+#[test]
+fn device_counts_past_the_network_limit_are_refused() {
+    let path = root().join("scenarios/quickstart.yaml");
+    let err = rejected_path(&path, &["--set", "devices.0.count=2000"], INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains("devices[0].count: must be between 1 and 256, got 2000"),
+        "{err}"
+    );
+    let text = explicit().replace(
+        "  - {name: gpu, count: 4, preset: a100-40gb}",
+        "  - {name: gpu, count: 200, preset: a100-40gb}\n  - {name: cpu, count: 100, preset: cpu-core}",
+    );
+    assert_ne!(text, explicit());
+    let err = rejected("devices-total", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains(":10:")
+            && err.contains("devices[1].count: brings the scenario to 300 devices, more than the 256 the network model routes"),
+        "{err}"
+    );
+    let q = "scenarios/quickstart.yaml";
+    for (args, flag) in [
+        (vec!["plan", q, "--max-devices", "100000"], "--max-devices"),
+        (
+            vec![
+                "schedule", "--kind", "1f1b", "--stages", "2000", "--chunks", "4",
+            ],
+            "--stages",
+        ),
+        (vec!["bench", "--stages", "300"], "--stages"),
+    ] {
+        let err = usage_error(&args, flag);
+        assert!(err.contains("1..=256"), "states the limit: {err}");
+    }
+    // A schedule file's devices are bounded the same way.
+    let err = schedule_file_rejected(
+        "schedule-devices",
+        "stages: 1\nchunks: 1\norders: {300: [[F,0,0],[B,0,0]]}\n",
+    );
+    assert!(
+        err.contains(
+            "schedule.yaml:3:15: orders.300: device 300 is past the 256 devices a network holds"
+        ),
+        "{err}"
+    );
+}
+
+/// Issue 12: schedule files with `stages: 2147483647` or `chunks: 4294967295` took 12-15 GB:
+/// stages, chunks and their product are bounded before anything is allocated, in files, in
+/// scenarios and on the command line.
+#[test]
+fn schedule_shapes_past_the_limits_are_refused() {
+    let ops = "orders: {0: [[F,0,0],[B,0,0]]}\n";
+    let err = schedule_file_rejected(
+        "file-stages",
+        &format!("stages: 2147483647\nchunks: 1\n{ops}"),
+    );
+    assert!(
+        err.contains("schedule.yaml:1:9: stages: must be between 1 and 4096, got 2147483647"),
+        "{err}"
+    );
+    let err = schedule_file_rejected(
+        "file-chunks",
+        &format!("stages: 1\nchunks: 4294967295\n{ops}"),
+    );
+    assert!(
+        err.contains("schedule.yaml:2:9: chunks: must be between 1 and 1048576, got 4294967295"),
+        "{err}"
+    );
+    let err = schedule_file_rejected(
+        "file-pairs",
+        &format!("stages: 4096\nchunks: 1048576\n{ops}"),
+    );
+    assert!(
+        err.contains("chunks: 4096 stages x 1048576 chunks is more than 4194304 stage-chunk pairs"),
+        "{err}"
+    );
+
+    // A scenario: 8 stages of 2^20 chunks each.
+    let text = gnn_scenario(
+        "  stats: {nodes: 100000000, edges: 1000000000, features: 16, classes: 4}",
+        "[{kind: gcn, out: 8}]",
+        1_048_576,
+    )
+    .replace(
+        "  layers: [{kind: gcn, out: 8}]",
+        "  {kind: gcn, depth: 8, hidden: 16}",
+    )
+    .replace("model:\n  {", "model: {")
+    .replace("count: 2", "count: 8")
+    .replace("kind: gnnpipe", "kind: gpipe");
+    let err = rejected("scenario-pairs", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains("schedule.chunks: 1048576 chunks on 8 stages is more than the 4194304 stage-chunk pairs a schedule may have"),
+        "{err}"
+    );
+    let err = rejected(
+        "scenario-chunks",
+        &gnn_scenario(SBM, "[{kind: gcn, out: 2}]", 1 << 21),
+        INVALID_INPUT,
+    );
+    assert!(
+        err.contains("schedule.chunks: must be between 1 and 1048576, got 2097152"),
+        "{err}"
+    );
+
+    // The command line.
+    let err = usage_error(
+        &[
+            "schedule",
+            "--kind",
+            "gpipe",
+            "--stages",
+            "4",
+            "--chunks",
+            "4294967295",
+        ],
+        "--chunks",
+    );
+    assert!(err.contains("1..=1048576"), "{err}");
+    usage_error(&["bench", "--chunks", "2000000"], "--chunks");
+}
+
+/// A model is at most 4,096 layers (a schedule's stages), as the shorthand's `depth` was.
+#[test]
+fn a_model_past_its_layer_limit_is_refused() {
+    let layers = format!("[{}]", vec!["{kind: gcn, out: 2}"; 5000].join(", "));
+    let err = rejected("layers", &gnn_scenario(SBM, &layers, 2), INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains("model.layers: a model has at most 4096 layers, got 5000"),
+        "{err}"
+    );
 }
