@@ -22,6 +22,8 @@ const MAX_EPOCHS: i64 = crate::scenario::MAX_EPOCHS as i64;
 const MAX_DEVICES: i64 = crate::network::MAX_DEVICES as i64;
 /// The most chunks (`schedule::MAX_CHUNKS`), as in a scenario.
 const MAX_CHUNKS: i64 = crate::schedule::MAX_CHUNKS as i64;
+/// The most compute threads per device (`scenario::MAX_THREADS_PER_DEVICE`).
+const MAX_THREADS: i64 = crate::scenario::MAX_THREADS_PER_DEVICE as i64;
 
 /// Predict and measure pipeline-parallel training of graph neural networks.
 #[derive(Debug, Parser)]
@@ -232,7 +234,7 @@ pub struct CalibrateArgs {
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
     /// Compute threads per device, as `executor.threads_per_device`, 1 to 1,024.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_THREADS))]
     pub threads: u32,
     /// A small grid, in seconds: to try the command, not for predictions.
     #[arg(long)]

@@ -7,6 +7,7 @@ use super::model::{
     Activation, Backend, Device, DeviceMap, ExecutorSpec, ExplicitWorkload, GnnSpec, GraphSource,
     GraphStats, LayerKindSpec, LayerSpec, Optimizer, Scenario, ScheduleChoice, ScheduleSpec,
     Source, StageSplit, StageWork, Training, WorkUnit, Workload, MAX_EPOCHS,
+    MAX_THREADS_PER_DEVICE,
 };
 use super::raw::{
     self, Quantity, RawGraph, RawLinks, RawModel, RawPresets, RawScenario, RawSchedule,
@@ -618,7 +619,12 @@ impl Ctx<'_> {
         let threads = match e.threads_per_device {
             None => Some(None),
             Some(n) => self
-                .count(path.key("threads_per_device"), n, "threads", 4096)
+                .count(
+                    path.key("threads_per_device"),
+                    n,
+                    "threads",
+                    i64::from(MAX_THREADS_PER_DEVICE),
+                )
                 .map(|n| Some(n as u32)),
         };
         Some(ExecutorSpec {

@@ -984,6 +984,23 @@ fn schedule_shapes_past_the_limits_are_refused() {
     usage_error(&["bench", "--chunks", "2000000"], "--chunks");
 }
 
+/// Issue 12: `threads_per_device: 4096` was accepted; like `calibrate --threads` it is 1 to
+/// 1,024.
+#[test]
+fn threads_per_device_past_its_limit_is_refused() {
+    let path = root().join("scenarios/quickstart.yaml");
+    let err = rejected_path(
+        &path,
+        &["--set", "executor.threads_per_device=4096"],
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(
+        err.contains("executor.threads_per_device: threads must be between 1 and 1024, got 4096"),
+        "{err}"
+    );
+}
+
 /// A model is at most 4,096 layers (a schedule's stages), as the shorthand's `depth` was.
 #[test]
 fn a_model_past_its_layer_limit_is_refused() {
