@@ -28,6 +28,16 @@ const MAX_CHUNKS: i64 = crate::schedule::MAX_CHUNKS as i64;
 /// The deepest model: 4,096 layers, as many as a schedule may have stages
 /// (`schedule::MAX_STAGES`).
 const MAX_LAYERS: i64 = crate::schedule::MAX_STAGES as i64;
+/// Synthetic graphs are generated in memory: at most 2^25 vertices, 2^26 undirected edges
+/// (drawn: `nodes * avg_degree / 2` for SBM) and 2^27 feature non-zeros. Measured on a 2-core
+/// machine (`validate`, release): 2^25 vertices with 2^26 edges take 50 s and 2.1 GB, an R-MAT
+/// graph of 2^26 edges 22 s and 1.6 GB, 2^27 non-zeros 4 s and 1.1 GB. Graphs beyond them are
+/// given by their counts (`stats`).
+const MAX_SYNTHETIC_NODES: i64 = 1 << 25;
+const MAX_SYNTHETIC_EDGES: i64 = 1 << 26;
+const MAX_SYNTHETIC_NONZEROS: i64 = 1 << 27;
+const LARGER_GRAPHS: &str =
+    "a synthetic graph is generated in memory; give larger graphs as `stats`";
 /// The widest layer (`out`, or the shorthand's `hidden`): 2^20 values per vertex (per head).
 const MAX_WIDTH: i64 = 1 << 20;
 
@@ -1165,10 +1175,41 @@ impl Ctx<'_> {
 
     fn synthetic(&mut self, raw: &RawSynthetic) -> Option<GraphSource> {
         let at = root().key("graph").key("synthetic");
-        let nodes = self.count(at.key("nodes"), raw.nodes, "nodes", u32::MAX as i64);
+        let nodes = if raw.nodes > MAX_SYNTHETIC_NODES {
+            self.error(
+                at.key("nodes"),
+                format!(
+                    "nodes must be at most {MAX_SYNTHETIC_NODES} (2^25), got {}: {LARGER_GRAPHS}",
+                    raw.nodes
+                ),
+            );
+            None
+        } else {
+            self.count(at.key("nodes"), raw.nodes, "nodes", MAX_SYNTHETIC_NODES)
+        };
         let classes = self.count(at.key("classes"), raw.classes, "classes", 1 << 16);
         let features = self.count(at.key("features"), raw.features, "features", 1 << 24);
         let density = self.fraction(at.key("feature_density"), raw.feature_density, true);
+        if let (Some(n), Some(f), Some(d)) = (nodes, features, density) {
+            // As the generators draw them: `clamp(round(density * features), 1, features)` ids
+            // per vertex.
+            let per_node = ((d.unwrap_or(0.01) * f as f64).round() as u64).clamp(1, f);
+            let nonzeros = n.saturating_mul(per_node);
+            if nonzeros > MAX_SYNTHETIC_NONZEROS as u64 {
+                let field = if d.is_some() {
+                    "feature_density"
+                } else {
+                    "features"
+                };
+                self.error(
+                    at.key(field),
+                    format!(
+                        "{n} vertices with {per_node} feature ids each make {nonzeros} feature \
+                         non-zeros, more than {MAX_SYNTHETIC_NONZEROS} (2^27): {LARGER_GRAPHS}"
+                    ),
+                );
+            }
+        }
         let seed = raw.seed.unwrap_or(0);
         match raw.kind.as_str() {
             "sbm" => {
@@ -1182,6 +1223,24 @@ impl Ctx<'_> {
                         self.error(
                             at.key("avg_degree"),
                             format!("must be at most {m} (nodes - 1: a simple graph on {n} vertices), got {d}"),
+                        );
+                        None
+                    }
+                    Some(d)
+                        if d.is_finite()
+                            && d > 0.0
+                            && nodes.is_some_and(|n| {
+                                (n as f64 * d / 2.0).round() > MAX_SYNTHETIC_EDGES as f64
+                            }) =>
+                    {
+                        let n = nodes.unwrap_or(0);
+                        let drawn = (n as f64 * d / 2.0).round();
+                        self.error(
+                            at.key("avg_degree"),
+                            format!(
+                                "{n} vertices at average degree {d} draw {drawn} edges, more than \
+                                 {MAX_SYNTHETIC_EDGES} (2^26): {LARGER_GRAPHS}"
+                            ),
                         );
                         None
                     }
@@ -1217,9 +1276,11 @@ impl Ctx<'_> {
             }
             "rmat" => {
                 // At most every pair of distinct vertices once (more would be dropped as repeats).
-                let pairs = nodes.map_or(1 << 36, |n| (n * n.saturating_sub(1) / 2) as i64);
+                let pairs = nodes.map_or(MAX_SYNTHETIC_EDGES, |n| {
+                    (n * n.saturating_sub(1) / 2) as i64
+                });
                 let edges = match raw.edges {
-                    Some(e) if nodes.is_some() && e > pairs && e <= 1 << 36 => {
+                    Some(e) if nodes.is_some() && e > pairs && e <= MAX_SYNTHETIC_EDGES => {
                         let n = nodes.unwrap_or(0);
                         self.error(
                             at.key("edges"),
@@ -1227,7 +1288,17 @@ impl Ctx<'_> {
                         );
                         None
                     }
-                    Some(e) => self.count(at.key("edges"), e, "edges", 1 << 36),
+                    Some(e) if e > MAX_SYNTHETIC_EDGES => {
+                        self.error(
+                            at.key("edges"),
+                            format!(
+                                "edges must be at most {MAX_SYNTHETIC_EDGES} (2^26), got {e}: \
+                                 {LARGER_GRAPHS}"
+                            ),
+                        );
+                        None
+                    }
+                    Some(e) => self.count(at.key("edges"), e, "edges", MAX_SYNTHETIC_EDGES),
                     None => {
                         self.error(at.clone(), "an rmat graph needs `edges`");
                         None

@@ -1012,3 +1012,56 @@ fn a_model_past_its_layer_limit_is_refused() {
         "{err}"
     );
 }
+
+/// Issue 12: synthetic graphs of 10^9 vertices or 2^36 edges aborted on allocation: they are
+/// generated in memory, so vertices, edges and feature non-zeros are bounded, each with its
+/// limit and a pointer to `stats`.
+#[test]
+fn synthetic_graphs_past_the_memory_limits_are_refused() {
+    let stats = "give larger graphs as `stats`";
+    for (graph, expected) in [
+        (
+            "kind: sbm, nodes: 1000000000, avg_degree: 4, features: 8",
+            "graph.synthetic.nodes: nodes must be at most 33554432 (2^25), got 1000000000",
+        ),
+        (
+            "kind: sbm, nodes: 33554432, avg_degree: 8, features: 8",
+            "graph.synthetic.avg_degree: 33554432 vertices at average degree 8 draw 134217728 edges, more than 67108864 (2^26)",
+        ),
+        (
+            "kind: rmat, nodes: 1000000, edges: 68719476736, features: 8",
+            "graph.synthetic.edges: edges must be at most 67108864 (2^26), got 68719476736",
+        ),
+        (
+            "kind: sbm, nodes: 1048576, avg_degree: 2, features: 1024, feature_density: 0.5",
+            "graph.synthetic.feature_density: 1048576 vertices with 512 feature ids each make 536870912 feature non-zeros, more than 134217728 (2^27)",
+        ),
+    ] {
+        let graph = format!("  synthetic: {{{graph}, classes: 2, seed: 1}}");
+        let err = rejected(
+            "synthetic-limits",
+            &gnn_scenario(&graph, "[{kind: gcn, out: 2}]", 2),
+            INVALID_INPUT,
+        );
+        assert_one_line(&err);
+        assert!(
+            err.contains(":3:") && err.contains(expected) && err.contains(stats),
+            "{err}"
+        );
+    }
+    // The degree a graph allows is checked before its edge count.
+    let err = rejected(
+        "degree-on-100",
+        &gnn_scenario(
+            &SBM.replace("nodes: 10, avg_degree: 2", "nodes: 100, avg_degree: 400000"),
+            "[{kind: gcn, out: 2}]",
+            2,
+        ),
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(
+        err.contains("graph.synthetic.avg_degree: must be at most 99"),
+        "{err}"
+    );
+}
