@@ -553,7 +553,8 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
         .collect();
     let mut outputs = Outputs::new();
     if let Some(path) = &args.trace {
-        outputs.file(path, chrome_trace::render(&predictions[0].trace));
+        let trace = &predictions[0].trace;
+        outputs.stream(path, move |out| chrome_trace::write(trace, out));
     }
     if let Some(dir) = &args.plot {
         outputs.extend(super::plots::simulate_figures(
@@ -925,7 +926,8 @@ fn train(args: &RunArgs) -> Result<()> {
     let metrics = &metrics_of[median];
     let mut outputs = Outputs::new();
     if let Some(path) = &args.trace {
-        outputs.file(path, chrome_trace::render(&result.traces[median]));
+        let trace = &result.traces[median];
+        outputs.stream(path, move |out| chrome_trace::write(trace, out));
     }
     if let Some(dir) = &args.plot {
         let label = &prediction.label;
