@@ -7,8 +7,8 @@
 use rayon::prelude::*;
 
 use super::run::{
-    load_scenario, own_candidate, print, read_document, to_json, CliError, ExitStatus, Loaded,
-    Result,
+    load_scenario, naming_file, own_candidate, print, read_document, to_json, CliError, ExitStatus,
+    Loaded, Result,
 };
 use super::sweep::one_line;
 use super::{PlanArgs, ReportFormat};
@@ -84,7 +84,7 @@ fn evaluate(
     let refs: Vec<&crate::cost::DeviceProfile> = profiles.iter().flatten().collect();
     let tier = plan::Tier::of_profiles(&refs);
     let prediction = plan::predict_profiled(&scenario, graph, &candidate, tier)
-        .map_err(|e| one_line(&format!("{file}: {e}")))?;
+        .map_err(|e| one_line(&naming_file(file, &e)))?;
     let metrics = report::compute(&prediction.trace);
     Ok(Figures::new(
         &prediction.label,

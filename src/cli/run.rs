@@ -269,12 +269,24 @@ pub(super) fn in_scenario(args: &ScenarioArgs) -> impl Fn(PlanError) -> CliError
     in_file(&args.scenario)
 }
 
-/// Names a scenario file in front of a planning error.
+/// Names a scenario file in front of a planning error (see [`naming_file`]).
 pub(super) fn in_file(file: &Path) -> impl Fn(PlanError) -> CliError + '_ {
     move |err| {
+        let message = naming_file(&file.display().to_string(), &err);
         let mut cli = CliError::from(err);
-        cli.message = format!("{}: {}", file.display(), cli.message);
+        cli.message = message;
         cli
+    }
+}
+
+/// A planning error's message with the scenario file in front, unless it is a diagnostic,
+/// which names its file (the scenario's or the schedule file's) and place itself.
+pub(super) fn naming_file(file: &str, err: &PlanError) -> String {
+    match err {
+        PlanError::File(_) | PlanError::Invalid(_) => err.to_string(),
+        PlanError::Schedule(_) | PlanError::Mismatch(_) | PlanError::Sim(_) => {
+            format!("{file}: {err}")
+        }
     }
 }
 

@@ -1065,3 +1065,28 @@ fn synthetic_graphs_past_the_memory_limits_are_refused() {
         "{err}"
     );
 }
+
+/// Issue 12, item 6: errors found once the graph is known printed the file twice
+/// (`scenario.yaml: scenario.yaml:10:35: ...`), in every command that reports them.
+#[test]
+fn errors_that_need_the_graph_name_the_file_once() {
+    let text = gnn_scenario(SBM, "[{kind: gcn, out: 4}, {kind: gcn, out: 2}]", 20);
+    let path = write(&scratch("file-once"), "scenario.yaml", &text);
+    let file = path.to_str().unwrap();
+    let located = "scenario.yaml:10:35: schedule.chunks: 20 chunks for a graph of 10 vertices";
+    for command in ["validate", "simulate", "run"] {
+        let out = pipegnn(&[command, file]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(INVALID_INPUT), "{command}: {err}");
+        assert_one_line(&err);
+        assert_eq!(err.matches("scenario.yaml").count(), 1, "{command}: {err}");
+        assert!(err.contains(located), "{command}: {err}");
+    }
+    let out = pipegnn(&["sweep", file, "--set", "schedule.chunks=20,30"]);
+    let csv = crate::support::stdout(&out);
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    for row in rows {
+        assert_eq!(row.matches("scenario.yaml").count(), 1, "{row}");
+    }
+}
