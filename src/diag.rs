@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::Marker;
 
 /// One step of a path into a YAML document.
@@ -159,30 +159,111 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+/// The largest scenario or schedule file that is read: 4 MiB. A scenario is a few kilobytes
+/// (the 32,640 explicit pairs of a full topology of the most devices are about 2 MiB); a
+/// schedule file of this size holds about 75,000 ops as `schedule --format json` writes them
+/// (400,000 in flow style). The YAML parsers take up to about 130 bytes of memory per byte of
+/// text (a flat flow sequence of 4 MiB: about 0.5 GiB); larger files are refused unread.
+pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
+
+/// The deepest nesting of mappings and sequences in a scenario or schedule file: 32 levels.
+/// Scenarios need 4 (`links.pairs[0].between`), schedule files 4 (`orders.0[0]`); a deeper
+/// document is refused at the first value past the limit, before anything else parses it.
+pub const MAX_DEPTH: usize = 32;
+
+/// A position in the file: 1-based line and column; line 0 means none.
+type Position = (u32, u32);
+
+/// One step from a node of the document tree to a child: a key (interned) or an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Key(u32),
+    Index(u32),
+}
+
+/// Where a node's value and its key (in a mapping) are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Node {
+    value: Position,
+    key: Position,
+}
+
 /// Maps field paths of a YAML document to the line and column that wrote them.
+///
+/// The document is indexed once, as a tree of nodes (node 0 is the root) with its key names
+/// interned: about 50 bytes a value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Locator {
-    values: BTreeMap<FieldPath, (usize, usize)>,
-    keys: BTreeMap<FieldPath, (usize, usize)>,
+    names: BTreeMap<String, u32>,
+    children: BTreeMap<(u32, Step), u32>,
+    nodes: Vec<Node>,
+    /// Where a second document starts, if the file holds one.
+    second_document: Option<Position>,
     overrides: Vec<(FieldPath, String)>,
 }
 
 impl Locator {
-    /// Indexes `text`; a document the event parser rejects gives an empty index (serde_yaml
-    /// reports the syntax error itself).
-    pub fn new(text: &str) -> Self {
-        let mut walker = Walker::default();
-        let _ = Parser::new_from_str(text).load(&mut walker, false);
-        Locator {
-            values: walker.values,
-            keys: walker.keys,
-            overrides: Vec::new(),
+    /// Indexes `text`, the content of `file`. A document the event parser rejects is indexed up
+    /// to the problem (serde_yaml reports the syntax error itself).
+    ///
+    /// # Errors
+    /// A document larger than [`MAX_DOCUMENT_BYTES`], or nested deeper than [`MAX_DEPTH`]
+    /// (located at the first value past the limit, and named by its top-level field). The walk
+    /// stops there, so neither costs more than reading the limit's worth.
+    pub fn new(file: &str, text: &str) -> Result<Self, Diagnostic> {
+        if text.len() > MAX_DOCUMENT_BYTES {
+            return Err(too_large(file));
+        }
+        let too_deep = |line, column, path| Diagnostic {
+            file: file.to_string(),
+            origin: Origin::Line { line, column },
+            path,
+            message: format!("nested deeper than {MAX_DEPTH} levels of mappings and sequences"),
+        };
+        if let Some(bracket) = deep_flow_bracket(text) {
+            // The walk over the text up to the bracket finds where the nesting, counted with
+            // the block mappings and sequences around it, first passes the limit, and the
+            // field it is in.
+            return Err(match walk(&text[..=bracket.offset]) {
+                Err((path, mark)) => too_deep(mark.line(), mark.col() + 1, path),
+                Ok(walker) => too_deep(bracket.line, bracket.column, walker.top_level_field()),
+            });
+        }
+        match walk(text) {
+            Ok(walker) => Ok(walker.locator),
+            Err((path, mark)) => Err(too_deep(mark.line(), mark.col() + 1, path)),
         }
     }
 
     /// Records that `path` was set on the command line by `--set text`.
     pub fn record_override(&mut self, path: FieldPath, text: String) {
         self.overrides.push((path, text));
+    }
+
+    /// The nodes along `path` from the root, as far as the document has them.
+    fn nodes_along(&self, path: &FieldPath) -> Vec<u32> {
+        let mut nodes = vec![0];
+        let mut node = 0;
+        for seg in &path.0 {
+            let step = match seg {
+                PathSeg::Key(key) => match self.names.get(key) {
+                    Some(&name) => Step::Key(name),
+                    None => break,
+                },
+                PathSeg::Index(index) => match u32::try_from(*index) {
+                    Ok(index) => Step::Index(index),
+                    Err(_) => break,
+                },
+            };
+            match self.children.get(&(node, step)) {
+                Some(&child) => {
+                    node = child;
+                    nodes.push(child);
+                }
+                None => break,
+            }
+        }
+        nodes
     }
 
     /// Where the field at `path` came from: an override covering it, else its value's position,
@@ -196,25 +277,44 @@ impl Locator {
         {
             return Origin::Override(text.clone());
         }
-        let mut probe = path.clone();
-        loop {
-            if let Some(&(line, column)) = self.values.get(&probe).or(self.keys.get(&probe)) {
-                return Origin::Line { line, column };
-            }
-            if probe.0.pop().is_none() {
-                return Origin::Unknown;
+        for &node in self.nodes_along(path).iter().rev() {
+            let node = self.nodes[node as usize];
+            for (line, column) in [node.value, node.key] {
+                if line > 0 {
+                    return Origin::Line {
+                        line: line as usize,
+                        column: column as usize,
+                    };
+                }
             }
         }
+        Origin::Unknown
     }
 
     /// Where the key of the field at `path` is written (for unknown fields), falling back to
     /// [`Locator::origin`].
     pub fn key_origin(&self, path: &FieldPath) -> Origin {
-        match self.keys.get(path) {
-            Some(&(line, column)) if !self.overrides.iter().any(|(p, _)| path.starts_with(p)) => {
-                Origin::Line { line, column }
+        let nodes = self.nodes_along(path);
+        let overridden = self.overrides.iter().any(|(p, _)| path.starts_with(p));
+        match self.nodes[*nodes.last().expect("the root is always there") as usize].key {
+            (line, column) if line > 0 && nodes.len() == path.0.len() + 1 && !overridden => {
+                Origin::Line {
+                    line: line as usize,
+                    column: column as usize,
+                }
             }
             _ => self.origin(path),
+        }
+    }
+
+    /// Where a YAML problem the parser could not place belongs: the start of the second
+    /// document when the file holds more than one (a file holds one), else line 1, column 1 (an
+    /// empty file has no better place).
+    pub fn unplaced_origin(&self) -> Origin {
+        let (line, column) = self.second_document.unwrap_or((1, 1));
+        Origin::Line {
+            line: line as usize,
+            column: column as usize,
         }
     }
 
@@ -234,97 +334,318 @@ impl Locator {
     }
 }
 
-/// Where a YAML problem the parser could not place belongs in `text`: the start of the second
-/// document when `text` holds more than one (a file holds one), else line 1, column 1 (an empty
-/// file has no better place).
-pub fn unplaced_yaml_origin(text: &str) -> Origin {
-    struct Starts(Vec<(usize, usize)>);
-    impl MarkedEventReceiver for Starts {
-        fn on_event(&mut self, event: Event, mark: Marker) {
-            if event == Event::DocumentStart {
-                self.0.push((mark.line(), mark.col() + 1));
+/// The one-line refusal of a file larger than [`MAX_DOCUMENT_BYTES`].
+pub fn too_large(file: &str) -> Diagnostic {
+    Diagnostic {
+        file: file.to_string(),
+        origin: Origin::Unknown,
+        path: FieldPath::root(),
+        message: format!(
+            "the file is larger than {} MiB ({MAX_DOCUMENT_BYTES} bytes), the most a scenario or \
+             schedule file may hold",
+            MAX_DOCUMENT_BYTES >> 20
+        ),
+    }
+}
+
+/// Indexes the first document of `text`, stopping at a scan error (the index holds what came
+/// before it). `Err` with the top-level field and the place of the first mapping or sequence
+/// nested deeper than [`MAX_DEPTH`].
+fn walk(text: &str) -> Result<Walker, (FieldPath, Marker)> {
+    let mut walker = Walker {
+        locator: Locator {
+            nodes: vec![Node::default()],
+            ..Locator::default()
+        },
+        frames: Vec::new(),
+    };
+    let mut parser = Parser::new_from_str(text);
+    let mut documents = 0;
+    while let Ok((event, mark)) = parser.next_token() {
+        match event {
+            Event::StreamEnd => break,
+            Event::DocumentStart => {
+                documents += 1;
+                if documents > 1 {
+                    walker.locator.second_document = Some(position(mark));
+                    break;
+                }
             }
+            event => walker.on_event(event, mark).map_err(|path| (path, mark))?,
         }
     }
-    let mut starts = Starts(Vec::new());
-    let _ = Parser::new_from_str(text).load(&mut starts, true);
-    let (line, column) = starts.0.get(1).copied().unwrap_or((1, 1));
-    Origin::Line { line, column }
+    Ok(walker)
+}
+
+/// Where a flow bracket opens past [`MAX_DEPTH`].
+#[derive(Debug, PartialEq, Eq)]
+struct DeepBracket {
+    offset: usize,
+    line: usize,
+    column: usize,
+}
+
+/// The first flow bracket (`[` or `{`) nested deeper than [`MAX_DEPTH`], found by a lexical pass
+/// that skips comments, quoted scalars and block scalars, and in block context counts a
+/// bracket only where a node can start (`a[0]` is a plain scalar). It runs before either YAML
+/// parser, because both read a flow collection to its end before reporting its start, in time
+/// that grows with the square of its depth (100,000 brackets: tens of seconds).
+fn deep_flow_bracket(text: &str) -> Option<DeepBracket> {
+    let bytes = text.as_bytes();
+    let at = |i: usize| bytes.get(i).copied();
+    let blank = |c: Option<u8>| matches!(c, None | Some(b' ' | b'\t' | b'\r' | b'\n'));
+    let (mut line, mut column) = (1, 1);
+    let mut depth = 0;
+    // Whether a node (and so a quoted scalar or a flow collection) may start here.
+    let mut node_start = true;
+    let mut after_blank = true;
+    let mut indent = 0;
+    let mut in_indent = true;
+    // The column a block node on this line starts at (a key or a sequence entry's content).
+    let mut node_column = 0;
+    // Inside a block scalar: the indentation its lines must exceed.
+    let mut block_scalar: Option<usize> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b'\n' {
+            (line, column, indent, in_indent, after_blank) = (line + 1, 1, 0, true, true);
+            if depth == 0 {
+                node_start = true;
+            }
+            i += 1;
+            continue;
+        }
+        if in_indent && c == b' ' {
+            (indent, column, i) = (indent + 1, column + 1, i + 1);
+            continue;
+        }
+        if in_indent {
+            in_indent = false;
+            node_column = column;
+            match block_scalar {
+                Some(parent) if indent > parent => {
+                    // A line of the block scalar: skip it.
+                    while i < bytes.len() && bytes[i] != b'\n' {
+                        i += 1;
+                    }
+                    continue;
+                }
+                _ => block_scalar = None,
+            }
+        }
+        // Bytes that continue a UTF-8 character take no column.
+        let width = usize::from(c & 0xC0 != 0x80);
+        match c {
+            b' ' | b'\t' | b'\r' => {
+                (after_blank, column, i) = (true, column + 1, i + 1);
+                continue;
+            }
+            b'#' if after_blank => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'\'' | b'"' if node_start => {
+                // A quoted scalar, over lines if need be: `''` and `\"` do not end it.
+                i += 1;
+                column += 1;
+                while i < bytes.len() {
+                    let d = bytes[i];
+                    i += 1;
+                    if d == b'\n' {
+                        (line, column) = (line + 1, 1);
+                        continue;
+                    }
+                    column += usize::from(d & 0xC0 != 0x80);
+                    if c == b'"' && d == b'\\' && i < bytes.len() && bytes[i] != b'\n' {
+                        column += usize::from(bytes[i] & 0xC0 != 0x80);
+                        i += 1;
+                    } else if d == c && c == b'\'' && at(i) == Some(b'\'') {
+                        (i, column) = (i + 1, column + 1);
+                    } else if d == c {
+                        break;
+                    }
+                }
+                (node_start, after_blank) = (false, false);
+                continue;
+            }
+            b'[' | b'{' if depth > 0 || node_start => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(DeepBracket {
+                        offset: i,
+                        line,
+                        column,
+                    });
+                }
+                node_start = true;
+            }
+            b']' | b'}' if depth > 0 => {
+                depth -= 1;
+                node_start = false;
+            }
+            b',' if depth > 0 => node_start = true,
+            b'-' | b'?' if node_start && blank(at(i + 1)) => {
+                node_start = true;
+                node_column = column + 1;
+            }
+            b':' if blank(at(i + 1))
+                || (depth > 0 && matches!(at(i + 1), Some(b',' | b'[' | b']' | b'{' | b'}'))) =>
+            {
+                node_start = true;
+            }
+            b'|' | b'>' if node_start && depth == 0 => {
+                // A block scalar: its header ends the line, its lines are indented past the
+                // node that holds it.
+                block_scalar = Some(node_column.saturating_sub(1));
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'!' | b'&' if node_start => {
+                // A tag or an anchor: the node starts after it.
+                while i < bytes.len()
+                    && !blank(at(i))
+                    && !(depth > 0 && matches!(bytes[i], b',' | b'[' | b']' | b'{' | b'}'))
+                {
+                    column += usize::from(bytes[i] & 0xC0 != 0x80);
+                    i += 1;
+                }
+                after_blank = false;
+                continue;
+            }
+            _ => {
+                if node_start && depth == 0 {
+                    // A plain scalar that may be a key: a block scalar after its `:` belongs to
+                    // the mapping at this column.
+                    node_column = column;
+                }
+                node_start = false;
+            }
+        }
+        after_blank = false;
+        column += width;
+        i += 1;
+    }
+    None
+}
+
+fn position(mark: Marker) -> Position {
+    // Files are at most MAX_DOCUMENT_BYTES, so lines and columns fit.
+    (mark.line() as u32, mark.col() as u32 + 1)
 }
 
 enum Frame {
-    Map { key: Option<String> },
-    Seq { index: usize },
+    Map { node: u32, key: Option<u32> },
+    Seq { node: u32, index: u32 },
 }
 
-#[derive(Default)]
 struct Walker {
+    locator: Locator,
     frames: Vec<Frame>,
-    path: Vec<PathSeg>,
-    values: BTreeMap<FieldPath, (usize, usize)>,
-    keys: BTreeMap<FieldPath, (usize, usize)>,
 }
 
 impl Walker {
-    /// The path of the value about to be read in the innermost container.
-    fn child_path(&self) -> FieldPath {
-        let mut segs = self.path.clone();
-        match self.frames.last() {
-            Some(Frame::Map { key: Some(key) }) => segs.push(PathSeg::Key(key.clone())),
-            Some(Frame::Seq { index }) => segs.push(PathSeg::Index(*index)),
-            _ => {}
+    /// The node of the value about to be read in the innermost container (created on first
+    /// use); a complex key (a mapping or sequence as a key) stands for its container.
+    fn child(&mut self) -> u32 {
+        let (parent, step) = match self.frames.last() {
+            Some(&Frame::Map {
+                node,
+                key: Some(key),
+            }) => (node, Step::Key(key)),
+            Some(&Frame::Seq { node, index }) => (node, Step::Index(index)),
+            Some(&Frame::Map { node, key: None }) => return node,
+            None => return 0,
+        };
+        let next = self.locator.nodes.len() as u32;
+        let child = *self.locator.children.entry((parent, step)).or_insert(next);
+        if child == next {
+            self.locator.nodes.push(Node::default());
         }
-        FieldPath(segs)
+        child
     }
 
     fn finish_value(&mut self) {
         match self.frames.last_mut() {
-            Some(Frame::Map { key }) => *key = None,
-            Some(Frame::Seq { index }) => *index += 1,
+            Some(Frame::Map { key, .. }) => *key = None,
+            Some(Frame::Seq { index, .. }) => *index += 1,
             None => {}
         }
     }
 
-    fn open(&mut self, frame: Frame, mark: Marker) {
-        let path = self.child_path();
-        self.values
-            .insert(path.clone(), (mark.line(), mark.col() + 1));
-        self.path = path.0;
-        self.frames.push(frame);
+    /// The field the nesting-too-deep message names: the top-level field being read, which
+    /// says what is wrong without a path of `MAX_DEPTH` steps.
+    fn top_level_field(&self) -> FieldPath {
+        let names: BTreeMap<u32, &String> = self
+            .locator
+            .names
+            .iter()
+            .map(|(name, &id)| (id, name))
+            .collect();
+        let first = match self.frames.first() {
+            Some(Frame::Map { key: Some(key), .. }) => {
+                names.get(key).map(|n| PathSeg::Key((*n).clone()))
+            }
+            Some(Frame::Seq { index, .. }) => Some(PathSeg::Index(*index as usize)),
+            _ => None,
+        };
+        FieldPath(first.into_iter().collect())
+    }
+
+    fn open(&mut self, map: bool, mark: Marker) -> Result<(), FieldPath> {
+        if self.frames.len() >= MAX_DEPTH {
+            return Err(self.top_level_field());
+        }
+        let node = self.child();
+        self.locator.nodes[node as usize].value = position(mark);
+        self.frames.push(if map {
+            Frame::Map { node, key: None }
+        } else {
+            Frame::Seq { node, index: 0 }
+        });
+        Ok(())
     }
 
     fn close(&mut self) {
         self.frames.pop();
-        self.path.pop();
         self.finish_value();
     }
-}
 
-impl MarkedEventReceiver for Walker {
-    fn on_event(&mut self, event: Event, mark: Marker) {
-        let position = (mark.line(), mark.col() + 1);
+    /// Takes one event; `Err` with the top-level field when it opens a container past
+    /// [`MAX_DEPTH`].
+    fn on_event(&mut self, event: Event, mark: Marker) -> Result<(), FieldPath> {
         match event {
             Event::Scalar(text, ..) => {
-                if let Some(Frame::Map { key: key @ None }) = self.frames.last_mut() {
-                    *key = Some(text);
-                    let path = self.child_path();
-                    self.keys.insert(path, position);
+                if let Some(Frame::Map {
+                    key: key @ None, ..
+                }) = self.frames.last_mut()
+                {
+                    let next = self.locator.names.len() as u32;
+                    let name = *self.locator.names.entry(text).or_insert(next);
+                    *key = Some(name);
+                    let node = self.child();
+                    self.locator.nodes[node as usize].key = position(mark);
                 } else {
-                    let path = self.child_path();
-                    self.values.insert(path, position);
+                    let node = self.child();
+                    self.locator.nodes[node as usize].value = position(mark);
                     self.finish_value();
                 }
             }
             Event::Alias(_) => {
-                let path = self.child_path();
-                self.values.insert(path, position);
+                let node = self.child();
+                self.locator.nodes[node as usize].value = position(mark);
                 self.finish_value();
             }
-            Event::MappingStart(..) => self.open(Frame::Map { key: None }, mark),
-            Event::SequenceStart(..) => self.open(Frame::Seq { index: 0 }, mark),
+            Event::MappingStart(..) => self.open(true, mark)?,
+            Event::SequenceStart(..) => self.open(false, mark)?,
             Event::MappingEnd | Event::SequenceEnd => self.close(),
             _ => {}
         }
+        Ok(())
     }
 }
 
@@ -343,7 +664,7 @@ mod tests {
     #[test]
     fn locates_nested_fields() {
         let text = "name: x\ndevices:\n  - {name: gpu, count: 4}\n  - name: cpu\n    count: 2\nlinks:\n  topology: {kind: full}\n";
-        let locator = Locator::new(text);
+        let locator = Locator::new("scenario.yaml", text).unwrap();
         let at = |p: &str| locator.origin(&FieldPath::parse(p).unwrap());
         assert_eq!(at("name"), Origin::Line { line: 1, column: 7 });
         assert_eq!(
@@ -377,5 +698,51 @@ mod tests {
         );
         let key = locator.key_origin(&FieldPath::parse("devices[1].count").unwrap());
         assert_eq!(key, Origin::Line { line: 5, column: 5 });
+    }
+
+    #[test]
+    fn flow_brackets_are_counted_outside_text() {
+        let deep = "[".repeat(MAX_DEPTH + 1);
+        let found = deep_flow_bracket(&deep).map(|b| (b.offset, b.line, b.column));
+        assert_eq!(found, Some((MAX_DEPTH, 1, MAX_DEPTH + 1)));
+        assert_eq!(deep_flow_bracket(&"[".repeat(MAX_DEPTH)), None);
+        for text in [
+            format!("# {deep}"),
+            format!("a: '{deep}'"),
+            format!("a: 'it''s {deep}'"),
+            format!("a: \"\\\" {deep}\""),
+            format!("a: x{deep}"),
+            format!("a: |\n  {deep}\n  {deep}\nb: 1"),
+            format!("- k: >-\n    {deep}\n"),
+            format!("a: &anchor x{deep}"),
+        ] {
+            assert_eq!(deep_flow_bracket(&text), None, "{text}");
+        }
+        // Where a block scalar ends, brackets count again; so do they after a tag or anchor.
+        for text in [
+            format!("- k: |\n    x\n  other: {deep}"),
+            format!("a: !!seq {deep}"),
+            format!("a: &anchor {deep}"),
+            format!("a: [1, {{b: 'x'}}, {deep}"),
+        ] {
+            assert!(deep_flow_bracket(&text).is_some(), "{text}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_refused_where_it_passes_the_limit() {
+        let text = format!("a:\n  b: {}", "[".repeat(100));
+        let err = Locator::new("f.yaml", &text).unwrap_err();
+        // Two block levels, then the 31st bracket is the 33rd level.
+        assert_eq!(
+            err.to_string(),
+            "f.yaml:2:36: a: nested deeper than 32 levels of mappings and sequences"
+        );
+        let text = "- ".repeat(MAX_DEPTH);
+        assert!(Locator::new("f.yaml", &text).is_ok());
+        let err = Locator::new("f.yaml", &"x".repeat(MAX_DOCUMENT_BYTES + 1)).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("f.yaml: the file is larger than 4 MiB"));
     }
 }

@@ -19,6 +19,12 @@ pub use run::{run, CliError, ExitStatus};
 
 /// The most epochs a run may train: `training.epochs`'s limit, which `--epochs` keeps too.
 const MAX_EPOCHS: i64 = crate::scenario::MAX_EPOCHS as i64;
+/// The most devices (`network::MAX_DEVICES`): `--stages` (a device each) and `--max-devices`.
+const MAX_DEVICES: i64 = crate::network::MAX_DEVICES as i64;
+/// The most chunks (`schedule::MAX_CHUNKS`), as in a scenario.
+const MAX_CHUNKS: i64 = crate::schedule::MAX_CHUNKS as i64;
+/// The most compute threads per device (`scenario::MAX_THREADS_PER_DEVICE`).
+const MAX_THREADS: i64 = crate::scenario::MAX_THREADS_PER_DEVICE as i64;
 
 /// Predict and measure pipeline-parallel training of graph neural networks.
 #[derive(Debug, Parser)]
@@ -133,11 +139,11 @@ pub struct ScheduleArgs {
     /// Read a schedule file (YAML or JSON) instead of generating one.
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// Number of stages (one device each).
-    #[arg(long, required_unless_present = "file")]
+    /// Number of stages (one device each), 1 to 256.
+    #[arg(long, required_unless_present = "file", value_parser = clap::value_parser!(u32).range(1..=MAX_DEVICES))]
     pub stages: Option<u32>,
-    /// Number of chunks per epoch.
-    #[arg(long, required_unless_present = "file")]
+    /// Number of chunks per epoch, 1 to 1,048,576 (and at most 4,194,304 stage-chunk pairs).
+    #[arg(long, required_unless_present = "file", value_parser = clap::value_parser!(u32).range(1..=MAX_CHUNKS))]
     pub chunks: Option<u32>,
     /// GPipe's backward order.
     #[arg(long, value_enum, default_value = "forward")]
@@ -229,7 +235,7 @@ pub struct CalibrateArgs {
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
     /// Compute threads per device, as `executor.threads_per_device`, 1 to 1,024.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_THREADS))]
     pub threads: u32,
     /// A small grid, in seconds: to try the command, not for predictions.
     #[arg(long)]
@@ -296,11 +302,11 @@ pub struct FidelityArgs {
 /// `pipegnn bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Number of stages.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Number of stages (one device each), 1 to 256.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=MAX_DEVICES))]
     pub stages: u32,
-    /// Number of chunks.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Number of chunks, 1 to 1,048,576 (and at most 4,194,304 stage-chunk pairs).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=MAX_CHUNKS))]
     pub chunks: u32,
     /// Timed repetitions; the median is reported.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
@@ -351,9 +357,9 @@ pub struct PlanArgs {
     /// Predict op times and memory with this device profile (`pipegnn calibrate`).
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
-    /// Largest count of the scenario's first device entry to try (default: the scenario's
-    /// device count).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Largest count of the scenario's first device entry to try, 1 to 256, the most devices a
+    /// scenario may have (default: the scenario's device count).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_DEVICES))]
     pub max_devices: Option<u32>,
     /// Chunk counts to try, comma-separated.
     #[arg(long, default_value = "1,2,4,8,16,32")]

@@ -7,7 +7,8 @@
 use rayon::prelude::*;
 
 use super::run::{
-    load_scenario, own_candidate, print, read, to_json, CliError, ExitStatus, Loaded, Result,
+    load_scenario, naming_file, own_candidate, print, read_document, to_json, CliError, ExitStatus,
+    Loaded, Result,
 };
 use super::sweep::one_line;
 use super::{PlanArgs, ReportFormat};
@@ -83,7 +84,7 @@ fn evaluate(
     let refs: Vec<&crate::cost::DeviceProfile> = profiles.iter().flatten().collect();
     let tier = plan::Tier::of_profiles(&refs);
     let prediction = plan::predict_profiled(&scenario, graph, &candidate, tier)
-        .map_err(|e| one_line(&format!("{file}: {e}")))?;
+        .map_err(|e| one_line(&naming_file(file, &e)))?;
     let metrics = report::compute(&prediction.trace);
     Ok(Figures::new(&scenario, &prediction, &metrics))
 }
@@ -127,7 +128,7 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
         .max(1);
     let points = search::search_space(&schedules, &chunks, max_devices, n_layers);
     let path = &args.scenario.scenario;
-    let text = read(path)?;
+    let text = read_document(path)?;
     let file = path.display().to_string();
     let base_dir = path.parent().unwrap_or(std::path::Path::new("."));
     let evaluations: Vec<Evaluation> = points

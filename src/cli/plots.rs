@@ -14,7 +14,7 @@ use crate::trace::Trace;
 
 /// Renders each figure as `DIR/NAME.svg`, and `DIR/NAME.png` too when `png` is set, to be
 /// written (with `DIR` created) when the command commits its outputs.
-fn render_figures(dir: &Path, figures: &[(String, Figure)], png: bool) -> Result<Outputs> {
+fn render_figures(dir: &Path, figures: &[(String, Figure)], png: bool) -> Result<Outputs<'static>> {
     let formats: &[Format] = if png {
         &[Format::Svg, Format::Png]
     } else {
@@ -68,7 +68,7 @@ pub(super) fn plot_command(args: &PlotArgs) -> Result<()> {
 }
 
 /// `sweep --plot DIR`: the figures of the sweep's JSON document.
-pub(super) fn sweep_figures(dir: &Path, sweep_json: &str) -> Result<Outputs> {
+pub(super) fn sweep_figures(dir: &Path, sweep_json: &str) -> Result<Outputs<'static>> {
     let figures = plot::figures_from_documents(&[("sweep", sweep_json)])
         .map_err(|e| CliError::new(ExitStatus::InvalidInput, e))?;
     render_figures(dir, &figures, false)
@@ -80,7 +80,7 @@ pub(super) fn simulate_figures(
     scenario: &str,
     predictions: &[Prediction],
     metrics: &[Metrics],
-) -> Result<Outputs> {
+) -> Result<Outputs<'static>> {
     let mut figures = Vec::new();
     for (p, m) in predictions.iter().zip(metrics) {
         let title = format!("{scenario}: {} (predicted)", p.label);
@@ -104,7 +104,7 @@ pub(super) fn run_figures(
     result: &RunResult,
     median: usize,
     metrics: &Metrics,
-) -> Result<Outputs> {
+) -> Result<Outputs<'static>> {
     let title = format!("{scenario}: {label} (measured, median epoch)");
     let points = result
         .epochs
@@ -138,7 +138,7 @@ pub(super) fn compare_figures(
     scenario: &str,
     rows: Vec<(String, Option<String>, f64, Option<f64>)>,
     [predicted, measured]: [&Trace; 2],
-) -> Result<Outputs> {
+) -> Result<Outputs<'static>> {
     let figures = vec![
         (
             "compare".to_string(),
@@ -160,7 +160,7 @@ pub(super) fn compare_figures(
 pub(super) fn fidelity_figures(
     dir: &Path,
     rows: Vec<(String, Option<String>, f64, Option<f64>)>,
-) -> Result<Outputs> {
+) -> Result<Outputs<'static>> {
     let figures = vec![(
         "fidelity".to_string(),
         Figure::Compare(plot::compare_data("fidelity matrix", rows)),

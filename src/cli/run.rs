@@ -9,7 +9,7 @@
 //! failed (a non-finite loss, or a feature the executor does not have yet).
 
 use std::fmt;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use super::output::Outputs;
@@ -19,7 +19,7 @@ use super::{
     ReportFormat, RunArgs, ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
 };
 use crate::cost::{Profile, UniformCost};
-use crate::diag::FieldPath;
+use crate::diag::{self, FieldPath, MAX_DOCUMENT_BYTES};
 use crate::exec::{self, data::NodeData, CrossChunk, ExecError, ExecInput, TrainConfig};
 use crate::gnn::Halo;
 use crate::graph::{self, dataset::Dataset};
@@ -134,12 +134,35 @@ pub(super) fn print(text: &str) -> Result<()> {
 /// Reads a text file: exit 3 when it cannot be read, 4 (with the line and column of the first
 /// bad byte) when it is not UTF-8.
 pub(super) fn read(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|err| {
-        CliError::new(
-            ExitStatus::Io,
-            format!("{}: cannot read: {err}", path.display()),
-        )
-    })?;
+    let bytes = std::fs::read(path).map_err(|err| cannot_read(path, err))?;
+    utf8(path, bytes)
+}
+
+/// Reads a scenario or schedule file as [`read`] does, refusing (exit 4) one larger than
+/// [`MAX_DOCUMENT_BYTES`] after reading no more than that.
+pub(super) fn read_document(path: &Path) -> Result<String> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(MAX_DOCUMENT_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|err| cannot_read(path, err))?;
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        let diag = diag::too_large(&path.display().to_string());
+        return Err(CliError::new(ExitStatus::InvalidInput, diag));
+    }
+    utf8(path, bytes)
+}
+
+fn cannot_read(path: &Path, err: std::io::Error) -> CliError {
+    CliError::new(
+        ExitStatus::Io,
+        format!("{}: cannot read: {err}", path.display()),
+    )
+}
+
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String> {
     String::from_utf8(bytes).map_err(|err| {
         let good = err.utf8_error().valid_up_to();
         let before = String::from_utf8_lossy(&err.as_bytes()[..good]);
@@ -170,7 +193,7 @@ pub(super) struct Loaded {
 }
 
 pub(super) fn load_scenario(args: &ScenarioArgs) -> Result<Loaded> {
-    let text = read(&args.scenario)?;
+    let text = read_document(&args.scenario)?;
     load_text(&args.scenario, &text, &args.overrides)
 }
 
@@ -232,7 +255,7 @@ fn load_dataset(scenario: &Scenario, dir: &Path) -> Result<Dataset> {
 /// The scenario's own schedule, reading its schedule file if it names one.
 pub(super) fn own_candidate(scenario: &Scenario) -> Result<Candidate> {
     let text = match &scenario.schedule.choice {
-        ScheduleChoice::File(path) => Some((path.display().to_string(), read(path)?)),
+        ScheduleChoice::File(path) => Some((path.display().to_string(), read_document(path)?)),
         ScheduleChoice::Generated(_) | ScheduleChoice::GraphParallel => None,
     };
     Ok(plan::own_candidate(
@@ -247,12 +270,24 @@ pub(super) fn in_scenario(args: &ScenarioArgs) -> impl Fn(PlanError) -> CliError
     in_file(&args.scenario)
 }
 
-/// Names a scenario file in front of a planning error.
+/// Names a scenario file in front of a planning error (see [`naming_file`]).
 pub(super) fn in_file(file: &Path) -> impl Fn(PlanError) -> CliError + '_ {
     move |err| {
+        let message = naming_file(&file.display().to_string(), &err);
         let mut cli = CliError::from(err);
-        cli.message = format!("{}: {}", file.display(), cli.message);
+        cli.message = message;
         cli
+    }
+}
+
+/// A planning error's message with the scenario file in front, unless it is a diagnostic,
+/// which names its file (the scenario's or the schedule file's) and place itself.
+pub(super) fn naming_file(file: &str, err: &PlanError) -> String {
+    match err {
+        PlanError::File(_) | PlanError::Invalid(_) => err.to_string(),
+        PlanError::Schedule(_) | PlanError::Mismatch(_) | PlanError::Sim(_) => {
+            format!("{file}: {err}")
+        }
     }
 }
 
@@ -357,7 +392,7 @@ fn schedule_error(err: ScheduleError) -> CliError {
 fn schedule_command(args: &ScheduleArgs) -> Result<()> {
     let schedule = match (&args.file, args.kind) {
         (Some(path), _) => {
-            let text = read(path)?;
+            let text = read_document(path)?;
             schedule::file::parse(&path.display().to_string(), &text)
                 .map_err(|d| CliError::new(ExitStatus::InvalidInput, d))?
         }
@@ -506,7 +541,8 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
         .collect();
     let mut outputs = Outputs::new();
     if let Some(path) = &args.trace {
-        outputs.file(path, chrome_trace::render(&predictions[0].trace));
+        let trace = &predictions[0].trace;
+        outputs.stream(path, move |out| chrome_trace::write(trace, out));
     }
     if let Some(dir) = &args.plot {
         outputs.extend(super::plots::simulate_figures(
@@ -879,7 +915,8 @@ fn train(args: &RunArgs) -> Result<()> {
     let metrics = &metrics_of[median];
     let mut outputs = Outputs::new();
     if let Some(path) = &args.trace {
-        outputs.file(path, chrome_trace::render(&result.traces[median]));
+        let trace = &result.traces[median];
+        outputs.stream(path, move |out| chrome_trace::write(trace, out));
     }
     if let Some(dir) = &args.plot {
         let label = &prediction.label;

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::output::Outputs;
 use super::progress::Progress;
 use super::run::{
-    check_fits, in_scenario, load_scenario, own_candidate, print, read, to_json, CliError,
+    check_fits, in_scenario, load_scenario, own_candidate, print, read_document, to_json, CliError,
     ExitStatus, Loaded, Result,
 };
 use super::{ScenarioArgs, SweepArgs, SweepFormat};
@@ -175,7 +175,7 @@ pub(super) fn run(args: &SweepArgs) -> Result<()> {
     let overrides = &args.scenario.overrides;
     let axes = axes(overrides)?;
     let path = &args.scenario.scenario;
-    let text = read(path)?;
+    let text = read_document(path)?;
     let file = path.display().to_string();
     // A key that does not resolve, or a value that does not parse, fails the sweep up front.
     for axis in &axes {

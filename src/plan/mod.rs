@@ -416,7 +416,19 @@ fn pipeline_schedule(
 ) -> Result<Schedule, PlanError> {
     let schedule = match candidate {
         Candidate::Generated { generator, .. } => {
-            generator.generate(n_stages, scenario.schedule.n_chunks)?
+            let n_chunks = scenario.schedule.n_chunks;
+            if u64::from(n_stages) * u64::from(n_chunks) > schedule::MAX_STAGE_CHUNKS {
+                let path = FieldPath::root().key("schedule").key("chunks");
+                return Err(PlanError::Invalid(scenario.source.diagnostic(
+                    path,
+                    format!(
+                        "{n_chunks} chunks on {n_stages} stages is more than the {} stage-chunk \
+                         pairs a schedule may have",
+                        schedule::MAX_STAGE_CHUNKS
+                    ),
+                )));
+            }
+            generator.generate(n_stages, n_chunks)?
         }
         Candidate::File { schedule, .. } => schedule.clone(),
         Candidate::GraphParallel { .. } => {

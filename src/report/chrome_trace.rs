@@ -2,6 +2,12 @@
 //!
 //! Process 1 holds a row per device, process 2 a row per link; memory appears as a counter track
 //! per device with one series per category. Timestamps are microseconds, as the format requires.
+//!
+//! The document is written event by event: a trace of millions of spans becomes a file of
+//! hundreds of megabytes without that file, or its events as JSON values, ever being held in
+//! memory.
+
+use std::io::{self, Write};
 
 use serde_json::{json, Value};
 
@@ -15,18 +21,43 @@ fn micros(ns: u64) -> f64 {
     ns as f64 / 1e3
 }
 
-/// Renders the trace as a Chrome trace-event JSON document.
+/// Renders the trace as a Chrome trace-event JSON document (see [`write`]).
 pub fn render(trace: &Trace) -> String {
-    let mut events: Vec<Value> = vec![
+    let mut bytes = Vec::new();
+    write(trace, &mut bytes).expect("writing to a Vec cannot fail");
+    String::from_utf8(bytes).expect("serde_json writes UTF-8")
+}
+
+/// Writes the trace as a Chrome trace-event JSON document to `out`, one event at a time:
+/// `{"displayTimeUnit":"ns","traceEvents":[...]}`, metadata events first, then a complete event
+/// per span, then the memory counters. Buffer `out` (a `BufWriter`) when it is a file.
+///
+/// # Errors
+/// Whatever `out` returns.
+pub fn write(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
+    out.write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[")?;
+    let mut first = true;
+    let mut event = |value: Value| -> io::Result<()> {
+        if !first {
+            out.write_all(b",")?;
+        }
+        first = false;
+        serde_json::to_writer(&mut *out, &value).map_err(io::Error::from)
+    };
+    event(
         json!({"name": "process_name", "ph": "M", "pid": DEVICES_PID, "args": {"name": "devices"}}),
-        json!({"name": "process_name", "ph": "M", "pid": LINKS_PID, "args": {"name": "links"}}),
-    ];
+    )?;
+    event(json!({"name": "process_name", "ph": "M", "pid": LINKS_PID, "args": {"name": "links"}}))?;
     for (i, device) in trace.devices.iter().enumerate() {
-        events.push(json!({"name": "thread_name", "ph": "M", "pid": DEVICES_PID, "tid": i, "args": {"name": device.name}}));
+        event(
+            json!({"name": "thread_name", "ph": "M", "pid": DEVICES_PID, "tid": i, "args": {"name": device.name}}),
+        )?;
     }
     for (i, link) in trace.links.iter().enumerate() {
         let name = format!("{} -> {}", link.from, link.to);
-        events.push(json!({"name": "thread_name", "ph": "M", "pid": LINKS_PID, "tid": i, "args": {"name": name}}));
+        event(
+            json!({"name": "thread_name", "ph": "M", "pid": LINKS_PID, "tid": i, "args": {"name": name}}),
+        )?;
     }
     for span in &trace.spans {
         let (pid, tid) = match span.lane() {
@@ -47,26 +78,26 @@ pub fn render(trace: &Trace) -> String {
                 (format!("{} {}", payload.name(), span.chunk), payload.name())
             }
         };
-        let mut event = json!({
+        let mut value = json!({
             "name": name, "cat": category, "ph": "X", "pid": pid, "tid": tid,
             "ts": micros(span.start_ns), "dur": micros(span.duration_ns()),
             "args": {"chunk": span.chunk, "stage": span.stage},
         });
         if let SpanKind::Transfer(_) = span.kind {
-            event["args"]["bytes"] = json!(span.bytes);
-            event["args"]["hop"] = json!(span.hop);
+            value["args"]["bytes"] = json!(span.bytes);
+            value["args"]["hop"] = json!(span.hop);
         }
-        events.push(event);
+        event(value)?;
     }
     let mut current = vec![[0i64; MemoryCategory::ALL.len()]; trace.devices.len()];
-    for (i, event) in trace.memory.iter().enumerate() {
-        let device = event.device as usize;
-        current[device][event.category.index()] += event.delta_bytes;
+    for (i, memory) in trace.memory.iter().enumerate() {
+        let device = memory.device as usize;
+        current[device][memory.category.index()] += memory.delta_bytes;
         // One counter sample per device and instant, after every event of that instant.
         let later_same_instant = trace.memory[i + 1..]
             .iter()
-            .take_while(|e| e.time_ns == event.time_ns)
-            .any(|e| e.device == event.device);
+            .take_while(|e| e.time_ns == memory.time_ns)
+            .any(|e| e.device == memory.device);
         if later_same_instant {
             continue;
         }
@@ -74,11 +105,10 @@ pub fn render(trace: &Trace) -> String {
             .iter()
             .map(|c| (c.name().to_string(), json!(current[device][c.index()])))
             .collect();
-        events.push(json!({
+        event(json!({
             "name": format!("memory {}", trace.devices[device].name), "ph": "C",
-            "pid": DEVICES_PID, "tid": device, "ts": micros(event.time_ns), "args": series,
-        }));
+            "pid": DEVICES_PID, "tid": device, "ts": micros(memory.time_ns), "args": series,
+        }))?;
     }
-    let doc = json!({"traceEvents": events, "displayTimeUnit": "ns"});
-    serde_json::to_string(&doc).expect("a JSON value always serializes")
+    out.write_all(b"]}")
 }

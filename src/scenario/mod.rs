@@ -11,6 +11,6 @@ mod validate;
 pub use model::{
     Activation, Backend, Device, DeviceMap, ExecutorSpec, ExplicitWorkload, GnnSpec, GraphSource,
     GraphStats, LayerKindSpec, LayerSpec, Optimizer, Scenario, ScheduleChoice, ScheduleSpec,
-    Source, StageSplit, StageWork, WorkUnit, Workload, MAX_EPOCHS,
+    Source, StageSplit, StageWork, WorkUnit, Workload, MAX_EPOCHS, MAX_THREADS_PER_DEVICE,
 };
 pub use validate::parse_scenario;

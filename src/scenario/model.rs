@@ -292,6 +292,11 @@ pub struct StageWork {
 /// The most epochs `training.epochs` (and `pipegnn run --epochs`) may ask for.
 pub const MAX_EPOCHS: u32 = 1_000_000;
 
+/// The most compute threads `executor.threads_per_device` (and `pipegnn calibrate --threads`)
+/// may ask for: 1,024, more cores than any one device offers; `pipegnn run` starts this many
+/// threads for each stage.
+pub const MAX_THREADS_PER_DEVICE: u32 = 1024;
+
 /// `training:` hyper-parameters for `pipegnn run`; defaults are the GCN paper's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Training {

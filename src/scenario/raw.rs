@@ -11,9 +11,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 pub use serde_yaml::Value;
 
-use crate::diag::{
-    unplaced_yaml_origin, Diagnostic, Diagnostics, FieldPath, Locator, Origin, PathSeg,
-};
+use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator, Origin, PathSeg};
 
 /// A quantity as written: text such as `300GB/s`, or a bare number (rejected later for its
 /// missing unit, with a message that says which unit).
@@ -372,10 +370,10 @@ pub fn parse(
     text: &str,
     overrides: &[String],
 ) -> Result<(RawScenario, Locator), Diagnostics> {
-    let mut locator = Locator::new(text);
+    let mut locator = Locator::new(file, text).map_err(|diag| Diagnostics(vec![diag]))?;
     let mut value: Value = serde_yaml::from_str(text).map_err(|err| {
         let origin = err.location().map_or_else(
-            || unplaced_yaml_origin(text),
+            || locator.unplaced_origin(),
             |at| Origin::Line {
                 line: at.line(),
                 column: at.column(),
@@ -391,7 +389,7 @@ pub fn parse(
     if value.is_null() {
         return Err(one(
             file,
-            unplaced_yaml_origin(text),
+            locator.unplaced_origin(),
             FieldPath::root(),
             "no scenario: the file is empty (or holds only comments or `null`)".into(),
         ));

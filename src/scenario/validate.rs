@@ -7,6 +7,7 @@ use super::model::{
     Activation, Backend, Device, DeviceMap, ExecutorSpec, ExplicitWorkload, GnnSpec, GraphSource,
     GraphStats, LayerKindSpec, LayerSpec, Optimizer, Scenario, ScheduleChoice, ScheduleSpec,
     Source, StageSplit, StageWork, Training, WorkUnit, Workload, MAX_EPOCHS,
+    MAX_THREADS_PER_DEVICE,
 };
 use super::raw::{
     self, Quantity, RawGraph, RawLinks, RawModel, RawPresets, RawScenario, RawSchedule,
@@ -16,16 +17,27 @@ use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator};
 use crate::gnn::Halo;
 use crate::graph::synth::{RmatSpec, SbmSpec};
 use crate::graph::Chunking;
-use crate::network::{Link, Network};
+use crate::network::{Link, Network, MAX_DEVICES};
 use crate::schedule::{
     BackwardOrder, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder, UpdateMode,
 };
 use crate::units::{self, UnitError};
 
-/// The largest `count` one device entry may expand to, and the largest chunk count: far beyond
-/// any real cluster or schedule, small enough that a typo cannot exhaust memory.
-const MAX_COUNT: i64 = 1 << 16;
-const MAX_CHUNKS: i64 = 1 << 20;
+/// The largest chunk count (`schedule::MAX_CHUNKS`).
+const MAX_CHUNKS: i64 = crate::schedule::MAX_CHUNKS as i64;
+/// The deepest model: 4,096 layers, as many as a schedule may have stages
+/// (`schedule::MAX_STAGES`).
+const MAX_LAYERS: i64 = crate::schedule::MAX_STAGES as i64;
+/// Synthetic graphs are generated in memory: at most 2^25 vertices, 2^26 undirected edges
+/// (drawn: `nodes * avg_degree / 2` for SBM) and 2^27 feature non-zeros. Measured on a 2-core
+/// machine (`validate`, release): 2^25 vertices with 2^26 edges take 50 s and 2.1 GB, an R-MAT
+/// graph of 2^26 edges 22 s and 1.6 GB, 2^27 non-zeros 4 s and 1.1 GB. Graphs beyond them are
+/// given by their counts (`stats`).
+const MAX_SYNTHETIC_NODES: i64 = 1 << 25;
+const MAX_SYNTHETIC_EDGES: i64 = 1 << 26;
+const MAX_SYNTHETIC_NONZEROS: i64 = 1 << 27;
+const LARGER_GRAPHS: &str =
+    "a synthetic graph is generated in memory; give larger graphs as `stats`";
 /// The widest layer (`out`, or the shorthand's `hidden`): 2^20 values per vertex (per head).
 const MAX_WIDTH: i64 = 1 << 20;
 
@@ -175,13 +187,23 @@ impl Ctx<'_> {
         let mut devices = Vec::new();
         let mut seen: BTreeMap<String, FieldPath> = BTreeMap::new();
         let mut ok = true;
+        let mut total = 0;
         for (i, entry) in raw.devices.iter().enumerate() {
             let at = path.index(i);
             let count = entry.count.unwrap_or(1);
-            if !(1..=MAX_COUNT).contains(&count) {
+            if !(1..=MAX_DEVICES as i64).contains(&count) {
                 self.error(
                     at.key("count"),
-                    format!("must be between 1 and {MAX_COUNT}, got {count}"),
+                    format!("must be between 1 and {MAX_DEVICES}, got {count}"),
+                );
+                ok = false;
+                continue;
+            }
+            total += count as usize;
+            if total > MAX_DEVICES {
+                self.error(
+                    at.key("count"),
+                    format!("brings the scenario to {total} devices, more than the {MAX_DEVICES} the network model routes"),
                 );
                 ok = false;
                 continue;
@@ -607,7 +629,12 @@ impl Ctx<'_> {
         let threads = match e.threads_per_device {
             None => Some(None),
             Some(n) => self
-                .count(path.key("threads_per_device"), n, "threads", 4096)
+                .count(
+                    path.key("threads_per_device"),
+                    n,
+                    "threads",
+                    i64::from(MAX_THREADS_PER_DEVICE),
+                )
                 .map(|n| Some(n as u32)),
         };
         Some(ExecutorSpec {
@@ -1148,10 +1175,41 @@ impl Ctx<'_> {
 
     fn synthetic(&mut self, raw: &RawSynthetic) -> Option<GraphSource> {
         let at = root().key("graph").key("synthetic");
-        let nodes = self.count(at.key("nodes"), raw.nodes, "nodes", u32::MAX as i64);
+        let nodes = if raw.nodes > MAX_SYNTHETIC_NODES {
+            self.error(
+                at.key("nodes"),
+                format!(
+                    "nodes must be at most {MAX_SYNTHETIC_NODES} (2^25), got {}: {LARGER_GRAPHS}",
+                    raw.nodes
+                ),
+            );
+            None
+        } else {
+            self.count(at.key("nodes"), raw.nodes, "nodes", MAX_SYNTHETIC_NODES)
+        };
         let classes = self.count(at.key("classes"), raw.classes, "classes", 1 << 16);
         let features = self.count(at.key("features"), raw.features, "features", 1 << 24);
         let density = self.fraction(at.key("feature_density"), raw.feature_density, true);
+        if let (Some(n), Some(f), Some(d)) = (nodes, features, density) {
+            // As the generators draw them: `clamp(round(density * features), 1, features)` ids
+            // per vertex.
+            let per_node = ((d.unwrap_or(0.01) * f as f64).round() as u64).clamp(1, f);
+            let nonzeros = n.saturating_mul(per_node);
+            if nonzeros > MAX_SYNTHETIC_NONZEROS as u64 {
+                let field = if d.is_some() {
+                    "feature_density"
+                } else {
+                    "features"
+                };
+                self.error(
+                    at.key(field),
+                    format!(
+                        "{n} vertices with {per_node} feature ids each make {nonzeros} feature \
+                         non-zeros, more than {MAX_SYNTHETIC_NONZEROS} (2^27): {LARGER_GRAPHS}"
+                    ),
+                );
+            }
+        }
         let seed = raw.seed.unwrap_or(0);
         match raw.kind.as_str() {
             "sbm" => {
@@ -1165,6 +1223,24 @@ impl Ctx<'_> {
                         self.error(
                             at.key("avg_degree"),
                             format!("must be at most {m} (nodes - 1: a simple graph on {n} vertices), got {d}"),
+                        );
+                        None
+                    }
+                    Some(d)
+                        if d.is_finite()
+                            && d > 0.0
+                            && nodes.is_some_and(|n| {
+                                (n as f64 * d / 2.0).round() > MAX_SYNTHETIC_EDGES as f64
+                            }) =>
+                    {
+                        let n = nodes.unwrap_or(0);
+                        let drawn = (n as f64 * d / 2.0).round();
+                        self.error(
+                            at.key("avg_degree"),
+                            format!(
+                                "{n} vertices at average degree {d} draw {drawn} edges, more than \
+                                 {MAX_SYNTHETIC_EDGES} (2^26): {LARGER_GRAPHS}"
+                            ),
                         );
                         None
                     }
@@ -1200,9 +1276,11 @@ impl Ctx<'_> {
             }
             "rmat" => {
                 // At most every pair of distinct vertices once (more would be dropped as repeats).
-                let pairs = nodes.map_or(1 << 36, |n| (n * n.saturating_sub(1) / 2) as i64);
+                let pairs = nodes.map_or(MAX_SYNTHETIC_EDGES, |n| {
+                    (n * n.saturating_sub(1) / 2) as i64
+                });
                 let edges = match raw.edges {
-                    Some(e) if nodes.is_some() && e > pairs && e <= 1 << 36 => {
+                    Some(e) if nodes.is_some() && e > pairs && e <= MAX_SYNTHETIC_EDGES => {
                         let n = nodes.unwrap_or(0);
                         self.error(
                             at.key("edges"),
@@ -1210,7 +1288,17 @@ impl Ctx<'_> {
                         );
                         None
                     }
-                    Some(e) => self.count(at.key("edges"), e, "edges", 1 << 36),
+                    Some(e) if e > MAX_SYNTHETIC_EDGES => {
+                        self.error(
+                            at.key("edges"),
+                            format!(
+                                "edges must be at most {MAX_SYNTHETIC_EDGES} (2^26), got {e}: \
+                                 {LARGER_GRAPHS}"
+                            ),
+                        );
+                        None
+                    }
+                    Some(e) => self.count(at.key("edges"), e, "edges", MAX_SYNTHETIC_EDGES),
                     None => {
                         self.error(at.clone(), "an rmat graph needs `edges`");
                         None
@@ -1304,6 +1392,16 @@ impl Ctx<'_> {
                     self.error(path.key("layers"), "list at least one layer");
                     return None;
                 }
+                if layers.len() as i64 > MAX_LAYERS {
+                    self.error(
+                        path.key("layers"),
+                        format!(
+                            "a model has at most {MAX_LAYERS} layers, got {}",
+                            layers.len()
+                        ),
+                    );
+                    return None;
+                }
                 let mut out = Vec::new();
                 for (i, layer) in layers.iter().enumerate() {
                     let at = path.key("layers").index(i);
@@ -1334,7 +1432,7 @@ impl Ctx<'_> {
             }
             (None, Some(kind)) => {
                 let depth = match model.depth {
-                    Some(d) => self.count(path.key("depth"), d, "depth", 4096),
+                    Some(d) => self.count(path.key("depth"), d, "depth", MAX_LAYERS),
                     None => {
                         self.error(path.clone(), "the shorthand needs `depth`");
                         None

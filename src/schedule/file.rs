@@ -20,7 +20,9 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use super::ir::{DataFlow, Op, OpKind, Schedule, ScheduleKind};
-use crate::diag::{unplaced_yaml_origin, Diagnostic, Diagnostics, FieldPath, Locator, Origin};
+use super::{MAX_CHUNKS, MAX_STAGES, MAX_STAGE_CHUNKS};
+use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator, Origin};
+use crate::network::MAX_DEVICES;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,10 +39,10 @@ struct RawScheduleFile {
 /// The result is well-formed (every op once, each stage on one device) but not yet checked for
 /// deadlock: call [`super::check`].
 pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
-    let locator = Locator::new(text);
+    let locator = Locator::new(file, text).map_err(|diag| Diagnostics(vec![diag]))?;
     let raw: RawScheduleFile = serde_yaml::from_str(text).map_err(|err| {
         let origin = err.location().map_or_else(
-            || unplaced_yaml_origin(text),
+            || locator.unplaced_origin(),
             |at| Origin::Line {
                 line: at.line(),
                 column: at.column(),
@@ -54,7 +56,35 @@ pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
         }])
     })?;
     let orders_path = FieldPath::root().key("orders");
+    // Bound the shape before anything is allocated for it.
     let mut problems = Vec::new();
+    let bounds = [
+        ("stages", raw.stages, MAX_STAGES),
+        ("chunks", raw.chunks, MAX_CHUNKS),
+    ];
+    for (field, value, most) in bounds {
+        if !(1..=most).contains(&value) {
+            problems.push(locator.diagnostic(
+                file,
+                FieldPath::root().key(field),
+                format!("must be between 1 and {most}, got {value}"),
+            ));
+        }
+    }
+    let pairs = u64::from(raw.stages) * u64::from(raw.chunks);
+    if problems.is_empty() && pairs > MAX_STAGE_CHUNKS {
+        problems.push(locator.diagnostic(
+            file,
+            FieldPath::root().key("chunks"),
+            format!(
+                "{} stages x {} chunks is more than {MAX_STAGE_CHUNKS} stage-chunk pairs",
+                raw.stages, raw.chunks
+            ),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(Diagnostics(problems));
+    }
     let mut by_device: BTreeMap<usize, Vec<Op>> = BTreeMap::new();
     for (device_text, ops) in &raw.orders {
         let device_path = orders_path.key(device_text);
@@ -66,6 +96,14 @@ pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
             ));
             continue;
         };
+        if device >= MAX_DEVICES {
+            problems.push(locator.diagnostic(
+                file,
+                device_path,
+                format!("device {device} is past the {MAX_DEVICES} devices a network holds"),
+            ));
+            continue;
+        }
         let list = by_device.entry(device).or_default();
         for (i, (code, chunk, stage)) in ops.iter().enumerate() {
             let kind = match code.as_str() {
@@ -125,19 +163,20 @@ pub(crate) fn strip_location(message: &str) -> String {
 }
 
 fn append_implied_optimizer_steps(orders: &mut [Vec<Op>], n_stages: u32) {
-    for stage in 0..n_stages {
-        let has_step = orders
-            .iter()
-            .flatten()
-            .any(|op| op.kind == OpKind::Optimizer && op.stage == stage);
-        if has_step {
-            continue;
+    // One pass: which stages step already, and the first device (in index order) with an op
+    // of each stage. Ops past the stages are left for `Schedule::from_orders` to refuse.
+    let mut steps = vec![false; n_stages as usize];
+    let mut home: Vec<Option<usize>> = vec![None; n_stages as usize];
+    for (device, order) in orders.iter().enumerate() {
+        for op in order.iter().filter(|op| op.stage < n_stages) {
+            let stage = op.stage as usize;
+            steps[stage] |= op.kind == OpKind::Optimizer;
+            home[stage].get_or_insert(device);
         }
-        if let Some(order) = orders
-            .iter_mut()
-            .find(|order| order.iter().any(|op| op.stage == stage))
-        {
-            order.push(Op::optimizer(0, stage));
+    }
+    for stage in 0..n_stages {
+        if let (false, Some(device)) = (steps[stage as usize], home[stage as usize]) {
+            orders[device].push(Op::optimizer(0, stage));
         }
     }
 }

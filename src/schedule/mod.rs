@@ -32,9 +32,18 @@ pub enum ScheduleError {
     Deadlock(Deadlock),
 }
 
-/// The largest `stages x chunks` a generator produces: 16.7 million pairs, about 2 GiB of
-/// simulator state, far beyond any real pipeline, small enough to refuse a typo politely.
-pub const MAX_STAGE_CHUNKS: u64 = 1 << 24;
+/// The largest `stages x chunks` a schedule may have: 4,194,304 (2^22) stage-chunk pairs, 8.4
+/// million forward and backward ops. Simulating 1F1B at this size takes about 9 s and 0.9 GiB
+/// on a 2-core machine (2^24 took 44 s and 3.5 GiB); far beyond any real pipeline.
+pub const MAX_STAGE_CHUNKS: u64 = 1 << 22;
+
+/// The most chunks an epoch may have: 1,048,576 (2^20), for scenarios, schedule files and
+/// `pipegnn schedule --chunks`.
+pub const MAX_CHUNKS: u32 = 1 << 20;
+
+/// The most stages a schedule file may have: 4,096, the deepest model's layers (a stage holds
+/// at least one).
+pub const MAX_STAGES: u32 = 4096;
 
 /// The pipeline generators, with their knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,7 +27,7 @@ impl EventQueue {
         let key =
             (u128::from(time_ns) << 64) | (u128::from(self.next_seq) << 32) | u128::from(payload);
         self.heap.push(Reverse(key));
-        // A simulation pushes at most a few events per op and schedules hold at most 2^24
+        // A simulation pushes at most a few events per op and schedules hold at most 2^22 (`schedule::MAX_STAGE_CHUNKS`)
         // stage-chunk pairs, so the counter never wraps.
         self.next_seq += 1;
     }

@@ -237,17 +237,18 @@ fn scenario_that_does_not_fit_in_memory() {
 #[test]
 fn absurd_schedule_shapes_are_refused() {
     let out = pipegnn(&[
-        "schedule", "--kind", "gpipe", "--stages", "100000", "--chunks", "100000",
+        "schedule", "--kind", "gpipe", "--stages", "256", "--chunks", "1048576",
     ]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(SCHEDULE_REJECTED), "{err}");
     assert_one_line(&err);
     assert!(err.contains("stage-chunk pairs"), "{err}");
-    let out = pipegnn(&[
-        "schedule", "--kind", "gpipe", "--stages", "0", "--chunks", "4",
-    ]);
-    assert_eq!(out.status.code(), Some(INVALID_INPUT));
-    assert_one_line(&stderr(&out));
+    usage_error(
+        &[
+            "schedule", "--kind", "gpipe", "--stages", "0", "--chunks", "4",
+        ],
+        "--stages",
+    );
 }
 
 fn gnn_scenario(graph: &str, layers: &str, chunks: u32) -> String {
@@ -745,4 +746,347 @@ fn quantities_past_what_the_model_counts_are_refused() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(INVALID_INPUT), "{err}");
     assert!(err.contains("longer than 2^62 ns"), "{err}");
+}
+
+/// Runs `schedule --file` on `text` and returns stderr after checking for exit 4 and one
+/// `error:` line naming the file.
+fn schedule_file_rejected(name: &str, text: &str) -> String {
+    let path = write(&scratch(name), "schedule.yaml", text);
+    let out = pipegnn(&["schedule", "--file", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(INVALID_INPUT), "{err}");
+    assert_one_line(&err);
+    assert!(
+        err.starts_with("error: ") && err.contains("schedule.yaml"),
+        "{err}"
+    );
+    err
+}
+
+/// Issue 12: 20,000 nested `- ` or 100,000 nested brackets took gigabytes and tens of seconds
+/// before serde's recursion limit refused them: the field locator indexed the whole document
+/// first. Nesting past 32 levels is refused where it passes the limit, before either YAML
+/// parser reads further.
+#[test]
+fn nesting_past_the_limit_is_refused_where_it_passes_it() {
+    let limit = "nested deeper than 32 levels of mappings and sequences";
+    // Block sequences on one line: the 33rd `- ` is at column 65.
+    let err = rejected("dashes", &"- ".repeat(20_000), INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains(&format!("scenario.yaml:1:65: [0]: {limit}")),
+        "{err}"
+    );
+    // One more level a line.
+    let lines: String = (0..2_000)
+        .map(|i| format!("{}- \n", "  ".repeat(i)))
+        .collect();
+    let err = rejected("indented-dashes", &lines, INVALID_INPUT);
+    assert!(
+        err.contains(&format!("scenario.yaml:33:65: [0]: {limit}")),
+        "{err}"
+    );
+    // Flow brackets, unclosed, under a field: the 33rd opens at column 8 + 31.
+    let text = format!("name: x\ngraph: {}\n", "[".repeat(100_000));
+    let err = rejected("brackets", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains(&format!("scenario.yaml:2:39: graph: {limit}")),
+        "{err}"
+    );
+    let text = format!("{}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let err = rejected("balanced-brackets", &text, INVALID_INPUT);
+    assert!(
+        err.contains(&format!("scenario.yaml:1:33: [0]: {limit}")),
+        "{err}"
+    );
+    // Brackets in comments, quotes, block scalars and plain scalars are text.
+    let brackets = "[".repeat(100);
+    let original =
+        "description: four-stage pipeline on four A100s, per-batch costs split over the chunks";
+    for (i, (name, description)) in [
+        (
+            format!("a{brackets}"),
+            format!("description: |\n  {brackets}\n  {brackets}"),
+        ),
+        (
+            format!("'{brackets}' # {brackets}"),
+            format!("description: \"\\\" {brackets}\""),
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let text = explicit()
+            .replace("name: explicit-pipeline", &format!("name: {name}"))
+            .replace(original, description);
+        assert!(text.contains(&brackets));
+        let path = write(
+            &scratch(&format!("brackets-in-text-{i}")),
+            "scenario.yaml",
+            &text,
+        );
+        let out = pipegnn(&["validate", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    }
+    // A schedule file too.
+    let text = format!("stages: 1\nchunks: 1\norders: {}\n", "{0: ".repeat(50_000));
+    let err = schedule_file_rejected("deep-schedule", &text);
+    assert!(
+        err.contains(&format!("schedule.yaml:3:133: orders: {limit}")),
+        "{err}"
+    );
+}
+
+/// Issue 12: a scenario or schedule file is refused past 4 MiB, before it is read whole.
+#[test]
+fn files_past_the_size_limit_are_refused() {
+    let dir = scratch("too-large");
+    let line = format!("# {}\n", "x".repeat(1021));
+    let path = write(&dir, "scenario.yaml", &line.repeat(5 * 1024));
+    let err = rejected_path(&path, &[], INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains("scenario.yaml: the file is larger than 4 MiB (4194304 bytes), the most a scenario or schedule file may hold"),
+        "{err}"
+    );
+    let out = pipegnn(&["schedule", "--file", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(INVALID_INPUT), "{err}");
+    assert!(err.contains("larger than 4 MiB"), "{err}");
+}
+
+/// Issue 12: 2,000 devices took 21 GB and two minutes (a route is stored per device pair), and
+/// `plan --max-devices 100000` did not finish: a scenario has at most 256 devices, and every
+/// count that makes devices says so.
+#[test]
+fn device_counts_past_the_network_limit_are_refused() {
+    let path = root().join("scenarios/quickstart.yaml");
+    let err = rejected_path(&path, &["--set", "devices.0.count=2000"], INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains("devices[0].count: must be between 1 and 256, got 2000"),
+        "{err}"
+    );
+    let text = explicit().replace(
+        "  - {name: gpu, count: 4, preset: a100-40gb}",
+        "  - {name: gpu, count: 200, preset: a100-40gb}\n  - {name: cpu, count: 100, preset: cpu-core}",
+    );
+    assert_ne!(text, explicit());
+    let err = rejected("devices-total", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains(":10:")
+            && err.contains("devices[1].count: brings the scenario to 300 devices, more than the 256 the network model routes"),
+        "{err}"
+    );
+    let q = "scenarios/quickstart.yaml";
+    for (args, flag) in [
+        (vec!["plan", q, "--max-devices", "100000"], "--max-devices"),
+        (
+            vec![
+                "schedule", "--kind", "1f1b", "--stages", "2000", "--chunks", "4",
+            ],
+            "--stages",
+        ),
+        (vec!["bench", "--stages", "300"], "--stages"),
+    ] {
+        let err = usage_error(&args, flag);
+        assert!(err.contains("1..=256"), "states the limit: {err}");
+    }
+    // A schedule file's devices are bounded the same way.
+    let err = schedule_file_rejected(
+        "schedule-devices",
+        "stages: 1\nchunks: 1\norders: {300: [[F,0,0],[B,0,0]]}\n",
+    );
+    assert!(
+        err.contains(
+            "schedule.yaml:3:15: orders.300: device 300 is past the 256 devices a network holds"
+        ),
+        "{err}"
+    );
+}
+
+/// Issue 12: schedule files with `stages: 2147483647` or `chunks: 4294967295` took 12-15 GB:
+/// stages, chunks and their product are bounded before anything is allocated, in files, in
+/// scenarios and on the command line.
+#[test]
+fn schedule_shapes_past_the_limits_are_refused() {
+    let ops = "orders: {0: [[F,0,0],[B,0,0]]}\n";
+    let err = schedule_file_rejected(
+        "file-stages",
+        &format!("stages: 2147483647\nchunks: 1\n{ops}"),
+    );
+    assert!(
+        err.contains("schedule.yaml:1:9: stages: must be between 1 and 4096, got 2147483647"),
+        "{err}"
+    );
+    let err = schedule_file_rejected(
+        "file-chunks",
+        &format!("stages: 1\nchunks: 4294967295\n{ops}"),
+    );
+    assert!(
+        err.contains("schedule.yaml:2:9: chunks: must be between 1 and 1048576, got 4294967295"),
+        "{err}"
+    );
+    let err = schedule_file_rejected(
+        "file-pairs",
+        &format!("stages: 4096\nchunks: 1048576\n{ops}"),
+    );
+    assert!(
+        err.contains("chunks: 4096 stages x 1048576 chunks is more than 4194304 stage-chunk pairs"),
+        "{err}"
+    );
+
+    // A scenario: 8 stages of 2^20 chunks each.
+    let text = gnn_scenario(
+        "  stats: {nodes: 100000000, edges: 1000000000, features: 16, classes: 4}",
+        "[{kind: gcn, out: 8}]",
+        1_048_576,
+    )
+    .replace(
+        "  layers: [{kind: gcn, out: 8}]",
+        "  {kind: gcn, depth: 8, hidden: 16}",
+    )
+    .replace("model:\n  {", "model: {")
+    .replace("count: 2", "count: 8")
+    .replace("kind: gnnpipe", "kind: gpipe");
+    let err = rejected("scenario-pairs", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains("schedule.chunks: 1048576 chunks on 8 stages is more than the 4194304 stage-chunk pairs a schedule may have"),
+        "{err}"
+    );
+    let err = rejected(
+        "scenario-chunks",
+        &gnn_scenario(SBM, "[{kind: gcn, out: 2}]", 1 << 21),
+        INVALID_INPUT,
+    );
+    assert!(
+        err.contains("schedule.chunks: must be between 1 and 1048576, got 2097152"),
+        "{err}"
+    );
+
+    // The command line.
+    let err = usage_error(
+        &[
+            "schedule",
+            "--kind",
+            "gpipe",
+            "--stages",
+            "4",
+            "--chunks",
+            "4294967295",
+        ],
+        "--chunks",
+    );
+    assert!(err.contains("1..=1048576"), "{err}");
+    usage_error(&["bench", "--chunks", "2000000"], "--chunks");
+}
+
+/// Issue 12: `threads_per_device: 4096` was accepted; like `calibrate --threads` it is 1 to
+/// 1,024.
+#[test]
+fn threads_per_device_past_its_limit_is_refused() {
+    let path = root().join("scenarios/quickstart.yaml");
+    let err = rejected_path(
+        &path,
+        &["--set", "executor.threads_per_device=4096"],
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(
+        err.contains("executor.threads_per_device: threads must be between 1 and 1024, got 4096"),
+        "{err}"
+    );
+}
+
+/// A model is at most 4,096 layers (a schedule's stages), as the shorthand's `depth` was.
+#[test]
+fn a_model_past_its_layer_limit_is_refused() {
+    let layers = format!("[{}]", vec!["{kind: gcn, out: 2}"; 5000].join(", "));
+    let err = rejected("layers", &gnn_scenario(SBM, &layers, 2), INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains("model.layers: a model has at most 4096 layers, got 5000"),
+        "{err}"
+    );
+}
+
+/// Issue 12: synthetic graphs of 10^9 vertices or 2^36 edges aborted on allocation: they are
+/// generated in memory, so vertices, edges and feature non-zeros are bounded, each with its
+/// limit and a pointer to `stats`.
+#[test]
+fn synthetic_graphs_past_the_memory_limits_are_refused() {
+    let stats = "give larger graphs as `stats`";
+    for (graph, expected) in [
+        (
+            "kind: sbm, nodes: 1000000000, avg_degree: 4, features: 8",
+            "graph.synthetic.nodes: nodes must be at most 33554432 (2^25), got 1000000000",
+        ),
+        (
+            "kind: sbm, nodes: 33554432, avg_degree: 8, features: 8",
+            "graph.synthetic.avg_degree: 33554432 vertices at average degree 8 draw 134217728 edges, more than 67108864 (2^26)",
+        ),
+        (
+            "kind: rmat, nodes: 1000000, edges: 68719476736, features: 8",
+            "graph.synthetic.edges: edges must be at most 67108864 (2^26), got 68719476736",
+        ),
+        (
+            "kind: sbm, nodes: 1048576, avg_degree: 2, features: 1024, feature_density: 0.5",
+            "graph.synthetic.feature_density: 1048576 vertices with 512 feature ids each make 536870912 feature non-zeros, more than 134217728 (2^27)",
+        ),
+    ] {
+        let graph = format!("  synthetic: {{{graph}, classes: 2, seed: 1}}");
+        let err = rejected(
+            "synthetic-limits",
+            &gnn_scenario(&graph, "[{kind: gcn, out: 2}]", 2),
+            INVALID_INPUT,
+        );
+        assert_one_line(&err);
+        assert!(
+            err.contains(":3:") && err.contains(expected) && err.contains(stats),
+            "{err}"
+        );
+    }
+    // The degree a graph allows is checked before its edge count.
+    let err = rejected(
+        "degree-on-100",
+        &gnn_scenario(
+            &SBM.replace("nodes: 10, avg_degree: 2", "nodes: 100, avg_degree: 400000"),
+            "[{kind: gcn, out: 2}]",
+            2,
+        ),
+        INVALID_INPUT,
+    );
+    assert_one_line(&err);
+    assert!(
+        err.contains("graph.synthetic.avg_degree: must be at most 99"),
+        "{err}"
+    );
+}
+
+/// Issue 12, item 6: errors found once the graph is known printed the file twice
+/// (`scenario.yaml: scenario.yaml:10:35: ...`), in every command that reports them.
+#[test]
+fn errors_that_need_the_graph_name_the_file_once() {
+    let text = gnn_scenario(SBM, "[{kind: gcn, out: 4}, {kind: gcn, out: 2}]", 20);
+    let path = write(&scratch("file-once"), "scenario.yaml", &text);
+    let file = path.to_str().unwrap();
+    let located = "scenario.yaml:10:35: schedule.chunks: 20 chunks for a graph of 10 vertices";
+    for command in ["validate", "simulate", "run"] {
+        let out = pipegnn(&[command, file]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(INVALID_INPUT), "{command}: {err}");
+        assert_one_line(&err);
+        assert_eq!(err.matches("scenario.yaml").count(), 1, "{command}: {err}");
+        assert!(err.contains(located), "{command}: {err}");
+    }
+    let out = pipegnn(&["sweep", file, "--set", "schedule.chunks=20,30"]);
+    let csv = crate::support::stdout(&out);
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    for row in rows {
+        assert_eq!(row.matches("scenario.yaml").count(), 1, "{row}");
+    }
 }
