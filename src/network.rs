@@ -6,13 +6,6 @@
 
 use crate::graph::{shortest_routes, WeightedEdge};
 
-/// The most devices a network holds: 256. Routes are stored for every device pair and a
-/// transfer holds every link of its route, so a ring's memory grows with the cube of its size
-/// and a full topology's route search with the cube too: at 256 devices the largest case
-/// measured (graph parallelism on a ring) predicts in about 3 s and 1.7 GB, at 512 it needs
-/// 6.5 GB and at 1,024 a full topology takes 43 s to route.
-pub const MAX_DEVICES: usize = 256;
-
 /// A directed link.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Link {

@@ -19,8 +19,8 @@ pub use run::{run, CliError, ExitStatus};
 
 /// The most epochs a run may train: `training.epochs`'s limit, which `--epochs` keeps too.
 const MAX_EPOCHS: i64 = crate::scenario::MAX_EPOCHS as i64;
-/// The most devices (`network::MAX_DEVICES`): `--stages` (a device each) and `--max-devices`.
-const MAX_DEVICES: i64 = crate::network::MAX_DEVICES as i64;
+/// The most devices (`schedule::MAX_DEVICES`): `--stages` (a device each) and `--max-devices`.
+const MAX_DEVICES: i64 = crate::schedule::MAX_DEVICES as i64;
 /// The most chunks (`schedule::MAX_CHUNKS`), as in a scenario.
 const MAX_CHUNKS: i64 = crate::schedule::MAX_CHUNKS as i64;
 /// The most compute threads per device (`scenario::MAX_THREADS_PER_DEVICE`).

@@ -17,7 +17,8 @@ use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator};
 use crate::gnn::Halo;
 use crate::graph::synth::{RmatSpec, SbmSpec};
 use crate::graph::Chunking;
-use crate::network::{Link, Network, MAX_DEVICES};
+use crate::network::{Link, Network};
+use crate::schedule::MAX_DEVICES;
 use crate::schedule::{
     BackwardOrder, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder, UpdateMode,
 };

@@ -20,9 +20,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use super::ir::{DataFlow, Op, OpKind, Schedule, ScheduleKind};
-use super::{MAX_CHUNKS, MAX_STAGES, MAX_STAGE_CHUNKS};
+use super::{MAX_CHUNKS, MAX_DEVICES, MAX_STAGES, MAX_STAGE_CHUNKS};
 use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator, Origin};
-use crate::network::MAX_DEVICES;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
