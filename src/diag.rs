@@ -6,7 +6,7 @@
 //! device name) still point at the line that says them.
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::Marker;
@@ -129,6 +129,9 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keys, values and serde's messages quote the input, which may hold line breaks; they
+        // are escaped so that a problem stays one line.
+        let mut f = OneLine(f);
         match &self.origin {
             Origin::Line { line, column } => write!(f, "{}:{line}:{column}: ", self.file)?,
             Origin::Override(text) => write!(f, "{} (--set {text}): ", self.file)?,
@@ -138,6 +141,22 @@ impl fmt::Display for Diagnostic {
             write!(f, "{}: ", self.path)?;
         }
         f.write_str(&self.message)
+    }
+}
+
+/// Writes text with control characters escaped as in Rust strings (`\n`, `\u{1b}`).
+struct OneLine<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl fmt::Write for OneLine<'_, '_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        for c in text.chars() {
+            if c.is_control() {
+                write!(self.0, "{}", c.escape_debug())?;
+            } else {
+                self.0.write_char(c)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -659,6 +678,22 @@ mod tests {
         assert_eq!(path.to_string(), "devices[0].count");
         assert_eq!(FieldPath::parse("devices[0].count"), Some(path));
         assert_eq!(FieldPath::parse("a..b").map(|p| p.0.len()), None);
+    }
+
+    /// Found by fuzzing (issue 12 item 8): a quoted key holding a line break was echoed into the
+    /// message and the path, and the problem took several lines.
+    #[test]
+    fn a_diagnostic_is_one_line_whatever_it_quotes() {
+        let diag = Diagnostic {
+            file: "s.yaml".into(),
+            origin: Origin::Line { line: 1, column: 2 },
+            path: FieldPath::root().key("orders").key("a\nb"),
+            message: "unknown field `\n\r\u{1b}`, expected `kind`".into(),
+        };
+        assert_eq!(
+            diag.to_string(),
+            r"s.yaml:1:2: orders.a\nb: unknown field `\n\r\u{1b}`, expected `kind`"
+        );
     }
 
     #[test]

@@ -1090,3 +1090,29 @@ fn errors_that_need_the_graph_name_the_file_once() {
         assert_eq!(row.matches("scenario.yaml").count(), 1, "{row}");
     }
 }
+
+/// Issue 12 item 8, found by `cargo fuzz run schedule_file` (minimized input inline): a quoted
+/// key holding a line break was quoted as is, and the error took three lines. Line breaks in
+/// what a problem quotes are escaped, in schedule files and scenarios alike.
+#[test]
+fn a_key_with_a_line_break_stays_on_one_line() {
+    let dir = scratch("line-break-key");
+    let schedule = write(&dir, "schedule.yaml", "{\"\n\n\"");
+    let out = pipegnn(&["schedule", "--file", schedule.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(INVALID_INPUT), "{err}");
+    assert_one_line(&err);
+    assert!(
+        err.contains("schedule.yaml:1:2: unknown field `\\n`, expected one of `kind`"),
+        "{err}"
+    );
+
+    // `\n` in a double-quoted YAML string is a line break.
+    let text = explicit().replace("  per: batch", "  per: batch\n  \"colour\\n\": red");
+    let err = rejected("line-break-key-scenario", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains(":15:3: workload.colour\\n: unknown field `colour\\n`"),
+        "{err}"
+    );
+}
