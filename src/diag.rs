@@ -184,19 +184,49 @@ pub struct Locator {
     values: BTreeMap<FieldPath, (usize, usize)>,
     keys: BTreeMap<FieldPath, (usize, usize)>,
     overrides: Vec<(FieldPath, String)>,
+    /// Where and why the event parser stopped before the end of the document.
+    stopped: Option<(usize, usize, String)>,
 }
 
 impl Locator {
-    /// Indexes `text`; a document the event parser rejects gives an empty index (serde_yaml
-    /// reports the syntax error itself).
+    /// Indexes `text` as far as the event parser reads it (see [`Locator::unreadable`]).
     pub fn new(text: &str) -> Self {
+        // yaml-rust2 refuses a tab after `:` that libyaml (serde_yaml) accepts; a space in its
+        // place keeps every line and column.
+        let text = text.replace('\t', " ");
         let mut walker = Walker::default();
-        let _ = Parser::new_from_str(text).load(&mut walker, false);
+        let stopped = Parser::new_from_str(&text)
+            .load(&mut walker, false)
+            .err()
+            .map(|err| {
+                let mark = err.marker();
+                (mark.line(), mark.col() + 1, err.info().to_string())
+            });
         Locator {
             values: walker.values,
             keys: walker.keys,
             overrides: Vec::new(),
+            stopped,
         }
+    }
+
+    /// The problem that stopped the index before the end of `file`, if any. serde_yaml reports
+    /// a syntax error itself, before this is asked; what remains is YAML that libyaml accepts
+    /// and yaml-rust2 does not (a comment or a tag with no space before what follows). Such a
+    /// file is refused by the callers, since every later problem would be located wrongly or
+    /// not at all.
+    pub fn unreadable(&self, file: &str) -> Option<Diagnostic> {
+        self.stopped
+            .as_ref()
+            .map(|(line, column, message)| Diagnostic {
+                file: file.to_string(),
+                origin: Origin::Line {
+                    line: *line,
+                    column: *column,
+                },
+                path: FieldPath::root(),
+                message: message.clone(),
+            })
     }
 
     /// Records that `path` was set on the command line by `--set text`.
@@ -372,6 +402,25 @@ mod tests {
         assert_eq!(
             diag.to_string(),
             r"s.yaml:1:2: orders.a\nb: unknown field `\n\r\u{1b}`, expected `kind`"
+        );
+    }
+
+    /// Found by fuzzing (issue 12 item 8): YAML that serde_yaml reads and yaml-rust2 does not
+    /// left the index empty or cut short, so problems had no line or a wrong one.
+    #[test]
+    fn a_tab_after_a_colon_is_indexed_and_what_stops_the_index_is_kept() {
+        let locator = Locator::new("name:\tx\ncolour: red\n");
+        let at = FieldPath::root().key("colour");
+        assert_eq!(locator.origin(&at), Origin::Line { line: 2, column: 9 });
+        assert_eq!(locator.unreadable("s.yaml"), None);
+
+        let locator = Locator::new("name: x\ndescription: |#c\n  t\ncolour: red\n");
+        let diag = locator
+            .unreadable("s.yaml")
+            .expect("yaml-rust2 stops at `|#`");
+        assert_eq!(
+            diag.to_string(),
+            "s.yaml:2:15: comments must be separated from other tokens by whitespace"
         );
     }
 

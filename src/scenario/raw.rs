@@ -388,6 +388,9 @@ pub fn parse(
             strip_location(&err.to_string()),
         )
     })?;
+    if let Some(diag) = locator.unreadable(file) {
+        return Err(Diagnostics(vec![diag]));
+    }
     if value.is_null() {
         return Err(one(
             file,

@@ -52,6 +52,9 @@ pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
             message: strip_location(&err.to_string()),
         }])
     })?;
+    if let Some(diag) = locator.unreadable(file) {
+        return Err(Diagnostics(vec![diag]));
+    }
     let orders_path = FieldPath::root().key("orders");
     let mut problems = Vec::new();
     let mut by_device: BTreeMap<usize, Vec<Op>> = BTreeMap::new();
