@@ -810,3 +810,19 @@ fn yaml_the_locator_cannot_read_is_located_or_refused() {
         "{err}"
     );
 }
+
+/// Issue 12 item 8, found while checking the fuzz targets' rule that every problem is placed: a
+/// `<<` merge key whose value cannot be merged gave neither line nor field.
+#[test]
+fn an_unmergeable_merge_key_is_located() {
+    let text = explicit().replace(
+        "training: {optimizer: adam}",
+        "training: {optimizer: adam, <<: [{seed: 1}, 3]}",
+    );
+    let err = rejected("bad-merge", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains(":20:29: training.<<: expected a mapping for merging, but found scalar"),
+        "{err}"
+    );
+}
