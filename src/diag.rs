@@ -219,11 +219,13 @@ pub struct Locator {
     /// Where a second document starts, if the file holds one.
     second_document: Option<Position>,
     overrides: Vec<(FieldPath, String)>,
+    /// Where and why the event parser stopped before the end of the document.
+    stopped: Option<(usize, usize, String)>,
 }
 
 impl Locator {
-    /// Indexes `text`, the content of `file`. A document the event parser rejects is indexed up
-    /// to the problem (serde_yaml reports the syntax error itself).
+    /// Indexes `text`, the content of `file`, as far as the event parser reads it (see
+    /// [`Locator::unreadable`]; serde_yaml reports syntax errors itself).
     ///
     /// # Errors
     /// A document larger than [`MAX_DOCUMENT_BYTES`], or nested deeper than [`MAX_DEPTH`]
@@ -248,10 +250,31 @@ impl Locator {
                 Ok(walker) => too_deep(bracket.line, bracket.column, walker.top_level_field()),
             });
         }
-        match walk(text) {
+        // yaml-rust2 refuses a tab after `:` that libyaml (serde_yaml) accepts; a space in its
+        // place keeps every line and column.
+        match walk(&text.replace('\t', " ")) {
             Ok(walker) => Ok(walker.locator),
             Err((path, mark)) => Err(too_deep(mark.line(), mark.col() + 1, path)),
         }
+    }
+
+    /// The problem that stopped the index before the end of `file`, if any. serde_yaml reports
+    /// a syntax error itself, before this is asked; what remains is YAML that libyaml accepts
+    /// and yaml-rust2 does not (a comment or a tag with no space before what follows). Such a
+    /// file is refused by the callers, since every later problem would be located wrongly or
+    /// not at all.
+    pub fn unreadable(&self, file: &str) -> Option<Diagnostic> {
+        self.stopped
+            .as_ref()
+            .map(|(line, column, message)| Diagnostic {
+                file: file.to_string(),
+                origin: Origin::Line {
+                    line: *line,
+                    column: *column,
+                },
+                path: FieldPath::root(),
+                message: message.clone(),
+            })
     }
 
     /// Records that `path` was set on the command line by `--set text`.
@@ -380,7 +403,16 @@ fn walk(text: &str) -> Result<Walker, (FieldPath, Marker)> {
     };
     let mut parser = Parser::new_from_str(text);
     let mut documents = 0;
-    while let Ok((event, mark)) = parser.next_token() {
+    loop {
+        let (event, mark) = match parser.next_token() {
+            Ok(next) => next,
+            Err(err) => {
+                let mark = err.marker();
+                walker.locator.stopped =
+                    Some((mark.line(), mark.col() + 1, err.info().to_string()));
+                break;
+            }
+        };
         match event {
             Event::StreamEnd => break,
             Event::DocumentStart => {
@@ -693,6 +725,26 @@ mod tests {
         assert_eq!(
             diag.to_string(),
             r"s.yaml:1:2: orders.a\nb: unknown field `\n\r\u{1b}`, expected `kind`"
+        );
+    }
+
+    /// Found by fuzzing (issue 12 item 8): YAML that serde_yaml reads and yaml-rust2 does not
+    /// left the index empty or cut short, so problems had no line or a wrong one.
+    #[test]
+    fn a_tab_after_a_colon_is_indexed_and_what_stops_the_index_is_kept() {
+        let locator = Locator::new("s.yaml", "name:\tx\ncolour: red\n").unwrap();
+        let at = FieldPath::root().key("colour");
+        assert_eq!(locator.origin(&at), Origin::Line { line: 2, column: 9 });
+        assert_eq!(locator.unreadable("s.yaml"), None);
+
+        let locator =
+            Locator::new("s.yaml", "name: x\ndescription: |#c\n  t\ncolour: red\n").unwrap();
+        let diag = locator
+            .unreadable("s.yaml")
+            .expect("yaml-rust2 stops at `|#`");
+        assert_eq!(
+            diag.to_string(),
+            "s.yaml:2:15: comments must be separated from other tokens by whitespace"
         );
     }
 

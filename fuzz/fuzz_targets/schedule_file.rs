@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pipegnn_fuzz::{assert_one_line, show, Capped};
+use pipegnn_fuzz::{assert_located, show, Capped};
 
 #[global_allocator]
 static ALLOCATOR: Capped = Capped;
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
             show(format_args!("{diags}"));
             assert!(!diags.0.is_empty(), "an error with no problem in it");
             for diag in &diags.0 {
-                assert_one_line(FILE, &diag.to_string());
+                assert_located(FILE, diag);
             }
         }
     }

@@ -58,6 +58,16 @@ fn huge(size: usize) -> ! {
     std::process::abort()
 }
 
+/// Asserts the project's rule for a problem in a YAML file: it has a place (a line and column,
+/// or the `--set` that caused it) and prints as one line starting with the file's name.
+pub fn assert_located(file: &str, diag: &pipegnn::diag::Diagnostic) {
+    assert!(
+        diag.origin != pipegnn::diag::Origin::Unknown,
+        "a problem must say where it is: {diag}"
+    );
+    assert_one_line(file, &diag.to_string());
+}
+
 /// Asserts the project's rule for a reported problem: one line, starting with the file's name.
 pub fn assert_one_line(file: &str, message: &str) {
     assert!(

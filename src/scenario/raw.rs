@@ -386,6 +386,9 @@ pub fn parse(
             strip_location(&err.to_string()),
         )
     })?;
+    if let Some(diag) = locator.unreadable(file) {
+        return Err(Diagnostics(vec![diag]));
+    }
     if value.is_null() {
         return Err(one(
             file,
@@ -394,13 +397,17 @@ pub fn parse(
             "no scenario: the file is empty (or holds only comments or `null`)".into(),
         ));
     }
+    // Found before merging, which drops the entry it fails on.
+    let unmergeable = bad_merge(&value, FieldPath::root());
     value.apply_merge().map_err(|err| {
-        one(
-            file,
-            Origin::Unknown,
-            FieldPath::root(),
-            strip_location(&err.to_string()),
-        )
+        let (path, origin) = match unmergeable {
+            Some(path) => {
+                let origin = locator.key_origin(&path);
+                (path, origin)
+            }
+            None => (FieldPath::root(), Origin::Unknown),
+        };
+        one(file, origin, path, strip_location(&err.to_string()))
     })?;
     for text in overrides {
         let (path, new_value) = parse_override(text).map_err(|message| {
@@ -437,6 +444,38 @@ pub fn parse(
         one(file, origin, path, message)
     })?;
     Ok((raw, locator))
+}
+
+/// The first `<<` merge key, in document order, whose value serde_yaml cannot merge (anything
+/// but a mapping or a list of mappings): its error names no place.
+fn bad_merge(value: &Value, path: FieldPath) -> Option<FieldPath> {
+    match value {
+        Value::Mapping(map) => map.iter().find_map(|(key, child)| {
+            let key = match key {
+                Value::String(text) => text.clone(),
+                // As the key is written (`1`, `true`), which is how the locator knows it.
+                other => serde_yaml::to_string(other)
+                    .map(|text| text.trim_end().to_owned())
+                    .unwrap_or_default(),
+            };
+            let child_path = path.key(&key);
+            let mergeable = match child {
+                Value::Mapping(_) => true,
+                Value::Sequence(items) => items.iter().all(Value::is_mapping),
+                _ => false,
+            };
+            if key == "<<" && !mergeable {
+                return Some(child_path);
+            }
+            bad_merge(child, child_path)
+        }),
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(index, item)| bad_merge(item, path.index(index))),
+        Value::Tagged(tagged) => bad_merge(&tagged.value, path),
+        _ => None,
+    }
 }
 
 fn one(file: &str, origin: Origin, path: FieldPath, message: String) -> Diagnostics {

@@ -54,6 +54,9 @@ pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
             message: strip_location(&err.to_string()),
         }])
     })?;
+    if let Some(diag) = locator.unreadable(file) {
+        return Err(Diagnostics(vec![diag]));
+    }
     let orders_path = FieldPath::root().key("orders");
     // Bound the shape before anything is allocated for it.
     let mut problems = Vec::new();

@@ -1116,3 +1116,57 @@ fn a_key_with_a_line_break_stays_on_one_line() {
         "{err}"
     );
 }
+
+/// Issue 12 item 8, found by replaying the `scenario` fuzz corpus (inputs minimized by hand):
+/// YAML that serde_yaml reads but the locator's parser (yaml-rust2) does not gave problems no
+/// line (a tab after `:`, which yaml-rust2 refuses) or the wrong one (a comment glued to a
+/// block scalar's `|` cut the index short, and `colour` was placed at line 1).
+#[test]
+fn yaml_the_locator_cannot_read_is_located_or_refused() {
+    let err = rejected("tab-after-colon", "name:\tx\ncolour: red\n", INVALID_INPUT);
+    assert!(
+        err.contains("scenario.yaml:2:1: colour: unknown field `colour`"),
+        "{err}"
+    );
+
+    let text = "name: x\ndescription: |#c\n  t\ncolour: red\n";
+    let err = rejected("comment-after-bar", text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains(
+            "scenario.yaml:2:15: comments must be separated from other tokens by whitespace"
+        ),
+        "{err}"
+    );
+
+    let dir = scratch("glued-comment-schedule");
+    let schedule = write(
+        &dir,
+        "schedule.yaml",
+        "stages: 1\nchunks: 1\norders: {0: [[F,0,0],[B,0,0]]}# note\n",
+    );
+    let out = pipegnn(&["schedule", "--file", schedule.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(INVALID_INPUT), "{err}");
+    assert_one_line(&err);
+    assert!(
+        err.contains("schedule.yaml:3:31: comments must be separated"),
+        "{err}"
+    );
+}
+
+/// Issue 12 item 8, found while checking the fuzz targets' rule that every problem is placed: a
+/// `<<` merge key whose value cannot be merged gave neither line nor field.
+#[test]
+fn an_unmergeable_merge_key_is_located() {
+    let text = explicit().replace(
+        "training: {optimizer: adam}",
+        "training: {optimizer: adam, <<: [{seed: 1}, 3]}",
+    );
+    let err = rejected("bad-merge", &text, INVALID_INPUT);
+    assert_one_line(&err);
+    assert!(
+        err.contains(":20:29: training.<<: expected a mapping for merging, but found scalar"),
+        "{err}"
+    );
+}
