@@ -160,9 +160,14 @@ pub struct ScheduleArgs {
     /// Forward op time for `--simulate`, e.g. `1ms`.
     #[arg(long, default_value = "1ms", requires = "simulate")]
     pub forward: String,
-    /// Backward op time for `--simulate`, e.g. `2ms`.
+    /// Backward op time for `--simulate`, e.g. `2ms`: a whole backward (`B`), or an input
+    /// gradient (`I`) and a weight gradient (`W`) together.
     #[arg(long, default_value = "2ms", requires = "simulate")]
     pub backward: String,
+    /// The weight-gradient half (`W`) of `--backward` for split backwards; `I` takes the rest.
+    /// Defaults to half of `--backward`.
+    #[arg(long, requires = "simulate")]
+    pub weight: Option<String>,
 }
 
 /// `pipegnn simulate`.

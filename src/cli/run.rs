@@ -418,18 +418,34 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
         }
         cli
     })?;
-    let (forward_ns, backward_ns) = if args.simulate {
+    let (forward_ns, backward_ns, weight_ns) = if args.simulate {
         let parse = |flag: &str, text: &str| {
             units::parse_duration_ns(text)
                 .map_err(|err| CliError::new(ExitStatus::InvalidInput, format!("--{flag}: {err}")))
         };
-        (
-            parse("forward", &args.forward)?,
-            parse("backward", &args.backward)?,
-        )
+        let backward_ns = parse("backward", &args.backward)?;
+        let weight_ns = match &args.weight {
+            Some(text) => parse("weight", text)?,
+            None => backward_ns / 2,
+        };
+        if weight_ns > backward_ns {
+            return Err(CliError::new(
+                ExitStatus::InvalidInput,
+                format!(
+                    "--weight: {} is longer than the whole backward ({}); W is part of B",
+                    args.weight.as_deref().unwrap_or_default(),
+                    args.backward
+                ),
+            ));
+        }
+        (parse("forward", &args.forward)?, backward_ns, weight_ns)
     } else {
-        // Unit op times draw the order itself.
-        (1, 1)
+        // Unit op times draw the order itself (a split backward's halves one unit each).
+        if schedule.has_split_backward() {
+            (1, 2, 1)
+        } else {
+            (1, 1, 0)
+        }
     };
     let names: Vec<String> = (0..schedule.n_devices())
         .map(|d| format!("dev{d}"))
@@ -439,6 +455,7 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
     let cost = UniformCost {
         forward_ns,
         backward_ns,
+        weight_ns,
     };
     let input = SimInput {
         schedule: &schedule,

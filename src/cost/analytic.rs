@@ -188,6 +188,33 @@ impl GnnWorkload {
         kernels
     }
 
+    /// The `(flops, bytes)` of the kernels of a layer's backward that make its weight gradient
+    /// (the bias's row sum and the weight product): what a split backward's `W` runs; its `I`
+    /// runs the rest of [`GnnWorkload::kernels`].
+    pub fn weight_kernels(&self, layer: usize, rows: &LayerRows) -> Vec<(f64, f64)> {
+        let spec = &self.model.layers[layer];
+        let e = self.model.element_bytes as f64;
+        let (a, b) = (spec.d_in as f64, spec.d_out as f64);
+        let a_in = match (layer, self.feature_nnz_per_row) {
+            (0, Some(nnz)) => nnz.min(a),
+            _ => a,
+        };
+        let dense = |m: f64, k: f64, n: f64, k_stored: f64| {
+            (2.0 * m * k * n, (m * k_stored + k * n + m * n) * e)
+        };
+        let bias = (2.0 * rows.out * b, 2.0 * rows.out * b * e);
+        let product = match spec.kind {
+            LayerKind::Gcn if self.gcn_aggregates_first(layer, rows) => dense(rows.out, a, b, a),
+            LayerKind::Gcn => dense(rows.read, a_in, b, a_in),
+            LayerKind::Sage => dense(rows.out, 2.0 * a, b, 2.0 * a),
+            LayerKind::Gat { heads, .. } => {
+                let projected = heads as f64 * spec.head_width() as f64;
+                dense(rows.read, a_in, projected, a_in)
+            }
+        };
+        vec![bias, product]
+    }
+
     /// Whether a GCN layer aggregates before transforming: when that needs fewer flops, except
     /// on sparse input features (aggregating sparse rows would be a sparse-sparse product).
     fn gcn_aggregates_first(&self, layer: usize, rows: &LayerRows) -> bool {
@@ -364,14 +391,21 @@ impl CostModel for AnalyticCost {
         let w = &self.workload;
         let rates = self.rates_for(op);
         let ns: f64 = match op.kind {
-            OpKind::Forward | OpKind::Backward => w
+            OpKind::Forward | OpKind::Backward | OpKind::InputGrad | OpKind::WeightGrad => w
                 .layers_of(op)
                 .map(|layer| {
                     let rows = w.rows(layer, op.chunk as usize);
-                    w.kernels(layer, &rows, op.kind == OpKind::Backward)
-                        .into_iter()
-                        .map(|k| rates.kernel_ns(k))
-                        .sum::<f64>()
+                    let time = |kernels: Vec<(f64, f64)>| {
+                        kernels.into_iter().map(|k| rates.kernel_ns(k)).sum::<f64>()
+                    };
+                    match op.kind {
+                        OpKind::Forward => time(w.kernels(layer, &rows, false)),
+                        OpKind::WeightGrad => time(w.weight_kernels(layer, &rows)),
+                        OpKind::InputGrad => (time(w.kernels(layer, &rows, true))
+                            - time(w.weight_kernels(layer, &rows)))
+                        .max(0.0),
+                        _ => time(w.kernels(layer, &rows, true)),
+                    }
                 })
                 .sum(),
             OpKind::Optimizer => {

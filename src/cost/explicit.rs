@@ -60,6 +60,10 @@ impl CostModel for ExplicitCost {
         match op.kind {
             OpKind::Forward => share.forward_ns,
             OpKind::Backward => share.backward_ns,
+            // A split backward: the stated backward halved (an explicit workload states no
+            // weight-gradient share), `I` taking the odd nanosecond.
+            OpKind::InputGrad => share.backward_ns - share.backward_ns / 2,
+            OpKind::WeightGrad => share.backward_ns / 2,
             OpKind::Optimizer => self.stages[op.stage as usize].optimizer_ns,
         }
     }

@@ -258,6 +258,32 @@ pub fn layer_calls(s: &LayerShape, backward: bool) -> Vec<(Kernel, Vec<f64>)> {
     calls
 }
 
+/// The kernels of one layer's backward that make its weight gradient: the bias's row sum and
+/// the weight products (what a split backward's `W` runs; `I` runs the rest of
+/// [`layer_calls`]).
+pub fn weight_calls(s: &LayerShape) -> Vec<(Kernel, Vec<f64>)> {
+    let (a, b) = (s.d_in, s.d_out);
+    let n = match s.kind {
+        LayerKind::Gat { .. } => s.heads * s.channels(),
+        _ => b,
+    };
+    let product = match s.sparse_nnz {
+        Some(nnz) => (Kernel::SparseGradWeight, vec![nnz, a * n, nnz * n]),
+        None => (
+            Kernel::DenseGradWeight,
+            vec![s.read * a + a * n + s.read * n, s.read * a * n],
+        ),
+    };
+    let products = if matches!(s.kind, LayerKind::Sage) {
+        2
+    } else {
+        1
+    };
+    let mut calls = vec![(Kernel::Elementwise, vec![s.out * b])];
+    calls.extend(std::iter::repeat_n(product, products));
+    calls
+}
+
 /// The predicted time of one layer's forward or backward: its glue function of its kernels'
 /// summed time and its elements. Extrapolations are pushed onto `flags`.
 pub fn layer_ns(
@@ -382,6 +408,79 @@ impl<'a> DeviceCost<'a> {
         }
     }
 
+    /// A whole backward's predicted time, without the op gap.
+    fn backward_ns(&self, op: Op, profile: &DeviceProfile, flags: &mut Vec<Extrapolation>) -> f64 {
+        let w = self.workload;
+        let chunk = op.chunk as usize;
+        let layers = self.layers_of(op);
+        let n_layers = w.model.layers.len();
+        let mut ns = 0.0;
+        let last = layers.end == n_layers;
+        let top = self.shape(layers.end - 1, chunk);
+        let labelled = w.labelled.as_ref().map(|l| l[chunk] as f64);
+        if last && labelled == Some(0.0) {
+            // A zero loss: candle skips the backward of everything beneath it.
+            ns += eval(profile, Kernel::Loss, &[top.out * self.classes, 0.0], flags);
+            return ns;
+        }
+        if last {
+            let rows = labelled.unwrap_or(top.out);
+            ns += eval(
+                profile,
+                Kernel::Loss,
+                &[top.out * self.classes, rows * self.classes],
+                flags,
+            );
+        } else {
+            // The surrogate `(out * grad).sum()` and its backward.
+            ns += 3.0 * eval(profile, Kernel::Elementwise, &[top.out * top.d_out], flags);
+        }
+        for layer in layers.clone().rev() {
+            let shape = self.shape(layer, chunk);
+            ns += layer_ns(profile, &shape, true, flags);
+            if w.gradient_buffers > 0 && layer > layers.start {
+                // Buffered neighbour gradients read for this chunk's rows, and the halo
+                // rows' gradients added to their buffers.
+                let rows = shape.read * shape.d_in;
+                ns += eval(profile, Kernel::RowCopy, &[rows], flags);
+                ns += eval(
+                    profile,
+                    Kernel::Elementwise,
+                    &[shape.out * shape.d_in],
+                    flags,
+                );
+            }
+        }
+        // Summing this chunk's parameter gradients into the stage's.
+        let params = w.model.parameters(layers) as f64;
+        ns += eval(profile, Kernel::Elementwise, &[params], flags);
+        ns
+    }
+
+    /// The weight-gradient half of a backward: each layer's bias and weight products and the
+    /// sum into the stage's gradients, without the op gap. A chunk with no labelled vertex on
+    /// the last stage has no backward at all.
+    fn weight_ns(&self, op: Op, profile: &DeviceProfile, flags: &mut Vec<Extrapolation>) -> f64 {
+        let w = self.workload;
+        let layers = self.layers_of(op);
+        let labelled = w.labelled.as_ref().map(|l| l[op.chunk as usize] as f64);
+        if layers.end == w.model.layers.len() && labelled == Some(0.0) {
+            return 0.0;
+        }
+        let mut ns: f64 = layers
+            .clone()
+            .map(|layer| {
+                weight_calls(&self.shape(layer, op.chunk as usize))
+                    .into_iter()
+                    .map(|(k, terms)| eval(profile, k, &terms, flags))
+                    .sum::<f64>()
+            })
+            .sum();
+        let params = w.model.parameters(layers) as f64;
+        ns += eval(profile, Kernel::Elementwise, &[params], flags);
+        ns
+    }
+
     fn record(&self, flags: Vec<Extrapolation>) {
         let mut all = self.flags.borrow_mut();
         for f in flags {
@@ -429,58 +528,11 @@ impl CostModel for DeviceCost<'_> {
                     ns += eval(profile, Kernel::RowCopy, &[sent], &mut flags);
                 }
             }
-            OpKind::Backward => {
-                let last = layers.end == n_layers;
-                let top = self.shape(layers.end - 1, chunk);
-                let labelled = w.labelled.as_ref().map(|l| l[chunk] as f64);
-                if last && labelled == Some(0.0) {
-                    // A zero loss: candle skips the backward of everything beneath it.
-                    ns += eval(
-                        profile,
-                        Kernel::Loss,
-                        &[top.out * self.classes, 0.0],
-                        &mut flags,
-                    );
-                    self.record(flags);
-                    return ns.round() as u64;
-                }
-                if last {
-                    let rows = labelled.unwrap_or(top.out);
-                    ns += eval(
-                        profile,
-                        Kernel::Loss,
-                        &[top.out * self.classes, rows * self.classes],
-                        &mut flags,
-                    );
-                } else {
-                    // The surrogate `(out * grad).sum()` and its backward.
-                    ns += 3.0
-                        * eval(
-                            profile,
-                            Kernel::Elementwise,
-                            &[top.out * top.d_out],
-                            &mut flags,
-                        );
-                }
-                for layer in layers.clone().rev() {
-                    let shape = self.shape(layer, chunk);
-                    ns += layer_ns(profile, &shape, true, &mut flags);
-                    if w.gradient_buffers > 0 && layer > layers.start {
-                        // Buffered neighbour gradients read for this chunk's rows, and the halo
-                        // rows' gradients added to their buffers.
-                        let rows = shape.read * shape.d_in;
-                        ns += eval(profile, Kernel::RowCopy, &[rows], &mut flags);
-                        ns += eval(
-                            profile,
-                            Kernel::Elementwise,
-                            &[shape.out * shape.d_in],
-                            &mut flags,
-                        );
-                    }
-                }
-                // Summing this chunk's parameter gradients into the stage's.
-                let params = w.model.parameters(layers) as f64;
-                ns += eval(profile, Kernel::Elementwise, &[params], &mut flags);
+            OpKind::Backward => ns += self.backward_ns(op, profile, &mut flags),
+            OpKind::WeightGrad => ns += self.weight_ns(op, profile, &mut flags),
+            OpKind::InputGrad => {
+                let whole = self.backward_ns(op, profile, &mut flags);
+                ns += (whole - self.weight_ns(op, profile, &mut flags)).max(0.0);
             }
             OpKind::Optimizer => {
                 let layers = if w.graph_parallel {

@@ -5,14 +5,28 @@ use crate::schedule::lower::Handoff;
 use crate::schedule::{Op, OpKind};
 use crate::trace::MemoryCategory;
 
-/// Every forward takes `forward_ns`, every backward `backward_ns`, optimizer steps are free,
-/// and nothing is moved or stored.
+/// Every forward takes `forward_ns`, every backward `backward_ns` (split, `weight_ns` of it
+/// for `W` and the rest for `I`), optimizer steps are free, and nothing is moved or stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UniformCost {
     /// Duration of each forward.
     pub forward_ns: u64,
-    /// Duration of each backward.
+    /// Duration of each whole backward.
     pub backward_ns: u64,
+    /// Duration of each weight-gradient half (`W`); at most `backward_ns`.
+    pub weight_ns: u64,
+}
+
+impl UniformCost {
+    /// Forwards of `forward_ns`, backwards of `backward_ns`, split evenly (`W` takes half,
+    /// rounded down, as in the zero-bubble paper's `F = I = W` setting when `B = 2F`).
+    pub fn new(forward_ns: u64, backward_ns: u64) -> Self {
+        UniformCost {
+            forward_ns,
+            backward_ns,
+            weight_ns: backward_ns / 2,
+        }
+    }
 }
 
 impl CostModel for UniformCost {
@@ -20,6 +34,8 @@ impl CostModel for UniformCost {
         match op.kind {
             OpKind::Forward => self.forward_ns,
             OpKind::Backward => self.backward_ns,
+            OpKind::InputGrad => self.backward_ns.saturating_sub(self.weight_ns),
+            OpKind::WeightGrad => self.weight_ns.min(self.backward_ns),
             OpKind::Optimizer => 0,
         }
     }

@@ -173,6 +173,9 @@ pub(super) fn work(
             let mut sends: Vec<(Payload, Op, Tensor)> = Vec::new();
             let began;
             match op.kind {
+                OpKind::InputGrad | OpKind::WeightGrad => {
+                    unreachable!("graph parallelism has no split backwards (Schedule::from_orders refuses them)")
+                }
                 OpKind::Forward => {
                     let mut received = Vec::new();
                     if l > 0 {

@@ -318,6 +318,11 @@ impl Clone for Shared {
 /// Trains for `config.epochs` epochs on the input's devices and measures every op.
 pub fn run(input: &ExecInput<'_>) -> Result<RunResult, ExecError> {
     let schedule = input.schedule;
+    if schedule.has_split_backward() {
+        return Err(ExecError::Unsupported(
+            "split backwards (I and W ops) are simulated but not yet run by the executor".into(),
+        ));
+    }
     let memory_measured = memory::available() || input.compute.is_cuda();
     let n_devices = schedule.n_devices();
     let (senders, receivers): (Vec<Sender<Message>>, Vec<Receiver<Message>>) =
@@ -1146,6 +1151,9 @@ fn work(
                 .expect("the schedule places its stages");
             let mut sends: Vec<(Payload, Op, Tensor)> = Vec::new();
             let began = match op.kind {
+                OpKind::InputGrad | OpKind::WeightGrad => {
+                    unreachable!("`run` refuses split backwards before any worker starts")
+                }
                 OpKind::Forward => {
                     let received = if stage.index > 0 {
                         Some(inbox.take((Payload::Activation, op, op.chunk), &mut ledger, start)?)

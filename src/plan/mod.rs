@@ -117,6 +117,11 @@ pub fn generator_label(generator: Generator) -> String {
             }
             label
         }
+        Generator::Interleaved1F1B
+        | Generator::LoopedBfs
+        | Generator::InterleavedZeroBubble
+        | Generator::Zbv
+        | Generator::DualPipeV => generator.kind().name().into(),
     }
 }
 

@@ -68,10 +68,11 @@ pub fn write(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
             SpanKind::Compute(OpKind::Optimizer) => (format!("U{}", span.stage), "optimizer"),
             SpanKind::Compute(kind) => (
                 format!("{}{}", kind.code(), span.chunk),
-                if kind == OpKind::Forward {
-                    "forward"
-                } else {
-                    "backward"
+                match kind {
+                    OpKind::Forward => "forward",
+                    OpKind::InputGrad => "input_gradient",
+                    OpKind::WeightGrad => "weight_gradient",
+                    _ => "backward",
                 },
             ),
             SpanKind::Transfer(payload) => {

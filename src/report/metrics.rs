@@ -132,7 +132,9 @@ pub fn compute(trace: &Trace) -> Metrics {
                     in_flight += 1;
                     peak_in_flight = peak_in_flight.max(in_flight);
                 }
-                SpanKind::Compute(OpKind::Backward) => in_flight = in_flight.saturating_sub(1),
+                SpanKind::Compute(kind) if kind.frees_stash() => {
+                    in_flight = in_flight.saturating_sub(1)
+                }
                 _ => {}
             }
         }

@@ -65,6 +65,10 @@ pub enum BarKind {
     Forward,
     /// A backward op.
     Backward,
+    /// The input-gradient half of a split backward.
+    InputGrad,
+    /// The weight-gradient half of a split backward.
+    WeightGrad,
     /// An optimizer step.
     Optimizer,
     /// A transfer on a link.
@@ -76,6 +80,8 @@ impl BarKind {
         match self {
             BarKind::Forward => RGBColor(66, 133, 244),
             BarKind::Backward => RGBColor(234, 134, 30),
+            BarKind::InputGrad => RGBColor(219, 68, 55),
+            BarKind::WeightGrad => RGBColor(244, 180, 0),
             BarKind::Optimizer => RGBColor(52, 168, 83),
             BarKind::Transfer => RGBColor(128, 128, 128),
         }
@@ -85,6 +91,8 @@ impl BarKind {
         match self {
             BarKind::Forward => "forward",
             BarKind::Backward => "backward",
+            BarKind::InputGrad => "input gradient",
+            BarKind::WeightGrad => "weight gradient",
             BarKind::Optimizer => "optimizer",
             BarKind::Transfer => "transfer",
         }
@@ -143,6 +151,8 @@ pub fn timeline_data(title: &str, trace: &Trace) -> TimelineData {
                     match op {
                         OpKind::Forward => BarKind::Forward,
                         OpKind::Backward => BarKind::Backward,
+                        OpKind::InputGrad => BarKind::InputGrad,
+                        OpKind::WeightGrad => BarKind::WeightGrad,
                         OpKind::Optimizer => BarKind::Optimizer,
                     },
                 ),
@@ -526,6 +536,8 @@ pub fn timeline_from_chrome(title: &str, events: &Value) -> Result<TimelineData,
         let kind = match (pid, e.get("cat").and_then(Value::as_str)) {
             (1, Some("forward")) => BarKind::Forward,
             (1, Some("backward")) => BarKind::Backward,
+            (1, Some("input_gradient")) => BarKind::InputGrad,
+            (1, Some("weight_gradient")) => BarKind::WeightGrad,
             (1, Some("optimizer")) => BarKind::Optimizer,
             (2, _) => BarKind::Transfer,
             _ => {
@@ -842,6 +854,8 @@ where
     for kind in [
         BarKind::Forward,
         BarKind::Backward,
+        BarKind::InputGrad,
+        BarKind::WeightGrad,
         BarKind::Optimizer,
         BarKind::Transfer,
     ] {

@@ -87,6 +87,8 @@ pub fn render(trace: &Trace, axis: Axis) -> String {
             let fill = match kind {
                 OpKind::Forward => '-',
                 OpKind::Backward => '=',
+                OpKind::InputGrad => '~',
+                OpKind::WeightGrad => '+',
                 OpKind::Optimizer => '*',
             };
             let text: Vec<char> = label(*kind, span.chunk, span.stage).chars().collect();

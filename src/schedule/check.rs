@@ -187,8 +187,8 @@ fn explain(
     Deadlock(waits)
 }
 
-/// Per stage, the peak count of chunks with `F` issued and `B` not yet finished, walking each
-/// device's list in order.
+/// Per stage, the peak count of chunks with `F` issued and `B` (or `W`) not yet finished,
+/// walking each device's list in order.
 fn peak_in_flight(schedule: &Schedule) -> Vec<u32> {
     let mut current = vec![0u32; schedule.n_stages() as usize];
     let mut peak = vec![0u32; schedule.n_stages() as usize];
@@ -199,8 +199,10 @@ fn peak_in_flight(schedule: &Schedule) -> Vec<u32> {
                 current[stage] += 1;
                 peak[stage] = peak[stage].max(current[stage]);
             }
-            OpKind::Backward => current[stage] = current[stage].saturating_sub(1),
-            OpKind::Optimizer => {}
+            OpKind::Backward | OpKind::WeightGrad => {
+                current[stage] = current[stage].saturating_sub(1)
+            }
+            OpKind::Optimizer | OpKind::InputGrad => {}
         }
     }
     peak

@@ -108,18 +108,13 @@ pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
         }
         let list = by_device.entry(device).or_default();
         for (i, (code, chunk, stage)) in ops.iter().enumerate() {
-            let kind = match code.as_str() {
-                "F" => OpKind::Forward,
-                "B" => OpKind::Backward,
-                "U" => OpKind::Optimizer,
-                other => {
-                    problems.push(locator.diagnostic(
-                        file,
-                        device_path.index(i),
-                        format!("unknown op `{other}` (expected F, B or U)"),
-                    ));
-                    continue;
-                }
+            let Some(kind) = OpKind::from_code(code) else {
+                problems.push(locator.diagnostic(
+                    file,
+                    device_path.index(i),
+                    format!("unknown op `{code}` (expected F, B, I, W or U)"),
+                ));
+                continue;
             };
             list.push(Op {
                 kind,

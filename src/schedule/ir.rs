@@ -14,6 +14,13 @@ pub enum OpKind {
     /// An optimizer step (`U`): of a stage once per epoch (chunk 0), of a stage after each
     /// chunk (`update: per_chunk`), or of a partition's replica (graph parallelism, stage 0).
     Optimizer,
+    /// The first half of a split backward (`I`): the gradient with respect to the stage's
+    /// input, which is what the previous stage waits for.
+    InputGrad,
+    /// The second half of a split backward (`W`): the gradient with respect to the stage's
+    /// weights, which only the optimizer step waits for. It runs after the chunk's `I` and
+    /// keeps the chunk's stash alive until it ends.
+    WeightGrad,
 }
 
 impl OpKind {
@@ -23,7 +30,33 @@ impl OpKind {
             OpKind::Forward => "F",
             OpKind::Backward => "B",
             OpKind::Optimizer => "U",
+            OpKind::InputGrad => "I",
+            OpKind::WeightGrad => "W",
         }
+    }
+
+    /// The kind a one-letter code names, if any.
+    pub fn from_code(code: &str) -> Option<Self> {
+        Some(match code {
+            "F" => OpKind::Forward,
+            "B" => OpKind::Backward,
+            "U" => OpKind::Optimizer,
+            "I" => OpKind::InputGrad,
+            "W" => OpKind::WeightGrad,
+            _ => return None,
+        })
+    }
+
+    /// Whether the op ends a chunk's use of its stash on its stage: the full backward, or the
+    /// weight half of a split one.
+    pub fn frees_stash(self) -> bool {
+        matches!(self, OpKind::Backward | OpKind::WeightGrad)
+    }
+
+    /// Whether the op sends the gradient of its stage's input to the previous stage: the full
+    /// backward, or the input half of a split one.
+    pub fn sends_gradient(self) -> bool {
+        matches!(self, OpKind::Backward | OpKind::InputGrad)
     }
 }
 
@@ -65,6 +98,24 @@ impl Op {
             stage,
         }
     }
+
+    /// `I(chunk, stage)`.
+    pub fn input_grad(chunk: u32, stage: u32) -> Self {
+        Op {
+            kind: OpKind::InputGrad,
+            chunk,
+            stage,
+        }
+    }
+
+    /// `W(chunk, stage)`.
+    pub fn weight_grad(chunk: u32, stage: u32) -> Self {
+        Op {
+            kind: OpKind::WeightGrad,
+            chunk,
+            stage,
+        }
+    }
 }
 
 impl fmt::Display for Op {
@@ -82,6 +133,16 @@ pub enum ScheduleKind {
     OneFOneB,
     /// GNNPipe's whole-graph chunk pipeline with stale embeddings.
     GnnPipe,
+    /// Interleaved 1F1B: several stages per device, round-robin, depth first.
+    Interleaved1F1B,
+    /// Looped BFS: several stages per device, round-robin, breadth first.
+    LoopedBfs,
+    /// Interleaved zero bubble (ZB-H1 with one stage per device): split backwards.
+    InterleavedZeroBubble,
+    /// ZBV: two stages per device as a V, split backwards.
+    Zbv,
+    /// DualPipeV: two stages per device as a V, overlapped forward-backward pairs.
+    DualPipeV,
     /// CAGNET-style 1D graph parallelism (not a pipeline).
     GraphParallel,
     /// Read from a schedule file.
@@ -95,6 +156,11 @@ impl ScheduleKind {
             ScheduleKind::GPipe => "gpipe",
             ScheduleKind::OneFOneB => "1f1b",
             ScheduleKind::GnnPipe => "gnnpipe",
+            ScheduleKind::Interleaved1F1B => "interleaved_1f1b",
+            ScheduleKind::LoopedBfs => "looped_bfs",
+            ScheduleKind::InterleavedZeroBubble => "interleaved_zb",
+            ScheduleKind::Zbv => "zbv",
+            ScheduleKind::DualPipeV => "dualpipev",
             ScheduleKind::GraphParallel => "graph_parallel",
             ScheduleKind::Custom => "custom",
         }
@@ -188,6 +254,9 @@ pub struct Schedule {
     orders: Vec<Vec<Op>>,
     /// Pipeline: device of each stage. Graph parallelism: device of each partition.
     home: Vec<u32>,
+    /// Per stage-chunk pair (`stage * K + chunk`), whether its backward is split into `I` and
+    /// `W`; empty when no backward is.
+    split: Vec<bool>,
 }
 
 impl Schedule {
@@ -225,7 +294,8 @@ impl Schedule {
         );
         let (s_count, k_count) = (n_stages as usize, n_chunks as usize);
         let mut home = vec![u32::MAX; if graph_parallel { k_count } else { s_count }];
-        let mut seen = vec![0u8; 3 * s_count * k_count];
+        let mut seen = vec![0u8; N_KINDS * s_count * k_count];
+        let mut any_split = false;
         for (device, order) in orders.iter().enumerate() {
             for op in order {
                 if op.stage >= n_stages || op.chunk >= n_chunks {
@@ -233,6 +303,13 @@ impl Schedule {
                         "{op} on device {device} is out of range: there are {n_stages} stages and {n_chunks} chunks"
                     )));
                 }
+                let split_op = matches!(op.kind, OpKind::InputGrad | OpKind::WeightGrad);
+                if split_op && graph_parallel {
+                    return Err(ScheduleError::Shape(format!(
+                        "{op}: graph parallelism runs whole backwards (B), not split ones (I and W)"
+                    )));
+                }
+                any_split |= split_op;
                 let (owner, what) = if graph_parallel {
                     (op.chunk, "partition")
                 } else {
@@ -254,6 +331,13 @@ impl Schedule {
                 }
             }
         }
+        let has =
+            |kind, chunk, stage| seen[op_id(Op { kind, chunk, stage }, n_chunks, n_stages)] > 0;
+        let mut split = if any_split {
+            vec![false; s_count * k_count]
+        } else {
+            Vec::new()
+        };
         for stage in 0..n_stages {
             for chunk in 0..n_chunks {
                 let step_here = if graph_parallel {
@@ -261,14 +345,36 @@ impl Schedule {
                 } else {
                     per_chunk_update || chunk == 0
                 };
-                let required = [OpKind::Forward, OpKind::Backward, OpKind::Optimizer];
-                for &kind in &required[..if step_here { 3 } else { 2 }] {
-                    let op = Op { kind, chunk, stage };
-                    if seen[op_id(op, n_chunks, n_stages)] == 0 {
-                        return Err(ScheduleError::Shape(format!(
-                            "{op} is missing: every chunk runs forward and backward once on every stage, and every stage steps its optimizer"
-                        )));
+                let missing = |op: Op| {
+                    ScheduleError::Shape(format!(
+                        "{op} is missing: every chunk runs forward and backward (B, or I then W) once on every stage, and every stage steps its optimizer"
+                    ))
+                };
+                if !has(OpKind::Forward, chunk, stage) {
+                    return Err(missing(Op::forward(chunk, stage)));
+                }
+                if step_here && !has(OpKind::Optimizer, chunk, stage) {
+                    return Err(missing(Op::optimizer(chunk, stage)));
+                }
+                let whole = has(OpKind::Backward, chunk, stage);
+                let (input, weight) = (
+                    has(OpKind::InputGrad, chunk, stage),
+                    has(OpKind::WeightGrad, chunk, stage),
+                );
+                match (whole, input, weight) {
+                    (true, false, false) => {}
+                    (false, true, true) => {
+                        split[stage as usize * k_count + chunk as usize] = true;
                     }
+                    (false, false, false) => return Err(missing(Op::backward(chunk, stage))),
+                    (true, _, _) => {
+                        return Err(ScheduleError::Shape(format!(
+                            "{} and its split halves are both in the schedule: run B or I and W, not both",
+                            Op::backward(chunk, stage)
+                        )))
+                    }
+                    (false, true, false) => return Err(missing(Op::weight_grad(chunk, stage))),
+                    (false, false, true) => return Err(missing(Op::input_grad(chunk, stage))),
                 }
             }
         }
@@ -291,6 +397,7 @@ impl Schedule {
             n_chunks,
             orders,
             home,
+            split,
         })
     }
 
@@ -332,16 +439,53 @@ impl Schedule {
         }
     }
 
+    /// Whether any backward is split into `I` and `W`.
+    pub fn has_split_backward(&self) -> bool {
+        !self.split.is_empty()
+    }
+
+    /// The op that computes chunk `chunk`'s input gradient on `stage`, which the previous stage
+    /// waits for: `I(chunk, stage)` where the backward is split, else `B(chunk, stage)`.
+    pub fn gradient_op(&self, chunk: u32, stage: u32) -> Op {
+        let split = !self.split.is_empty()
+            && self.split[stage as usize * self.n_chunks as usize + chunk as usize];
+        if split {
+            Op::input_grad(chunk, stage)
+        } else {
+            Op::backward(chunk, stage)
+        }
+    }
+
+    /// The op after which chunk `chunk` no longer needs its stash on `stage`: `W(chunk, stage)`
+    /// where the backward is split, else `B(chunk, stage)`.
+    pub fn last_backward_op(&self, chunk: u32, stage: u32) -> Op {
+        match self.gradient_op(chunk, stage).kind {
+            OpKind::InputGrad => Op::weight_grad(chunk, stage),
+            _ => Op::backward(chunk, stage),
+        }
+    }
+
+    /// The devices' stage lists: for each device, the stages it holds, in increasing order
+    /// (pipelines; graph parallelism's partitions for that flow).
+    pub fn stages_of(&self, device: usize) -> Vec<u32> {
+        (0..self.home.len() as u32)
+            .filter(|&owner| self.home[owner as usize] == device as u32)
+            .collect()
+    }
+
     /// Total number of ops (forward, backward and optimizer) over all devices.
     pub fn n_ops(&self) -> usize {
         self.orders.iter().map(Vec::len).sum()
     }
 
-    /// The size of the dense op index space used by [`op_id`]: `3 * S * K`.
+    /// The size of the dense op index space used by [`op_id`]: `5 * S * K`.
     pub fn n_op_ids(&self) -> usize {
-        3 * self.n_stages as usize * self.n_chunks as usize
+        N_KINDS * self.n_stages as usize * self.n_chunks as usize
     }
 }
+
+/// How many op kinds [`op_id`] numbers.
+const N_KINDS: usize = 5;
 
 /// A dense index for every possible op: `((kind * S) + stage) * K + chunk`.
 pub fn op_id(op: Op, n_chunks: u32, n_stages: u32) -> usize {
@@ -349,6 +493,8 @@ pub fn op_id(op: Op, n_chunks: u32, n_stages: u32) -> usize {
         OpKind::Forward => 0,
         OpKind::Backward => 1,
         OpKind::Optimizer => 2,
+        OpKind::InputGrad => 3,
+        OpKind::WeightGrad => 4,
     };
     (kind * n_stages as usize + op.stage as usize) * n_chunks as usize + op.chunk as usize
 }

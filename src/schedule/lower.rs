@@ -85,8 +85,11 @@ pub fn for_each_handoff(schedule: &Schedule, op: Op, mut visit: impl FnMut(Hando
         (DataFlow::Pipeline { .. }, OpKind::Forward) if op.stage + 1 < n_stages => {
             send(Payload::Activation, Op::forward(op.chunk, op.stage + 1));
         }
-        (DataFlow::Pipeline { .. }, OpKind::Backward) if op.stage > 0 => {
-            send(Payload::Gradient, Op::backward(op.chunk, op.stage - 1));
+        (DataFlow::Pipeline { .. }, OpKind::Backward | OpKind::InputGrad) if op.stage > 0 => {
+            send(
+                Payload::Gradient,
+                schedule.gradient_op(op.chunk, op.stage - 1),
+            );
         }
         (DataFlow::GraphParallel { readers }, OpKind::Forward) if op.stage + 1 < n_stages => {
             for &reader in &readers[op.chunk as usize] {
@@ -118,12 +121,17 @@ pub fn for_each_local_successor(schedule: &Schedule, op: Op, mut visit: impl FnM
     let n_stages = schedule.n_stages();
     match (schedule.flow(), op.kind) {
         (DataFlow::Pipeline { .. }, OpKind::Forward) => {
-            visit(Op::backward(op.chunk, op.stage), Reason::Local)
+            visit(schedule.gradient_op(op.chunk, op.stage), Reason::Local)
         }
-        (DataFlow::Pipeline { update, .. }, OpKind::Backward) => match update {
-            UpdateMode::PerEpoch => visit(Op::optimizer(0, op.stage), Reason::Backwards),
-            UpdateMode::PerChunk => visit(Op::optimizer(op.chunk, op.stage), Reason::Backwards),
-        },
+        (DataFlow::Pipeline { .. }, OpKind::InputGrad) => {
+            visit(Op::weight_grad(op.chunk, op.stage), Reason::Local)
+        }
+        (DataFlow::Pipeline { update, .. }, OpKind::Backward | OpKind::WeightGrad) => {
+            match update {
+                UpdateMode::PerEpoch => visit(Op::optimizer(0, op.stage), Reason::Backwards),
+                UpdateMode::PerChunk => visit(Op::optimizer(op.chunk, op.stage), Reason::Backwards),
+            }
+        }
         (DataFlow::GraphParallel { .. }, OpKind::Forward) => {
             if op.stage + 1 < n_stages {
                 visit(Op::forward(op.chunk, op.stage + 1), Reason::Local);
@@ -137,7 +145,8 @@ pub fn for_each_local_successor(schedule: &Schedule, op: Op, mut visit: impl FnM
                 visit(Op::optimizer(op.chunk, 0), Reason::Backwards);
             }
         }
-        (_, OpKind::Optimizer) => {}
+        (_, OpKind::Optimizer)
+        | (DataFlow::GraphParallel { .. }, OpKind::InputGrad | OpKind::WeightGrad) => {}
     }
 }
 
@@ -166,12 +175,15 @@ pub fn gate_index(schedule: &Schedule, handoff: &Handoff) -> usize {
 }
 
 /// Calls `visit` for every op a gate releases: every chunk's op of the addressee's kind and
-/// stage.
+/// stage (for gradients, each chunk's [`Schedule::gradient_op`]).
 pub fn for_each_gate_member(schedule: &Schedule, handoff: &Handoff, mut visit: impl FnMut(Op)) {
     for chunk in 0..schedule.n_chunks() {
-        visit(Op {
-            chunk,
-            ..handoff.to
+        visit(match handoff.payload {
+            Payload::Gradient => schedule.gradient_op(chunk, handoff.to.stage),
+            _ => Op {
+                chunk,
+                ..handoff.to
+            },
         });
     }
 }

@@ -4,13 +4,17 @@
 //! Generators are functions of their shape and knobs; files are parsed from text the caller read.
 
 mod check;
+mod dualpipev;
 pub mod file;
 mod gnnpipe;
 mod gpipe;
 pub mod graph_parallel;
+mod interleaved;
 mod ir;
+mod looped_bfs;
 pub mod lower;
 mod one_f_one_b;
+mod zbv;
 
 use thiserror::Error;
 
@@ -61,15 +65,105 @@ pub enum Generator {
     OneFOneB,
     /// GNNPipe with its knobs.
     GnnPipe(GnnPipeKnobs),
+    /// Interleaved 1F1B (PyTorch's `ScheduleInterleaved1F1B`).
+    Interleaved1F1B,
+    /// Looped BFS (PyTorch's `ScheduleLoopedBFS`).
+    LoopedBfs,
+    /// Interleaved zero bubble (PyTorch's `ScheduleInterleavedZeroBubble`; ZB-H1 with one
+    /// stage per device).
+    InterleavedZeroBubble,
+    /// ZBV (PyTorch's `ScheduleZBVZeroBubble`): two stages per device as a V.
+    Zbv,
+    /// DualPipeV (PyTorch's `ScheduleDualPipeV`): two stages per device as a V.
+    DualPipeV,
+}
+
+/// How a generator places stages on devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StagePlacement {
+    /// One stage per device: stage s on device s.
+    OnePerDevice,
+    /// `v` stages per device, round-robin: stage k on device `k mod P`.
+    RoundRobin,
+    /// Two stages per device as a V: device d holds stages d and `2P - 1 - d`.
+    V,
 }
 
 impl Generator {
-    /// Generates the schedule for `n_stages` stages and `n_chunks` chunks; at most
-    /// [`MAX_STAGE_CHUNKS`] stage-chunk pairs.
+    /// How this generator places stages on devices.
+    pub fn placement(self) -> StagePlacement {
+        match self {
+            Generator::GPipe(_) | Generator::OneFOneB | Generator::GnnPipe(_) => {
+                StagePlacement::OnePerDevice
+            }
+            Generator::Interleaved1F1B
+            | Generator::LoopedBfs
+            | Generator::InterleavedZeroBubble => StagePlacement::RoundRobin,
+            Generator::Zbv | Generator::DualPipeV => StagePlacement::V,
+        }
+    }
+
+    /// The stages per device this generator uses unless told: 2 for the V-shaped ones, else 1.
+    pub fn default_stages_per_device(self) -> u32 {
+        match self.placement() {
+            StagePlacement::V => 2,
+            StagePlacement::OnePerDevice | StagePlacement::RoundRobin => 1,
+        }
+    }
+
+    /// Generates the schedule for `n_stages` stages and `n_chunks` chunks with the generator's
+    /// default stages per device; see [`Generator::generate_on`].
     pub fn generate(self, n_stages: u32, n_chunks: u32) -> Result<Schedule, ScheduleError> {
+        self.generate_on(n_stages, self.default_stages_per_device(), n_chunks)
+    }
+
+    /// Generates the schedule for `n_stages` stages in all, `stages_per_device` of them on each
+    /// device, and `n_chunks` chunks; at most [`MAX_STAGE_CHUNKS`] stage-chunk pairs.
+    ///
+    /// # Errors
+    /// A zero shape, too many pairs, stages that do not divide into the devices, a stage count
+    /// per device the generator cannot place (one for GPipe, 1F1B and GNNPipe, two for the V
+    /// shapes), or a shape the generator refuses (see each).
+    pub fn generate_on(
+        self,
+        n_stages: u32,
+        stages_per_device: u32,
+        n_chunks: u32,
+    ) -> Result<Schedule, ScheduleError> {
         if u64::from(n_stages) * u64::from(n_chunks) > MAX_STAGE_CHUNKS {
             return Err(ScheduleError::Shape(format!(
                 "{n_stages} stages x {n_chunks} chunks is more than {MAX_STAGE_CHUNKS} stage-chunk pairs"
+            )));
+        }
+        if n_stages == 0 || n_chunks == 0 || stages_per_device == 0 {
+            return Err(ScheduleError::Shape(
+                "stages, chunks and stages per device must be at least 1".into(),
+            ));
+        }
+        let kind = self.kind().name();
+        match (self.placement(), stages_per_device) {
+            (StagePlacement::OnePerDevice, 1) | (StagePlacement::V, 2) => {}
+            (StagePlacement::OnePerDevice, v) => {
+                return Err(ScheduleError::Shape(format!(
+                    "{kind} runs one stage per device, not {v} (interleaved_1f1b, looped_bfs and interleaved_zb run several)"
+                )))
+            }
+            (StagePlacement::V, v) => {
+                return Err(ScheduleError::Shape(format!(
+                    "{kind} places exactly two stages per device as a V, not {v}"
+                )))
+            }
+            (StagePlacement::RoundRobin, _) => {}
+        }
+        if n_stages % stages_per_device != 0 {
+            return Err(ScheduleError::Shape(format!(
+                "{n_stages} stages do not divide into devices of {stages_per_device} stages each"
+            )));
+        }
+        let devices = n_stages / stages_per_device;
+        if devices as usize > MAX_DEVICES {
+            return Err(ScheduleError::Shape(format!(
+                "{n_stages} stages at {stages_per_device} per device need {devices} devices; a network holds at most {MAX_DEVICES}"
             )));
         }
         let mut spec = PipelineSpec {
@@ -84,6 +178,21 @@ impl Generator {
             }
             Generator::OneFOneB => one_f_one_b::generate(&spec),
             Generator::GnnPipe(knobs) => gnnpipe::generate(&spec, knobs),
+            Generator::Interleaved1F1B => interleaved::generate(
+                devices,
+                stages_per_device,
+                n_chunks,
+                interleaved::Backward::Whole,
+            ),
+            Generator::InterleavedZeroBubble => interleaved::generate(
+                devices,
+                stages_per_device,
+                n_chunks,
+                interleaved::Backward::ZeroBubble,
+            ),
+            Generator::LoopedBfs => looped_bfs::generate(devices, stages_per_device, n_chunks),
+            Generator::Zbv => zbv::generate(devices, n_chunks),
+            Generator::DualPipeV => dualpipev::generate(devices, n_chunks),
         }
     }
 
@@ -93,6 +202,11 @@ impl Generator {
             Generator::GPipe(_) => ScheduleKind::GPipe,
             Generator::OneFOneB => ScheduleKind::OneFOneB,
             Generator::GnnPipe(_) => ScheduleKind::GnnPipe,
+            Generator::Interleaved1F1B => ScheduleKind::Interleaved1F1B,
+            Generator::LoopedBfs => ScheduleKind::LoopedBfs,
+            Generator::InterleavedZeroBubble => ScheduleKind::InterleavedZeroBubble,
+            Generator::Zbv => ScheduleKind::Zbv,
+            Generator::DualPipeV => ScheduleKind::DualPipeV,
         }
     }
 }

@@ -185,7 +185,7 @@ impl<S: TraceSink> Engine<'_, S> {
             device: placed,
             requested_ns: start,
         });
-        if op.kind == OpKind::Backward {
+        if op.kind.frees_stash() {
             let (own, halo) = self.input.cost.stash(Op::forward(op.chunk, op.stage));
             self.memory(device, now, MemoryCategory::Activations, -(own as i64));
             self.memory(device, now, MemoryCategory::Halo, -(halo as i64));

@@ -14,3 +14,4 @@ mod schedules;
 mod support;
 mod sweep;
 mod tidy;
+mod torch_orders;

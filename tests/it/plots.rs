@@ -58,6 +58,14 @@ fn timeline_bars_are_the_trace_spans() {
                 BarKind::Backward,
                 trace.devices[span.lane_index as usize].name.clone(),
             ),
+            SpanKind::Compute(OpKind::InputGrad) => (
+                BarKind::InputGrad,
+                trace.devices[span.lane_index as usize].name.clone(),
+            ),
+            SpanKind::Compute(OpKind::WeightGrad) => (
+                BarKind::WeightGrad,
+                trace.devices[span.lane_index as usize].name.clone(),
+            ),
             SpanKind::Compute(OpKind::Optimizer) => (
                 BarKind::Optimizer,
                 trace.devices[span.lane_index as usize].name.clone(),

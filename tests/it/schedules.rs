@@ -46,6 +46,7 @@ fn stash_bound(generator: Generator, n_stages: u32, n_chunks: u32, stage: u32) -
         Generator::GPipe(_) => n_chunks,
         Generator::GnnPipe(knobs) if knobs.order == GnnPipeOrder::GPipe => n_chunks,
         Generator::OneFOneB | Generator::GnnPipe(_) => (n_stages - stage).min(n_chunks),
+        other => panic!("{other:?} places several stages per device; see torch_orders.rs"),
     }
 }
 
@@ -57,8 +58,11 @@ fn oracle_makespan(schedule: &Schedule, costs: &StageCosts) -> u64 {
         panic!("the oracle covers pipelines")
     };
     let all = |ends: &[Option<u64>]| ends.iter().try_fold(0, |m, e| e.map(|e| m.max(e)));
+    // Per stage and chunk: when the forward ended, when the gradient for the previous stage
+    // was ready (`B` or `I`), and when the chunk's last backward op ended (`B` or `W`).
     let mut f_end = vec![vec![None::<u64>; k_n]; s_n];
     let mut b_end = vec![vec![None::<u64>; k_n]; s_n];
+    let mut last_end = vec![vec![None::<u64>; k_n]; s_n];
     let mut pos = vec![0usize; schedule.n_devices()];
     let mut free_at = vec![0u64; schedule.n_devices()];
     let mut makespan = 0;
@@ -75,7 +79,8 @@ fn oracle_makespan(schedule: &Schedule, costs: &StageCosts) -> u64 {
                             f_end[s - 1][c]
                         }
                     }
-                    OpKind::Backward => {
+                    OpKind::WeightGrad => b_end[s][c],
+                    OpKind::Backward | OpKind::InputGrad => {
                         let grad = match backward {
                             _ if s + 1 == s_n => Some(0),
                             BackwardSync::PerChunk => b_end[s + 1][c],
@@ -84,8 +89,8 @@ fn oracle_makespan(schedule: &Schedule, costs: &StageCosts) -> u64 {
                         f_end[s][c].zip(grad).map(|(a, b)| a.max(b))
                     }
                     OpKind::Optimizer => match update {
-                        UpdateMode::PerEpoch => all(&b_end[s]),
-                        UpdateMode::PerChunk => b_end[s][c],
+                        UpdateMode::PerEpoch => all(&last_end[s]),
+                        UpdateMode::PerChunk => last_end[s][c],
                     },
                 };
                 let Some(ready) = ready else { break };
@@ -94,11 +99,18 @@ fn oracle_makespan(schedule: &Schedule, costs: &StageCosts) -> u64 {
                     + match op.kind {
                         OpKind::Forward => costs.forward_ns[s],
                         OpKind::Backward => costs.backward_ns[s],
+                        OpKind::InputGrad => costs.backward_ns[s] - costs.weight_ns[s],
+                        OpKind::WeightGrad => costs.weight_ns[s],
                         OpKind::Optimizer => 0,
                     };
                 match op.kind {
                     OpKind::Forward => f_end[s][c] = Some(end),
-                    OpKind::Backward => b_end[s][c] = Some(end),
+                    OpKind::Backward => {
+                        b_end[s][c] = Some(end);
+                        last_end[s][c] = Some(end);
+                    }
+                    OpKind::InputGrad => b_end[s][c] = Some(end),
+                    OpKind::WeightGrad => last_end[s][c] = Some(end),
                     OpKind::Optimizer => {}
                 }
                 free_at[d] = end;
@@ -269,6 +281,7 @@ proptest! {
         let costs = StageCosts {
             forward_ns: seed_times[..n_stages].iter().map(|t| t.0).collect(),
             backward_ns: seed_times[..n_stages].iter().map(|t| t.1).collect(),
+            weight_ns: seed_times[..n_stages].iter().map(|t| t.1 / 3).collect(),
             stash_bytes: 0,
             parameter_bytes: 0,
             activation_bytes: 0,

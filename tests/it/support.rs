@@ -62,6 +62,9 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 pub struct StageCosts {
     pub forward_ns: Vec<u64>,
     pub backward_ns: Vec<u64>,
+    /// The weight-gradient half of each stage's backward, for split backwards (`I` takes the
+    /// rest).
+    pub weight_ns: Vec<u64>,
     pub stash_bytes: u64,
     pub parameter_bytes: u64,
     pub activation_bytes: u64,
@@ -72,6 +75,7 @@ impl StageCosts {
         StageCosts {
             forward_ns: vec![forward_ns; n_stages],
             backward_ns: vec![backward_ns; n_stages],
+            weight_ns: vec![backward_ns / 2; n_stages],
             stash_bytes: 0,
             parameter_bytes: 0,
             activation_bytes: 0,
@@ -84,6 +88,10 @@ impl CostModel for StageCosts {
         match op.kind {
             OpKind::Forward => self.forward_ns[op.stage as usize],
             OpKind::Backward => self.backward_ns[op.stage as usize],
+            OpKind::InputGrad => {
+                self.backward_ns[op.stage as usize] - self.weight_ns[op.stage as usize]
+            }
+            OpKind::WeightGrad => self.weight_ns[op.stage as usize],
             OpKind::Optimizer => 0,
         }
     }
