@@ -855,7 +855,7 @@ pub(super) fn execute(
         bar.set(u64::from(stats.epoch), u64::from(total));
     };
     // Progress on a terminal, nothing in pipes.
-    let progress: Option<&exec::runner::Progress<'_>> = bar.is_visible().then_some(&show);
+    let progress: Option<&exec::Progress<'_>> = bar.is_visible().then_some(&show);
     let input = ExecInput { progress, ..input };
     let result = exec::run(&input);
     drop(bar);
