@@ -15,6 +15,8 @@
 //! - [`exec`]: the real executor on candle: trains the GNN on the same schedule, measured into a
 //!   [`trace::Trace`].
 //! - [`plan`]: the glue from a scenario to checked, simulated schedules.
+//! - [`launch`]: from a scenario's prediction to a real run on the executor, held to its
+//!   schedule.
 //! - [`cli`]: the command line.
 //!
 //! ```
@@ -29,6 +31,7 @@ pub mod diag;
 pub mod exec;
 pub mod gnn;
 pub mod graph;
+pub mod launch;
 pub mod network;
 pub mod plan;
 pub mod report;

@@ -20,19 +20,16 @@ use super::{
 };
 use crate::cost::{Profile, UniformCost};
 use crate::diag::{self, FieldPath, MAX_DOCUMENT_BYTES};
-use crate::exec::{self, data::NodeData, CrossChunk, ExecError, ExecInput, TrainConfig};
-use crate::gnn::Halo;
+use crate::exec::{self, ExecError};
 use crate::graph::{self, dataset::Dataset};
+use crate::launch::{self, LaunchError};
 use crate::network::Network;
 use crate::plan::GraphData;
 use crate::plan::{self, Candidate, PlanError};
 use crate::report::{self, chrome_trace, json, table, timeline};
-use crate::scenario::{
-    self, Activation, Backend, DeviceMap, GraphSource, Scenario, ScheduleChoice, Workload,
-};
+use crate::scenario::{self, Backend, GraphSource, Scenario, ScheduleChoice, Workload};
 use crate::schedule::{
-    self, BackwardOrder, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder, Schedule,
-    ScheduleError,
+    self, BackwardOrder, Generator, GnnPipeKnobs, GnnPipeOrder, Schedule, ScheduleError,
 };
 use crate::sim::{self, SimInput};
 use crate::trace::TraceDevice;
@@ -674,21 +671,11 @@ fn bench_scenario(path: &Path, repeat: u32) -> Result<()> {
     ))
 }
 
-/// `pipegnn run`: trains the scenario's GNN on its own schedule and prints the measured result.
-/// A real run with the prediction it was planned from.
-pub(super) struct Executed {
-    pub(super) scenario: Scenario,
-    pub(super) prediction: plan::Prediction,
-    pub(super) result: exec::RunResult,
-    /// Metrics of every epoch's measured trace.
-    pub(super) metrics_of: Vec<report::Metrics>,
-    /// The epoch whose time is the median (the first, a warm-up, left out when there are others).
-    pub(super) median: usize,
-    /// Where it ran.
-    pub(super) executor: String,
-}
+// A real run with the prediction it was planned from.
+pub(super) use crate::launch::Executed;
 
-/// Plans the scenario's own schedule (with `tier`'s costs) and runs it.
+/// Plans the scenario's own schedule (with `tier`'s costs) and runs it ([`launch`]), with a
+/// progress bar on a terminal; `file` names the scenario in errors.
 pub(super) fn execute(
     file: &Path,
     loaded: Loaded,
@@ -697,173 +684,21 @@ pub(super) fn execute(
     tier: plan::Tier<'_>,
     device: Option<DeviceArg>,
 ) -> Result<Executed> {
-    let Loaded {
-        mut scenario,
-        graph,
-    } = loaded;
-    match device {
-        Some(DeviceArg::Cpu) => scenario.executor.backend = Backend::Cpu,
-        Some(DeviceArg::Cuda) => scenario.executor.backend = Backend::Cuda,
-        None => {}
-    }
+    let Loaded { scenario, graph } = loaded;
     let candidate = own_candidate(&scenario)?;
-    let mut prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, tier)
-        .map_err(in_file(file))?;
-    // The devices come first: `device_map: auto` on a machine with fewer GPUs than stages runs
-    // them on one, and the prediction must model that sharing.
-    let compute = exec::device::open(
-        scenario.executor.backend,
-        scenario.executor.device_map,
-        prediction.schedule.n_devices(),
-    )
-    .map_err(|err| {
-        let status = match err {
-            ExecError::Unsupported(_) => ExitStatus::RunFailed,
-            _ => ExitStatus::NoDevice,
-        };
-        CliError::new(status, format!("{}: {err}", file.display()))
-    })?;
-    if compute.is_shared() && scenario.executor.device_map != DeviceMap::Shared {
-        scenario.executor.device_map = DeviceMap::Shared;
-        prediction = plan::predict_profiled(&scenario, graph.as_ref(), &candidate, tier)
-            .map_err(in_file(file))?;
-    }
-    if !force {
-        let metrics = report::compute(&prediction.trace);
-        check_fits(&scenario, &[(prediction.label.as_str(), &metrics)]).map_err(|mut err| {
-            err.message.push_str(
-                "\nrefusing to run a schedule predicted not to fit (use --force to run anyway)",
-            );
-            err
-        })?;
-    }
-    let not_runnable = |why: String| {
-        CliError::new(
-            ExitStatus::RunFailed,
-            format!("{}: not executable yet: {why}", file.display()),
-        )
-    };
-    let (
-        Some(GraphData::Real {
-            csr,
-            features,
-            sparse_features,
-            labels,
-            splits,
-            classes,
-            ..
+    let options = launch::Options {
+        epochs,
+        force,
+        tier,
+        backend: device.map(|device| match device {
+            DeviceArg::Cpu => Backend::Cpu,
+            DeviceArg::Cuda => Backend::Cuda,
         }),
-        Some(layout),
-    ) = (&graph, &prediction.layout)
-    else {
-        return Err(not_runnable(
-            "pipegnn run trains a GNN on a graph with vertices: a dataset or a synthetic graph"
-                .into(),
-        ));
     };
-    if splits[0].is_empty() {
-        // Training on no vertices would report a loss of 0 for every epoch.
-        let source = match &scenario.workload {
-            Workload::Gnn(spec) => match &spec.graph {
-                GraphSource::Dataset { .. } => "dataset",
-                _ => "synthetic",
-            },
-            Workload::Explicit(_) => "synthetic",
-        };
-        let at = FieldPath::root().key("graph").key(source);
-        let diag = scenario.source.diagnostic(
-            at,
-            format!(
-                "the training split is empty ({} vertices): there is nothing to train on",
-                csr.n_nodes()
-            ),
-        );
-        return Err(CliError::new(ExitStatus::InvalidInput, diag));
-    }
-    let (halo, cross_chunk) = match &candidate {
-        plan::Candidate::Generated { generator, halo } => (
-            *halo,
-            match generator {
-                Generator::GnnPipe(knobs) => match knobs.backward {
-                    GnnPipeBackward::Drop => CrossChunk::Drop,
-                    GnnPipeBackward::Deferred => CrossChunk::Deferred,
-                    GnnPipeBackward::Exact => CrossChunk::Exact,
-                },
-                _ => CrossChunk::Drop,
-            },
-        ),
-        plan::Candidate::GraphParallel { exchange } => (
-            match exchange {
-                Halo::Broadcast => Halo::Broadcast,
-                _ => Halo::Exchange,
-            },
-            CrossChunk::Drop,
-        ),
-        plan::Candidate::File { halo, .. } => (*halo, CrossChunk::Drop),
-    };
-    let part = layout
-        .part
-        .as_ref()
-        .expect("graphs with edges are partitioned");
-    let density = match &scenario.workload {
-        Workload::Gnn(spec) => match &spec.graph {
-            GraphSource::Dataset {
-                feature_density, ..
-            } => feature_density.unwrap_or(0.1),
-            _ => 0.1,
-        },
-        Workload::Explicit(_) => 0.1,
-    };
-    let data = NodeData::new(
-        csr.n_nodes(),
-        sparse_features.as_ref(),
-        *features as usize,
-        density,
-        labels.clone(),
-        *classes as usize,
-        splits.clone(),
-    );
-    let training = scenario.training;
-    let input = ExecInput {
-        schedule: &prediction.schedule,
-        placement: &prediction.placement,
-        devices: plan::trace_devices(&scenario),
-        network: &scenario.network,
-        model: &layout.model,
-        stage_layers: &layout.stage_layers,
-        graph: csr,
-        part,
-        halo,
-        cross_chunk,
-        data: &data,
-        config: TrainConfig {
-            epochs: epochs.unwrap_or(training.epochs),
-            lr: training.lr,
-            weight_decay: training.weight_decay,
-            dropout: training.dropout,
-            attention_dropout: training.attention_dropout,
-            activation: match &scenario.workload {
-                Workload::Gnn(spec) => spec.activation,
-                Workload::Explicit(_) => Activation::Relu,
-            },
-            seed: training.seed,
-        },
-        emulate_links: scenario.executor.emulate_links,
-        compute: &compute,
-        progress: None,
-        // One core per stage, the device the `cpu-core` preset describes, when the machine
-        // has enough of them; the whole machine for a single stage.
-        threads_per_device: scenario.executor.threads_per_device.map_or_else(
-            || {
-                (std::thread::available_parallelism().map_or(1, |n| n.get())
-                    / prediction.schedule.n_devices().max(1))
-                .max(1)
-            },
-            |n| n as usize,
-        ),
-    };
-    let label = format!("{} ({})", scenario.name, prediction.label);
-    let bar = Progress::with_message(u64::from(input.config.epochs));
+    let prepared = launch::prepare(scenario, graph.as_ref(), &candidate, &options)
+        .map_err(launch_error(file))?;
+    let label = format!("{} ({})", prepared.scenario.name, prepared.prediction.label);
+    let bar = Progress::with_message(u64::from(prepared.epochs()));
     let show = |stats: &exec::EpochStats, total: u32| {
         bar.set_message(format!(
             "{label}: epoch {}/{total}, loss {:.4}, val {:.3}",
@@ -872,45 +707,38 @@ pub(super) fn execute(
         bar.set(u64::from(stats.epoch), u64::from(total));
     };
     // Progress on a terminal, nothing in pipes.
-    let progress: Option<&exec::runner::Progress<'_>> = bar.is_visible().then_some(&show);
-    let input = ExecInput { progress, ..input };
-    let result = exec::run(&input);
+    let progress: Option<&exec::Progress<'_>> = bar.is_visible().then_some(&show);
+    let executed = launch::execute(prepared, progress);
     drop(bar);
-    let result = result.map_err(|err| {
-        CliError::new(ExitStatus::RunFailed, format!("{}: {err}", file.display()))
-    })?;
-    // Every measured epoch must have run the schedule as written: the executor's contract.
-    for (epoch, trace) in result.traces.iter().enumerate() {
-        let problems =
-            report::order::violations(&prediction.schedule, &prediction.placement, trace);
-        if let Some(first) = problems.first() {
-            return Err(CliError::new(
-                ExitStatus::Internal,
-                format!(
-                    "{}: epoch {} did not run the schedule as written ({} problems), first: {first}",
-                    file.display(),
-                    epoch + 1,
-                    problems.len()
-                ),
-            ));
+    executed.map_err(launch_error(file))
+}
+
+/// The exit status and message of a launch error; `file` names the scenario.
+fn launch_error(file: &Path) -> impl Fn(LaunchError) -> CliError + '_ {
+    move |err| match err {
+        LaunchError::Plan(err) => in_file(file)(err),
+        LaunchError::Devices(err) => {
+            let status = match err {
+                ExecError::Unsupported(_) => ExitStatus::RunFailed,
+                _ => ExitStatus::NoDevice,
+            };
+            CliError::new(status, format!("{}: {err}", file.display()))
+        }
+        LaunchError::DoesNotFit(over) => CliError::new(
+            ExitStatus::DoesNotFit,
+            format!(
+                "{over}\nrefusing to run a schedule predicted not to fit (use --force to run \
+                 anyway)"
+            ),
+        ),
+        LaunchError::NothingToTrain(diag) => CliError::new(ExitStatus::InvalidInput, diag),
+        LaunchError::Run(err) => {
+            CliError::new(ExitStatus::RunFailed, format!("{}: {err}", file.display()))
+        }
+        err @ LaunchError::Order { .. } => {
+            CliError::new(ExitStatus::Internal, format!("{}: {err}", file.display()))
         }
     }
-    // The epoch whose time is the median (the first epoch warms caches up and is left out when
-    // there are others) stands for the run.
-    let mut order: Vec<usize> = (0..result.traces.len()).collect();
-    let skip = usize::from(order.len() > 1);
-    order.drain(..skip);
-    let metrics_of: Vec<report::Metrics> = result.traces.iter().map(report::compute).collect();
-    order.sort_by_key(|&i| metrics_of[i].epoch_time_ns);
-    let median = order[order.len() / 2];
-    Ok(Executed {
-        scenario,
-        prediction,
-        result,
-        metrics_of,
-        median,
-        executor: compute.describe_with_memory(),
-    })
 }
 
 fn train(args: &RunArgs) -> Result<()> {

@@ -4,9 +4,17 @@
 //! **Architecture Invariant:** only `exec` imports candle, and `exec` never imports `sim`.
 //!
 //! GCN, GraphSAGE and GAT layers; GPipe, 1F1B and custom pipelines with halo `drop` or `exact`,
-//! GNNPipe with its history buffers ([`runner`]), and graph parallelism ([`parallel`]), on the
-//! CPU, each stage worker on a rayon pool of its own, memory measured by a counting allocator
-//! ([`memory`]).
+//! GNNPipe with its history buffers (the pipeline worker), and graph parallelism (the
+//! graph-parallel worker), on the CPU or GPUs, each worker on a rayon pool of its own, memory
+//! measured by a counting allocator ([`memory`]).
+//!
+//! The executor is cut along its seams, one job per file: [`runner`] coordinates a run (one
+//! worker thread per schedule device, epochs started on one clock, reports gathered into a
+//! measured `Trace`); `pipeline` and `parallel` are the two workers; [`transport`] is how they
+//! hand tensors to each other (the [`transport::Transport`] trait and its in-process
+//! implementation); `ledger` records what a worker measures (memory, op spans); `evaluate`
+//! computes the accuracies after each epoch; [`input`] is what a run reads. Both workers take
+//! every hand-off they send or wait for from `schedule::lower`.
 
 /// Emits `$name::cpu`, and with `--features cuda` `$name::cuda`, each calling
 /// `$body(&Device)`: the same test on every device. Without a GPU the CUDA variant passes with a
@@ -34,19 +42,27 @@ macro_rules! test_device {
 
 pub mod attention;
 pub mod calibrate;
+mod crew;
 mod cuda;
 pub mod data;
 pub mod device;
+mod evaluate;
+pub mod input;
 pub mod layers;
+mod ledger;
 pub mod memory;
 pub mod optim;
-pub mod parallel;
+mod parallel;
+mod pipeline;
+mod rows;
 pub mod runner;
 pub mod sparse;
+pub mod transport;
 
 use thiserror::Error;
 
-pub use runner::{run, CrossChunk, EpochStats, ExecInput, RunResult, TrainConfig};
+pub use input::{CrossChunk, EpochStats, ExecInput, Progress, TrainConfig};
+pub use runner::{run, RunResult};
 
 /// Why a run failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -1,4 +1,5 @@
-//! Adam with L2 weight decay added to the gradient, as `torch.optim.Adam(weight_decay=...)`.
+//! Adam with L2 weight decay added to the gradient, as `torch.optim.Adam(weight_decay=...)`,
+//! and the summing of parameter gradients over the chunks (or partitions) a step applies.
 
 use candle_core::{Result, Tensor, Var};
 
@@ -71,4 +72,33 @@ impl Adam {
         }
         Ok(())
     }
+}
+
+/// Gradient of `var` in `grads`, zeros when it did not take part. Detached: a gradient computed
+/// from tracked tensors carries their graph, which would otherwise live on in the optimizer's
+/// moments, epoch after epoch.
+pub(super) fn grad_of(grads: &candle_core::backprop::GradStore, var: &Var) -> Result<Tensor> {
+    match grads.get(var.as_tensor()) {
+        Some(g) => Ok(g.detach()),
+        None => var.as_tensor().detach().zeros_like(),
+    }
+}
+
+/// `summed` (none before the first backward since a step) plus each variable's gradient in
+/// `store`.
+pub(super) fn accumulate(
+    summed: Option<Vec<Tensor>>,
+    store: &candle_core::backprop::GradStore,
+    vars: &[Var],
+) -> Result<Vec<Tensor>> {
+    let mut summed = summed.unwrap_or_default();
+    for (i, var) in vars.iter().enumerate() {
+        let g = grad_of(store, var)?;
+        if summed.len() <= i {
+            summed.push(g);
+        } else {
+            summed[i] = (&summed[i] + g)?;
+        }
+    }
+    Ok(summed)
 }

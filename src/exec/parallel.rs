@@ -1,46 +1,31 @@
-//! Graph parallelism on the executor (CAGNET 1D): every worker owns a partition and runs every
-//! layer for it. `F(p, l)` sends each reader partition the rows of p it reads (halo exchange) or
-//! all of p's rows (broadcast); `B(p, l)` sends the gradient of the rows it read back to their
-//! owners. The weight gradients are all-reduced through memory shared by the workers and summed
-//! in partition order, so every replica takes the same step; the transfer spans of the
-//! all-reduce record the bytes a ring all-reduce moves, `2 (P - 1) / P` of the gradients per
-//! partition, as the simulator does.
+//! The graph-parallel worker (CAGNET 1D): every worker owns a partition and runs every layer
+//! for it. `F(p, l)` sends each reader partition the rows of p it reads (halo exchange) or all
+//! of p's rows (broadcast); `B(p, l)` sends the gradient of the rows it read back to their
+//! owners; which partitions those are is the lowered schedule's ([`crate::schedule::lower`]),
+//! and so is every message the worker waits for. The weight gradients are all-reduced by the
+//! transport and summed in partition order, so every replica takes the same step; the transfer
+//! spans of the all-reduce record the bytes a ring all-reduce moves, `2 (P - 1) / P` of the
+//! gradients per partition, on the link to the partition the lowering hands the weights to, as
+//! the simulator does.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::Receiver;
-use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Tensor, Var};
 
+use super::crew::{Crew, EpochReport};
 use super::data::ChunkPlan;
 use super::device::synchronize;
+use super::input::ExecInput;
 use super::layers::{cross_entropy, StageInput, Training};
-use super::optim::{Adam, AdamConfig};
-use super::runner::{
-    accumulate, bytes_of, compute_span, grad_of, send, EpochReport, ExecInput, Inbox, Ledger,
-    Message, Shared,
-};
+use super::ledger::{bytes_of, compute_span, Ledger};
+use super::optim::{accumulate, grad_of, Adam, AdamConfig};
+use super::transport::handoffs::{outgoing, Inbound, Inbox};
+use super::transport::{Tag, Transport};
 use crate::gnn::Halo;
-use crate::schedule::lower::Payload;
-use crate::schedule::{DataFlow, Op, OpKind};
+use crate::schedule::lower::{Lowered, Payload};
+use crate::schedule::{DataFlow, OpKind};
 use crate::trace::{MemoryCategory, Span, SpanKind};
-
-/// The weight gradients each partition posts for the all-reduce of one epoch.
-pub struct Board {
-    posted: Mutex<Posted>,
-    ready: Condvar,
-}
-
-impl Board {
-    /// An empty board for `parts` partitions.
-    pub fn new(parts: usize) -> Self {
-        Board {
-            posted: Mutex::new((0, vec![None; parts])),
-            ready: Condvar::new(),
-        }
-    }
-}
 
 /// One layer's forward record.
 struct LayerStash {
@@ -52,19 +37,19 @@ struct LayerStash {
     out: Tensor,
 }
 
-/// A graph-parallel worker for partition `device`.
+/// A graph-parallel worker for partition `transport.rank()`.
 pub(super) fn work(
     input: &ExecInput<'_>,
-    device: usize,
+    lowered: &Lowered,
     slot: usize,
-    inbox: Receiver<Message>,
-    shared: Shared,
+    transport: &mut dyn Transport,
+    crew: &Crew,
 ) -> candle_core::Result<()> {
     let schedule = input.schedule;
     let DataFlow::GraphParallel { readers } = schedule.flow() else {
         candle_core::bail!("a graph-parallel worker runs a graph-parallel schedule");
     };
-    let board = shared.board.clone();
+    let device = transport.rank();
     let p = device as u32;
     let n_parts = schedule.n_chunks() as usize;
     let n_layers = input.model.layers.len();
@@ -99,25 +84,24 @@ pub(super) fn work(
             (q, rows)
         })
         .collect();
-    // For each owner this partition reads from: the positions in the halo of the rows it
-    // sends (all of them but for a broadcast, where the used ones are picked).
+    // For a broadcast, for each owner this partition reads from: the positions in the owner's
+    // rows of the halo rows it uses (a halo exchange sends exactly those).
     let halo = graph.halo_rows();
-    let mut owners: Vec<(u32, Vec<u32>)> = Vec::new();
-    for q in (0..n_parts as u32).filter(|&q| readers[q as usize].contains(&p)) {
-        let picked: Vec<u32> = if broadcast {
+    let mut picked: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    if broadcast {
+        for q in (0..n_parts as u32).filter(|&q| readers[q as usize].contains(&p)) {
             let theirs = &members[q as usize];
-            halo.iter()
+            let rows = halo
+                .iter()
                 .filter(|&&u| input.part[u as usize] == q)
                 .map(|u| {
                     theirs
                         .binary_search(u)
                         .expect("a halo row belongs to its owner") as u32
                 })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        owners.push((q, picked));
+                .collect();
+            picked.insert(q, rows);
+        }
     }
     let train_rows: Vec<(u32, u32)> = input
         .data
@@ -136,17 +120,14 @@ pub(super) fn work(
         .sum();
     let allreduce_bytes =
         (2.0 * (n_parts as f64 - 1.0) / n_parts as f64 * params as f64 * 4.0).ceil() as u64;
-    let mut inbox = Inbox::new(inbox, shared.start.clone(), dev.clone());
+    let mut inbox = Inbox::new(dev.clone());
+    let inbound = Inbound::new(lowered, device);
     let placed = input.placement[device] as u32;
     let mut ledger = Ledger::new(slot, placed, meter);
-    let order = &schedule.orders()[device];
-    let mut spans: Vec<Span> = Vec::with_capacity(4 * order.len());
+    let positions = lowered.positions(device);
+    let mut spans: Vec<Span> = Vec::with_capacity(4 * positions.len());
     for epoch in 1..=input.config.epochs {
-        shared.start.wait()?;
-        let start = *shared
-            .epoch_start
-            .lock()
-            .expect("no worker panics holding the lock");
+        let start = crew.start_epoch()?;
         let params_bytes = 4 * params;
         ledger.start(&[
             (MemoryCategory::Parameters, params_bytes),
@@ -167,28 +148,29 @@ pub(super) fn work(
         let mut own_grad: Option<Tensor> = None;
         let mut grads: Option<Vec<Tensor>> = None;
         let mut loss_total = 0.0;
-        for &op in order {
-            inbox.drain(&mut ledger, ns(Instant::now()))?;
+        for (index, position) in positions.clone().enumerate() {
+            let op = lowered.op(position);
+            inbox.drain(transport, &mut ledger, ns(Instant::now()))?;
             let l = op.stage as usize;
-            let mut sends: Vec<(Payload, Op, Tensor)> = Vec::new();
+            let mut sends: Vec<(usize, Tag, Tensor)> = Vec::new();
             let began;
             match op.kind {
                 OpKind::InputGrad | OpKind::WeightGrad => {
                     unreachable!("graph parallelism has no split backwards (Schedule::from_orders refuses them)")
                 }
                 OpKind::Forward => {
+                    // The rows of every owner this layer reads, in partition order (the order
+                    // of the halo rows).
                     let mut received = Vec::new();
-                    if l > 0 {
-                        for (q, picked) in &owners {
-                            let t =
-                                inbox.take((Payload::Activation, op, *q), &mut ledger, start)?;
-                            let t = if broadcast {
-                                t.index_select(&Tensor::new(picked.as_slice(), &dev)?, 0)?
-                            } else {
-                                t
-                            };
-                            received.push((*q, Var::from_tensor(&t)?));
-                        }
+                    for incoming in inbound.of(index) {
+                        let q = incoming.handoff.from.chunk;
+                        let t = inbox.take(transport, incoming.tag(), &mut ledger, start)?;
+                        let t = if broadcast {
+                            t.index_select(&Tensor::new(rows_of(&picked, q, READS, p)?, &dev)?, 0)?
+                        } else {
+                            t
+                        };
+                        received.push((q, Var::from_tensor(&t)?));
                     }
                     began = ledger.op_starts(&dev, start)?;
                     let (own_var, x) = if l == 0 {
@@ -207,11 +189,13 @@ pub(super) fn work(
                         graph.attention.as_ref().map(|a| &a.edges),
                         Some(training),
                     )?;
-                    if l + 1 < n_layers {
-                        for (&q, rows) in &send_rows {
-                            let rows = out.index_select(&Tensor::new(rows.as_slice(), &dev)?, 0)?;
-                            sends.push((Payload::Activation, Op::forward(q, op.stage + 1), rows));
-                        }
+                    for (handoff, to) in outgoing(lowered, position) {
+                        let q = handoff.to.chunk;
+                        let rows = out.index_select(
+                            &Tensor::new(rows_of(&send_rows, q, READ, p)?, &dev)?,
+                            0,
+                        )?;
+                        sends.push((to, Tag::of(&handoff), rows));
                     }
                     stash[l] = Some(LayerStash {
                         own: own_var,
@@ -223,16 +207,18 @@ pub(super) fn work(
                     let mut g_out = None;
                     if l + 1 < n_layers {
                         let mut g = own_grad.take().expect("backwards run from the last layer");
-                        for (&q, rows) in &send_rows {
-                            let part =
-                                inbox.take((Payload::Gradient, op, q), &mut ledger, start)?;
-                            let index = Tensor::new(rows.as_slice(), &dev)?;
+                        // The gradients of this partition's rows its readers used, added in
+                        // partition order.
+                        for incoming in inbound.of(index) {
+                            let q = incoming.handoff.from.chunk;
+                            let part = inbox.take(transport, incoming.tag(), &mut ledger, start)?;
+                            let at = Tensor::new(rows_of(&send_rows, q, READ, p)?, &dev)?;
                             let part = if broadcast {
-                                part.index_select(&index, 0)?
+                                part.index_select(&at, 0)?
                             } else {
                                 part
                             };
-                            g = g.index_add(&index, &part, 0)?;
+                            g = g.index_add(&at, &part, 0)?;
                         }
                         g_out = Some(g);
                     }
@@ -261,38 +247,53 @@ pub(super) fn work(
                     if let Some(own_var) = &record.own {
                         own_grad = Some(grad_of(&store, own_var)?);
                     }
-                    for (q, var) in &record.halo {
-                        let mut g = grad_of(&store, var)?;
-                        if broadcast {
-                            // The owner takes back a gradient for every row it broadcast.
-                            let (_, picked) = owners
-                                .iter()
-                                .find(|(owner, _)| owner == q)
-                                .expect("rows came from an owner");
-                            let rows = members[*q as usize].len();
-                            let zeros = Tensor::zeros((rows, g.dim(1)?), g.dtype(), &dev)?;
-                            g = zeros.index_add(&Tensor::new(picked.as_slice(), &dev)?, &g, 0)?;
-                        }
-                        sends.push((Payload::Gradient, Op::backward(*q, op.stage - 1), g));
-                    }
-                    if l == 0 {
-                        // Stamped before posting: a replica may take its step as soon as the
-                        // gradients are posted.
-                        let posted = ns(Instant::now());
-                        if n_parts > 1 {
-                            spans.push(allreduce_span(
+                    // Stamped before the all-reduce starts: a replica may take its step as soon
+                    // as every offer is in.
+                    let posted = ns(Instant::now());
+                    for (handoff, to) in outgoing(lowered, position) {
+                        let q = handoff.to.chunk;
+                        match handoff.payload {
+                            Payload::Gradient => {
+                                let (_, var) = record
+                                    .halo
+                                    .iter()
+                                    .find(|(owner, _)| *owner == q)
+                                    .ok_or_else(|| {
+                                        candle_core::Error::Msg(format!(
+                                            "{op} owes partition {q} a gradient for rows it never \
+                                             received"
+                                        ))
+                                    })?;
+                                let mut g = grad_of(&store, var)?;
+                                if broadcast {
+                                    // The owner takes back a gradient for every row it broadcast.
+                                    let rows = members[q as usize].len();
+                                    let zeros = Tensor::zeros((rows, g.dim(1)?), g.dtype(), &dev)?;
+                                    let index = Tensor::new(rows_of(&picked, q, READS, p)?, &dev)?;
+                                    g = zeros.index_add(&index, &g, 0)?;
+                                }
+                                sends.push((to, Tag::of(&handoff), g));
+                            }
+                            // This replica's share of the ring all-reduce, to the next one.
+                            Payload::Weights => spans.push(allreduce_span(
                                 input,
                                 device,
-                                (device + 1) % n_parts,
+                                to,
+                                handoff.to.chunk,
                                 allreduce_bytes,
                                 posted,
-                            ));
+                            )),
+                            Payload::Activation => {
+                                candle_core::bail!("{op} hands on no activation")
+                            }
                         }
-                        post(&board, device, grads.clone().unwrap_or_default());
+                    }
+                    if l == 0 {
+                        transport.start_all_reduce(grads.clone().unwrap_or_default())?;
                     }
                 }
                 OpKind::Optimizer => {
-                    let summed = collect(&board, &shared, n_parts, &dev)?;
+                    let summed = transport.finish_all_reduce(&dev)?;
                     began = ledger.op_starts(&dev, start)?;
                     adam.step(&summed)?;
                     if let Some(g) = grads.take() {
@@ -302,14 +303,15 @@ pub(super) fn work(
                 }
             }
             synchronize(&dev)?;
-            for (payload, to, tensor) in sends {
-                spans.extend(send(input, &shared, device, p, payload, to, tensor, start));
+            for (to, tag, tensor) in sends {
+                spans.extend(transport.send(to, tag, &tensor, start)?);
             }
             let ended = Instant::now();
             ledger.sample(ns(ended))?;
             spans.push(compute_span(op, placed, ns(began), ns(ended)));
         }
-        finish(&board, &shared, n_parts)?;
+        // Every partition has taken its step.
+        transport.barrier()?;
         let params = if device == 0 {
             vec![(0, model.values()?)]
         } else {
@@ -322,102 +324,45 @@ pub(super) fn work(
             params,
             loss: loss_total,
         };
-        if shared.report.send(Ok(report)).is_err() {
+        if !crew.report(report) {
             return Ok(());
         }
     }
-    shared.start.wait()
+    crew.finish()
 }
 
-fn post(board: &Board, device: usize, grads: Vec<Tensor>) {
-    let mut posted = board
-        .posted
-        .lock()
-        .expect("no worker panics holding the lock");
-    posted.1[device] = Some(grads);
-    board.ready.notify_all();
+const READ: &str = "is not read by partition";
+const READS: &str = "reads nothing of partition";
+
+/// The rows `map` holds for partition `q`; an error saying that partition `p` `what` `q` where
+/// the lowering names a partition the data flow does not.
+fn rows_of<'m>(
+    map: &'m BTreeMap<u32, Vec<u32>>,
+    q: u32,
+    what: &str,
+    p: u32,
+) -> candle_core::Result<&'m [u32]> {
+    map.get(&q)
+        .map(Vec::as_slice)
+        .ok_or_else(|| candle_core::Error::Msg(format!("partition {p} {what} {q}")))
 }
 
-/// Waits for every partition's gradients and sums them in partition order.
-/// The sum is on `device`: a replica on another GPU sends its gradients over.
-fn collect(
-    board: &Board,
-    shared: &Shared,
-    n_parts: usize,
-    device: &Device,
-) -> candle_core::Result<Vec<Tensor>> {
-    let posted = wait_until(board, shared, |posted| posted.1.iter().all(Option::is_some))?;
-    let mut sum: Option<Vec<Tensor>> = None;
-    for grads in posted.1.iter().take(n_parts).flatten() {
-        let grads = grads
-            .iter()
-            .map(|g| g.to_device(device))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        sum = Some(match sum {
-            None => grads,
-            Some(acc) => acc
-                .iter()
-                .zip(&grads)
-                .map(|(a, b)| a + b)
-                .collect::<candle_core::Result<Vec<_>>>()?,
-        });
-    }
-    Ok(sum.unwrap_or_default())
-}
-
-/// Every partition has taken its step: clear the board for the next epoch.
-fn finish(board: &Board, shared: &Shared, n_parts: usize) -> candle_core::Result<()> {
-    {
-        let mut posted = board
-            .posted
-            .lock()
-            .expect("no worker panics holding the lock");
-        posted.0 += 1;
-        if posted.0 as usize == n_parts {
-            *posted = (0, vec![None; n_parts]);
-            board.ready.notify_all();
-            return Ok(());
-        }
-    }
-    wait_until(board, shared, |posted| posted.0 == 0).map(drop)
-}
-
-/// What the board holds: how many partitions are done with the epoch, and each one's posted
-/// gradients.
-type Posted = (u32, Vec<Option<Vec<Tensor>>>);
-
-/// Waits until `ready` holds of the board (or the run is stopped) and returns it locked.
-fn wait_until<'b>(
-    board: &'b Board,
-    shared: &Shared,
-    ready: impl Fn(&Posted) -> bool,
-) -> candle_core::Result<std::sync::MutexGuard<'b, Posted>> {
-    let mut posted = board
-        .posted
-        .lock()
-        .expect("no worker panics holding the lock");
-    while !ready(&posted) {
-        if shared.start.is_aborted() {
-            candle_core::bail!("the run was stopped");
-        }
-        posted = board
-            .ready
-            .wait_timeout(posted, Duration::from_millis(20))
-            .expect("no worker panics holding the lock")
-            .0;
-    }
-    Ok(posted)
-}
-
-/// The all-reduce's share of one partition, on the link to the next partition of the ring.
-fn allreduce_span(input: &ExecInput<'_>, from: usize, to: usize, bytes: u64, now: u64) -> Span {
+/// The all-reduce's share of rank `from`, on the first link to rank `to` (holding `chunk`).
+fn allreduce_span(
+    input: &ExecInput<'_>,
+    from: usize,
+    to: usize,
+    chunk: u32,
+    bytes: u64,
+    now: u64,
+) -> Span {
     let (src, dst) = (input.placement[from], input.placement[to]);
     let route = input.network.route(src, dst);
     Span {
         kind: SpanKind::Transfer(Payload::Weights),
         hop: 0,
         lane_index: route.links.first().map_or(0, |&l| l as u32),
-        chunk: to as u32,
+        chunk,
         stage: 0,
         device: dst as u32,
         start_ns: now,

@@ -6,6 +6,7 @@ mod cli;
 mod cuda;
 mod exec;
 mod gnn;
+mod launch;
 mod oracles;
 mod outputs;
 mod plots;

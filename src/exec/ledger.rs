@@ -1,0 +1,152 @@
+//! The measurement ledger: what a worker records of an epoch. Its memory as it evolves (the
+//! buffers it knows exactly, the received data waiting to be used, and, from the counting
+//! allocator or the GPU's used bytes, activations as the rest), and the span of each op it runs.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+use super::device::synchronize;
+use super::memory;
+use crate::schedule::Op;
+use crate::trace::{MemoryCategory, MemoryEvent, Span, SpanKind};
+
+/// A worker's memory as it evolves through an epoch: the buffers it knows exactly, the received
+/// data waiting to be used, and (from the allocator, or the GPU's used bytes) activations as the
+/// rest.
+pub(super) struct Ledger {
+    slot: usize,
+    /// On a GPU: what the device reports.
+    gpu: Option<memory::DeviceMeter>,
+    device: u32,
+    known: [i64; MemoryCategory::ALL.len()],
+    /// Allocated bytes at the epoch's start beyond the known buffers.
+    workspace: i64,
+    pub events: Vec<MemoryEvent>,
+}
+
+impl Ledger {
+    pub(super) fn new(slot: usize, device: u32, gpu: Option<memory::DeviceMeter>) -> Self {
+        Ledger {
+            slot,
+            gpu,
+            device,
+            known: [0; MemoryCategory::ALL.len()],
+            workspace: 0,
+            events: Vec::new(),
+        }
+    }
+
+    fn emit(&mut self, time_ns: u64, category: MemoryCategory, delta_bytes: i64) {
+        if delta_bytes != 0 {
+            self.events.push(MemoryEvent {
+                device: self.device,
+                time_ns,
+                category,
+                delta_bytes,
+            });
+        }
+    }
+
+    /// Starts an epoch with the resident buffers: everything else allocated now is workspace.
+    pub(super) fn start(&mut self, resident: &[(MemoryCategory, u64)]) -> candle_core::Result<()> {
+        self.events.clear();
+        self.known = [0; MemoryCategory::ALL.len()];
+        for &(category, bytes) in resident {
+            self.known[category.index()] += bytes as i64;
+        }
+        let explained: i64 = self.known.iter().sum();
+        let live = match self.gpu.as_mut() {
+            Some(gpu) => gpu.start(explained)?,
+            None => {
+                memory::take_peak(self.slot);
+                memory::current(self.slot)
+            }
+        };
+        self.workspace = (live - explained).max(0);
+        self.known[MemoryCategory::Workspace.index()] = self.workspace;
+        for category in MemoryCategory::ALL {
+            let bytes = self.known[category.index()];
+            self.emit(0, category, bytes);
+        }
+        Ok(())
+    }
+
+    /// A known buffer changed size.
+    pub(super) fn change(&mut self, time_ns: u64, category: MemoryCategory, delta: i64) {
+        self.known[category.index()] += delta;
+        self.emit(time_ns, category, delta);
+    }
+
+    /// An op starts on `device` once its queued work is done: samples the memory it starts
+    /// from and returns the start (`epoch_start` is time 0 of the memory events).
+    pub(super) fn op_starts(
+        &mut self,
+        device: &Device,
+        epoch_start: Instant,
+    ) -> candle_core::Result<Instant> {
+        synchronize(device)?;
+        let began = Instant::now();
+        if let Some(gpu) = self.gpu.as_mut() {
+            gpu.mark()?;
+        }
+        self.sample(began.duration_since(epoch_start).as_nanos() as u64)?;
+        Ok(began)
+    }
+
+    /// Samples the allocator (or the GPU): activations are what it holds beyond everything
+    /// known. The allocator's peak since the last sample, if higher, shows as workspace one
+    /// nanosecond long.
+    pub(super) fn sample(&mut self, time_ns: u64) -> candle_core::Result<()> {
+        let (live, peak) = match self.gpu.as_mut() {
+            Some(gpu) => {
+                let live = gpu.live()?;
+                (live, live)
+            }
+            None => (memory::current(self.slot), memory::take_peak(self.slot)),
+        };
+        let activations = MemoryCategory::Activations.index();
+        let others: i64 = self
+            .known
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != activations)
+            .map(|(_, b)| b)
+            .sum();
+        let now = (live - others).max(0);
+        // What an op allocated and freed again before its end (its temporaries) is workspace
+        // for that moment.
+        let spike = (peak - live).max(0);
+        if spike > 0 && time_ns > 0 {
+            self.emit(time_ns - 1, MemoryCategory::Workspace, spike);
+            self.emit(time_ns, MemoryCategory::Workspace, -spike);
+        }
+        let delta = now - self.known[activations];
+        self.change(time_ns, MemoryCategory::Activations, delta);
+        Ok(())
+    }
+}
+
+/// The span of `op` computed on `device` from `start_ns` to `end_ns`.
+pub(super) fn compute_span(op: Op, device: u32, start_ns: u64, end_ns: u64) -> Span {
+    Span {
+        kind: SpanKind::Compute(op.kind),
+        hop: 0,
+        lane_index: device,
+        chunk: op.chunk,
+        stage: op.stage,
+        device,
+        start_ns,
+        end_ns,
+        bytes: 0,
+        requested_ns: start_ns,
+    }
+}
+
+/// Bytes of f32 tensors.
+pub(super) fn bytes_of<'t>(tensors: impl IntoIterator<Item = &'t Tensor>) -> i64 {
+    tensors
+        .into_iter()
+        .map(|t| (t.elem_count() * 4) as i64)
+        .sum()
+}

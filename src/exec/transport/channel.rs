@@ -1,0 +1,377 @@
+//! The in-process transport: every rank a thread of this process, messages over channels, the
+//! barrier and the all-reduce on memory the ranks share.
+//!
+//! With link emulation a message may be used only once its route has carried it: each directed
+//! link carries one transfer at a time, first come first served, for the route's latency plus
+//! the bytes at its bandwidth, as the simulator's links do; the receiver waits for the arrival.
+//! Without it a message is there as soon as it is sent. Either way the transfer's spans record
+//! its bytes on every link of the route.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+
+use super::{Received, Tag, Transport};
+use crate::network::Network;
+use crate::trace::{Span, SpanKind};
+
+/// A barrier that can be called off: once the run's stop flag is raised, every wait returns an
+/// error, so a failing party cannot leave the others waiting for it.
+pub struct Rendezvous {
+    parties: usize,
+    state: Mutex<(usize, u64)>,
+    turn: Condvar,
+    stop: Arc<AtomicBool>,
+}
+
+impl Rendezvous {
+    /// A barrier for `parties`, called off by `stop`.
+    pub fn new(parties: usize, stop: Arc<AtomicBool>) -> Self {
+        Rendezvous {
+            parties,
+            state: Mutex::new((0, 0)),
+            turn: Condvar::new(),
+            stop,
+        }
+    }
+
+    /// Waits for every party; an error if the run was aborted.
+    pub fn wait(&self) -> candle_core::Result<()> {
+        let mut state = self.state.lock().expect("no party panics holding the lock");
+        let generation = state.1;
+        state.0 += 1;
+        if state.0 == self.parties {
+            *state = (0, generation + 1);
+            self.turn.notify_all();
+        } else {
+            while state.1 == generation && !self.is_aborted() {
+                state = self
+                    .turn
+                    .wait_timeout(state, Duration::from_millis(20))
+                    .expect("no party panics holding the lock")
+                    .0;
+            }
+        }
+        if self.is_aborted() {
+            candle_core::bail!("the run was stopped");
+        }
+        Ok(())
+    }
+
+    /// Calls the run off.
+    pub fn abort(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.turn.notify_all();
+    }
+
+    /// Whether the run was called off.
+    pub fn is_aborted(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// The network the ranks' transfers cross.
+#[derive(Clone, Copy)]
+pub struct Links<'a> {
+    /// The links and routes.
+    pub network: &'a Network,
+    /// Rank (schedule device) -> network device.
+    pub placement: &'a [usize],
+    /// Pace transfers to the links' latency and bandwidth.
+    pub emulate: bool,
+}
+
+/// What the ranks share: the barrier, the all-reduce's offers and the links' emulated state.
+struct Hub {
+    barrier: Rendezvous,
+    offers: Mutex<Offers>,
+    offered: Condvar,
+    /// Per directed link, when it is free again (ns after an epoch's start), for emulation.
+    link_free: Mutex<Vec<u64>>,
+}
+
+/// The all-reduce in progress: each rank's offer, and how many ranks have taken the sum.
+struct Offers {
+    tensors: Vec<Option<Vec<Tensor>>>,
+    taken: usize,
+}
+
+impl Hub {
+    /// Waits until `ready` holds of the offers (or the run is stopped) and returns them locked.
+    fn wait_until(
+        &self,
+        ready: impl Fn(&Offers) -> bool,
+    ) -> candle_core::Result<MutexGuard<'_, Offers>> {
+        let mut offers = self.offers.lock().expect("no rank panics holding the lock");
+        while !ready(&offers) {
+            if self.barrier.is_aborted() {
+                candle_core::bail!("the run was stopped");
+            }
+            offers = self
+                .offered
+                .wait_timeout(offers, Duration::from_millis(20))
+                .expect("no rank panics holding the lock")
+                .0;
+        }
+        Ok(offers)
+    }
+}
+
+/// One rank's endpoint of the in-process transport.
+pub struct ChannelTransport<'a> {
+    rank: usize,
+    senders: Vec<Sender<Received>>,
+    inbox: Receiver<Received>,
+    hub: Arc<Hub>,
+    links: Links<'a>,
+}
+
+impl<'a> ChannelTransport<'a> {
+    /// Endpoints for `n_ranks` ranks that reach each other over `links`, called off by `stop`
+    /// (shared with whoever else must stop with them).
+    pub fn mesh(n_ranks: usize, links: Links<'a>, stop: Arc<AtomicBool>) -> Vec<Self> {
+        let (senders, receivers): (Vec<Sender<Received>>, Vec<Receiver<Received>>) =
+            (0..n_ranks).map(|_| channel()).unzip();
+        let hub = Arc::new(Hub {
+            barrier: Rendezvous::new(n_ranks, stop),
+            offers: Mutex::new(Offers {
+                tensors: vec![None; n_ranks],
+                taken: 0,
+            }),
+            offered: Condvar::new(),
+            link_free: Mutex::new(vec![0; links.network.links().len()]),
+        });
+        receivers
+            .into_iter()
+            .enumerate()
+            .map(|(rank, inbox)| ChannelTransport {
+                rank,
+                senders: senders.clone(),
+                inbox,
+                hub: hub.clone(),
+                links,
+            })
+            .collect()
+    }
+}
+
+impl Transport for ChannelTransport<'_> {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn n_ranks(&self) -> usize {
+        self.senders.len()
+    }
+
+    fn send(
+        &mut self,
+        to: usize,
+        tag: Tag,
+        tensor: &Tensor,
+        epoch_start: Instant,
+    ) -> candle_core::Result<Vec<Span>> {
+        let placement = self.links.placement;
+        let (src, dst) = (placement[self.rank], placement[to]);
+        let now = epoch_start.elapsed().as_nanos() as u64;
+        let bytes = (tensor.elem_count() * tensor.dtype().size_in_bytes()) as u64;
+        let route = self.links.network.route(src, dst);
+        let (begin, end) = if self.links.emulate && src != dst {
+            let mut free = self
+                .hub
+                .link_free
+                .lock()
+                .expect("no rank panics holding the lock");
+            let begin = route.links.iter().map(|&l| free[l]).fold(now, u64::max);
+            let end = begin + route.transfer_ns(bytes);
+            for &l in &route.links {
+                free[l] = end;
+            }
+            (begin, end)
+        } else {
+            (now, now)
+        };
+        let spans = route
+            .links
+            .iter()
+            .enumerate()
+            .map(|(hop, &link)| Span {
+                kind: SpanKind::Transfer(tag.payload),
+                hop: hop as u16,
+                lane_index: link as u32,
+                chunk: tag.to.chunk,
+                stage: tag.to.stage,
+                device: dst as u32,
+                start_ns: begin,
+                end_ns: end,
+                bytes,
+                requested_ns: now,
+            })
+            .collect();
+        // A receiver that has stopped has nothing left to take it; the run is being called off.
+        let _ = self.senders[to].send(Received {
+            tag,
+            tensor: tensor.detach(),
+            ready_at: epoch_start + Duration::from_nanos(end),
+        });
+        Ok(spans)
+    }
+
+    fn try_recv(&mut self) -> candle_core::Result<Option<Received>> {
+        match self.inbox.try_recv() {
+            Ok(message) => Ok(Some(message)),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => Ok(None),
+        }
+    }
+
+    fn recv_timeout(&mut self, timeout: Duration) -> candle_core::Result<Option<Received>> {
+        match self.inbox.recv_timeout(timeout) {
+            Ok(message) => Ok(Some(message)),
+            Err(RecvTimeoutError::Timeout) if !self.hub.barrier.is_aborted() => Ok(None),
+            Err(_) => candle_core::bail!("the run was stopped"),
+        }
+    }
+
+    fn barrier(&mut self) -> candle_core::Result<()> {
+        self.hub.barrier.wait()
+    }
+
+    fn start_all_reduce(&mut self, tensors: Vec<Tensor>) -> candle_core::Result<()> {
+        let rank = self.rank;
+        // The previous all-reduce must have been taken by every rank first.
+        let mut offers = self.hub.wait_until(|o| o.tensors[rank].is_none())?;
+        offers.tensors[rank] = Some(tensors);
+        self.hub.offered.notify_all();
+        Ok(())
+    }
+
+    fn finish_all_reduce(&mut self, device: &Device) -> candle_core::Result<Vec<Tensor>> {
+        let mut offers = self
+            .hub
+            .wait_until(|o| o.tensors.iter().all(Option::is_some))?;
+        // The sum is on `device`: a rank on another GPU sends its offer over.
+        let mut sum: Option<Vec<Tensor>> = None;
+        for tensors in offers.tensors.iter().flatten() {
+            let tensors = tensors
+                .iter()
+                .map(|t| t.to_device(device))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            sum = Some(match sum {
+                None => tensors,
+                Some(acc) => acc
+                    .iter()
+                    .zip(&tensors)
+                    .map(|(a, b)| a + b)
+                    .collect::<candle_core::Result<Vec<_>>>()?,
+            });
+        }
+        offers.taken += 1;
+        if offers.taken == offers.tensors.len() {
+            offers.tensors.iter_mut().for_each(|t| *t = None);
+            offers.taken = 0;
+            self.hub.offered.notify_all();
+        }
+        Ok(sum.unwrap_or_default())
+    }
+
+    fn abort(&self) {
+        self.hub.barrier.abort();
+        self.hub.offered.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::lower::Payload;
+    use crate::schedule::Op;
+
+    static PLACEMENT: [usize; 3] = [0, 1, 2];
+
+    fn mesh(network: &Network, n: usize) -> Vec<ChannelTransport<'_>> {
+        let links = Links {
+            network,
+            placement: &PLACEMENT[..n],
+            emulate: false,
+        };
+        ChannelTransport::mesh(n, links, Arc::new(AtomicBool::new(false)))
+    }
+
+    fn free(n: usize) -> Network {
+        Network::free((0..n).map(|d| format!("dev{d}")).collect())
+    }
+
+    #[test]
+    fn tagged_messages_arrive_whole_and_in_any_order() -> candle_core::Result<()> {
+        let network = free(2);
+        let mut ranks = mesh(&network, 2);
+        let (mut zero, mut one) = (ranks.remove(0), ranks.remove(0));
+        let start = Instant::now();
+        let tag = |chunk| Tag {
+            payload: Payload::Activation,
+            to: Op::forward(chunk, 1),
+            from_chunk: chunk,
+        };
+        let a = Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu)?;
+        let b = Tensor::new(&[5f32], &Device::Cpu)?;
+        // A free network has no links: nothing to record.
+        assert!(zero.send(1, tag(0), &a, start)?.is_empty());
+        zero.send(1, tag(1), &b, start)?;
+        assert_eq!((zero.rank(), one.rank(), one.n_ranks()), (0, 1, 2));
+        let first = one
+            .recv_timeout(Duration::from_secs(1))?
+            .expect("sent above");
+        let second = one.try_recv()?.expect("sent above");
+        assert_eq!(first.tag, tag(0));
+        assert_eq!(
+            first.tensor.to_vec2::<f32>()?,
+            vec![vec![1.0, 2.0], vec![3.0, 4.0]]
+        );
+        assert_eq!(second.tag, tag(1));
+        assert!(one.try_recv()?.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn the_all_reduce_sums_in_rank_order_on_every_rank_and_aborts_end_waits(
+    ) -> candle_core::Result<()> {
+        let network = free(3);
+        let ranks = mesh(&network, 3);
+        let sums = std::thread::scope(|scope| {
+            let handles: Vec<_> = ranks
+                .into_iter()
+                .map(|mut rank| {
+                    scope.spawn(move || -> candle_core::Result<Vec<f32>> {
+                        let mut last = Vec::new();
+                        // Twice: the second round starts only once every rank took the first.
+                        for round in 0..2 {
+                            let mine = (rank.rank() + 10 * round) as f32;
+                            let t = Tensor::new(&[mine, 1.0], &Device::Cpu)?;
+                            rank.start_all_reduce(vec![t])?;
+                            let sum = rank.finish_all_reduce(&Device::Cpu)?;
+                            rank.barrier()?;
+                            last = sum[0].to_vec1::<f32>()?;
+                        }
+                        Ok(last)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("no rank panics"))
+                .collect::<candle_core::Result<Vec<_>>>()
+        })?;
+        for sum in sums {
+            assert_eq!(sum, vec![33.0, 3.0]);
+        }
+        // One rank calls the run off: another's wait ends with an error.
+        let mut ranks = mesh(&network, 2);
+        ranks[0].abort();
+        assert!(ranks[1].barrier().is_err());
+        assert!(ranks[1].recv_timeout(Duration::from_millis(1)).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,217 @@
+//! A rank's hand-offs as the lowered schedule lists them, whatever the transport: what each op
+//! sends ([`outgoing`]) and receives ([`Inbound`]), and the messages that have arrived, kept
+//! until the op they are addressed to takes them ([`Inbox`]). Workers read both directions from
+//! here, so the checker, the simulator and the executor cannot disagree on a hand-off.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+
+use super::{Tag, Transport};
+use crate::exec::ledger::Ledger;
+use crate::schedule::lower::{Handoff, Lowered, Release};
+use crate::trace::MemoryCategory;
+
+/// What the op at `position` hands on, in the order the data flow lists it, each with the rank
+/// it goes to.
+pub(in crate::exec) fn outgoing(lowered: &Lowered, position: u32) -> Vec<(Handoff, usize)> {
+    lowered
+        .releases(position)
+        .iter()
+        .filter_map(|&release| {
+            let to = match release {
+                Release::Local { .. } => return None,
+                Release::Direct { to, .. } | Release::Gated { to, .. } => to,
+            };
+            let handoff = lowered.handoff(position, release)?;
+            Some((handoff, lowered.device_of(to)))
+        })
+        .collect()
+}
+
+/// A hand-off an op receives.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::exec) struct Incoming {
+    /// The hand-off.
+    pub handoff: Handoff,
+    /// The gate it goes through, if it is gated (every hand-off into the gate is awaited
+    /// before the first of the gate's members runs).
+    pub gate: Option<u32>,
+}
+
+impl Incoming {
+    pub(in crate::exec) fn tag(&self) -> Tag {
+        Tag::of(&self.handoff)
+    }
+}
+
+/// What each op of one rank receives, from [`Lowered`]: the hand-offs addressed to it, by
+/// sender (chunk, then stage), and per gate the hand-offs into it that this rank receives.
+pub(in crate::exec) struct Inbound {
+    /// Per op, by its index in the rank's list.
+    per_op: Vec<Vec<Incoming>>,
+    gates: BTreeMap<u32, Vec<Tag>>,
+}
+
+impl Inbound {
+    /// What the ops of `device`'s list receive.
+    ///
+    /// # Complexity
+    /// O(ops + hand-offs) of the whole schedule.
+    pub(in crate::exec) fn new(lowered: &Lowered, device: usize) -> Self {
+        let mine = lowered.positions(device);
+        let mut per_op: Vec<Vec<Incoming>> = vec![Vec::new(); mine.len()];
+        let mut gates: BTreeMap<u32, Vec<Tag>> = BTreeMap::new();
+        for from in 0..lowered.ops().len() as u32 {
+            for &release in lowered.releases(from) {
+                let (to, gate) = match release {
+                    Release::Local { .. } => continue,
+                    Release::Direct { to, .. } => (to, None),
+                    Release::Gated { to, gate, .. } => (to, Some(gate)),
+                };
+                if !mine.contains(&to) {
+                    continue;
+                }
+                let handoff = lowered
+                    .handoff(from, release)
+                    .expect("a release that is not local is a hand-off");
+                if let Some(gate) = gate {
+                    gates.entry(gate).or_default().push(Tag::of(&handoff));
+                }
+                per_op[(to - mine.start) as usize].push(Incoming { handoff, gate });
+            }
+        }
+        for incoming in &mut per_op {
+            incoming.sort_by_key(|i| (i.handoff.from.chunk, i.handoff.from.stage));
+        }
+        Inbound { per_op, gates }
+    }
+
+    /// What the rank's `index`-th op receives.
+    pub(in crate::exec) fn of(&self, index: usize) -> &[Incoming] {
+        &self.per_op[index]
+    }
+
+    /// The hand-offs into `gate` this rank receives.
+    pub(in crate::exec) fn gate(&self, gate: u32) -> &[Tag] {
+        self.gates.get(&gate).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Received messages waiting for the op they are addressed to.
+pub(in crate::exec) struct Inbox {
+    /// The receiving worker's device.
+    device: Device,
+    /// Tag -> (tensor, when it may be used).
+    pending: BTreeMap<Tag, (Tensor, Instant)>,
+}
+
+impl Inbox {
+    pub(in crate::exec) fn new(device: Device) -> Self {
+        Inbox {
+            device,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    fn keep(
+        &mut self,
+        message: super::Received,
+        ledger: &mut Ledger,
+        now_ns: u64,
+    ) -> candle_core::Result<()> {
+        // The receiver holds its own copy, as after a transfer between devices: on another
+        // GPU (or another stream of the same one) a device-to-device copy on the receiver's
+        // stream.
+        let tensor = if message.tensor.device().same_device(&self.device) {
+            message.tensor.copy()?
+        } else {
+            message.tensor.to_device(&self.device)?
+        };
+        let bytes = (tensor.elem_count() * 4) as i64;
+        ledger.change(now_ns, MemoryCategory::Communication, bytes);
+        self.pending.insert(message.tag, (tensor, message.ready_at));
+        Ok(())
+    }
+
+    /// Takes in whatever has arrived, without waiting.
+    pub(in crate::exec) fn drain(
+        &mut self,
+        transport: &mut dyn Transport,
+        ledger: &mut Ledger,
+        now_ns: u64,
+    ) -> candle_core::Result<()> {
+        while let Some(message) = transport.try_recv()? {
+            self.keep(message, ledger, now_ns)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the message `tag` has been received.
+    pub(in crate::exec) fn wait_for(
+        &mut self,
+        transport: &mut dyn Transport,
+        tag: Tag,
+        ledger: &mut Ledger,
+        start: Instant,
+    ) -> candle_core::Result<()> {
+        // Spin a little before blocking: a device polling for its input picks it up within a
+        // microsecond, where a blocked thread takes tens of microseconds to wake, and the
+        // worker's core has nothing else to do meanwhile.
+        let spin_until = Instant::now() + Duration::from_micros(500);
+        while !self.pending.contains_key(&tag) && Instant::now() < spin_until {
+            match transport.try_recv()? {
+                Some(message) => {
+                    let now = start.elapsed().as_nanos() as u64;
+                    self.keep(message, ledger, now)?;
+                }
+                None => std::hint::spin_loop(),
+            }
+        }
+        while !self.pending.contains_key(&tag) {
+            if let Some(message) = transport.recv_timeout(Duration::from_millis(20))? {
+                let now = start.elapsed().as_nanos() as u64;
+                self.keep(message, ledger, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for message `tag` and its arrival, and hands it over: from now on it is the
+    /// consuming op's.
+    pub(in crate::exec) fn take(
+        &mut self,
+        transport: &mut dyn Transport,
+        tag: Tag,
+        ledger: &mut Ledger,
+        start: Instant,
+    ) -> candle_core::Result<Tensor> {
+        self.wait_for(transport, tag, ledger, start)?;
+        let (tensor, ready_at) = self.pending.remove(&tag).expect("waited for above");
+        wait_until(ready_at);
+        let now = start.elapsed().as_nanos() as u64;
+        ledger.change(
+            now,
+            MemoryCategory::Communication,
+            -((tensor.elem_count() * 4) as i64),
+        );
+        Ok(tensor)
+    }
+}
+
+/// Sleeps (then spins) until `moment`.
+fn wait_until(moment: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= moment {
+            return;
+        }
+        let left = moment - now;
+        if left > Duration::from_micros(200) {
+            std::thread::sleep(left - Duration::from_micros(100));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! How workers hand tensors to each other: the [`Transport`] trait, one endpoint per schedule
+//! device (a *rank*), and its implementations, one file each.
+//!
+//! A worker knows only this trait. It sends what `schedule::lower` says its op hands on, tagged
+//! with the hand-off ([`Tag`]), receives tagged tensors in whatever order they arrive, and meets
+//! the other ranks in a barrier and an all-reduce (graph parallelism's weight gradients). Graph
+//! parallelism's halo exchange and broadcast need no collective of their own: they are grouped
+//! point-to-point sends, one tagged message per reader, which the lowering lists. An endpoint
+//! between processes (MPI: tensors as bytes with their shape, tags from the hand-off) or GPUs
+//! (NCCL) implements the same methods.
+//!
+//! - [`channel`]: the threads of one process, over channels, with optional link emulation;
+//!   the default and the reference the others are tested against.
+//! - `handoffs`: what every transport's ranks share: what each op sends and receives, read
+//!   from the lowering, and the inbox that keeps messages until the op they are addressed to
+//!   takes them.
+
+pub mod channel;
+pub(super) mod handoffs;
+
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+
+use crate::schedule::lower::{Handoff, Payload};
+use crate::schedule::Op;
+use crate::trace::Span;
+
+/// What a message is: one hand-off of the lowered schedule. Unique within an epoch, so a
+/// transport between processes can derive its message tags from it (payload, the addressee's
+/// chunk and stage, the sender's chunk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tag {
+    /// What it carries.
+    pub payload: Payload,
+    /// The op it is addressed to.
+    pub to: Op,
+    /// The chunk of the op that sent it (graph parallelism: the sending partition).
+    pub from_chunk: u32,
+}
+
+impl Tag {
+    /// The tag of `handoff`'s message.
+    pub fn of(handoff: &Handoff) -> Self {
+        Tag {
+            payload: handoff.payload,
+            to: handoff.to,
+            from_chunk: handoff.from.chunk,
+        }
+    }
+}
+
+/// A message as it was received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Which hand-off it is.
+    pub tag: Tag,
+    /// The data, on the sender's device (the receiver copies it onto its own).
+    pub tensor: Tensor,
+    /// When it may be used: once the (emulated) links have carried it.
+    pub ready_at: Instant,
+}
+
+/// One rank's endpoint: tagged point-to-point messages of tensors, a barrier and a summing
+/// all-reduce over every rank.
+///
+/// Every wait returns an error once the run is called off ([`Transport::abort`], on any rank),
+/// so a failing worker never leaves the others waiting for it.
+pub trait Transport: Send {
+    /// This endpoint's rank: the schedule device it serves.
+    fn rank(&self) -> usize;
+
+    /// How many ranks take part.
+    fn n_ranks(&self) -> usize;
+
+    /// Sends `tensor` under `tag` to rank `to` without waiting for the receiver, and returns
+    /// the transfer as the links carry it: one span per hop of the route, with its bytes, timed
+    /// from `epoch_start` (none between ranks on one device).
+    fn send(
+        &mut self,
+        to: usize,
+        tag: Tag,
+        tensor: &Tensor,
+        epoch_start: Instant,
+    ) -> candle_core::Result<Vec<Span>>;
+
+    /// A message that has arrived, if any, without waiting.
+    fn try_recv(&mut self) -> candle_core::Result<Option<Received>>;
+
+    /// The next message to arrive, waiting at most `timeout`: `None` when none came.
+    fn recv_timeout(&mut self, timeout: Duration) -> candle_core::Result<Option<Received>>;
+
+    /// Waits until every rank has called it.
+    fn barrier(&mut self) -> candle_core::Result<()>;
+
+    /// Offers this rank's `tensors` to an all-reduce and returns at once; every rank offers
+    /// tensors of the same shapes, in the same order.
+    fn start_all_reduce(&mut self, tensors: Vec<Tensor>) -> candle_core::Result<()>;
+
+    /// Waits for every rank's offer and returns the sums on `device`, added in rank order, so
+    /// that every rank holds bit-identical results.
+    fn finish_all_reduce(&mut self, device: &Device) -> candle_core::Result<Vec<Tensor>>;
+
+    /// Calls the run off on every rank.
+    fn abort(&self);
+}
