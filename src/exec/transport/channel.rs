@@ -89,8 +89,12 @@ struct Hub {
     barrier: Rendezvous,
     offers: Mutex<Offers>,
     offered: Condvar,
-    /// Per directed link, when it is free again (ns after an epoch's start), for emulation.
+    /// Per directed link, when it is free again, in ns after `origin`, for emulation. Kept on
+    /// one clock for the whole run, so a transfer still on a link when an epoch ends holds the
+    /// link into the next epoch and no longer than that.
     link_free: Mutex<Vec<u64>>,
+    /// The clock `link_free` counts from: when the endpoints were made, before any epoch.
+    origin: Instant,
 }
 
 /// The all-reduce in progress: each rank's offer, and how many ranks have taken the sum.
@@ -143,6 +147,7 @@ impl<'a> ChannelTransport<'a> {
             }),
             offered: Condvar::new(),
             link_free: Mutex::new(vec![0; links.network.links().len()]),
+            origin: Instant::now(),
         });
         receivers
             .into_iter()
@@ -185,10 +190,16 @@ impl Transport for ChannelTransport<'_> {
                 .link_free
                 .lock()
                 .expect("no rank panics holding the lock");
-            let begin = route.links.iter().map(|&l| free[l]).fold(now, u64::max);
+            // The links' clock runs from the hub's origin; spans count from the epoch's start.
+            let offset = epoch_start.saturating_duration_since(self.hub.origin).as_nanos() as u64;
+            let begin = route
+                .links
+                .iter()
+                .map(|&l| free[l].saturating_sub(offset))
+                .fold(now, u64::max);
             let end = begin + route.transfer_ns(bytes);
             for &l in &route.links {
-                free[l] = end;
+                free[l] = offset + end;
             }
             (begin, end)
         } else {
@@ -372,6 +383,44 @@ mod tests {
         ranks[0].abort();
         assert!(ranks[1].barrier().is_err());
         assert!(ranks[1].recv_timeout(Duration::from_millis(1)).is_err());
+        Ok(())
+    }
+
+    /// Found reading the executor (issue 13): the links' busy times were kept relative to each
+    /// epoch's start and never reset, so an epoch's first transfer waited for the previous
+    /// epoch's last one as if the link were still busy.
+    #[test]
+    fn an_emulated_link_busy_in_one_epoch_is_free_in_the_next() -> candle_core::Result<()> {
+        let names = vec!["dev0".to_string(), "dev1".to_string()];
+        let link = |from, to| crate::network::Link {
+            from,
+            to,
+            bandwidth_bytes_per_s: 1e6,
+            latency_ns: 0,
+        };
+        let network = Network::build(names, vec![], vec![link(0, 1), link(1, 0)])
+            .expect("two linked devices");
+        let links = Links {
+            network: &network,
+            placement: &PLACEMENT[..2],
+            emulate: true,
+        };
+        let mut ranks = ChannelTransport::mesh(2, links, Arc::new(AtomicBool::new(false)));
+        let tag = Tag {
+            payload: Payload::Activation,
+            to: Op::forward(0, 1),
+            from_chunk: 0,
+        };
+        // 4 KB at 1 MB/s: the link is busy for about 4 ms of the first epoch.
+        let tensor = Tensor::zeros(1000, candle_core::DType::F32, &Device::Cpu)?;
+        let first = Instant::now();
+        let spans = ranks[0].send(1, tag, &tensor, first)?;
+        assert!(spans[0].end_ns >= 4_000_000, "{spans:?}");
+        // The next epoch starts once the transfer is over: its transfer starts at once.
+        std::thread::sleep(Duration::from_millis(6));
+        let second = Instant::now();
+        let spans = ranks[0].send(1, tag, &tensor, second)?;
+        assert!(spans[0].start_ns < 1_000_000, "{spans:?}");
         Ok(())
     }
 }
