@@ -88,6 +88,9 @@ pub enum ScheduleFormat {
     Text,
     /// `{"kind", "stages", "chunks", "orders"}` (plus metrics with `--simulate`).
     Json,
+    /// PyTorch pipelining's compute-only CSV (`_load_csv` reads it): a row per device.
+    #[value(name = "torch-csv")]
+    TorchCsv,
 }
 
 /// Output format for reports.
@@ -99,16 +102,14 @@ pub enum ReportFormat {
     Json,
 }
 
-/// A generated schedule kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum KindArg {
-    /// All forwards then all backwards.
-    Gpipe,
-    /// One forward, one backward.
-    #[value(name = "1f1b")]
-    OneFOneB,
-    /// GNNPipe's order (stale embeddings).
-    Gnnpipe,
+/// The kinds `--kind` takes: the catalog's generated kinds, each with its summary.
+fn generated_kinds() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        crate::schedule::catalog::CATALOG
+            .iter()
+            .filter(|entry| entry.generator.is_some())
+            .map(|entry| clap::builder::PossibleValue::new(entry.name).help(entry.summary)),
+    )
 }
 
 /// GPipe's backward order.
@@ -133,15 +134,20 @@ pub enum GnnPipeOrderArg {
 /// `pipegnn schedule`.
 #[derive(Debug, Args)]
 pub struct ScheduleArgs {
-    /// Which generator.
-    #[arg(long, required_unless_present = "file", conflicts_with = "file")]
-    pub kind: Option<KindArg>,
+    /// Which generator (the schedule catalog's kinds).
+    #[arg(long, required_unless_present = "file", conflicts_with = "file", value_parser = generated_kinds())]
+    pub kind: Option<String>,
     /// Read a schedule file (YAML or JSON) instead of generating one.
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// Number of stages (one device each), 1 to 256.
-    #[arg(long, required_unless_present = "file", value_parser = clap::value_parser!(u32).range(1..=MAX_DEVICES))]
+    /// Number of stages in all, 1 to 4,096 (on at most 256 devices).
+    #[arg(long, required_unless_present = "file", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::schedule::MAX_STAGES)))]
     pub stages: Option<u32>,
+    /// Stages per device: several for interleaved_1f1b, looped_bfs and interleaved_zb (placed
+    /// round-robin), two for zbv and dualpipev (placed as a V), one for the rest. Defaults to
+    /// the kind's own.
+    #[arg(long, conflicts_with = "file", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub stages_per_device: Option<u32>,
     /// Number of chunks per epoch, 1 to 1,048,576 (and at most 4,194,304 stage-chunk pairs).
     #[arg(long, required_unless_present = "file", value_parser = clap::value_parser!(u32).range(1..=MAX_CHUNKS))]
     pub chunks: Option<u32>,

@@ -15,8 +15,8 @@ use std::path::Path;
 use super::output::Outputs;
 use super::progress::Progress;
 use super::{
-    bench, BackwardOrderArg, Cli, Command, CompareArgs, DeviceArg, GnnPipeOrderArg, KindArg,
-    ReportFormat, RunArgs, ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
+    bench, BackwardOrderArg, Cli, Command, CompareArgs, DeviceArg, GnnPipeOrderArg, ReportFormat,
+    RunArgs, ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
 };
 use crate::cost::{Profile, UniformCost};
 use crate::diag::{self, FieldPath, MAX_DOCUMENT_BYTES};
@@ -362,20 +362,22 @@ pub(super) fn check_fits(scenario: &Scenario, results: &[(&str, &report::Metrics
     }
 }
 
-fn generator(kind: KindArg, backward: BackwardOrderArg, order: GnnPipeOrderArg) -> Generator {
-    match kind {
-        KindArg::Gpipe => Generator::GPipe(match backward {
+/// The catalog's generator for `kind` with the command line's knobs.
+fn generator(kind: &str, backward: BackwardOrderArg, order: GnnPipeOrderArg) -> Generator {
+    let entry = schedule::catalog::find(kind).expect("clap takes only catalog kinds");
+    match entry.generator.expect("clap takes only generated kinds") {
+        Generator::GPipe(_) => Generator::GPipe(match backward {
             BackwardOrderArg::Forward => BackwardOrder::Forward,
             BackwardOrderArg::Reverse => BackwardOrder::Reverse,
         }),
-        KindArg::OneFOneB => Generator::OneFOneB,
-        KindArg::Gnnpipe => Generator::GnnPipe(GnnPipeKnobs {
+        Generator::GnnPipe(knobs) => Generator::GnnPipe(GnnPipeKnobs {
             order: match order {
                 GnnPipeOrderArg::Gpipe => GnnPipeOrder::GPipe,
                 GnnPipeOrderArg::OneFOneB => GnnPipeOrder::OneFOneB,
             },
-            ..GnnPipeKnobs::default()
+            ..knobs
         }),
+        other => other,
     }
 }
 
@@ -387,10 +389,16 @@ fn schedule_error(err: ScheduleError) -> CliError {
 }
 
 fn schedule_command(args: &ScheduleArgs) -> Result<()> {
-    let schedule = match (&args.file, args.kind) {
+    if args.simulate && args.format == ScheduleFormat::TorchCsv {
+        return Err(CliError::new(
+            ExitStatus::InvalidInput,
+            "--simulate prints metrics, which torch's CSV has no place for: use --format json or text",
+        ));
+    }
+    let schedule = match (&args.file, args.kind.as_deref()) {
         (Some(path), _) => {
             let text = read_document(path)?;
-            schedule::file::parse(&path.display().to_string(), &text)
+            schedule::file::parse_any(&path.display().to_string(), &text)
                 .map_err(|d| CliError::new(ExitStatus::InvalidInput, d))?
         }
         (None, Some(kind)) => {
@@ -401,8 +409,12 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
                     "--stages and --chunks must be at least 1",
                 ));
             }
-            generator(kind, args.backward_order, args.order)
-                .generate(stages, chunks)
+            let generator = generator(kind, args.backward_order, args.order);
+            let per_device = args
+                .stages_per_device
+                .unwrap_or_else(|| generator.default_stages_per_device());
+            generator
+                .generate_on(stages, per_device, chunks)
                 .map_err(schedule_error)?
         }
         (None, None) => unreachable!("clap requires --kind or --file"),
@@ -483,9 +495,15 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
             let doc = json::ScheduleDoc::new(&schedule, args.simulate.then_some(&metrics));
             print(&to_json(&doc)?)
         }
+        ScheduleFormat::TorchCsv => print(&schedule::torch_csv::write(&schedule)),
         ScheduleFormat::Text => {
+            let per_device = if schedule.n_devices() < schedule.n_stages() as usize {
+                format!(" on {} devices", schedule.n_devices())
+            } else {
+                String::new()
+            };
             let mut out = format!(
-                "{} schedule, {} stages, {} chunks, peak in-flight per stage {:?}\n",
+                "{} schedule, {} stages{per_device}, {} chunks, peak in-flight per stage {:?}\n",
                 schedule.kind().name(),
                 schedule.n_stages(),
                 schedule.n_chunks(),

@@ -193,7 +193,7 @@ pub fn own_candidate(
         }),
         (ScheduleChoice::GraphParallel, _) => Ok(Candidate::GraphParallel { exchange: halo }),
         (ScheduleChoice::File(path), Some((file, text))) => {
-            let schedule = schedule::file::parse(file, text).map_err(PlanError::File)?;
+            let schedule = schedule::file::parse_any(file, text).map_err(PlanError::File)?;
             let stem = path
                 .file_stem()
                 .map_or("custom".into(), |s| s.to_string_lossy());

@@ -14,10 +14,13 @@ use crate::units::format_duration_ns;
 /// The widest timeline drawn, in columns.
 const MAX_COLUMNS: u64 = 160;
 
-fn label(kind: OpKind, chunk: u32, stage: u32) -> String {
-    match kind {
-        OpKind::Optimizer => format!("U{stage}"),
-        _ => format!("{}{chunk}", kind.code()),
+/// An op's label: `F3` (`U2` for stage 2's step), or torch's `1F3` (stage first) when a device
+/// runs several stages.
+fn label(kind: OpKind, chunk: u32, stage: u32, with_stage: bool) -> String {
+    match (kind, with_stage) {
+        (OpKind::Optimizer, _) => format!("U{stage}"),
+        (_, true) => format!("{stage}{}{chunk}", kind.code()),
+        (_, false) => format!("{}{chunk}", kind.code()),
     }
 }
 
@@ -53,7 +56,20 @@ pub fn render(trace: &Trace, axis: Axis) -> String {
     if epoch_ns == 0 {
         return "(no timed ops)\n".to_string();
     }
-    let label_width = 1 + (trace.n_chunks.max(1) - 1).to_string().len() as u64;
+    // Whether some device runs ops of more than one stage (optimizer steps aside).
+    let with_stage = {
+        let mut stage_of: std::collections::BTreeMap<u32, u32> = Default::default();
+        compute
+            .iter()
+            .filter(|(_, kind, _)| *kind != OpKind::Optimizer)
+            .any(|(d, _, s)| *stage_of.entry(*d).or_insert(s.stage) != s.stage)
+    };
+    let stage_width = if with_stage {
+        (trace.n_stages.max(1) - 1).to_string().len() as u64
+    } else {
+        0
+    };
+    let label_width = 1 + stage_width + (trace.n_chunks.max(1) - 1).to_string().len() as u64;
     let unit = compute.iter().fold(0, |g, (_, _, s)| {
         greatest_common_divisor(greatest_common_divisor(g, s.start_ns), s.end_ns)
     });
@@ -91,7 +107,9 @@ pub fn render(trace: &Trace, axis: Axis) -> String {
                 OpKind::WeightGrad => '+',
                 OpKind::Optimizer => '*',
             };
-            let text: Vec<char> = label(*kind, span.chunk, span.stage).chars().collect();
+            let text: Vec<char> = label(*kind, span.chunk, span.stage, with_stage)
+                .chars()
+                .collect();
             for (offset, cell) in row[start.min(end)..end].iter_mut().enumerate() {
                 *cell = *text.get(offset).unwrap_or(&fill);
             }

@@ -10,7 +10,9 @@
 //!   1: [[F,0,1],[B,0,1],[F,1,1],[B,1,1],[F,2,1],[B,2,1],[F,3,1],[B,3,1]]
 //! ```
 //!
-//! Ops are `F` (forward), `B` (backward) and `U` (optimizer step). A stage whose list has no `U`
+//! Ops are `F` (forward), `B` (backward), `I` and `W` (the input- and weight-gradient halves of
+//! a split backward) and `U` (optimizer step). PyTorch's compute-only CSV is read by
+//! [`super::torch_csv`]; [`parse_any`] picks the reader by the file's extension. A stage whose list has no `U`
 //! gets one after the last op of its device's list, and an optimizer step at the end of a list is
 //! not written out, so files read like PyTorch's pipelining action lists.
 //!
@@ -140,14 +142,25 @@ pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
     }
     let mut orders: Vec<Vec<Op>> = by_device.into_values().collect();
     append_implied_optimizer_steps(&mut orders, raw.stages);
-    let kind = match raw.kind.as_deref() {
-        Some("gpipe") => ScheduleKind::GPipe,
-        Some("1f1b") => ScheduleKind::OneFOneB,
-        Some("gnnpipe") => ScheduleKind::GnnPipe,
-        _ => ScheduleKind::Custom,
-    };
+    // A file may say which generator wrote it; graph parallelism has no file form.
+    let kind = raw
+        .kind
+        .as_deref()
+        .and_then(super::catalog::find)
+        .filter(|entry| entry.generator.is_some())
+        .map_or(ScheduleKind::Custom, |entry| entry.kind);
     Schedule::from_orders(kind, DataFlow::PIPELINE, raw.stages, raw.chunks, orders)
         .map_err(|err| Diagnostics(vec![locator.diagnostic(file, orders_path, err.to_string())]))
+}
+
+/// Reads a schedule file by its extension: `.csv` as PyTorch's compute-only CSV, anything else
+/// as YAML or JSON.
+pub fn parse_any(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
+    if file.to_ascii_lowercase().ends_with(".csv") {
+        super::torch_csv::parse(file, text)
+    } else {
+        parse(file, text)
+    }
 }
 
 /// serde_yaml appends " at line L column C" to its messages; the diagnostic prints the location
@@ -159,7 +172,7 @@ pub(crate) fn strip_location(message: &str) -> String {
     }
 }
 
-fn append_implied_optimizer_steps(orders: &mut [Vec<Op>], n_stages: u32) {
+pub(super) fn append_implied_optimizer_steps(orders: &mut [Vec<Op>], n_stages: u32) {
     // One pass: which stages step already, and the first device (in index order) with an op
     // of each stage. Ops past the stages are left for `Schedule::from_orders` to refuse.
     let mut steps = vec![false; n_stages as usize];

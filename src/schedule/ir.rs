@@ -150,20 +150,10 @@ pub enum ScheduleKind {
 }
 
 impl ScheduleKind {
-    /// The name used on the command line, in scenarios and in JSON output.
+    /// The name used on the command line, in scenarios and in JSON output: the catalog's
+    /// (`custom` for schedule files).
     pub fn name(self) -> &'static str {
-        match self {
-            ScheduleKind::GPipe => "gpipe",
-            ScheduleKind::OneFOneB => "1f1b",
-            ScheduleKind::GnnPipe => "gnnpipe",
-            ScheduleKind::Interleaved1F1B => "interleaved_1f1b",
-            ScheduleKind::LoopedBfs => "looped_bfs",
-            ScheduleKind::InterleavedZeroBubble => "interleaved_zb",
-            ScheduleKind::Zbv => "zbv",
-            ScheduleKind::DualPipeV => "dualpipev",
-            ScheduleKind::GraphParallel => "graph_parallel",
-            ScheduleKind::Custom => "custom",
-        }
+        super::catalog::of(self).map_or("custom", |entry| entry.name)
     }
 }
 

@@ -3,6 +3,7 @@
 //! **Architecture Invariant:** this module is pure: no I/O, no clocks, no candle, no randomness.
 //! Generators are functions of their shape and knobs; files are parsed from text the caller read.
 
+pub mod catalog;
 mod check;
 mod dualpipev;
 pub mod file;
@@ -14,6 +15,7 @@ mod ir;
 mod looped_bfs;
 pub mod lower;
 mod one_f_one_b;
+pub mod torch_csv;
 mod zbv;
 
 use thiserror::Error;

@@ -191,7 +191,9 @@ impl Transport for ChannelTransport<'_> {
                 .lock()
                 .expect("no rank panics holding the lock");
             // The links' clock runs from the hub's origin; spans count from the epoch's start.
-            let offset = epoch_start.saturating_duration_since(self.hub.origin).as_nanos() as u64;
+            let offset = epoch_start
+                .saturating_duration_since(self.hub.origin)
+                .as_nanos() as u64;
             let begin = route
                 .links
                 .iter()
