@@ -31,6 +31,10 @@ pub(crate) enum Backward {
 /// step on follows each `I` with the oldest pending `W`; the rest end the list. One optimizer
 /// step per stage closes the device's list.
 ///
+/// Peak stash on device d (chunks forwarded and not yet through `B` or `W`, over its stages):
+/// `min(v K, (v - 1) r + 2 (P - 1 - d) + 1)` for 1F1B, `min(v K, (v - 1) r + P)` on every
+/// device for zero bubble (one warm-up forward fewer, but device d defers its `W`s d steps).
+///
 /// # Errors
 /// A chunk count that is not a multiple of the number of rounds, or a zero shape.
 ///

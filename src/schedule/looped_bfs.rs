@@ -13,7 +13,7 @@ use super::ScheduleError;
 ///
 /// Device d holds stages `d, d + P, ...`; it runs `F(0..K)` on each of them in increasing stage
 /// order, then `B(K-1..0)` on each in decreasing stage order, then one optimizer step per stage.
-/// Peak stash: every chunk on every local stage.
+/// Peak stash: every chunk on every local stage, `v K`.
 ///
 /// # Complexity
 /// O(S·K) time and memory.

@@ -441,3 +441,135 @@ fn the_trace_checker_finds_ops_out_of_order_and_before_their_data() {
         "{problems:?}"
     );
 }
+
+/// The stash bound each catalog kind's docs state for device `d` of `p` devices with `v` stages
+/// each and `k` chunks: chunks forwarded and not yet through their last backward op (`B` or
+/// `W`), summed over the device's stages. Each is reached exactly.
+fn device_stash_bound(generator: Generator, p: u32, v: u32, k: u32, d: u32) -> u32 {
+    match generator {
+        Generator::GPipe(_) => k,
+        Generator::OneFOneB => (p - d).min(k),
+        Generator::LoopedBfs => v * k,
+        Generator::Interleaved1F1B => {
+            let per_round = k / (k / p).max(1);
+            (v * k).min((v - 1) * per_round + 2 * (p - 1 - d) + 1)
+        }
+        Generator::InterleavedZeroBubble => {
+            // One fewer warm-up forward per device than interleaved 1F1B, but device d defers
+            // its weight halves by d steps: every device peaks at the first device's count.
+            let per_round = k / (k / p).max(1);
+            (v * k).min((v - 1) * per_round + p)
+        }
+        Generator::Zbv => (2 * k).min(2 * p).min(k + 1 + d),
+        Generator::DualPipeV => 2 * p + 1,
+        Generator::GnnPipe(_) => unreachable!("GNNPipe's bounds are checked per stage above"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Every kind of the catalog (GNNPipe aside, covered above), on up to 8 devices with up to
+    /// 4 stages each and up to 64 chunks: the checker passes, every op of every chunk and stage
+    /// runs once, the simulated epoch under random per-stage forward, input- and weight-gradient
+    /// times equals the independent earliest-start oracle and respects every dependency, and
+    /// each device's peak stash is exactly its documented bound.
+    #[test]
+    fn catalog_kinds_run_every_op_once_match_the_oracle_and_keep_their_stash_bounds(
+        devices in 1u32..=8,
+        per_device in 1u32..=4,
+        n_chunks in 1u32..=64,
+        times in proptest::collection::vec((1u64..5_000, 2u64..5_000, 1u64..100), 32),
+    ) {
+        use pipegnn::schedule::catalog::CATALOG;
+        use pipegnn::schedule::StagePlacement;
+        for entry in CATALOG.iter().filter(|e| !matches!(e.generator, None | Some(Generator::GnnPipe(_)))) {
+            let generator = entry.generator.unwrap();
+            let v = match generator.placement() {
+                StagePlacement::OnePerDevice => 1,
+                StagePlacement::V => 2,
+                StagePlacement::RoundRobin => per_device,
+            };
+            let n_stages = devices * v;
+            let schedule = match generator.generate_on(n_stages, v, n_chunks) {
+                Ok(schedule) => schedule,
+                Err(ScheduleError::Shape(why)) => {
+                    // Only the shapes torch refuses too (tests/it/torch_orders.rs).
+                    prop_assert!(why.contains("PyTorch refuses"), "{}: {}", entry.name, why);
+                    continue;
+                }
+                Err(err) => return Err(TestCaseError::fail(format!("{}: {err}", entry.name))),
+            };
+            check(&schedule).map_err(|e| TestCaseError::fail(format!("{}: {e}", entry.name)))?;
+            let split = schedule.orders().iter().flatten().filter(|op| op.kind == OpKind::WeightGrad).count();
+            let pairs = (n_stages * n_chunks) as usize;
+            prop_assert_eq!(schedule.n_ops(), 2 * pairs + split + n_stages as usize, "{}", entry.name);
+            let stages = n_stages as usize;
+            let costs = StageCosts {
+                forward_ns: times[..stages].iter().map(|t| t.0).collect(),
+                backward_ns: times[..stages].iter().map(|t| t.1).collect(),
+                weight_ns: times[..stages].iter().map(|t| t.1 * t.2 / 100).collect(),
+                ..StageCosts::uniform(stages, 0, 0)
+            };
+            let trace = simulate_with(&schedule, &costs, None);
+            let placement: Vec<usize> = (0..schedule.n_devices()).collect();
+            let problems = report::order::violations(&schedule, &placement, &trace);
+            prop_assert!(problems.is_empty(), "{}: {:?}", entry.name, problems);
+            let metrics = report::compute(&trace);
+            prop_assert_eq!(metrics.epoch_time_ns, oracle_makespan(&schedule, &costs), "{}", entry.name);
+            for device in &metrics.devices {
+                let bound = device_stash_bound(generator, devices, v, n_chunks, device.device as u32);
+                prop_assert_eq!(device.peak_in_flight, bound, "{} device {}", entry.name, device.device);
+            }
+        }
+    }
+
+    /// Interleaved 1F1B with uniform stage times and free links, K a multiple of P: the
+    /// pipeline fills and drains once, `(P - 1)(F + B)`, against `v K (F + B)` of work per
+    /// device, so the bubble is `(P - 1) / (v K)` of the ideal time (Narayanan et al. 2021).
+    #[test]
+    fn interleaved_1f1b_follows_its_closed_form(
+        devices in 1u32..=8,
+        per_device in 1u32..=4,
+        rounds in 1u32..=8,
+        forward_ns in 1u64..5_000,
+        backward_ns in 1u64..5_000,
+    ) {
+        let n_chunks = devices * rounds;
+        let schedule = Generator::Interleaved1F1B.generate_on(devices * per_device, per_device, n_chunks).unwrap();
+        let costs = StageCosts::uniform((devices * per_device) as usize, forward_ns, backward_ns);
+        let metrics = report::compute(&simulate_with(&schedule, &costs, None));
+        let (p, v, k, op) = (u64::from(devices), u64::from(per_device), u64::from(n_chunks), forward_ns + backward_ns);
+        prop_assert_eq!(metrics.epoch_time_ns, v * k * op + (p - 1) * op);
+    }
+
+    /// ZB-H1 (interleaved zero bubble with one stage per device), uniform times, free links,
+    /// at least as many chunks as devices: the bubble is `(P - 1)(F + B - 2W)` (Qi et al.
+    /// 2024), where 1F1B's is `(P - 1)(F + B)`, whenever the weight half is no longer than the
+    /// forward and the input half (`W <= F` and `W <= B - W`).
+    #[test]
+    fn zb_h1_follows_its_closed_form(
+        devices in 1u32..=8,
+        extra_chunks in 0u32..=24,
+        forward_ns in 1u64..5_000,
+        backward_ns in 2u64..5_000,
+        weight_percent in 0u64..=50,
+    ) {
+        let n_chunks = devices + extra_chunks;
+        let weight_ns = (backward_ns * weight_percent / 100).min(forward_ns);
+        // Shapes torch refuses (chunks not in whole rounds) are skipped.
+        let Ok(schedule) = Generator::InterleavedZeroBubble.generate_on(devices, 1, n_chunks) else {
+            return Ok(());
+        };
+        let costs = StageCosts {
+            weight_ns: vec![weight_ns; devices as usize],
+            ..StageCosts::uniform(devices as usize, forward_ns, backward_ns)
+        };
+        let metrics = report::compute(&simulate_with(&schedule, &costs, None));
+        let (p, k) = (u64::from(devices), u64::from(n_chunks));
+        prop_assert_eq!(
+            metrics.epoch_time_ns,
+            k * (forward_ns + backward_ns) + (p - 1) * (forward_ns + backward_ns - 2 * weight_ns)
+        );
+    }
+}
