@@ -22,7 +22,7 @@ use super::ScheduleError;
 /// (the switch to split ones comes before `b`'s on odd devices, before `a`'s on even ones) and
 /// split after; `P - d - 1` times the oldest pending `W` then a backward of `a`; and the last
 /// `d + 1` pending `W`s. Each stage takes its chunks in order; the two optimizer steps close the
-/// list.
+/// list. Peak stash: `2P + 1` chunks on every device (over both stages).
 ///
 /// # Errors
 /// Fewer chunks than stages (`K < 2P`), which PyTorch refuses too.

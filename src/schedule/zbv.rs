@@ -16,7 +16,7 @@ use super::ScheduleError;
 /// `I(a) W(a) F(b) I(b) W(b)`; then d pairs `I(a) I(b)`, `P - d` pairs `I(a) W(a)`, and the
 /// remaining `W(b)` then `W(a)` in chunk order. Ops of chunks past K (when `K < 2P - 1`) are
 /// dropped, as torch does. Each stage takes its chunks in order; the two optimizer steps close
-/// the list.
+/// the list. Peak stash on device d (over both stages): `min(2K, 2P, K + 1 + d)`.
 ///
 /// # Complexity
 /// O(P·K) time and memory.
