@@ -6,6 +6,7 @@ mod cli;
 mod cuda;
 mod exec;
 mod gnn;
+mod ogb;
 mod oracles;
 mod outputs;
 mod plots;
