@@ -16,9 +16,10 @@
 //! Like the graph-csv loader ([`super::dataset`]) it opens nothing itself: the caller hands it a
 //! [`Folder`] that opens a file by its path in the folder, so only `cli` does I/O. Unlike it, it
 //! never holds a file's text: each file is decompressed and parsed line by line straight into
-//! the final arrays, so a graph of ogbn-products' size loads within about twice the memory of its
-//! arrays (the edge list beside the adjacency while it is built). Every problem is reported with
-//! the file's path in the folder and the 1-based line.
+//! the final arrays, so a graph of ogbn-products' size loads at a peak about the size of its
+//! arrays (the edge list is held beside the adjacency only while the adjacency is built, before
+//! the larger features are read). Every problem is reported with the file's path in the folder
+//! and the 1-based line.
 
 use std::io::{BufRead, BufReader, Read, Write};
 
@@ -226,13 +227,19 @@ impl Lines {
     }
 }
 
-/// Grows `v` by at most its length (at least 4,096) and never past `expected` elements in all,
-/// so an honest file ends with an exact allocation and a short file with a declared count in
-/// the millions allocates no more than it holds.
+/// Makes room in a full `v` for `expected` elements in all: at once when the file has already
+/// given an eighth of them, else by doubling (from 4,096). An honest file thus ends with an
+/// exact allocation after one large copy of at most a quarter of it (the allocator copies on
+/// growth), and a short file declaring millions allocates at most eight times what it holds.
 fn reserve<T>(v: &mut Vec<T>, expected: u64) {
     if v.len() == v.capacity() {
-        let room = (expected as usize).saturating_sub(v.len());
-        v.reserve_exact(room.min(v.len().max(4096)).max(1));
+        let expected = expected as usize;
+        let target = if v.len() >= expected / 8 {
+            expected
+        } else {
+            (2 * v.len()).max(4096).min(expected)
+        };
+        v.reserve_exact(target.saturating_sub(v.len()).max(1));
     }
 }
 
@@ -362,21 +369,22 @@ fn read_edges(
     }
     let file = lines.file.clone();
     drop(lines);
+    if undirected {
+        return Ok(Csr::from_undirected_edge_list(n as usize, edges));
+    }
     let graph = Csr::from_undirected_edges(n as usize, &edges);
-    if !undirected {
-        if let Some((src, dst)) = one_way_edge(&mut edges, &graph) {
-            drop(edges);
-            let line = find_edge_line(folder, "raw/edge", (src, dst))?;
-            return Err(DatasetError::new(
-                &file,
-                line,
-                format!(
-                    "edge {src},{dst} has no reverse {dst},{src}: with `undirected: false` the \
-                     edge list must list both directions of every edge (pipegnn trains on \
-                     undirected graphs; leave `undirected` true to add the reverse edges)"
-                ),
-            ));
-        }
+    if let Some((src, dst)) = one_way_edge(&mut edges, &graph) {
+        drop(edges);
+        let line = find_edge_line(folder, "raw/edge", (src, dst))?;
+        return Err(DatasetError::new(
+            &file,
+            line,
+            format!(
+                "edge {src},{dst} has no reverse {dst},{src}: with `undirected: false` the \
+                 edge list must list both directions of every edge (pipegnn trains on \
+                 undirected graphs; leave `undirected` true to add the reverse edges)"
+            ),
+        ));
     }
     Ok(graph)
 }
@@ -487,8 +495,12 @@ fn read_features(folder: &mut dyn Folder, n: u32) -> Result<SparseFeatures, Data
     if lines.line as u64 != u64::from(n) {
         return Err(lines.too_few("lines", u64::from(n), "raw/num-node-list"));
     }
-    columns.shrink_to_fit();
-    values.shrink_to_fit();
+    // Room reserved for zeros is given back only when it is more than a fifth of the room: the
+    // allocator shrinks by copying, which would briefly double dense features.
+    if columns.capacity() - columns.len() > columns.len() / 4 {
+        columns.shrink_to_fit();
+        values.shrink_to_fit();
+    }
     Ok(SparseFeatures {
         n_rows: n,
         n_cols: width,
@@ -1144,8 +1156,11 @@ mod tests {
         reserve(&mut v, 1 << 26);
         assert_eq!(v.capacity(), 4096);
         v.resize(4096, 0);
-        reserve(&mut v, 5000);
-        assert_eq!(v.capacity(), 5000);
+        reserve(&mut v, 1 << 26);
+        assert_eq!(v.capacity(), 8192);
+        v.resize(8192, 0);
+        reserve(&mut v, 60_000);
+        assert_eq!(v.capacity(), 60_000);
     }
 
     #[test]
