@@ -545,7 +545,7 @@ fn read_split(
                 return Err(DatasetError::new(
                     &format!("split/{name}"),
                     None,
-                    format!("no such split folder; there is {}", listing(&found)),
+                    format!("no such split folder (split/ holds: {})", listing(&found)),
                 ))
             }
             (None, [only]) => only.clone(),
@@ -598,7 +598,7 @@ fn read_split(
     Ok(splits)
 }
 
-/// `folders a, b` or `no folder`, for messages.
+/// `a, b` or `none`: the folders under `split/`, for messages.
 fn listing(found: &[String]) -> String {
     if found.is_empty() {
         "none".to_owned()
@@ -962,7 +962,7 @@ mod tests {
         };
         assert_eq!(
             load_files(&files, &options).unwrap_err(),
-            "split/species: no such split folder; there is random, time"
+            "split/species: no such split folder (split/ holds: random, time)"
         );
     }
 
