@@ -192,6 +192,7 @@ pub fn prepare<'g>(
         let source = match &scenario.workload {
             Workload::Gnn(spec) => match &spec.graph {
                 GraphSource::Dataset { .. } => "dataset",
+                GraphSource::Ogb { .. } => "ogb",
                 _ => "synthetic",
             },
             Workload::Explicit(_) => "synthetic",

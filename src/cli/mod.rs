@@ -4,6 +4,7 @@
 
 mod bench;
 mod fidelity;
+mod ogb;
 mod output;
 mod plan;
 mod plots;
@@ -23,6 +24,9 @@ const MAX_EPOCHS: i64 = crate::scenario::MAX_EPOCHS as i64;
 const MAX_DEVICES: i64 = crate::schedule::MAX_DEVICES as i64;
 /// The most chunks (`schedule::MAX_CHUNKS`), as in a scenario.
 const MAX_CHUNKS: i64 = crate::schedule::MAX_CHUNKS as i64;
+/// The most vertices and edges of an OGB-layout folder (`graph::ogb`), for `bench --write-ogb`.
+const MAX_OGB_NODES: i64 = crate::graph::ogb::MAX_NODES as i64;
+const MAX_OGB_EDGES: u64 = crate::graph::ogb::MAX_EDGES;
 /// The most compute threads per device (`scenario::MAX_THREADS_PER_DEVICE`).
 const MAX_THREADS: i64 = crate::scenario::MAX_THREADS_PER_DEVICE as i64;
 
@@ -55,8 +59,8 @@ pub enum Command {
     /// Predict and run a fixed matrix of configurations the calibration never saw, and report
     /// the errors per metric.
     Fidelity(FidelityArgs),
-    /// Measure the simulator's speed (simulated ops per second) on a large 1F1B schedule, or the
-    /// time and memory of planning one scenario.
+    /// Measure the simulator's speed (simulated ops per second) on a large 1F1B schedule, the
+    /// time and memory of planning one scenario, or of loading an OGB-layout folder.
     Bench(BenchArgs),
     /// Predict every point of a cross product of `--set` values (`--set key=v1,v2,...`).
     Sweep(SweepArgs),
@@ -324,8 +328,28 @@ pub struct BenchArgs {
     pub repeat: u32,
     /// Instead, time loading and predicting this scenario's own schedule (graph generation,
     /// chunking, simulation), and report the process's peak memory.
-    #[arg(long, value_name = "SCENARIO")]
+    #[arg(long, value_name = "SCENARIO", conflicts_with_all = ["ogb", "write_ogb"])]
     pub scenario: Option<PathBuf>,
+    /// Instead, load this OGB-layout folder once and report the time, the process's peak
+    /// memory and the size of the arrays loaded.
+    #[arg(long, value_name = "DIR", conflicts_with = "write_ogb")]
+    pub ogb: Option<PathBuf>,
+    /// Instead, write a seeded OGB-layout folder (gzip) of `--nodes` vertices, `--edges`
+    /// random edges, `--features` values per vertex and 47 classes, for `--ogb`.
+    #[arg(long, value_name = "DIR")]
+    pub write_ogb: Option<PathBuf>,
+    /// `--write-ogb`: vertices, 2 to 33,554,432 (2^25).
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u32).range(2..=MAX_OGB_NODES))]
+    pub nodes: u32,
+    /// `--write-ogb`: edges (lines of raw/edge), 0 to 67,108,864 (2^26).
+    #[arg(long, default_value_t = 60_000_000, value_parser = clap::value_parser!(u64).range(0..=MAX_OGB_EDGES))]
+    pub edges: u64,
+    /// `--write-ogb`: feature values per vertex, 1 to 1,024 (and at most 2^28 in all).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub features: u32,
+    /// `--write-ogb`: the seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// Output format for sweeps.

@@ -109,9 +109,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plan(args) => super::plan::run(&args),
         Command::Plot(args) => super::plots::plot_command(&args),
         Command::Gallery(args) => super::plots::gallery(&args),
-        Command::Bench(args) => match &args.scenario {
-            Some(path) => bench_scenario(path, args.repeat),
-            None => bench::run(&args, &mut |text| print(text)),
+        Command::Bench(args) => match (&args.scenario, &args.ogb, &args.write_ogb) {
+            (Some(path), _, _) => bench_scenario(path, args.repeat),
+            (_, Some(dir), _) => super::ogb::bench_load(dir),
+            (_, _, Some(dir)) => super::ogb::bench_write(dir, &args),
+            _ => bench::run(&args, &mut |text| print(text)),
         },
     }
 }
@@ -204,6 +206,16 @@ pub(super) fn load_text(file: &Path, text: &str, overrides: &[String]) -> Result
         Workload::Gnn(spec) => {
             let dataset = match &spec.graph {
                 GraphSource::Dataset { path, .. } => Some(load_dataset(&scenario, path)?),
+                GraphSource::Ogb {
+                    path,
+                    undirected,
+                    split,
+                } => Some(super::ogb::load_for(
+                    &scenario,
+                    path,
+                    *undirected,
+                    split.as_deref(),
+                )?),
                 _ => None,
             };
             Some(plan::prepare_graph(spec, dataset).map_err(in_file(file))?)
@@ -673,20 +685,25 @@ fn bench_scenario(path: &Path, repeat: u32) -> Result<()> {
         );
     }
     samples.sort_unstable();
-    let peak = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
-        })
-        .unwrap_or_else(|| "n/a".into());
+    let peak = peak_resident();
     print(&format!(
         "{} ({summary}): load and predict median {:.2} ms over {} runs; peak resident memory {peak}\n",
         path.display(),
         samples[samples.len() / 2] as f64 / 1e6,
         samples.len()
     ))
+}
+
+/// The process's peak resident memory as Linux reports it (`VmHWM`), or `n/a`.
+pub(super) fn peak_resident() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
+        })
+        .unwrap_or_else(|| "n/a".into())
 }
 
 // A real run with the prediction it was planned from.

@@ -26,6 +26,21 @@ impl Csr {
     /// that are already sorted (as when `edges` is sorted by `(src, dst)` with `src < dst`) and
     /// O(d log d) for a row of degree d otherwise.
     pub fn from_undirected_edges(n_nodes: usize, edges: &[(u32, u32)]) -> Csr {
+        let (offsets, neighbors) = Csr::fill(n_nodes, edges);
+        Csr::sort_and_dedup(offsets, neighbors)
+    }
+
+    /// [`Csr::from_undirected_edges`], freeing `edges` as soon as the rows hold them, before
+    /// they are sorted and their repeats dropped, so that at most two edge-sized arrays are held
+    /// at once.
+    pub fn from_undirected_edge_list(n_nodes: usize, edges: Vec<(u32, u32)>) -> Csr {
+        let (offsets, neighbors) = Csr::fill(n_nodes, &edges);
+        drop(edges);
+        Csr::sort_and_dedup(offsets, neighbors)
+    }
+
+    /// Counts each vertex's neighbours and places them: row offsets, and the rows in input order.
+    fn fill(n_nodes: usize, edges: &[(u32, u32)]) -> (Vec<u64>, Vec<u32>) {
         debug_assert!(n_nodes <= u32::MAX as usize + 1, "vertex ids are u32");
         let mut offsets = vec![0u64; n_nodes + 1];
         for &(u, v) in edges {
@@ -49,7 +64,12 @@ impl Csr {
             }
         }
         drop(cursor);
+        (offsets, neighbors)
+    }
 
+    /// Sorts each row of `fill`'s output and drops repeats.
+    fn sort_and_dedup(mut offsets: Vec<u64>, mut neighbors: Vec<u32>) -> Csr {
+        let n_nodes = offsets.len() - 1;
         // Sort each row, drop repeats and slide the row left over the space the repeats of
         // earlier rows freed; `write <= read` always, so nothing unread is overwritten.
         let mut write = 0usize;
@@ -154,5 +174,7 @@ mod tests {
         let a = Csr::from_undirected_edges(5, &[(0, 1), (1, 2), (3, 4), (0, 4)]);
         let b = Csr::from_undirected_edges(5, &[(4, 0), (4, 3), (2, 1), (1, 0), (1, 0)]);
         assert_eq!(a, b);
+        let c = Csr::from_undirected_edge_list(5, vec![(1, 0), (2, 1), (4, 3), (0, 4), (0, 1)]);
+        assert_eq!(a, c);
     }
 }

@@ -49,7 +49,7 @@ pub struct DatasetError {
 }
 
 impl DatasetError {
-    fn new(file: &str, line: Option<usize>, message: impl Into<String>) -> DatasetError {
+    pub(super) fn new(file: &str, line: Option<usize>, message: impl Into<String>) -> DatasetError {
         DatasetError {
             file: file.to_owned(),
             line,
@@ -298,7 +298,7 @@ impl<'a> Csv<'a> {
 }
 
 /// At most 60 characters of `bytes`, for quoting in a message.
-fn show(bytes: &[u8]) -> String {
+pub(super) fn show(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     if text.chars().count() > 60 {
         format!("{}...", text.chars().take(60).collect::<String>())
@@ -324,7 +324,7 @@ fn fields<const K: usize>(record: &[u8]) -> Result<[&[u8]; K], String> {
 }
 
 /// Parses an unsigned base-10 integer with no sign.
-fn parse_uint(field: &[u8], what: &str) -> Result<u64, String> {
+pub(super) fn parse_uint(field: &[u8], what: &str) -> Result<u64, String> {
     if field.is_empty() {
         return Err(format!("{what} is empty"));
     }

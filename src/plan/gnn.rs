@@ -78,8 +78,8 @@ impl GraphData {
     }
 }
 
-/// Loads or generates a GNN scenario's graph. `dataset` is the loaded `graph.dataset` folder
-/// (the caller reads files); synthetic graphs are generated here.
+/// Loads or generates a GNN scenario's graph. `dataset` is the loaded `graph.dataset` or
+/// `graph.ogb` folder (the caller reads files); synthetic graphs are generated here.
 pub fn prepare_graph(spec: &GnnSpec, dataset: Option<Dataset>) -> Result<GraphData, PlanError> {
     Ok(match (&spec.graph, dataset) {
         (
@@ -87,23 +87,9 @@ pub fn prepare_graph(spec: &GnnSpec, dataset: Option<Dataset>) -> Result<GraphDa
                 feature_density, ..
             },
             Some(dataset),
-        ) => {
-            let n = dataset.graph.n_nodes().max(1) as f64;
-            let nnz_per_row = match &dataset.features {
-                Some(features) => Some(features.nnz() as f64 / n),
-                None => feature_density.map(|d| d * f64::from(dataset.num_features)),
-            };
-            GraphData::Real {
-                csr: dataset.graph,
-                features: u64::from(dataset.num_features),
-                nnz_per_row,
-                classes: u64::from(dataset.num_classes),
-                sparse_features: dataset.features,
-                labels: dataset.labels,
-                splits: [dataset.train, dataset.val, dataset.test],
-            }
-        }
-        (GraphSource::Dataset { path, .. }, None) => {
+        ) => real(dataset, *feature_density),
+        (GraphSource::Ogb { .. }, Some(dataset)) => real(dataset, None),
+        (GraphSource::Dataset { path, .. } | GraphSource::Ogb { path, .. }, None) => {
             return Err(PlanError::Mismatch(format!(
                 "dataset {} was not loaded",
                 path.display()
@@ -113,6 +99,24 @@ pub fn prepare_graph(spec: &GnnSpec, dataset: Option<Dataset>) -> Result<GraphDa
         (GraphSource::Rmat(spec), _) => synthetic(rmat(spec)),
         (GraphSource::Stats(stats), _) => GraphData::Stats(*stats),
     })
+}
+
+/// A loaded dataset's graph; `feature_density` gives the features' density where it has none.
+fn real(dataset: Dataset, feature_density: Option<f64>) -> GraphData {
+    let n = dataset.graph.n_nodes().max(1) as f64;
+    let nnz_per_row = match &dataset.features {
+        Some(features) => Some(features.nnz() as f64 / n),
+        None => feature_density.map(|d| d * f64::from(dataset.num_features)),
+    };
+    GraphData::Real {
+        csr: dataset.graph,
+        features: u64::from(dataset.num_features),
+        nnz_per_row,
+        classes: u64::from(dataset.num_classes),
+        sparse_features: dataset.features,
+        labels: dataset.labels,
+        splits: [dataset.train, dataset.val, dataset.test],
+    }
 }
 
 fn synthetic(graph: crate::graph::synth::SyntheticGraph) -> GraphData {

@@ -219,6 +219,16 @@ pub enum GraphSource {
         /// Density of synthesized features where the dataset has none (PubMed).
         feature_density: Option<f64>,
     },
+    /// An OGB node-property dataset folder as downloaded (`raw/`, `split/`), resolved relative
+    /// to the scenario file.
+    Ogb {
+        /// The folder.
+        path: PathBuf,
+        /// Add every edge's reverse (the default), or require the list to hold both directions.
+        undirected: bool,
+        /// The folder under `split/`; `None` takes the only one.
+        split: Option<String>,
+    },
     /// A seeded stochastic block model.
     Sbm(crate::graph::synth::SbmSpec),
     /// A seeded R-MAT power-law graph.

@@ -111,6 +111,8 @@ pub struct RawGraph {
     pub synthetic: Option<RawSynthetic>,
     #[serde(default)]
     pub stats: Option<RawStats>,
+    #[serde(default)]
+    pub ogb: Option<RawOgb>,
 }
 
 /// `graph.dataset`.
@@ -120,6 +122,17 @@ pub struct RawDataset {
     pub path: String,
     #[serde(default)]
     pub feature_density: Option<f64>,
+}
+
+/// `graph.ogb`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOgb {
+    pub path: String,
+    #[serde(default)]
+    pub undirected: Option<bool>,
+    #[serde(default)]
+    pub split: Option<String>,
 }
 
 /// `graph.synthetic`.

@@ -1134,8 +1134,28 @@ impl Ctx<'_> {
 
     fn graph_source(&mut self, graph: &RawGraph, base_dir: &Path) -> Option<GraphSource> {
         let path = root().key("graph");
-        match (&graph.dataset, &graph.synthetic, &graph.stats) {
-            (Some(dataset), None, None) => {
+        match (&graph.dataset, &graph.synthetic, &graph.stats, &graph.ogb) {
+            (None, None, None, Some(ogb)) => {
+                if let Some(split) = &ogb.split {
+                    let plain = !split.is_empty()
+                        && split != "."
+                        && split != ".."
+                        && !split.contains(['/', '\\']);
+                    if !plain {
+                        self.error(
+                            path.key("ogb").key("split"),
+                            format!("must name one folder under split/, got `{split}`"),
+                        );
+                        return None;
+                    }
+                }
+                Some(GraphSource::Ogb {
+                    path: base_dir.join(&ogb.path),
+                    undirected: ogb.undirected.unwrap_or(true),
+                    split: ogb.split.clone(),
+                })
+            }
+            (Some(dataset), None, None, None) => {
                 let density = self.fraction(
                     path.key("dataset").key("feature_density"),
                     dataset.feature_density,
@@ -1146,8 +1166,8 @@ impl Ctx<'_> {
                     feature_density: density,
                 })
             }
-            (None, Some(synthetic), None) => self.synthetic(synthetic),
-            (None, None, Some(stats)) => {
+            (None, Some(synthetic), None, None) => self.synthetic(synthetic),
+            (None, None, Some(stats), None) => {
                 let at = path.key("stats");
                 let nodes = self.count(at.key("nodes"), stats.nodes, "nodes", 1 << 40);
                 let edges = self.count(at.key("edges"), stats.edges, "edges", 1 << 44);
@@ -1167,7 +1187,7 @@ impl Ctx<'_> {
             _ => {
                 self.error(
                     path,
-                    "give exactly one of `dataset`, `synthetic` or `stats`",
+                    "give exactly one of `dataset`, `ogb`, `synthetic` or `stats`",
                 );
                 None
             }

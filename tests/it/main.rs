@@ -7,6 +7,7 @@ mod cuda;
 mod exec;
 mod gnn;
 mod launch;
+mod ogb;
 mod oracles;
 mod outputs;
 mod plots;
