@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 
-use super::attention::{gat_aggregate, EdgePattern};
+use super::attention::{gat_attention, EdgePattern};
 use super::data::{ChunkPlan, Needs, PlanShape};
 use super::layers::{cross_entropy, ExecLayer, StageInput, StageModel, Training};
 use super::memory;
@@ -304,13 +304,14 @@ fn measure_kernels(
                 let att_src = Var::from_tensor(&random(&mut rng, (heads, channels), device)?)?;
                 let att_dst = Var::from_tensor(&random(&mut rng, (heads, channels), device)?)?;
                 let run = || {
-                    gat_aggregate(
+                    gat_attention(
                         &pattern,
                         x.as_tensor(),
                         att_src.as_tensor(),
                         att_dst.as_tensor(),
-                        heads,
+                        (heads, channels),
                         0.2,
+                        false,
                         None,
                     )
                 };

@@ -37,6 +37,8 @@ pub mod calibrate;
 mod cuda;
 pub mod data;
 pub mod device;
+pub mod dropout;
+mod fused_attention;
 pub mod layers;
 pub mod memory;
 pub mod optim;
