@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 
+use super::activation::activate;
 use super::attention::{gat_attention, EdgePattern};
 use super::data::{ChunkPlan, Needs, PlanShape};
 use super::layers::{cross_entropy, ExecLayer, StageInput, StageModel, Training};
@@ -357,16 +358,16 @@ fn measure_kernels(
             .push(&e, time(device, || &x + &y)?);
         out.entry(Kernel::ReluForward)
             .or_default()
-            .push(&e, time(device, || x.relu())?);
+            .push(&e, time(device, || activate(&x, Activation::Relu))?);
         out.entry(Kernel::EluForward)
             .or_default()
-            .push(&e, time(device, || x.elu(1.0))?);
+            .push(&e, time(device, || activate(&x, Activation::Elu))?);
         let v = Var::from_tensor(&x)?;
-        let relu = (v.as_tensor().relu()? * &y)?.sum_all()?;
+        let relu = (activate(v.as_tensor(), Activation::Relu)? * &y)?.sum_all()?;
         out.entry(Kernel::ReluBackward)
             .or_default()
             .push(&e, time(device, || relu.backward())?);
-        let elu = (v.as_tensor().elu(1.0)? * &y)?.sum_all()?;
+        let elu = (activate(v.as_tensor(), Activation::Elu)? * &y)?.sum_all()?;
         out.entry(Kernel::EluBackward)
             .or_default()
             .push(&e, time(device, || elu.backward())?);

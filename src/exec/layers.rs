@@ -8,6 +8,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 
+use super::activation::activate;
 use super::attention::{gat_attention, EdgePattern};
 use super::data::LayerGraph;
 use super::dropout::{mix, EdgeDropout, Keep};
@@ -314,10 +315,7 @@ impl StageModel {
         if self.is_last && i + 1 == self.layers.len() {
             Ok(y)
         } else {
-            match self.activation {
-                Activation::Relu => y.relu(),
-                Activation::Elu => y.elu(1.0),
-            }
+            activate(&y, self.activation)
         }
     }
 

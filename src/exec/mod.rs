@@ -32,6 +32,7 @@ macro_rules! test_device {
     };
 }
 
+pub mod activation;
 pub mod attention;
 pub mod calibrate;
 mod cuda;
