@@ -242,15 +242,29 @@ impl StageInput {
                 StageInput::Dense((x * Tensor::from_vec(mask, (n, d), x.device())?)?)
             }
             StageInput::Sparse(x) => {
-                let mut values = x.values().to_vec();
+                // Dropped entries leave the matrix: the product and its transpose then skip
+                // them (the sums are the same, the zeros added nothing).
+                let (mut offsets, mut indices, mut values) = (vec![0], Vec::new(), Vec::new());
                 for (i, &v) in rows[..x.rows()].iter().enumerate() {
                     let row_key = Keep::row_key(key, v);
                     let (start, end) = x.row_range(i);
-                    for (k, value) in values.iter_mut().enumerate().take(end).skip(start) {
-                        *value *= keep.scale(row_key, u64::from(x.column(k)));
+                    for k in start..end {
+                        let column = x.column(k);
+                        let scale = keep.scale(row_key, u64::from(column));
+                        if scale != 0.0 {
+                            indices.push(column);
+                            values.push(x.values()[k] * scale);
+                        }
                     }
+                    offsets.push(indices.len());
                 }
-                StageInput::Sparse(x.with_values(values))
+                StageInput::Sparse(SparseMatrix::new(
+                    x.rows(),
+                    x.cols(),
+                    offsets,
+                    indices,
+                    values,
+                ))
             }
         })
     }
