@@ -1,62 +1,115 @@
-//! ReLU and ELU on the CPU as custom ops whose backward is one pass over the output: candle's
-//! own backward builds the derivative from comparison masks, type conversions and an
-//! exponential, about ten full-size tensors for ELU. Elsewhere candle's ops, the same functions.
+//! A layer's bias and activation (ReLU, or ELU with `alpha = 1`) on the CPU as custom ops whose
+//! backward is one pass over the output: candle's own backward builds the activation's
+//! derivative from comparison masks, type conversions and an exponential (about ten full-size
+//! tensors for ELU), and the bias gradient with a strided reduction. Elsewhere candle's ops, the
+//! same functions.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 
 use crate::scenario::Activation;
 
 /// `activation(x)`: ReLU, or ELU with `alpha = 1` (`x` for `x > 0`, `e^x - 1` otherwise).
 pub fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
-        return match activation {
-            Activation::Relu => x.relu(),
-            Activation::Elu => x.elu(1.0),
-        };
+    if !is_cpu_f32(x) {
+        return candle_activate(x, activation);
     }
-    x.apply_op1(Activate(activation))
+    x.contiguous()?.apply_op1(Activate(activation))
 }
 
-/// The op; its backward reads the derivative off the output: 1 where it is positive, else 0
-/// (ReLU) or `out + 1` (ELU's `e^x`).
+/// `activation(y + bias)` for `y` of shape `(rows, width)` and `bias` of `width`, or `y + bias`
+/// without an activation.
+pub fn bias_activation(
+    y: &Tensor,
+    bias: &Tensor,
+    activation: Option<Activation>,
+) -> Result<Tensor> {
+    if !is_cpu_f32(y) || !is_cpu_f32(bias) {
+        let z = y.broadcast_add(bias)?;
+        return match activation {
+            Some(a) => candle_activate(&z, a),
+            None => Ok(z),
+        };
+    }
+    y.contiguous()?
+        .apply_op2(&bias.contiguous()?, BiasActivation(activation))
+}
+
+fn is_cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32
+}
+
+fn candle_activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
+    match activation {
+        Activation::Relu => x.relu(),
+        Activation::Elu => x.elu(1.0),
+    }
+}
+
+/// The activation of one number.
+fn forward(activation: Option<Activation>, v: f32) -> f32 {
+    match activation {
+        None => v,
+        Some(Activation::Relu) => {
+            if v > 0.0 {
+                v
+            } else {
+                0.0
+            }
+        }
+        Some(Activation::Elu) => {
+            if v > 0.0 {
+                v
+            } else {
+                v.exp_m1()
+            }
+        }
+    }
+}
+
+/// The gradient through the activation, read off its output `y`: 1 where `y` is positive, else
+/// 0 (ReLU) or `y + 1` (ELU's `e^x`), as PyTorch's backward from the result.
+fn backward(activation: Option<Activation>, y: f32, g: f32) -> f32 {
+    match activation {
+        None => g,
+        Some(_) if y > 0.0 => g,
+        Some(Activation::Relu) => 0.0,
+        Some(Activation::Elu) => g * (y + 1.0),
+    }
+}
+
+/// `activation(x)`.
 struct Activate(Activation);
 
 impl CustomOp1 for Activate {
     fn name(&self) -> &'static str {
-        match self.0 {
-            Activation::Relu => "relu",
-            Activation::Elu => "elu",
-        }
+        "activation"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous(self.name(), storage, layout)?;
-        let out = match self.0 {
-            Activation::Relu => x.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect(),
-            Activation::Elu => x
-                .iter()
-                .map(|&v| if v > 0.0 { v } else { v.exp_m1() })
-                .collect(),
-        };
+        let out = x.iter().map(|&v| forward(Some(self.0), v)).collect();
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let grad = grad_res.contiguous()?;
-        Ok(Some(res.apply_op2_no_bwd(&grad, &Derivative(self.0))?))
+        let d = with_slices(self.name(), res, &grad, |y, g| {
+            y.iter()
+                .zip(g)
+                .map(|(&y, &g)| backward(Some(self.0), y, g))
+                .collect::<Vec<f32>>()
+        })?;
+        Ok(Some(Tensor::from_vec(d, res.shape(), res.device())?))
     }
 }
 
-/// [`Activate`]'s backward: `(out, grad) -> grad * activation'`.
-struct Derivative(Activation);
+/// `activation(y + bias)`, the bias broadcast over the rows.
+struct BiasActivation(Option<Activation>);
 
-impl candle_core::CustomOp2 for Derivative {
+impl CustomOp2 for BiasActivation {
     fn name(&self) -> &'static str {
-        match self.0 {
-            Activation::Relu => "relu-grad",
-            Activation::Elu => "elu-grad",
-        }
+        "bias-activation"
     }
 
     fn cpu_fwd(
@@ -66,30 +119,75 @@ impl candle_core::CustomOp2 for Derivative {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = contiguous(self.name(), s1, l1)?;
-        let grad = contiguous(self.name(), s2, l2)?;
-        if out.len() != grad.len() {
+        let y = contiguous(self.name(), s1, l1)?;
+        let bias = contiguous(self.name(), s2, l2)?;
+        let (_, width) = l1.shape().dims2()?;
+        if l2.shape().dims() != [width] {
             candle_core::bail!(
-                "{}: {} outputs, {} gradients",
+                "{}: the bias must be ({width},), not {:?}",
                 self.name(),
-                out.len(),
-                grad.len()
+                l2.shape().dims()
             );
         }
-        let d = match self.0 {
-            Activation::Relu => out
-                .iter()
-                .zip(grad)
-                .map(|(&y, &g)| if y > 0.0 { g } else { 0.0 })
-                .collect(),
-            Activation::Elu => out
-                .iter()
-                .zip(grad)
-                .map(|(&y, &g)| if y > 0.0 { g } else { g * (y + 1.0) })
-                .collect(),
-        };
-        Ok((CpuStorage::F32(d), l1.shape().clone()))
+        let mut out = Vec::with_capacity(y.len());
+        for row in y.chunks_exact(width) {
+            out.extend(row.iter().zip(bias).map(|(v, b)| forward(self.0, v + b)));
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
+
+    fn bwd(
+        &self,
+        y: &Tensor,
+        bias: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad_res.contiguous()?;
+        let width = bias.elem_count();
+        let (d, d_bias) = with_slices(self.name(), res, &grad, |out, g| {
+            let mut d = Vec::with_capacity(out.len());
+            let mut d_bias = vec![0f32; width];
+            for (o, g) in out.chunks_exact(width).zip(g.chunks_exact(width)) {
+                for ((&o, &g), db) in o.iter().zip(g).zip(d_bias.iter_mut()) {
+                    let v = backward(self.0, o, g);
+                    d.push(v);
+                    *db += v;
+                }
+            }
+            (d, d_bias)
+        })?;
+        let d_y = if y.track_op() {
+            Some(Tensor::from_vec(d, y.shape(), y.device())?)
+        } else {
+            None
+        };
+        let d_bias = if bias.track_op() {
+            Some(Tensor::from_vec(d_bias, bias.shape(), bias.device())?)
+        } else {
+            None
+        };
+        Ok((d_y, d_bias))
+    }
+}
+
+/// `body` over the CPU data of an op's output and its gradient, both contiguous and of one size.
+fn with_slices<R>(
+    op: &str,
+    out: &Tensor,
+    grad: &Tensor,
+    body: impl FnOnce(&[f32], &[f32]) -> R,
+) -> Result<R> {
+    let (os, ol) = out.storage_and_layout();
+    let (gs, gl) = grad.storage_and_layout();
+    let (Storage::Cpu(os), Storage::Cpu(gs)) = (&*os, &*gs) else {
+        candle_core::bail!("{op} runs on the CPU");
+    };
+    let (o, g) = (contiguous(op, os, ol)?, contiguous(op, gs, gl)?);
+    if o.len() != g.len() {
+        candle_core::bail!("{op}: {} outputs, {} gradients", o.len(), g.len());
+    }
+    Ok(body(o, g))
 }
 
 /// The contiguous f32 data of a custom op's input.
@@ -131,6 +229,40 @@ mod tests {
             );
             let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-4, "{activation:?}: gradient differs by {diff}");
+        }
+        Ok(())
+    }
+
+    /// Bias plus activation against candle's broadcast addition and activation.
+    #[test]
+    fn bias_and_activation_match_candles_ops() -> Result<()> {
+        let values: Vec<f32> = (0..200).map(|i| (i as f32 - 100.5) / 13.0).collect();
+        let x = Var::from_vec(values, (20, 10), &Device::Cpu)?;
+        let b = Var::from_vec(
+            (0..10).map(|i| i as f32 / 5.0 - 1.0).collect(),
+            10,
+            &Device::Cpu,
+        )?;
+        let weights = Tensor::arange(0f32, 200.0, &Device::Cpu)?.reshape((20, 10))?;
+        for activation in [None, Some(Activation::Relu), Some(Activation::Elu)] {
+            let ours = bias_activation(x.as_tensor(), b.as_tensor(), activation)?;
+            let sum = x.as_tensor().broadcast_add(b.as_tensor())?;
+            let theirs = match activation {
+                None => sum,
+                Some(a) => candle_activate(&sum, a)?,
+            };
+            let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-6, "{activation:?}: output differs by {diff}");
+            let g_ours = ours.mul(&weights)?.sum_all()?.backward()?;
+            let g_theirs = theirs.mul(&weights)?.sum_all()?.backward()?;
+            for var in [&x, &b] {
+                let (a, c) = (
+                    g_ours.get(var.as_tensor()).expect("a gradient"),
+                    g_theirs.get(var.as_tensor()).expect("a gradient"),
+                );
+                let diff = (a - c)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(diff < 1e-3, "{activation:?}: gradient differs by {diff}");
+            }
         }
         Ok(())
     }

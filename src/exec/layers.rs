@@ -8,7 +8,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 
-use super::activation::activate;
+use super::activation::bias_activation;
 use super::attention::{gat_attention, EdgePattern};
 use super::data::LayerGraph;
 use super::dropout::{mix, EdgeDropout, Keep};
@@ -148,11 +148,22 @@ impl ExecLayer {
         graph: &LayerGraph,
         attention: Option<(&EdgePattern, Option<&EdgeDropout>)>,
     ) -> Result<Tensor> {
-        match self {
-            ExecLayer::Gcn { weight, bias } => graph
-                .gcn()?
-                .matmul(&x.matmul(weight.as_tensor())?)?
-                .broadcast_add(bias.as_tensor()),
+        self.forward_activated(x, graph, attention, None)
+    }
+
+    /// [`ExecLayer::forward`] followed by `activation`: the bias and the activation are one op
+    /// on the CPU.
+    pub fn forward_activated(
+        &self,
+        x: &StageInput,
+        graph: &LayerGraph,
+        attention: Option<(&EdgePattern, Option<&EdgeDropout>)>,
+        activation: Option<Activation>,
+    ) -> Result<Tensor> {
+        let (y, bias) = match self {
+            ExecLayer::Gcn { weight, bias } => {
+                (graph.gcn()?.matmul(&x.matmul(weight.as_tensor())?)?, bias)
+            }
             // The neighbour mean commutes with the linear map: mean(X) W = mean(X W), which
             // keeps sparse inputs sparse.
             ExecLayer::Sage {
@@ -161,8 +172,10 @@ impl ExecLayer {
                 bias,
             } => {
                 let own = x.matmul(weight_self.as_tensor())?.narrow(0, 0, graph.out)?;
-                (own + graph.mean()?.matmul(&x.matmul(weight_neigh.as_tensor())?)?)?
-                    .broadcast_add(bias.as_tensor())
+                (
+                    (own + graph.mean()?.matmul(&x.matmul(weight_neigh.as_tensor())?)?)?,
+                    bias,
+                )
             }
             ExecLayer::Gat {
                 weight,
@@ -187,9 +200,10 @@ impl ExecLayer {
                     !*concat,
                     dropout.map(|d| (d, &graph.read[..])),
                 )?;
-                out.broadcast_add(bias.as_tensor())
+                (out, bias)
             }
-        }
+        };
+        bias_activation(&y, bias.as_tensor(), activation)
     }
 
     /// Whether the layer attends (needs an [`EdgePattern`]).
@@ -325,12 +339,17 @@ impl StageModel {
             ),
             _ => None,
         };
-        let y = layer.forward(&x, graph, pattern.map(|p| (p, dropout.as_ref())))?;
-        if self.is_last && i + 1 == self.layers.len() {
-            Ok(y)
+        let activation = if self.is_last && i + 1 == self.layers.len() {
+            None
         } else {
-            activate(&y, self.activation)
-        }
+            Some(self.activation)
+        };
+        layer.forward_activated(
+            &x,
+            graph,
+            pattern.map(|p| (p, dropout.as_ref())),
+            activation,
+        )
     }
 
     /// Every variable of the stage, in a fixed order.
