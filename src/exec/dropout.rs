@@ -3,6 +3,8 @@
 //! on which chunk, stage, thread or op draws it. Feature dropout (`exec::layers`) and attention
 //! dropout (`exec::attention`, drawn inside the fused op) share it.
 
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+
 /// Multiplier that spreads a vertex id over a row key.
 pub(super) const ROW: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Multiplier that spreads a column (or source and head) over an entry key.
@@ -85,5 +87,53 @@ impl EdgeDropout {
     /// The factor a kept coefficient is multiplied by.
     pub(super) fn kept_scale(&self) -> f32 {
         self.keep.kept_scale()
+    }
+}
+
+/// `x * mask` elementwise, differentiable in `x`: on the CPU one op that keeps the mask for its
+/// backward (no mask tensor, no broadcasting multiplication either way); elsewhere candle's
+/// multiplication.
+pub(super) fn apply_mask(x: &Tensor, mask: Vec<f32>) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+        return x * mask;
+    }
+    if mask.len() != x.elem_count() {
+        candle_core::bail!(
+            "dropout: {} mask entries for {} numbers",
+            mask.len(),
+            x.elem_count()
+        );
+    }
+    x.contiguous()?.apply_op1(Masked(mask))
+}
+
+/// [`apply_mask`]'s op.
+struct Masked(Vec<f32>);
+
+impl CustomOp1 for Masked {
+    fn name(&self) -> &'static str {
+        "dropout"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("dropout works on f32 tensors");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("dropout needs a contiguous input");
+        };
+        let out = data[start..end]
+            .iter()
+            .zip(&self.0)
+            .map(|(x, m)| x * m)
+            .collect();
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let d = grad.iter().zip(&self.0).map(|(g, m)| g * m).collect();
+        Ok(Some(Tensor::from_vec(d, arg.shape(), arg.device())?))
     }
 }

@@ -533,8 +533,8 @@ use shaped;
 /// `e^x` for `x <= 0` (softmax arguments, the row's maximum subtracted) to within a few ulp, in
 /// straight-line arithmetic the compiler vectorises: `2^n e^r` with `n` the nearest integer to
 /// `x / ln 2` and Cephes' polynomial for `e^r`, `|r| <= ln 2 / 2`. Arguments below -87 give
-/// `e^-87` (about 1.6e-38) rather than a subnormal or zero.
-fn exp(x: f32) -> f32 {
+/// `e^-87` (about 1.6e-38) rather than a subnormal or zero; NaN stays NaN.
+pub(super) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in two so `n * LN2_HI` is exact.
     const LN2_HI: f32 = 0.693_359_4;

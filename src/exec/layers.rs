@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Result, Tensor, Var, D};
 use super::activation::bias_activation;
 use super::attention::{gat_attention, EdgePattern};
 use super::data::LayerGraph;
-use super::dropout::{mix, EdgeDropout, Keep};
+use super::dropout::{apply_mask, mix, EdgeDropout, Keep};
 use super::sparse::SparseMatrix;
 use crate::gnn::{Layer, LayerKind};
 use crate::graph::rng::Rng;
@@ -253,7 +253,7 @@ impl StageInput {
                     let row_key = Keep::row_key(key, v);
                     mask.extend((0..d as u64).map(|c| keep.scale(row_key, c)));
                 }
-                StageInput::Dense((x * Tensor::from_vec(mask, (n, d), x.device())?)?)
+                StageInput::Dense(apply_mask(x, mask)?)
             }
             StageInput::Sparse(x) => {
                 // Dropped entries leave the matrix: the product and its transpose then skip
