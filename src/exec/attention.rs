@@ -18,6 +18,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape
 use super::cuda::DeviceCache;
 #[cfg(feature = "cuda")]
 use super::cuda::{finish, launch, output, Arg};
+use super::dropout::EdgeDropout;
 #[cfg(test)]
 use super::sparse::SERIAL_WORK;
 use super::sparse::{blocks, run_blocks, SparseMatrix};
@@ -28,19 +29,19 @@ use candle_core::CudaStorage;
 
 /// A sparsity pattern in compressed sparse rows, with its transpose.
 #[derive(Debug, PartialEq)]
-struct Pattern {
-    rows: usize,
-    cols: usize,
+pub(super) struct Pattern {
+    pub(super) rows: usize,
+    pub(super) cols: usize,
     /// Row `i`'s edges are `offsets[i]..offsets[i + 1]`.
-    offsets: Vec<usize>,
+    pub(super) offsets: Vec<usize>,
     /// The source (column) of each edge.
-    indices: Vec<u32>,
+    pub(super) indices: Vec<u32>,
     /// Column `j`'s entries in the transpose are `t_offsets[j]..t_offsets[j + 1]`.
-    t_offsets: Vec<usize>,
+    pub(super) t_offsets: Vec<usize>,
     /// The destination row of each transposed entry.
-    t_rows: Vec<u32>,
+    pub(super) t_rows: Vec<u32>,
     /// The edge id (position in `indices`) of each transposed entry.
-    t_edges: Vec<u32>,
+    pub(super) t_edges: Vec<u32>,
     /// The arrays on each GPU that used it.
     gpu: DeviceCache,
 }
@@ -127,6 +128,11 @@ impl EdgePattern {
         })))
     }
 
+    /// The arrays.
+    pub(super) fn csr(&self) -> &Pattern {
+        &self.0
+    }
+
     /// Destination rows.
     pub fn rows(&self) -> usize {
         self.0.rows
@@ -151,31 +157,98 @@ impl EdgePattern {
     }
 }
 
-/// GAT aggregation over a fixed sparsity pattern.
+/// A GAT layer's attention: [`gat_aggregate`] with the heads averaged when `average` (GAT's
+/// `concat: false`), and attention dropout drawn per edge from `dropout`, whose slice holds the
+/// vertex of each read row (destinations are the first read rows).
 ///
-/// - `pattern`: `out x read`, one entry per (destination row `i`, source row `j`) edge, self
-///   loops included. The first `out` read rows are the output rows themselves (read rows are the
-///   output rows followed by halo rows), so output row `i` is read row `i`.
-/// - `x`: `(read, heads * channels)` projected features (already multiplied by `W`), f32,
-///   differentiable.
-/// - `att_src`, `att_dst`: `(heads, channels)` attention vectors, differentiable.
-/// - `negative_slope`: the LeakyReLU slope (0.2 in the paper); finite and non-negative.
-/// - `edge_mask`: an optional `(nnz, heads)` tensor multiplied onto the attention coefficients
-///   after the softmax (inverted dropout on attention, built by the caller).
-///
-/// Returns `(out, heads * channels)`:
-/// `out[i, h, :] = sum over edges k = (i, j) of alpha[k, h] * x[j, h, :]`, where `alpha[., h]` is
-/// the softmax over row `i` of `LeakyReLU(<x[j, h, :], att_src[h]> + <x[i, h, :], att_dst[h]>)`.
-/// A row without edges comes out zero. On the CPU, and on CUDA with `--features cuda`.
-pub fn gat_aggregate(
+/// On the CPU this is one fused op ([`super::fused_attention`]) that keeps a few numbers per edge
+/// for its backward and computes every gradient in two passes over the edges; elsewhere it
+/// composes [`gat_aggregate`] with a mask tensor, the same function.
+#[allow(clippy::too_many_arguments)]
+pub fn gat_attention(
+    pattern: &EdgePattern,
+    x: &Tensor,
+    att_src: &Tensor,
+    att_dst: &Tensor,
+    (heads, channels): (usize, usize),
+    negative_slope: f64,
+    average: bool,
+    dropout: Option<(&EdgeDropout, &[u32])>,
+) -> Result<Tensor> {
+    let found = check_inputs(pattern, x, att_src, att_dst, heads, negative_slope)?;
+    if found != channels {
+        candle_core::bail!("gat: x holds {found} channels per head, the layer {channels}");
+    }
+    if let Some((_, vertices)) = dropout {
+        if vertices.len() < pattern.cols() {
+            candle_core::bail!(
+                "gat: attention dropout needs a vertex per read row, {} for {} rows",
+                vertices.len(),
+                pattern.cols()
+            );
+        }
+    }
+    if x.device().is_cpu() {
+        return super::fused_attention::apply(
+            pattern,
+            x,
+            att_src,
+            att_dst,
+            (heads, channels),
+            negative_slope as f32,
+            average,
+            dropout.map(|(d, v)| (*d, v[..pattern.cols()].to_vec())),
+        );
+    }
+    let mask = dropout
+        .map(|(d, vertices)| edge_mask(pattern, d, vertices, heads, x.device()))
+        .transpose()?;
+    let out = gat_aggregate(
+        pattern,
+        x,
+        att_src,
+        att_dst,
+        heads,
+        negative_slope,
+        mask.as_ref(),
+    )?;
+    if average {
+        out.reshape((pattern.rows(), heads, channels))?.mean(1)
+    } else {
+        Ok(out)
+    }
+}
+
+/// The attention-dropout factors of every edge and head, `(nnz, heads)`, as the fused op draws
+/// them.
+pub(super) fn edge_mask(
+    pattern: &EdgePattern,
+    dropout: &EdgeDropout,
+    vertices: &[u32],
+    heads: usize,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let p = &pattern.0;
+    let mut mask = Vec::with_capacity(p.indices.len() * heads);
+    for row in 0..p.rows {
+        let row_key = dropout.row_key(vertices[row]);
+        for &j in &p.indices[p.offsets[row]..p.offsets[row + 1]] {
+            let source = vertices[j as usize];
+            mask.extend((0..heads).map(|h| dropout.scale(row_key, source, h)));
+        }
+    }
+    Tensor::from_vec(mask, (p.indices.len(), heads), device)
+}
+
+/// Checks [`gat_aggregate`]'s arguments; returns the channels per head.
+fn check_inputs(
     pattern: &EdgePattern,
     x: &Tensor,
     att_src: &Tensor,
     att_dst: &Tensor,
     heads: usize,
     negative_slope: f64,
-    edge_mask: Option<&Tensor>,
-) -> Result<Tensor> {
+) -> Result<usize> {
     if heads == 0 {
         candle_core::bail!("gat: heads must be at least 1");
     }
@@ -218,6 +291,36 @@ pub fn gat_aggregate(
             );
         }
     }
+    Ok(channels)
+}
+
+/// GAT aggregation over a fixed sparsity pattern.
+///
+/// - `pattern`: `out x read`, one entry per (destination row `i`, source row `j`) edge, self
+///   loops included. The first `out` read rows are the output rows themselves (read rows are the
+///   output rows followed by halo rows), so output row `i` is read row `i`.
+/// - `x`: `(read, heads * channels)` projected features (already multiplied by `W`), f32,
+///   differentiable.
+/// - `att_src`, `att_dst`: `(heads, channels)` attention vectors, differentiable.
+/// - `negative_slope`: the LeakyReLU slope (0.2 in the paper); finite and non-negative.
+/// - `edge_mask`: an optional `(nnz, heads)` tensor multiplied onto the attention coefficients
+///   after the softmax (inverted dropout on attention, built by the caller).
+///
+/// Returns `(out, heads * channels)`:
+/// `out[i, h, :] = sum over edges k = (i, j) of alpha[k, h] * x[j, h, :]`, where `alpha[., h]` is
+/// the softmax over row `i` of `LeakyReLU(<x[j, h, :], att_src[h]> + <x[i, h, :], att_dst[h]>)`.
+/// A row without edges comes out zero. On the CPU, and on CUDA with `--features cuda`.
+pub fn gat_aggregate(
+    pattern: &EdgePattern,
+    x: &Tensor,
+    att_src: &Tensor,
+    att_dst: &Tensor,
+    heads: usize,
+    negative_slope: f64,
+    edge_mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let channels = check_inputs(pattern, x, att_src, att_dst, heads, negative_slope)?;
+    let (out, read) = (pattern.rows(), pattern.cols());
     let x = x.contiguous()?;
     let x3 = x.reshape((read, heads, channels))?;
     let s_src = x3
@@ -531,7 +634,7 @@ impl Pattern {
 }
 
 /// `out[h, :] += a[h] * v[h, :]` for rows of `channels` numbers.
-fn axpy_heads(out: &mut [f32], a: &[f32], v: &[f32], channels: usize) {
+pub(super) fn axpy_heads(out: &mut [f32], a: &[f32], v: &[f32], channels: usize) {
     for ((o, a), v) in out
         .chunks_exact_mut(channels)
         .zip(a)
@@ -544,7 +647,7 @@ fn axpy_heads(out: &mut [f32], a: &[f32], v: &[f32], channels: usize) {
 }
 
 /// The contiguous f32 data of a custom op's input, checked to be `(rows, width)`.
-fn input<'a>(
+pub(super) fn input<'a>(
     op: &str,
     what: &str,
     storage: &'a CpuStorage,
@@ -578,7 +681,7 @@ pub(super) fn contiguous_range(
 }
 
 /// The threads a pass may use: as many as the pool the caller runs in.
-fn threads() -> usize {
+pub(super) fn threads() -> usize {
     rayon::current_num_threads()
 }
 

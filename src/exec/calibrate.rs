@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 
-use super::attention::{gat_aggregate, EdgePattern};
+use super::activation::activate;
+use super::attention::{gat_attention, EdgePattern};
 use super::data::{ChunkPlan, Needs, PlanShape};
 use super::layers::{cross_entropy, ExecLayer, StageInput, StageModel, Training};
 use super::memory;
@@ -304,13 +305,14 @@ fn measure_kernels(
                 let att_src = Var::from_tensor(&random(&mut rng, (heads, channels), device)?)?;
                 let att_dst = Var::from_tensor(&random(&mut rng, (heads, channels), device)?)?;
                 let run = || {
-                    gat_aggregate(
+                    gat_attention(
                         &pattern,
                         x.as_tensor(),
                         att_src.as_tensor(),
                         att_dst.as_tensor(),
-                        heads,
+                        (heads, channels),
                         0.2,
+                        false,
                         None,
                     )
                 };
@@ -356,16 +358,16 @@ fn measure_kernels(
             .push(&e, time(device, || &x + &y)?);
         out.entry(Kernel::ReluForward)
             .or_default()
-            .push(&e, time(device, || x.relu())?);
+            .push(&e, time(device, || activate(&x, Activation::Relu))?);
         out.entry(Kernel::EluForward)
             .or_default()
-            .push(&e, time(device, || x.elu(1.0))?);
+            .push(&e, time(device, || activate(&x, Activation::Elu))?);
         let v = Var::from_tensor(&x)?;
-        let relu = (v.as_tensor().relu()? * &y)?.sum_all()?;
+        let relu = (activate(v.as_tensor(), Activation::Relu)? * &y)?.sum_all()?;
         out.entry(Kernel::ReluBackward)
             .or_default()
             .push(&e, time(device, || relu.backward())?);
-        let elu = (v.as_tensor().elu(1.0)? * &y)?.sum_all()?;
+        let elu = (activate(v.as_tensor(), Activation::Elu)? * &y)?.sum_all()?;
         out.entry(Kernel::EluBackward)
             .or_default()
             .push(&e, time(device, || elu.backward())?);

@@ -8,8 +8,10 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 
-use super::attention::{gat_aggregate, EdgePattern};
+use super::activation::bias_activation;
+use super::attention::{gat_attention, EdgePattern};
 use super::data::LayerGraph;
+use super::dropout::{apply_mask, mix, EdgeDropout, Keep};
 use super::sparse::SparseMatrix;
 use crate::gnn::{Layer, LayerKind};
 use crate::graph::rng::Rng;
@@ -139,18 +141,29 @@ impl ExecLayer {
     }
 
     /// The layer over `x` (the rows `graph.read`), giving the rows `graph.out_rows()`;
-    /// `attention` is GAT's pattern and its optional attention-dropout mask.
+    /// `attention` is GAT's pattern and its optional attention dropout.
     pub fn forward(
         &self,
         x: &StageInput,
         graph: &LayerGraph,
-        attention: Option<(&EdgePattern, Option<&Tensor>)>,
+        attention: Option<(&EdgePattern, Option<&EdgeDropout>)>,
     ) -> Result<Tensor> {
-        match self {
-            ExecLayer::Gcn { weight, bias } => graph
-                .gcn()?
-                .matmul(&x.matmul(weight.as_tensor())?)?
-                .broadcast_add(bias.as_tensor()),
+        self.forward_activated(x, graph, attention, None)
+    }
+
+    /// [`ExecLayer::forward`] followed by `activation`: the bias and the activation are one op
+    /// on the CPU.
+    pub fn forward_activated(
+        &self,
+        x: &StageInput,
+        graph: &LayerGraph,
+        attention: Option<(&EdgePattern, Option<&EdgeDropout>)>,
+        activation: Option<Activation>,
+    ) -> Result<Tensor> {
+        let (y, bias) = match self {
+            ExecLayer::Gcn { weight, bias } => {
+                (graph.gcn()?.matmul(&x.matmul(weight.as_tensor())?)?, bias)
+            }
             // The neighbour mean commutes with the linear map: mean(X) W = mean(X W), which
             // keeps sparse inputs sparse.
             ExecLayer::Sage {
@@ -159,8 +172,10 @@ impl ExecLayer {
                 bias,
             } => {
                 let own = x.matmul(weight_self.as_tensor())?.narrow(0, 0, graph.out)?;
-                (own + graph.mean()?.matmul(&x.matmul(weight_neigh.as_tensor())?)?)?
-                    .broadcast_add(bias.as_tensor())
+                (
+                    (own + graph.mean()?.matmul(&x.matmul(weight_neigh.as_tensor())?)?)?,
+                    bias,
+                )
             }
             ExecLayer::Gat {
                 weight,
@@ -171,27 +186,24 @@ impl ExecLayer {
                 channels,
                 concat,
             } => {
-                let Some((pattern, mask)) = attention else {
+                let Some((pattern, dropout)) = attention else {
                     candle_core::bail!("a GAT layer needs its attention pattern");
                 };
                 let projected = x.matmul(weight.as_tensor())?;
-                let out = gat_aggregate(
+                let out = gat_attention(
                     pattern,
                     &projected,
                     att_src.as_tensor(),
                     att_dst.as_tensor(),
-                    *heads,
+                    (*heads, *channels),
                     0.2,
-                    mask,
+                    !*concat,
+                    dropout.map(|d| (d, &graph.read[..])),
                 )?;
-                let out = if *concat {
-                    out
-                } else {
-                    out.reshape((graph.out, *heads, *channels))?.mean(1)?
-                };
-                out.broadcast_add(bias.as_tensor())
+                (out, bias)
             }
-        }
+        };
+        bias_activation(&y, bias.as_tensor(), activation)
     }
 
     /// Whether the layer attends (needs an [`EdgePattern`]).
@@ -238,60 +250,37 @@ impl StageInput {
                 let (n, d) = x.dims2()?;
                 let mut mask = Vec::with_capacity(n * d);
                 for &v in &rows[..n] {
-                    let row_key = mix(key ^ u64::from(v).wrapping_mul(ROW));
+                    let row_key = Keep::row_key(key, v);
                     mask.extend((0..d as u64).map(|c| keep.scale(row_key, c)));
                 }
-                StageInput::Dense((x * Tensor::from_vec(mask, (n, d), x.device())?)?)
+                StageInput::Dense(apply_mask(x, mask)?)
             }
             StageInput::Sparse(x) => {
-                let mut values = x.values().to_vec();
+                // Dropped entries leave the matrix: the product and its transpose then skip
+                // them (the sums are the same, the zeros added nothing).
+                let (mut offsets, mut indices, mut values) = (vec![0], Vec::new(), Vec::new());
                 for (i, &v) in rows[..x.rows()].iter().enumerate() {
-                    let row_key = mix(key ^ u64::from(v).wrapping_mul(ROW));
+                    let row_key = Keep::row_key(key, v);
                     let (start, end) = x.row_range(i);
-                    for (k, value) in values.iter_mut().enumerate().take(end).skip(start) {
-                        *value *= keep.scale(row_key, u64::from(x.column(k)));
+                    for k in start..end {
+                        let column = x.column(k);
+                        let scale = keep.scale(row_key, u64::from(column));
+                        if scale != 0.0 {
+                            indices.push(column);
+                            values.push(x.values()[k] * scale);
+                        }
                     }
+                    offsets.push(indices.len());
                 }
-                StageInput::Sparse(x.with_values(values))
+                StageInput::Sparse(SparseMatrix::new(
+                    x.rows(),
+                    x.cols(),
+                    offsets,
+                    indices,
+                    values,
+                ))
             }
         })
-    }
-}
-
-const ROW: u64 = 0x9E37_79B9_7F4A_7C15;
-const COLUMN: u64 = 0xC2B2_AE3D_27D4_EB4F;
-
-/// The splitmix64 finaliser: a counter-based stream, so a mask entry is a pure function of its
-/// key.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Keep-or-drop decisions for inverted dropout.
-#[derive(Debug, Clone, Copy)]
-struct Keep {
-    threshold: u64,
-    scale: f32,
-}
-
-impl Keep {
-    fn new(p: f64) -> Self {
-        let keep = 1.0 - p;
-        Keep {
-            // 24-bit draws resolve the keep probability to 1/16M.
-            threshold: (keep * f64::from(1u32 << 24)).round() as u64,
-            scale: (1.0 / keep) as f32,
-        }
-    }
-
-    fn scale(&self, row_key: u64, column: u64) -> f32 {
-        if mix(row_key ^ column.wrapping_mul(COLUMN)) >> 40 < self.threshold {
-            self.scale
-        } else {
-            0.0
-        }
     }
 }
 
@@ -344,28 +333,23 @@ impl StageModel {
             Some(t) => x.dropout(self.dropout, t.key(model_layer, 0), &graph.read)?,
             None => x,
         };
-        let mask = match (training, pattern) {
-            (Some(t), Some(pattern)) if self.attention_dropout > 0.0 && layer.is_attention() => {
-                Some(attention_mask(
-                    layer.device(),
-                    pattern,
-                    graph,
-                    layer.heads(),
-                    self.attention_dropout,
-                    t.key(model_layer, 1),
-                )?)
-            }
+        let dropout = match training {
+            Some(t) if self.attention_dropout > 0.0 && layer.is_attention() => Some(
+                EdgeDropout::new(self.attention_dropout, t.key(model_layer, 1)),
+            ),
             _ => None,
         };
-        let y = layer.forward(&x, graph, pattern.map(|p| (p, mask.as_ref())))?;
-        if self.is_last && i + 1 == self.layers.len() {
-            Ok(y)
+        let activation = if self.is_last && i + 1 == self.layers.len() {
+            None
         } else {
-            match self.activation {
-                Activation::Relu => y.relu(),
-                Activation::Elu => y.elu(1.0),
-            }
-        }
+            Some(self.activation)
+        };
+        layer.forward_activated(
+            &x,
+            graph,
+            pattern.map(|p| (p, dropout.as_ref())),
+            activation,
+        )
     }
 
     /// Every variable of the stage, in a fixed order.
@@ -388,31 +372,6 @@ impl StageModel {
             })
             .collect()
     }
-}
-
-/// An inverted-dropout mask over the attention coefficients, `(nnz, heads)`, keyed by each edge's
-/// destination and source vertex.
-fn attention_mask(
-    device: &Device,
-    pattern: &EdgePattern,
-    graph: &LayerGraph,
-    heads: usize,
-    p: f64,
-    key: u64,
-) -> Result<Tensor> {
-    let keep = Keep::new(p);
-    let attention = graph.attention()?;
-    let mut mask = Vec::with_capacity(attention.sources.len() * heads);
-    for (i, &v) in graph.out_rows().iter().enumerate() {
-        let row_key = mix(key ^ u64::from(v).wrapping_mul(ROW));
-        for &j in &attention.sources[attention.offsets[i]..attention.offsets[i + 1]] {
-            let source = u64::from(graph.read[j as usize]);
-            for h in 0..heads as u64 {
-                mask.push(keep.scale(row_key, source << 8 | h));
-            }
-        }
-    }
-    Tensor::from_vec(mask, (pattern.nnz(), heads), device)
 }
 
 /// Softmax cross-entropy summed over `rows` (local indices with their labels), divided by

@@ -40,13 +40,16 @@ macro_rules! test_device {
     };
 }
 
+pub mod activation;
 pub mod attention;
 pub mod calibrate;
 mod crew;
 mod cuda;
 pub mod data;
 pub mod device;
+pub mod dropout;
 mod evaluate;
+mod fused_attention;
 pub mod input;
 pub mod layers;
 mod ledger;

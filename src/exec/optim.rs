@@ -1,7 +1,7 @@
 //! Adam with L2 weight decay added to the gradient, as `torch.optim.Adam(weight_decay=...)`,
 //! and the summing of parameter gradients over the chunks (or partitions) a step applies.
 
-use candle_core::{Result, Tensor, Var};
+use candle_core::{DType, Result, Tensor, Var};
 
 /// Adam's hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -59,10 +59,15 @@ impl Adam {
         let c = self.config;
         let correction1 = 1.0 - c.beta1.powi(self.step);
         let correction2 = 1.0 - c.beta2.powi(self.step);
-        for (i, var) in self.vars.iter().enumerate() {
+        for (i, grad) in grads.iter().enumerate().take(self.vars.len()) {
+            let var = self.vars[i].clone();
+            if var.device().is_cpu() && var.dtype() == DType::F32 {
+                self.step_cpu(i, grad, correction1, correction2)?;
+                continue;
+            }
             // Detached throughout: the moments must not keep a graph alive across steps.
             let value = var.as_tensor().detach();
-            let grad = (grads[i].detach() + (&value * c.weight_decay)?)?;
+            let grad = (grad.detach() + (&value * c.weight_decay)?)?;
             self.first[i] = ((&self.first[i] * c.beta1)? + (&grad * (1.0 - c.beta1))?)?;
             self.second[i] = ((&self.second[i] * c.beta2)? + (grad.sqr()? * (1.0 - c.beta2))?)?;
             let m_hat = (&self.first[i] / correction1)?;
@@ -71,6 +76,48 @@ impl Adam {
             var.set(&(value - (update * c.lr)?)?)?;
         }
         Ok(())
+    }
+
+    /// [`Adam::step`] for variable `i` on the CPU as one loop over its numbers instead of a
+    /// dozen tensor operations, each number computed with the same f32 operations in the same
+    /// order as the tensor form (an `affine` is `x * mul + add`), so the results are the same
+    /// bits.
+    fn step_cpu(
+        &mut self,
+        i: usize,
+        grad: &Tensor,
+        correction1: f64,
+        correction2: f64,
+    ) -> Result<()> {
+        let c = self.config;
+        let var = &self.vars[i];
+        let (shape, device) = (var.shape().clone(), var.device().clone());
+        let flat = |t: &Tensor| t.detach().flatten_all()?.to_vec1::<f32>();
+        let mut value = flat(var.as_tensor())?;
+        let grad = flat(grad)?;
+        let mut first = flat(&self.first[i])?;
+        let mut second = flat(&self.second[i])?;
+        let (b1, one_b1) = (c.beta1 as f32, (1.0 - c.beta1) as f32);
+        let (b2, one_b2) = (c.beta2 as f32, (1.0 - c.beta2) as f32);
+        let (inv1, inv2) = ((1.0 / correction1) as f32, (1.0 / correction2) as f32);
+        let (decay, eps, lr) = (c.weight_decay as f32, c.eps as f32, c.lr as f32);
+        for (((x, &g), m), v) in value
+            .iter_mut()
+            .zip(&grad)
+            .zip(first.iter_mut())
+            .zip(second.iter_mut())
+        {
+            let g = g + (*x * decay + 0.0);
+            *m = (*m * b1 + 0.0) + (g * one_b1 + 0.0);
+            *v = (*v * b2 + 0.0) + ((g * g) * one_b2 + 0.0);
+            let m_hat = *m * inv1 + 0.0;
+            let v_hat = *v * inv2 + 0.0;
+            let update = m_hat / (v_hat.sqrt() * 1.0 + eps);
+            *x -= update * lr + 0.0;
+        }
+        self.first[i] = Tensor::from_vec(first, &shape, &device)?;
+        self.second[i] = Tensor::from_vec(second, &shape, &device)?;
+        var.set(&Tensor::from_vec(value, &shape, &device)?)
     }
 }
 
