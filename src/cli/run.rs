@@ -425,6 +425,13 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
             let per_device = args
                 .stages_per_device
                 .unwrap_or_else(|| generator.default_stages_per_device());
+            let devices = stages.div_ceil(per_device);
+            if devices as usize > schedule::MAX_DEVICES {
+                return Err(CliError::new(
+                    ExitStatus::InvalidInput,
+                    format!("--stages: {stages} stages at {per_device} per device need {devices} devices; a network holds 1..={}", schedule::MAX_DEVICES),
+                ));
+            }
             generator
                 .generate_on(stages, per_device, chunks)
                 .map_err(schedule_error)?

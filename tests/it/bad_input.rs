@@ -883,17 +883,23 @@ fn device_counts_past_the_network_limit_are_refused() {
     let q = "scenarios/quickstart.yaml";
     for (args, flag) in [
         (vec!["plan", q, "--max-devices", "100000"], "--max-devices"),
-        (
-            vec![
-                "schedule", "--kind", "1f1b", "--stages", "2000", "--chunks", "4",
-            ],
-            "--stages",
-        ),
         (vec!["bench", "--stages", "300"], "--stages"),
     ] {
         let err = usage_error(&args, flag);
         assert!(err.contains("1..=256"), "states the limit: {err}");
     }
+    // `schedule --stages` counts stages (up to 4,096); their devices are bounded.
+    let out = pipegnn(&[
+        "schedule", "--kind", "1f1b", "--stages", "2000", "--chunks", "4",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(INVALID_INPUT), "{err}");
+    assert_one_line(&err);
+    assert!(
+        err.contains("--stages: 2000 stages at 1 per device need 2000 devices")
+            && err.contains("1..=256"),
+        "{err}"
+    );
     // A schedule file's devices are bounded the same way.
     let err = schedule_file_rejected(
         "schedule-devices",
