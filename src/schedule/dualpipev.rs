@@ -129,7 +129,7 @@ fn device_order(devices: u32, n_chunks: u32, device: u32) -> Vec<Op> {
         lists.forward(b);
         lists.backward(a, Back::Whole);
     }
-    let half = (device + 1) / 2;
+    let half = device.div_ceil(2);
     let mut split = false;
     for i in 0..=device {
         if i == half && device % 2 == 1 {
