@@ -11,6 +11,8 @@
 //!
 //! - [`channel`]: the threads of one process, over channels, with optional link emulation;
 //!   the default and the reference the others are tested against.
+//! - `mpi` (`--features mpi`): one rank per process under `mpirun`, tensors as bytes over MPI
+//!   point-to-point messages.
 //! - `handoffs`: what every transport's ranks share: what each op sends and receives, read
 //!   from the lowering, and the inbox that keeps messages until the op they are addressed to
 //!   takes them.
@@ -20,6 +22,8 @@
 pub mod channel;
 pub(super) mod handoffs;
 pub mod links;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod wire;
 
 use std::time::{Duration, Instant};
