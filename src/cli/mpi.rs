@@ -67,6 +67,9 @@ pub(super) fn execute(args: &RunArgs) -> Result<Option<Executed>> {
     let prepared = launch::prepare(scenario, graph.as_ref(), &candidate, &options)
         .map_err(launch_error(file))
         .unwrap_or_else(|e| abort(e));
+    if prepared.compute.is_cuda() {
+        return Err(refuse(MpiError::Cuda));
+    }
     mpi.check_ranks(prepared.prediction.schedule.n_devices())
         .map_err(refuse)?;
     mpi.agree(prepared.fingerprint()).map_err(refuse)?;
@@ -76,15 +79,18 @@ pub(super) fn execute(args: &RunArgs) -> Result<Option<Executed>> {
     let Some(result) = result else {
         return Ok(None);
     };
-    let skew_ns = result.clock_skew_ns;
     let mut executed = launch::finish(prepared, result)
         .map_err(launch_error(file))
         .unwrap_or_else(|e| abort(e));
+    let skews = &executed.result.clock_skew_ns;
+    let worst = skews.iter().copied().max().unwrap_or(0);
     executed.executor = format!(
-        "{} in {} MPI processes (epoch clocks aligned within {})",
+        "{} in {} MPI processes (the median epoch's clocks aligned within {}, every epoch's \
+         within {})",
         executed.executor,
         mpi.size(),
-        crate::units::format_duration_ns(skew_ns)
+        crate::units::format_duration_ns(skews.get(executed.median).copied().unwrap_or(0)),
+        crate::units::format_duration_ns(worst)
     );
     Ok(Some(executed))
 }

@@ -56,8 +56,8 @@ pub enum ExitStatus {
     /// fewer GPUs than `device_map: per_stage` needs.
     NoDevice = 8,
     /// 9: the MPI transport cannot start: a build without it, a process not started by
-    /// `mpirun`, a rank count other than the schedule's devices, or ranks that read different
-    /// inputs.
+    /// `mpirun`, a rank count other than the schedule's devices, ranks that read different
+    /// inputs, or a run on GPUs.
     Transport = 9,
 }
 

@@ -38,9 +38,10 @@ pub struct RunResult {
     pub traces: Vec<Trace>,
     /// Whether the traces carry measured memory (the counting allocator is installed).
     pub memory_measured: bool,
-    /// Between processes: a bound on how far apart the ranks' epoch clocks started, the most
-    /// over epochs (0 within one process).
-    pub clock_skew_ns: u64,
+    /// Per epoch, a bound on how far apart the ranks' clocks started it: between processes,
+    /// the longest any rank waited in the barrier after the one that started the epoch (0
+    /// within one process, whose workers share one clock).
+    pub clock_skew_ns: Vec<u64>,
 }
 
 impl RunResult {
@@ -125,7 +126,7 @@ fn coordinate<T: Transport>(
         epochs: Vec::new(),
         traces: Vec::new(),
         memory_measured,
-        clock_skew_ns: 0,
+        clock_skew_ns: Vec::new(),
     };
     let graph_parallel = matches!(schedule.flow(), DataFlow::GraphParallel { .. });
     let lowered = &lowered;
@@ -187,7 +188,7 @@ fn coordinate<T: Transport>(
             };
             reports.sort_by_key(|r| r.device);
             let skew = reports.iter().map(|r| r.clock_skew_ns).max().unwrap_or(0);
-            result.clock_skew_ns = result.clock_skew_ns.max(skew);
+            result.clock_skew_ns.push(skew);
             let loss: f64 = reports.iter().map(|r| r.loss).sum();
             if !loss.is_finite() {
                 start.abort();

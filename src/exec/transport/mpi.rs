@@ -65,6 +65,12 @@ pub enum MpiError {
     /// The MPI library cannot serve the endpoint's two threads.
     #[error("this MPI library provides {0:?} threading, the MPI transport needs Multiple")]
     Threading(Threading),
+    /// The run asks for GPUs, which the MPI transport does not reach.
+    #[error(
+        "--transport mpi runs on the CPU: hand-offs between GPUs in different processes \
+         (NCCL) are not supported yet"
+    )]
+    Cuda,
     /// The launcher started a different number of ranks than the schedule has devices.
     #[error(
         "mpirun started {ranks} ranks for a schedule of {devices} devices: start one rank per \
