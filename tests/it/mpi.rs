@@ -276,15 +276,17 @@ mod under_mpirun {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("mpirun can be started");
-        // The ranks are mpirun's children; wait until both train.
-        let children = format!("/proc/{0}/task/{0}/children", child.id());
+        // The ranks are mpirun's children, forked by whichever of its threads launches them;
+        // wait until both train.
+        let tasks = format!("/proc/{}/task", child.id());
         let started = Instant::now();
         let ranks = loop {
-            let pids: Vec<String> = std::fs::read_to_string(&children)
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
+            let mut pids: Vec<String> = Vec::new();
+            for task in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+                let children = std::fs::read_to_string(task.path().join("children"));
+                let children = children.unwrap_or_default();
+                pids.extend(children.split_whitespace().map(str::to_string));
+            }
             if pids.len() == 2 || started.elapsed() > Duration::from_secs(30) {
                 break pids;
             }
