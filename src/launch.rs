@@ -34,6 +34,8 @@ use thiserror::Error;
 use crate::diag::{Diagnostic, Diagnostics, FieldPath};
 use crate::exec::data::NodeData;
 use crate::exec::device::Compute;
+use crate::exec::transport::links::Links;
+use crate::exec::transport::Transport;
 use crate::exec::{self, CrossChunk, ExecError, ExecInput, Progress, RunResult, TrainConfig};
 use crate::gnn::Halo;
 use crate::graph::Csr;
@@ -294,6 +296,21 @@ impl Prepared<'_> {
         self.config.epochs
     }
 
+    /// A fingerprint of everything the run reads (`ExecInput::fingerprint`), for ranks in other
+    /// processes to compare.
+    pub fn fingerprint(&self) -> u64 {
+        self.input(None).fingerprint()
+    }
+
+    /// The network the run's transfers cross, with its placement, for a transport.
+    pub fn links(&self) -> Links<'_> {
+        Links {
+            network: &self.scenario.network,
+            placement: &self.prediction.placement,
+            emulate: self.scenario.executor.emulate_links,
+        }
+    }
+
     /// The executor's input, calling `progress` after every epoch.
     pub fn input<'a>(&'a self, progress: Option<&'a Progress<'a>>) -> ExecInput<'a> {
         let layout = self
@@ -332,18 +349,23 @@ pub fn execute(
     progress: Option<&Progress<'_>>,
 ) -> Result<Executed, LaunchError> {
     let result = exec::run(&prepared.input(progress)).map_err(LaunchError::Run)?;
-    let prediction = &prepared.prediction;
-    for (epoch, trace) in result.traces.iter().enumerate() {
-        let problems =
-            report::order::violations(&prediction.schedule, &prediction.placement, trace);
-        if let Some(first) = problems.first() {
-            return Err(LaunchError::Order {
-                epoch: epoch + 1,
-                problems: problems.len(),
-                first: first.clone(),
-            });
-        }
-    }
+    finish(prepared, result)
+}
+
+/// Trains this process's rank of a prepared run between processes over `transport` (one rank
+/// per schedule device; `exec::run_rank`), whose endpoint may borrow the run's
+/// [`Prepared::links`]: on rank 0 the run, for [`finish`], on the other ranks `None`.
+pub fn run_rank<T: Transport>(
+    prepared: &Prepared<'_>,
+    progress: Option<&Progress<'_>>,
+    transport: T,
+) -> Result<Option<RunResult>, LaunchError> {
+    exec::run_rank(&prepared.input(progress), transport).map_err(LaunchError::Run)
+}
+
+/// Holds every measured epoch of `result` to the schedule, as [`execute`] does, and picks the
+/// median epoch.
+pub fn finish(prepared: Prepared<'_>, result: RunResult) -> Result<Executed, LaunchError> {
     // The epoch whose time is the median (the first epoch warms caches up and is left out when
     // there are others) stands for the run.
     let mut order: Vec<usize> = (0..result.traces.len()).collect();

@@ -4,6 +4,7 @@
 
 mod bench;
 mod fidelity;
+mod mpi;
 mod ogb;
 mod output;
 mod plan;
@@ -232,6 +233,19 @@ pub struct RunArgs {
     /// Write the median epoch's timeline, memory bars and accuracy curve as SVG into this folder.
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
+    /// How the workers reach each other: `threads` of this process, or `mpi`, one process per
+    /// schedule device started by `mpirun -np N` (a build with `--features mpi`).
+    #[arg(long, value_enum, default_value = "threads")]
+    pub transport: TransportArg,
+}
+
+/// The executor's transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportArg {
+    /// A thread per schedule device in this process.
+    Threads,
+    /// A process per schedule device under mpirun, over MPI.
+    Mpi,
 }
 
 /// The executor's device.

@@ -16,7 +16,7 @@ use super::output::Outputs;
 use super::progress::Progress;
 use super::{
     bench, BackwardOrderArg, Cli, Command, CompareArgs, DeviceArg, GnnPipeOrderArg, ReportFormat,
-    RunArgs, ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs,
+    RunArgs, ScenarioArgs, ScheduleArgs, ScheduleFormat, SimulateArgs, TransportArg,
 };
 use crate::cost::{Profile, UniformCost};
 use crate::diag::{self, FieldPath, MAX_DOCUMENT_BYTES};
@@ -55,6 +55,10 @@ pub enum ExitStatus {
     /// 8: the device asked for cannot be used: a build without CUDA, no GPU or driver, or
     /// fewer GPUs than `device_map: per_stage` needs.
     NoDevice = 8,
+    /// 9: the MPI transport cannot start: a build without it, a process not started by
+    /// `mpirun`, a rank count other than the schedule's devices, ranks that read different
+    /// inputs, or a run on GPUs.
+    Transport = 9,
 }
 
 /// An error with the exit status it maps to. Its message may span several lines, one per
@@ -756,7 +760,7 @@ pub(super) fn execute(
 }
 
 /// The exit status and message of a launch error; `file` names the scenario.
-fn launch_error(file: &Path) -> impl Fn(LaunchError) -> CliError + '_ {
+pub(super) fn launch_error(file: &Path) -> impl Fn(LaunchError) -> CliError + '_ {
     move |err| match err {
         LaunchError::Plan(err) => in_file(file)(err),
         LaunchError::Devices(err) => {
@@ -784,6 +788,21 @@ fn launch_error(file: &Path) -> impl Fn(LaunchError) -> CliError + '_ {
 }
 
 fn train(args: &RunArgs) -> Result<()> {
+    let executed = match args.transport {
+        TransportArg::Threads => execute(
+            &args.scenario.scenario,
+            load_scenario(&args.scenario)?,
+            args.epochs,
+            args.force,
+            plan::Tier::Analytic,
+            args.device,
+        )?,
+        // The other ranks have handed their part to rank 0, which reports the run.
+        TransportArg::Mpi => match super::mpi::execute(args)? {
+            Some(executed) => executed,
+            None => return Ok(()),
+        },
+    };
     let Executed {
         scenario,
         prediction,
@@ -791,14 +810,7 @@ fn train(args: &RunArgs) -> Result<()> {
         metrics_of,
         median,
         executor,
-    } = execute(
-        &args.scenario.scenario,
-        load_scenario(&args.scenario)?,
-        args.epochs,
-        args.force,
-        plan::Tier::Analytic,
-        args.device,
-    )?;
+    } = executed;
     let metrics = &metrics_of[median];
     let mut outputs = Outputs::new();
     if let Some(path) = &args.trace {

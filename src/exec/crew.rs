@@ -1,6 +1,15 @@
 //! How the workers and the coordinating thread meet: every epoch starts together on one clock,
 //! and each worker reports its epoch (spans, memory, parameters, loss) when it is done.
+//!
+//! Between processes (a transport whose ranks are processes, MPI) each process has its own
+//! coordinator and one worker: the worker meets its coordinator, then the other ranks in two
+//! barriers, and takes the moment it leaves the first as the epoch's time 0 on its own clock.
+//! Each rank stays in the second barrier at least as long as the first left the ranks apart
+//! (the earliest to leave waits there for the last), so the longest wait in it, reported with
+//! the epoch, bounds the clocks' skew. Reports go to rank 0's coordinator through the
+//! transport's gather, and only rank 0 builds the trace.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -8,6 +17,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 
 use super::transport::channel::Rendezvous;
+use super::transport::{wire, Transport};
 use crate::trace::{MemoryEvent, Span};
 
 /// What a worker reports after each epoch.
@@ -18,6 +28,9 @@ pub(super) struct EpochReport {
     /// Per stage the worker owns (graph parallelism: one replica, stage 0): its parameters.
     pub params: Vec<(u32, Vec<Tensor>)>,
     pub loss: f64,
+    /// Between processes: a bound on how far apart the ranks' epoch clocks started (0 within
+    /// one process, whose workers share one clock).
+    pub clock_skew_ns: u64,
 }
 
 /// A worker's handle on the coordinator.
@@ -28,12 +41,25 @@ pub(super) struct Crew {
     pub start: Arc<Rendezvous>,
     /// Time 0 of the epoch, set by the coordinator before the meeting.
     pub epoch_start: Arc<Mutex<Instant>>,
+    /// The skew bound of the epoch under way, between processes.
+    pub skew_ns: Arc<AtomicU64>,
 }
 
 impl Crew {
     /// Waits for everyone to start the epoch; returns its time 0.
-    pub(super) fn start_epoch(&self) -> candle_core::Result<Instant> {
+    pub(super) fn start_epoch(
+        &self,
+        transport: &mut dyn Transport,
+    ) -> candle_core::Result<Instant> {
         self.start.wait()?;
+        if transport.across_processes() {
+            transport.barrier()?;
+            let start = Instant::now();
+            transport.barrier()?;
+            self.skew_ns
+                .store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            return Ok(start);
+        }
         Ok(*self
             .epoch_start
             .lock()
@@ -41,8 +67,24 @@ impl Crew {
     }
 
     /// Hands the epoch's report over; false when the coordinator has stopped listening.
-    pub(super) fn report(&self, report: EpochReport) -> bool {
-        self.report.send(Ok(report)).is_ok()
+    pub(super) fn report(
+        &self,
+        transport: &mut dyn Transport,
+        mut report: EpochReport,
+    ) -> candle_core::Result<bool> {
+        if !transport.across_processes() {
+            return Ok(self.report.send(Ok(report)).is_ok());
+        }
+        report.clock_skew_ns = self.skew_ns.load(Ordering::Relaxed);
+        let Some(reports) = transport.gather(wire::encode_report(&report)?)? else {
+            return Ok(true);
+        };
+        for bytes in reports {
+            if self.report.send(Ok(wire::decode_report(&bytes)?)).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The last meeting, after the last epoch.

@@ -47,6 +47,19 @@ pub struct NodeData {
 }
 
 impl NodeData {
+    /// Adds the features, labels and splits to `f`.
+    pub(super) fn fingerprint(&self, f: &mut super::transport::wire::Fingerprint) {
+        f.u64s([self.n_features as u64, self.n_classes as u64]);
+        f.u64s(self.offsets.iter().map(|&o| o as u64));
+        f.u64s(self.columns.iter().map(|&c| u64::from(c)));
+        f.u64s(self.values.iter().map(|&v| u64::from(v.to_bits())));
+        f.u64s(self.labels.iter().map(|&l| l as u64));
+        for split in [&self.train, &self.val, &self.test] {
+            f.u64s([split.len() as u64]);
+            f.u64s(split.iter().map(|&v| u64::from(v)));
+        }
+    }
+
     /// From sparse features (or, where a dataset has none, seeded random binary features of
     /// `density`), row-normalised as the GCN reference code does.
     pub fn new(

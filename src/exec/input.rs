@@ -9,6 +9,7 @@ use candle_core::Device;
 use super::data::{ChunkPlan, Needs, NodeData, PlanShape};
 use super::device::Compute;
 use super::layers::{ExecLayer, StageModel};
+use super::transport::wire::Fingerprint;
 use crate::gnn::{GnnModel, Halo};
 use crate::graph::rng::Rng;
 use crate::graph::Csr;
@@ -148,6 +149,32 @@ impl ExecInput<'_> {
             attention_dropout: self.config.attention_dropout,
             activation: self.config.activation,
         }
+    }
+
+    /// A fingerprint of everything the run computes from: the schedule and its placement, the
+    /// network, the model and its split, the graph, its partition and data, the
+    /// hyper-parameters and the halo rules. Ranks in different processes compare theirs before
+    /// training, so that they cannot train on different inputs unnoticed.
+    pub fn fingerprint(&self) -> u64 {
+        let mut f = Fingerprint::default();
+        let described = format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+            self.schedule,
+            self.placement,
+            self.network,
+            self.model,
+            self.stage_layers,
+            self.halo,
+            self.cross_chunk,
+            self.config,
+            self.emulate_links
+        );
+        f.bytes(described.as_bytes());
+        f.u64s(self.graph.offsets().iter().copied());
+        f.u64s(self.graph.targets().iter().map(|&t| u64::from(t)));
+        f.u64s(self.part.iter().map(|&p| u64::from(p)));
+        self.data.fingerprint(&mut f);
+        f.finish()
     }
 
     pub(super) fn trace_links(&self) -> Vec<TraceLink> {

@@ -65,7 +65,7 @@ pub mod transport;
 use thiserror::Error;
 
 pub use input::{CrossChunk, EpochStats, ExecInput, Progress, TrainConfig};
-pub use runner::{run, RunResult};
+pub use runner::{run, run_rank, RunResult};
 
 /// Why a run failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -127,7 +127,7 @@ pub(super) fn work(
     let positions = lowered.positions(device);
     let mut spans: Vec<Span> = Vec::with_capacity(4 * positions.len());
     for epoch in 1..=input.config.epochs {
-        let start = crew.start_epoch()?;
+        let start = crew.start_epoch(transport)?;
         let params_bytes = 4 * params;
         ledger.start(&[
             (MemoryCategory::Parameters, params_bytes),
@@ -323,8 +323,9 @@ pub(super) fn work(
             memory: std::mem::take(&mut ledger.events),
             params,
             loss: loss_total,
+            clock_skew_ns: 0,
         };
-        if !crew.report(report) {
+        if !crew.report(transport, report)? {
             return Ok(());
         }
     }

@@ -205,7 +205,7 @@ pub(super) fn work(
     let positions = lowered.positions(device);
     let mut spans: Vec<Span> = Vec::with_capacity(4 * positions.len());
     for epoch in 1..=input.config.epochs {
-        let start = crew.start_epoch()?;
+        let start = crew.start_epoch(transport)?;
         for stage in stages.values_mut() {
             match input.cross_chunk {
                 CrossChunk::Exact => stage.grad_now.values_mut().for_each(Rows::clear),
@@ -314,8 +314,9 @@ pub(super) fn work(
             memory: std::mem::take(&mut ledger.events),
             params,
             loss: loss_total,
+            clock_skew_ns: 0,
         };
-        if !crew.report(report) {
+        if !crew.report(transport, report)? {
             return Ok(());
         }
     }

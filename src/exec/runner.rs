@@ -4,9 +4,13 @@
 //! its own; it starts every epoch on one clock, gathers the workers' reports into the epoch's
 //! measured `Trace` (the type the simulator produces), and evaluates the model after each epoch
 //! (`evaluate`).
+//!
+//! Between processes ([`run_rank`]) every process coordinates its one worker the same way, the
+//! workers meet across processes through their transport (`crew`), and rank 0's coordinator
+//! receives every rank's report and alone builds the trace and evaluates.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +21,8 @@ use super::crew::{Crew, EpochReport};
 use super::evaluate::Evaluator;
 use super::input::{EpochStats, ExecInput};
 use super::memory;
-use super::transport::channel::{ChannelTransport, Links, Rendezvous};
+use super::transport::channel::{ChannelTransport, Rendezvous};
+use super::transport::links::Links;
 use super::transport::Transport;
 use super::ExecError;
 use crate::schedule::lower::Lowered;
@@ -33,6 +38,10 @@ pub struct RunResult {
     pub traces: Vec<Trace>,
     /// Whether the traces carry measured memory (the counting allocator is installed).
     pub memory_measured: bool,
+    /// Per epoch, a bound on how far apart the ranks' clocks started it: between processes,
+    /// the longest any rank waited in the barrier after the one that started the epoch (0
+    /// within one process, whose workers share one clock).
+    pub clock_skew_ns: Vec<u64>,
 }
 
 impl RunResult {
@@ -50,35 +59,74 @@ impl RunResult {
 
 /// Trains for `config.epochs` epochs on the input's devices and measures every op.
 pub fn run(input: &ExecInput<'_>) -> Result<RunResult, ExecError> {
-    let schedule = input.schedule;
-    if schedule.has_split_backward() {
-        return Err(ExecError::Unsupported(
-            "split backwards (I and W ops) are simulated but not yet run by the executor".into(),
-        ));
-    }
-    let memory_measured = memory::available() || input.compute.is_cuda();
-    let n_devices = schedule.n_devices();
-    // Both workers read their hand-offs from the one lowering the checker and the simulator
-    // read.
-    let lowered = Lowered::new(schedule);
+    refuse_split_backwards(input)?;
     let stop = Arc::new(AtomicBool::new(false));
     let links = Links {
         network: input.network,
         placement: input.placement,
         emulate: input.emulate_links,
     };
-    let transports = ChannelTransport::mesh(n_devices, links, stop.clone());
+    let transports = ChannelTransport::mesh(input.schedule.n_devices(), links, stop.clone());
+    coordinate(input, transports, stop)
+}
+
+/// One rank of a run between processes (`transport.across_processes()`): this process trains
+/// the schedule device `transport.rank()`, and rank 0 returns the run as [`run`] does; the
+/// other ranks return `None`.
+pub fn run_rank<T: Transport>(
+    input: &ExecInput<'_>,
+    transport: T,
+) -> Result<Option<RunResult>, ExecError> {
+    refuse_split_backwards(input)?;
+    let n_devices = input.schedule.n_devices();
+    if transport.n_ranks() != n_devices || !transport.across_processes() {
+        return Err(ExecError::Failed(format!(
+            "{} ranks in their own processes run a schedule of {n_devices} devices",
+            transport.n_ranks()
+        )));
+    }
+    let root = transport.rank() == 0;
+    let result = coordinate(input, vec![transport], Arc::new(AtomicBool::new(false)))?;
+    Ok(root.then_some(result))
+}
+
+fn refuse_split_backwards(input: &ExecInput<'_>) -> Result<(), ExecError> {
+    if input.schedule.has_split_backward() {
+        return Err(ExecError::Unsupported(
+            "split backwards (I and W ops) are simulated but not yet run by the executor".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs a worker per endpoint of `transports` and coordinates them; the trace and the
+/// evaluation come from the process that holds rank 0 (every rank's report reaches it).
+fn coordinate<T: Transport>(
+    input: &ExecInput<'_>,
+    transports: Vec<T>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunResult, ExecError> {
+    let schedule = input.schedule;
+    let memory_measured = memory::available() || input.compute.is_cuda();
+    let n_devices = schedule.n_devices();
+    // Both workers read their hand-offs from the one lowering the checker and the simulator
+    // read.
+    let lowered = Lowered::new(schedule);
+    let root = transports.iter().any(|t| t.rank() == 0);
+    let n_reports = if root { n_devices } else { 0 };
     let (report_tx, report_rx) = channel::<Result<EpochReport, String>>();
     let crew = Crew {
         report: report_tx,
-        start: Arc::new(Rendezvous::new(n_devices + 1, stop)),
+        start: Arc::new(Rendezvous::new(transports.len() + 1, stop)),
         epoch_start: Arc::new(Mutex::new(Instant::now())),
+        skew_ns: Arc::new(AtomicU64::new(0)),
     };
-    let evaluator = Evaluator::new(input);
+    let evaluator = root.then(|| Evaluator::new(input));
     let mut result = RunResult {
         epochs: Vec::new(),
         traces: Vec::new(),
         memory_measured,
+        clock_skew_ns: Vec::new(),
     };
     let graph_parallel = matches!(schedule.flow(), DataFlow::GraphParallel { .. });
     let lowered = &lowered;
@@ -114,6 +162,7 @@ pub fn run(input: &ExecInput<'_>) -> Result<RunResult, ExecError> {
             report: report_tx,
             start,
             epoch_start,
+            ..
         } = crew;
         drop(report_tx);
         for epoch in 1..=input.config.epochs {
@@ -124,7 +173,7 @@ pub fn run(input: &ExecInput<'_>) -> Result<RunResult, ExecError> {
                 return Err(failure(&report_rx));
             }
             let mut reports = Vec::new();
-            for _ in 0..n_devices {
+            for _ in 0..n_reports {
                 match report_rx.recv() {
                     Ok(Ok(report)) => reports.push(report),
                     Ok(Err(message)) => {
@@ -134,7 +183,12 @@ pub fn run(input: &ExecInput<'_>) -> Result<RunResult, ExecError> {
                     Err(_) => return Err(ExecError::Failed("a worker stopped".into())),
                 }
             }
+            let Some(evaluator) = &evaluator else {
+                continue;
+            };
             reports.sort_by_key(|r| r.device);
+            let skew = reports.iter().map(|r| r.clock_skew_ns).max().unwrap_or(0);
+            result.clock_skew_ns.push(skew);
             let loss: f64 = reports.iter().map(|r| r.loss).sum();
             if !loss.is_finite() {
                 start.abort();

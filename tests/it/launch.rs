@@ -3,13 +3,21 @@
 //! `schedule::lower` lists, for pipelines and graph parallelism alike.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use candle_core::{Device, Tensor};
+
+use pipegnn::exec::transport::channel::ChannelTransport;
+use pipegnn::exec::transport::{Received, Tag, Transport};
 use pipegnn::launch::{self, Executed, LaunchError, Options};
 use pipegnn::plan;
 use pipegnn::scenario::{self, Workload};
 use pipegnn::schedule::lower::{Lowered, Payload};
 use pipegnn::schedule::Op;
-use pipegnn::trace::SpanKind;
+use pipegnn::trace::{Span, SpanKind};
 use serde_json::Value;
 
 use crate::support::{pipegnn, scratch, stderr, stdout, write};
@@ -147,4 +155,130 @@ fn the_library_refuses_a_run_predicted_not_to_fit_unless_forced() {
     };
     let run = run(&text, &forced).unwrap();
     assert_eq!(run.result.epochs.len(), 1);
+}
+
+/// Ranks that act as processes of their own: the in-process transport, each rank with its own
+/// coordinator (`launch::run_rank`), meeting through the transport's barrier and reporting to
+/// rank 0 through a channel, so the coordination of a run between processes is tested without
+/// MPI.
+struct Apart<'a> {
+    inner: ChannelTransport<'a>,
+    to_root: Sender<(usize, Vec<u8>)>,
+    at_root: Option<Receiver<(usize, Vec<u8>)>>,
+}
+
+impl Transport for Apart<'_> {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+
+    fn n_ranks(&self) -> usize {
+        self.inner.n_ranks()
+    }
+
+    fn send(
+        &mut self,
+        to: usize,
+        tag: Tag,
+        tensor: &Tensor,
+        epoch_start: Instant,
+    ) -> candle_core::Result<Vec<Span>> {
+        self.inner.send(to, tag, tensor, epoch_start)
+    }
+
+    fn try_recv(&mut self) -> candle_core::Result<Option<Received>> {
+        self.inner.try_recv()
+    }
+
+    fn recv_timeout(&mut self, timeout: Duration) -> candle_core::Result<Option<Received>> {
+        self.inner.recv_timeout(timeout)
+    }
+
+    fn barrier(&mut self) -> candle_core::Result<()> {
+        self.inner.barrier()
+    }
+
+    fn start_all_reduce(&mut self, tensors: Vec<Tensor>) -> candle_core::Result<()> {
+        self.inner.start_all_reduce(tensors)
+    }
+
+    fn finish_all_reduce(&mut self, device: &Device) -> candle_core::Result<Vec<Tensor>> {
+        self.inner.finish_all_reduce(device)
+    }
+
+    fn abort(&self) {
+        self.inner.abort()
+    }
+
+    fn across_processes(&self) -> bool {
+        true
+    }
+
+    fn gather(&mut self, bytes: Vec<u8>) -> candle_core::Result<Option<Vec<Vec<u8>>>> {
+        let Some(at_root) = &self.at_root else {
+            self.to_root.send((self.rank(), bytes)).unwrap();
+            return Ok(None);
+        };
+        let mut all = vec![(0, bytes)];
+        all.extend((1..self.n_ranks()).map(|_| at_root.recv().unwrap()));
+        all.sort_by_key(|(rank, _)| *rank);
+        Ok(Some(all.into_iter().map(|(_, bytes)| bytes).collect()))
+    }
+}
+
+/// Issue 13: a run whose ranks coordinate as processes do (each its own coordinator, reports
+/// encoded and gathered to rank 0) trains to the bit as the in-process run, and only rank 0
+/// returns the run, held to the schedule's order.
+#[test]
+fn ranks_coordinating_as_processes_train_as_one_process() {
+    for schedule in SCHEDULES {
+        let text = tiny(schedule);
+        let one = run(&text, &Options::default()).unwrap();
+        let scenario = scenario::parse_scenario("tiny.yaml", &text, &[], Path::new("."))
+            .unwrap_or_else(|d| panic!("{d}"));
+        let Workload::Gnn(spec) = &scenario.workload else {
+            panic!("a GNN scenario")
+        };
+        let graph = plan::prepare_graph(spec, None).unwrap();
+        let candidate = plan::own_candidate(&scenario, None).unwrap();
+        let prepared =
+            launch::prepare(scenario, Some(&graph), &candidate, &Options::default()).unwrap();
+        let n = prepared.prediction.schedule.n_devices();
+        let (to_root, at_root) = channel();
+        let mut at_root = Some(at_root);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ranks: Vec<Apart<'_>> = ChannelTransport::mesh(n, prepared.links(), stop)
+            .into_iter()
+            .map(|inner| Apart {
+                at_root: if inner.rank() == 0 {
+                    at_root.take()
+                } else {
+                    None
+                },
+                inner,
+                to_root: to_root.clone(),
+            })
+            .collect();
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ranks
+                .into_iter()
+                .map(|rank| scope.spawn(|| launch::run_rank(&prepared, None, rank)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut results = results.into_iter();
+        let root = results
+            .next()
+            .unwrap()
+            .unwrap()
+            .expect("rank 0 returns the run");
+        assert!(results.all(|r| r.unwrap().is_none()), "{schedule}");
+        assert!(root.clock_skew_ns.iter().all(|&s| s > 0), "{schedule}");
+        let apart = launch::finish(prepared, root).unwrap();
+        let losses = |e: &Executed| e.result.epochs.iter().map(|e| e.loss).collect::<Vec<_>>();
+        assert_eq!(losses(&apart), losses(&one), "{schedule}");
+        assert_eq!(apart.result.traces.len(), one.result.traces.len());
+        let spans = |e: &Executed| e.result.traces.iter().map(|t| t.spans.len()).sum::<usize>();
+        assert_eq!(spans(&apart), spans(&one), "{schedule}");
+    }
 }

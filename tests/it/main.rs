@@ -7,6 +7,7 @@ mod cuda;
 mod exec;
 mod gnn;
 mod launch;
+mod mpi;
 mod ogb;
 mod oracles;
 mod outputs;

@@ -1,11 +1,8 @@
 //! The in-process transport: every rank a thread of this process, messages over channels, the
 //! barrier and the all-reduce on memory the ranks share.
 //!
-//! With link emulation a message may be used only once its route has carried it: each directed
-//! link carries one transfer at a time, first come first served, for the route's latency plus
-//! the bytes at its bandwidth, as the simulator's links do; the receiver waits for the arrival.
-//! Without it a message is there as soon as it is sent. Either way the transfer's spans record
-//! its bytes on every link of the route.
+//! The links' emulated clock ([`super::links`]) is one for all ranks, so transfers from
+//! different ranks queue for a link they share; the receiver waits for a message's arrival.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -14,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 
+use super::links::{LinkClock, Links};
 use super::{Received, Tag, Transport};
-use crate::network::Network;
-use crate::trace::{Span, SpanKind};
+use crate::trace::Span;
 
 /// A barrier that can be called off: once the run's stop flag is raised, every wait returns an
 /// error, so a failing party cannot leave the others waiting for it.
@@ -73,28 +70,13 @@ impl Rendezvous {
     }
 }
 
-/// The network the ranks' transfers cross.
-#[derive(Clone, Copy)]
-pub struct Links<'a> {
-    /// The links and routes.
-    pub network: &'a Network,
-    /// Rank (schedule device) -> network device.
-    pub placement: &'a [usize],
-    /// Pace transfers to the links' latency and bandwidth.
-    pub emulate: bool,
-}
-
 /// What the ranks share: the barrier, the all-reduce's offers and the links' emulated state.
 struct Hub {
     barrier: Rendezvous,
     offers: Mutex<Offers>,
     offered: Condvar,
-    /// Per directed link, when it is free again, in ns after `origin`, for emulation. Kept on
-    /// one clock for the whole run, so a transfer still on a link when an epoch ends holds the
-    /// link into the next epoch and no longer than that.
-    link_free: Mutex<Vec<u64>>,
-    /// The clock `link_free` counts from: when the endpoints were made, before any epoch.
-    origin: Instant,
+    /// The emulated links, shared by every rank's transfers.
+    clock: Mutex<LinkClock>,
 }
 
 /// The all-reduce in progress: each rank's offer, and how many ranks have taken the sum.
@@ -146,8 +128,7 @@ impl<'a> ChannelTransport<'a> {
                 taken: 0,
             }),
             offered: Condvar::new(),
-            link_free: Mutex::new(vec![0; links.network.links().len()]),
-            origin: Instant::now(),
+            clock: Mutex::new(LinkClock::new(&links)),
         });
         receivers
             .into_iter()
@@ -179,56 +160,18 @@ impl Transport for ChannelTransport<'_> {
         tensor: &Tensor,
         epoch_start: Instant,
     ) -> candle_core::Result<Vec<Span>> {
-        let placement = self.links.placement;
-        let (src, dst) = (placement[self.rank], placement[to]);
-        let now = epoch_start.elapsed().as_nanos() as u64;
         let bytes = (tensor.elem_count() * tensor.dtype().size_in_bytes()) as u64;
-        let route = self.links.network.route(src, dst);
-        let (begin, end) = if self.links.emulate && src != dst {
-            let mut free = self
-                .hub
-                .link_free
-                .lock()
-                .expect("no rank panics holding the lock");
-            // The links' clock runs from the hub's origin; spans count from the epoch's start.
-            let offset = epoch_start
-                .saturating_duration_since(self.hub.origin)
-                .as_nanos() as u64;
-            let begin = route
-                .links
-                .iter()
-                .map(|&l| free[l].saturating_sub(offset))
-                .fold(now, u64::max);
-            let end = begin + route.transfer_ns(bytes);
-            for &l in &route.links {
-                free[l] = offset + end;
-            }
-            (begin, end)
-        } else {
-            (now, now)
-        };
-        let spans = route
-            .links
-            .iter()
-            .enumerate()
-            .map(|(hop, &link)| Span {
-                kind: SpanKind::Transfer(tag.payload),
-                hop: hop as u16,
-                lane_index: link as u32,
-                chunk: tag.to.chunk,
-                stage: tag.to.stage,
-                device: dst as u32,
-                start_ns: begin,
-                end_ns: end,
-                bytes,
-                requested_ns: now,
-            })
-            .collect();
+        let (spans, ready_ns) = self
+            .hub
+            .clock
+            .lock()
+            .expect("no rank panics holding the lock")
+            .carry(&self.links, (self.rank, to), tag, bytes, epoch_start);
         // A receiver that has stopped has nothing left to take it; the run is being called off.
         let _ = self.senders[to].send(Received {
             tag,
             tensor: tensor.detach(),
-            ready_at: epoch_start + Duration::from_nanos(end),
+            ready_ns,
         });
         Ok(spans)
     }
@@ -299,6 +242,7 @@ impl Transport for ChannelTransport<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::network::Network;
     use crate::schedule::lower::Payload;
     use crate::schedule::Op;
 

@@ -103,8 +103,8 @@ impl Inbound {
 pub(in crate::exec) struct Inbox {
     /// The receiving worker's device.
     device: Device,
-    /// Tag -> (tensor, when it may be used).
-    pending: BTreeMap<Tag, (Tensor, Instant)>,
+    /// Tag -> (tensor, when it may be used in ns from the epoch's start).
+    pending: BTreeMap<Tag, (Tensor, u64)>,
 }
 
 impl Inbox {
@@ -131,7 +131,7 @@ impl Inbox {
         };
         let bytes = (tensor.elem_count() * 4) as i64;
         ledger.change(now_ns, MemoryCategory::Communication, bytes);
-        self.pending.insert(message.tag, (tensor, message.ready_at));
+        self.pending.insert(message.tag, (tensor, message.ready_ns));
         Ok(())
     }
 
@@ -188,8 +188,8 @@ impl Inbox {
         start: Instant,
     ) -> candle_core::Result<Tensor> {
         self.wait_for(transport, tag, ledger, start)?;
-        let (tensor, ready_at) = self.pending.remove(&tag).expect("waited for above");
-        wait_until(ready_at);
+        let (tensor, ready_ns) = self.pending.remove(&tag).expect("waited for above");
+        wait_until(start + Duration::from_nanos(ready_ns));
         let now = start.elapsed().as_nanos() as u64;
         ledger.change(
             now,

@@ -11,12 +11,20 @@
 //!
 //! - [`channel`]: the threads of one process, over channels, with optional link emulation;
 //!   the default and the reference the others are tested against.
+//! - `mpi` (`--features mpi`): one rank per process under `mpirun`, tensors as bytes over MPI
+//!   point-to-point messages.
 //! - `handoffs`: what every transport's ranks share: what each op sends and receives, read
 //!   from the lowering, and the inbox that keeps messages until the op they are addressed to
 //!   takes them.
+//! - [`links`]: link emulation and transfer spans; [`wire`]: what crosses between processes,
+//!   as bytes.
 
 pub mod channel;
 pub(super) mod handoffs;
+pub mod links;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+pub mod wire;
 
 use std::time::{Duration, Instant};
 
@@ -57,8 +65,10 @@ pub struct Received {
     pub tag: Tag,
     /// The data, on the sender's device (the receiver copies it onto its own).
     pub tensor: Tensor,
-    /// When it may be used: once the (emulated) links have carried it.
-    pub ready_at: Instant,
+    /// When it may be used: once the (emulated) links have carried it, in ns from the epoch's
+    /// start on the sender's clock. A receiver in another process waits until its own clock
+    /// reads as much, so that no op is measured starting before its data arrived.
+    pub ready_ns: u64,
 }
 
 /// One rank's endpoint: tagged point-to-point messages of tensors, a barrier and a summing
@@ -103,4 +113,17 @@ pub trait Transport: Send {
 
     /// Calls the run off on every rank.
     fn abort(&self);
+
+    /// Whether the ranks are processes of their own, each with its own coordinator, that meet
+    /// through [`Transport::barrier`] and report through [`Transport::gather`]; false for
+    /// threads of one process, which share one coordinator.
+    fn across_processes(&self) -> bool {
+        false
+    }
+
+    /// Hands `bytes` to rank 0: there, every rank's bytes in rank order; elsewhere `None`.
+    fn gather(&mut self, bytes: Vec<u8>) -> candle_core::Result<Option<Vec<Vec<u8>>>> {
+        let _ = bytes;
+        candle_core::bail!("this transport's ranks report to one coordinator in their process")
+    }
 }

@@ -1,0 +1,96 @@
+//! `pipegnn run --transport mpi`: this process is one rank of a run that `mpirun` started, one
+//! rank per schedule device. Every rank reads the scenario and its dataset and plans the run;
+//! the ranks check that they read the same (a fingerprint of the executor's input), train
+//! their device's share, and rank 0 reports the run as `run` does. A rank whose run fails says
+//! so on stderr, naming itself, and ends every rank with `MPI_Abort`.
+
+use super::run::{CliError, ExitStatus, Result};
+use super::RunArgs;
+use crate::launch::Executed;
+
+/// Runs this process's rank: rank 0's run, `None` on the other ranks.
+#[cfg(not(feature = "mpi"))]
+pub(super) fn execute(_args: &RunArgs) -> Result<Option<Executed>> {
+    Err(CliError::new(
+        ExitStatus::Transport,
+        "--transport mpi: this binary was built without MPI (rebuild with --features mpi, the \
+         README's MPI build)",
+    ))
+}
+
+/// Runs this process's rank: rank 0's run, `None` on the other ranks.
+#[cfg(feature = "mpi")]
+pub(super) fn execute(args: &RunArgs) -> Result<Option<Executed>> {
+    use super::run::{launch_error, load_scenario, own_candidate, Loaded};
+    use super::DeviceArg;
+    use crate::exec::transport::mpi::{Mpi, MpiError};
+    use crate::launch;
+    use crate::plan;
+    use crate::scenario::Backend;
+
+    let mpi = Mpi::init().map_err(|err| CliError::new(ExitStatus::Transport, err))?;
+    let rank = mpi.rank();
+    // Each line in one write, so that mpirun, which forwards every rank's stderr, does not
+    // interleave the ranks' lines.
+    let say = |message: &str| {
+        for line in message.lines() {
+            let line = format!("error: rank {rank} of {}: {line}\n", mpi.size());
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        }
+    };
+    // A failure every rank meets alike (the rank count, the fingerprints): every rank says so
+    // and waits for the others to have said it too, since mpirun ends the job as soon as one
+    // rank exits with an error. The message is printed here, so the error returned is empty.
+    let refuse = |err: MpiError| -> CliError {
+        say(&format!("{err}"));
+        mpi.barrier();
+        CliError::new(ExitStatus::Transport, "")
+    };
+    // Past this point a rank that fails alone may leave the others waiting for it: it says why
+    // and ends them all.
+    let abort = |err: CliError| -> ! {
+        say(&err.message);
+        mpi.abort(err.status as i32)
+    };
+    let file = &args.scenario.scenario;
+    let Loaded { scenario, graph } = load_scenario(&args.scenario).unwrap_or_else(|e| abort(e));
+    let candidate = own_candidate(&scenario).unwrap_or_else(|e| abort(e));
+    let options = launch::Options {
+        epochs: args.epochs,
+        force: args.force,
+        tier: plan::Tier::Analytic,
+        backend: args.device.map(|device| match device {
+            DeviceArg::Cpu => Backend::Cpu,
+            DeviceArg::Cuda => Backend::Cuda,
+        }),
+    };
+    let prepared = launch::prepare(scenario, graph.as_ref(), &candidate, &options)
+        .map_err(launch_error(file))
+        .unwrap_or_else(|e| abort(e));
+    if prepared.compute.is_cuda() {
+        return Err(refuse(MpiError::Cuda));
+    }
+    mpi.check_ranks(prepared.prediction.schedule.n_devices())
+        .map_err(refuse)?;
+    mpi.agree(prepared.fingerprint()).map_err(refuse)?;
+    let result = launch::run_rank(&prepared, None, mpi.transport(prepared.links()))
+        .map_err(launch_error(file))
+        .unwrap_or_else(|e| abort(e));
+    let Some(result) = result else {
+        return Ok(None);
+    };
+    let mut executed = launch::finish(prepared, result)
+        .map_err(launch_error(file))
+        .unwrap_or_else(|e| abort(e));
+    let skews = &executed.result.clock_skew_ns;
+    let worst = skews.iter().copied().max().unwrap_or(0);
+    executed.executor = format!(
+        "{} in {} MPI processes (the median epoch's clocks aligned within {}, every epoch's \
+         within {})",
+        executed.executor,
+        mpi.size(),
+        crate::units::format_duration_ns(skews.get(executed.median).copied().unwrap_or(0)),
+        crate::units::format_duration_ns(worst)
+    );
+    Ok(Some(executed))
+}
