@@ -5,7 +5,7 @@
 //! [`ScheduleKind`] variants, which the compiler then asks for wherever a kind is matched).
 
 use super::ir::ScheduleKind;
-use super::{BackwardOrder, Generator, GnnPipeKnobs, StagePlacement};
+use super::{BackwardOrder, Generator, GnnPipeKnobs};
 
 /// Which workloads a kind applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +35,6 @@ pub struct Entry {
     pub knobs: &'static [&'static str],
     /// Where the order comes from.
     pub reference: &'static str,
-}
-
-impl Entry {
-    /// How the kind places stages on devices (one per device for graph parallelism).
-    pub fn placement(&self) -> StagePlacement {
-        self.generator
-            .map_or(StagePlacement::OnePerDevice, Generator::placement)
-    }
 }
 
 /// Every kind, in the order docs and `--schedule all` list them.
@@ -144,29 +136,6 @@ pub fn of(kind: ScheduleKind) -> Option<&'static Entry> {
     CATALOG.iter().find(|entry| entry.kind == kind)
 }
 
-/// Every name, in catalog order.
-pub fn names() -> Vec<&'static str> {
-    CATALOG.iter().map(|entry| entry.name).collect()
-}
-
-/// The names of the kinds a generator makes (all but graph parallelism).
-pub fn generated_names() -> Vec<&'static str> {
-    CATALOG
-        .iter()
-        .filter(|entry| entry.generator.is_some())
-        .map(|entry| entry.name)
-        .collect()
-}
-
-/// `names` as prose: `a, b or c`.
-pub fn listing(names: &[&str]) -> String {
-    match names {
-        [] => String::new(),
-        [one] => (*one).to_string(),
-        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +155,5 @@ mod tests {
                     .unwrap_or_else(|err| panic!("{}: {err}", entry.name));
             }
         }
-        assert_eq!(listing(&["a", "b", "c"]), "a, b or c");
     }
 }

@@ -52,12 +52,6 @@ impl OpKind {
     pub fn frees_stash(self) -> bool {
         matches!(self, OpKind::Backward | OpKind::WeightGrad)
     }
-
-    /// Whether the op sends the gradient of its stage's input to the previous stage: the full
-    /// backward, or the input half of a split one.
-    pub fn sends_gradient(self) -> bool {
-        matches!(self, OpKind::Backward | OpKind::InputGrad)
-    }
 }
 
 /// One unit of work: `F(chunk, stage)`, `B(chunk, stage)` or `U(stage)`.
@@ -444,23 +438,6 @@ impl Schedule {
         } else {
             Op::backward(chunk, stage)
         }
-    }
-
-    /// The op after which chunk `chunk` no longer needs its stash on `stage`: `W(chunk, stage)`
-    /// where the backward is split, else `B(chunk, stage)`.
-    pub fn last_backward_op(&self, chunk: u32, stage: u32) -> Op {
-        match self.gradient_op(chunk, stage).kind {
-            OpKind::InputGrad => Op::weight_grad(chunk, stage),
-            _ => Op::backward(chunk, stage),
-        }
-    }
-
-    /// The devices' stage lists: for each device, the stages it holds, in increasing order
-    /// (pipelines; graph parallelism's partitions for that flow).
-    pub fn stages_of(&self, device: usize) -> Vec<u32> {
-        (0..self.home.len() as u32)
-            .filter(|&owner| self.home[owner as usize] == device as u32)
-            .collect()
     }
 
     /// Total number of ops (forward, backward and optimizer) over all devices.
