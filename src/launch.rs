@@ -268,7 +268,9 @@ pub fn prepare<'g>(
 /// The halo rule a candidate's chunks follow, and GNNPipe's cross-chunk gradients.
 fn halo_rule(candidate: &Candidate) -> (Halo, CrossChunk) {
     match candidate {
-        Candidate::Generated { generator, halo } => (
+        Candidate::Generated {
+            generator, halo, ..
+        } => (
             *halo,
             match generator {
                 Generator::GnnPipe(knobs) => match knobs.backward {

@@ -73,7 +73,10 @@ pub(super) fn device_profiles(
 pub(super) fn threads_of(scenario: &Scenario) -> u32 {
     let devices = match scenario.schedule.choice {
         ScheduleChoice::GraphParallel => scenario.devices.len(),
-        _ => scenario.n_stages() as usize,
+        ScheduleChoice::Generated(generator) => {
+            (scenario.n_stages() / scenario.schedule.stages_per_device(generator)) as usize
+        }
+        ScheduleChoice::File(_) => scenario.n_stages() as usize,
     };
     scenario.executor.threads_per_device.unwrap_or_else(|| {
         (std::thread::available_parallelism().map_or(1, |n| n.get()) / devices.max(1)).max(1) as u32

@@ -187,8 +187,10 @@ pub struct SimulateArgs {
     /// Scenario and overrides.
     #[command(flatten)]
     pub scenario: ScenarioArgs,
-    /// `scenario` (the scenario's own), `all` (every applicable schedule), or one of gpipe,
-    /// gpipe-reverse, 1f1b, gnnpipe, gnnpipe-1f1b.
+    /// `scenario` (the scenario's own), `all` (GPipe, 1F1B, GNNPipe, graph parallelism), or
+    /// named schedules joined by commas: gpipe, gpipe-reverse, 1f1b, interleaved_1f1b-vN,
+    /// looped_bfs-vN, interleaved_zb-vN, zbv, dualpipev (each optionally -drop or -exact),
+    /// gnnpipe, gnnpipe-1f1b, graph_parallel, graph_parallel-broadcast.
     #[arg(long, default_value = "scenario")]
     pub schedule: String,
     /// Output format.

@@ -16,6 +16,7 @@ use crate::plan::search::{self, Evaluation, Figures, PlanPoint};
 use crate::plan::{self, GraphData};
 use crate::report::{self, json};
 use crate::scenario::{self, Workload};
+use crate::schedule::catalog;
 use crate::units;
 
 /// The schedule kinds the planner knows.
@@ -51,9 +52,11 @@ fn parse_chunks(text: &str) -> Result<Vec<u32>> {
 fn parse_schedules(text: &str) -> Result<Vec<String>> {
     let mut schedules = Vec::new();
     for part in text.split(',').map(str::trim) {
-        if !KINDS.contains(&part) {
+        if catalog::find(part).is_none() {
+            let names: Vec<&str> = catalog::CATALOG.iter().map(|e| e.name).collect();
             return Err(invalid(format!(
-                "--schedules: unknown schedule `{part}` (expected gpipe, 1f1b, gnnpipe or graph_parallel)"
+                "--schedules: unknown schedule `{part}` (expected {})",
+                names.join(", ")
             )));
         }
         if !schedules.iter().any(|s| s == part) {
@@ -117,10 +120,15 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
         None if n_layers.is_some() => KINDS.iter().map(|s| s.to_string()).collect(),
         None => vec!["gpipe".into(), "1f1b".into()],
     };
-    if n_layers.is_none() && schedules.iter().any(|s| s == "graph_parallel") {
-        return Err(invalid(
-            "--schedules: graph_parallel needs a GNN workload (`graph` and `model`)".into(),
-        ));
+    if n_layers.is_none() {
+        let gnn_only = schedules
+            .iter()
+            .find(|s| catalog::find(s).is_some_and(|e| e.workloads == catalog::Workloads::Gnn));
+        if let Some(name) = gnn_only {
+            return Err(invalid(format!(
+                "--schedules: {name} needs a GNN workload (`graph` and `model`)"
+            )));
+        }
     }
     let max_devices = args
         .max_devices

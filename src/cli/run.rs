@@ -567,19 +567,27 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
     )?;
     let refs: Vec<&crate::cost::DeviceProfile> = profiles.iter().flatten().collect();
     let tier = plan::Tier::of_profiles(&refs);
-    let candidates = match args.schedule.as_str() {
-        "scenario" => vec![own_candidate(&scenario)?],
-        "all" => plan::all_candidates(own_candidate(&scenario)?, &scenario),
-        name => match plan::named_candidate(name, &scenario) {
-            Some(candidate) => vec![candidate],
-            None => {
-                return Err(CliError::new(
-                    ExitStatus::InvalidInput,
-                    format!("--schedule: unknown schedule `{name}` (expected scenario, all, gpipe, gpipe-reverse, 1f1b (each optionally -drop or -exact), gnnpipe, gnnpipe-1f1b, graph_parallel or graph_parallel-broadcast)"),
-                ))
+    let mut candidates = Vec::new();
+    for name in args.schedule.split(',').map(str::trim) {
+        let named = match name {
+            "scenario" => vec![own_candidate(&scenario)?],
+            "all" => plan::all_candidates(own_candidate(&scenario)?, &scenario),
+            name => match plan::named_candidate(name, &scenario) {
+                Some(candidate) => vec![candidate],
+                None => {
+                    return Err(CliError::new(
+                        ExitStatus::InvalidInput,
+                        format!("--schedule: unknown schedule `{name}` (expected scenario, all, gpipe, gpipe-reverse, 1f1b, interleaved_1f1b-vN, looped_bfs-vN, interleaved_zb-vN, zbv, dualpipev (each optionally -drop or -exact), gnnpipe, gnnpipe-1f1b, graph_parallel or graph_parallel-broadcast, or several joined by commas)"),
+                    ))
+                }
+            },
+        };
+        for candidate in named {
+            if !candidates.contains(&candidate) {
+                candidates.push(candidate);
             }
-        },
-    };
+        }
+    }
     let mut predictions = Vec::new();
     for candidate in &candidates {
         predictions.push(

@@ -3,7 +3,9 @@
 
 use std::ops::Range;
 
-use super::{pipeline_schedule, run, Candidate, GnnLayout, PlanError, Prediction, Tier};
+use super::{
+    candidate_stages, pipeline_schedule, run, Candidate, GnnLayout, PlanError, Prediction, Tier,
+};
 use crate::cost::{AnalyticCost, CostModel, DeviceCost, DeviceRates, GnnWorkload, TrainingShape};
 use crate::diag::FieldPath;
 use crate::gnn::{split_stages, stats_model, GnnModel, GraphMetrics, Halo, Layer, LayerKind};
@@ -444,7 +446,7 @@ pub(super) fn predict(
             scenario, spec, schedule, available, &cost, tier, label, metrics, layout,
         );
     }
-    let n_stages = scenario.n_stages();
+    let n_stages = candidate_stages(scenario, candidate)?;
     let schedule = pipeline_schedule(scenario, candidate, n_stages)?;
     let placement = scenario
         .schedule

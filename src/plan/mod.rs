@@ -14,10 +14,10 @@ pub use gnn::{prepare_graph, GraphData};
 use crate::cost::{CostModel, DeviceProfile, ExplicitCost, Kernel, Profile, ProfiledCost};
 use crate::diag::{Diagnostic, Diagnostics, FieldPath};
 use crate::gnn::{GraphMetrics, Halo};
-use crate::scenario::{DeviceMap, Scenario, ScheduleChoice, Workload};
+use crate::scenario::{DeviceMap, Scenario, ScheduleChoice, StageSplit, Workload};
 use crate::schedule::{
     self, BackwardOrder, CheckReport, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder,
-    Schedule, ScheduleError, UpdateMode,
+    Schedule, ScheduleError, StagePlacement, UpdateMode,
 };
 use crate::sim::{self, SimError, SimInput};
 use crate::trace::{Trace, TraceDevice};
@@ -52,6 +52,10 @@ pub enum Candidate {
         generator: Generator,
         /// Drop or exact for GPipe and 1F1B, stale for GNNPipe.
         halo: Halo,
+        /// Stages each device holds ([`ScheduleSpec::stages_per_device`]).
+        ///
+        /// [`ScheduleSpec::stages_per_device`]: crate::scenario::ScheduleSpec::stages_per_device
+        stages_per_device: u32,
     },
     /// Graph parallelism with a halo exchange or a broadcast.
     GraphParallel {
@@ -77,13 +81,19 @@ impl Candidate {
     pub fn label(&self, scenario: &Scenario) -> String {
         let gnn = matches!(scenario.workload, Workload::Gnn(_));
         match self {
-            Candidate::Generated { generator, halo } => {
-                let base = generator_label(*generator);
+            Candidate::Generated {
+                generator,
+                halo,
+                stages_per_device,
+            } => {
+                let mut label = generator_label(*generator);
+                if generator.placement() == StagePlacement::RoundRobin {
+                    label.push_str(&format!("-v{stages_per_device}"));
+                }
                 match generator {
-                    Generator::GPipe(_) | Generator::OneFOneB if gnn => {
-                        format!("{base}-{}", halo.name())
-                    }
-                    _ => base,
+                    Generator::GnnPipe(_) => label,
+                    _ if gnn => format!("{label}-{}", halo.name()),
+                    _ => label,
                 }
             }
             Candidate::GraphParallel {
@@ -126,8 +136,11 @@ pub fn generator_label(generator: Generator) -> String {
 }
 
 /// A built-in schedule by name, as `--schedule` takes it: `gpipe`, `gpipe-reverse`, `1f1b`,
-/// `gnnpipe`, `gnnpipe-1f1b`, `graph_parallel`, `graph_parallel-broadcast`; GPipe and 1F1B use
-/// the scenario's halo rule (or `drop`) unless suffixed `-drop` or `-exact`.
+/// `gnnpipe`, `gnnpipe-1f1b`, `graph_parallel`, `graph_parallel-broadcast`, and the catalog's
+/// other pipeline kinds (`interleaved_1f1b`, `looped_bfs`, `interleaved_zb`, `zbv`,
+/// `dualpipev`). The round-robin kinds take `-vN` for N stages per device (else the
+/// scenario's `schedule.stages_per_device`, or one). Pipelines other than GNNPipe use the
+/// scenario's halo rule (or `drop`) unless suffixed `-drop` or `-exact`.
 pub fn named_candidate(name: &str, scenario: &Scenario) -> Option<Candidate> {
     let default_halo = match scenario.schedule.halo {
         halo @ (Halo::Drop | Halo::Exact) => halo,
@@ -138,26 +151,54 @@ pub fn named_candidate(name: &str, scenario: &Scenario) -> Option<Candidate> {
         Some((base, "exact")) if !base.starts_with("gnnpipe") => (base, Halo::Exact),
         _ => (name, default_halo),
     };
+    let suffixed = base != name;
     let gnnpipe = |order| {
         Generator::GnnPipe(GnnPipeKnobs {
             order,
             ..GnnPipeKnobs::default()
         })
     };
-    let generated = |generator, halo| Some(Candidate::Generated { generator, halo });
+    let generated = |generator, halo| {
+        Some(Candidate::Generated {
+            generator,
+            halo,
+            stages_per_device: scenario.schedule.stages_per_device(generator),
+        })
+    };
     match base {
         "gpipe" => generated(Generator::GPipe(BackwardOrder::Forward), halo),
         "gpipe-reverse" => generated(Generator::GPipe(BackwardOrder::Reverse), halo),
         "1f1b" => generated(Generator::OneFOneB, halo),
-        "gnnpipe" if base == name => generated(gnnpipe(GnnPipeOrder::GPipe), Halo::Stale),
-        "gnnpipe-1f1b" if base == name => generated(gnnpipe(GnnPipeOrder::OneFOneB), Halo::Stale),
-        "graph_parallel" if base == name => Some(Candidate::GraphParallel {
+        "gnnpipe" if !suffixed => generated(gnnpipe(GnnPipeOrder::GPipe), Halo::Stale),
+        "gnnpipe-1f1b" if !suffixed => generated(gnnpipe(GnnPipeOrder::OneFOneB), Halo::Stale),
+        "graph_parallel" if !suffixed => Some(Candidate::GraphParallel {
             exchange: Halo::Exchange,
         }),
-        "graph_parallel-broadcast" if base == name => Some(Candidate::GraphParallel {
+        "graph_parallel-broadcast" if !suffixed => Some(Candidate::GraphParallel {
             exchange: Halo::Broadcast,
         }),
-        _ => None,
+        _ => {
+            // The catalog's other pipeline kinds, the round-robin ones with `-vN`.
+            let (kind, v) = match base.rsplit_once("-v") {
+                Some((kind, v)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => (
+                    kind,
+                    Some(v.parse::<u32>().ok().filter(|v| (1..=64).contains(v))?),
+                ),
+                _ => (base, None),
+            };
+            let generator = schedule::catalog::find(kind)?.generator?;
+            match (generator.placement(), v) {
+                (StagePlacement::RoundRobin, Some(v)) => Some(Candidate::Generated {
+                    generator,
+                    halo,
+                    stages_per_device: v,
+                }),
+                (StagePlacement::RoundRobin | StagePlacement::V, None) => {
+                    generated(generator, halo)
+                }
+                _ => None,
+            }
+        }
     }
 }
 
@@ -190,6 +231,7 @@ pub fn own_candidate(
         (ScheduleChoice::Generated(generator), _) => Ok(Candidate::Generated {
             generator: *generator,
             halo,
+            stages_per_device: scenario.schedule.stages_per_device(*generator),
         }),
         (ScheduleChoice::GraphParallel, _) => Ok(Candidate::GraphParallel { exchange: halo }),
         (ScheduleChoice::File(path), Some((file, text))) => {
@@ -413,6 +455,27 @@ fn run(
     })
 }
 
+/// The stages a pipeline candidate runs: the workload's split, or for an `auto` split as many
+/// as the candidate's stages per device fill on the scenario's devices.
+fn candidate_stages(scenario: &Scenario, candidate: &Candidate) -> Result<u32, PlanError> {
+    let auto = matches!(&scenario.workload, Workload::Gnn(gnn) if gnn.stages == StageSplit::Auto);
+    match candidate {
+        Candidate::Generated {
+            generator,
+            stages_per_device: v,
+            ..
+        } if auto => match scenario.auto_stages(*v as usize) {
+            0 => Err(PlanError::Mismatch(format!(
+                "{} places {v} stages per device, more than the model's {} layers",
+                generator.kind().name(),
+                scenario.n_layers()
+            ))),
+            n => Ok(n),
+        },
+        _ => Ok(scenario.n_stages()),
+    }
+}
+
 /// The schedule a pipeline candidate runs for `n_stages` stages.
 fn pipeline_schedule(
     scenario: &Scenario,
@@ -420,7 +483,11 @@ fn pipeline_schedule(
     n_stages: u32,
 ) -> Result<Schedule, PlanError> {
     let schedule = match candidate {
-        Candidate::Generated { generator, .. } => {
+        Candidate::Generated {
+            generator,
+            stages_per_device,
+            ..
+        } => {
             let n_chunks = scenario.schedule.n_chunks;
             if u64::from(n_stages) * u64::from(n_chunks) > schedule::MAX_STAGE_CHUNKS {
                 let path = FieldPath::root().key("schedule").key("chunks");
@@ -433,7 +500,7 @@ fn pipeline_schedule(
                     ),
                 )));
             }
-            generator.generate(n_stages, n_chunks)?
+            generator.generate_on(n_stages, *stages_per_device, n_chunks)?
         }
         Candidate::File { schedule, .. } => schedule.clone(),
         Candidate::GraphParallel { .. } => {
@@ -488,7 +555,7 @@ fn predict_explicit(
             ),
         )));
     }
-    let schedule = pipeline_schedule(scenario, candidate, scenario.n_stages())?;
+    let schedule = pipeline_schedule(scenario, candidate, candidate_stages(scenario, candidate)?)?;
     let placement = scenario
         .schedule
         .placement_for(schedule.n_devices(), scenario.devices.len())

@@ -8,6 +8,7 @@ use super::fit::{self, Overflow};
 use super::Prediction;
 use crate::report::Metrics;
 use crate::scenario::Scenario;
+use crate::schedule::{catalog, StagePlacement};
 
 /// Models with at most this many layers get every contiguous stage split tried, not only `auto`.
 pub const MAX_LAYERS_FOR_SPLITS: usize = 8;
@@ -43,7 +44,7 @@ impl Split {
 /// One configuration the planner tries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanPoint {
-    /// `gpipe`, `1f1b`, `gnnpipe` or `graph_parallel` (a `schedule.kind`).
+    /// A `schedule.kind` of the catalog.
     pub schedule: String,
     /// Chunks per epoch; `None` for graph parallelism (one partition per device).
     pub chunks: Option<u32>,
@@ -53,7 +54,34 @@ pub struct PlanPoint {
     pub split: Split,
 }
 
+/// Every `schedule` knob some kind reads (the catalog's `knobs`).
+const KNOBS: [&str; 6] = [
+    "backward_order",
+    "stages_per_device",
+    "order",
+    "backward",
+    "update",
+    "exchange",
+];
+
+/// The stages per device the planner gives a kind: two for the interleaved, looped and V
+/// shapes (interleaving only pays with more than one), one for the rest.
+pub fn planned_stages_per_device(kind: &str) -> u32 {
+    match catalog::find(kind)
+        .and_then(|e| e.generator)
+        .map(|g| g.placement())
+    {
+        Some(StagePlacement::RoundRobin | StagePlacement::V) => 2,
+        _ => 1,
+    }
+}
+
 impl PlanPoint {
+    /// Stages each device holds at this point ([`planned_stages_per_device`]).
+    pub fn stages_per_device(&self) -> u32 {
+        planned_stages_per_device(&self.schedule)
+    }
+
     /// The `--set` overrides that turn the scenario into this configuration. Schedule knobs that
     /// do not apply to the point's kind are cleared, as are a schedule file and a placement.
     pub fn overrides(&self) -> Vec<String> {
@@ -68,18 +96,20 @@ impl PlanPoint {
                 None => "schedule.chunks=null".to_string(),
             },
         ];
-        if kind != "gpipe" {
-            sets.push("schedule.backward_order=null".into());
-        }
-        if kind != "gnnpipe" {
-            for knob in ["order", "backward", "update"] {
+        let entry = catalog::find(kind);
+        for knob in KNOBS {
+            let applies = entry.is_some_and(|e| e.knobs.contains(&knob));
+            if applies && knob == "stages_per_device" {
+                sets.push(format!("schedule.{knob}={}", self.stages_per_device()));
+            } else if !applies {
                 sets.push(format!("schedule.{knob}=null"));
             }
         }
-        if kind != "graph_parallel" {
-            sets.push("schedule.exchange=null".into());
-        }
-        if self.split != Split::Workload && kind != "gpipe" && kind != "1f1b" {
+        let pipeline = entry.is_some_and(|e| {
+            e.generator
+                .is_some_and(|g| !matches!(g, crate::schedule::Generator::GnnPipe(_)))
+        });
+        if self.split != Split::Workload && !pipeline {
             // GNNPipe's halo is always stale, graph parallelism's is its exchange.
             sets.push("schedule.halo=null".into());
         }
@@ -124,7 +154,7 @@ pub fn contiguous_splits(layers: usize, parts: usize) -> Vec<Vec<usize>> {
 }
 
 /// The configurations to try: `schedules` x `chunks` x device counts `1..=max_devices` x stage
-/// splits. `n_layers` is the GNN's depth (`None` for an explicit workload, whose stages are
+/// splits (into the devices times [`planned_stages_per_device`]). `n_layers` is the GNN's depth (`None` for an explicit workload, whose stages are
 /// fixed). Pipelines on a GNN get the `auto` split and, when the model has at most
 /// [`MAX_LAYERS_FOR_SPLITS`] layers, every contiguous split into the device count; graph
 /// parallelism gets one point per device count.
@@ -150,8 +180,9 @@ pub fn search_space(
                     Some(layers) => {
                         let mut splits = vec![Split::Auto];
                         if layers <= MAX_LAYERS_FOR_SPLITS {
+                            let v = planned_stages_per_device(schedule) as usize;
                             splits.extend(
-                                contiguous_splits(layers, devices as usize)
+                                contiguous_splits(layers, v * devices as usize)
                                     .into_iter()
                                     .map(Split::Layers),
                             );

@@ -6,7 +6,7 @@ use crate::diag::{Diagnostic, FieldPath, Locator};
 use crate::gnn::Halo;
 use crate::graph::Chunking;
 use crate::network::Network;
-use crate::schedule::Generator;
+use crate::schedule::{Generator, StagePlacement};
 
 /// A validated scenario.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,9 +60,23 @@ impl Scenario {
             }
             Workload::Gnn(gnn) => match &gnn.stages {
                 StageSplit::Layers(counts) => counts.len() as u32,
-                StageSplit::Auto => gnn.layers.len().min(self.n_pipeline_devices()) as u32,
+                StageSplit::Auto => {
+                    let v = match &self.schedule.choice {
+                        ScheduleChoice::Generated(generator) => {
+                            self.schedule.stages_per_device(*generator) as usize
+                        }
+                        _ => 1,
+                    };
+                    self.auto_stages(v)
+                }
             },
         }
+    }
+
+    /// The stages an `auto` split makes with `v` stages per device: `v` per device on as many
+    /// devices as the layers fill (none when the model has fewer than `v` layers).
+    pub fn auto_stages(&self, v: usize) -> u32 {
+        (v * (self.n_layers() / v).min(self.n_pipeline_devices())) as u32
     }
 
     /// Number of GNN layers (0 for an explicit workload).
@@ -373,9 +387,21 @@ pub struct ScheduleSpec {
     /// The rule for edges between chunks (GNN workloads): drop or exact for GPipe and 1F1B,
     /// stale for GNNPipe, halo exchange or broadcast for graph parallelism.
     pub halo: Halo,
+    /// `stages_per_device` as given (interleaved and looped kinds only).
+    pub stages_per_device: Option<u32>,
 }
 
 impl ScheduleSpec {
+    /// How many stages each device of `generator`'s schedule holds: one for GPipe, 1F1B and
+    /// GNNPipe, two for the V shapes, and for the round-robin kinds `schedule.stages_per_device`
+    /// (one when not given).
+    pub fn stages_per_device(&self, generator: Generator) -> u32 {
+        match generator.placement() {
+            StagePlacement::RoundRobin => self.stages_per_device.unwrap_or(1),
+            _ => generator.default_stages_per_device(),
+        }
+    }
+
     /// The placement for a schedule with `n_pipeline_devices` lists on `n_devices` devices.
     pub fn placement_for(
         &self,

@@ -321,6 +321,8 @@ pub struct RawSchedule {
     pub update: Option<String>,
     #[serde(default)]
     pub exchange: Option<String>,
+    #[serde(default)]
+    pub stages_per_device: Option<i64>,
 }
 
 /// Reads `schedule.stages`: `auto` (None) or a list of positive layer counts.

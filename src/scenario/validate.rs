@@ -20,10 +20,14 @@ use crate::graph::Chunking;
 use crate::network::{Link, Network};
 use crate::schedule::MAX_DEVICES;
 use crate::schedule::{
-    BackwardOrder, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder, UpdateMode,
+    catalog::{self, Workloads},
+    BackwardOrder, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder, ScheduleKind,
+    StagePlacement, UpdateMode,
 };
 use crate::units::{self, UnitError};
 
+/// The most stages one device may hold (`schedule.stages_per_device`).
+const MAX_STAGES_PER_DEVICE: i64 = 64;
 /// The largest chunk count (`schedule::MAX_CHUNKS`).
 const MAX_CHUNKS: i64 = crate::schedule::MAX_CHUNKS as i64;
 /// The deepest model: 4,096 layers, as many as a schedule may have stages
@@ -673,6 +677,8 @@ impl Ctx<'_> {
         let path = root().key("schedule");
         let mut ok = true;
         let kind = raw.kind.as_deref();
+        let entry = kind.and_then(catalog::find);
+        let of = entry.map(|e| e.kind);
         // A GNN workload that failed validation is still a GNN workload for these checks, so
         // one bad layer does not also make every GNN field "not apply".
         let gnn = workload.map_or(gnn_declared, |w| matches!(w, Workload::Gnn(_)));
@@ -682,27 +688,28 @@ impl Ctx<'_> {
                 ok = false;
             }
         };
-        only(
-            self,
-            "backward_order",
-            raw.backward_order.is_some(),
-            kind == Some("gpipe"),
-            "`kind: gpipe`",
-        );
+        // A kind's own knobs come from the catalog: a knob set for a kind that does not list it
+        // is named with the kinds that do.
         for (field, set) in [
+            ("backward_order", raw.backward_order.is_some()),
+            ("stages_per_device", raw.stages_per_device.is_some()),
             ("order", raw.order.is_some()),
             ("backward", raw.backward.is_some()),
             ("update", raw.update.is_some()),
+            ("exchange", raw.exchange.is_some()),
         ] {
-            only(self, field, set, kind == Some("gnnpipe"), "`kind: gnnpipe`");
+            // An unknown kind is reported once, below.
+            if kind.is_some() && entry.is_none() {
+                continue;
+            }
+            let owners: Vec<String> = catalog::CATALOG
+                .iter()
+                .filter(|e| e.knobs.contains(&field))
+                .map(|e| format!("`kind: {}`", e.name))
+                .collect();
+            let allowed = entry.is_some_and(|e| e.knobs.contains(&field));
+            only(self, field, set, allowed, &owners.join(", "));
         }
-        only(
-            self,
-            "exchange",
-            raw.exchange.is_some(),
-            kind == Some("graph_parallel"),
-            "`kind: graph_parallel`",
-        );
         for (field, set) in [
             ("chunking", raw.chunking.is_some()),
             ("halo", raw.halo.is_some()),
@@ -726,10 +733,10 @@ impl Ctx<'_> {
             self,
             "stages",
             split_given && gnn,
-            kind != Some("graph_parallel"),
+            of != Some(ScheduleKind::GraphParallel),
             "pipelines (graph parallelism runs every layer on every device)",
         );
-        let n_chunks = match (raw.chunks, kind) {
+        let n_chunks = match (raw.chunks, of) {
             (Some(k), _) if (1..=MAX_CHUNKS).contains(&k) => k as u32,
             (Some(k), _) => {
                 self.error(
@@ -739,7 +746,7 @@ impl Ctx<'_> {
                 ok = false;
                 1
             }
-            (None, Some("graph_parallel")) => 1,
+            (None, Some(ScheduleKind::GraphParallel)) => 1,
             (None, _) => {
                 self.error(path.clone(), "give the number of `chunks` per epoch");
                 ok = false;
@@ -793,21 +800,21 @@ impl Ctx<'_> {
                 None
             }
         };
-        let halo = match (kind, raw.halo.as_deref(), raw.exchange.as_deref()) {
-            (Some("graph_parallel"), Some(halo), _) => {
+        let halo = match (of, raw.halo.as_deref(), raw.exchange.as_deref()) {
+            (Some(ScheduleKind::GraphParallel), Some(halo), _) => {
                 self.error(
                     path.key("halo"),
                     format!("graph parallelism exchanges neighbour rows at every layer: `halo: {halo}` does not apply (choose `exchange: halo` or `exchange: broadcast`)"),
                 );
                 None
             }
-            (Some("graph_parallel"), None, exchange) => self.choose(
+            (Some(ScheduleKind::GraphParallel), None, exchange) => self.choose(
                 &path.key("exchange"),
                 exchange,
                 &[("halo", Halo::Exchange), ("broadcast", Halo::Broadcast)],
             ),
-            (Some("gnnpipe"), None | Some("stale"), _) => Some(Halo::Stale),
-            (Some("gnnpipe"), Some(other), _) => {
+            (Some(ScheduleKind::GnnPipe), None | Some("stale"), _) => Some(Halo::Stale),
+            (Some(ScheduleKind::GnnPipe), Some(other), _) => {
                 self.error(
                     path.key("halo"),
                     format!(
@@ -822,7 +829,7 @@ impl Ctx<'_> {
                 &[("drop", Halo::Drop), ("exact", Halo::Exact)],
             ),
         };
-        if kind == Some("gnnpipe")
+        if of == Some(ScheduleKind::GnnPipe)
             && order == Some(GnnPipeOrder::OneFOneB)
             && backward == Some(GnnPipeBackward::Exact)
         {
@@ -837,39 +844,57 @@ impl Ctx<'_> {
             (None, None) => {
                 self.error(
                     path.clone(),
-                    "give a schedule `kind` (gpipe, 1f1b, gnnpipe, graph_parallel) or a `file`",
+                    format!(
+                        "give a schedule `kind` ({}) or a `file`",
+                        catalog::CATALOG
+                            .iter()
+                            .map(|e| e.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 );
                 None
             }
             (None, Some(file)) => Some(ScheduleChoice::File(base_dir.join(file))),
-            (Some("gpipe"), None) => {
-                backward_order.map(|o| ScheduleChoice::Generated(Generator::GPipe(o)))
-            }
-            (Some("1f1b"), None) => Some(ScheduleChoice::Generated(Generator::OneFOneB)),
-            (Some("gnnpipe"), None) => match (order, backward, update) {
-                (Some(order), Some(backward), Some(update)) => Some(ScheduleChoice::Generated(
-                    Generator::GnnPipe(GnnPipeKnobs {
-                        order,
-                        backward,
-                        update,
-                    }),
-                )),
-                _ => None,
+            (Some(name), None) => match entry.map(|e| (e, e.generator)) {
+                None => {
+                    let names: Vec<&str> = catalog::CATALOG.iter().map(|e| e.name).collect();
+                    self.error(
+                        path.key("kind"),
+                        format!(
+                            "unknown schedule kind `{name}` (expected {})",
+                            names.join(", ")
+                        ),
+                    );
+                    None
+                }
+                Some((e, _)) if e.workloads == Workloads::Gnn && !gnn && workload.is_some() => {
+                    let what = match e.generator {
+                        None => "graph parallelism".to_string(),
+                        Some(_) => format!("`kind: {name}`"),
+                    };
+                    self.error(
+                        path.key("kind"),
+                        format!("{what} needs a GNN workload (`graph` and `model`)"),
+                    );
+                    None
+                }
+                Some((_, None)) => Some(ScheduleChoice::GraphParallel),
+                Some((_, Some(Generator::GPipe(_)))) => {
+                    backward_order.map(|o| ScheduleChoice::Generated(Generator::GPipe(o)))
+                }
+                Some((_, Some(Generator::GnnPipe(_)))) => match (order, backward, update) {
+                    (Some(order), Some(backward), Some(update)) => Some(ScheduleChoice::Generated(
+                        Generator::GnnPipe(GnnPipeKnobs {
+                            order,
+                            backward,
+                            update,
+                        }),
+                    )),
+                    _ => None,
+                },
+                Some((_, Some(generator))) => Some(ScheduleChoice::Generated(generator)),
             },
-            (Some("graph_parallel"), None) if gnn || workload.is_none() => {
-                Some(ScheduleChoice::GraphParallel)
-            }
-            (Some("graph_parallel"), None) => {
-                self.error(
-                    path.key("kind"),
-                    "graph parallelism needs a GNN workload (`graph` and `model`)",
-                );
-                None
-            }
-            (Some(other), None) => {
-                self.error(path.key("kind"), format!("unknown schedule kind `{other}` (expected gpipe, 1f1b, gnnpipe or graph_parallel)"));
-                None
-            }
         };
         // Placement needs the devices and the workload; without them only the checks above can
         // run (what is wrong with those is reported where they are validated).
@@ -918,38 +943,87 @@ impl Ctx<'_> {
                 StageSplit::Auto => None,
             },
         };
+        // Stages per device: the round-robin kinds' knob, two for the V shapes, else one.
+        let given_v = match raw.stages_per_device {
+            None => None,
+            Some(v) if (1..=MAX_STAGES_PER_DEVICE).contains(&v) => Some(v as u32),
+            Some(v) => {
+                self.error(
+                    path.key("stages_per_device"),
+                    format!("must be between 1 and {MAX_STAGES_PER_DEVICE}, got {v}"),
+                );
+                ok = false;
+                None
+            }
+        };
+        let v = match &choice {
+            Some(ScheduleChoice::Generated(generator)) => match generator.placement() {
+                StagePlacement::RoundRobin => given_v.unwrap_or(1) as usize,
+                _ => generator.default_stages_per_device() as usize,
+            },
+            _ => 1,
+        };
+        let per_device = |n: usize| match v {
+            1 => format!("{n} stages"),
+            v => format!("{n} stages at {v} per device"),
+        };
         if let (Some(ScheduleChoice::Generated(_)), Some((n_stages, at))) = (&choice, n_stages) {
-            if n_stages > devices.len() {
+            if n_stages % v != 0 {
+                self.error(
+                    at,
+                    format!("{n_stages} stages do not fill devices at {v} stages per device"),
+                );
+                ok = false;
+            } else if n_stages / v > devices.len() {
                 self.error(
                     at,
                     format!(
-                        "{n_stages} stages need {n_stages} devices but the scenario has {}",
+                        "{} need {} devices but the scenario has {}",
+                        per_device(n_stages),
+                        n_stages / v,
                         devices.len()
                     ),
                 );
                 ok = false;
-            } else if raw.placement.is_some() && placement.len() != n_stages {
+            } else if raw.placement.is_some() && placement.len() != n_stages / v {
+                let what = match v {
+                    1 => format!("each of the {n_stages} stages"),
+                    v => format!("the {n_stages} stages, {v} per device,"),
+                };
                 self.error(
                     path.key("placement"),
-                    format!(
-                        "place each of the {n_stages} stages on a device, got {} names",
-                        placement.len()
-                    ),
+                    format!("place {what} on a device, got {} names", placement.len()),
                 );
                 ok = false;
             }
         }
         if let (Some(ScheduleChoice::Generated(_)), Workload::Gnn(gnn)) = (&choice, workload) {
-            if gnn.stages == StageSplit::Auto
+            let layers = gnn.layers.len();
+            if gnn.stages == StageSplit::Auto && layers < v {
+                let at = match given_v {
+                    Some(_) => path.key("stages_per_device"),
+                    None => path.key("kind"),
+                };
+                self.error(
+                    at,
+                    format!(
+                        "{v} stages per device need at least {v} layers, the model has {layers}"
+                    ),
+                );
+                ok = false;
+            } else if gnn.stages == StageSplit::Auto
                 && raw.placement.is_some()
-                && available > gnn.layers.len()
+                && available > layers / v
             {
                 self.error(
                     path.key("placement"),
                     format!(
-                        "{available} devices are placed but {} layers make at most {} stages",
-                        gnn.layers.len(),
-                        gnn.layers.len()
+                        "{available} devices are placed but {layers} layers make at most {} stages{}",
+                        layers - layers % v,
+                        match v {
+                            1 => String::new(),
+                            v => format!(" at {v} per device, on {} devices", layers / v),
+                        }
                     ),
                 );
                 ok = false;
@@ -961,6 +1035,7 @@ impl Ctx<'_> {
             placement: raw.placement.is_some().then_some(placement),
             chunking: chunking?,
             halo: halo?,
+            stages_per_device: given_v,
         })
     }
 

@@ -1176,3 +1176,42 @@ fn an_unmergeable_merge_key_is_located() {
         "{err}"
     );
 }
+
+#[test]
+fn stages_per_device_is_checked_against_the_kind_the_layers_and_the_devices() {
+    let path = root().join("scenarios/zero-bubble.yaml");
+    for (sets, expected) in [
+        (
+            vec!["schedule.kind=1f1b"],
+            "schedule.stages_per_device: only applies to `kind: interleaved_1f1b`, `kind: looped_bfs`, `kind: interleaved_zb`",
+        ),
+        (
+            vec!["schedule.stages_per_device=0"],
+            "schedule.stages_per_device: must be between 1 and 64, got 0",
+        ),
+        (
+            vec!["schedule.stages_per_device=16"],
+            "schedule.stages_per_device: 16 stages per device need at least 16 layers, the model has 8",
+        ),
+        (
+            vec!["schedule.stages=[2,2,2,1,1]"],
+            "schedule.stages: 5 stages do not fill devices at 2 stages per device",
+        ),
+        (
+            vec!["schedule.stages=[1,1,1,1,1,1,1,1]"],
+            "schedule.stages: 8 stages at 2 per device need 4 devices but the scenario has 2",
+        ),
+        (
+            vec!["schedule.kind=pipedream"],
+            "schedule.kind: unknown schedule kind `pipedream` (expected gpipe, 1f1b, interleaved_1f1b, looped_bfs, interleaved_zb, zbv, dualpipev, gnnpipe, graph_parallel)",
+        ),
+    ] {
+        let mut extra = Vec::new();
+        for set in &sets {
+            extra.extend(["--set", set]);
+        }
+        let err = rejected_path(&path, &extra, INVALID_INPUT);
+        assert_one_line(&err);
+        assert!(err.contains(expected), "{sets:?}: {err}");
+    }
+}

@@ -157,3 +157,85 @@ fn memory_that_does_not_fit_is_reported() {
     let doc = json::ResultDoc::new("1f1b", 4, 8, &metrics, None, over.is_empty());
     assert!(!doc.fits);
 }
+
+#[test]
+fn several_stages_per_device_are_placed_as_the_kind_says_and_held_in_memory_together() {
+    use pipegnn::schedule::Op;
+    use pipegnn::trace::MemoryCategory;
+    let path = root().join("scenarios/zero-bubble.yaml");
+    for (sets, label, device_of_stage) in [
+        (
+            vec![],
+            "interleaved_1f1b-v2-drop",
+            // Round-robin: stage k on device k mod 2.
+            vec![0, 1, 0, 1],
+        ),
+        (
+            vec!["schedule.kind=looped_bfs"],
+            "looped_bfs-v2-drop",
+            vec![0, 1, 0, 1],
+        ),
+        (
+            vec!["schedule.kind=zbv", "schedule.stages_per_device=null"],
+            "zbv-drop",
+            // A V: device d holds stages d and 3 - d.
+            vec![0, 1, 1, 0],
+        ),
+        (
+            vec!["schedule.stages_per_device=4"],
+            "interleaved_1f1b-v4-drop",
+            vec![0, 1, 0, 1, 0, 1, 0, 1],
+        ),
+    ] {
+        let loaded = load(&path, &sets);
+        let p = predict(&loaded, &own(&loaded.scenario));
+        assert_eq!(p.label, label);
+        let stages = device_of_stage.len();
+        assert_eq!(p.schedule.n_stages() as usize, stages, "{label}");
+        assert_eq!(p.schedule.n_devices(), 2, "{label}");
+        for (s, &d) in device_of_stage.iter().enumerate() {
+            assert_eq!(p.schedule.device_of(Op::forward(0, s as u32)), d, "{label}");
+        }
+        // The auto split covers the 8 layers in order.
+        let layout = p.layout.as_ref().unwrap();
+        assert_eq!(layout.stage_layers.len(), stages);
+        assert_eq!(layout.stage_layers[0].start, 0);
+        assert_eq!(layout.stage_layers[stages - 1].end, 8);
+        // Each device holds every one of its stages' parameters (f32).
+        let metrics = report::compute(&p.trace);
+        for (d, device) in metrics.devices.iter().enumerate() {
+            let held: u64 = (0..stages)
+                .filter(|&s| device_of_stage[s] == d)
+                .map(|s| 4 * layout.model.parameters(layout.stage_layers[s].clone()))
+                .sum();
+            let at = MemoryCategory::ALL
+                .iter()
+                .position(|&c| c == MemoryCategory::Parameters)
+                .unwrap();
+            assert_eq!(device.memory_at_peak[at], held, "{label} device {d}");
+        }
+    }
+}
+
+#[test]
+fn explicit_workloads_keep_their_stages_and_fill_devices_v_at_a_time() {
+    let path = root().join("scenarios/explicit-pipeline.yaml");
+    let loaded = load(&path, &[]);
+    // Four explicit stages: two per device as a V on two of the four GPUs.
+    let zbv = plan::named_candidate("zbv", &loaded.scenario).unwrap();
+    let p = predict(&loaded, &zbv);
+    assert_eq!((p.schedule.n_stages(), p.schedule.n_devices()), (4, 2));
+    assert_eq!(p.label, "zbv");
+    // Three stages do not fill devices two at a time.
+    let three = load(&path, &["workload.stages=[{forward: 1ms, backward: 2ms}, {forward: 1ms, backward: 2ms}, {forward: 1ms, backward: 2ms}]"]);
+    let zbv = plan::named_candidate("zbv", &three.scenario).unwrap();
+    let err = plan::predict(&three.scenario, None, &zbv)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("3 stages") || err.contains("stages"), "{err}");
+    // `-vN` names the stages per device of a round-robin kind; the V kinds take none.
+    let v4 = plan::named_candidate("interleaved_1f1b-v4", &loaded.scenario).unwrap();
+    assert_eq!(v4.label(&loaded.scenario), "interleaved_1f1b-v4");
+    assert!(plan::named_candidate("zbv-v2", &loaded.scenario).is_none());
+    assert!(plan::named_candidate("interleaved_1f1b-v0", &loaded.scenario).is_none());
+}
