@@ -291,7 +291,7 @@ pub struct CompareArgs {
     pub profile: Option<PathBuf>,
     /// Not a prediction: replay op times measured on even epochs of this very run against its
     /// odd epochs.
-    #[arg(long, conflicts_with = "profile")]
+    #[arg(long, conflicts_with_all = ["profile", "transport"])]
     pub replay: bool,
     /// Epochs of the measured run (the median epoch stands for it), 2 to 499,999 (with
     /// `--replay` the run is twice as long and one epoch more).
@@ -304,6 +304,11 @@ pub struct CompareArgs {
     /// folder.
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
+    /// How the workers reach each other: `threads` of this process, or `mpi` under `mpirun`
+    /// (needs `--profile`: every rank reads it; the hand-off between processes is measured
+    /// before the run and priced into the prediction).
+    #[arg(long, value_enum, default_value = "threads")]
+    pub transport: TransportArg,
 }
 
 /// `pipegnn fidelity`.

@@ -4,13 +4,30 @@
 //! their device's share, and rank 0 reports the run as `run` does. A rank whose run fails says
 //! so on stderr, naming itself, and ends every rank with `MPI_Abort`.
 
+use std::path::Path;
+
 use super::run::{CliError, ExitStatus, Result};
-use super::RunArgs;
+use super::{DeviceArg, ScenarioArgs};
 use crate::launch::Executed;
+
+/// What a rank runs: `run`'s options, and for `compare` the device profile to predict with.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+pub(super) struct RankRun<'a> {
+    /// Scenario and overrides.
+    pub scenario: &'a ScenarioArgs,
+    /// `--epochs`.
+    pub epochs: Option<u32>,
+    /// `--force`.
+    pub force: bool,
+    /// `--device`.
+    pub device: Option<DeviceArg>,
+    /// `compare --profile`: predict with it, the hand-off between processes measured first.
+    pub profile: Option<&'a Path>,
+}
 
 /// Runs this process's rank: rank 0's run, `None` on the other ranks.
 #[cfg(not(feature = "mpi"))]
-pub(super) fn execute(_args: &RunArgs) -> Result<Option<Executed>> {
+pub(super) fn execute(_run: RankRun<'_>) -> Result<Option<Executed>> {
     Err(CliError::new(
         ExitStatus::Transport,
         "--transport mpi: this binary was built without MPI (rebuild with --features mpi, the \
@@ -20,9 +37,9 @@ pub(super) fn execute(_args: &RunArgs) -> Result<Option<Executed>> {
 
 /// Runs this process's rank: rank 0's run, `None` on the other ranks.
 #[cfg(feature = "mpi")]
-pub(super) fn execute(args: &RunArgs) -> Result<Option<Executed>> {
+pub(super) fn execute(run: RankRun<'_>) -> Result<Option<Executed>> {
     use super::run::{launch_error, load_scenario, own_candidate, Loaded};
-    use super::DeviceArg;
+    use crate::cost::{fit, HandoffCost};
     use crate::exec::transport::mpi::{Mpi, MpiError};
     use crate::launch;
     use crate::plan;
@@ -52,14 +69,46 @@ pub(super) fn execute(args: &RunArgs) -> Result<Option<Executed>> {
         say(&err.message);
         mpi.abort(err.status as i32)
     };
-    let file = &args.scenario.scenario;
-    let Loaded { scenario, graph } = load_scenario(&args.scenario).unwrap_or_else(|e| abort(e));
+    let file = &run.scenario.scenario;
+    let Loaded { scenario, graph } = load_scenario(run.scenario).unwrap_or_else(|e| abort(e));
     let candidate = own_candidate(&scenario).unwrap_or_else(|e| abort(e));
+    let mut profiles = match run.profile {
+        None => Vec::new(),
+        Some(profile) => {
+            super::fidelity::device_profiles(file, &scenario, Some(profile), run.device)
+                .unwrap_or_else(|e| abort(e))
+                .unwrap_or_default()
+        }
+    };
+    // What a message between these processes costs, through the transport's own path: rank 0
+    // prices every hand-off of its prediction with it.
+    let mut measured_handoff = None;
+    if !profiles.is_empty() {
+        let samples = mpi
+            .measure_handoff(&scenario.network)
+            .map_err(|e| CliError::new(ExitStatus::RunFailed, format!("{}: {e}", file.display())))
+            .unwrap_or_else(|e| abort(e));
+        if let Some(samples) = samples {
+            let rows: Vec<Vec<f64>> = samples.iter().map(|&(b, _)| vec![1.0, b as f64]).collect();
+            let y: Vec<f64> = samples.iter().map(|&(_, ns)| ns.max(1) as f64).collect();
+            if let Some(f) = fit::fit(&rows, &y) {
+                let cost = HandoffCost {
+                    fixed_ns: f.coefficients[0].round() as u64,
+                    ns_per_byte: f.coefficients[1],
+                };
+                for profile in &mut profiles {
+                    profile.between_processes = Some(cost);
+                }
+                measured_handoff = Some((cost, f.median_error));
+            }
+        }
+    }
+    let refs: Vec<&crate::cost::DeviceProfile> = profiles.iter().collect();
     let options = launch::Options {
-        epochs: args.epochs,
-        force: args.force,
-        tier: plan::Tier::Analytic,
-        backend: args.device.map(|device| match device {
+        epochs: run.epochs,
+        force: run.force,
+        tier: plan::Tier::of_profiles(&refs),
+        backend: run.device.map(|device| match device {
             DeviceArg::Cpu => Backend::Cpu,
             DeviceArg::Cuda => Backend::Cuda,
         }),
@@ -92,5 +141,14 @@ pub(super) fn execute(args: &RunArgs) -> Result<Option<Executed>> {
         crate::units::format_duration_ns(skews.get(executed.median).copied().unwrap_or(0)),
         crate::units::format_duration_ns(worst)
     );
+    if let Some((cost, error)) = measured_handoff {
+        executed.prediction.cost_tier.push_str(&format!(
+            "; a hand-off between processes measured before the run at {} + {:.3} ns/byte \
+             (median error {:.1}% over 1 KiB to 8 MiB)",
+            crate::units::format_duration_ns(cost.fixed_ns),
+            cost.ns_per_byte,
+            error * 100.0
+        ));
+    }
     Ok(Some(executed))
 }

@@ -806,7 +806,13 @@ fn train(args: &RunArgs) -> Result<()> {
             args.device,
         )?,
         // The other ranks have handed their part to rank 0, which reports the run.
-        TransportArg::Mpi => match super::mpi::execute(args)? {
+        TransportArg::Mpi => match super::mpi::execute(super::mpi::RankRun {
+            scenario: &args.scenario,
+            epochs: args.epochs,
+            force: args.force,
+            device: args.device,
+            profile: None,
+        })? {
             Some(executed) => executed,
             None => return Ok(()),
         },
@@ -995,6 +1001,26 @@ pub(super) fn compare_rows(run: &Executed, measured: &report::Metrics) -> Vec<Co
 fn compare(args: &CompareArgs) -> Result<()> {
     let (run, measured) = if args.replay {
         self_calibrated(&args.scenario, args.epochs, args.device)?
+    } else if args.transport == TransportArg::Mpi {
+        let Some(profile) = args.profile.as_deref() else {
+            return Err(CliError::new(
+                ExitStatus::Usage,
+                "compare --transport mpi: give --profile FILE (calibrate once with `pipegnn \
+                 calibrate`; every rank reads the profile rather than calibrating alongside the \
+                 others)",
+            ));
+        };
+        let run = super::mpi::execute(super::mpi::RankRun {
+            scenario: &args.scenario,
+            epochs: Some(args.epochs),
+            force: false,
+            device: args.device,
+            profile: Some(profile),
+        })?;
+        // The other ranks have handed their part to rank 0, which reports the comparison.
+        let Some(run) = run else { return Ok(()) };
+        let measured = run.metrics_of[run.median].clone();
+        (run, measured)
     } else {
         let loaded = load_scenario(&args.scenario)?;
         let file = &args.scenario.scenario;

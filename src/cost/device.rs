@@ -132,6 +132,32 @@ pub struct DeviceProfile {
     /// the layer functions measured alone (received inputs, the autograd graph across a
     /// stage's layers, the worker's buffers). Applied to the stash and temporaries functions.
     pub memory_scale: f64,
+    /// What a hand-off between two processes costs, measured at the run that uses it
+    /// (`compare --transport mpi`); never read from or written to the file.
+    pub between_processes: Option<HandoffCost>,
+}
+
+/// What a hand-off costs beyond the links: a fixed time plus a time per byte.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HandoffCost {
+    /// Per message.
+    pub fixed_ns: u64,
+    /// Per byte.
+    pub ns_per_byte: f64,
+}
+
+impl DeviceProfile {
+    /// What a hand-off costs on this device beyond the links: between processes, what was
+    /// measured there; else the receiving worker's wake-up and its copy.
+    pub fn handoff(&self) -> HandoffCost {
+        self.between_processes.unwrap_or(HandoffCost {
+            fixed_ns: self.wakeup_ns,
+            ns_per_byte: self
+                .kernels
+                .get(&Kernel::HandoffCopy)
+                .map_or(0.0, |f| f.coefficients[1]),
+        })
+    }
 }
 
 /// A kernel evaluated beyond its calibrated range.
@@ -343,6 +369,7 @@ impl DeviceProfile {
                     Err("`memory_scale` must be positive".into())
                 }
             })?,
+            between_processes: None,
         })
     }
 }
@@ -376,6 +403,7 @@ mod tests {
             wakeup_ns: 2500,
             gap_ns: 900,
             memory_scale: 1.25,
+            between_processes: None,
         }
     }
 

@@ -13,7 +13,7 @@ pub mod profiled;
 mod uniform;
 
 pub use analytic::{AnalyticCost, DeviceRates, GnnWorkload};
-pub use device::{DeviceProfile, Kernel, ProfileTarget};
+pub use device::{DeviceProfile, HandoffCost, Kernel, ProfileTarget};
 pub use explicit::ExplicitCost;
 pub use kernels::{DeviceCost, TrainingShape};
 pub use profiled::{Profile, ProfiledCost};

@@ -161,6 +161,7 @@ pub fn calibrate(
         wakeup_ns: 0,
         gap_ns: 0,
         memory_scale: 1.0,
+        between_processes: None,
     };
     let layers = pool.install(|| measure_layers(device, effort, &draft, slot, progress))?;
     let mut profile = draft;

@@ -11,7 +11,7 @@ use thiserror::Error;
 
 pub use gnn::{prepare_graph, GraphData};
 
-use crate::cost::{CostModel, DeviceProfile, ExplicitCost, Kernel, Profile, ProfiledCost};
+use crate::cost::{CostModel, DeviceProfile, ExplicitCost, Profile, ProfiledCost};
 use crate::diag::{Diagnostic, Diagnostics, FieldPath};
 use crate::gnn::{GraphMetrics, Halo};
 use crate::scenario::{DeviceMap, Scenario, ScheduleChoice, StageSplit, Workload};
@@ -410,13 +410,13 @@ fn run(
         Tier::Replay(p) => p
             .handoff_ns
             .map(|ns| scenario.network.with_handoff(ns, 0.0)),
-        // A hand-off costs the receiver's wake-up and its copy on the machine profiled.
+        // A hand-off costs the receiver's wake-up and its copy on the machine profiled, or
+        // what a message between processes was measured to cost.
         Tier::Device(profiles) => profiles.first().map(|p| {
-            let per_byte = p
-                .kernels
-                .get(&Kernel::HandoffCopy)
-                .map_or(0.0, |f| f.coefficients[1]);
-            scenario.network.with_handoff(p.wakeup_ns, per_byte)
+            let handoff = p.handoff();
+            scenario
+                .network
+                .with_handoff(handoff.fixed_ns, handoff.ns_per_byte)
         }),
         Tier::Analytic => None,
     };

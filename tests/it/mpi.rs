@@ -1,7 +1,8 @@
 //! `pipegnn run --transport mpi`: refused with exit 9 outside `mpirun` (or in a build without
 //! MPI); with `--features mpi`, runs of 2 and 4 ranks on this host (`mpirun --oversubscribe`)
 //! train to the same losses as the in-process run and pass the order check, and a wrong rank
-//! count, ranks reading different inputs, or a rank failing end every rank with a message.
+//! count, ranks reading different inputs, or a rank failing end every rank with a message;
+//! `compare --transport mpi` predicts with a profile and the hand-off measured between ranks.
 
 use crate::support::{pipegnn, scratch, stderr, write};
 
@@ -26,6 +27,17 @@ fn the_mpi_transport_outside_mpirun_is_one_line_with_exit_9() {
     } else {
         assert!(err.contains("--features mpi"), "{err}");
     }
+}
+
+#[test]
+fn compare_over_mpi_needs_a_profile_every_rank_reads() {
+    let dir = scratch("mpi-compare-profile");
+    let path = write(&dir, "tiny.yaml", &tiny(2, "{kind: gpipe, chunks: 2}"));
+    let out = pipegnn(&["compare", path.to_str().unwrap(), "--transport", "mpi"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("give --profile FILE"), "{err}");
 }
 
 #[cfg(feature = "mpi")]
@@ -132,6 +144,59 @@ mod under_mpirun {
                 assert_eq!(out.matches("\"scenario\"").count(), 1, "{out}");
                 assert!(out.contains(&format!("in {ranks} MPI processes")), "{out}");
                 eprintln!("{ranks} ranks, {schedule}: {took:?} under mpirun");
+            }
+        }
+    }
+
+    /// Issue 13: `compare` on a run between processes predicts with the device profile and a
+    /// hand-off measured between the ranks before the run, and checks it against the run.
+    #[test]
+    fn compare_between_processes_prices_the_measured_hand_off() {
+        let dir = scratch("mpi-compare");
+        let profile = dir.join("quick.json");
+        let calibrated = pipegnn(&[
+            "calibrate",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--quick",
+            "--out",
+            profile.to_str().unwrap(),
+        ]);
+        assert!(calibrated.status.success(), "{}", stderr(&calibrated));
+        for schedule in ["{kind: gpipe, chunks: 4}", "{kind: gnnpipe, chunks: 4}"] {
+            let path = write(&dir, "tiny.yaml", &tiny(2, schedule));
+            let out = mpirun(&[
+                "-np",
+                "2",
+                "pipegnn",
+                "compare",
+                path.to_str().unwrap(),
+                "--transport",
+                "mpi",
+                "--profile",
+                profile.to_str().unwrap(),
+                "--epochs",
+                "3",
+                "--format",
+                "json",
+            ]);
+            assert!(out.status.success(), "{schedule}: {}", stderr(&out));
+            let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+            let tier = doc["cost_tier"].as_str().unwrap();
+            assert!(tier.starts_with("device profile"), "{tier}");
+            assert!(
+                tier.contains("a hand-off between processes measured"),
+                "{tier}"
+            );
+            let metrics = doc["metrics"].as_array().unwrap();
+            let epoch = &metrics[0];
+            assert_eq!(epoch["name"], "epoch_time_s");
+            assert!(epoch["measured"].as_f64().unwrap() > 0.0);
+            // Bytes per link are exact between processes too.
+            for row in metrics.iter().filter(|r| r["name"] == "link_bytes") {
+                assert_eq!(row["predicted"], row["measured"], "{schedule}: {row}");
             }
         }
     }

@@ -186,6 +186,59 @@ impl Mpi {
         }
     }
 
+    /// Measures what one hand-off between two ranks costs beyond the links, through this
+    /// transport's own path (the tensor encoded, posted by the sending thread, probed for with
+    /// the worker's polling, decoded): ranks 0 and 1 bounce f32 tensors of 1 KiB to 8 MiB
+    /// ([`HANDOFF_SIZES`]) with links left unpaced, two warm-up round trips then nine timed
+    /// ones per size. Every rank takes part (the others wait at the barriers); rank 0 returns
+    /// each size's bytes with the median one-way time (half the round trip), the other ranks
+    /// `None`, as does a run of one rank.
+    pub fn measure_handoff(
+        &self,
+        network: &crate::network::Network,
+    ) -> candle_core::Result<Option<Vec<(u64, u64)>>> {
+        if self.size < 2 || network.n_devices() < 2 {
+            return Ok(None);
+        }
+        let links = Links {
+            network,
+            placement: &[0, 1],
+            emulate: false,
+        };
+        let mut transport = self.transport(links);
+        let mut samples = Vec::new();
+        if self.rank < 2 {
+            let peer = 1 - self.rank;
+            for (i, &elements) in HANDOFF_SIZES.iter().enumerate() {
+                let tensor = Tensor::zeros(elements, candle_core::DType::F32, &Device::Cpu)?;
+                let tag = Tag {
+                    payload: crate::schedule::lower::Payload::Activation,
+                    to: crate::schedule::Op::forward(i as u32, 0),
+                    from_chunk: i as u32,
+                };
+                let mut times = Vec::new();
+                for round in 0..11 {
+                    let start = Instant::now();
+                    if self.rank == 0 {
+                        transport.send(peer, tag, &tensor, start)?;
+                        wait(&mut transport)?;
+                    } else {
+                        let back = wait(&mut transport)?;
+                        transport.send(peer, tag, &back, start)?;
+                    }
+                    if round >= 2 {
+                        times.push(start.elapsed().as_nanos() as u64 / 2);
+                    }
+                }
+                times.sort_unstable();
+                samples.push(((elements * 4) as u64, times[times.len() / 2]));
+            }
+        }
+        transport.barrier()?;
+        drop(transport);
+        Ok((self.rank == 0).then_some(samples))
+    }
+
     /// Waits for every rank.
     pub fn barrier(&self) {
         SimpleCommunicator::world().barrier();
@@ -194,6 +247,17 @@ impl Mpi {
     /// Ends every rank of the run with `code` (`MPI_Abort`); print the reason first.
     pub fn abort(&self, code: i32) -> ! {
         SimpleCommunicator::world().abort(code)
+    }
+}
+
+/// The f32 element counts [`Mpi::measure_handoff`] sends: 1 KiB, 64 KiB, 1 MiB and 8 MiB.
+pub const HANDOFF_SIZES: [usize; 4] = [256, 16_384, 262_144, 2_097_152];
+
+/// The next message of a hand-off measurement, waiting at most ten seconds for it.
+fn wait(transport: &mut MpiTransport<'_>) -> candle_core::Result<Tensor> {
+    match transport.recv_timeout(Duration::from_secs(10))? {
+        Some(received) => Ok(received.tensor),
+        None => candle_core::bail!("no reply within 10 s while measuring a hand-off"),
     }
 }
 
