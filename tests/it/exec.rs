@@ -522,3 +522,29 @@ fn several_stages_per_device_train_like_gpipe() {
         assert_losses_close(&gpipe, &run, 1e-5);
     }
 }
+
+/// Issue 15: the shipped ZB-H1 file on Cora (2 stages, 8 chunks) trains to 1F1B's losses.
+#[test]
+fn zb_h1_file_on_cora_trains_like_1f1b() {
+    if crate::gnn::data_dir().is_none() {
+        return;
+    }
+    let whole = run_json(&[
+        "scenarios/cora-gpipe-drop.yaml",
+        "--set",
+        "schedule.kind=1f1b",
+        "--epochs",
+        "15",
+    ]);
+    let halves = run_json(&[
+        "scenarios/cora-gpipe-drop.yaml",
+        "--set",
+        "schedule.kind=null",
+        "--set",
+        "schedule.file=../schedules/zb-h1-s2-k8.yaml",
+        "--epochs",
+        "15",
+    ]);
+    assert_eq!(halves["schedule"], "file:zb-h1-s2-k8");
+    assert_losses_close(&whole, &halves, 1e-5);
+}
