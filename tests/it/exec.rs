@@ -452,16 +452,19 @@ fn run_text(dir: &Path, name: &str, text: &str, extra: &[&str]) -> Value {
 fn zero_bubble_trains_like_1f1b_for_every_layer() {
     let dir = scratch("zb-h1");
     let zb = schedule_file(&dir, "interleaved_zb", 2, 1, 4);
-    let split = format!("{{file: {}, chunks: 4}}", zb.display());
-    for (name, layers) in [
-        ("gcn", "[{kind: gcn, out: 8}, {kind: gcn, out: 8}, {kind: gcn, out: 3}]"),
-        ("sage", "[{kind: sage, out: 8}, {kind: sage, out: 8}, {kind: sage, out: 3}]"),
-        ("gat", "[{kind: gat, out: 8, heads: 2}, {kind: gat, out: 8, heads: 2}, {kind: gat, out: 3, heads: 1}]"),
+    let gcn = "[{kind: gcn, out: 8}, {kind: gcn, out: 8}, {kind: gcn, out: 3}]";
+    for (name, layers, halo) in [
+        ("gcn", gcn, "drop"),
+        ("sage", "[{kind: sage, out: 8}, {kind: sage, out: 8}, {kind: sage, out: 3}]", "drop"),
+        ("gat", "[{kind: gat, out: 8, heads: 2}, {kind: gat, out: 8, heads: 2}, {kind: gat, out: 3, heads: 1}]", "drop"),
+        // Halo rows recomputed: the transforms' inputs W keeps are the receptive fields.
+        ("gcn-exact", gcn, "exact"),
     ] {
+        let split = format!("{{file: {}, chunks: 4, halo: {halo}}}", zb.display());
         let whole = run_text(
             &dir,
             &format!("{name}-1f1b.yaml"),
-            &synthetic(layers, 2, "{kind: 1f1b, chunks: 4}"),
+            &synthetic(layers, 2, &format!("{{kind: 1f1b, chunks: 4, halo: {halo}}}")),
             &[],
         );
         let trace = dir.join(format!("{name}.trace.json"));
@@ -472,6 +475,10 @@ fn zero_bubble_trains_like_1f1b_for_every_layer() {
             &["--trace", trace.to_str().unwrap()],
         );
         assert_eq!(halves["stages"], 2, "{name}");
+        assert_eq!(whole["schedule"], format!("1f1b-{halo}"), "{name}");
+        if halo == "exact" {
+            assert!(halves["redundant_compute_factor"].as_f64().unwrap() > 1.0);
+        }
         assert_losses_close(&whole, &halves, 1e-5);
         let doc: Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
         for category in ["input_gradient", "weight_gradient"] {
