@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Result, Tensor, Var, D};
 use super::activation::bias_activation;
 use super::attention::{gat_attention, EdgePattern};
 use super::data::LayerGraph;
+use super::deferred::{dense_transform, WeightTape};
 use super::dropout::{apply_mask, mix, EdgeDropout, Keep};
 use super::sparse::SparseMatrix;
 use crate::gnn::{Layer, LayerKind};
@@ -160,9 +161,23 @@ impl ExecLayer {
         attention: Option<(&EdgePattern, Option<&EdgeDropout>)>,
         activation: Option<Activation>,
     ) -> Result<Tensor> {
+        self.forward_split(x, graph, attention, activation, None)
+    }
+
+    /// [`ExecLayer::forward_activated`] whose backward, with a `tape`, leaves every weight
+    /// gradient of the dense transforms (`X W`) to it (the split backward's `W`); the bias and
+    /// GAT's attention vectors get theirs in the backward as before.
+    pub fn forward_split(
+        &self,
+        x: &StageInput,
+        graph: &LayerGraph,
+        attention: Option<(&EdgePattern, Option<&EdgeDropout>)>,
+        activation: Option<Activation>,
+        tape: Option<&WeightTape>,
+    ) -> Result<Tensor> {
         let (y, bias) = match self {
             ExecLayer::Gcn { weight, bias } => {
-                (graph.gcn()?.matmul(&x.matmul(weight.as_tensor())?)?, bias)
+                (graph.gcn()?.matmul(&x.transform(weight, tape)?)?, bias)
             }
             // The neighbour mean commutes with the linear map: mean(X) W = mean(X W), which
             // keeps sparse inputs sparse.
@@ -171,9 +186,9 @@ impl ExecLayer {
                 weight_neigh,
                 bias,
             } => {
-                let own = x.matmul(weight_self.as_tensor())?.narrow(0, 0, graph.out)?;
+                let own = x.transform(weight_self, tape)?.narrow(0, 0, graph.out)?;
                 (
-                    (own + graph.mean()?.matmul(&x.matmul(weight_neigh.as_tensor())?)?)?,
+                    (own + graph.mean()?.matmul(&x.transform(weight_neigh, tape)?)?)?,
                     bias,
                 )
             }
@@ -189,7 +204,7 @@ impl ExecLayer {
                 let Some((pattern, dropout)) = attention else {
                     candle_core::bail!("a GAT layer needs its attention pattern");
                 };
-                let projected = x.matmul(weight.as_tensor())?;
+                let projected = x.transform(weight, tape)?;
                 let out = gat_attention(
                     pattern,
                     &projected,
@@ -230,11 +245,13 @@ pub enum StageInput {
 }
 
 impl StageInput {
-    /// `X W`.
-    fn matmul(&self, weight: &Tensor) -> Result<Tensor> {
-        match self {
-            StageInput::Dense(x) => x.matmul(weight),
-            StageInput::Sparse(x) => x.matmul(weight),
+    /// `X W`; with a tape, `W`'s gradient is deferred to it.
+    fn transform(&self, weight: &Var, tape: Option<&WeightTape>) -> Result<Tensor> {
+        match (self, tape) {
+            (StageInput::Dense(x), None) => x.matmul(weight.as_tensor()),
+            (StageInput::Sparse(x), None) => x.matmul(weight.as_tensor()),
+            (StageInput::Dense(x), Some(tape)) => dense_transform(x, weight, tape),
+            (StageInput::Sparse(x), Some(tape)) => x.matmul_deferred(weight.as_tensor(), tape),
         }
     }
 
@@ -327,6 +344,20 @@ impl StageModel {
         pattern: Option<&EdgePattern>,
         training: Option<Training>,
     ) -> Result<Tensor> {
+        self.layer_forward_split(i, x, graph, pattern, training, None)
+    }
+
+    /// [`StageModel::layer_forward`] whose dense transforms, with a `tape`, leave their weight
+    /// gradients to it (see [`ExecLayer::forward_split`]).
+    pub fn layer_forward_split(
+        &self,
+        i: usize,
+        x: StageInput,
+        graph: &LayerGraph,
+        pattern: Option<&EdgePattern>,
+        training: Option<Training>,
+        tape: Option<&WeightTape>,
+    ) -> Result<Tensor> {
         let layer = &self.layers[i];
         let model_layer = self.first_layer + i;
         let x = match training {
@@ -344,11 +375,12 @@ impl StageModel {
         } else {
             Some(self.activation)
         };
-        layer.forward_activated(
+        layer.forward_split(
             &x,
             graph,
             pattern.map(|p| (p, dropout.as_ref())),
             activation,
+            tape,
         )
     }
 
@@ -399,6 +431,7 @@ pub fn cross_entropy(logits: &Tensor, rows: &[(u32, u32)], normaliser: usize) ->
 mod tests {
     use super::*;
     use crate::exec::data::{ChunkPlan, PlanShape};
+    use crate::exec::deferred::WeightTape;
     use crate::graph::Csr;
 
     /// A 5-vertex graph with a triangle, a pendant and an edge.
@@ -498,6 +531,137 @@ mod tests {
             (own.matmul(vars[0].as_tensor())? + mean.matmul(x)?.matmul(vars[1].as_tensor())?)?
                 .broadcast_add(vars[2].as_tensor())
         })
+    }
+
+    /// Issue 15: a split backward's `I` (the backward with every weight product deferred to a
+    /// tape) then `W` (the tape's `X^T dY`) give the full backward's gradients: the input's and
+    /// the biases' and attention vectors' at `I`, the dense transforms' weights' at `W` and not
+    /// at `I`. `sparse` reads the input as sparse features (a first stage: no input gradient).
+    fn split_backward_matches_the_full_one(kind: LayerKind, sparse: bool) -> Result<()> {
+        let graph = graph();
+        let part = vec![0, 0, 1, 1, 1];
+        let shape = PlanShape {
+            layers: 0..1,
+            n_layers: 1,
+            needs: crate::exec::data::Needs {
+                gcn: true,
+                mean: true,
+                attention: true,
+            },
+        };
+        let plan = ChunkPlan::neighbours(&graph, vec![0, 1], &part, &shape);
+        let view = plan.layer(0);
+        let d_out = 4;
+        let layer = ExecLayer::new(
+            &Layer {
+                kind,
+                d_in: 3,
+                d_out,
+            },
+            &mut Rng::new(5),
+            &Device::Cpu,
+        )?;
+        let x = input(view.read.len(), 3)?;
+        let x_in = if sparse {
+            let rows = x.as_tensor().to_vec2::<f32>()?;
+            let (mut offsets, mut indices, mut values) = (vec![0], Vec::new(), Vec::new());
+            for row in &rows {
+                // Every other entry, so the matrix is really sparse.
+                for (c, &v) in row.iter().enumerate().step_by(2) {
+                    indices.push(c as u32);
+                    values.push(v);
+                }
+                offsets.push(indices.len());
+            }
+            StageInput::Sparse(SparseMatrix::new(rows.len(), 3, offsets, indices, values))
+        } else {
+            StageInput::Dense(x.as_tensor().clone())
+        };
+        let pattern = view.attention.as_ref().map(|a| (&a.edges, None));
+        let mut rng = Rng::new(3);
+        let values: Vec<f32> = (0..view.out * d_out as usize)
+            .map(|_| rng.unit_f64() as f32 - 0.5)
+            .collect();
+        let upstream = Tensor::from_vec(values, (view.out, d_out as usize), &Device::Cpu)?;
+        let activation = Some(Activation::Elu);
+        let full = layer.forward_split(&x_in, view, pattern, activation, None)?;
+        let full_grads = full.mul(&upstream)?.sum_all()?.backward()?;
+        let tape = WeightTape::new();
+        let split = layer.forward_split(&x_in, view, pattern, activation, Some(&tape))?;
+        let close = |a: &Tensor, b: &Tensor, what: &str| -> Result<()> {
+            let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "{kind:?} {what}: max difference {diff}");
+            Ok(())
+        };
+        close(&full, &split, "output")?;
+        let input_grads = split.mul(&upstream)?.sum_all()?.backward()?;
+        let transforms = match kind {
+            LayerKind::Sage => 2,
+            _ => 1,
+        };
+        assert_eq!(
+            tape.len(),
+            transforms,
+            "{kind:?}: one record per dense transform"
+        );
+        match (sparse, input_grads.get(x.as_tensor())) {
+            (true, got) => assert!(got.is_none(), "features need no gradient"),
+            (false, Some(got)) => close(
+                got,
+                full_grads
+                    .get(x.as_tensor())
+                    .expect("the full backward has it"),
+                "input gradient",
+            )?,
+            (false, None) => panic!("{kind:?}: I gave no input gradient"),
+        }
+        let vars = layer.vars();
+        let weight_grads = tape.weight_grads(&vars)?;
+        assert!(tape.is_empty(), "W empties the tape");
+        let weights: Vec<usize> = (0..transforms).collect();
+        assert_eq!(
+            weight_grads.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            weights
+        );
+        for (i, var) in vars.iter().enumerate() {
+            let want = full_grads
+                .get(var.as_tensor())
+                .expect("the full backward has it");
+            let at_input = input_grads.get(var.as_tensor());
+            if weights.contains(&i) {
+                assert!(
+                    at_input.is_none(),
+                    "{kind:?}: I computed weight {i}'s gradient"
+                );
+                let (_, got) = &weight_grads[i];
+                close(got, want, &format!("weight {i} at W"))?;
+            } else {
+                let got =
+                    at_input.expect("I computes the biases' and attention vectors' gradients");
+                close(got, want, &format!("variable {i} at I"))?;
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn split_backward_matches_the_full_one_for_every_layer() -> Result<()> {
+        for kind in [
+            LayerKind::Gcn,
+            LayerKind::Sage,
+            LayerKind::Gat {
+                heads: 2,
+                concat: true,
+            },
+            LayerKind::Gat {
+                heads: 2,
+                concat: false,
+            },
+        ] {
+            split_backward_matches_the_full_one(kind, false)?;
+            split_backward_matches_the_full_one(kind, true)?;
+        }
+        Ok(())
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! **Architecture Invariant:** only `exec` imports candle, and `exec` never imports `sim`.
 //!
-//! GCN, GraphSAGE and GAT layers; GPipe, 1F1B and custom pipelines with halo `drop` or `exact`,
+//! GCN, GraphSAGE and GAT layers; GPipe, 1F1B, custom pipelines and the catalog's newer kinds
+//! (several stages per device, split backwards: [`deferred`]) with halo `drop` or `exact`,
 //! GNNPipe with its history buffers (the pipeline worker), and graph parallelism (the
 //! graph-parallel worker), on the CPU or GPUs, each worker on a rayon pool of its own, memory
 //! measured by a counting allocator ([`memory`]).
@@ -46,6 +47,7 @@ pub mod calibrate;
 mod crew;
 mod cuda;
 pub mod data;
+pub mod deferred;
 pub mod device;
 pub mod dropout;
 mod evaluate;

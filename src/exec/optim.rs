@@ -138,9 +138,33 @@ pub(super) fn accumulate(
     store: &candle_core::backprop::GradStore,
     vars: &[Var],
 ) -> Result<Vec<Tensor>> {
+    accumulate_parts(summed, grads_in(store, vars), vars)
+}
+
+/// Each variable's gradient in `store`, detached (see [`grad_of`]), `None` where it took no
+/// part.
+pub(super) fn grads_in(
+    store: &candle_core::backprop::GradStore,
+    vars: &[Var],
+) -> Vec<Option<Tensor>> {
+    vars.iter()
+        .map(|var| store.get(var.as_tensor()).map(Tensor::detach))
+        .collect()
+}
+
+/// `summed` (none before the first backward since a step) plus `parts[i]`, the gradient of
+/// `vars[i]` (zeros where `None`).
+pub(super) fn accumulate_parts(
+    summed: Option<Vec<Tensor>>,
+    parts: Vec<Option<Tensor>>,
+    vars: &[Var],
+) -> Result<Vec<Tensor>> {
     let mut summed = summed.unwrap_or_default();
-    for (i, var) in vars.iter().enumerate() {
-        let g = grad_of(store, var)?;
+    for (i, (var, part)) in vars.iter().zip(parts).enumerate() {
+        let g = match part {
+            Some(g) => g,
+            None => var.as_tensor().detach().zeros_like()?,
+        };
         if summed.len() <= i {
             summed.push(g);
         } else {

@@ -17,6 +17,14 @@
 //! schedule); `deferred` does the same for every neighbour row but applies the buffer one epoch
 //! late, as PipeGCN.
 //!
+//! Split backward (`I` then `W`, zero-bubble schedules): a chunk whose backward the schedule
+//! splits runs its forward with a [`WeightTape`], so its dense transforms (`X W`) defer their
+//! weight gradients. `I(c, s)` back-propagates as `B` does, giving the input gradient the
+//! previous stage waits for and the gradients of biases and attention vectors, but no `X^T dY`;
+//! the stash is freed but for what the tape keeps (each transform's input and output gradient).
+//! `W(c, s)` computes the weight products from the tape, frees it, and adds the chunk's
+//! gradients to the stage's sums, which `U` applies as after `B`.
+//!
 //! What each op sends and receives is the lowered schedule's ([`crate::schedule::lower`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,12 +35,13 @@ use candle_core::{Device, Tensor, Var};
 
 use super::crew::{Crew, EpochReport};
 use super::data::ChunkPlan;
+use super::deferred::WeightTape;
 use super::device::synchronize;
 use super::input::{CrossChunk, ExecInput};
 use super::layers::{cross_entropy, ExecLayer, StageInput, StageModel, Training};
 use super::ledger::{bytes_of, compute_span, Ledger};
 use super::memory;
-use super::optim::{accumulate, grad_of, Adam, AdamConfig};
+use super::optim::{accumulate, accumulate_parts, grad_of, grads_in, Adam, AdamConfig};
 use super::rows::Rows;
 use super::sparse::SparseMatrix;
 use super::transport::handoffs::{outgoing, Inbound, Inbox};
@@ -50,6 +59,15 @@ struct Stashed {
     outputs: Vec<Tensor>,
     /// Neighbour rows read with gradient: (layer, leaf, their vertices).
     halo: Vec<(usize, Var, Vec<u32>)>,
+    /// Split backward: where the dense transforms leave their weight gradients for `W`.
+    tape: Option<WeightTape>,
+}
+
+/// What a chunk's `I` leaves for its `W`: the transforms' inputs and output gradients on the
+/// tape, and the gradients `I` did compute (biases, attention vectors; `None` for the weights).
+struct Pending {
+    tape: WeightTape,
+    grads: Vec<Option<Tensor>>,
 }
 
 /// One stage a worker owns.
@@ -72,6 +90,8 @@ struct Stage {
     /// Summed parameter gradients since the last step.
     grads: Option<Vec<Tensor>>,
     stash: BTreeMap<u32, Stashed>,
+    /// Chunks whose `I` ran and whose `W` has not.
+    pending: BTreeMap<u32, Pending>,
 }
 
 impl Stage {
@@ -176,6 +196,7 @@ fn build_stage(input: &ExecInput<'_>, s: u32, device: &Device) -> candle_core::R
         train_rows,
         grads: None,
         stash: BTreeMap::new(),
+        pending: BTreeMap::new(),
     })
 }
 
@@ -237,9 +258,6 @@ pub(super) fn work(
             let incoming = inbound.of(index);
             let mut results: Option<Tensor> = None;
             let began = match op.kind {
-                OpKind::InputGrad | OpKind::WeightGrad => {
-                    unreachable!("`run` refuses split backwards before any worker starts")
-                }
                 OpKind::Forward => {
                     let received = match incoming {
                         [] => None,
@@ -252,7 +270,7 @@ pub(super) fn work(
                     results = Some(forward(input, stage, op.chunk, received, training, &dev)?);
                     began
                 }
-                OpKind::Backward => {
+                OpKind::Backward | OpKind::InputGrad => {
                     let upstream = if stage.model.is_last {
                         None
                     } else {
@@ -274,8 +292,18 @@ pub(super) fn work(
                     let (loss, grad_in) = backward(input, stage, op.chunk, upstream, &dev)?;
                     loss_total += loss;
                     results = grad_in;
-                    if first {
+                    if first && stage.grads.is_some() {
                         // The first backward since the last step creates the accumulators.
+                        let bytes = bytes_of(stage.grads.iter().flatten());
+                        ledger.change(ns(Instant::now()), MemoryCategory::Gradients, bytes);
+                    }
+                    began
+                }
+                OpKind::WeightGrad => {
+                    let began = ledger.op_starts(&dev, start)?;
+                    let first = stage.grads.is_none();
+                    weight_grad(stage, op.chunk)?;
+                    if first {
                         let bytes = bytes_of(stage.grads.iter().flatten());
                         ledger.change(ns(Instant::now()), MemoryCategory::Gradients, bytes);
                     }
@@ -335,6 +363,9 @@ fn forward(
     let plan = &stage.plans[c as usize];
     let stale = input.halo == Halo::Stale;
     let leaf = received.map(|t| Var::from_tensor(&t)).transpose()?;
+    // A split backward's `I` leaves the weight products to `W`.
+    let split = input.schedule.gradient_op(c, stage.index).kind == OpKind::InputGrad;
+    let tape = split.then(WeightTape::new);
     let mut outputs: Vec<Tensor> = Vec::with_capacity(stage.layers.len());
     let mut halo_leaves = Vec::new();
     for (i, l) in stage.layers.clone().enumerate() {
@@ -373,12 +404,13 @@ fn forward(
             }
             Some(own) => StageInput::Dense(own),
         };
-        let y = stage.model.layer_forward(
+        let y = stage.model.layer_forward_split(
             i,
             x,
             graph,
             graph.attention.as_ref().map(|a| &a.edges),
             Some(training),
+            tape.as_ref(),
         )?;
         outputs.push(y);
     }
@@ -389,13 +421,16 @@ fn forward(
             leaf,
             outputs,
             halo: halo_leaves,
+            tape,
         },
     );
     Ok(out)
 }
 
-/// `B(c, s)`: back-propagates chunk `c` through the stage; returns its loss share (last stage)
-/// and the gradient of its input (later stages).
+/// `B(c, s)`, or a split backward's `I(c, s)`: back-propagates chunk `c` through the stage;
+/// returns its loss share (last stage) and the gradient of its input (later stages). `B` adds
+/// the chunk's parameter gradients to the stage's sums; `I`, whose forward deferred the weight
+/// products to a tape, leaves the tape and the gradients it computed for `W`.
 fn backward(
     input: &ExecInput<'_>,
     stage: &mut Stage,
@@ -407,6 +442,7 @@ fn backward(
         leaf,
         outputs,
         halo,
+        tape,
     } = stage.stash.remove(&c).ok_or_else(|| {
         candle_core::Error::Msg(format!("B({c},{}) before its forward", stage.index))
     })?;
@@ -440,7 +476,17 @@ fn backward(
         }
     }
     let grads = objective.backward()?;
-    let summed = accumulate(stage.grads.take(), &grads, &stage.model.vars())?;
+    let vars = stage.model.vars();
+    match tape {
+        None => stage.grads = Some(accumulate(stage.grads.take(), &grads, &vars)?),
+        Some(tape) => {
+            let pending = Pending {
+                tape,
+                grads: grads_in(&grads, &vars),
+            };
+            stage.pending.insert(c, pending);
+        }
+    }
     let grad_in = match leaf {
         None => None,
         Some(leaf) => {
@@ -451,7 +497,6 @@ fn backward(
             Some(g)
         }
     };
-    stage.grads = Some(summed);
     // The gradient of the neighbour rows read goes to their chunks' buffers (rows of other
     // chunks than this one, so the order against the read above does not matter).
     for (l, var, rows) in &halo {
@@ -463,4 +508,23 @@ fn backward(
             .add(rows, &g)?;
     }
     Ok((loss, grad_in))
+}
+
+/// `W(c, s)`: the weight products `I(c, s)` deferred (`X^T dY` per dense transform), added with
+/// the gradients `I` computed to the stage's sums; what the tape kept is freed.
+fn weight_grad(stage: &mut Stage, c: u32) -> candle_core::Result<()> {
+    let Pending { tape, mut grads } = stage
+        .pending
+        .remove(&c)
+        .ok_or_else(|| candle_core::Error::Msg(format!("W({c},{}) before its I", stage.index)))?;
+    let vars = stage.model.vars();
+    for (i, g) in tape.weight_grads(&vars)? {
+        grads[i] = Some(match grads[i].take() {
+            Some(partial) => (partial + g)?,
+            None => g,
+        });
+    }
+    drop(tape);
+    stage.grads = Some(accumulate_parts(stage.grads.take(), grads, &vars)?);
+    Ok(())
 }

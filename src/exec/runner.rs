@@ -59,7 +59,6 @@ impl RunResult {
 
 /// Trains for `config.epochs` epochs on the input's devices and measures every op.
 pub fn run(input: &ExecInput<'_>) -> Result<RunResult, ExecError> {
-    refuse_split_backwards(input)?;
     let stop = Arc::new(AtomicBool::new(false));
     let links = Links {
         network: input.network,
@@ -77,7 +76,6 @@ pub fn run_rank<T: Transport>(
     input: &ExecInput<'_>,
     transport: T,
 ) -> Result<Option<RunResult>, ExecError> {
-    refuse_split_backwards(input)?;
     let n_devices = input.schedule.n_devices();
     if transport.n_ranks() != n_devices || !transport.across_processes() {
         return Err(ExecError::Failed(format!(
@@ -88,15 +86,6 @@ pub fn run_rank<T: Transport>(
     let root = transport.rank() == 0;
     let result = coordinate(input, vec![transport], Arc::new(AtomicBool::new(false)))?;
     Ok(root.then_some(result))
-}
-
-fn refuse_split_backwards(input: &ExecInput<'_>) -> Result<(), ExecError> {
-    if input.schedule.has_split_backward() {
-        return Err(ExecError::Unsupported(
-            "split backwards (I and W ops) are simulated but not yet run by the executor".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Runs a worker per endpoint of `transports` and coordinates them; the trace and the

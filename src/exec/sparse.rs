@@ -10,6 +10,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 use super::cuda::DeviceCache;
+use super::deferred::{TapeInput, WeightTape};
 
 /// One sparse matrix in compressed sparse rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -246,7 +247,15 @@ impl SparseMatrix {
 
     /// `A x` for a dense `x` of shape `(cols, d)`, differentiable in `x`.
     pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
-        x.contiguous()?.apply_op1(SpMM(self.clone()))
+        x.contiguous()?.apply_op1(SpMM(self.clone(), None))
+    }
+
+    /// `A w` for a weight `w` whose gradient `A^T dY` is left to `tape` (the split backward's
+    /// `W`): the backward only records.
+    pub(super) fn matmul_deferred(&self, weight: &Tensor, tape: &WeightTape) -> Result<Tensor> {
+        weight
+            .contiguous()?
+            .apply_op1(SpMM(self.clone(), Some(tape.clone())))
     }
 
     /// The dense form, for tests.
@@ -272,8 +281,8 @@ impl SparseMatrix {
     }
 }
 
-/// The custom op: `Y = A X`.
-struct SpMM(SparseMatrix);
+/// The custom op: `Y = A X`; with a tape, `X`'s gradient is deferred to it.
+struct SpMM(SparseMatrix, Option<WeightTape>);
 
 impl CustomOp1 for SpMM {
     fn name(&self) -> &'static str {
@@ -342,7 +351,15 @@ impl CustomOp1 for SpMM {
         Ok(finish(device, out, Shape::from((csr.rows, width))))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        if let Some(tape) = &self.1 {
+            tape.record(
+                arg.id(),
+                TapeInput::Sparse(self.0.clone()),
+                grad_res.detach(),
+            )?;
+            return Ok(None);
+        }
         Ok(Some(self.0.t().matmul(grad_res)?))
     }
 }

@@ -1,9 +1,11 @@
 //! The executor: real training on Cora through the command line, against the targets and the
 //! schedule it runs.
 
+use std::path::{Path, PathBuf};
+
 use serde_json::Value;
 
-use crate::support::stderr;
+use crate::support::{scratch, stderr, stdout, write};
 
 /// Runs `pipegnn` with every Cora scenario among `args` pointed at the dataset where
 /// [`crate::gnn::data_dir`] found it.
@@ -394,4 +396,162 @@ fn emulated_links_take_their_latency_and_bandwidth() {
             "{link}: busy {busy} expected {expected}"
         );
     }
+}
+
+/// A scenario on a small synthetic graph with `layers`, over `devices` CPU devices, running
+/// `schedule` (a YAML mapping) for 4 epochs.
+fn synthetic(layers: &str, devices: u32, schedule: &str) -> String {
+    format!(
+        "# test\nname: split\ngraph:\n  synthetic: {{kind: sbm, nodes: 240, avg_degree: 5, classes: 3, features: 12, seed: 3}}\nmodel:\n  layers: {layers}\ntraining: {{epochs: 4, dropout: 0.5, seed: 5}}\ndevices:\n  - {{name: cpu, count: {devices}, preset: cpu-core}}\nlinks:\n  topology: {{kind: full, bandwidth: 10GB/s, latency: 1us}}\nexecutor: {{threads_per_device: 1}}\nschedule: {schedule}\n"
+    )
+}
+
+/// `pipegnn schedule --kind KIND ... --format json` saved in `dir`: a schedule file.
+fn schedule_file(dir: &Path, kind: &str, stages: u32, per_device: u32, chunks: u32) -> PathBuf {
+    let (stages, per_device, chunks) = (
+        stages.to_string(),
+        per_device.to_string(),
+        chunks.to_string(),
+    );
+    let out = crate::support::pipegnn(&[
+        "schedule",
+        "--kind",
+        kind,
+        "--stages",
+        &stages,
+        "--stages-per-device",
+        &per_device,
+        "--chunks",
+        &chunks,
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{kind}: {}", stderr(&out));
+    write(
+        dir,
+        &format!("{kind}-s{stages}-v{per_device}.json"),
+        &stdout(&out),
+    )
+}
+
+/// `pipegnn run` of the scenario `text` (saved in `dir` as `name`) with `extra` arguments.
+fn run_text(dir: &Path, name: &str, text: &str, extra: &[&str]) -> Value {
+    let path = write(dir, name, text);
+    let mut args = vec!["run", path.to_str().unwrap(), "--format", "json"];
+    args.extend_from_slice(extra);
+    let out = crate::support::pipegnn(&args);
+    assert!(out.status.success(), "{name}: {}", stderr(&out));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["results"][0].clone()
+}
+
+/// Issue 15: a zero-bubble schedule (ZB-H1: `interleaved_zb` with one stage per device) splits
+/// every backward into `I` and `W`; for GCN, GraphSAGE and GAT it trains to 1F1B's losses (the
+/// same chunks and the same math, the gradients summed in another order), and its measured
+/// trace runs every `I` and `W` in the schedule's order (`pipegnn run` holds every epoch to it).
+#[test]
+fn zero_bubble_trains_like_1f1b_for_every_layer() {
+    let dir = scratch("zb-h1");
+    let zb = schedule_file(&dir, "interleaved_zb", 2, 1, 4);
+    let gcn = "[{kind: gcn, out: 8}, {kind: gcn, out: 8}, {kind: gcn, out: 3}]";
+    for (name, layers, halo) in [
+        ("gcn", gcn, "drop"),
+        ("sage", "[{kind: sage, out: 8}, {kind: sage, out: 8}, {kind: sage, out: 3}]", "drop"),
+        ("gat", "[{kind: gat, out: 8, heads: 2}, {kind: gat, out: 8, heads: 2}, {kind: gat, out: 3, heads: 1}]", "drop"),
+        // Halo rows recomputed: the transforms' inputs W keeps are the receptive fields.
+        ("gcn-exact", gcn, "exact"),
+    ] {
+        let split = format!("{{file: {}, chunks: 4, halo: {halo}}}", zb.display());
+        let whole = run_text(
+            &dir,
+            &format!("{name}-1f1b.yaml"),
+            &synthetic(layers, 2, &format!("{{kind: 1f1b, chunks: 4, halo: {halo}}}")),
+            &[],
+        );
+        let trace = dir.join(format!("{name}.trace.json"));
+        let halves = run_text(
+            &dir,
+            &format!("{name}-zb.yaml"),
+            &synthetic(layers, 2, &split),
+            &["--trace", trace.to_str().unwrap()],
+        );
+        assert_eq!(halves["stages"], 2, "{name}");
+        assert_eq!(whole["schedule"], format!("1f1b-{halo}"), "{name}");
+        if halo == "exact" {
+            assert!(halves["redundant_compute_factor"].as_f64().unwrap() > 1.0);
+        }
+        assert_losses_close(&whole, &halves, 1e-5);
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+        for category in ["input_gradient", "weight_gradient"] {
+            let ran = doc["traceEvents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["ph"] == "X" && e["cat"] == category)
+                .count();
+            assert_eq!(ran, 2 * 4, "{name}: {category} spans");
+        }
+    }
+}
+
+/// Issue 15: schedules with several stages per device (round-robin: interleaved 1F1B, looped
+/// BFS, interleaved zero bubble; as a V: ZBV, DualPipeV) train 4 stages on 2 devices to the
+/// losses of GPipe on 4 devices with the same chunks and stage split.
+#[test]
+fn several_stages_per_device_train_like_gpipe() {
+    let dir = scratch("stages-per-device");
+    let layers = "[{kind: gcn, out: 8}, {kind: sage, out: 8}, {kind: gat, out: 8, heads: 2}, {kind: gcn, out: 3}]";
+    let gpipe = run_text(
+        &dir,
+        "gpipe.yaml",
+        &synthetic(layers, 4, "{kind: gpipe, chunks: 4, stages: [1, 1, 1, 1]}"),
+        &[],
+    );
+    for kind in [
+        "interleaved_1f1b",
+        "looped_bfs",
+        "interleaved_zb",
+        "zbv",
+        "dualpipev",
+    ] {
+        let file = schedule_file(&dir, kind, 4, 2, 4);
+        let schedule = format!(
+            "{{file: {}, chunks: 4, stages: [1, 1, 1, 1]}}",
+            file.display()
+        );
+        let run = run_text(
+            &dir,
+            &format!("{kind}.yaml"),
+            &synthetic(layers, 2, &schedule),
+            &[],
+        );
+        assert_eq!(run["stages"], 4, "{kind}");
+        assert_eq!(run["devices"].as_array().unwrap().len(), 2, "{kind}");
+        assert_losses_close(&gpipe, &run, 1e-5);
+    }
+}
+
+/// Issue 15: the shipped ZB-H1 file on Cora (2 stages, 8 chunks) trains to 1F1B's losses.
+#[test]
+fn zb_h1_file_on_cora_trains_like_1f1b() {
+    if crate::gnn::data_dir().is_none() {
+        return;
+    }
+    let whole = run_json(&[
+        "scenarios/cora-gpipe-drop.yaml",
+        "--set",
+        "schedule.kind=1f1b",
+        "--epochs",
+        "15",
+    ]);
+    let halves = run_json(&[
+        "scenarios/cora-gpipe-drop.yaml",
+        "--set",
+        "schedule.kind=null",
+        "--set",
+        "schedule.file=../schedules/zb-h1-s2-k8.yaml",
+        "--epochs",
+        "15",
+    ]);
+    assert_eq!(halves["schedule"], "file:zb-h1-s2-k8");
+    assert_losses_close(&whole, &halves, 1e-5);
 }
