@@ -28,7 +28,8 @@ enum Source {
     },
     Command {
         template: Template,
-        timeout_ns: u64,
+        timeout: Duration,
+        timeout_text: String,
     },
     File {
         path: String,
@@ -79,12 +80,13 @@ pub(super) fn run(args: &ProptestArgs) -> Result<()> {
         }
         Source::Command {
             template,
-            timeout_ns,
+            timeout,
+            timeout_text,
         } => testing::run(
             &settings,
             &ranges,
             &properties,
-            command_source(template, Duration::from_nanos(*timeout_ns)),
+            command_source(template, *timeout, timeout_text),
         ),
         Source::File { schedule, .. } => testing::run(&settings, &ranges, &properties, |_| {
             Ok::<_, CliError>(Produced::Schedule(schedule.clone()))
@@ -184,7 +186,8 @@ fn source(args: &ProptestArgs) -> Result<Source> {
         }
         return Ok(Source::Command {
             template,
-            timeout_ns,
+            timeout: Duration::from_nanos(timeout_ns),
+            timeout_text: args.timeout.trim().to_string(),
         });
     }
     let path = args.file.as_ref().expect("clap requires a source");
@@ -250,8 +253,12 @@ fn ranges(args: &ProptestArgs, source: &Source) -> Result<ShapeRanges> {
             if default.start() == default.end() {
                 if !range.contains(default.start()) {
                     return Err(usage(format!(
-                        "--stages-per-device: {name} places {} stages per device, outside {}",
-                        default.start(),
+                        "--stages-per-device: {name} places {} per device, outside {}",
+                        if *default.start() == 1 {
+                            "1 stage".to_string()
+                        } else {
+                            format!("{} stages", default.start())
+                        },
                         show_range(&range)
                     )));
                 }
@@ -324,10 +331,11 @@ fn kind_source(generator: Generator) -> impl FnMut(&Shape) -> Result<Produced> {
 
 /// The generator command: run once per shape (its listing is kept), its output read as a
 /// schedule file or torch's CSV by what it looks like.
-fn command_source(
-    template: &Template,
+fn command_source<'a>(
+    template: &'a Template,
     timeout: Duration,
-) -> impl FnMut(&Shape) -> Result<Produced> + '_ {
+    timeout_text: &'a str,
+) -> impl FnMut(&Shape) -> Result<Produced> + 'a {
     let mut seen: BTreeMap<Shape, schedule::file::Listing> = BTreeMap::new();
     move |shape| {
         if let Some(listing) = seen.get(shape) {
@@ -340,7 +348,7 @@ fn command_source(
                 format!("--generator: `{command}` {why} (asked for {shape})"),
             )
         };
-        let stdout = run_command(&command, timeout).map_err(failed)?;
+        let stdout = run_command(&command, timeout, timeout_text).map_err(failed)?;
         let text = String::from_utf8(stdout).map_err(|err| {
             CliError::new(
                 ExitStatus::InvalidInput,
@@ -372,7 +380,11 @@ const MAX_STDERR_BYTES: usize = 64 << 10;
 /// Runs `command` under `sh -c` in a process group of its own, with stdin closed, and returns
 /// what it printed on stdout; the whole group is killed when it runs past `timeout` or prints
 /// more than [`MAX_DOCUMENT_BYTES`].
-fn run_command(command: &str, timeout: Duration) -> std::result::Result<Vec<u8>, String> {
+fn run_command(
+    command: &str,
+    timeout: Duration,
+    timeout_text: &str,
+) -> std::result::Result<Vec<u8>, String> {
     let deadline = Instant::now() + timeout;
     let mut sh = Command::new("sh");
     sh.arg("-c")
@@ -416,7 +428,6 @@ fn run_command(command: &str, timeout: Duration) -> std::result::Result<Vec<u8>,
         };
         let _ = sender.send((false, read));
     });
-    let shown = units::format_duration_ns(timeout.as_nanos() as u64);
     let (mut out, mut err) = (None, None);
     while out.is_none() || err.is_none() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -425,7 +436,7 @@ fn run_command(command: &str, timeout: Duration) -> std::result::Result<Vec<u8>,
             Ok((false, read)) => err = Some(read),
             Err(_) => {
                 kill_group(&mut child);
-                return Err(format!("ran past --timeout {shown} and was killed"));
+                return Err(format!("ran past --timeout {timeout_text} and was killed"));
             }
         }
         if let Some(Ok(bytes)) = &out {
@@ -444,7 +455,7 @@ fn run_command(command: &str, timeout: Duration) -> std::result::Result<Vec<u8>,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
             Ok(None) => {
                 kill_group(&mut child);
-                return Err(format!("ran past --timeout {shown} and was killed"));
+                return Err(format!("ran past --timeout {timeout_text} and was killed"));
             }
             Err(err) => return Err(format!("could not be waited for: {err}")),
         }
@@ -738,11 +749,12 @@ fn text_report(
     let mut out = String::new();
     let Some(failure) = &outcome.failure else {
         out.push_str(&format!(
-            "ok: {}: {} cases held (seed {}), {} shapes in {shapes}\n",
+            "ok: {}: {} cases held (seed {}), {} shape{} in {shapes}\n",
             source.label(),
             outcome.passed,
             args.seed,
-            outcome.shapes.len()
+            outcome.shapes.len(),
+            if outcome.shapes.len() == 1 { "" } else { "s" }
         ));
         out.push_str(&format!("checked: {}\n", checked_list(properties, source)));
         if let Some(form) = properties.closed_form {
@@ -909,17 +921,19 @@ mod tests {
     #[test]
     fn a_command_that_hangs_is_killed_with_its_children_at_the_timeout() {
         let started = Instant::now();
-        let err = run_command("sleep 100 & sleep 100", Duration::from_millis(300)).unwrap_err();
-        assert!(err.starts_with("ran past --timeout 300"), "{err}");
+        let err =
+            run_command("sleep 100 & sleep 100", Duration::from_millis(300), "300ms").unwrap_err();
+        assert_eq!(err, "ran past --timeout 300ms and was killed");
         assert!(started.elapsed() < Duration::from_secs(20));
         let err = run_command(
             "echo partial; echo oops >&2; exit 3",
             Duration::from_secs(10),
+            "10s",
         )
         .unwrap_err();
         assert_eq!(err, "exited with status 3: oops");
         assert_eq!(
-            run_command("printf 'a\\nb'", Duration::from_secs(10)).unwrap(),
+            run_command("printf 'a\\nb'", Duration::from_secs(10), "10s").unwrap(),
             b"a\nb".to_vec()
         );
     }

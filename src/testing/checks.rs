@@ -28,9 +28,7 @@ pub enum Violation {
     #[error("the simulated run {0}")]
     Simulation(String),
     /// A device holds more chunks in flight than the bound allows.
-    #[error(
-        "device {device} holds {peak} chunks in flight, more than the bound `{bound}` = {limit}"
-    )]
+    #[error("device {device} holds {peak} chunk{} in flight, more than the bound `{bound}` = {limit}", if *peak == 1 { "" } else { "s" })]
     StashBound {
         /// The device.
         device: u32,
@@ -221,29 +219,20 @@ pub fn from_listing(shape: &Shape, listing: Listing) -> Result<Schedule, Violati
             shape.devices()
         )));
     }
-    if (listing.n_stages, listing.n_chunks) != (shape.stages, shape.chunks) {
-        // Name the op that shows it, where there is one.
-        let out = listing
-            .orders
-            .iter()
-            .flatten()
-            .find(|op| op.stage >= shape.stages || op.chunk >= shape.chunks);
-        let declared = format!(
-            "it has {} stages and {} chunks",
-            listing.n_stages, listing.n_chunks
-        );
-        let what = match out {
-            Some(op) => format!("{declared} ({op} is out of range)"),
-            None => declared,
-        };
-        return Err(Violation::Ops(format!("asked for {shape}, {what}")));
-    }
-    listing
+    let declared = (listing.n_stages, listing.n_chunks);
+    let schedule = listing
         .into_schedule(shape.stages, shape.chunks)
         .map_err(|err| match err {
             ScheduleError::Shape(why) => Violation::Ops(why),
             ScheduleError::Deadlock(deadlock) => Violation::Deadlock(deadlock),
-        })
+        })?;
+    if declared != (shape.stages, shape.chunks) {
+        return Err(Violation::Ops(format!(
+            "asked for {shape}, it declares {} stages and {} chunks",
+            declared.0, declared.1
+        )));
+    }
+    Ok(schedule)
 }
 
 /// Checks that the schedule's dependencies can be met in its devices' orders
