@@ -586,3 +586,50 @@ fn the_python_eager_variant_is_caught_and_shrunk() {
         "the scripts leave no bytecode"
     );
 }
+
+/// The README's `proptest` examples, each a command (`$ pipegnn ...`, `\` continuing it) and
+/// what it prints: stdout, then the `error:` line stderr gets.
+fn readme_examples() -> Vec<(String, String)> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut examples = Vec::new();
+    for block in readme.split("```text\n").skip(1) {
+        let block = block.split("```").next().unwrap();
+        let Some(first) = block.strip_prefix("$ pipegnn proptest ") else {
+            continue;
+        };
+        let mut lines = first.lines();
+        let mut command = String::from("proptest ");
+        for line in lines.by_ref() {
+            match line.strip_suffix('\\') {
+                Some(part) => command.push_str(part.trim_start()),
+                None => {
+                    command.push_str(line.trim_start());
+                    break;
+                }
+            }
+        }
+        let output: Vec<&str> = lines.collect();
+        examples.push((command, output.join("\n") + "\n"));
+    }
+    examples
+}
+
+#[test]
+fn the_readme_s_proptest_examples_print_what_it_shows() {
+    if !python3() {
+        return;
+    }
+    let examples = readme_examples();
+    assert_eq!(examples.len(), 2, "{examples:?}");
+    for (command, shown) in examples {
+        let binary = env!("CARGO_BIN_EXE_pipegnn");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("'{binary}' {command}"))
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let printed = stdout(&out) + &stderr(&out);
+        assert_eq!(printed, shown, "{command}");
+    }
+}
