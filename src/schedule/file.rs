@@ -305,3 +305,40 @@ pub fn orders(schedule: &Schedule) -> Vec<(String, Vec<FileOp>)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generator_output_is_read_by_what_it_looks_like() {
+        let json = r#"{"stages": 1, "chunks": 2, "orders": {"0": [["F",0,0],["F",1,0],["B",0,0],["B",1,0]]}}"#;
+        let yaml =
+            "# a comment\nstages: 1\nchunks: 2\norders:\n  0: [[F,0,0],[F,1,0],[B,0,0],[B,1,0]]\n";
+        let csv = "0F0,0F1,0B0,0B1\n";
+        let listings: Vec<Listing> = [json, yaml, csv]
+            .iter()
+            .map(|text| read_listing_detected("stdout", text).unwrap())
+            .collect();
+        for listing in &listings {
+            assert_eq!((listing.n_stages, listing.n_chunks), (1, 2));
+            assert_eq!(listing.orders, listings[0].orders);
+        }
+        // A listing is held to the shape asked, which its text need not declare.
+        let err = listings[2].clone().into_schedule(1, 3).unwrap_err();
+        assert!(err.to_string().contains("F(2,0) is missing"), "{err}");
+        let schedule = listings[2].clone().into_schedule(1, 2).unwrap();
+        assert_eq!(schedule.orders()[0].last(), Some(&Op::optimizer(0, 0)));
+        // Text that is neither: read as CSV, whose error names the cell.
+        let err = read_listing_detected("stdout", "hello\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("stdout:1:1: `hello` is not an action"),
+            "{err}"
+        );
+        // A YAML file with a mistake is read as YAML, whose error names the field.
+        let err =
+            read_listing_detected("stdout", "stages: 1\nchunks: x\norders: {}\n").unwrap_err();
+        assert!(err.to_string().starts_with("stdout:2:"), "{err}");
+    }
+}

@@ -514,6 +514,18 @@ mod tests {
         assert!(err.to_string().starts_with("F(1,0) is missing"), "{err}");
         let err = from_orders(&shape(2, 1, 1), orders.clone()).unwrap_err();
         assert!(err.to_string().contains("it has 1 devices"), "{err}");
-        assert!(from_orders(&shape(1, 1, 1), orders).is_ok());
+        assert!(from_orders(&shape(1, 1, 1), orders.clone()).is_ok());
+        // Whole at the asked shape, but declaring another.
+        let listing = Listing {
+            kind: schedule::ScheduleKind::Custom,
+            n_stages: 3,
+            n_chunks: 1,
+            orders,
+        };
+        let err = from_listing(&shape(1, 1, 1), listing).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "asked for 1 stage, 1 chunk, 1 stage per device, it declares 3 stages and 1 chunks"
+        );
     }
 }
