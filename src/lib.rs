@@ -17,6 +17,8 @@
 //! - [`plan`]: the glue from a scenario to checked, simulated schedules.
 //! - [`launch`]: from a scenario's prediction to a real run on the executor, held to its
 //!   schedule.
+//! - [`testing`]: proptest strategies and invariant checks for property tests of schedules,
+//!   yours or pipegnn's (`pipegnn proptest`).
 //! - [`cli`]: the command line.
 //!
 //! ```
@@ -38,5 +40,6 @@ pub mod report;
 pub mod scenario;
 pub mod schedule;
 pub mod sim;
+pub mod testing;
 pub mod trace;
 pub mod units;

@@ -10,6 +10,7 @@ mod output;
 mod plan;
 mod plots;
 mod progress;
+mod proptest;
 mod run;
 mod sweep;
 
@@ -73,6 +74,10 @@ pub enum Command {
     Plot(PlotArgs),
     /// Regenerate the README's figures into `plots/` from the scenarios, with the simulator.
     Gallery(GalleryArgs),
+    /// Property-test a schedule source (a built-in kind, your generator command, or a schedule
+    /// file) over random shapes and op times; a failure is shrunk and printed with the command
+    /// that reproduces it.
+    Proptest(ProptestArgs),
 }
 
 /// A scenario file and its overrides.
@@ -455,4 +460,71 @@ pub struct GalleryArgs {
     /// Write a PNG beside each SVG.
     #[arg(long)]
     pub png: bool,
+}
+
+/// A closed form for `proptest --closed-form`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClosedFormArg {
+    /// `(K + P - 1)(F + B)`, bubble `(P - 1) / (K + P - 1)`; one stage per device.
+    Gpipe,
+    /// The same as gpipe.
+    #[value(name = "1f1b")]
+    OneFOneB,
+    /// `(v K + P - 1)(F + B)`, bubble `(P - 1) / (v K + P - 1)`, on shapes with K a multiple
+    /// of P.
+    Interleaved,
+    /// `K (F + B) + (P - 1)(F + B - 2W)`, W cut to at most F and I; one stage per device, K >= P.
+    #[value(name = "zb-h1")]
+    ZbH1,
+}
+
+/// `pipegnn proptest`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["kind", "generator", "file"])))]
+pub struct ProptestArgs {
+    /// A built-in kind (the schedule catalog's), held to its documented stash bound unless
+    /// `--max-in-flight` says otherwise.
+    #[arg(long, value_parser = generated_kinds())]
+    pub kind: Option<String>,
+    /// Your generator: a command run by `sh -c` for each shape, with `{stages}`, `{chunks}`,
+    /// `{v}` (stages per device) and `{devices}` replaced by integers (`{{` and `}}` for
+    /// braces), printing a schedule as a JSON or YAML schedule file or torch's compute-only
+    /// CSV, e.g. `python3 gen.py --stages {stages} --chunks {chunks}`.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub generator: Option<String>,
+    /// A schedule file (YAML, JSON, or torch's CSV by its `.csv`): its own shape, random op
+    /// times.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["stages", "chunks", "stages_per_device"])]
+    pub file: Option<PathBuf>,
+    /// Stages in all: a range such as `2..8` (both ends included) or one count [default: 1..8].
+    #[arg(long, value_name = "RANGE")]
+    pub stages: Option<String>,
+    /// Chunks per epoch: a range such as `1..32` (both ends included) or one count
+    /// [default: 1..32].
+    #[arg(long, value_name = "RANGE")]
+    pub chunks: Option<String>,
+    /// Stages per device: a range or one count [default: the kind's own (1..4 for
+    /// interleaved_1f1b, looped_bfs and interleaved_zb), 1 for a generator].
+    #[arg(long, value_name = "RANGE")]
+    pub stages_per_device: Option<String>,
+    /// Cases that must hold, 1 to 100,000.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub cases: u32,
+    /// The seed the cases are drawn from: the same seed gives the same output.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The most chunks each device may hold in flight, an expression in `stages`, `chunks`,
+    /// `devices`, `v`, `device` (or `stage`) with + - * / (rounding down), min, max and
+    /// parentheses, e.g. `min(devices - device, chunks)`.
+    #[arg(long, value_name = "EXPR", allow_hyphen_values = true)]
+    pub max_in_flight: Option<String>,
+    /// Also check that the makespan and bubble with uniform op times equal this closed form.
+    #[arg(long, value_enum)]
+    pub closed_form: Option<ClosedFormArg>,
+    /// How long one run of the generator may take, e.g. `10s` or `500ms`.
+    #[arg(long, default_value = "10s", requires = "generator")]
+    pub timeout: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
 }

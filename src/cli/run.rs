@@ -6,7 +6,9 @@
 //! written; 4 invalid input (scenario or schedule file: syntax, unknown field, bad value);
 //! 5 the schedule cannot run (deadlock, or it does not match the scenario); 6 a device's
 //! predicted peak memory exceeds its capacity (the prediction is still printed); 7 a real run
-//! failed (a non-finite loss, or a feature the executor does not have yet).
+//! failed (a non-finite loss, or a feature the executor does not have yet); 8 the device cannot
+//! be used; 9 the MPI transport cannot start; 10 `proptest` found a failing case; 11
+//! `proptest`'s generator command failed.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -59,6 +61,11 @@ pub enum ExitStatus {
     /// `mpirun`, a rank count other than the schedule's devices, ranks that read different
     /// inputs, or a run on GPUs.
     Transport = 9,
+    /// 10: `proptest` found a case that breaks a property (the shrunk case is printed).
+    PropertyFails = 10,
+    /// 11: `proptest --generator`'s command could not be started, exited with a failure, ran
+    /// past `--timeout`, or printed more than 4 MiB.
+    GeneratorFailed = 11,
 }
 
 /// An error with the exit status it maps to. Its message may span several lines, one per
@@ -113,6 +120,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plan(args) => super::plan::run(&args),
         Command::Plot(args) => super::plots::plot_command(&args),
         Command::Gallery(args) => super::plots::gallery(&args),
+        Command::Proptest(args) => super::proptest::run(&args),
         Command::Bench(args) => match (&args.scenario, &args.ogb, &args.write_ogb) {
             (Some(path), _, _) => bench_scenario(path, args.repeat),
             (_, Some(dir), _) => super::ogb::bench_load(dir),

@@ -628,3 +628,88 @@ mod tests {
         assert_eq!(back, doc);
     }
 }
+
+/// `pipegnn proptest --format json`: what was tested, and the shrunk failure if one was found.
+#[derive(Debug, Serialize)]
+pub struct ProptestDoc {
+    /// `kind`, `generator` or `file`.
+    pub source: &'static str,
+    /// The kind's name, the command template, or the file's path.
+    pub name: String,
+    /// The seed the cases were drawn from.
+    pub seed: u64,
+    /// Cases asked for.
+    pub cases: u32,
+    /// Whether every case held.
+    pub passed: bool,
+    /// Cases that held (before the failure, when one failed).
+    pub cases_passed: u32,
+    /// Shapes the kind does not make, skipped.
+    pub refused: u32,
+    /// Distinct shapes among the cases that held.
+    pub shapes: usize,
+    /// The ranges drawn from, each `[first, last]`, both included.
+    pub ranges: ProptestRangesDoc,
+    /// The stash bound held to, if any.
+    pub max_in_flight: Option<String>,
+    /// The closed form held to, if any.
+    pub closed_form: Option<&'static str>,
+    /// Cases on which the closed form applied.
+    pub closed_form_cases: u32,
+    /// The shrunk failure.
+    pub failure: Option<ProptestFailureDoc>,
+}
+
+/// The shape ranges of a property test.
+#[derive(Debug, Serialize)]
+pub struct ProptestRangesDoc {
+    /// Stages in all.
+    pub stages: [u32; 2],
+    /// Chunks.
+    pub chunks: [u32; 2],
+    /// Stages per device.
+    pub stages_per_device: [u32; 2],
+}
+
+/// A shape.
+#[derive(Debug, Serialize)]
+pub struct ShapeDoc {
+    /// Stages in all.
+    pub stages: u32,
+    /// Chunks.
+    pub chunks: u32,
+    /// Stages per device.
+    pub stages_per_device: u32,
+}
+
+/// One stage's op times.
+#[derive(Debug, Serialize)]
+pub struct StageTimesDoc {
+    /// `F`.
+    pub forward_ns: u64,
+    /// `I`, the input-gradient half of a backward.
+    pub input_ns: u64,
+    /// `W`, the weight-gradient half (`B` is `I + W`).
+    pub weight_ns: u64,
+}
+
+/// A property test's shrunk failure.
+#[derive(Debug, Serialize)]
+pub struct ProptestFailureDoc {
+    /// `ops`, `deadlock`, `simulation`, `stash_bound` or `closed_form`.
+    pub property: &'static str,
+    /// What is wrong, one line.
+    pub message: String,
+    /// The smallest failing shape.
+    pub shape: ShapeDoc,
+    /// The first failing shape drawn.
+    pub original_shape: ShapeDoc,
+    /// Whether the shrunk op times are the same on every stage.
+    pub uniform_times: bool,
+    /// The shrunk op times, per stage (one entry when uniform).
+    pub times: Vec<StageTimesDoc>,
+    /// Per device, its `[op, chunk, stage]` list as the source gave it.
+    pub orders: OrderedMap<Vec<file::FileOp>>,
+    /// The command that runs the failing shape again.
+    pub reproduce: String,
+}

@@ -136,6 +136,38 @@ pub fn of(kind: ScheduleKind) -> Option<&'static Entry> {
     CATALOG.iter().find(|entry| entry.kind == kind)
 }
 
+/// The most chunks each device of `generator`'s schedules holds in flight (forwarded, and not
+/// yet through their last backward op, `B` or `W`, summed over the device's stages), as a
+/// [`Bound`](super::bound::Bound) expression in `stages`, `chunks`, `devices`, `v` and
+/// `device`. Every bound is reached exactly on some device for every shape the generator
+/// accepts (`tests/it/schedules.rs`), and `pipegnn proptest --kind` holds schedules to it.
+///
+/// - GPipe (and GNNPipe in GPipe order): every chunk, `chunks`.
+/// - 1F1B (and GNNPipe in 1F1B order): `min(devices - device, chunks)`, the warm-up plus one.
+/// - Looped BFS: every chunk on every stage of the device, `v * chunks`.
+/// - Interleaved 1F1B, with rounds of `r = chunks / max(1, chunks / devices)` chunks:
+///   `min(v K, (v - 1) r + 2 (P - 1 - d) + 1)`.
+/// - Interleaved zero bubble: `min(v K, (v - 1) r + P)` on every device (one warm-up forward
+///   fewer, but device d defers its weight halves by d steps).
+/// - ZBV: `min(2 K, 2 P, K + 1 + d)`.
+/// - DualPipeV: `2 P + 1`.
+pub fn stash_bound(generator: Generator) -> &'static str {
+    match generator {
+        Generator::GPipe(_) => "chunks",
+        Generator::GnnPipe(knobs) if knobs.order == super::GnnPipeOrder::GPipe => "chunks",
+        Generator::OneFOneB | Generator::GnnPipe(_) => "min(devices - device, chunks)",
+        Generator::LoopedBfs => "v * chunks",
+        Generator::Interleaved1F1B => {
+            "min(v * chunks, (v - 1) * (chunks / max(1, chunks / devices)) + 2 * (devices - 1 - device) + 1)"
+        }
+        Generator::InterleavedZeroBubble => {
+            "min(v * chunks, (v - 1) * (chunks / max(1, chunks / devices)) + devices)"
+        }
+        Generator::Zbv => "min(2 * chunks, 2 * devices, chunks + 1 + device)",
+        Generator::DualPipeV => "2 * devices + 1",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +184,9 @@ mod tests {
                 let per_device = generator.default_stages_per_device();
                 generator
                     .generate_on(4 * per_device, per_device, 8)
+                    .unwrap_or_else(|err| panic!("{}: {err}", entry.name));
+                // Its stash bound is an expression the parser reads.
+                crate::schedule::bound::Bound::parse(stash_bound(generator))
                     .unwrap_or_else(|err| panic!("{}: {err}", entry.name));
             }
         }

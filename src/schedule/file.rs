@@ -35,11 +35,71 @@ struct RawScheduleFile {
     orders: BTreeMap<String, Vec<(String, u32, u32)>>,
 }
 
+/// A schedule text read into per-device op lists, before they are checked to make a whole
+/// schedule: what `pipegnn proptest` holds to the shape it asked a generator for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// The kind the text names (`kind:` of a file written by pipegnn), else `Custom`.
+    pub kind: ScheduleKind,
+    /// The stages the text declares (a schedule file) or implies (torch's CSV: the largest stage
+    /// plus one).
+    pub n_stages: u32,
+    /// The chunks, likewise.
+    pub n_chunks: u32,
+    /// Per device, its ops in issue order, optimizer steps as written (implied ones not added).
+    pub orders: Vec<Vec<Op>>,
+}
+
+impl Listing {
+    /// The schedule of `n_stages` stages and `n_chunks` chunks these lists make, each stage
+    /// without an optimizer step getting one at the end of its device's list.
+    ///
+    /// # Errors
+    /// [`super::ScheduleError::Shape`] naming the first op out of range, repeated or missing,
+    /// or a stage with ops on two devices.
+    pub fn into_schedule(
+        mut self,
+        n_stages: u32,
+        n_chunks: u32,
+    ) -> Result<Schedule, super::ScheduleError> {
+        append_implied_optimizer_steps(&mut self.orders, n_stages);
+        Schedule::from_orders(
+            self.kind,
+            DataFlow::PIPELINE,
+            n_stages,
+            n_chunks,
+            self.orders,
+        )
+    }
+}
+
 /// Parses a schedule file's text. `file` names it in diagnostics.
 ///
 /// The result is well-formed (every op once, each stage on one device) but not yet checked for
 /// deadlock: call [`super::check`].
 pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
+    let (listing, locator) = read(file, text)?;
+    let (n_stages, n_chunks) = (listing.n_stages, listing.n_chunks);
+    listing.into_schedule(n_stages, n_chunks).map_err(|err| {
+        Diagnostics(vec![locator.diagnostic(
+            file,
+            FieldPath::root().key("orders"),
+            err.to_string(),
+        )])
+    })
+}
+
+/// Reads a schedule file's text into its [`Listing`], without checking that the lists make a
+/// whole schedule; `file` names it in diagnostics.
+///
+/// # Errors
+/// Syntax, unknown fields, unknown ops, a shape past the limits, device keys that are not
+/// `0..n` without gaps.
+pub fn read_listing(file: &str, text: &str) -> Result<Listing, Diagnostics> {
+    read(file, text).map(|(listing, _)| listing)
+}
+
+fn read(file: &str, text: &str) -> Result<(Listing, Locator), Diagnostics> {
     let locator = Locator::new(file, text).map_err(|diag| Diagnostics(vec![diag]))?;
     let raw: RawScheduleFile = serde_yaml::from_str(text).map_err(|err| {
         let origin = err.location().map_or_else(
@@ -140,8 +200,6 @@ pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
     if !problems.is_empty() {
         return Err(Diagnostics(problems));
     }
-    let mut orders: Vec<Vec<Op>> = by_device.into_values().collect();
-    append_implied_optimizer_steps(&mut orders, raw.stages);
     // A file may say which generator wrote it; graph parallelism has no file form.
     let kind = raw
         .kind
@@ -149,8 +207,13 @@ pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
         .and_then(super::catalog::find)
         .filter(|entry| entry.generator.is_some())
         .map_or(ScheduleKind::Custom, |entry| entry.kind);
-    Schedule::from_orders(kind, DataFlow::PIPELINE, raw.stages, raw.chunks, orders)
-        .map_err(|err| Diagnostics(vec![locator.diagnostic(file, orders_path, err.to_string())]))
+    let listing = Listing {
+        kind,
+        n_stages: raw.stages,
+        n_chunks: raw.chunks,
+        orders: by_device.into_values().collect(),
+    };
+    Ok((listing, locator))
 }
 
 /// Reads a schedule file by its extension: `.csv` as PyTorch's compute-only CSV, anything else
@@ -160,6 +223,28 @@ pub fn parse_any(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
         super::torch_csv::parse(file, text)
     } else {
         parse(file, text)
+    }
+}
+
+/// Reads a schedule text into its [`Listing`] by what it looks like, for text without a file
+/// name (a generator's output): PyTorch's compute-only CSV when no line is a `key:` of a
+/// schedule file (`stages`, `chunks`, `orders`, `kind`) and the text does not open with `{`;
+/// otherwise a YAML or JSON schedule file.
+pub fn read_listing_detected(file: &str, text: &str) -> Result<Listing, Diagnostics> {
+    let keyed = text.lines().any(|line| {
+        let line = line.trim_start().trim_start_matches(['"', '\'']);
+        ["stages", "chunks", "orders", "kind"].iter().any(|key| {
+            line.strip_prefix(key).is_some_and(|rest| {
+                rest.trim_start_matches(['"', '\''])
+                    .trim_start()
+                    .starts_with(':')
+            })
+        })
+    });
+    if keyed || text.trim_start().starts_with('{') {
+        read_listing(file, text)
+    } else {
+        super::torch_csv::read_listing(file, text)
     }
 }
 
@@ -219,4 +304,41 @@ pub fn orders(schedule: &Schedule) -> Vec<(String, Vec<FileOp>)> {
             (device.to_string(), ops)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generator_output_is_read_by_what_it_looks_like() {
+        let json = r#"{"stages": 1, "chunks": 2, "orders": {"0": [["F",0,0],["F",1,0],["B",0,0],["B",1,0]]}}"#;
+        let yaml =
+            "# a comment\nstages: 1\nchunks: 2\norders:\n  0: [[F,0,0],[F,1,0],[B,0,0],[B,1,0]]\n";
+        let csv = "0F0,0F1,0B0,0B1\n";
+        let listings: Vec<Listing> = [json, yaml, csv]
+            .iter()
+            .map(|text| read_listing_detected("stdout", text).unwrap())
+            .collect();
+        for listing in &listings {
+            assert_eq!((listing.n_stages, listing.n_chunks), (1, 2));
+            assert_eq!(listing.orders, listings[0].orders);
+        }
+        // A listing is held to the shape asked, which its text need not declare.
+        let err = listings[2].clone().into_schedule(1, 3).unwrap_err();
+        assert!(err.to_string().contains("F(2,0) is missing"), "{err}");
+        let schedule = listings[2].clone().into_schedule(1, 2).unwrap();
+        assert_eq!(schedule.orders()[0].last(), Some(&Op::optimizer(0, 0)));
+        // Text that is neither: read as CSV, whose error names the cell.
+        let err = read_listing_detected("stdout", "hello\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("stdout:1:1: `hello` is not an action"),
+            "{err}"
+        );
+        // A YAML file with a mistake is read as YAML, whose error names the field.
+        let err =
+            read_listing_detected("stdout", "stages: 1\nchunks: x\norders: {}\n").unwrap_err();
+        assert!(err.to_string().starts_with("stdout:2:"), "{err}");
+    }
 }

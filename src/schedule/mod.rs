@@ -3,6 +3,7 @@
 //! **Architecture Invariant:** this module is pure: no I/O, no clocks, no candle, no randomness.
 //! Generators are functions of their shape and knobs; files are parsed from text the caller read.
 
+pub mod bound;
 pub mod catalog;
 mod check;
 mod dualpipev;

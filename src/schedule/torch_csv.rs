@@ -7,8 +7,8 @@
 //! in one row), the stage count is the largest stage plus one, and the micro-batch count the
 //! largest micro-batch plus one. Each stage's optimizer step is implied at the end of its row.
 
-use super::file::append_implied_optimizer_steps;
-use super::ir::{DataFlow, Op, OpKind, Schedule, ScheduleKind};
+use super::file::Listing;
+use super::ir::{Op, OpKind, Schedule, ScheduleKind};
 use super::{MAX_CHUNKS, MAX_DEVICES, MAX_STAGES, MAX_STAGE_CHUNKS};
 use crate::diag::{Diagnostic, Diagnostics, FieldPath, Origin, MAX_DOCUMENT_BYTES};
 
@@ -19,6 +19,28 @@ use crate::diag::{Diagnostic, Diagnostics, FieldPath, Origin, MAX_DOCUMENT_BYTES
 /// file has none), and the shape problems [`Schedule::from_orders`] finds (missing, repeated,
 /// or a stage on two ranks).
 pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
+    let listing = read_listing(file, text)?;
+    let (n_stages, n_chunks) = (listing.n_stages, listing.n_chunks);
+    listing
+        .into_schedule(n_stages, n_chunks)
+        .map_err(|err| Diagnostics(vec![whole_file(file, err.to_string())]))
+}
+
+fn whole_file(file: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        file: file.to_string(),
+        origin: Origin::Line { line: 1, column: 1 },
+        path: FieldPath::root(),
+        message,
+    }
+}
+
+/// Reads a compute-only CSV into its [`Listing`] (the stage and chunk counts implied by the
+/// largest indices), without checking that the rows make a whole schedule.
+///
+/// # Errors
+/// Malformed cells, communication actions, no actions at all, a shape past the limits.
+pub fn read_listing(file: &str, text: &str) -> Result<Listing, Diagnostics> {
     let at = |line: usize, column: usize, message: String| Diagnostic {
         file: file.to_string(),
         origin: Origin::Line { line, column },
@@ -87,15 +109,12 @@ pub fn parse(file: &str, text: &str) -> Result<Schedule, Diagnostics> {
             "{n_stages} stages x {n_chunks} micro-batches is more than {MAX_STAGE_CHUNKS} stage-chunk pairs"
         )));
     }
-    append_implied_optimizer_steps(&mut orders, n_stages);
-    Schedule::from_orders(
-        ScheduleKind::Custom,
-        DataFlow::PIPELINE,
+    Ok(Listing {
+        kind: ScheduleKind::Custom,
         n_stages,
         n_chunks,
         orders,
-    )
-    .map_err(|err| whole(err.to_string()))
+    })
 }
 
 /// A cell without the quotes a CSV writer may put around it.

@@ -59,6 +59,17 @@ fn readme_tour_commands_run() {
         ],
         vec!["schedule", "--file", "schedules/1f1b-s2-k4.yaml"],
         vec!["bench", "--stages", "4", "--chunks", "16", "--repeat", "1"],
+        vec![
+            "proptest",
+            "--kind",
+            "interleaved_1f1b",
+            "--stages",
+            "2..8",
+            "--stages-per-device",
+            "1..2",
+            "--closed-form",
+            "interleaved",
+        ],
     ] {
         let out = pipegnn(&args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));

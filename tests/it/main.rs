@@ -12,6 +12,7 @@ mod ogb;
 mod oracles;
 mod outputs;
 mod plots;
+mod proptest_cmd;
 mod scenarios;
 mod schedules;
 mod support;

@@ -5,9 +5,10 @@ use proptest::prelude::*;
 
 use pipegnn::report;
 use pipegnn::schedule::{
-    check, file, BackwardOrder, BackwardSync, DataFlow, Generator, GnnPipeBackward, GnnPipeKnobs,
-    GnnPipeOrder, OpKind, Schedule, ScheduleError, UpdateMode,
+    catalog, check, file, BackwardOrder, BackwardSync, DataFlow, Generator, GnnPipeBackward,
+    GnnPipeKnobs, GnnPipeOrder, OpKind, Schedule, ScheduleError, UpdateMode,
 };
+use pipegnn::testing::{self, Bound};
 use pipegnn::trace::{Lane, SpanKind, Trace};
 
 use crate::support::{simulate_on, simulate_with, StageCosts};
@@ -40,14 +41,14 @@ fn all_generators() -> Vec<Generator> {
     all
 }
 
-/// The activation stash bound DESIGN.md states for each generator.
-fn stash_bound(generator: Generator, n_stages: u32, n_chunks: u32, stage: u32) -> u32 {
-    match generator {
-        Generator::GPipe(_) => n_chunks,
-        Generator::GnnPipe(knobs) if knobs.order == GnnPipeOrder::GPipe => n_chunks,
-        Generator::OneFOneB | Generator::GnnPipe(_) => (n_stages - stage).min(n_chunks),
-        other => panic!("{other:?} places several stages per device; see torch_orders.rs"),
-    }
+/// The stash bound the catalog states for `generator` (`catalog::stash_bound`) on `device` of
+/// `schedule`, `v` stages per device: each is reached exactly, so the tests compare with `==`.
+fn catalog_bound(generator: Generator, schedule: &Schedule, v: u32, device: u32) -> u32 {
+    let bound = Bound::parse(catalog::stash_bound(generator)).unwrap();
+    let value = bound
+        .eval(testing::bound_vars(schedule, v, device))
+        .unwrap();
+    u32::try_from(value).unwrap()
 }
 
 /// Earliest start times computed independently of the engine: repeatedly let each device issue
@@ -238,7 +239,7 @@ proptest! {
             for stage in 0..n_stages {
                 prop_assert_eq!(
                     report.peak_in_flight[stage as usize],
-                    stash_bound(generator, n_stages, n_chunks, stage),
+                    catalog_bound(generator, &schedule, 1, stage),
                     "{:?} stage {}", generator, stage
                 );
             }
@@ -266,7 +267,7 @@ proptest! {
                 prop_assert_eq!(device.communication_wait_ns, 0);
                 prop_assert_eq!(
                     device.peak_in_flight,
-                    stash_bound(generator, n_stages, n_chunks, device.device as u32)
+                    catalog_bound(generator, &schedule, 1, device.device as u32)
                 );
             }
         }
@@ -442,30 +443,6 @@ fn the_trace_checker_finds_ops_out_of_order_and_before_their_data() {
     );
 }
 
-/// The stash bound each catalog kind's docs state for device `d` of `p` devices with `v` stages
-/// each and `k` chunks: chunks forwarded and not yet through their last backward op (`B` or
-/// `W`), summed over the device's stages. Each is reached exactly.
-fn device_stash_bound(generator: Generator, p: u32, v: u32, k: u32, d: u32) -> u32 {
-    match generator {
-        Generator::GPipe(_) => k,
-        Generator::OneFOneB => (p - d).min(k),
-        Generator::LoopedBfs => v * k,
-        Generator::Interleaved1F1B => {
-            let per_round = k / (k / p).max(1);
-            (v * k).min((v - 1) * per_round + 2 * (p - 1 - d) + 1)
-        }
-        Generator::InterleavedZeroBubble => {
-            // One fewer warm-up forward per device than interleaved 1F1B, but device d defers
-            // its weight halves by d steps: every device peaks at the first device's count.
-            let per_round = k / (k / p).max(1);
-            (v * k).min((v - 1) * per_round + p)
-        }
-        Generator::Zbv => (2 * k).min(2 * p).min(k + 1 + d),
-        Generator::DualPipeV => 2 * p + 1,
-        Generator::GnnPipe(_) => unreachable!("GNNPipe's bounds are checked per stage above"),
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
@@ -517,9 +494,13 @@ proptest! {
             prop_assert!(problems.is_empty(), "{}: {:?}", entry.name, problems);
             let metrics = report::compute(&trace);
             prop_assert_eq!(metrics.epoch_time_ns, oracle_makespan(&schedule, &costs), "{}", entry.name);
+            // The peaks counted from the trace are the ones `pipegnn::testing` counts from the
+            // lists, and each is exactly the catalog's bound.
+            let from_lists = testing::device_peaks(&schedule);
             for device in &metrics.devices {
-                let bound = device_stash_bound(generator, devices, v, n_chunks, device.device as u32);
+                let bound = catalog_bound(generator, &schedule, v, device.device as u32);
                 prop_assert_eq!(device.peak_in_flight, bound, "{} device {}", entry.name, device.device);
+                prop_assert_eq!(from_lists[device.device], bound, "{} device {}", entry.name, device.device);
             }
         }
     }

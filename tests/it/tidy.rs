@@ -791,11 +791,14 @@ fn check_io(sources: &[Source]) -> Vec<Violation> {
         .collect()
 }
 
-/// `schedule` is pure: no clocks, threads, environment, files, streams or processes, no seeded
-/// or unseeded randomness.
+/// `schedule` and `testing` are pure: no clocks, threads, environment, files, streams or
+/// processes, no randomness of their own (`testing`'s is proptest's, seeded by its runner).
 fn check_pure(sources: &[Source]) -> Vec<Violation> {
     let mut out = Vec::new();
-    for s in sources.iter().filter(|s| s.is("schedule")) {
+    for s in sources
+        .iter()
+        .filter(|s| s.is("schedule") || s.is("testing"))
+    {
         for p in paths(s, &without_tests(&strip(&s.text))) {
             let segs: Vec<&str> = p.segments.iter().map(String::as_str).collect();
             let impure = match segs.as_slice() {
@@ -808,7 +811,11 @@ fn check_pure(sources: &[Source]) -> Vec<Violation> {
                 out.push(Violation {
                     file: s.path.clone(),
                     line: p.line,
-                    message: format!("`schedule` is pure, but this names `{}`", segs.join("::")),
+                    message: format!(
+                        "`{}` is pure, but this names `{}`",
+                        s.top(),
+                        segs.join("::")
+                    ),
                 });
             }
         }
@@ -1092,9 +1099,18 @@ fn f() { let t = Instant::now(); }
     let v = messages(&check_pure(&[
         Source::new("src/schedule/gpipe.rs", text),
         Source::new("src/sim/engine.rs", text),
+        Source::new(
+            "src/testing/run.rs",
+            "fn f() { std::process::Command::new(\"sh\"); }\n",
+        ),
     ]));
-    assert_eq!(v.len(), 3, "{v:#?}");
+    assert_eq!(v.len(), 4, "{v:#?}");
     assert!(v[0].starts_with("src/schedule/gpipe.rs:1: `schedule` is pure"));
     assert!(v[1].starts_with("src/schedule/gpipe.rs:2:"));
     assert!(v[2].starts_with("src/schedule/gpipe.rs:3:"));
+    assert!(
+        v[3].starts_with("src/testing/run.rs:1: `testing` is pure, but this names `std::process"),
+        "{}",
+        v[3]
+    );
 }
