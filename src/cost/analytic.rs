@@ -241,6 +241,28 @@ impl GnnWorkload {
         (own, full - own)
     }
 
+    /// Bytes a split backward keeps of a layer for its `W`: each dense transform's input rows
+    /// (none for sparse input features, which stay resident) and its output gradient.
+    pub fn layer_weight_tape(&self, layer: usize, rows: &LayerRows) -> f64 {
+        let spec = &self.model.layers[layer];
+        let e = self.model.element_bytes as f64;
+        let (a, b) = (spec.d_in as f64, spec.d_out as f64);
+        let dense_input = !(layer == 0 && self.feature_nnz_per_row.is_some());
+        let input = |r: f64| if dense_input { r * a * e } else { 0.0 };
+        match spec.kind {
+            // Aggregating first transforms the aggregated output rows.
+            LayerKind::Gcn if self.gcn_aggregates_first(layer, rows) => {
+                input(rows.out) + rows.out * b * e
+            }
+            LayerKind::Gcn => input(rows.read) + rows.read * b * e,
+            // Two linears over the output rows: the rows and their neighbour means.
+            LayerKind::Sage => 2.0 * (input(rows.out) + rows.out * b * e),
+            LayerKind::Gat { heads, .. } => {
+                input(rows.read) + rows.read * heads as f64 * spec.head_width() as f64 * e
+            }
+        }
+    }
+
     fn stash_of(&self, layer: usize, rows: &LayerRows) -> f64 {
         let spec = &self.model.layers[layer];
         let e = self.model.element_bytes as f64;
@@ -466,6 +488,15 @@ impl CostModel for AnalyticCost {
             .map(|layer| w.layer_stash(layer, &w.rows(layer, forward.chunk as usize)))
             .fold((0.0, 0.0), |acc, s| (acc.0 + s.0, acc.1 + s.1));
         (own.ceil() as u64, halo.ceil() as u64)
+    }
+
+    fn weight_stash(&self, forward: Op) -> u64 {
+        let w = &self.workload;
+        let kept: f64 = w
+            .layers_of(forward)
+            .map(|layer| w.layer_weight_tape(layer, &w.rows(layer, forward.chunk as usize)))
+            .sum();
+        kept.ceil() as u64
     }
 
     fn resident_bytes(&self, order: &[Op]) -> Vec<(MemoryCategory, u64)> {

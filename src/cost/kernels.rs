@@ -571,6 +571,11 @@ impl CostModel for DeviceCost<'_> {
         }
     }
 
+    /// Exact byte counts of what `W` reads, as the roofline's model counts them.
+    fn weight_stash(&self, forward: Op) -> u64 {
+        self.fallback.weight_stash(forward)
+    }
+
     fn resident_bytes(&self, order: &[Op]) -> Vec<(MemoryCategory, u64)> {
         let mut resident = self.fallback.resident_bytes(order);
         // The largest temporaries any of its layers allocates while it runs.

@@ -32,6 +32,13 @@ pub trait CostModel {
     /// Bytes a forward op stashes from its start until its backward ends: its own rows'
     /// activations, and halo rows.
     fn stash(&self, forward: Op) -> (u64, u64);
+    /// Bytes of a chunk's stash that a split backward keeps from its `I` to its `W`: what the
+    /// weight gradients read (each dense transform's input rows and output gradient, which
+    /// `I` creates). `I` frees the rest of the stash and `W` these. By default all of the
+    /// own rows' stash, so that `W` frees it.
+    fn weight_stash(&self, forward: Op) -> u64 {
+        self.stash(forward).0
+    }
     /// Memory a device running `order` holds for the whole epoch, by category.
     fn resident_bytes(&self, order: &[Op]) -> Vec<(MemoryCategory, u64)>;
 }

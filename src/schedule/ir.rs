@@ -19,7 +19,7 @@ pub enum OpKind {
     InputGrad,
     /// The second half of a split backward (`W`): the gradient with respect to the stage's
     /// weights, which only the optimizer step waits for. It runs after the chunk's `I` and
-    /// keeps the chunk's stash alive until it ends.
+    /// keeps what it reads of the chunk's stash alive until it ends.
     WeightGrad,
 }
 

@@ -185,10 +185,24 @@ impl<S: TraceSink> Engine<'_, S> {
             device: placed,
             requested_ns: start,
         });
-        if op.kind.frees_stash() {
-            let (own, halo) = self.input.cost.stash(Op::forward(op.chunk, op.stage));
-            self.memory(device, now, MemoryCategory::Activations, -(own as i64));
-            self.memory(device, now, MemoryCategory::Halo, -(halo as i64));
+        // A full backward frees the chunk's stash; a split one frees all but what its `W`
+        // reads at `I` (adding the output gradients `I` creates for it), and that at `W`.
+        let forward = Op::forward(op.chunk, op.stage);
+        match op.kind {
+            OpKind::Backward | OpKind::InputGrad => {
+                let (own, halo) = self.input.cost.stash(forward);
+                let kept = match op.kind {
+                    OpKind::InputGrad => self.input.cost.weight_stash(forward) as i64,
+                    _ => 0,
+                };
+                self.memory(device, now, MemoryCategory::Activations, kept - own as i64);
+                self.memory(device, now, MemoryCategory::Halo, -(halo as i64));
+            }
+            OpKind::WeightGrad => {
+                let kept = self.input.cost.weight_stash(forward);
+                self.memory(device, now, MemoryCategory::Activations, -(kept as i64));
+            }
+            OpKind::Forward | OpKind::Optimizer => {}
         }
         let held = std::mem::take(&mut self.held[position as usize]);
         self.memory(device, now, MemoryCategory::Communication, -(held as i64));

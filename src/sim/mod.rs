@@ -20,7 +20,8 @@
 //!
 //! **Memory.** Resident memory (parameters, gradients, optimizer state) is allocated at time 0.
 //! A forward allocates its chunk's stash when it starts and the chunk's backward frees it when it
-//! ends. A received activation or gradient occupies a communication buffer on the receiver from
+//! ends; a split backward's `I` frees all but what its `W` reads (`CostModel::weight_stash`,
+//! counted as activations, with the output gradients `I` makes for it) and `W` frees that. A received activation or gradient occupies a communication buffer on the receiver from
 //! arrival until the op that consumes it ends.
 //!
 //! **Architecture Invariant:** `sim` never imports `exec` or candle.

@@ -283,9 +283,7 @@ proptest! {
             forward_ns: seed_times[..n_stages].iter().map(|t| t.0).collect(),
             backward_ns: seed_times[..n_stages].iter().map(|t| t.1).collect(),
             weight_ns: seed_times[..n_stages].iter().map(|t| t.1 / 3).collect(),
-            stash_bytes: 0,
-            parameter_bytes: 0,
-            activation_bytes: 0,
+            ..StageCosts::uniform(n_stages, 0, 0)
         };
         for generator in all_generators() {
             let schedule = generator.generate(n_stages as u32, n_chunks).unwrap();

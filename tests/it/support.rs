@@ -66,6 +66,8 @@ pub struct StageCosts {
     /// rest).
     pub weight_ns: Vec<u64>,
     pub stash_bytes: u64,
+    /// What a split backward keeps of the stash from `I` to `W` (`None`: all of it).
+    pub weight_stash_bytes: Option<u64>,
     pub parameter_bytes: u64,
     pub activation_bytes: u64,
 }
@@ -77,6 +79,7 @@ impl StageCosts {
             backward_ns: vec![backward_ns; n_stages],
             weight_ns: vec![backward_ns / 2; n_stages],
             stash_bytes: 0,
+            weight_stash_bytes: None,
             parameter_bytes: 0,
             activation_bytes: 0,
         }
@@ -102,6 +105,10 @@ impl CostModel for StageCosts {
 
     fn stash(&self, _forward: Op) -> (u64, u64) {
         (self.stash_bytes, 0)
+    }
+
+    fn weight_stash(&self, _forward: Op) -> u64 {
+        self.weight_stash_bytes.unwrap_or(self.stash_bytes)
     }
 
     fn resident_bytes(&self, _order: &[Op]) -> Vec<(MemoryCategory, u64)> {
