@@ -3,6 +3,7 @@
 mod bad_input;
 mod calibration;
 mod cli;
+mod cluster;
 mod cuda;
 mod exec;
 mod gnn;
