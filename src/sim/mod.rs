@@ -25,6 +25,7 @@
 //!
 //! **Architecture Invariant:** `sim` never imports `exec` or candle.
 
+pub mod collective;
 mod engine;
 mod queue;
 
