@@ -215,12 +215,12 @@ impl Plan {
                         "an all-to-all over {p} members needs {p} x {p} blocks"
                     )));
                 }
-                for i in 0..p {
+                for (i, row) in blocks.iter().enumerate() {
                     let mut previous: Vec<u32> = Vec::new();
                     for shift in 1..p {
                         let j = (i + shift) % p;
-                        if blocks[i][j] > 0 {
-                            let step = builder.step(i as u32, j as u32, blocks[i][j], &[&previous]);
+                        if row[j] > 0 {
+                            let step = builder.step(i as u32, j as u32, row[j], &[&previous]);
                             previous = vec![step];
                         }
                     }
