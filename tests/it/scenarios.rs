@@ -143,10 +143,10 @@ fn graph_parallelism_past_256_partitions_is_refused_in_one_line() {
     let path = crate::support::write(&dir, "scenario.yaml", text);
     let loaded = load(&path, &[]);
     let candidate = plan::named_candidate("graph_parallel", &loaded.scenario).unwrap();
-    let err = plan::predict(&loaded.scenario, loaded.graph.as_ref(), &candidate)
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = match plan::predict(&loaded.scenario, loaded.graph.as_ref(), &candidate) {
+        Ok(_) => panic!("graph parallelism over 4,096 partitions was predicted"),
+        Err(err) => err.to_string(),
+    };
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.contains("graph parallelism over 4096 partitions: at most 256"),
