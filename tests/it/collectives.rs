@@ -6,7 +6,9 @@ use proptest::prelude::*;
 use pipegnn::network::{ClusterShape, Link, LinkSpec, Network};
 use pipegnn::report;
 use pipegnn::schedule::graph_parallel;
+use pipegnn::schedule::lower::Payload;
 use pipegnn::sim::collective::{simulate, Algorithm, CollectiveKind, Plan};
+use pipegnn::trace::SpanKind;
 
 use crate::support::{simulate_with, StageCosts};
 
@@ -269,6 +271,45 @@ fn graph_parallel_weight_all_reduce_runs_as_a_ring_on_the_links() {
         assert_eq!(metrics.epoch_time_ns, t_f + t_b + all_reduce, "P = {p}");
         assert_eq!(metrics.communication_bytes, 2 * (p - 1) * n, "P = {p}");
     }
+}
+
+#[test]
+fn the_weight_all_reduce_queues_behind_a_gradient_hand_off() {
+    // Two partitions, two layers; partition 0 reads partition 1's rows, so B(0, 1) hands a
+    // gradient of 10,000 B to B(1, 0) over link 0 -> 1 (10,000..20,000 ns, at a byte per ns).
+    // B(0, 0) ends at 11,000 and its first ring step (5,000 B, 0 -> 1) waits for that link until
+    // 20,000. B(1, 0) runs 20,000..21,000 and sends 1 -> 0 at 21,000..26,000. Round two: 1 -> 0
+    // once the step into 1 arrived (25,000), behind round one's 1 -> 0 (26,000..31,000); 0 -> 1
+    // once the step into 0 arrived (26,000..31,000).
+    let schedule = graph_parallel::generate(2, vec![Vec::new(), vec![0]]).unwrap();
+    let mut costs = StageCosts::uniform(2, 0, 0);
+    costs.backward_ns = vec![1_000, 0];
+    costs.activation_bytes = 10_000;
+    let link = |from, to| Link {
+        from,
+        to,
+        bandwidth_bytes_per_s: 1e9,
+        latency_ns: 0,
+    };
+    let net = Network::build(names(2), vec![], vec![link(0, 1), link(1, 0)]).unwrap();
+    let trace = simulate_with(&schedule, &costs, Some(&net));
+    assert_eq!(report::compute(&trace).epoch_time_ns, 31_000);
+    let mut weights: Vec<(u32, u64, u64, u64)> = trace
+        .spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Transfer(Payload::Weights))
+        .map(|s| (s.lane_index, s.requested_ns, s.start_ns, s.end_ns))
+        .collect();
+    weights.sort();
+    assert_eq!(
+        weights,
+        vec![
+            (0, 11_000, 20_000, 25_000),
+            (0, 26_000, 26_000, 31_000),
+            (1, 21_000, 21_000, 26_000),
+            (1, 25_000, 26_000, 31_000),
+        ]
+    );
 }
 
 proptest! {
