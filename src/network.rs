@@ -2,7 +2,10 @@
 //! pair's transfers take.
 //!
 //! A physical link is full duplex: it appears as two directed links, so traffic one way never
-//! slows traffic the other way. Routes minimise total latency, then hop count.
+//! slows traffic the other way. Explicit links and the `full`, `ring` and `switch` kinds store a
+//! route per device pair, minimising total latency, then hop count; a cluster stores none and
+//! derives each route from its structure (node, NIC, leaf, spine), so it holds thousands of
+//! devices in memory linear in their number.
 
 use crate::graph::{shortest_routes, WeightedEdge};
 
@@ -20,17 +23,49 @@ pub struct Link {
 }
 
 /// The links one device pair's transfers cross, with the route's totals.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Route<'a> {
     /// Link indices, in order from sender to receiver; empty for a device to itself.
-    pub links: Vec<usize>,
+    pub links: Hops<'a>,
     /// Sum of the links' latencies.
     pub latency_ns: u64,
     /// The slowest link's bandwidth (infinite for an empty route).
     pub bandwidth_bytes_per_s: f64,
 }
 
-impl Route {
+/// A route's link indices: borrowed from a stored table, or derived from a cluster's structure
+/// (at most [`MAX_CLUSTER_HOPS`] links, held inline so that deriving one allocates nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hops<'a> {
+    /// A route stored for the pair.
+    Stored(&'a [usize]),
+    /// A route derived on demand: the first `len` entries.
+    Derived {
+        /// How many of `links` the route uses.
+        len: u8,
+        /// The links, in order.
+        links: [usize; MAX_CLUSTER_HOPS],
+    },
+}
+
+/// The most devices a cluster holds (routes are derived, so memory is linear in devices; the
+/// bound keeps link and node counts, and device numbers in traces, far from any limit).
+pub const MAX_CLUSTER_DEVICES: usize = 65_536;
+
+/// The most links a cluster route crosses: NIC up, leaf up, spine down, NIC down.
+pub const MAX_CLUSTER_HOPS: usize = 4;
+
+impl std::ops::Deref for Hops<'_> {
+    type Target = [usize];
+    fn deref(&self) -> &[usize] {
+        match self {
+            Hops::Stored(links) => links,
+            Hops::Derived { len, links } => &links[..*len as usize],
+        }
+    }
+}
+
+impl Route<'_> {
     /// The time to move `bytes` along this route with nothing else on it: latency plus
     /// serialisation at the bottleneck bandwidth, rounded up to whole nanoseconds; `u64::MAX`
     /// when that does not fit.
@@ -44,6 +79,14 @@ impl Route {
     }
 }
 
+/// A route kept in a table: what [`Network::build`] found for one device pair.
+#[derive(Debug, Clone, PartialEq)]
+struct StoredRoute {
+    links: Vec<usize>,
+    latency_ns: u64,
+    bandwidth_bytes_per_s: f64,
+}
+
 /// Two devices with no route between them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreachable {
@@ -53,30 +96,73 @@ pub struct Unreachable {
     pub to: usize,
 }
 
-/// Nodes, links and all device-to-device routes.
+/// One kind of link of a cluster, per direction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkSpec {
+    /// Bytes per second.
+    pub bandwidth_bytes_per_s: f64,
+    /// One-way latency in nanoseconds.
+    pub latency_ns: u64,
+}
+
+/// The shape of a cluster: nodes of GPUs on a node switch, NICs into one switch tier (a leaf
+/// joining every node) or two (leaves of `nodes_per_leaf` nodes under a spine).
+///
+/// Devices fill nodes in order (device d is GPU `d % gpus_per_node` of node `d / gpus_per_node`),
+/// nodes fill leaves in order; the last node and the last leaf may be partly filled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClusterShape {
+    /// GPUs per node (at least 1).
+    pub gpus_per_node: usize,
+    /// NICs per node; divides `gpus_per_node`. GPU i of a node uses NIC
+    /// `i / (gpus_per_node / nics_per_node)`: NIC i serves GPU i when there are as many (a
+    /// rail-optimised node), consecutive GPUs share one when there are fewer.
+    pub nics_per_node: usize,
+    /// Nodes under each leaf switch of a two-tier network; `None`: one switch joins every node.
+    pub nodes_per_leaf: Option<usize>,
+    /// A GPU's link into its node's switch (NVLink, or PCIe).
+    pub intra: LinkSpec,
+    /// A NIC's link into its leaf, and each leaf port's uplink to the spine.
+    pub inter: LinkSpec,
+    /// A leaf's downlink capacity over its uplink capacity (at least 1): each uplink carries
+    /// `inter`'s bandwidth divided by it.
+    pub oversubscription: f64,
+}
+
+/// How routes are found.
+#[derive(Debug, Clone, PartialEq)]
+enum Routing {
+    /// Every route is empty: transfers are free.
+    Free,
+    /// `routes[from * n_devices + to]`, found by shortest paths.
+    Table(Vec<StoredRoute>),
+    /// Derived from the cluster's structure on each call.
+    Cluster(ClusterShape),
+}
+
+/// Nodes, links and the device-to-device routes: a table for explicit links and the small
+/// topologies, or a cluster's structure from which each route is derived.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Network {
     node_names: Vec<String>,
     n_devices: usize,
     links: Vec<Link>,
-    /// `routes[from * n_devices + to]`.
-    routes: Vec<Route>,
+    routing: Routing,
+    /// Added to every non-empty route: latency in ns, and time per byte in ns
+    /// ([`Network::with_handoff`]).
+    handoff: (u64, f64),
 }
 
 impl Network {
     /// A network where every transfer is free and instantaneous (no links at all).
     pub fn free(device_names: Vec<String>) -> Self {
         let n_devices = device_names.len();
-        let free = Route {
-            links: Vec::new(),
-            latency_ns: 0,
-            bandwidth_bytes_per_s: f64::INFINITY,
-        };
         Network {
             node_names: device_names,
             n_devices,
             links: Vec::new(),
-            routes: vec![free; n_devices * n_devices],
+            routing: Routing::Free,
+            handoff: (0, 0.0),
         }
     }
 
@@ -84,6 +170,11 @@ impl Network {
     ///
     /// # Returns
     /// The network, or every device pair that has no route.
+    ///
+    /// # Complexity
+    /// One Dijkstra per device; a route stored per device pair (quadratic memory, which is why
+    /// scenarios with explicit links or the `full`, `ring` and `switch` kinds hold at most
+    /// `schedule::MAX_DEVICES` devices).
     pub fn build(
         device_names: Vec<String>,
         switch_names: Vec<String>,
@@ -109,7 +200,7 @@ impl Network {
         for (from, row) in found.into_iter().enumerate() {
             for (to, route) in row.into_iter().enumerate() {
                 match route {
-                    Some(path) => routes.push(Route {
+                    Some(path) => routes.push(StoredRoute {
                         latency_ns: path.iter().map(|&l| links[l].latency_ns).sum(),
                         bandwidth_bytes_per_s: path
                             .iter()
@@ -119,7 +210,7 @@ impl Network {
                     }),
                     None => {
                         unreachable.push(Unreachable { from, to });
-                        routes.push(Route {
+                        routes.push(StoredRoute {
                             links: Vec::new(),
                             latency_ns: 0,
                             bandwidth_bytes_per_s: 0.0,
@@ -135,8 +226,91 @@ impl Network {
             node_names,
             n_devices,
             links,
-            routes,
+            routing: Routing::Table(routes),
+            handoff: (0, 0.0),
         })
+    }
+
+    /// Builds a cluster over `device_names` (see [`ClusterShape`] for the placement rule).
+    ///
+    /// Nodes after the devices: per node its switch (`nodeM.switch`) and NICs (`nodeM.nicK`),
+    /// then the leaves (`leafL`) and, with two tiers, the spine (`spine`). Links, each full
+    /// duplex: every GPU to its node's switch (`intra`); with more than one node, every NIC to
+    /// its leaf (`inter`), and with two tiers, one uplink from each leaf port (each NIC under the
+    /// leaf) to the spine (`inter`, its bandwidth divided by the oversubscription).
+    ///
+    /// Routes: within a node, GPU to node switch to GPU; between nodes, the sender's NIC up to
+    /// its leaf, across the spine when the leaves differ (up the sender's port's uplink, down
+    /// the receiver's), and down to the receiver's NIC. A GPU's own hop to its NIC is not a link
+    /// of its own: the NIC's link is the narrower.
+    ///
+    /// # Complexity
+    /// O(devices) time and memory; each route is derived in O(1) when asked for.
+    pub fn cluster(device_names: Vec<String>, shape: ClusterShape) -> Self {
+        let n_devices = device_names.len();
+        let gpus = shape.gpus_per_node.max(1);
+        let n_nodes = n_devices.div_ceil(gpus).max(1);
+        let mut node_names = device_names;
+        let mut links = Vec::with_capacity(6 * n_devices);
+        let duplex = |links: &mut Vec<Link>, a: usize, b: usize, spec: LinkSpec| {
+            for (from, to) in [(a, b), (b, a)] {
+                links.push(Link {
+                    from,
+                    to,
+                    bandwidth_bytes_per_s: spec.bandwidth_bytes_per_s,
+                    latency_ns: spec.latency_ns,
+                });
+            }
+        };
+        let switch0 = node_names.len();
+        for node in 0..n_nodes {
+            node_names.push(format!("node{node}.switch"));
+        }
+        for device in 0..n_devices {
+            duplex(&mut links, device, switch0 + device / gpus, shape.intra);
+        }
+        if n_nodes > 1 {
+            let nics = shape.nics_per_node;
+            let nic0 = node_names.len();
+            for node in 0..n_nodes {
+                for nic in 0..nics {
+                    node_names.push(format!("node{node}.nic{nic}"));
+                }
+            }
+            let per_leaf = shape.nodes_per_leaf.unwrap_or(n_nodes);
+            let n_leaves = n_nodes.div_ceil(per_leaf);
+            let leaf0 = node_names.len();
+            for leaf in 0..n_leaves {
+                node_names.push(format!("leaf{leaf}"));
+            }
+            for q in 0..n_nodes * nics {
+                duplex(
+                    &mut links,
+                    nic0 + q,
+                    leaf0 + q / nics / per_leaf,
+                    shape.inter,
+                );
+            }
+            if shape.nodes_per_leaf.is_some() && n_leaves > 1 {
+                let spine = node_names.len();
+                node_names.push("spine".to_string());
+                let uplink = LinkSpec {
+                    bandwidth_bytes_per_s: shape.inter.bandwidth_bytes_per_s
+                        / shape.oversubscription,
+                    latency_ns: shape.inter.latency_ns,
+                };
+                for q in 0..n_nodes * nics {
+                    duplex(&mut links, leaf0 + q / nics / per_leaf, spine, uplink);
+                }
+            }
+        }
+        Network {
+            node_names,
+            n_devices,
+            links,
+            routing: Routing::Cluster(shape),
+            handoff: (0, 0.0),
+        }
     }
 
     /// Number of devices.
@@ -154,9 +328,98 @@ impl Network {
         &self.node_names[node]
     }
 
+    /// The cluster's shape, when the network is one.
+    pub fn cluster_shape(&self) -> Option<&ClusterShape> {
+        match &self.routing {
+            Routing::Cluster(shape) => Some(shape),
+            _ => None,
+        }
+    }
+
+    /// The node (machine) a device sits in: its cluster node, or the device itself on a network
+    /// that is not a cluster.
+    pub fn machine_of(&self, device: usize) -> usize {
+        match &self.routing {
+            Routing::Cluster(shape) => device / shape.gpus_per_node.max(1),
+            _ => device,
+        }
+    }
+
     /// The route from one device to another.
-    pub fn route(&self, from: usize, to: usize) -> &Route {
-        &self.routes[from * self.n_devices + to]
+    pub fn route(&self, from: usize, to: usize) -> Route<'_> {
+        let route = match &self.routing {
+            Routing::Free => return empty_route(),
+            Routing::Table(routes) => {
+                let stored = &routes[from * self.n_devices + to];
+                Route {
+                    links: Hops::Stored(&stored.links),
+                    latency_ns: stored.latency_ns,
+                    bandwidth_bytes_per_s: stored.bandwidth_bytes_per_s,
+                }
+            }
+            Routing::Cluster(shape) => self.cluster_route(shape, from, to),
+        };
+        let (extra_ns, ns_per_byte) = self.handoff;
+        if route.links.is_empty() || (extra_ns == 0 && ns_per_byte <= 0.0) {
+            return route;
+        }
+        let mut route = route;
+        route.latency_ns += extra_ns;
+        if ns_per_byte > 0.0 {
+            route.bandwidth_bytes_per_s =
+                1.0 / (1.0 / route.bandwidth_bytes_per_s + ns_per_byte * 1e-9);
+        }
+        route
+    }
+
+    /// A cluster route, from the link numbering [`Network::cluster`] builds: GPU d's links are
+    /// `2d` (up) and `2d + 1` (down); then NIC q's (q counting every node's NICs) at
+    /// `2n + 2q` and `2n + 2q + 1`; then the uplink of leaf port q at `2n + 2Q + 2q` and one
+    /// more, for Q NICs in all.
+    fn cluster_route(&self, shape: &ClusterShape, from: usize, to: usize) -> Route<'_> {
+        if from == to {
+            return empty_route();
+        }
+        let gpus = shape.gpus_per_node;
+        let (node_a, node_b) = (from / gpus, to / gpus);
+        let mut links = [0usize; MAX_CLUSTER_HOPS];
+        if node_a == node_b {
+            links[0] = 2 * from;
+            links[1] = 2 * to + 1;
+            return Route {
+                links: Hops::Derived { len: 2, links },
+                latency_ns: 2 * shape.intra.latency_ns,
+                bandwidth_bytes_per_s: shape.intra.bandwidth_bytes_per_s,
+            };
+        }
+        let n = self.n_devices;
+        let nics = shape.nics_per_node;
+        let n_nics = n.div_ceil(gpus) * nics;
+        let nic_of = |device: usize| (device / gpus) * nics + (device % gpus) / (gpus / nics);
+        let (qa, qb) = (nic_of(from), nic_of(to));
+        let per_leaf = shape.nodes_per_leaf.unwrap_or(usize::MAX);
+        let nic_base = 2 * n;
+        links[0] = nic_base + 2 * qa;
+        if node_a / per_leaf == node_b / per_leaf {
+            links[1] = nic_base + 2 * qb + 1;
+            return Route {
+                links: Hops::Derived { len: 2, links },
+                latency_ns: 2 * shape.inter.latency_ns,
+                bandwidth_bytes_per_s: shape.inter.bandwidth_bytes_per_s,
+            };
+        }
+        let up_base = nic_base + 2 * n_nics;
+        links[1] = up_base + 2 * qa;
+        links[2] = up_base + 2 * qb + 1;
+        links[3] = nic_base + 2 * qb + 1;
+        Route {
+            links: Hops::Derived { len: 4, links },
+            latency_ns: 4 * shape.inter.latency_ns,
+            bandwidth_bytes_per_s: shape
+                .inter
+                .bandwidth_bytes_per_s
+                .min(shape.inter.bandwidth_bytes_per_s / shape.oversubscription),
+        }
     }
 
     /// The same network with `extra_ns` more latency and `ns_per_byte` more time per byte on
@@ -164,14 +427,19 @@ impl Network {
     /// that measured it (a profile's wake-up and the receiver's copy).
     pub fn with_handoff(&self, extra_ns: u64, ns_per_byte: f64) -> Network {
         let mut network = self.clone();
-        for route in network.routes.iter_mut().filter(|r| !r.links.is_empty()) {
-            route.latency_ns += extra_ns;
-            if ns_per_byte > 0.0 {
-                route.bandwidth_bytes_per_s =
-                    1.0 / (1.0 / route.bandwidth_bytes_per_s + ns_per_byte * 1e-9);
-            }
-        }
+        network.handoff = (
+            network.handoff.0 + extra_ns,
+            network.handoff.1 + ns_per_byte.max(0.0),
+        );
         network
+    }
+}
+
+fn empty_route() -> Route<'static> {
+    Route {
+        links: Hops::Stored(&[]),
+        latency_ns: 0,
+        bandwidth_bytes_per_s: f64::INFINITY,
     }
 }
 

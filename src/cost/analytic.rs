@@ -473,9 +473,10 @@ impl CostModel for AnalyticCost {
                 (rows as f64 * w.model.layers[layer as usize].d_out as f64 * e).ceil() as u64
             }
             (true, Payload::Weights) => {
-                let parts = w.chunks.len() as f64;
+                // The buffer each partition all-reduces: its weight gradients. The simulator
+                // runs the all-reduce's steps on the links (`sim::collective`).
                 let params = w.model.parameters(0..w.model.layers.len()) as f64;
-                (2.0 * (parts - 1.0) / parts * params * e).ceil() as u64
+                (params * e).ceil() as u64
             }
             (false, Payload::Weights) => 0,
         }

@@ -27,7 +27,8 @@ use crate::trace::MemoryCategory;
 pub trait CostModel {
     /// Duration of a compute op on its stage's device, in nanoseconds.
     fn op_ns(&self, op: Op) -> u64;
-    /// Bytes a hand-off carries between stages.
+    /// Bytes a hand-off carries between stages; for weight gradients (`Payload::Weights`), the
+    /// bytes each replica all-reduces, whose steps the simulator puts on the links.
     fn handoff_bytes(&self, handoff: &Handoff) -> u64;
     /// Bytes a forward op stashes from its start until its backward ends: its own rows'
     /// activations, and halo rows.

@@ -217,7 +217,8 @@ pub struct RawLinks {
     pub pairs: Vec<RawPair>,
 }
 
-/// `links.topology`.
+/// `links.topology`: `full`, `ring` and `switch` take a link (`preset`, `bandwidth`,
+/// `latency`); `cluster` takes its node and network fields.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTopology {
@@ -228,6 +229,61 @@ pub struct RawTopology {
     pub bandwidth: Option<Quantity>,
     #[serde(default)]
     pub latency: Option<Quantity>,
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub gpus_per_node: Option<i64>,
+    #[serde(default)]
+    pub nics_per_node: Option<i64>,
+    #[serde(default)]
+    pub intra: Option<RawLinkChoice>,
+    #[serde(default)]
+    pub inter: Option<RawLinkChoice>,
+    #[serde(default)]
+    pub nodes_per_leaf: Option<i64>,
+    #[serde(default)]
+    pub oversubscription: Option<f64>,
+}
+
+/// A cluster's `intra` or `inter` link: a link preset's name, or `{preset, bandwidth, latency}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawLinkChoice {
+    /// `intra: nvlink4`.
+    Preset(String),
+    /// `intra: {bandwidth: 450GB/s, latency: 1us}`, optionally over a `preset`.
+    Spec(RawLinkSpec),
+}
+
+/// The written-out form of [`RawLinkChoice`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLinkSpec {
+    #[serde(default)]
+    pub preset: Option<String>,
+    #[serde(default)]
+    pub bandwidth: Option<Quantity>,
+    #[serde(default)]
+    pub latency: Option<Quantity>,
+}
+
+impl<'de> Deserialize<'de> for RawLinkChoice {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ChoiceVisitor;
+        impl<'de> Visitor<'de> for ChoiceVisitor {
+            type Value = RawLinkChoice;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a link preset name or {bandwidth, latency}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawLinkChoice, E> {
+                Ok(RawLinkChoice::Preset(v.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawLinkChoice, A::Error> {
+                RawLinkSpec::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawLinkChoice::Spec)
+            }
+        }
+        deserializer.deserialize_any(ChoiceVisitor)
+    }
 }
 
 /// One entry of `links.pairs`: a full-duplex link between two devices.
@@ -349,6 +405,17 @@ pub fn stages_value(value: &Value) -> Result<Option<Vec<usize>>, String> {
 pub struct RawPresets {
     pub devices: BTreeMap<String, RawDevicePreset>,
     pub links: BTreeMap<String, RawLinkPreset>,
+    pub nodes: BTreeMap<String, RawNodePreset>,
+}
+
+/// One node preset: a cluster node's GPUs, its fabric and its NICs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNodePreset {
+    pub gpus_per_node: i64,
+    pub nics_per_node: i64,
+    pub intra: String,
+    pub inter: String,
 }
 
 /// One device preset.

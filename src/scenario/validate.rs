@@ -10,14 +10,14 @@ use super::model::{
     MAX_THREADS_PER_DEVICE,
 };
 use super::raw::{
-    self, Quantity, RawGraph, RawLinks, RawModel, RawPresets, RawScenario, RawSchedule,
-    RawSynthetic, RawWorkload,
+    self, Quantity, RawGraph, RawLinkChoice, RawLinks, RawModel, RawPresets, RawScenario,
+    RawSchedule, RawSynthetic, RawTopology, RawWorkload,
 };
 use crate::diag::{Diagnostic, Diagnostics, FieldPath, Locator};
 use crate::gnn::Halo;
 use crate::graph::synth::{RmatSpec, SbmSpec};
 use crate::graph::Chunking;
-use crate::network::{Link, Network};
+use crate::network::{ClusterShape, Link, LinkSpec, Network, MAX_CLUSTER_DEVICES};
 use crate::schedule::MAX_DEVICES;
 use crate::schedule::{
     catalog::{self, Workloads},
@@ -45,6 +45,8 @@ const LARGER_GRAPHS: &str =
     "a synthetic graph is generated in memory; give larger graphs as `stats`";
 /// The widest layer (`out`, or the shorthand's `hidden`): 2^20 values per vertex (per head).
 const MAX_WIDTH: i64 = 1 << 20;
+/// The most GPUs a cluster node holds.
+const MAX_GPUS_PER_NODE: i64 = 1024;
 
 /// Parses and validates a scenario.
 ///
@@ -193,22 +195,36 @@ impl Ctx<'_> {
         let mut seen: BTreeMap<String, FieldPath> = BTreeMap::new();
         let mut ok = true;
         let mut total = 0;
+        // A cluster derives its routes from its structure; other networks store one per pair.
+        let (max_devices, holder) = match raw.links.as_ref().and_then(|l| l.topology.as_ref()) {
+            Some(topology) if topology.kind == "cluster" => {
+                (MAX_CLUSTER_DEVICES, "a cluster holds")
+            }
+            _ => (
+                MAX_DEVICES,
+                "a network of stored routes holds (a `cluster` topology holds more)",
+            ),
+        };
         for (i, entry) in raw.devices.iter().enumerate() {
             let at = path.index(i);
             let count = entry.count.unwrap_or(1);
-            if !(1..=MAX_DEVICES as i64).contains(&count) {
+            if !(1..=max_devices as i64).contains(&count) {
+                let more = match max_devices {
+                    MAX_DEVICES => " (a `cluster` topology holds more)",
+                    _ => "",
+                };
                 self.error(
                     at.key("count"),
-                    format!("must be between 1 and {MAX_DEVICES}, got {count}"),
+                    format!("must be between 1 and {max_devices}, got {count}{more}"),
                 );
                 ok = false;
                 continue;
             }
             total += count as usize;
-            if total > MAX_DEVICES {
+            if total > max_devices {
                 self.error(
                     at.key("count"),
-                    format!("brings the scenario to {total} devices, more than the {MAX_DEVICES} the network model routes"),
+                    format!("brings the scenario to {total} devices, more than the {max_devices} {holder}"),
                 );
                 ok = false;
                 continue;
@@ -375,8 +391,20 @@ impl Ctx<'_> {
                 });
             }
         };
+        if let Some(topology) = raw.topology.as_ref().filter(|t| t.kind == "cluster") {
+            if !raw.pairs.is_empty() {
+                self.error(
+                    path.key("pairs"),
+                    "a cluster's routes follow its structure; it takes no explicit `pairs`",
+                );
+                return None;
+            }
+            let shape = self.cluster(topology, path.key("topology"))?;
+            return Some(Network::cluster(names, shape));
+        }
         if let Some(topology) = &raw.topology {
             let at = path.key("topology");
+            self.no_cluster_fields(topology, &at);
             let params = self.link_params(
                 &at,
                 topology.preset.as_deref(),
@@ -410,7 +438,9 @@ impl Ctx<'_> {
                 (other, Some(_)) => {
                     self.error(
                         at.key("kind"),
-                        format!("unknown topology `{other}` (expected full, ring or switch)"),
+                        format!(
+                            "unknown topology `{other}` (expected full, ring, switch or cluster)"
+                        ),
                     );
                     ok = false;
                 }
@@ -481,6 +511,179 @@ impl Ctx<'_> {
                 None
             }
         }
+    }
+
+    /// Flags the cluster-only fields on a topology of another kind.
+    fn no_cluster_fields(&mut self, topology: &RawTopology, at: &FieldPath) {
+        let given = [
+            ("node", topology.node.is_some()),
+            ("gpus_per_node", topology.gpus_per_node.is_some()),
+            ("nics_per_node", topology.nics_per_node.is_some()),
+            ("intra", topology.intra.is_some()),
+            ("inter", topology.inter.is_some()),
+            ("nodes_per_leaf", topology.nodes_per_leaf.is_some()),
+            ("oversubscription", topology.oversubscription.is_some()),
+        ];
+        for (field, _) in given.iter().filter(|(_, given)| *given) {
+            self.error(
+                at.key(field),
+                format!("only a `kind: cluster` topology takes `{field}`"),
+            );
+        }
+    }
+
+    /// A cluster topology's shape: a node preset, overridden field by field, and its checks.
+    fn cluster(&mut self, topology: &RawTopology, at: FieldPath) -> Option<ClusterShape> {
+        for (field, given) in [
+            ("preset", topology.preset.is_some()),
+            ("bandwidth", topology.bandwidth.is_some()),
+            ("latency", topology.latency.is_some()),
+        ] {
+            if given {
+                self.error(
+                    at.key(field),
+                    format!("a cluster takes its links as `intra` and `inter`, not `{field}`"),
+                );
+                return None;
+            }
+        }
+        let node = match topology.node.as_deref() {
+            None => None,
+            Some(name) => match self.presets.nodes.get(name) {
+                Some(p) => Some((
+                    p.gpus_per_node,
+                    p.nics_per_node,
+                    RawLinkChoice::Preset(p.intra.clone()),
+                    RawLinkChoice::Preset(p.inter.clone()),
+                )),
+                None => {
+                    let known = self.presets.nodes.keys().cloned().collect::<Vec<_>>();
+                    self.error(
+                        at.key("node"),
+                        format!("unknown node preset `{name}` (known: {})", known.join(", ")),
+                    );
+                    return None;
+                }
+            },
+        };
+        let mut ok = true;
+        let gpus = topology.gpus_per_node.or(node.as_ref().map(|n| n.0));
+        let gpus = match gpus {
+            None => {
+                self.error(
+                    at.key("gpus_per_node"),
+                    "give `gpus_per_node` or a `node` preset",
+                );
+                return None;
+            }
+            Some(g) if !(1..=MAX_GPUS_PER_NODE).contains(&g) => {
+                self.error(
+                    at.key("gpus_per_node"),
+                    format!("must be between 1 and {MAX_GPUS_PER_NODE}, got {g}"),
+                );
+                return None;
+            }
+            Some(g) => g as usize,
+        };
+        // Rail-optimised by default: a NIC per GPU.
+        let nics = topology
+            .nics_per_node
+            .or(node.as_ref().map(|n| n.1))
+            .unwrap_or(gpus as i64);
+        if !(1..=gpus as i64).contains(&nics) || gpus % nics as usize != 0 {
+            self.error(
+                at.key("nics_per_node"),
+                format!(
+                    "must divide gpus_per_node ({gpus}) so that each NIC serves as many GPUs, got {nics}"
+                ),
+            );
+            ok = false;
+        }
+        let per_leaf = match topology.nodes_per_leaf {
+            None => None,
+            Some(l) if l >= 1 && l <= MAX_CLUSTER_DEVICES as i64 => Some(l as usize),
+            Some(l) => {
+                self.error(
+                    at.key("nodes_per_leaf"),
+                    format!("must be between 1 and {MAX_CLUSTER_DEVICES}, got {l}"),
+                );
+                ok = false;
+                None
+            }
+        };
+        let oversubscription = topology.oversubscription.unwrap_or(1.0);
+        if !(1.0..=1e6).contains(&oversubscription) {
+            self.error(
+                at.key("oversubscription"),
+                format!("must be between 1 (non-blocking) and 1000000, got {oversubscription}"),
+            );
+            ok = false;
+        } else if oversubscription != 1.0 && topology.nodes_per_leaf.is_none() {
+            self.error(
+                at.key("oversubscription"),
+                "applies to a leaf's uplinks to the spine: give `nodes_per_leaf` (two switch tiers)",
+            );
+            ok = false;
+        }
+        let intra = self.cluster_link(
+            topology.intra.as_ref().or(node.as_ref().map(|n| &n.2)),
+            at.key("intra"),
+        );
+        let inter = self.cluster_link(
+            topology.inter.as_ref().or(node.as_ref().map(|n| &n.3)),
+            at.key("inter"),
+        );
+        Some(ClusterShape {
+            gpus_per_node: gpus,
+            nics_per_node: nics as usize,
+            nodes_per_leaf: per_leaf,
+            intra: intra?,
+            inter: inter?,
+            oversubscription,
+        })
+        .filter(|_| ok)
+    }
+
+    /// One of a cluster's links: a preset's name, or `{preset, bandwidth, latency}`.
+    fn cluster_link(&mut self, choice: Option<&RawLinkChoice>, at: FieldPath) -> Option<LinkSpec> {
+        let (bandwidth, latency) = match choice {
+            None => {
+                self.error(
+                    at,
+                    "give a link preset (e.g. nvlink4, net400g) or {bandwidth, latency}, or a `node` preset",
+                );
+                return None;
+            }
+            Some(RawLinkChoice::Preset(name)) => match self.presets.links.get(name) {
+                Some(p) => (p.bandwidth.clone(), p.latency.clone()),
+                None => {
+                    let known = self.presets.links.keys().cloned().collect::<Vec<_>>();
+                    self.error(
+                        at,
+                        format!("unknown link preset `{name}` (known: {})", known.join(", ")),
+                    );
+                    return None;
+                }
+            },
+            Some(RawLinkChoice::Spec(spec)) => {
+                let (bandwidth, latency) = self.link_params(
+                    &at,
+                    spec.preset.as_deref(),
+                    spec.bandwidth.as_ref(),
+                    spec.latency.as_ref(),
+                )?;
+                return Some(LinkSpec {
+                    bandwidth_bytes_per_s: bandwidth,
+                    latency_ns: latency,
+                });
+            }
+        };
+        let bandwidth = self.quantity(at.clone(), &bandwidth, units::parse_bandwidth)?;
+        let latency = self.quantity(at, &latency, units::parse_duration_ns)?;
+        Some(LinkSpec {
+            bandwidth_bytes_per_s: bandwidth,
+            latency_ns: latency,
+        })
     }
 
     fn explicit(&mut self, w: &RawWorkload) -> Option<Workload> {

@@ -1,7 +1,7 @@
 //! Graph parallelism (CAGNET 1D): every device owns a partition and runs every layer for it.
 
 use super::ir::{DataFlow, Op, Schedule, ScheduleKind};
-use super::ScheduleError;
+use super::{ScheduleError, MAX_DEVICES};
 
 /// Generates a graph-parallel epoch.
 ///
@@ -13,7 +13,8 @@ use super::ScheduleError;
 /// # Returns
 /// Per device p: `F(p, 0..L)`, `B(p, L-1..0)`, `U(p, 0)`. Each layer's forward waits for the rows
 /// it reads from other partitions, each backward for the gradients of the rows other partitions
-/// read, and each optimizer step for the ring all-reduce of the weight gradients.
+/// read, and each optimizer step for the all-reduce of the weight gradients (the simulator runs
+/// its steps on the links). A shape error past [`MAX_DEVICES`] partitions.
 ///
 /// # Complexity
 /// O(P·L) ops, O(P²·L) dependencies for a broadcast exchange.
@@ -21,6 +22,14 @@ use super::ScheduleError;
 /// # Reference
 /// Tripathy, Yelick, Buluç, "Reducing Communication in Graph Neural Network Training", SC 2020.
 pub fn generate(n_layers: u32, readers: Vec<Vec<u32>>) -> Result<Schedule, ScheduleError> {
+    if readers.len() > MAX_DEVICES {
+        // A cluster holds more devices, but every layer's exchange grows with the square of the
+        // partitions: 4,096 of them would be 16.7 M hand-offs a layer.
+        return Err(ScheduleError::Shape(format!(
+            "graph parallelism over {} partitions: at most {MAX_DEVICES} (each layer exchanges rows between pairs of partitions)",
+            readers.len()
+        )));
+    }
     let n_parts = readers.len() as u32;
     let orders = (0..n_parts)
         .map(|part| {

@@ -207,8 +207,9 @@ pub enum DataFlow {
     /// Graph parallelism (CAGNET 1D): "stage" l is layer l, "chunk" p is the partition owned by
     /// one device, which runs every layer for it. `F(p, l)` feeds `F(q, l + 1)` for every q in
     /// `readers[p]` (and p itself); `B(p, l)` feeds `B(q, l - 1)` likewise; `B(p, 0)` feeds the
-    /// weight all-reduce that `U(q, 0)` of every partition waits for, modelled as a ring: each
-    /// partition sends its share to the next.
+    /// weight all-reduce that `U(q, 0)` of every partition waits for: lowered as a gate into
+    /// which each partition hands its gradients to the next, which the simulator runs as the
+    /// all-reduce's steps on the links (`sim::collective`).
     GraphParallel {
         /// For each partition, the other partitions that read its rows at every layer.
         readers: Vec<Vec<u32>>,

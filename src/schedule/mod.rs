@@ -48,7 +48,9 @@ pub const MAX_STAGE_CHUNKS: u64 = 1 << 22;
 /// `pipegnn schedule --chunks`.
 pub const MAX_CHUNKS: u32 = 1 << 20;
 
-/// The most devices a schedule or a scenario's network holds: 256. Routes are stored for every device pair and a
+/// The most devices a schedule holds, and a scenario's network where it stores a route per pair
+/// (explicit links, `full`, `ring`, `switch`; a cluster derives its routes and holds more, but
+/// its schedules are bounded here too): 256. Routes are stored for every device pair and a
 /// transfer holds every link of its route, so a ring's memory grows with the cube of its size
 /// and a full topology's route search with the cube too: at 256 devices the largest case
 /// measured (graph parallelism on a ring) predicts in about 3 s and 1.7 GB, at 512 it needs

@@ -2,10 +2,11 @@
 
 use thiserror::Error;
 
+use super::collective::{self, Algorithm, CollectiveKind, Plan, Progress};
 use super::queue::EventQueue;
 use crate::cost::CostModel;
 use crate::network::Network;
-use crate::schedule::lower::{Lowered, Release};
+use crate::schedule::lower::{Handoff, Lowered, Payload, Release};
 use crate::schedule::{Op, OpKind, Schedule};
 use crate::trace::{
     MemoryCategory, MemoryEvent, Span, SpanKind, Trace, TraceDevice, TraceLink, TraceSink,
@@ -50,30 +51,47 @@ fn describe_stall(blocked: &[(usize, Op)]) -> String {
         .join(", ")
 }
 
-/// What happens at an instant, packed into the queue's `u32` payload: the low bit says which.
+/// What happens at an instant, packed into the queue's `u32` payload: the low two bits say
+/// which.
 #[derive(Debug, Clone, Copy)]
 enum Event {
     /// The running op of a device ends.
     OpEnd { device: u32 },
     /// A hand-off arrives; `slot` indexes the engine's `in_flight` slab.
     Arrival { slot: u32 },
+    /// A collective's step arrives; `slot` indexes the engine's `steps_in_flight` slab.
+    Step { slot: u32 },
 }
 
 impl Event {
     fn encode(self) -> u32 {
         match self {
-            Event::OpEnd { device } => device << 1,
-            Event::Arrival { slot } => (slot << 1) | 1,
+            Event::OpEnd { device } => device << 2,
+            Event::Arrival { slot } => (slot << 2) | 1,
+            Event::Step { slot } => (slot << 2) | 2,
         }
     }
 
     fn decode(code: u32) -> Self {
-        if code & 1 == 0 {
-            Event::OpEnd { device: code >> 1 }
-        } else {
-            Event::Arrival { slot: code >> 1 }
+        match code & 3 {
+            0 => Event::OpEnd { device: code >> 2 },
+            1 => Event::Arrival { slot: code >> 2 },
+            _ => Event::Step { slot: code >> 2 },
         }
     }
+}
+
+/// A gate of weight gradients run as an all-reduce on the links: its members are the ops the
+/// gate releases, one per schedule device.
+struct Collective {
+    /// Positions of the ops it releases, by member.
+    members: Vec<u32>,
+    /// Per schedule device: its member index (`u32::MAX` if none) and the hand-offs into the
+    /// gate it has yet to send before it has contributed.
+    member_of: Vec<u32>,
+    pending: Vec<u32>,
+    /// Planned at the first contribution, when the bytes are known.
+    plan: Option<(Plan, Progress)>,
 }
 
 struct Engine<'a, S: TraceSink> {
@@ -102,6 +120,12 @@ struct Engine<'a, S: TraceSink> {
     /// reusable entries.
     in_flight: Vec<(Release, u64)>,
     free_slots: Vec<u32>,
+    /// All-reduces, and per gate the one it runs as (`u32::MAX`: a plain gate).
+    collectives: Vec<Collective>,
+    gate_collective: Vec<u32>,
+    /// Collective steps on links (collective, step), and reusable entries.
+    steps_in_flight: Vec<(u32, u32)>,
+    free_step_slots: Vec<u32>,
 }
 
 impl<S: TraceSink> Engine<'_, S> {
@@ -152,6 +176,66 @@ impl<S: TraceSink> Engine<'_, S> {
             device: device as u32,
         };
         self.queue.push(end, event.encode());
+    }
+
+    /// Finds the gates of weight gradients (graph parallelism's all-reduce) and makes each a
+    /// collective whose members are the ops the gate releases, one per schedule device; a gate
+    /// whose members share a device stays a plain gate.
+    fn plan_collectives(&mut self) {
+        let lowered = self.lowered;
+        let n_devices = lowered.n_devices();
+        for position in 0..lowered.ops().len() as u32 {
+            for index in lowered.release_range(position) {
+                let Release::Gated {
+                    payload: Payload::Weights,
+                    gate,
+                    ..
+                } = lowered.release_at(index)
+                else {
+                    continue;
+                };
+                let c = match self.gate_collective[gate as usize] {
+                    u32::MAX => {
+                        let members = lowered.gate_members(gate).to_vec();
+                        let mut member_of = vec![u32::MAX; n_devices];
+                        let mut distinct = true;
+                        for (m, &member) in members.iter().enumerate() {
+                            let slot = &mut member_of[lowered.device_of(member)];
+                            distinct &= *slot == u32::MAX;
+                            *slot = m as u32;
+                        }
+                        if !distinct {
+                            continue;
+                        }
+                        self.collectives.push(Collective {
+                            members,
+                            member_of,
+                            pending: vec![0; n_devices],
+                            plan: None,
+                        });
+                        let c = self.collectives.len() as u32 - 1;
+                        self.gate_collective[gate as usize] = c;
+                        c
+                    }
+                    c => c,
+                };
+                let sender = lowered.device_of(position);
+                self.collectives[c as usize].pending[sender] += 1;
+            }
+        }
+        // Every sender must be a member, or the collective could not know when it is done.
+        for c in 0..self.collectives.len() {
+            let collective = &self.collectives[c];
+            let whole = (0..n_devices)
+                .all(|d| collective.pending[d] == 0 || collective.member_of[d] != u32::MAX)
+                && (0..n_devices)
+                    .all(|d| collective.member_of[d] == u32::MAX || collective.pending[d] > 0);
+            if !whole {
+                for gate in self.gate_collective.iter_mut().filter(|g| **g == c as u32) {
+                    *gate = u32::MAX;
+                }
+            }
+        }
     }
 
     fn release(&mut self, position: u32) {
@@ -240,6 +324,12 @@ impl<S: TraceSink> Engine<'_, S> {
             .lowered
             .handoff(from, release)
             .expect("only hand-offs are sent");
+        if let Release::Gated { gate, .. } = release {
+            let c = self.gate_collective[gate as usize];
+            if c != u32::MAX && self.contribute(c, from, &handoff, now) {
+                return;
+            }
+        }
         let to = match release {
             Release::Direct { to, .. } | Release::Gated { to, .. } => to,
             Release::Local { to } => to,
@@ -254,14 +344,8 @@ impl<S: TraceSink> Engine<'_, S> {
             return;
         }
         let bytes = self.input.cost.handoff_bytes(&handoff);
-        let start = route
-            .links
-            .iter()
-            .map(|&l| self.link_free[l])
-            .fold(now, u64::max);
-        let end = start.saturating_add(route.transfer_ns(bytes));
+        let (start, end) = collective::reserve(&route, &mut self.link_free, now, bytes);
         for (hop, &link) in route.links.iter().enumerate() {
-            self.link_free[link] = end;
             self.sink.span(Span {
                 lane_index: link as u32,
                 kind: SpanKind::Transfer(handoff.payload),
@@ -286,6 +370,132 @@ impl<S: TraceSink> Engine<'_, S> {
             }
         };
         self.queue.push(end, Event::Arrival { slot }.encode());
+    }
+
+    /// The op at `from` sent its hand-off into collective `c`'s gate: once its device has sent
+    /// all of them, the device contributes, and the steps that can start go on the links.
+    ///
+    /// # Returns
+    /// Whether the collective took the hand-off (false: it cannot be planned on this
+    /// placement, and the gate stays a plain gate).
+    fn contribute(&mut self, c: u32, from: u32, handoff: &Handoff, now: u64) -> bool {
+        let device = self.lowered.device_of(from);
+        let collective = &mut self.collectives[c as usize];
+        if collective.plan.is_none() {
+            let members: Vec<usize> = collective
+                .members
+                .iter()
+                .map(|&position| self.input.placement[self.lowered.device_of(position)])
+                .collect();
+            let bytes = self.input.cost.handoff_bytes(handoff);
+            let kind = CollectiveKind::AllReduce;
+            match Plan::new(&kind, Algorithm::Auto, members, bytes, self.input.network) {
+                Ok(plan) => {
+                    let progress = Progress::new(&plan);
+                    collective.plan = Some((plan, progress));
+                }
+                Err(_) => {
+                    // Two members on one network device (a shared GPU): a plain gate.
+                    for gate in self.gate_collective.iter_mut().filter(|g| **g == c) {
+                        *gate = u32::MAX;
+                    }
+                    return false;
+                }
+            }
+        }
+        let pending = &mut collective.pending[device];
+        *pending -= 1;
+        if *pending > 0 {
+            return true;
+        }
+        let member = collective.member_of[device] as usize;
+        let (mut start, mut done) = (Vec::new(), Vec::new());
+        if let Some((_, progress)) = collective.plan.as_mut() {
+            progress.contribute(member, &mut start, &mut done);
+        }
+        self.advance(c, start, done, now);
+        true
+    }
+
+    /// Puts collective `c`'s startable steps on the links (a step between members on one
+    /// network device arrives at once) and releases the ops of members that are done.
+    fn advance(&mut self, c: u32, mut start: Vec<u32>, mut done: Vec<u32>, now: u64) {
+        while !start.is_empty() || !done.is_empty() {
+            for member in std::mem::take(&mut done) {
+                let collective = &self.collectives[c as usize];
+                let position = collective.members[member as usize];
+                let received = collective
+                    .plan
+                    .as_ref()
+                    .map_or(0, |(_, progress)| progress.received(member as usize));
+                let receiver = self.lowered.device_of(position);
+                self.held[position as usize] += received;
+                self.memory(
+                    receiver,
+                    now,
+                    MemoryCategory::Communication,
+                    received as i64,
+                );
+                self.release(position);
+            }
+            for step in std::mem::take(&mut start) {
+                let collective = &self.collectives[c as usize];
+                let (plan, _) = collective
+                    .plan
+                    .as_ref()
+                    .expect("steps start after planning");
+                let s = plan.steps()[step as usize];
+                let (sender, receiver) = (
+                    plan.members()[s.from as usize],
+                    plan.members()[s.to as usize],
+                );
+                let addressee = self.lowered.op(collective.members[s.to as usize]);
+                let route = self.input.network.route(sender, receiver);
+                if route.links.is_empty() {
+                    if let Some((plan, progress)) = self.collectives[c as usize].plan.as_mut() {
+                        progress.arrived(plan, step, &mut start, &mut done);
+                    }
+                    continue;
+                }
+                let (begin, end) = collective::reserve(&route, &mut self.link_free, now, s.bytes);
+                for (hop, &link) in route.links.iter().enumerate() {
+                    self.sink.span(Span {
+                        lane_index: link as u32,
+                        kind: SpanKind::Transfer(Payload::Weights),
+                        chunk: addressee.chunk,
+                        stage: addressee.stage,
+                        start_ns: begin,
+                        end_ns: end,
+                        bytes: s.bytes,
+                        hop: hop as u16,
+                        device: receiver as u32,
+                        requested_ns: now,
+                    });
+                }
+                let slot = match self.free_step_slots.pop() {
+                    Some(slot) => {
+                        self.steps_in_flight[slot as usize] = (c, step);
+                        slot
+                    }
+                    None => {
+                        self.steps_in_flight.push((c, step));
+                        self.steps_in_flight.len() as u32 - 1
+                    }
+                };
+                self.queue.push(end, Event::Step { slot }.encode());
+            }
+        }
+    }
+
+    /// A collective's step arrived.
+    fn step_arrived(&mut self, slot: u32, now: u64) {
+        let (c, step) = self.steps_in_flight[slot as usize];
+        self.free_step_slots.push(slot);
+        let (mut start, mut done) = (Vec::new(), Vec::new());
+        if let Some((plan, progress)) = self.collectives[c as usize].plan.as_mut() {
+            progress.arrived(plan, step, &mut start, &mut done);
+        }
+        self.advance(c, start, done, now);
     }
 
     /// A hand-off's data is on its receiving device: hold its buffer until the addressee ends,
@@ -363,8 +573,13 @@ pub fn simulate_into<S: TraceSink>(input: &SimInput<'_>, sink: &mut S) -> Result
         wake: Vec::new(),
         in_flight: Vec::new(),
         free_slots: Vec::new(),
+        collectives: Vec::new(),
+        gate_collective: vec![u32::MAX; lowered.gate_inputs().len()],
+        steps_in_flight: Vec::new(),
+        free_step_slots: Vec::new(),
         lowered,
     };
+    engine.plan_collectives();
     for (device, order) in schedule.orders().iter().enumerate() {
         for (category, bytes) in input.cost.resident_bytes(order) {
             engine.memory(device, 0, category, bytes as i64);
@@ -380,6 +595,10 @@ pub fn simulate_into<S: TraceSink>(input: &SimInput<'_>, sink: &mut S) -> Result
                 let (release, bytes) = engine.in_flight[slot as usize];
                 engine.free_slots.push(slot);
                 engine.deliver(release, now, bytes);
+                engine.wake_all(now);
+            }
+            Event::Step { slot } => {
+                engine.step_arrived(slot, now);
                 engine.wake_all(now);
             }
         }

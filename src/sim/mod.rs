@@ -18,14 +18,24 @@
 //! that overlap queue in the order they were requested (FIFO). Opposite directions of a link
 //! never contend.
 //!
+//! **Collectives.** A gate of weight gradients (graph parallelism's all-reduce) runs as a
+//! [`collective`]: a device contributes when it has sent its last hand-off into the gate, each
+//! step of the collective is a transfer under the link rule above, requested when its sender has
+//! contributed and the steps it builds on have arrived, and the gate's op on a device is released
+//! when every step into that device has arrived. A gate whose members share a network device
+//! stays a plain gate (its hand-offs are transfers, and it opens when all have arrived).
+//!
 //! **Memory.** Resident memory (parameters, gradients, optimizer state) is allocated at time 0.
 //! A forward allocates its chunk's stash when it starts and the chunk's backward frees it when it
 //! ends; a split backward's `I` frees all but what its `W` reads (`CostModel::weight_stash`,
-//! counted as activations, with the output gradients `I` makes for it) and `W` frees that. A received activation or gradient occupies a communication buffer on the receiver from
-//! arrival until the op that consumes it ends.
+//! counted as activations, with the output gradients `I` makes for it) and `W` frees that. A
+//! received activation or gradient occupies a communication buffer on the receiver from arrival
+//! until the op that consumes it ends; a collective's, the bytes the device received, from when
+//! it is done until the released op ends.
 //!
 //! **Architecture Invariant:** `sim` never imports `exec` or candle.
 
+pub mod collective;
 mod engine;
 mod queue;
 

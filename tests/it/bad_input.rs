@@ -877,7 +877,7 @@ fn device_counts_past_the_network_limit_are_refused() {
     assert_one_line(&err);
     assert!(
         err.contains(":10:")
-            && err.contains("devices[1].count: brings the scenario to 300 devices, more than the 256 the network model routes"),
+            && err.contains("devices[1].count: brings the scenario to 300 devices, more than the 256 a network of stored routes holds (a `cluster` topology holds more)"),
         "{err}"
     );
     let q = "scenarios/quickstart.yaml";

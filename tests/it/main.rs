@@ -3,6 +3,8 @@
 mod bad_input;
 mod calibration;
 mod cli;
+mod cluster;
+mod collectives;
 mod cuda;
 mod exec;
 mod gnn;

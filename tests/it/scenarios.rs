@@ -64,7 +64,13 @@ pub fn predict(loaded: &Loaded, candidate: &Candidate) -> Prediction {
 
 fn simulate_json(loaded: &Loaded) -> String {
     let scenario = &loaded.scenario;
-    let results = plan::all_candidates(own(scenario), scenario)
+    // Past a schedule's 256 devices (a cluster) graph parallelism is refused: the scenario's own
+    // schedule only.
+    let candidates = match scenario.devices.len() > pipegnn::schedule::MAX_DEVICES {
+        true => vec![own(scenario)],
+        false => plan::all_candidates(own(scenario), scenario),
+    };
+    let results = candidates
         .iter()
         .map(|c| {
             let p = predict(loaded, c);
@@ -120,10 +126,32 @@ fn every_shipped_scenario_validates_and_simulates() {
 
 #[test]
 fn same_scenario_gives_byte_identical_json() {
-    let path = root().join("scenarios/explicit-pipeline.yaml");
-    let first = simulate_json(&load(&path, &[]));
-    let second = simulate_json(&load(&path, &[]));
-    assert_eq!(first, second);
+    for name in ["explicit-pipeline", "cluster-graph-parallel"] {
+        let path = root().join(format!("scenarios/{name}.yaml"));
+        let first = simulate_json(&load(&path, &[]));
+        let second = simulate_json(&load(&path, &[]));
+        assert_eq!(first, second, "{name}");
+    }
+}
+
+#[test]
+fn graph_parallelism_past_256_partitions_is_refused_in_one_line() {
+    // The scale scenario without its placement: a partition on each of 4,096 GPUs.
+    let text = std::fs::read_to_string(root().join("scenarios/cluster-4096-scale.yaml")).unwrap();
+    let text = &text[..text.find("  placement:").unwrap()];
+    let dir = crate::support::scratch("graph-parallel-4096");
+    let path = crate::support::write(&dir, "scenario.yaml", text);
+    let loaded = load(&path, &[]);
+    let candidate = plan::named_candidate("graph_parallel", &loaded.scenario).unwrap();
+    let err = match plan::predict(&loaded.scenario, loaded.graph.as_ref(), &candidate) {
+        Ok(_) => panic!("graph parallelism over 4,096 partitions was predicted"),
+        Err(err) => err.to_string(),
+    };
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("graph parallelism over 4096 partitions: at most 256"),
+        "{err}"
+    );
 }
 
 #[test]

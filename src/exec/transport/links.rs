@@ -62,7 +62,7 @@ impl LinkClock {
                 .map(|&l| self.free[l].saturating_sub(offset))
                 .fold(now, u64::max);
             let end = begin + route.transfer_ns(bytes);
-            for &l in &route.links {
+            for &l in route.links.iter() {
                 self.free[l] = offset + end;
             }
             (begin, end)
