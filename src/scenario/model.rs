@@ -6,6 +6,7 @@ use crate::diag::{Diagnostic, FieldPath, Locator};
 use crate::gnn::Halo;
 use crate::graph::Chunking;
 use crate::network::Network;
+use crate::schedule::graph_parallel::GraphAlgorithm;
 use crate::schedule::Generator;
 
 /// A validated scenario.
@@ -373,6 +374,8 @@ pub struct ScheduleSpec {
     /// The rule for edges between chunks (GNN workloads): drop or exact for GPipe and 1F1B,
     /// stale for GNNPipe, halo exchange or broadcast for graph parallelism.
     pub halo: Halo,
+    /// Graph parallelism's algorithm (1D for every other kind).
+    pub algorithm: GraphAlgorithm,
 }
 
 impl ScheduleSpec {

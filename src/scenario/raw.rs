@@ -377,6 +377,12 @@ pub struct RawSchedule {
     pub update: Option<String>,
     #[serde(default)]
     pub exchange: Option<String>,
+    /// Graph parallelism's algorithm: `1d`, `1.5d`, `2d` or `3d`.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    /// 1.5D's replication factor c.
+    #[serde(default)]
+    pub replication: Option<i64>,
 }
 
 /// Reads `schedule.stages`: `auto` (None) or a list of positive layer counts.

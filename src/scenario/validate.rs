@@ -18,7 +18,8 @@ use crate::gnn::Halo;
 use crate::graph::synth::{RmatSpec, SbmSpec};
 use crate::graph::Chunking;
 use crate::network::{ClusterShape, Link, LinkSpec, Network, MAX_CLUSTER_DEVICES};
-use crate::schedule::MAX_DEVICES;
+use crate::schedule::graph_parallel::GraphAlgorithm;
+use crate::schedule::{catalog, MAX_DEVICES};
 use crate::schedule::{
     BackwardOrder, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder, UpdateMode,
 };
@@ -885,27 +886,29 @@ impl Ctx<'_> {
                 ok = false;
             }
         };
-        only(
-            self,
-            "backward_order",
-            raw.backward_order.is_some(),
-            kind == Some("gpipe"),
-            "`kind: gpipe`",
-        );
+        // Each kind's own knobs, as the schedule catalog lists them.
         for (field, set) in [
+            ("backward_order", raw.backward_order.is_some()),
             ("order", raw.order.is_some()),
             ("backward", raw.backward.is_some()),
             ("update", raw.update.is_some()),
+            ("exchange", raw.exchange.is_some()),
+            ("algorithm", raw.algorithm.is_some()),
+            ("replication", raw.replication.is_some()),
         ] {
-            only(self, field, set, kind == Some("gnnpipe"), "`kind: gnnpipe`");
+            let owners: Vec<&str> = catalog::CATALOG
+                .iter()
+                .filter(|entry| entry.knobs.contains(&field))
+                .map(|entry| entry.name)
+                .collect();
+            let rule = owners
+                .iter()
+                .map(|name| format!("`kind: {name}`"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            let allowed = kind.is_some_and(|k| owners.contains(&k));
+            only(self, field, set, allowed, &rule);
         }
-        only(
-            self,
-            "exchange",
-            raw.exchange.is_some(),
-            kind == Some("graph_parallel"),
-            "`kind: graph_parallel`",
-        );
         for (field, set) in [
             ("chunking", raw.chunking.is_some()),
             ("halo", raw.halo.is_some()),
@@ -1025,6 +1028,18 @@ impl Ctx<'_> {
                 &[("drop", Halo::Drop), ("exact", Halo::Exact)],
             ),
         };
+        let algorithm = if kind == Some("graph_parallel") {
+            self.graph_algorithm(raw, &path)
+        } else {
+            Some(GraphAlgorithm::OneD)
+        };
+        if algorithm.is_some_and(|a| a != GraphAlgorithm::OneD) && raw.exchange.is_some() {
+            self.error(
+                path.key("exchange"),
+                "only applies to `algorithm: 1d` (1.5d, 2d and 3d move whole blocks)",
+            );
+            ok = false;
+        }
         if kind == Some("gnnpipe")
             && order == Some(GnnPipeOrder::OneFOneB)
             && backward == Some(GnnPipeBackward::Exact)
@@ -1158,13 +1173,70 @@ impl Ctx<'_> {
                 ok = false;
             }
         }
+        if let (Some(ScheduleChoice::GraphParallel), Some(algorithm)) = (&choice, algorithm) {
+            if let Err(message) = algorithm.grid_side(available as u32) {
+                let field = match algorithm {
+                    GraphAlgorithm::OneHalfD { .. } if raw.replication.is_some() => "replication",
+                    _ => "algorithm",
+                };
+                self.error(path.key(field), message);
+                ok = false;
+            }
+        }
         ok.then_some(ScheduleSpec {
+            algorithm: algorithm?,
             choice: choice?,
             n_chunks,
             placement: raw.placement.is_some().then_some(placement),
             chunking: chunking?,
             halo: halo?,
         })
+    }
+
+    /// `schedule.algorithm` and `schedule.replication`: 1D unless stated; `replication` only
+    /// with `1.5d`, which needs it.
+    fn graph_algorithm(&mut self, raw: &RawSchedule, path: &FieldPath) -> Option<GraphAlgorithm> {
+        let name = raw.algorithm.as_deref();
+        let replication = match raw.replication {
+            Some(c) if !(1..=i64::from(MAX_DEVICES as u32)).contains(&c) => {
+                self.error(
+                    path.key("replication"),
+                    format!("must be between 1 and {MAX_DEVICES}, got {c}"),
+                );
+                return None;
+            }
+            c => c.map(|c| c as u32),
+        };
+        match (name, replication) {
+            (Some("1.5d"), Some(replication)) => Some(GraphAlgorithm::OneHalfD { replication }),
+            (Some("1.5d"), None) => {
+                self.error(
+                    path.key("algorithm"),
+                    "1.5d needs `replication: c`, the copies of each block row",
+                );
+                None
+            }
+            (other, Some(_)) => {
+                self.error(
+                    path.key("replication"),
+                    format!(
+                        "only applies to `algorithm: 1.5d`, not `{}`",
+                        other.unwrap_or("1d")
+                    ),
+                );
+                None
+            }
+            (None | Some("1d"), None) => Some(GraphAlgorithm::OneD),
+            (Some("2d"), None) => Some(GraphAlgorithm::TwoD),
+            (Some("3d"), None) => Some(GraphAlgorithm::ThreeD),
+            (Some(other), None) => {
+                self.error(
+                    path.key("algorithm"),
+                    format!("unknown value `{other}` (expected 1d, 1.5d, 2d or 3d)"),
+                );
+                None
+            }
+        }
     }
 
     /// Picks the value named `text` from `options`, or the first option when absent.

@@ -118,10 +118,10 @@ pub const CATALOG: [Entry; 9] = [
     Entry {
         kind: ScheduleKind::GraphParallel,
         name: "graph_parallel",
-        summary: "CAGNET 1D graph parallelism: every device runs every layer on its partition",
+        summary: "CAGNET graph parallelism (1D, 1.5D, 2D, 3D): every device runs every layer on its share of the graph",
         generator: None,
         workloads: Workloads::Gnn,
-        knobs: &["exchange"],
+        knobs: &["exchange", "algorithm", "replication"],
         reference: "Tripathy, Yelick, Buluç, SC 2020 (CAGNET)",
     },
 ];
