@@ -287,7 +287,7 @@ impl GnnWorkload {
 
     /// Feature rows as the executor keeps them: sparse rows in both orientations (the
     /// transpose serves the weight gradient), or dense rows.
-    fn feature_bytes(&self, rows: f64) -> u64 {
+    pub fn feature_bytes(&self, rows: f64) -> u64 {
         let e = self.model.element_bytes as f64;
         match self.feature_nnz_per_row {
             Some(nnz) => (2.0 * rows * nnz * (e + 4.0)
