@@ -8,6 +8,7 @@ use super::fit::{self, Overflow};
 use super::Prediction;
 use crate::report::Metrics;
 use crate::scenario::Scenario;
+use crate::schedule::graph_parallel::GraphAlgorithm;
 
 /// Models with at most this many layers get every contiguous stage split tried, not only `auto`.
 pub const MAX_LAYERS_FOR_SPLITS: usize = 8;
@@ -51,6 +52,8 @@ pub struct PlanPoint {
     pub devices: u32,
     /// The stage split.
     pub split: Split,
+    /// Graph parallelism's algorithm (`None` for pipelines).
+    pub algorithm: Option<GraphAlgorithm>,
 }
 
 impl PlanPoint {
@@ -76,8 +79,26 @@ impl PlanPoint {
                 sets.push(format!("schedule.{knob}=null"));
             }
         }
-        if kind != "graph_parallel" {
-            sets.push("schedule.exchange=null".into());
+        match self.algorithm {
+            Some(GraphAlgorithm::OneD) => {
+                sets.push("schedule.algorithm=null".into());
+                sets.push("schedule.replication=null".into());
+            }
+            Some(algorithm) => {
+                sets.push("schedule.exchange=null".into());
+                sets.push(format!("schedule.algorithm={}", algorithm.name()));
+                sets.push(match algorithm {
+                    GraphAlgorithm::OneHalfD { replication } => {
+                        format!("schedule.replication={replication}")
+                    }
+                    _ => "schedule.replication=null".into(),
+                });
+            }
+            None => {
+                for knob in ["exchange", "algorithm", "replication"] {
+                    sets.push(format!("schedule.{knob}=null"));
+                }
+            }
         }
         if self.split != Split::Workload && kind != "gpipe" && kind != "1f1b" {
             // GNNPipe's halo is always stale, graph parallelism's is its exchange.
@@ -127,7 +148,9 @@ pub fn contiguous_splits(layers: usize, parts: usize) -> Vec<Vec<usize>> {
 /// splits. `n_layers` is the GNN's depth (`None` for an explicit workload, whose stages are
 /// fixed). Pipelines on a GNN get the `auto` split and, when the model has at most
 /// [`MAX_LAYERS_FOR_SPLITS`] layers, every contiguous split into the device count; graph
-/// parallelism gets one point per device count.
+/// parallelism gets one point per device count and algorithm that applies to it (1D; 1.5D for
+/// each replication dividing the count; 2D on a square; 3D on a cube:
+/// [`GraphAlgorithm::applicable`]).
 pub fn search_space(
     schedules: &[String],
     chunks: &[u32],
@@ -159,13 +182,24 @@ pub fn search_space(
                         splits
                     }
                 };
+                let algorithms: Vec<Option<GraphAlgorithm>> = if graph_parallel {
+                    GraphAlgorithm::applicable(devices)
+                        .into_iter()
+                        .map(Some)
+                        .collect()
+                } else {
+                    vec![None]
+                };
                 for split in splits {
-                    points.push(PlanPoint {
-                        schedule: schedule.clone(),
-                        chunks,
-                        devices,
-                        split,
-                    });
+                    for &algorithm in &algorithms {
+                        points.push(PlanPoint {
+                            schedule: schedule.clone(),
+                            chunks,
+                            devices,
+                            split: split.clone(),
+                            algorithm,
+                        });
+                    }
                 }
             }
         }
@@ -343,6 +377,7 @@ mod tests {
                 chunks: Some(4),
                 devices,
                 split: Split::Auto,
+                algorithm: None,
             },
             result: Ok(Figures {
                 label: schedule.into(),
