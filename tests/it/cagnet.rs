@@ -137,6 +137,8 @@ fn memory_follows_each_algorithms_blocks() {
             .position(|c| *c == pipegnn::trace::MemoryCategory::Graph)
             .unwrap();
         let graph = d.memory_at_peak[at];
+        // A product run phase by phase is still one op per layer in flight.
+        assert_eq!(d.peak_in_flight, 3, "{schedule}");
         (graph, d.peak_memory_bytes)
     };
     // 1.5D keeps c times a P-th of the non-zeros, 2D and 3D a P-th.
