@@ -303,3 +303,32 @@ fn the_planner_searches_every_algorithm_that_fits_the_device_count() {
         .fold(f64::INFINITY, f64::min);
     assert!(best[0]["epoch_time_s"].as_f64().unwrap() <= fastest * 1.01);
 }
+
+#[test]
+fn one_half_d_moves_p_over_c_minus_1_plus_2_c_minus_1_blocks_of_n_f_in_all() {
+    // Per product, over all devices: each of the P/c block rows reaches the other P/c - 1
+    // members of its replica group (n f (P/c - 1) in all), and each block row's ring
+    // all-reduce over c replicas moves 2(c - 1) times the row block (2 (c - 1) n f in all).
+    for p in [4u64, 6, 12] {
+        for c in (1..=p).filter(|c| p % c == 0) {
+            let loaded = scenario(
+                "cagnet-15d-sweep",
+                p as usize,
+                &format!(", algorithm: 1.5d, replication: {c}"),
+            );
+            let trace = predict(&loaded, &own(&loaded.scenario)).trace;
+            let mut per_layer = BTreeMap::new();
+            for ((_, layer), bytes) in product_bytes(&trace) {
+                *per_layer.entry(layer).or_insert(0u64) += bytes;
+            }
+            let expected = 2 * (p / c - 1 + 2 * (c - 1)) * N * F * W;
+            for layer in 1..3 {
+                assert_eq!(
+                    per_layer.get(&layer).copied().unwrap_or(0),
+                    expected,
+                    "P = {p}, c = {c}, layer {layer}"
+                );
+            }
+        }
+    }
+}
