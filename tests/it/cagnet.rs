@@ -332,3 +332,25 @@ fn one_half_d_moves_p_over_c_minus_1_plus_2_c_minus_1_blocks_of_n_f_in_all() {
         }
     }
 }
+
+#[test]
+fn readme_plan_on_the_cluster_picks_3d_on_64_gpus() {
+    let out = pipegnn(&[
+        "plan",
+        "scenarios/cluster-graph-parallel.yaml",
+        "--schedules",
+        "graph_parallel",
+        "--max-devices",
+        "64",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(doc["configurations"], 227);
+    let best = &doc["best"][0];
+    assert_eq!(best["schedule"], "graph_parallel-3d");
+    assert_eq!(best["devices"], 64);
+    let ms = best["epoch_time_s"].as_f64().unwrap() * 1e3;
+    assert!((27.5..28.5).contains(&ms), "{ms} ms");
+}
