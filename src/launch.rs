@@ -42,6 +42,7 @@ use crate::graph::Csr;
 use crate::plan::{self, Candidate, GraphData, PlanError, Prediction, Tier};
 use crate::report;
 use crate::scenario::{Activation, Backend, DeviceMap, GraphSource, Scenario, Workload};
+use crate::schedule::graph_parallel::GraphAlgorithm;
 use crate::schedule::{Generator, GnnPipeBackward};
 
 /// Why a run could not be built or did not complete.
@@ -144,6 +145,16 @@ pub fn prepare<'g>(
     candidate: &Candidate,
     options: &Options<'_>,
 ) -> Result<Prepared<'g>, LaunchError> {
+    if let Candidate::GraphParallel { algorithm, .. } = candidate {
+        if *algorithm != GraphAlgorithm::OneD {
+            // The simulator plays 1.5D, 2D and 3D out; the executor's graph-parallel worker
+            // multiplies block rows only.
+            return Err(LaunchError::Run(ExecError::Unsupported(format!(
+                "pipegnn run trains graph parallelism's 1d algorithm only; `algorithm: {}` is simulated (use simulate or plan)",
+                algorithm.name()
+            ))));
+        }
+    }
     if let Some(backend) = options.backend {
         scenario.executor.backend = backend;
     }
@@ -281,7 +292,7 @@ fn halo_rule(candidate: &Candidate) -> (Halo, CrossChunk) {
                 _ => CrossChunk::Drop,
             },
         ),
-        Candidate::GraphParallel { exchange } => (
+        Candidate::GraphParallel { exchange, .. } => (
             match exchange {
                 Halo::Broadcast => Halo::Broadcast,
                 _ => Halo::Exchange,

@@ -201,7 +201,9 @@ impl Network {
             for (to, route) in row.into_iter().enumerate() {
                 match route {
                     Some(path) => routes.push(StoredRoute {
-                        latency_ns: path.iter().map(|&l| links[l].latency_ns).sum(),
+                        latency_ns: path
+                            .iter()
+                            .fold(0u64, |sum, &l| sum.saturating_add(links[l].latency_ns)),
                         bandwidth_bytes_per_s: path
                             .iter()
                             .map(|&l| links[l].bandwidth_bytes_per_s)
@@ -364,7 +366,7 @@ impl Network {
             return route;
         }
         let mut route = route;
-        route.latency_ns += extra_ns;
+        route.latency_ns = route.latency_ns.saturating_add(extra_ns);
         if ns_per_byte > 0.0 {
             route.bandwidth_bytes_per_s =
                 1.0 / (1.0 / route.bandwidth_bytes_per_s + ns_per_byte * 1e-9);
@@ -388,7 +390,7 @@ impl Network {
             links[1] = 2 * to + 1;
             return Route {
                 links: Hops::Derived { len: 2, links },
-                latency_ns: 2 * shape.intra.latency_ns,
+                latency_ns: shape.intra.latency_ns.saturating_mul(2),
                 bandwidth_bytes_per_s: shape.intra.bandwidth_bytes_per_s,
             };
         }
@@ -404,7 +406,7 @@ impl Network {
             links[1] = nic_base + 2 * qb + 1;
             return Route {
                 links: Hops::Derived { len: 2, links },
-                latency_ns: 2 * shape.inter.latency_ns,
+                latency_ns: shape.inter.latency_ns.saturating_mul(2),
                 bandwidth_bytes_per_s: shape.inter.bandwidth_bytes_per_s,
             };
         }
@@ -414,7 +416,7 @@ impl Network {
         links[3] = nic_base + 2 * qb + 1;
         Route {
             links: Hops::Derived { len: 4, links },
-            latency_ns: 4 * shape.inter.latency_ns,
+            latency_ns: shape.inter.latency_ns.saturating_mul(4),
             bandwidth_bytes_per_s: shape
                 .inter
                 .bandwidth_bytes_per_s
@@ -428,7 +430,7 @@ impl Network {
     pub fn with_handoff(&self, extra_ns: u64, ns_per_byte: f64) -> Network {
         let mut network = self.clone();
         network.handoff = (
-            network.handoff.0 + extra_ns,
+            network.handoff.0.saturating_add(extra_ns),
             network.handoff.1 + ns_per_byte.max(0.0),
         );
         network

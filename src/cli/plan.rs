@@ -213,8 +213,14 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
                     .join("/"),
             );
             if !ranking.shown.is_empty() {
+                // Labels such as `graph_parallel-1.5d-c16` are wider than the usual 20.
+                let width = ranking
+                    .shown
+                    .iter()
+                    .map(|&i| figures(i).label.len())
+                    .fold(20, usize::max);
                 out.push_str(&format!(
-                    "{:>4}  {:<20} {:>7} {:>6} {:>7} {:>10} {:>7} {:>13} {:>11}\n",
+                    "{:>4}  {:<width$} {:>7} {:>6} {:>7} {:>10} {:>7} {:>13} {:>11}\n",
                     "rank",
                     "schedule",
                     "split",
@@ -228,7 +234,7 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
                 for (n, &i) in ranking.shown.iter().enumerate() {
                     let f = figures(i);
                     out.push_str(&format!(
-                        "{:>4}  {:<20} {:>7} {:>6} {:>7} {:>10} {:>6.1}% {:>13} {:>11}\n",
+                        "{:>4}  {:<width$} {:>7} {:>6} {:>7} {:>10} {:>6.1}% {:>13} {:>11}\n",
                         n + 1,
                         f.label,
                         split_of(i),

@@ -585,7 +585,7 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
                 None => {
                     return Err(CliError::new(
                         ExitStatus::InvalidInput,
-                        format!("--schedule: unknown schedule `{name}` (expected scenario, all, gpipe, gpipe-reverse, 1f1b, interleaved_1f1b-vN, looped_bfs-vN, interleaved_zb-vN, zbv, dualpipev (each optionally -drop or -exact), gnnpipe, gnnpipe-1f1b, graph_parallel or graph_parallel-broadcast, or several joined by commas)"),
+                        format!("--schedule: unknown schedule `{name}` (expected scenario, all, gpipe, gpipe-reverse, 1f1b, interleaved_1f1b-vN, looped_bfs-vN, interleaved_zb-vN, zbv, dualpipev (each optionally -drop or -exact), gnnpipe, gnnpipe-1f1b, graph_parallel, graph_parallel-broadcast, graph_parallel-1.5d-cC, graph_parallel-2d or graph_parallel-3d, or several joined by commas)"),
                     ))
                 }
             },

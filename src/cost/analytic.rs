@@ -241,24 +241,24 @@ impl GnnWorkload {
         (own, full - own)
     }
 
-    /// Bytes a split backward keeps of a layer for its `W`: each dense transform's input rows
-    /// (none for sparse input features, which stay resident) and its output gradient.
+    /// Bytes a split backward keeps of a layer for its `W`, as the executor's tape holds them:
+    /// each dense transform's input (the rows read; none for sparse input features, which stay
+    /// resident; GraphSAGE's two transforms share theirs) and its output gradient (the rows
+    /// read times the transform's width: the executor transforms before it aggregates).
     pub fn layer_weight_tape(&self, layer: usize, rows: &LayerRows) -> f64 {
         let spec = &self.model.layers[layer];
         let e = self.model.element_bytes as f64;
         let (a, b) = (spec.d_in as f64, spec.d_out as f64);
-        let dense_input = !(layer == 0 && self.feature_nnz_per_row.is_some());
-        let input = |r: f64| if dense_input { r * a * e } else { 0.0 };
+        let input = if layer == 0 && self.feature_nnz_per_row.is_some() {
+            0.0
+        } else {
+            rows.read * a * e
+        };
         match spec.kind {
-            // Aggregating first transforms the aggregated output rows.
-            LayerKind::Gcn if self.gcn_aggregates_first(layer, rows) => {
-                input(rows.out) + rows.out * b * e
-            }
-            LayerKind::Gcn => input(rows.read) + rows.read * b * e,
-            // Two linears over the output rows: the rows and their neighbour means.
-            LayerKind::Sage => 2.0 * (input(rows.out) + rows.out * b * e),
+            LayerKind::Gcn => input + rows.read * b * e,
+            LayerKind::Sage => input + 2.0 * rows.read * b * e,
             LayerKind::Gat { heads, .. } => {
-                input(rows.read) + rows.read * heads as f64 * spec.head_width() as f64 * e
+                input + rows.read * heads as f64 * spec.head_width() as f64 * e
             }
         }
     }
@@ -309,7 +309,7 @@ impl GnnWorkload {
 
     /// Feature rows as the executor keeps them: sparse rows in both orientations (the
     /// transpose serves the weight gradient), or dense rows.
-    fn feature_bytes(&self, rows: f64) -> u64 {
+    pub fn feature_bytes(&self, rows: f64) -> u64 {
         let e = self.model.element_bytes as f64;
         match self.feature_nnz_per_row {
             Some(nnz) => (2.0 * rows * nnz * (e + 4.0)

@@ -571,7 +571,7 @@ impl CostModel for DeviceCost<'_> {
         }
     }
 
-    /// Exact byte counts of what `W` reads, as the roofline's model counts them.
+    /// What `W` reads: byte counts of the executor's tape, as the roofline's model counts them.
     fn weight_stash(&self, forward: Op) -> u64 {
         self.fallback.weight_stash(forward)
     }

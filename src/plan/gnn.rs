@@ -17,7 +17,8 @@ use crate::graph::{ChunkStats, Chunking, Csr, SparseFeatures};
 use crate::scenario::{
     Activation, GnnSpec, GraphSource, GraphStats, LayerKindSpec, Scenario, StageSplit,
 };
-use crate::schedule::{graph_parallel, Generator, GnnPipeBackward, Op};
+use crate::schedule::graph_parallel::{self, GraphAlgorithm};
+use crate::schedule::{Generator, GnnPipeBackward, Op};
 
 /// A GNN workload's graph, loaded or generated once per scenario.
 #[derive(Debug, Clone, PartialEq)]
@@ -332,7 +333,7 @@ pub(super) fn predict(
     let n_nodes = graph.nodes();
     let (graph_parallel, halo) = match candidate {
         Candidate::Generated { halo, .. } | Candidate::File { halo, .. } => (false, *halo),
-        Candidate::GraphParallel { exchange } => (true, *exchange),
+        Candidate::GraphParallel { exchange, .. } => (true, *exchange),
     };
     let available: Vec<usize> = match &scenario.schedule.placement {
         Some(list) => list.clone(),
@@ -422,11 +423,17 @@ pub(super) fn predict(
     );
     let label = candidate.label(scenario);
     if graph_parallel {
+        let one_d = !matches!(
+            candidate,
+            Candidate::GraphParallel { algorithm, .. } if *algorithm != GraphAlgorithm::OneD
+        );
         let readers = (0..k as usize)
             .map(|p| {
                 (0..k)
                     .filter(|&q| {
-                        q as usize != p
+                        // 1.5D, 2D and 3D move blocks by collectives, not rows between pairs.
+                        one_d
+                            && q as usize != p
                             && (halo == Halo::Broadcast || workload.pair_rows[p][q as usize] > 0)
                     })
                     .collect()
@@ -442,6 +449,13 @@ pub(super) fn predict(
             stage_layers: cost.workload.stage_layers.clone(),
             part: chunks.part,
         };
+        if let Candidate::GraphParallel { algorithm, .. } = candidate {
+            if *algorithm != GraphAlgorithm::OneD {
+                return super::cagnet::predict(
+                    scenario, schedule, available, &cost, *algorithm, label, metrics, layout,
+                );
+            }
+        }
         return run_tier(
             scenario, spec, schedule, available, &cost, tier, label, metrics, layout,
         );

@@ -3,6 +3,7 @@
 //! This is the glue the command line and the tests share. It reads no files: a schedule file's
 //! text and a dataset are passed in by the caller.
 
+mod cagnet;
 pub mod fit;
 mod gnn;
 pub mod search;
@@ -15,6 +16,7 @@ use crate::cost::{CostModel, DeviceProfile, ExplicitCost, Profile, ProfiledCost}
 use crate::diag::{Diagnostic, Diagnostics, FieldPath};
 use crate::gnn::{GraphMetrics, Halo};
 use crate::scenario::{DeviceMap, Scenario, ScheduleChoice, StageSplit, Workload};
+use crate::schedule::graph_parallel::GraphAlgorithm;
 use crate::schedule::{
     self, BackwardOrder, CheckReport, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder,
     Schedule, ScheduleError, StagePlacement, UpdateMode,
@@ -57,10 +59,13 @@ pub enum Candidate {
         /// [`ScheduleSpec::stages_per_device`]: crate::scenario::ScheduleSpec::stages_per_device
         stages_per_device: u32,
     },
-    /// Graph parallelism with a halo exchange or a broadcast.
+    /// Graph parallelism: CAGNET's 1D with a halo exchange or a broadcast, or its 1.5D, 2D and
+    /// 3D algorithms.
     GraphParallel {
-        /// [`Halo::Exchange`] or [`Halo::Broadcast`].
+        /// [`Halo::Exchange`] or [`Halo::Broadcast`] (1D; the others move whole blocks).
         exchange: Halo,
+        /// Which algorithm multiplies the adjacency by the embeddings.
+        algorithm: GraphAlgorithm,
     },
     /// A schedule file's parsed content.
     File {
@@ -98,8 +103,11 @@ impl Candidate {
             }
             Candidate::GraphParallel {
                 exchange: Halo::Broadcast,
+                algorithm: GraphAlgorithm::OneD,
             } => "graph_parallel-broadcast".into(),
-            Candidate::GraphParallel { .. } => "graph_parallel".into(),
+            Candidate::GraphParallel { algorithm, .. } => {
+                format!("graph_parallel{}", algorithm.label_suffix())
+            }
             Candidate::File { label, .. } => label.clone(),
         }
     }
@@ -136,7 +144,8 @@ pub fn generator_label(generator: Generator) -> String {
 }
 
 /// A built-in schedule by name, as `--schedule` takes it: `gpipe`, `gpipe-reverse`, `1f1b`,
-/// `gnnpipe`, `gnnpipe-1f1b`, `graph_parallel`, `graph_parallel-broadcast`, and the catalog's
+/// `gnnpipe`, `gnnpipe-1f1b`, `graph_parallel`, `graph_parallel-broadcast`,
+/// `graph_parallel-1.5d-cC`, `graph_parallel-2d`, `graph_parallel-3d`, and the catalog's
 /// other pipeline kinds (`interleaved_1f1b`, `looped_bfs`, `interleaved_zb`, `zbv`,
 /// `dualpipev`). The round-robin kinds take `-vN` for N stages per device (else the
 /// scenario's `schedule.stages_per_device`, or one). Pipelines other than GNNPipe use the
@@ -146,6 +155,16 @@ pub fn named_candidate(name: &str, scenario: &Scenario) -> Option<Candidate> {
         halo @ (Halo::Drop | Halo::Exact) => halo,
         _ => Halo::Drop,
     };
+    if let Some(algorithm) = name
+        .strip_prefix("graph_parallel-")
+        .and_then(GraphAlgorithm::from_suffix)
+        .filter(|a| *a != GraphAlgorithm::OneD)
+    {
+        return Some(Candidate::GraphParallel {
+            exchange: Halo::Broadcast,
+            algorithm,
+        });
+    }
     let (base, halo) = match name.rsplit_once('-') {
         Some((base, "drop")) => (base, Halo::Drop),
         Some((base, "exact")) if !base.starts_with("gnnpipe") => (base, Halo::Exact),
@@ -173,9 +192,11 @@ pub fn named_candidate(name: &str, scenario: &Scenario) -> Option<Candidate> {
         "gnnpipe-1f1b" if !suffixed => generated(gnnpipe(GnnPipeOrder::OneFOneB), Halo::Stale),
         "graph_parallel" if !suffixed => Some(Candidate::GraphParallel {
             exchange: Halo::Exchange,
+            algorithm: GraphAlgorithm::OneD,
         }),
         "graph_parallel-broadcast" if !suffixed => Some(Candidate::GraphParallel {
             exchange: Halo::Broadcast,
+            algorithm: GraphAlgorithm::OneD,
         }),
         _ => {
             // The catalog's other pipeline kinds, the round-robin ones with `-vN`.
@@ -233,7 +254,13 @@ pub fn own_candidate(
             halo,
             stages_per_device: scenario.schedule.stages_per_device(*generator),
         }),
-        (ScheduleChoice::GraphParallel, _) => Ok(Candidate::GraphParallel { exchange: halo }),
+        (ScheduleChoice::GraphParallel, _) => Ok(Candidate::GraphParallel {
+            exchange: match scenario.schedule.algorithm {
+                GraphAlgorithm::OneD => halo,
+                _ => Halo::Broadcast,
+            },
+            algorithm: scenario.schedule.algorithm,
+        }),
         (ScheduleChoice::File(path), Some((file, text))) => {
             let schedule = schedule::file::parse_any(file, text).map_err(PlanError::File)?;
             let stem = path

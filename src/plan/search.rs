@@ -8,6 +8,7 @@ use super::fit::{self, Overflow};
 use super::Prediction;
 use crate::report::Metrics;
 use crate::scenario::Scenario;
+use crate::schedule::graph_parallel::GraphAlgorithm;
 use crate::schedule::{catalog, StagePlacement};
 
 /// Models with at most this many layers get every contiguous stage split tried, not only `auto`.
@@ -52,17 +53,9 @@ pub struct PlanPoint {
     pub devices: u32,
     /// The stage split.
     pub split: Split,
+    /// Graph parallelism's algorithm (`None` for pipelines).
+    pub algorithm: Option<GraphAlgorithm>,
 }
-
-/// Every `schedule` knob some kind reads (the catalog's `knobs`).
-const KNOBS: [&str; 6] = [
-    "backward_order",
-    "stages_per_device",
-    "order",
-    "backward",
-    "update",
-    "exchange",
-];
 
 /// The stages per device the planner gives a kind: two for the interleaved, looped and V
 /// shapes (interleaving only pays with more than one), one for the rest.
@@ -97,12 +90,33 @@ impl PlanPoint {
             },
         ];
         let entry = catalog::find(kind);
-        for knob in KNOBS {
+        for knob in catalog::all_knobs() {
             let applies = entry.is_some_and(|e| e.knobs.contains(&knob));
             if applies && knob == "stages_per_device" {
                 sets.push(format!("schedule.{knob}={}", self.stages_per_device()));
             } else if !applies {
                 sets.push(format!("schedule.{knob}=null"));
+            }
+        }
+        match self.algorithm {
+            Some(GraphAlgorithm::OneD) => {
+                sets.push("schedule.algorithm=null".into());
+                sets.push("schedule.replication=null".into());
+            }
+            Some(algorithm) => {
+                sets.push("schedule.exchange=null".into());
+                sets.push(format!("schedule.algorithm={}", algorithm.name()));
+                sets.push(match algorithm {
+                    GraphAlgorithm::OneHalfD { replication } => {
+                        format!("schedule.replication={replication}")
+                    }
+                    _ => "schedule.replication=null".into(),
+                });
+            }
+            None => {
+                for knob in ["exchange", "algorithm", "replication"] {
+                    sets.push(format!("schedule.{knob}=null"));
+                }
             }
         }
         let pipeline = entry.is_some_and(|e| {
@@ -157,7 +171,9 @@ pub fn contiguous_splits(layers: usize, parts: usize) -> Vec<Vec<usize>> {
 /// splits (into the devices times [`planned_stages_per_device`]). `n_layers` is the GNN's depth (`None` for an explicit workload, whose stages are
 /// fixed). Pipelines on a GNN get the `auto` split and, when the model has at most
 /// [`MAX_LAYERS_FOR_SPLITS`] layers, every contiguous split into the device count; graph
-/// parallelism gets one point per device count.
+/// parallelism gets one point per device count and algorithm that applies to it (1D; 1.5D for
+/// each replication dividing the count; 2D on a square; 3D on a cube:
+/// [`GraphAlgorithm::applicable`]).
 pub fn search_space(
     schedules: &[String],
     chunks: &[u32],
@@ -190,13 +206,24 @@ pub fn search_space(
                         splits
                     }
                 };
+                let algorithms: Vec<Option<GraphAlgorithm>> = if graph_parallel {
+                    GraphAlgorithm::applicable(devices)
+                        .into_iter()
+                        .map(Some)
+                        .collect()
+                } else {
+                    vec![None]
+                };
                 for split in splits {
-                    points.push(PlanPoint {
-                        schedule: schedule.clone(),
-                        chunks,
-                        devices,
-                        split,
-                    });
+                    for &algorithm in &algorithms {
+                        points.push(PlanPoint {
+                            schedule: schedule.clone(),
+                            chunks,
+                            devices,
+                            split: split.clone(),
+                            algorithm,
+                        });
+                    }
                 }
             }
         }
@@ -374,6 +401,7 @@ mod tests {
                 chunks: Some(4),
                 devices,
                 split: Split::Auto,
+                algorithm: None,
             },
             result: Ok(Figures {
                 label: schedule.into(),

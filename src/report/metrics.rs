@@ -119,6 +119,7 @@ pub fn compute(trace: &Trace) -> Metrics {
         spans.sort_by_key(|&i| (trace.spans[i].start_ns, trace.spans[i].end_ns));
         let (mut busy_ns, mut cursor) = (0, 0);
         let (mut in_flight, mut peak_in_flight) = (0u32, 0u32);
+        let (mut last_forward, mut last_free) = (None, None);
         let mut idle: Vec<(u64, u64)> = Vec::new();
         for &i in spans.iter() {
             let span = &trace.spans[i];
@@ -127,12 +128,17 @@ pub fn compute(trace: &Trace) -> Metrics {
                 idle.push((cursor, span.start_ns));
             }
             cursor = cursor.max(span.end_ns);
+            // An op run in pieces (a graph-parallel product phase by phase) is one op: a
+            // span continuing the op of the previous span of its kind does not count again.
+            let key = (span.kind, span.chunk, span.stage);
             match span.kind {
-                SpanKind::Compute(OpKind::Forward) => {
+                SpanKind::Compute(OpKind::Forward) if last_forward != Some(key) => {
+                    last_forward = Some(key);
                     in_flight += 1;
                     peak_in_flight = peak_in_flight.max(in_flight);
                 }
-                SpanKind::Compute(kind) if kind.frees_stash() => {
+                SpanKind::Compute(kind) if kind.frees_stash() && last_free != Some(key) => {
+                    last_free = Some(key);
                     in_flight = in_flight.saturating_sub(1)
                 }
                 _ => {}

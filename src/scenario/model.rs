@@ -6,6 +6,7 @@ use crate::diag::{Diagnostic, FieldPath, Locator};
 use crate::gnn::Halo;
 use crate::graph::Chunking;
 use crate::network::Network;
+use crate::schedule::graph_parallel::GraphAlgorithm;
 use crate::schedule::{Generator, StagePlacement};
 
 /// A validated scenario.
@@ -76,6 +77,7 @@ impl Scenario {
     /// The stages an `auto` split makes with `v` stages per device: `v` per device on as many
     /// devices as the layers fill (none when the model has fewer than `v` layers).
     pub fn auto_stages(&self, v: usize) -> u32 {
+        let v = v.max(1);
         (v * (self.n_layers() / v).min(self.n_pipeline_devices())) as u32
     }
 
@@ -389,6 +391,8 @@ pub struct ScheduleSpec {
     pub halo: Halo,
     /// `stages_per_device` as given (interleaved and looped kinds only).
     pub stages_per_device: Option<u32>,
+    /// Graph parallelism's algorithm (1D for every other kind).
+    pub algorithm: GraphAlgorithm,
 }
 
 impl ScheduleSpec {

@@ -379,6 +379,12 @@ pub struct RawSchedule {
     pub exchange: Option<String>,
     #[serde(default)]
     pub stages_per_device: Option<i64>,
+    /// Graph parallelism's algorithm: `1d`, `1.5d`, `2d` or `3d`.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    /// 1.5D's replication factor c.
+    #[serde(default)]
+    pub replication: Option<i64>,
 }
 
 /// Reads `schedule.stages`: `auto` (None) or a list of positive layer counts.

@@ -18,6 +18,7 @@ use crate::gnn::Halo;
 use crate::graph::synth::{RmatSpec, SbmSpec};
 use crate::graph::Chunking;
 use crate::network::{ClusterShape, Link, LinkSpec, Network, MAX_CLUSTER_DEVICES};
+use crate::schedule::graph_parallel::GraphAlgorithm;
 use crate::schedule::MAX_DEVICES;
 use crate::schedule::{
     catalog::{self, Workloads},
@@ -900,6 +901,8 @@ impl Ctx<'_> {
             ("backward", raw.backward.is_some()),
             ("update", raw.update.is_some()),
             ("exchange", raw.exchange.is_some()),
+            ("algorithm", raw.algorithm.is_some()),
+            ("replication", raw.replication.is_some()),
         ] {
             // An unknown kind is reported once, below.
             if kind.is_some() && entry.is_none() {
@@ -1032,6 +1035,18 @@ impl Ctx<'_> {
                 &[("drop", Halo::Drop), ("exact", Halo::Exact)],
             ),
         };
+        let algorithm = if of == Some(ScheduleKind::GraphParallel) {
+            self.graph_algorithm(raw, &path)
+        } else {
+            Some(GraphAlgorithm::OneD)
+        };
+        if algorithm.is_some_and(|a| a != GraphAlgorithm::OneD) && raw.exchange.is_some() {
+            self.error(
+                path.key("exchange"),
+                "only applies to `algorithm: 1d` (1.5d, 2d and 3d move whole blocks)",
+            );
+            ok = false;
+        }
         if of == Some(ScheduleKind::GnnPipe)
             && order == Some(GnnPipeOrder::OneFOneB)
             && backward == Some(GnnPipeBackward::Exact)
@@ -1107,10 +1122,17 @@ impl Ctx<'_> {
         let names: Vec<String> = devices.iter().map(|d| d.name.clone()).collect();
         let placement = match &raw.placement {
             Some(list) => {
+                // Indexed, so that a cluster's thousands of devices place in linear time.
+                let index: BTreeMap<&str, usize> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(d, n)| (n.as_str(), d))
+                    .collect();
+                let mut placed = vec![false; names.len()];
                 let mut placement = Vec::new();
                 for (i, name) in list.iter().enumerate() {
-                    match names.iter().position(|n| n == name) {
-                        Some(d) if placement.contains(&d) => {
+                    match index.get(name.as_str()).copied() {
+                        Some(d) if std::mem::replace(&mut placed[d], true) => {
                             self.error(
                                 path.key("placement").index(i),
                                 format!("device `{name}` is placed twice"),
@@ -1232,7 +1254,18 @@ impl Ctx<'_> {
                 ok = false;
             }
         }
+        if let (Some(ScheduleChoice::GraphParallel), Some(algorithm)) = (&choice, algorithm) {
+            if let Err(message) = algorithm.grid_side(available as u32) {
+                let field = match algorithm {
+                    GraphAlgorithm::OneHalfD { .. } if raw.replication.is_some() => "replication",
+                    _ => "algorithm",
+                };
+                self.error(path.key(field), message);
+                ok = false;
+            }
+        }
         ok.then_some(ScheduleSpec {
+            algorithm: algorithm?,
             choice: choice?,
             n_chunks,
             placement: raw.placement.is_some().then_some(placement),
@@ -1240,6 +1273,52 @@ impl Ctx<'_> {
             halo: halo?,
             stages_per_device: given_v,
         })
+    }
+
+    /// `schedule.algorithm` and `schedule.replication`: 1D unless stated; `replication` only
+    /// with `1.5d`, which needs it.
+    fn graph_algorithm(&mut self, raw: &RawSchedule, path: &FieldPath) -> Option<GraphAlgorithm> {
+        let name = raw.algorithm.as_deref();
+        let replication = match raw.replication {
+            Some(c) if !(1..=i64::from(MAX_DEVICES as u32)).contains(&c) => {
+                self.error(
+                    path.key("replication"),
+                    format!("must be between 1 and {MAX_DEVICES}, got {c}"),
+                );
+                return None;
+            }
+            c => c.map(|c| c as u32),
+        };
+        match (name, replication) {
+            (Some("1.5d"), Some(replication)) => Some(GraphAlgorithm::OneHalfD { replication }),
+            (Some("1.5d"), None) => {
+                self.error(
+                    path.key("algorithm"),
+                    "1.5d needs `replication: c`, the copies of each block row",
+                );
+                None
+            }
+            (other, Some(_)) => {
+                self.error(
+                    path.key("replication"),
+                    format!(
+                        "only applies to `algorithm: 1.5d`, not `{}`",
+                        other.unwrap_or("1d")
+                    ),
+                );
+                None
+            }
+            (None | Some("1d"), None) => Some(GraphAlgorithm::OneD),
+            (Some("2d"), None) => Some(GraphAlgorithm::TwoD),
+            (Some("3d"), None) => Some(GraphAlgorithm::ThreeD),
+            (Some(other), None) => {
+                self.error(
+                    path.key("algorithm"),
+                    format!("unknown value `{other}` (expected 1d, 1.5d, 2d or 3d)"),
+                );
+                None
+            }
+        }
     }
 
     /// Picks the value named `text` from `options`, or the first option when absent.

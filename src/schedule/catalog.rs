@@ -118,13 +118,26 @@ pub const CATALOG: [Entry; 9] = [
     Entry {
         kind: ScheduleKind::GraphParallel,
         name: "graph_parallel",
-        summary: "CAGNET 1D graph parallelism: every device runs every layer on its partition",
+        summary: "CAGNET graph parallelism (1D, 1.5D, 2D, 3D): every device runs every layer on its share of the graph",
         generator: None,
         workloads: Workloads::Gnn,
-        knobs: &["exchange"],
+        knobs: &["exchange", "algorithm", "replication"],
         reference: "Tripathy, Yelick, Buluç, SC 2020 (CAGNET)",
     },
 ];
+
+/// Every `schedule` knob some kind reads, each once, in catalog order.
+pub fn all_knobs() -> Vec<&'static str> {
+    let mut knobs: Vec<&'static str> = Vec::new();
+    for entry in &CATALOG {
+        for &knob in entry.knobs {
+            if !knobs.contains(&knob) {
+                knobs.push(knob);
+            }
+        }
+    }
+    knobs
+}
 
 /// The entry named `name`.
 pub fn find(name: &str) -> Option<&'static Entry> {

@@ -25,6 +25,10 @@
 //! when every step into that device has arrived. A gate whose members share a network device
 //! stays a plain gate (its hand-offs are transfers, and it opens when all have arrived).
 //!
+//! **Bulk-synchronous programs.** Graph parallelism's 1.5D, 2D and 3D products are not op
+//! lists with hand-offs but phases of collectives, each followed by compute: [`bulk`] runs
+//! them under the same link rule and on the same collectives, with the same trace vocabulary.
+//!
 //! **Memory.** Resident memory (parameters, gradients, optimizer state) is allocated at time 0.
 //! A forward allocates its chunk's stash when it starts and the chunk's backward frees it when it
 //! ends; a split backward's `I` frees all but what its `W` reads (`CostModel::weight_stash`,
@@ -35,6 +39,7 @@
 //!
 //! **Architecture Invariant:** `sim` never imports `exec` or candle.
 
+pub mod bulk;
 pub mod collective;
 mod engine;
 mod queue;

@@ -128,7 +128,6 @@ fn a_scenario_spells_a_cluster_and_a_node_preset_fills_it() {
 
 #[test]
 fn a_4096_gpu_cluster_loads_without_a_route_per_pair() {
-    let start = std::time::Instant::now();
     let net = network(
         4096,
         "{kind: cluster, node: dgx-h100, nodes_per_leaf: 32, oversubscription: 2}",
@@ -137,7 +136,6 @@ fn a_4096_gpu_cluster_loads_without_a_route_per_pair() {
     // 4,096 GPUs, 4,096 NICs, 4,096 uplinks: linear, where a table would hold 16.7 M routes.
     assert_eq!(net.links().len(), 2 * 3 * 4096);
     assert_eq!(net.route(0, 4095).links.len(), 4);
-    assert!(start.elapsed().as_secs() < 30, "{:?}", start.elapsed());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The one integration-test binary: each module covers one concern.
 
 mod bad_input;
+mod cagnet;
 mod calibration;
 mod cli;
 mod cluster;

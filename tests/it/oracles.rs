@@ -107,8 +107,7 @@ fn memory_peaks_follow_the_stash_bound() {
 
 /// A split backward frees a chunk's stash in two steps: `I` all but what `W` reads (plus the
 /// output gradients `I` made for it), `W` the rest. Checked event by event on ZB-H1 (2 stages,
-/// 2 chunks), then on the peak: with stash 100 and 30 kept, device 1 (`F0 F1 I0 I1 W0 W1`
-/// under unit times here: F 1, I 1, W 1) holds both chunks' stashes (200) at its peak.
+/// 2 chunks): stash 100, 30 kept.
 #[test]
 fn a_split_backward_frees_the_stash_at_i_except_what_w_reads() {
     let schedule = Generator::InterleavedZeroBubble
