@@ -5,8 +5,10 @@
 //! and so is every message the worker waits for. The weight gradients are all-reduced by the
 //! transport and summed in partition order, so every replica takes the same step; the transfer
 //! spans of the all-reduce record the bytes a ring all-reduce moves, `2 (P - 1) / P` of the
-//! gradients per partition, on the link to the partition the lowering hands the weights to, as
-//! the simulator does.
+//! gradients per partition, on the link to the partition the lowering hands the weights to.
+//! The simulator runs the same all-reduce as a collective of steps on the links
+//! (`sim::collective`): on a ring the bytes per link agree; on other topologies it may choose a
+//! tree or a hierarchical form whose steps cross other links, and only the totals agree.
 
 use std::collections::BTreeMap;
 use std::time::Instant;

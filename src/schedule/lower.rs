@@ -105,7 +105,9 @@ pub fn for_each_handoff(schedule: &Schedule, op: Op, mut visit: impl FnMut(Hando
                     }
                 }
             } else if n_chunks > 1 {
-                // Ring all-reduce: each replica sends its share to the next.
+                // The weight all-reduce's gate: each replica hands its gradients on to the next
+                // (the simulator runs it as a collective of steps; the executor's transport
+                // all-reduces).
                 send(
                     Payload::Weights,
                     Op::optimizer((op.chunk + 1) % n_chunks, 0),
