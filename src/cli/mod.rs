@@ -156,7 +156,7 @@ pub struct ScheduleArgs {
     /// Stages per device: several for interleaved_1f1b, looped_bfs and interleaved_zb (placed
     /// round-robin), two for zbv and dualpipev (placed as a V), one for the rest. Defaults to
     /// the kind's own.
-    #[arg(long, conflicts_with = "file", value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, conflicts_with = "file", value_parser = clap::value_parser!(u32).range(1..=crate::schedule::MAX_STAGES_PER_DEVICE as i64))]
     pub stages_per_device: Option<u32>,
     /// Number of chunks per epoch, 1 to 1,048,576 (and at most 4,194,304 stage-chunk pairs).
     #[arg(long, required_unless_present = "file", value_parser = clap::value_parser!(u32).range(1..=MAX_CHUNKS))]

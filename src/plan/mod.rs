@@ -203,7 +203,11 @@ pub fn named_candidate(name: &str, scenario: &Scenario) -> Option<Candidate> {
             let (kind, v) = match base.rsplit_once("-v") {
                 Some((kind, v)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => (
                     kind,
-                    Some(v.parse::<u32>().ok().filter(|v| (1..=64).contains(v))?),
+                    Some(
+                        v.parse::<u32>()
+                            .ok()
+                            .filter(|v| (1..=schedule::MAX_STAGES_PER_DEVICE).contains(v))?,
+                    ),
                 ),
                 _ => (base, None),
             };

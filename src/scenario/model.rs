@@ -395,15 +395,22 @@ pub struct ScheduleSpec {
     pub algorithm: GraphAlgorithm,
 }
 
+/// How many stages each device of `generator`'s schedule holds, `given` the scenario's
+/// `stages_per_device`: the round-robin kinds take it (one when not given); the others hold
+/// their own (one, or two for the V shapes).
+pub fn stages_per_device(generator: Generator, given: Option<u32>) -> u32 {
+    match generator.placement() {
+        StagePlacement::RoundRobin => given.unwrap_or(1),
+        _ => generator.default_stages_per_device(),
+    }
+}
+
 impl ScheduleSpec {
     /// How many stages each device of `generator`'s schedule holds: one for GPipe, 1F1B and
     /// GNNPipe, two for the V shapes, and for the round-robin kinds `schedule.stages_per_device`
     /// (one when not given).
     pub fn stages_per_device(&self, generator: Generator) -> u32 {
-        match generator.placement() {
-            StagePlacement::RoundRobin => self.stages_per_device.unwrap_or(1),
-            _ => generator.default_stages_per_device(),
-        }
+        stages_per_device(generator, self.stages_per_device)
     }
 
     /// The placement for a schedule with `n_pipeline_devices` lists on `n_devices` devices.

@@ -23,12 +23,12 @@ use crate::schedule::MAX_DEVICES;
 use crate::schedule::{
     catalog::{self, Workloads},
     BackwardOrder, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder, ScheduleKind,
-    StagePlacement, UpdateMode,
+    UpdateMode,
 };
 use crate::units::{self, UnitError};
 
 /// The most stages one device may hold (`schedule.stages_per_device`).
-const MAX_STAGES_PER_DEVICE: i64 = 64;
+const MAX_STAGES_PER_DEVICE: i64 = crate::schedule::MAX_STAGES_PER_DEVICE as i64;
 /// The largest chunk count (`schedule::MAX_CHUNKS`).
 const MAX_CHUNKS: i64 = crate::schedule::MAX_CHUNKS as i64;
 /// The deepest model: 4,096 layers, as many as a schedule may have stages
@@ -1182,10 +1182,9 @@ impl Ctx<'_> {
             }
         };
         let v = match &choice {
-            Some(ScheduleChoice::Generated(generator)) => match generator.placement() {
-                StagePlacement::RoundRobin => given_v.unwrap_or(1) as usize,
-                _ => generator.default_stages_per_device() as usize,
-            },
+            Some(ScheduleChoice::Generated(generator)) => {
+                super::model::stages_per_device(*generator, given_v) as usize
+            }
             _ => 1,
         };
         let per_device = |n: usize| match v {

@@ -57,6 +57,10 @@ pub const MAX_CHUNKS: u32 = 1 << 20;
 /// 6.5 GB and at 1,024 a full topology takes 43 s to route.
 pub const MAX_DEVICES: usize = 256;
 
+/// The most stages one device may hold (`schedule.stages_per_device`, `--stages-per-device`,
+/// a `-vN` suffix).
+pub const MAX_STAGES_PER_DEVICE: u32 = 64;
+
 /// The most stages a schedule file may have: 4,096, the deepest model's layers (a stage holds
 /// at least one).
 pub const MAX_STAGES: u32 = 4096;

@@ -107,6 +107,10 @@ pub struct Plan {
     algorithm: Algorithm,
 }
 
+/// The largest group a collective may have: its steps (at most `2 p (p - 1)`) stay within
+/// `u32`.
+pub const MAX_MEMBERS: usize = 16_384;
+
 impl Plan {
     /// Plans `kind` of `bytes` over `members` (network devices, in group order; no repeats).
     ///
@@ -127,6 +131,13 @@ impl Plan {
             return Err(PlanError::Shape(
                 "a collective needs at least one member".into(),
             ));
+        }
+        // A ring all-reduce takes 2 p (p - 1) steps, counted in u32.
+        if p > MAX_MEMBERS {
+            return Err(PlanError::Shape(format!(
+                "a collective of {p} members is more than the {MAX_MEMBERS} the simulator steps \
+                 through"
+            )));
         }
         let mut sorted = members.clone();
         sorted.sort_unstable();
