@@ -31,6 +31,10 @@ pub struct Route<'a> {
     pub latency_ns: u64,
     /// The slowest link's bandwidth (infinite for an empty route).
     pub bandwidth_bytes_per_s: f64,
+    /// A hand-off cost that runs alongside the links rather than after them (ns per message,
+    /// ns per byte; [`Network::with_overlapping_handoff`]): a transfer then takes the longer of
+    /// the two.
+    pub alongside: Option<(u64, f64)>,
 }
 
 /// A route's link indices: borrowed from a stored table, or derived from a cluster's structure
@@ -67,15 +71,22 @@ impl std::ops::Deref for Hops<'_> {
 
 impl Route<'_> {
     /// The time to move `bytes` along this route with nothing else on it: latency plus
-    /// serialisation at the bottleneck bandwidth, rounded up to whole nanoseconds; `u64::MAX`
-    /// when that does not fit.
+    /// serialisation at the bottleneck bandwidth, rounded up to whole nanoseconds, or the
+    /// hand-off that runs [`Route::alongside`] them where that takes longer; `u64::MAX` when
+    /// that does not fit.
     pub fn transfer_ns(&self, bytes: u64) -> u64 {
         if self.links.is_empty() {
             return 0;
         }
         let serialisation = (bytes as f64 * 1e9 / self.bandwidth_bytes_per_s).ceil();
         // `as` saturates a float too large for u64 (or NaN, to 0; bandwidths are positive).
-        self.latency_ns.saturating_add(serialisation as u64)
+        let links = self.latency_ns.saturating_add(serialisation as u64);
+        match self.alongside {
+            Some((fixed, per_byte)) => {
+                links.max(fixed.saturating_add((bytes as f64 * per_byte).ceil() as u64))
+            }
+            None => links,
+        }
     }
 }
 
@@ -151,6 +162,9 @@ pub struct Network {
     /// Added to every non-empty route: latency in ns, and time per byte in ns
     /// ([`Network::with_handoff`]).
     handoff: (u64, f64),
+    /// Whether the hand-off runs alongside the links rather than after them
+    /// ([`Network::with_overlapping_handoff`]).
+    handoff_alongside: bool,
 }
 
 impl Network {
@@ -163,6 +177,7 @@ impl Network {
             links: Vec::new(),
             routing: Routing::Free,
             handoff: (0, 0.0),
+            handoff_alongside: false,
         }
     }
 
@@ -230,6 +245,7 @@ impl Network {
             links,
             routing: Routing::Table(routes),
             handoff: (0, 0.0),
+            handoff_alongside: false,
         })
     }
 
@@ -312,6 +328,7 @@ impl Network {
             links,
             routing: Routing::Cluster(shape),
             handoff: (0, 0.0),
+            handoff_alongside: false,
         }
     }
 
@@ -357,6 +374,7 @@ impl Network {
                     links: Hops::Stored(&stored.links),
                     latency_ns: stored.latency_ns,
                     bandwidth_bytes_per_s: stored.bandwidth_bytes_per_s,
+                    alongside: None,
                 }
             }
             Routing::Cluster(shape) => self.cluster_route(shape, from, to),
@@ -366,6 +384,10 @@ impl Network {
             return route;
         }
         let mut route = route;
+        if self.handoff_alongside {
+            route.alongside = Some((extra_ns, ns_per_byte));
+            return route;
+        }
         route.latency_ns = route.latency_ns.saturating_add(extra_ns);
         if ns_per_byte > 0.0 {
             route.bandwidth_bytes_per_s =
@@ -392,6 +414,7 @@ impl Network {
                 links: Hops::Derived { len: 2, links },
                 latency_ns: shape.intra.latency_ns.saturating_mul(2),
                 bandwidth_bytes_per_s: shape.intra.bandwidth_bytes_per_s,
+                alongside: None,
             };
         }
         let n = self.n_devices;
@@ -408,6 +431,7 @@ impl Network {
                 links: Hops::Derived { len: 2, links },
                 latency_ns: shape.inter.latency_ns.saturating_mul(2),
                 bandwidth_bytes_per_s: shape.inter.bandwidth_bytes_per_s,
+                alongside: None,
             };
         }
         let up_base = nic_base + 2 * n_nics;
@@ -421,6 +445,7 @@ impl Network {
                 .inter
                 .bandwidth_bytes_per_s
                 .min(shape.inter.bandwidth_bytes_per_s / shape.oversubscription),
+            alongside: None,
         }
     }
 
@@ -435,6 +460,15 @@ impl Network {
         );
         network
     }
+
+    /// As [`Network::with_handoff`], for a hand-off that runs alongside the links rather than
+    /// after them: between processes with emulated links, a message travels while its receiver
+    /// waits out the links' pacing, so a transfer takes the longer of the two, not their sum.
+    pub fn with_overlapping_handoff(&self, extra_ns: u64, ns_per_byte: f64) -> Network {
+        let mut network = self.with_handoff(extra_ns, ns_per_byte);
+        network.handoff_alongside = true;
+        network
+    }
 }
 
 fn empty_route() -> Route<'static> {
@@ -442,6 +476,7 @@ fn empty_route() -> Route<'static> {
         links: Hops::Stored(&[]),
         latency_ns: 0,
         bandwidth_bytes_per_s: f64::INFINITY,
+        alongside: None,
     }
 }
 
@@ -472,6 +507,25 @@ mod tests {
         assert_eq!(net.route(0, 2).latency_ns, 2000);
         // 1 MB at 10 GB/s is 100 us, plus two 1 us hops.
         assert_eq!(net.route(0, 2).transfer_ns(1_000_000), 102_000);
+    }
+
+    #[test]
+    fn a_hand_off_adds_to_the_links_or_runs_alongside_them() {
+        let names = (0..2).map(|i| format!("d{i}")).collect();
+        // 1 MB at 10 GB/s: 100 us plus a 1 us hop.
+        let net = Network::build(names, vec![], duplex(0, 1, 10.0, 1000).to_vec()).unwrap();
+        let mb = 1_000_000;
+        // A hand-off of 50 us + 0.01 ns/byte (10 us for the MB) after the links: 161 us (to a
+        // nanosecond: the per-byte part is folded into the bandwidth).
+        let after = net.with_handoff(50_000, 0.01);
+        assert!((161_000..=161_001).contains(&after.route(0, 1).transfer_ns(mb)));
+        // Alongside them, the longer of the two: the links' 101 us, or for a small message
+        // the hand-off's 50 us against the links' 1 us.
+        let alongside = net.with_overlapping_handoff(50_000, 0.01);
+        assert_eq!(alongside.route(0, 1).transfer_ns(mb), 101_000);
+        assert_eq!(alongside.route(0, 1).transfer_ns(100), 50_001);
+        // A device to itself moves nothing either way.
+        assert_eq!(alongside.route(0, 0).transfer_ns(mb), 0);
     }
 
     #[test]

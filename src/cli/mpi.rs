@@ -95,6 +95,7 @@ pub(super) fn execute(run: RankRun<'_>) -> Result<Option<Executed>> {
                 let cost = HandoffCost {
                     fixed_ns: f.coefficients[0].round() as u64,
                     ns_per_byte: f.coefficients[1],
+                    alongside_links: scenario.executor.emulate_links,
                 };
                 for profile in &mut profiles {
                     profile.between_processes = Some(cost);
@@ -144,10 +145,14 @@ pub(super) fn execute(run: RankRun<'_>) -> Result<Option<Executed>> {
     if let Some((cost, error)) = measured_handoff {
         executed.prediction.cost_tier.push_str(&format!(
             "; a hand-off between processes measured before the run at {} + {:.3} ns/byte \
-             (median error {:.1}% over 1 KiB to 8 MiB)",
+             (median error {:.1}% over 1 KiB to 8 MiB){}",
             crate::units::format_duration_ns(cost.fixed_ns),
             cost.ns_per_byte,
-            error * 100.0
+            error * 100.0,
+            match cost.alongside_links {
+                true => ", alongside the emulated links",
+                false => "",
+            }
         ));
     }
     Ok(Some(executed))

@@ -144,6 +144,9 @@ pub struct HandoffCost {
     pub fixed_ns: u64,
     /// Per byte.
     pub ns_per_byte: f64,
+    /// Whether it runs alongside the links rather than after them (between processes with
+    /// emulated links: the message travels while the receiver waits out the pacing).
+    pub alongside_links: bool,
 }
 
 impl DeviceProfile {
@@ -156,6 +159,7 @@ impl DeviceProfile {
                 .kernels
                 .get(&Kernel::HandoffCopy)
                 .map_or(0.0, |f| f.coefficients[1]),
+            alongside_links: false,
         })
     }
 }

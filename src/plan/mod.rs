@@ -445,9 +445,14 @@ fn run(
         // what a message between processes was measured to cost.
         Tier::Device(profiles) => profiles.first().map(|p| {
             let handoff = p.handoff();
-            scenario
-                .network
-                .with_handoff(handoff.fixed_ns, handoff.ns_per_byte)
+            match handoff.alongside_links {
+                true => scenario
+                    .network
+                    .with_overlapping_handoff(handoff.fixed_ns, handoff.ns_per_byte),
+                false => scenario
+                    .network
+                    .with_handoff(handoff.fixed_ns, handoff.ns_per_byte),
+            }
         }),
         Tier::Analytic => None,
     };
