@@ -25,7 +25,6 @@ use crate::diag::{self, FieldPath, MAX_DOCUMENT_BYTES};
 use crate::exec::{self, ExecError};
 use crate::graph::{self, dataset::Dataset};
 use crate::launch::{self, LaunchError};
-use crate::network::Network;
 use crate::plan::GraphData;
 use crate::plan::{self, Candidate, PlanError};
 use crate::report::{self, chrome_trace, json, table, timeline};
@@ -33,8 +32,7 @@ use crate::scenario::{self, Backend, GraphSource, Scenario, ScheduleChoice, Work
 use crate::schedule::{
     self, BackwardOrder, Generator, GnnPipeKnobs, GnnPipeOrder, Schedule, ScheduleError,
 };
-use crate::sim::{self, SimInput};
-use crate::trace::TraceDevice;
+use crate::sim;
 use crate::units;
 
 /// A documented exit status.
@@ -487,33 +485,13 @@ fn schedule_command(args: &ScheduleArgs) -> Result<()> {
             (1, 1, 0)
         }
     };
-    let names: Vec<String> = (0..schedule.n_devices())
-        .map(|d| format!("dev{d}"))
-        .collect();
-    let network = Network::free(names.clone());
-    let placement: Vec<usize> = (0..schedule.n_devices()).collect();
     let cost = UniformCost {
         forward_ns,
         backward_ns,
         weight_ns,
     };
-    let input = SimInput {
-        schedule: &schedule,
-        placement: &placement,
-        cost: &cost,
-        network: &network,
-        shared_compute: false,
-        lowered: Some(&lowered),
-    };
-    let devices = names
-        .into_iter()
-        .map(|name| TraceDevice {
-            name,
-            capacity_bytes: None,
-        })
-        .collect();
-    let trace =
-        sim::simulate(&input, devices).map_err(|e| CliError::new(ExitStatus::Internal, e))?;
+    let trace = sim::simulate_free(&schedule, &cost, Some(&lowered))
+        .map_err(|e| CliError::new(ExitStatus::Internal, e))?;
     if trace.spans.iter().any(|s| s.end_ns >= plan::MAX_EPOCH_NS) {
         return Err(CliError::new(
             ExitStatus::InvalidInput,

@@ -19,8 +19,7 @@ use crate::network::Network;
 use crate::schedule::lower::Payload;
 use crate::schedule::Op;
 use crate::trace::{
-    MemoryCategory, MemoryEvent, Span, SpanKind, Trace, TraceDevice, TraceLink, TraceSink,
-    TraceSource,
+    MemoryCategory, MemoryEvent, Span, SpanKind, Trace, TraceDevice, TraceSink, TraceSource,
 };
 
 /// One collective of a phase.
@@ -260,14 +259,7 @@ fn run_collectives<S: TraceSink>(
 /// Runs `program` and returns its predicted trace; `devices` names the network's devices.
 pub fn simulate(program: &Program<'_>, devices: Vec<TraceDevice>) -> Trace {
     let network = program.network;
-    let links = network
-        .links()
-        .iter()
-        .map(|link| TraceLink {
-            from: network.node_name(link.from).to_string(),
-            to: network.node_name(link.to).to_string(),
-        })
-        .collect();
+    let links = super::trace_links(network);
     let computes: usize = program.phases.iter().map(|p| p.compute.len()).sum();
     let mut trace = Trace::with_capacity(
         TraceSource::Predicted,

@@ -9,8 +9,7 @@ use crate::network::Network;
 use crate::schedule::lower::{Handoff, Lowered, Payload, Release};
 use crate::schedule::{Op, OpKind, Schedule};
 use crate::trace::{
-    MemoryCategory, MemoryEvent, Span, SpanKind, Trace, TraceDevice, TraceLink, TraceSink,
-    TraceSource,
+    MemoryCategory, MemoryEvent, Span, SpanKind, Trace, TraceDevice, TraceSink, TraceSource,
 };
 
 /// Everything one simulation reads.
@@ -614,17 +613,41 @@ pub fn simulate_into<S: TraceSink>(input: &SimInput<'_>, sink: &mut S) -> Result
     }
 }
 
+/// Runs `schedule` with `cost` on a network of free links, schedule device `d` on a device of
+/// its own named `devd`: a schedule's timing alone, as `schedule --simulate` and
+/// `pipegnn proptest` ask for it. `lowered` is the schedule's lowering, if already built.
+pub fn simulate_free(
+    schedule: &Schedule,
+    cost: &dyn CostModel,
+    lowered: Option<&Lowered>,
+) -> Result<Trace, SimError> {
+    let names: Vec<String> = (0..schedule.n_devices())
+        .map(|d| format!("dev{d}"))
+        .collect();
+    let network = Network::free(names.clone());
+    let placement: Vec<usize> = (0..schedule.n_devices()).collect();
+    let input = SimInput {
+        schedule,
+        placement: &placement,
+        cost,
+        network: &network,
+        shared_compute: false,
+        lowered,
+    };
+    let devices = names
+        .into_iter()
+        .map(|name| TraceDevice {
+            name,
+            capacity_bytes: None,
+        })
+        .collect();
+    simulate(&input, devices)
+}
+
 /// Runs the schedule and returns its predicted trace. `devices` names the network's devices.
 pub fn simulate(input: &SimInput<'_>, devices: Vec<TraceDevice>) -> Result<Trace, SimError> {
     let network = input.network;
-    let links = network
-        .links()
-        .iter()
-        .map(|link| TraceLink {
-            from: network.node_name(link.from).to_string(),
-            to: network.node_name(link.to).to_string(),
-        })
-        .collect();
+    let links = super::trace_links(network);
     let mut trace = Trace::with_capacity(
         TraceSource::Predicted,
         devices,

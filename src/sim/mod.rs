@@ -44,4 +44,19 @@ pub mod collective;
 mod engine;
 mod queue;
 
-pub use engine::{simulate, simulate_into, SimError, SimInput};
+pub use engine::{simulate, simulate_free, simulate_into, SimError, SimInput};
+
+use crate::network::Network;
+use crate::trace::TraceLink;
+
+/// The trace's lanes for `network`'s directed links, named by their ends.
+fn trace_links(network: &Network) -> Vec<TraceLink> {
+    network
+        .links()
+        .iter()
+        .map(|link| TraceLink {
+            from: network.node_name(link.from).to_string(),
+            to: network.node_name(link.to).to_string(),
+        })
+        .collect()
+}

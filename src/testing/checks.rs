@@ -6,13 +6,12 @@ use std::fmt;
 use thiserror::Error;
 
 use super::strategy::{Case, OpTimes, Shape, StageTimes};
-use crate::network::Network;
 use crate::report;
 use crate::schedule::bound::{Bound, BoundVars};
 use crate::schedule::file::Listing;
 use crate::schedule::{self, CheckReport, Deadlock, Op, OpKind, Schedule, ScheduleError};
-use crate::sim::{self, SimInput};
-use crate::trace::{Trace, TraceDevice};
+use crate::sim;
+use crate::trace::Trace;
 
 /// A property a schedule breaks.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -254,28 +253,9 @@ pub fn check_deadlock(schedule: &Schedule) -> Result<CheckReport, Violation> {
 /// # Errors
 /// [`Violation::Simulation`].
 pub fn simulate(schedule: &Schedule, times: &OpTimes) -> Result<Trace, Violation> {
-    let names: Vec<String> = (0..schedule.n_devices())
-        .map(|d| format!("dev{d}"))
-        .collect();
-    let network = Network::free(names.clone());
-    let placement: Vec<usize> = (0..schedule.n_devices()).collect();
-    let input = SimInput {
-        schedule,
-        placement: &placement,
-        cost: times,
-        network: &network,
-        shared_compute: false,
-        lowered: None,
-    };
-    let devices = names
-        .into_iter()
-        .map(|name| TraceDevice {
-            name,
-            capacity_bytes: None,
-        })
-        .collect();
-    let trace = sim::simulate(&input, devices)
+    let trace = sim::simulate_free(schedule, times, None)
         .map_err(|err| Violation::Simulation(format!("does not complete: {err}")))?;
+    let placement: Vec<usize> = (0..schedule.n_devices()).collect();
     let problems = report::order::violations(schedule, &placement, &trace);
     if let Some(first) = problems.first() {
         return Err(Violation::Simulation(format!(
