@@ -155,6 +155,15 @@ pub fn prepare<'g>(
             ))));
         }
     }
+    if let Candidate::Generated { partitions, .. } = candidate {
+        if *partitions > 1 {
+            // The simulator and the planner run the hybrid; the executor's pipeline workers
+            // hold whole chunks.
+            return Err(LaunchError::Run(ExecError::Unsupported(format!(
+                "pipegnn run trains gnnpipe on one device per stage; `partitions: {partitions}` (the hybrid with graph parallelism) is simulated (use simulate or plan)"
+            ))));
+        }
+    }
     if let Some(backend) = options.backend {
         scenario.executor.backend = backend;
     }

@@ -77,6 +77,26 @@ pub struct GnnWorkload {
     /// chunk without any has a loss of zero and the executor's backward of the last stage
     /// then skips its layers (candle drops a gradient multiplied by zero).
     pub labelled: Option<Vec<u64>>,
+    /// GNNPipe's hybrid with graph parallelism: `chunks` are then pieces, partition g's chunk
+    /// c at `g * K + c`, and `stage_layers` is per lane (`l * G + g`: layer l).
+    pub hybrid: Option<HybridPieces>,
+}
+
+/// How GNNPipe's hybrid cuts the graph: G partitions of K chunks each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HybridPieces {
+    /// Partitions G.
+    pub partitions: u32,
+    /// Chunks K per partition.
+    pub n_chunks: u32,
+    /// `reads[piece][h]`: rows of the piece that partition h reads (0 for its own partition).
+    pub reads: Vec<Vec<u64>>,
+    /// Per partition: the rows its history holds per layer (its own and the rows it reads).
+    pub history_rows: Vec<u64>,
+    /// Per layer: whether it is the first of its pipeline stage. A device steps its stage's
+    /// layers as one optimizer kernel, as GNNPipe does, so only the first layer's step pays
+    /// the kernel overhead.
+    pub stage_first: Vec<bool>,
 }
 
 impl GnnWorkload {
@@ -93,6 +113,15 @@ impl GnnWorkload {
 
     fn layers_of(&self, op: Op) -> Range<usize> {
         self.stage_layers[op.stage as usize].clone()
+    }
+
+    /// The index into `chunks` of the rows `op` computes: its chunk, or under the hybrid its
+    /// partition's piece of the chunk.
+    pub fn unit(&self, op: Op) -> usize {
+        match &self.hybrid {
+            Some(h) => ((op.stage % h.partitions) * h.n_chunks + op.chunk) as usize,
+            None => op.chunk as usize,
+        }
     }
 
     /// The `(flops, bytes)` of each kernel of a layer's forward (`backward = false`) or
@@ -416,7 +445,7 @@ impl CostModel for AnalyticCost {
             OpKind::Forward | OpKind::Backward | OpKind::InputGrad | OpKind::WeightGrad => w
                 .layers_of(op)
                 .map(|layer| {
-                    let rows = w.rows(layer, op.chunk as usize);
+                    let rows = w.rows(layer, w.unit(op));
                     let time = |kernels: Vec<(f64, f64)>| {
                         kernels.into_iter().map(|k| rates.kernel_ns(k)).sum::<f64>()
                     };
@@ -440,7 +469,12 @@ impl CostModel for AnalyticCost {
                 let params = w.model.parameters(layers) as f64;
                 let bytes =
                     params * w.model.element_bytes as f64 * (2.0 + 1.5 * w.optimizer_copies as f64);
+                let fused = match &w.hybrid {
+                    Some(h) => !h.stage_first[(op.stage / h.partitions) as usize],
+                    None => false,
+                };
                 rates.kernel_ns((10.0 * params, bytes))
+                    - if fused { rates.overhead_ns } else { 0.0 }
             }
         };
         ns.round() as u64
@@ -449,6 +483,40 @@ impl CostModel for AnalyticCost {
     fn handoff_bytes(&self, handoff: &Handoff) -> u64 {
         let w = &self.workload;
         let e = w.model.element_bytes as f64;
+        if let Some(h) = &w.hybrid {
+            let (from, to) = (handoff.from, handoff.to);
+            let (g_from, g_to) = (from.stage % h.partitions, to.stage % h.partitions);
+            return match handoff.payload {
+                // Own rows to the partition's next layer, or the rows a peer reads.
+                Payload::Activation => {
+                    let layer = from.stage / h.partitions;
+                    let rows = match g_from == g_to {
+                        true => w.rows(layer as usize, w.unit(from)).out,
+                        false => h.reads[w.unit(from)][g_to as usize] as f64,
+                    };
+                    (rows * w.model.layers[layer as usize].d_out as f64 * e).ceil() as u64
+                }
+                // The gradient of the rows the receiver handed on: its own, or those of its
+                // piece the sender read.
+                Payload::Gradient => {
+                    let layer = to.stage / h.partitions;
+                    let rows = match g_from == g_to {
+                        true => w.rows(layer as usize, w.unit(to)).out,
+                        false => h.reads[w.unit(to)][g_from as usize] as f64,
+                    };
+                    (rows * w.model.layers[layer as usize].d_out as f64 * e).ceil() as u64
+                }
+                // The stage's weight gradients (from its first layer's backward, the last),
+                // all-reduced within the group.
+                Payload::Weights => {
+                    let first = (from.stage / h.partitions) as usize;
+                    let end = (first + 1..h.stage_first.len())
+                        .find(|&l| h.stage_first[l])
+                        .unwrap_or(h.stage_first.len());
+                    (w.model.parameters(first..end) as f64 * e).ceil() as u64
+                }
+            };
+        }
         match (w.graph_parallel, handoff.payload) {
             (false, Payload::Activation) => {
                 let last = w.layers_of(handoff.from).end - 1;
@@ -486,7 +554,7 @@ impl CostModel for AnalyticCost {
         let w = &self.workload;
         let (own, halo) = w
             .layers_of(forward)
-            .map(|layer| w.layer_stash(layer, &w.rows(layer, forward.chunk as usize)))
+            .map(|layer| w.layer_stash(layer, &w.rows(layer, w.unit(forward))))
             .fold((0.0, 0.0), |acc, s| (acc.0 + s.0, acc.1 + s.1));
         (own.ceil() as u64, halo.ceil() as u64)
     }
@@ -495,7 +563,7 @@ impl CostModel for AnalyticCost {
         let w = &self.workload;
         let kept: f64 = w
             .layers_of(forward)
-            .map(|layer| w.layer_weight_tape(layer, &w.rows(layer, forward.chunk as usize)))
+            .map(|layer| w.layer_weight_tape(layer, &w.rows(layer, w.unit(forward))))
             .sum();
         kept.ceil() as u64
     }
@@ -518,11 +586,21 @@ impl CostModel for AnalyticCost {
             .map(|&l| w.model.layers[l].parameters())
             .sum::<u64>()
             * e;
-        // The chunks (graph parallelism: the partition) whose plans the device holds.
-        let chunks: Vec<usize> = if w.graph_parallel {
-            vec![first.chunk as usize]
-        } else {
-            (0..w.chunks.len()).collect()
+        // The chunks (graph parallelism: the partition; the hybrid: its partition's pieces)
+        // whose plans the device holds.
+        let chunks: Vec<usize> = match &w.hybrid {
+            _ if w.graph_parallel => vec![first.chunk as usize],
+            Some(h) => {
+                let g = (first.stage % h.partitions * h.n_chunks) as usize;
+                (g..g + h.n_chunks as usize).collect()
+            }
+            None => (0..w.chunks.len()).collect(),
+        };
+        // The rows a history buffer holds per layer: every vertex, or under the hybrid the
+        // partition's own and the rows it reads.
+        let history_rows = match &w.hybrid {
+            Some(h) => h.history_rows[(first.stage % h.partitions) as usize],
+            None => w.n_nodes,
         };
         let features = if layers.contains(&0) {
             chunks
@@ -540,7 +618,7 @@ impl CostModel for AnalyticCost {
             layers
                 .iter()
                 .filter(|&&l| l > 0)
-                .map(|&l| w.n_nodes * w.model.layers[l].d_in * e)
+                .map(|&l| history_rows * w.model.layers[l].d_in * e)
                 .sum()
         };
         vec![

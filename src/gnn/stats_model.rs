@@ -128,6 +128,44 @@ pub fn pair_rows(stats: &GraphCounts, parts: &[ChunkStats]) -> Vec<Vec<u64>> {
         .collect()
 }
 
+/// GNNPipe's hybrid: `reads[piece][h]`, the rows of each piece that partition h reads, where
+/// `pieces` are G partitions of `k` chunks each (partition g's chunk c at `g * k + c`). Each
+/// piece of h sends its leaving edges to the rest of the graph in proportion to vertices (as
+/// [`pair_rows`]); the rows they hit in a piece of another partition are its occupied share.
+pub fn partition_reads(
+    stats: &GraphCounts,
+    pieces: &[ChunkStats],
+    partitions: u32,
+    k: u32,
+) -> Vec<Vec<u64>> {
+    let n = stats.nodes as f64;
+    let k = k as usize;
+    // Per partition h: its pieces' leaving edges per vertex outside each piece, summed.
+    let pull: Vec<f64> = (0..partitions as usize)
+        .map(|h| {
+            pieces[h * k..(h + 1) * k]
+                .iter()
+                .map(|q| (q.in_edges - q.internal_edges) as f64 / (n - q.vertices as f64).max(1.0))
+                .sum()
+        })
+        .collect();
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(p, piece)| {
+            (0..partitions as usize)
+                .map(|h| match p / k == h {
+                    true => 0,
+                    false => {
+                        let into = pull[h] * piece.vertices as f64;
+                        occupied(piece.vertices as f64, into).round() as u64
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -329,6 +329,25 @@ pub(super) fn predict(
     tier: Tier<'_>,
 ) -> Result<Prediction, PlanError> {
     let model = resolve_model(scenario, spec, graph)?;
+    if let Candidate::Generated {
+        generator: Generator::GnnPipe(knobs),
+        partitions,
+        ..
+    } = candidate
+    {
+        if *partitions > 1 {
+            return predict_hybrid(
+                scenario,
+                spec,
+                graph,
+                candidate,
+                *knobs,
+                *partitions,
+                model,
+                tier,
+            );
+        }
+    }
     let n_layers = model.layers.len();
     let n_nodes = graph.nodes();
     let (graph_parallel, halo) = match candidate {
@@ -401,6 +420,7 @@ pub(super) fn predict(
         history,
         gradient_buffers,
         graph_parallel,
+        hybrid: None,
         labelled: match (graph, &chunks.part) {
             (GraphData::Real { splits, .. }, Some(part)) => {
                 let mut counts = vec![0u64; k as usize];
@@ -487,6 +507,229 @@ pub(super) fn predict(
     };
     run_tier(
         scenario, spec, schedule, placement, &cost, tier, label, metrics, layout,
+    )
+}
+
+/// `reads[piece][h]`: distinct vertices of each piece (partition g's chunk c at `g * k + c`)
+/// with a neighbour in another partition h.
+fn partition_reads(csr: &Csr, part: &[u32], k: u32, partitions: u32) -> Vec<Vec<u64>> {
+    let g_count = partitions as usize;
+    let mut reads = vec![vec![0u64; g_count]; (k * partitions) as usize];
+    let mut seen = vec![u32::MAX; g_count];
+    for v in 0..csr.n_nodes() as u32 {
+        let piece = part[v as usize] as usize;
+        let owner = piece / k as usize;
+        for &u in csr.neighbors(v) {
+            let reader = part[u as usize] as usize / k as usize;
+            if reader != owner && seen[reader] != v {
+                seen[reader] = v;
+                reads[piece][reader] += 1;
+            }
+        }
+    }
+    reads
+}
+
+/// Predicts GNNPipe's hybrid with graph parallelism: S stages of G devices each, the graph cut
+/// into G partitions of K chunks (pieces, by the scenario's chunking over G·K parts, so
+/// partition g holds pieces `g·K..(g+1)·K`), each layer a lane per partition.
+#[allow(clippy::too_many_arguments)]
+fn predict_hybrid(
+    scenario: &Scenario,
+    spec: &GnnSpec,
+    graph: &GraphData,
+    candidate: &Candidate,
+    knobs: crate::schedule::GnnPipeKnobs,
+    partitions: u32,
+    model: GnnModel,
+    tier: Tier<'_>,
+) -> Result<Prediction, PlanError> {
+    if matches!(tier, Tier::Device(_)) {
+        return Err(PlanError::Mismatch(format!(
+            "{}: the device-profile tier does not price GNNPipe's hybrid yet; predict it with the analytic tier (no --profile)",
+            candidate.label(scenario)
+        )));
+    }
+    let n_layers = model.layers.len();
+    let n_nodes = graph.nodes();
+    let k = scenario.schedule.n_chunks;
+    let n_pieces = u64::from(k) * u64::from(partitions);
+    if n_pieces > n_nodes {
+        let path = FieldPath::root().key("schedule").key("chunks");
+        return Err(PlanError::Invalid(scenario.source.diagnostic(
+            path,
+            format!(
+                "{k} chunks on each of {partitions} partitions for a graph of {n_nodes} vertices: a piece needs at least one vertex"
+            ),
+        )));
+    }
+    let n_stages = candidate_stages(scenario, candidate)?;
+    let lanes = n_layers as u64 * u64::from(partitions);
+    if lanes * u64::from(k) > crate::schedule::MAX_STAGE_CHUNKS {
+        let path = FieldPath::root().key("schedule").key("chunks");
+        return Err(PlanError::Invalid(scenario.source.diagnostic(
+            path,
+            format!(
+                "{k} chunks on {lanes} lanes (layers x partitions) is more than the {} lane-chunk pairs a schedule may have",
+                crate::schedule::MAX_STAGE_CHUNKS
+            ),
+        )));
+    }
+    check_size(scenario, &model, graph, k * partitions)?;
+    let halo = Halo::Stale;
+    let chunks = chunks(
+        graph,
+        k * partitions,
+        scenario.schedule.chunking,
+        halo.hops_needed(n_layers),
+        false,
+    )
+    .map_err(|message| {
+        PlanError::Invalid(
+            scenario
+                .source
+                .diagnostic(FieldPath::root().key("graph").key("stats"), message),
+        )
+    })?;
+    let reads = match (graph, &chunks.part) {
+        (GraphData::Real { csr, .. }, Some(part)) => partition_reads(csr, part, k, partitions),
+        (GraphData::Stats(stats), _) => stats_model::partition_reads(
+            &stats_model::GraphCounts {
+                nodes: stats.nodes,
+                undirected_edges: stats.undirected_edges,
+                cut_fraction: stats.cut_fraction,
+            },
+            &chunks.stats,
+            partitions,
+            k,
+        ),
+        (GraphData::Real { .. }, None) => unreachable!("graphs with edges are partitioned"),
+    };
+    // A row is read stale when it comes from a later chunk (of any partition); the same
+    // chunk of another partition arrives by its halo hand-off, fresh.
+    let stale_reads = match (graph, &chunks.part) {
+        (GraphData::Real { csr, .. }, Some(part)) => {
+            let chunk_of: Vec<u32> = part.iter().map(|&piece| piece % k).collect();
+            stale_reads(csr, &chunk_of)
+        }
+        // Of a cut edge's other pieces, G·(K-1) of the G·K-1 hold another chunk.
+        _ => {
+            let other_chunk = u64::from(partitions) * u64::from(k - 1);
+            (u128::from(chunks.cut_edges) * u128::from(other_chunk)
+                / u128::from((n_pieces - 1).max(1))) as u64
+        }
+    };
+    let g_count = partitions as usize;
+    let k_count = k as usize;
+    let readers: Vec<Vec<u32>> = (0..g_count)
+        .map(|g| {
+            (0..partitions)
+                .filter(|&h| {
+                    h as usize != g && (0..k_count).any(|c| reads[g * k_count + c][h as usize] > 0)
+                })
+                .collect()
+        })
+        .collect();
+    let history_rows: Vec<u64> = (0..g_count)
+        .map(|g| {
+            let own: u64 = (0..k_count)
+                .map(|c| chunks.stats[g * k_count + c].vertices)
+                .sum();
+            let read: u64 = reads.iter().map(|r| r[g]).sum();
+            (own + read).min(n_nodes)
+        })
+        .collect();
+    let (history, gradient_buffers) = (
+        true,
+        match knobs.backward {
+            GnnPipeBackward::Drop => 0,
+            GnnPipeBackward::Exact => 1,
+            GnnPipeBackward::Deferred => 2,
+        },
+    );
+    let mut workload = GnnWorkload {
+        model,
+        stage_layers: (0..n_layers).map(|l| l..l + 1).collect(),
+        halo,
+        chunks: chunks.stats,
+        pair_rows: Vec::new(),
+        n_nodes,
+        directed_edges: graph.directed_edges(),
+        features: graph.features(),
+        feature_nnz_per_row: graph.nnz_per_row(),
+        optimizer_copies: scenario.optimizer.state_copies(),
+        history,
+        gradient_buffers,
+        graph_parallel: false,
+        labelled: None,
+        hybrid: None,
+    };
+    let metrics = graph_metrics(
+        &workload,
+        halo,
+        chunks.cut_edges,
+        stale_reads,
+        graph.directed_edges(),
+    );
+    let placement = scenario
+        .schedule
+        .placement_for((n_stages * partitions) as usize, scenario.devices.len())
+        .map_err(PlanError::Mismatch)?;
+    let stage_layers = match &spec.stages {
+        StageSplit::Layers(counts) => ranges(counts),
+        StageSplit::Auto => split_stages(
+            &AnalyticCost::layer_times(&workload, &rates(scenario, placement[0])),
+            n_stages as usize,
+        ),
+    };
+    let schedule = crate::schedule::generate_hybrid(
+        &crate::schedule::PipelineSpec {
+            n_stages,
+            n_chunks: k,
+            backward_order: crate::schedule::BackwardOrder::Forward,
+        },
+        knobs,
+        &stage_layers,
+        readers,
+    )?;
+    let lane_rates: Vec<DeviceRates> = (0..n_layers as u32 * partitions)
+        .map(|lane| {
+            rates(
+                scenario,
+                placement[schedule.device_of(Op::forward(0, lane))],
+            )
+        })
+        .collect();
+    workload.stage_layers = (0..n_layers)
+        .flat_map(|l| std::iter::repeat_n(l..l + 1, g_count))
+        .collect();
+    workload.hybrid = Some(crate::cost::analytic::HybridPieces {
+        partitions,
+        n_chunks: k,
+        reads,
+        history_rows,
+        stage_first: (0..n_layers)
+            .map(|l| stage_layers.iter().any(|r| r.start == l))
+            .collect(),
+    });
+    let cost = AnalyticCost {
+        rates: lane_rates,
+        workload,
+    };
+    let layout = GnnLayout {
+        model: cost.workload.model.clone(),
+        stage_layers,
+        part: chunks.part,
+    };
+    run(
+        scenario,
+        schedule,
+        placement,
+        &cost,
+        tier,
+        candidate.label(scenario),
+        Some(metrics),
+        Some(layout),
     )
 }
 
@@ -593,5 +836,150 @@ fn graph_metrics(
                 .sum();
             computed / (workload.n_nodes as f64 * n_layers as f64)
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report;
+    use crate::scenario::{parse_scenario, Workload};
+    use crate::trace::MemoryCategory;
+
+    /// A 4-layer GCN, 32 wide, on a synthetic SBM graph, on `devices` A100s fully connected.
+    fn scenario(devices: usize, schedule: &str) -> (Scenario, GraphData) {
+        let text = format!(
+            "name: hybrid\ngraph:\n  synthetic: {{kind: sbm, nodes: 2000, avg_degree: 8, classes: 4, features: 32, homophily: 0.8, seed: 5}}\nmodel: {{kind: gcn, depth: 4, hidden: 32}}\ndevices:\n  - {{name: gpu, count: {devices}, preset: a100-80gb}}\nlinks:\n  topology: {{kind: full, preset: nvlink3}}\nschedule: {{{schedule}}}\n"
+        );
+        let scenario = parse_scenario("hybrid.yaml", &text, &[], std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Workload::Gnn(spec) = &scenario.workload else {
+            unreachable!()
+        };
+        let graph = prepare_graph(spec, None).unwrap();
+        (scenario, graph)
+    }
+
+    fn spec(scenario: &Scenario) -> &GnnSpec {
+        let Workload::Gnn(spec) = &scenario.workload else {
+            unreachable!()
+        };
+        spec
+    }
+
+    fn hybrid(scenario: &Scenario, graph: &GraphData, partitions: u32) -> Prediction {
+        let Candidate::Generated {
+            generator: Generator::GnnPipe(knobs),
+            ..
+        } = super::super::own_candidate(scenario, None).unwrap()
+        else {
+            unreachable!()
+        };
+        let candidate = super::super::own_candidate(scenario, None).unwrap();
+        let model = resolve_model(scenario, spec(scenario), graph).unwrap();
+        predict_hybrid(
+            scenario,
+            spec(scenario),
+            graph,
+            &candidate,
+            knobs,
+            partitions,
+            model,
+            Tier::Analytic,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Equal but for each op's rounding to the nanosecond: the hybrid times a stage's layers
+    /// as separate ops.
+    fn close(a: u64, b: u64, ops: usize, what: &str) {
+        assert!(a.abs_diff(b) <= ops as u64, "{what}: {a} against {b}");
+    }
+
+    fn history(device: &report::DeviceMetrics) -> u64 {
+        device.memory_at_peak[MemoryCategory::History.index()]
+    }
+
+    #[test]
+    fn the_hybrid_with_one_partition_is_gnnpipe() {
+        for (devices, stages, chunks) in [(2, "[2, 2]", 4), (4, "auto", 3), (3, "[1, 2, 1]", 1)] {
+            let (scenario, graph) = scenario(
+                devices,
+                &format!("kind: gnnpipe, chunks: {chunks}, stages: {stages}"),
+            );
+            let plain = super::super::predict(
+                &scenario,
+                Some(&graph),
+                &super::super::own_candidate(&scenario, None).unwrap(),
+            )
+            .unwrap();
+            let one = hybrid(&scenario, &graph, 1);
+            let (a, b) = (report::compute(&plain.trace), report::compute(&one.trace));
+            let case = format!("{devices} devices, stages {stages}, {chunks} chunks");
+            let ops = one.schedule.n_ops();
+            close(a.epoch_time_ns, b.epoch_time_ns, ops, &case);
+            assert_eq!(a.communication_bytes, b.communication_bytes, "{case}");
+            assert_eq!(a.devices.len(), b.devices.len(), "{case}");
+            for (x, y) in a.devices.iter().zip(&b.devices) {
+                close(x.busy_ns, y.busy_ns, ops, &case);
+                // Every part of the peak but the received inputs: the hybrid frees a stage's
+                // input when the stage's first layer is done, GNNPipe when the stage is.
+                let communication = MemoryCategory::Communication.index();
+                for category in MemoryCategory::ALL {
+                    let i = category.index();
+                    if i != communication {
+                        assert_eq!(
+                            x.memory_at_peak[i],
+                            y.memory_at_peak[i],
+                            "{case}: device {} {}",
+                            x.device,
+                            category.name()
+                        );
+                    }
+                }
+                assert!(
+                    y.peak_memory_bytes <= x.peak_memory_bytes
+                        && x.peak_memory_bytes - y.peak_memory_bytes
+                            <= x.memory_at_peak[communication],
+                    "{case}: device {}",
+                    x.device
+                );
+            }
+            let (p, q) = (plain.graph.unwrap(), one.graph.unwrap());
+            assert_eq!(p.stale_read_fraction, q.stale_read_fraction, "{case}");
+        }
+    }
+
+    #[test]
+    fn the_hybrid_on_one_stage_is_graph_parallelism() {
+        for devices in [2, 3, 4] {
+            let (gp, graph) = scenario(devices, "kind: graph_parallel, exchange: halo");
+            let (hy, _) = scenario(devices, "kind: gnnpipe, chunks: 1, stages: [4]");
+            let a = report::compute(
+                &super::super::predict(
+                    &gp,
+                    Some(&graph),
+                    &super::super::own_candidate(&gp, None).unwrap(),
+                )
+                .unwrap()
+                .trace,
+            );
+            let one = hybrid(&hy, &graph, devices as u32);
+            let b = report::compute(&one.trace);
+            assert_eq!(a.communication_bytes, b.communication_bytes, "{devices}");
+            let ops = one.schedule.n_ops();
+            close(a.epoch_time_ns, b.epoch_time_ns, ops, &format!("{devices}"));
+            for (x, y) in a.devices.iter().zip(&b.devices) {
+                close(x.busy_ns, y.busy_ns, ops, &format!("{devices}"));
+                // GNNPipe keeps its embedding history even where nothing reads it stale.
+                assert_eq!(
+                    x.peak_memory_bytes,
+                    y.peak_memory_bytes - history(y),
+                    "{devices}: device {}",
+                    x.device
+                );
+            }
+            assert_eq!(one.graph.unwrap().stale_read_fraction, Some(0.0));
+        }
     }
 }

@@ -58,6 +58,9 @@ pub enum Candidate {
         ///
         /// [`ScheduleSpec::stages_per_device`]: crate::scenario::ScheduleSpec::stages_per_device
         stages_per_device: u32,
+        /// GNNPipe's graph partitions per stage (its hybrid with graph parallelism when above
+        /// one); 1 for every other generator.
+        partitions: u32,
     },
     /// Graph parallelism: CAGNET's 1D with a halo exchange or a broadcast, or its 1.5D, 2D and
     /// 3D algorithms.
@@ -90,10 +93,14 @@ impl Candidate {
                 generator,
                 halo,
                 stages_per_device,
+                partitions,
             } => {
                 let mut label = generator_label(*generator);
                 if generator.placement() == StagePlacement::RoundRobin {
                     label.push_str(&format!("-v{stages_per_device}"));
+                }
+                if *partitions > 1 {
+                    label.push_str(&format!("-p{partitions}"));
                 }
                 match generator {
                     Generator::GnnPipe(_) => label,
@@ -182,8 +189,30 @@ pub fn named_candidate(name: &str, scenario: &Scenario) -> Option<Candidate> {
             generator,
             halo,
             stages_per_device: scenario.schedule.stages_per_device(generator),
+            partitions: 1,
         })
     };
+    // GNNPipe's hybrid: `gnnpipe-pG`, `gnnpipe-1f1b-pG`.
+    if let Some((base, g)) = name.rsplit_once("-p") {
+        if g.starts_with('0') {
+            return None;
+        }
+        let partitions = g
+            .parse::<u32>()
+            .ok()
+            .filter(|g| (1..=schedule::MAX_DEVICES as u32).contains(g))?;
+        let order = match base {
+            "gnnpipe" => GnnPipeOrder::GPipe,
+            "gnnpipe-1f1b" => GnnPipeOrder::OneFOneB,
+            _ => return None,
+        };
+        return Some(Candidate::Generated {
+            generator: gnnpipe(order),
+            halo: Halo::Stale,
+            stages_per_device: 1,
+            partitions,
+        });
+    }
     match base {
         "gpipe" => generated(Generator::GPipe(BackwardOrder::Forward), halo),
         "gpipe-reverse" => generated(Generator::GPipe(BackwardOrder::Reverse), halo),
@@ -217,6 +246,7 @@ pub fn named_candidate(name: &str, scenario: &Scenario) -> Option<Candidate> {
                     generator,
                     halo,
                     stages_per_device: v,
+                    partitions: 1,
                 }),
                 (StagePlacement::RoundRobin | StagePlacement::V, None) => {
                     generated(generator, halo)
@@ -257,6 +287,7 @@ pub fn own_candidate(
             generator: *generator,
             halo,
             stages_per_device: scenario.schedule.stages_per_device(*generator),
+            partitions: scenario.schedule.partitions,
         }),
         (ScheduleChoice::GraphParallel, _) => Ok(Candidate::GraphParallel {
             exchange: match scenario.schedule.algorithm {
@@ -496,6 +527,15 @@ fn run(
 fn candidate_stages(scenario: &Scenario, candidate: &Candidate) -> Result<u32, PlanError> {
     let auto = matches!(&scenario.workload, Workload::Gnn(gnn) if gnn.stages == StageSplit::Auto);
     match candidate {
+        Candidate::Generated { partitions, .. } if auto && *partitions > 1 => {
+            match (scenario.n_pipeline_devices() / *partitions as usize).min(scenario.n_layers()) {
+                0 => Err(PlanError::Mismatch(format!(
+                    "gnnpipe with {partitions} partitions per stage needs at least {partitions} devices, the scenario places {}",
+                    scenario.n_pipeline_devices()
+                ))),
+                n => Ok(n as u32),
+            }
+        }
         Candidate::Generated {
             generator,
             stages_per_device: v,

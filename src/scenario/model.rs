@@ -61,6 +61,10 @@ impl Scenario {
             }
             Workload::Gnn(gnn) => match &gnn.stages {
                 StageSplit::Layers(counts) => counts.len() as u32,
+                StageSplit::Auto if self.schedule.partitions > 1 => {
+                    (self.n_pipeline_devices() / self.schedule.partitions as usize)
+                        .min(self.n_layers()) as u32
+                }
                 StageSplit::Auto => {
                     let v = match &self.schedule.choice {
                         ScheduleChoice::Generated(generator) => {
@@ -393,6 +397,9 @@ pub struct ScheduleSpec {
     pub stages_per_device: Option<u32>,
     /// Graph parallelism's algorithm (1D for every other kind).
     pub algorithm: GraphAlgorithm,
+    /// GNNPipe's graph partitions per stage: above one, its hybrid with graph parallelism on
+    /// stages times partitions devices; 1 for every other kind.
+    pub partitions: u32,
 }
 
 /// How many stages each device of `generator`'s schedule holds, `given` the scenario's

@@ -385,6 +385,9 @@ pub struct RawSchedule {
     /// 1.5D's replication factor c.
     #[serde(default)]
     pub replication: Option<i64>,
+    /// GNNPipe's graph partitions per stage (its hybrid with graph parallelism).
+    #[serde(default)]
+    pub partitions: Option<i64>,
 }
 
 /// Reads `schedule.stages`: `auto` (None) or a list of positive layer counts.

@@ -903,6 +903,7 @@ impl Ctx<'_> {
             ("exchange", raw.exchange.is_some()),
             ("algorithm", raw.algorithm.is_some()),
             ("replication", raw.replication.is_some()),
+            ("partitions", raw.partitions.is_some()),
         ] {
             // An unknown kind is reported once, below.
             if kind.is_some() && entry.is_none() {
@@ -1187,6 +1188,39 @@ impl Ctx<'_> {
             }
             _ => 1,
         };
+        // GNNPipe's hybrid: each stage a group of `partitions` devices.
+        let partitions = match raw.partitions {
+            None => 1,
+            Some(g) if (1..=MAX_DEVICES as i64).contains(&g) => g as u32,
+            Some(g) => {
+                self.error(
+                    path.key("partitions"),
+                    format!("must be between 1 and {MAX_DEVICES}, got {g}"),
+                );
+                ok = false;
+                1
+            }
+        };
+        if partitions > 1 {
+            if backward == Some(GnnPipeBackward::Exact) {
+                self.error(path.key("backward"), "gnnpipe with partitions runs backward drop or deferred: exact's barrier across a group is not modelled");
+                ok = false;
+            }
+            if update == Some(UpdateMode::PerChunk) {
+                self.error(path.key("update"), "gnnpipe with partitions steps once per epoch: a per-chunk all-reduce in every group is not modelled");
+                ok = false;
+            }
+            if let Workload::Gnn(gnn) = workload {
+                if gnn.stages == StageSplit::Auto && available < partitions as usize {
+                    self.error(
+                        path.key("partitions"),
+                        format!("{partitions} partitions per stage need at least {partitions} devices, {available} are placed"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let g = partitions as usize;
         let per_device = |n: usize| match v {
             1 => format!("{n} stages"),
             v => format!("{n} stages at {v} per device"),
@@ -1198,21 +1232,26 @@ impl Ctx<'_> {
                     format!("{n_stages} stages do not fill devices at {v} stages per device"),
                 );
                 ok = false;
-            } else if n_stages / v > devices.len() {
+            } else if n_stages / v * g > devices.len() {
                 self.error(
                     at,
                     format!(
-                        "{} need {} devices but the scenario has {}",
+                        "{}{} need {} devices but the scenario has {}",
                         per_device(n_stages),
-                        n_stages / v,
+                        match g {
+                            1 => String::new(),
+                            g => format!(" of {g} partitions each"),
+                        },
+                        n_stages / v * g,
                         devices.len()
                     ),
                 );
                 ok = false;
-            } else if raw.placement.is_some() && placement.len() != n_stages / v {
-                let what = match v {
-                    1 => format!("each of the {n_stages} stages"),
-                    v => format!("the {n_stages} stages, {v} per device,"),
+            } else if raw.placement.is_some() && placement.len() != n_stages / v * g {
+                let what = match (v, g) {
+                    (1, 1) => format!("each of the {n_stages} stages"),
+                    (1, g) => format!("each of the {n_stages} stages' {g} partitions"),
+                    (v, _) => format!("the {n_stages} stages, {v} per device,"),
                 };
                 self.error(
                     path.key("placement"),
@@ -1237,7 +1276,7 @@ impl Ctx<'_> {
                 ok = false;
             } else if gnn.stages == StageSplit::Auto
                 && raw.placement.is_some()
-                && available > layers / v
+                && available > layers / v * g
             {
                 self.error(
                     path.key("placement"),
@@ -1271,6 +1310,7 @@ impl Ctx<'_> {
             chunking: chunking?,
             halo: halo?,
             stages_per_device: given_v,
+            partitions,
         })
     }
 

@@ -112,7 +112,7 @@ pub const CATALOG: [Entry; 9] = [
             update: super::UpdateMode::PerEpoch,
         })),
         workloads: Workloads::Gnn,
-        knobs: &["order", "backward", "update"],
+        knobs: &["order", "backward", "update", "partitions"],
         reference: "Chen, Chen, Qian, GNNPipe, 2023",
     },
     Entry {

@@ -117,3 +117,96 @@ pub fn generate(spec: &PipelineSpec, knobs: GnnPipeKnobs) -> Result<Schedule, Sc
         orders,
     )
 }
+
+/// Generates GNNPipe's hybrid with graph parallelism: S stages, each a group of G devices that
+/// each own one graph partition.
+///
+/// # Arguments
+/// `spec`: S stages and K chunks (a chunk is a chunk of every partition); `knobs`: the issue
+/// order (backwards wait per chunk, optimizer steps once per epoch); `stage_layers[s]`: the
+/// layers of stage s, contiguous and covering the model in order; `readers[g]`: the partitions
+/// that read partition g's rows (the per-layer halo exchange inside a group).
+///
+/// # Returns
+/// A schedule on S·G devices, device `s·G + g` running stage s for partition g, over lanes
+/// `l·G + g` (layer l of partition g; see [`DataFlow::Hybrid`]): each of GNNPipe's `F(c, s)`
+/// becomes `F(c, l·G + g)` for the stage's layers in order, each `B(c, s)` the same in reverse,
+/// and `U(0, s)` one step per layer. Exact backwards and per-chunk steps are refused with more
+/// than one partition: their barriers and per-chunk all-reduces are not modelled.
+///
+/// # Complexity
+/// O(L·G·K) ops, plus O(L·G²·K) hand-offs for dense reader lists.
+///
+/// # Reference
+/// Chen, Chen, Qian, "GNNPipe: Scaling Deep GNN Training with Pipelined Model Parallelism", 2023
+/// (its hybrid of pipeline and graph parallelism for large graphs).
+pub fn generate_hybrid(
+    spec: &PipelineSpec,
+    knobs: GnnPipeKnobs,
+    stage_layers: &[std::ops::Range<usize>],
+    readers: Vec<Vec<u32>>,
+) -> Result<Schedule, ScheduleError> {
+    let partitions = readers.len() as u32;
+    if partitions == 0 {
+        return Err(ScheduleError::Shape("the hybrid needs a partition".into()));
+    }
+    if partitions > 1 && knobs.backward == GnnPipeBackward::Exact {
+        return Err(ScheduleError::Shape(
+            "gnnpipe with partitions runs backward drop or deferred: exact's barrier across a group is not modelled".into(),
+        ));
+    }
+    if partitions > 1 && knobs.update == UpdateMode::PerChunk {
+        return Err(ScheduleError::Shape(
+            "gnnpipe with partitions steps once per epoch: a per-chunk all-reduce in every group is not modelled".into(),
+        ));
+    }
+    let contiguous = stage_layers.len() == spec.n_stages as usize
+        && stage_layers.first().is_some_and(|r| r.start == 0)
+        && stage_layers
+            .windows(2)
+            .all(|w| w[0].end == w[1].start && w[1].start < w[1].end)
+        && stage_layers.iter().all(|r| r.start < r.end);
+    if !contiguous {
+        return Err(ScheduleError::Shape(format!(
+            "the hybrid needs {} stages of contiguous layers covering the model",
+            spec.n_stages
+        )));
+    }
+    let n_layers = stage_layers.last().map_or(0, |r| r.end) as u32;
+    let base = generate(spec, knobs)?;
+    let mut orders = Vec::with_capacity((spec.n_stages * partitions) as usize);
+    for order in base.orders() {
+        for g in 0..partitions {
+            let mut lanes = Vec::new();
+            for op in order {
+                let layers = stage_layers[op.stage as usize].clone();
+                let lane = |l: usize| l as u32 * partitions + g;
+                match op.kind {
+                    OpKind::Forward => {
+                        lanes.extend(layers.map(|l| Op::forward(op.chunk, lane(l))));
+                    }
+                    OpKind::Backward => {
+                        lanes.extend(layers.rev().map(|l| Op::backward(op.chunk, lane(l))));
+                    }
+                    OpKind::Optimizer => {
+                        lanes.extend(layers.map(|l| Op::optimizer(0, lane(l))));
+                    }
+                    OpKind::InputGrad | OpKind::WeightGrad => {
+                        unreachable!("GNNPipe runs whole backwards")
+                    }
+                }
+            }
+            orders.push(lanes);
+        }
+    }
+    Schedule::from_orders(
+        ScheduleKind::GnnPipe,
+        DataFlow::Hybrid {
+            partitions,
+            readers,
+        },
+        n_layers * partitions,
+        spec.n_chunks,
+        orders,
+    )
+}

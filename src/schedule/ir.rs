@@ -214,6 +214,23 @@ pub enum DataFlow {
         /// For each partition, the other partitions that read its rows at every layer.
         readers: Vec<Vec<u32>>,
     },
+    /// GNNPipe's hybrid with graph parallelism: S pipeline stages, each a group of G devices
+    /// that each own one graph partition. "Stage" `l * G + g` is layer l of partition g (a
+    /// *lane*), which lives on the device of layer l's pipeline stage and partition g; a chunk
+    /// is a chunk of every partition. `F(c, l*G + g)` feeds `F(c, (l+1)*G + h)` for h = g and
+    /// every h in `readers[g]` (the same chunk's rows of g that h reads: a hand-off partition
+    /// to partition across a stage boundary, a halo exchange inside a group: see
+    /// [`crate::schedule::lower::handoff_endpoints`]); `B(c, l*G + g)` feeds
+    /// `B(c, (l-1)*G + h)` for h = g and every h whose rows g read; and the backward of each
+    /// stage's first layer (its last) hands the stage's weight gradients into the group's
+    /// all-reduce (a gate, as graph parallelism's), which the optimizer steps of the stage's
+    /// lanes wait for. Backwards wait per chunk and the optimizer steps once per epoch.
+    Hybrid {
+        /// Graph partitions G per stage.
+        partitions: u32,
+        /// For each partition, the other partitions that read its rows.
+        readers: Vec<Vec<u32>>,
+    },
 }
 
 impl DataFlow {
@@ -261,6 +278,21 @@ impl Schedule {
             return Err(ScheduleError::Shape("chunks must be at least 1".into()));
         }
         let graph_parallel = matches!(flow, DataFlow::GraphParallel { .. });
+        if let DataFlow::Hybrid {
+            partitions,
+            readers,
+        } = &flow
+        {
+            if *partitions == 0
+                || n_stages % partitions != 0
+                || readers.len() != *partitions as usize
+                || readers.iter().flatten().any(|&q| q >= *partitions)
+            {
+                return Err(ScheduleError::Shape(format!(
+                    "the hybrid needs its lanes ({n_stages}) to be layers times partitions ({partitions}) and a reader list per partition"
+                )));
+            }
+        }
         if let DataFlow::GraphParallel { readers } = &flow {
             if readers.len() != n_chunks as usize
                 || readers.iter().flatten().any(|&q| q >= n_chunks)
@@ -289,9 +321,9 @@ impl Schedule {
                     )));
                 }
                 let split_op = matches!(op.kind, OpKind::InputGrad | OpKind::WeightGrad);
-                if split_op && graph_parallel {
+                if split_op && !matches!(flow, DataFlow::Pipeline { .. }) {
                     return Err(ScheduleError::Shape(format!(
-                        "{op}: graph parallelism runs whole backwards (B), not split ones (I and W)"
+                        "{op}: graph parallelism and the hybrid run whole backwards (B), not split ones (I and W)"
                     )));
                 }
                 any_split |= split_op;
@@ -420,7 +452,17 @@ impl Schedule {
     pub fn device_of(&self, op: Op) -> usize {
         match self.flow {
             DataFlow::GraphParallel { .. } => self.home[op.chunk as usize] as usize,
-            DataFlow::Pipeline { .. } => self.home[op.stage as usize] as usize,
+            DataFlow::Pipeline { .. } | DataFlow::Hybrid { .. } => {
+                self.home[op.stage as usize] as usize
+            }
+        }
+    }
+
+    /// Graph partitions per pipeline stage: G for GNNPipe's hybrid, else 1.
+    pub fn partitions(&self) -> u32 {
+        match self.flow {
+            DataFlow::Hybrid { partitions, .. } => partitions,
+            _ => 1,
         }
     }
 

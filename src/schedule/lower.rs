@@ -9,6 +9,8 @@
 //! (gradients under GNNPipe's exact backward, weight gradients of graph parallelism's all-reduce)
 //! release a whole group of ops once every hand-off into the gate has arrived.
 
+use std::ops::Range;
+
 use super::ir::{op_id, BackwardSync, DataFlow, Op, OpKind, Schedule, UpdateMode};
 
 /// What a hand-off carries.
@@ -114,6 +116,53 @@ pub fn for_each_handoff(schedule: &Schedule, op: Op, mut visit: impl FnMut(Hando
                 );
             }
         }
+        (
+            DataFlow::Hybrid {
+                partitions,
+                readers,
+            },
+            OpKind::Forward,
+        ) => {
+            let (g, lane) = (op.stage % partitions, op.stage);
+            if lane + partitions < n_stages {
+                // This chunk's rows of partition g go on to its own next layer (across a stage
+                // boundary, or on the same device) and to the partitions that read them.
+                let next = lane - g + partitions;
+                send(Payload::Activation, Op::forward(op.chunk, next + g));
+                for &reader in &readers[g as usize] {
+                    send(Payload::Activation, Op::forward(op.chunk, next + reader));
+                }
+            }
+        }
+        (
+            DataFlow::Hybrid {
+                partitions,
+                readers,
+            },
+            OpKind::Backward,
+        ) => {
+            let (g, lane) = (op.stage % partitions, op.stage);
+            if lane >= *partitions {
+                let previous = lane - g - partitions;
+                send(Payload::Gradient, Op::backward(op.chunk, previous + g));
+                for (owner, owner_readers) in readers.iter().enumerate() {
+                    if owner_readers.contains(&g) {
+                        send(
+                            Payload::Gradient,
+                            Op::backward(op.chunk, previous + owner as u32),
+                        );
+                    }
+                }
+            }
+            let layers = hybrid_stage_layers(schedule, *partitions, lane);
+            if *partitions > 1 && lane / partitions == layers.start {
+                // The stage's last backward: its weight gradients into the group's all-reduce.
+                send(
+                    Payload::Weights,
+                    Op::optimizer(0, lane - g + (g + 1) % partitions),
+                );
+            }
+        }
         _ => {}
     }
 }
@@ -147,8 +196,17 @@ pub fn for_each_local_successor(schedule: &Schedule, op: Op, mut visit: impl FnM
                 visit(Op::optimizer(op.chunk, 0), Reason::Backwards);
             }
         }
+        (DataFlow::Hybrid { .. }, OpKind::Forward) => {
+            visit(Op::backward(op.chunk, op.stage), Reason::Local)
+        }
+        (DataFlow::Hybrid { .. }, OpKind::Backward) => {
+            visit(Op::optimizer(0, op.stage), Reason::Backwards)
+        }
         (_, OpKind::Optimizer)
-        | (DataFlow::GraphParallel { .. }, OpKind::InputGrad | OpKind::WeightGrad) => {}
+        | (
+            DataFlow::GraphParallel { .. } | DataFlow::Hybrid { .. },
+            OpKind::InputGrad | OpKind::WeightGrad,
+        ) => {}
     }
 }
 
@@ -162,23 +220,105 @@ pub fn is_gated(schedule: &Schedule, handoff: &Handoff) -> bool {
                 ..
             },
             Payload::Gradient,
-        ) | (DataFlow::GraphParallel { .. }, Payload::Weights)
+        ) | (
+            DataFlow::GraphParallel { .. } | DataFlow::Hybrid { .. },
+            Payload::Weights
+        )
     )
 }
 
-/// A dense index of the gate a gated hand-off feeds: one gate per payload and receiving stage.
+/// In GNNPipe's hybrid, the layers of the pipeline stage that runs lane `lane`'s layer: the
+/// run of layers whose first partition's lanes share its device.
+///
+/// # Complexity
+/// O(layers).
+pub fn hybrid_stage_layers(schedule: &Schedule, partitions: u32, lane: u32) -> Range<u32> {
+    let layers = schedule.n_stages() / partitions;
+    let device = |layer: u32| schedule.device_of(Op::forward(0, layer * partitions));
+    let layer = lane / partitions;
+    let here = device(layer);
+    let start = (0..=layer)
+        .rev()
+        .take_while(|&l| device(l) == here)
+        .last()
+        .unwrap_or(layer);
+    let end = (layer..layers)
+        .take_while(|&l| device(l) == here)
+        .last()
+        .unwrap_or(layer)
+        + 1;
+    start..end
+}
+
+/// The ops whose devices a hand-off's bytes travel between: its producer and addressee, except
+/// in GNNPipe's hybrid, where a partition's rows (and their gradients) cross a stage boundary
+/// partition to partition and the halo exchange stays inside a stage's group. There, the rows
+/// of partition g that partition h reads in the first layer of a stage travel from g's device of
+/// that stage (which received them with g's own hand-off) to h's; and the gradients partition g
+/// computes for h's rows in a stage's first layer travel to h's device of the same stage, which
+/// sums them into h's own hand-off backwards. The addressee is unchanged: the hand-off still
+/// releases it when it arrives.
+pub fn handoff_endpoints(schedule: &Schedule, handoff: &Handoff) -> (Op, Op) {
+    let (from, to) = (handoff.from, handoff.to);
+    let DataFlow::Hybrid { partitions, .. } = schedule.flow() else {
+        return (from, to);
+    };
+    let (g, h) = (from.stage % partitions, to.stage % partitions);
+    let crosses = |a: Op, b: Op| schedule.device_of(a) != schedule.device_of(b);
+    match handoff.payload {
+        Payload::Activation if g != h => {
+            // The rows reach g's device of the next layer first.
+            let own = Op::forward(to.chunk, to.stage - h + g);
+            if crosses(from, own) {
+                (own, to)
+            } else {
+                (from, to)
+            }
+        }
+        Payload::Gradient if g != h => {
+            // The gradients of h's rows are summed on h's device of this layer first.
+            let owner = Op::backward(from.chunk, from.stage - g + h);
+            if crosses(owner, to) {
+                (from, owner)
+            } else {
+                (from, to)
+            }
+        }
+        _ => (from, to),
+    }
+}
+
+/// A dense index of the gate a gated hand-off feeds: one gate per payload and receiving stage
+/// (for the hybrid's weights, per layer: the lane of its first partition).
 pub fn gate_index(schedule: &Schedule, handoff: &Handoff) -> usize {
     let payload = match handoff.payload {
         Payload::Activation => 0,
         Payload::Gradient => 1,
         Payload::Weights => 2,
     };
-    payload * schedule.n_stages() as usize + handoff.to.stage as usize
+    let stage = match (schedule.flow(), handoff.payload) {
+        (DataFlow::Hybrid { partitions, .. }, Payload::Weights) => {
+            handoff.to.stage - handoff.to.stage % partitions
+        }
+        _ => handoff.to.stage,
+    };
+    payload * schedule.n_stages() as usize + stage as usize
 }
 
 /// Calls `visit` for every op a gate releases: every chunk's op of the addressee's kind and
-/// stage (for gradients, each chunk's [`Schedule::gradient_op`]).
+/// stage (for gradients, each chunk's [`Schedule::gradient_op`]); for the hybrid's weights,
+/// the optimizer step of the layer on every partition.
 pub fn for_each_gate_member(schedule: &Schedule, handoff: &Handoff, mut visit: impl FnMut(Op)) {
+    if let (DataFlow::Hybrid { partitions, .. }, Payload::Weights) =
+        (schedule.flow(), handoff.payload)
+    {
+        for layer in hybrid_stage_layers(schedule, *partitions, handoff.to.stage) {
+            for g in 0..*partitions {
+                visit(Op::optimizer(0, layer * partitions + g));
+            }
+        }
+        return;
+    }
     for chunk in 0..schedule.n_chunks() {
         visit(match handoff.payload {
             Payload::Gradient => schedule.gradient_op(chunk, handoff.to.stage),
@@ -235,6 +375,9 @@ pub struct Lowered {
     inputs: Vec<u32>,
     release_starts: Vec<u32>,
     releases: Vec<Release>,
+    /// Per release, the positions whose devices its bytes travel between, where they are not
+    /// the producer's and the addressee's ([`handoff_endpoints`]); empty when none differ.
+    endpoints: Vec<(u32, u32)>,
     gate_inputs: Vec<u32>,
     gate_starts: Vec<u32>,
     gate_members: Vec<u32>,
@@ -266,6 +409,8 @@ impl Lowered {
         let mut inputs = vec![0u32; n_ops];
         let mut release_starts = Vec::with_capacity(n_ops + 1);
         let mut releases = Vec::with_capacity(2 * n_ops);
+        let mut endpoints: Vec<(u32, u32)> = Vec::new();
+        let relays = matches!(schedule.flow(), DataFlow::Hybrid { .. });
         // Gates are numbered in the order their first hand-off appears.
         let mut gate_of = vec![u32::MAX; 3 * n_stages as usize];
         let mut gate_inputs: Vec<u32> = Vec::new();
@@ -277,9 +422,16 @@ impl Lowered {
                 let to = at(next);
                 inputs[to as usize] += 1;
                 releases.push(Release::Local { to });
+                if relays {
+                    endpoints.push((at(op), to));
+                }
             });
             for_each_handoff(schedule, op, |handoff| {
                 let to = at(handoff.to);
+                if relays {
+                    let (a, b) = handoff_endpoints(schedule, &handoff);
+                    endpoints.push((at(a), at(b)));
+                }
                 let payload = handoff.payload;
                 if is_gated(schedule, &handoff) {
                     let slot = &mut gate_of[gate_index(schedule, &handoff)];
@@ -313,6 +465,7 @@ impl Lowered {
             inputs,
             release_starts,
             releases,
+            endpoints,
             gate_inputs,
             gate_starts,
             gate_members,
@@ -367,6 +520,19 @@ impl Lowered {
     /// The release at `index` of [`Lowered::release_range`].
     pub fn release_at(&self, index: usize) -> Release {
         self.releases[index]
+    }
+
+    /// The positions whose devices the release at `index` (of the op at `from`) travels
+    /// between: [`handoff_endpoints`].
+    pub fn endpoints_at(&self, from: u32, index: usize) -> (u32, u32) {
+        match self.endpoints.get(index) {
+            Some(&pair) => pair,
+            None => match self.releases[index] {
+                Release::Local { to } | Release::Direct { to, .. } | Release::Gated { to, .. } => {
+                    (from, to)
+                }
+            },
+        }
     }
 
     /// Per gate, how many hand-offs must arrive before it opens.

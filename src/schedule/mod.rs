@@ -22,7 +22,7 @@ mod zbv;
 use thiserror::Error;
 
 pub use check::{check, check_lowered, CheckReport, Deadlock, Wait};
-pub use gnnpipe::{GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder};
+pub use gnnpipe::{generate_hybrid, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder};
 pub use ir::{
     op_id, BackwardOrder, BackwardSync, DataFlow, Op, OpKind, PipelineSpec, Schedule, ScheduleKind,
     UpdateMode,

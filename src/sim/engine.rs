@@ -80,11 +80,12 @@ impl Event {
     }
 }
 
-/// A gate of weight gradients run as an all-reduce on the links: its members are the ops the
-/// gate releases, one per schedule device.
+/// A gate of weight gradients run as an all-reduce on the links: its members are the schedule
+/// devices of the ops the gate releases.
 struct Collective {
-    /// Positions of the ops it releases, by member.
-    members: Vec<u32>,
+    /// Positions of the ops it releases, by member (one or more per device: the hybrid's
+    /// stage steps each of its layers).
+    members: Vec<Vec<u32>>,
     /// Per schedule device: its member index (`u32::MAX` if none) and the hand-offs into the
     /// gate it has yet to send before it has contributed.
     member_of: Vec<u32>,
@@ -177,9 +178,9 @@ impl<S: TraceSink> Engine<'_, S> {
         self.queue.push(end, event.encode());
     }
 
-    /// Finds the gates of weight gradients (graph parallelism's all-reduce) and makes each a
-    /// collective whose members are the ops the gate releases, one per schedule device; a gate
-    /// whose members share a device stays a plain gate.
+    /// Finds the gates of weight gradients (graph parallelism's and the hybrid's all-reduces)
+    /// and makes each a collective whose members are the schedule devices of the ops the gate
+    /// releases; a gate whose devices share a network device stays a plain gate.
     fn plan_collectives(&mut self) {
         let lowered = self.lowered;
         let n_devices = lowered.n_devices();
@@ -195,16 +196,15 @@ impl<S: TraceSink> Engine<'_, S> {
                 };
                 let c = match self.gate_collective[gate as usize] {
                     u32::MAX => {
-                        let members = lowered.gate_members(gate).to_vec();
+                        let mut members: Vec<Vec<u32>> = Vec::new();
                         let mut member_of = vec![u32::MAX; n_devices];
-                        let mut distinct = true;
-                        for (m, &member) in members.iter().enumerate() {
-                            let slot = &mut member_of[lowered.device_of(member)];
-                            distinct &= *slot == u32::MAX;
-                            *slot = m as u32;
-                        }
-                        if !distinct {
-                            continue;
+                        for &op in lowered.gate_members(gate) {
+                            let slot = &mut member_of[lowered.device_of(op)];
+                            if *slot == u32::MAX {
+                                *slot = members.len() as u32;
+                                members.push(Vec::new());
+                            }
+                            members[*slot as usize].push(op);
                         }
                         self.collectives.push(Collective {
                             members,
@@ -294,7 +294,7 @@ impl<S: TraceSink> Engine<'_, S> {
         for index in range {
             match self.lowered.release_at(index) {
                 Release::Local { to } => self.release(to),
-                release => self.send(position, release, now),
+                release => self.send(position, index, release, now),
             }
         }
         // Devices already waiting for the shared processor go first, in the order they came.
@@ -318,7 +318,7 @@ impl<S: TraceSink> Engine<'_, S> {
 
     /// Sends a hand-off: delivered at once on the same device or over a free route, else over
     /// the route's links after any transfer queued ahead of it.
-    fn send(&mut self, from: u32, release: Release, now: u64) {
+    fn send(&mut self, from: u32, index: usize, release: Release, now: u64) {
         let handoff = self
             .lowered
             .handoff(from, release)
@@ -329,13 +329,10 @@ impl<S: TraceSink> Engine<'_, S> {
                 return;
             }
         }
-        let to = match release {
-            Release::Direct { to, .. } | Release::Gated { to, .. } => to,
-            Release::Local { to } => to,
-        };
+        let (a, b) = self.lowered.endpoints_at(from, index);
         let (sender, receiver) = (
-            self.placed(self.lowered.device_of(from)),
-            self.placed(self.lowered.device_of(to)),
+            self.placed(self.lowered.device_of(a)),
+            self.placed(self.lowered.device_of(b)),
         );
         let route = self.input.network.route(sender as usize, receiver as usize);
         if route.links.is_empty() {
@@ -384,7 +381,7 @@ impl<S: TraceSink> Engine<'_, S> {
             let members: Vec<usize> = collective
                 .members
                 .iter()
-                .map(|&position| self.input.placement[self.lowered.device_of(position)])
+                .map(|ops| self.input.placement[self.lowered.device_of(ops[0])])
                 .collect();
             let bytes = self.input.cost.handoff_bytes(handoff);
             let kind = CollectiveKind::AllReduce;
@@ -422,7 +419,8 @@ impl<S: TraceSink> Engine<'_, S> {
         while !start.is_empty() || !done.is_empty() {
             for member in std::mem::take(&mut done) {
                 let collective = &self.collectives[c as usize];
-                let position = collective.members[member as usize];
+                let ops = &collective.members[member as usize];
+                let position = ops[0];
                 let received = collective
                     .plan
                     .as_ref()
@@ -435,7 +433,10 @@ impl<S: TraceSink> Engine<'_, S> {
                     MemoryCategory::Communication,
                     received as i64,
                 );
-                self.release(position);
+                for i in 0..self.collectives[c as usize].members[member as usize].len() {
+                    let op = self.collectives[c as usize].members[member as usize][i];
+                    self.release(op);
+                }
             }
             for step in std::mem::take(&mut start) {
                 let collective = &self.collectives[c as usize];
@@ -448,7 +449,7 @@ impl<S: TraceSink> Engine<'_, S> {
                     plan.members()[s.from as usize],
                     plan.members()[s.to as usize],
                 );
-                let addressee = self.lowered.op(collective.members[s.to as usize]);
+                let addressee = self.lowered.op(collective.members[s.to as usize][0]);
                 let route = self.input.network.route(sender, receiver);
                 if route.links.is_empty() {
                     if let Some((plan, progress)) = self.collectives[c as usize].plan.as_mut() {

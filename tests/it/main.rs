@@ -9,6 +9,7 @@ mod collectives;
 mod cuda;
 mod exec;
 mod gnn;
+mod hybrid;
 mod launch;
 mod mpi;
 mod ogb;

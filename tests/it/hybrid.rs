@@ -1,0 +1,214 @@
+//! GNNPipe's hybrid with graph parallelism (`schedule.partitions: G`): what crosses a stage
+//! boundary (each partition's own rows, N x d per direction per epoch in all), what stays inside
+//! a group (the halo exchange and the weight all-reduce), determinism, validation, the named
+//! candidate and `run`'s refusal. The hybrid against GNNPipe (G = 1) and graph parallelism
+//! (one stage) is checked in `plan::gnn`'s unit tests.
+
+use std::collections::BTreeMap;
+
+use pipegnn::plan;
+use pipegnn::report;
+use pipegnn::trace::SpanKind;
+
+use crate::scenarios::{load, own, predict, Loaded};
+use crate::support::{pipegnn, scratch, stderr, stdout, write};
+
+const NODES: u64 = 2000;
+const HIDDEN: u64 = 32;
+
+/// A 4-layer GCN, 32 wide, on a 2,000-vertex SBM graph, on `devices` A100s fully connected.
+fn text(devices: usize, schedule: &str) -> String {
+    format!(
+        "# test\nname: hybrid\ngraph:\n  synthetic: {{kind: sbm, nodes: {NODES}, avg_degree: 8, classes: 4, features: 48, homophily: 0.8, seed: 5}}\nmodel: {{kind: gcn, depth: 4, hidden: {HIDDEN}}}\ndevices:\n  - {{name: gpu, count: {devices}, preset: a100-80gb}}\nlinks:\n  topology: {{kind: full, preset: nvlink3}}\nschedule: {{kind: gnnpipe{schedule}}}\n"
+    )
+}
+
+fn scenario(name: &str, devices: usize, schedule: &str) -> Loaded {
+    load(
+        &write(&scratch(name), "scenario.yaml", &text(devices, schedule)),
+        &[],
+    )
+}
+
+/// Bytes per (payload, sending device, receiving device), each transfer once.
+fn moved(loaded: &Loaded) -> BTreeMap<(&'static str, usize, usize), u64> {
+    let p = predict(loaded, &own(&loaded.scenario));
+    let device = |name: &str| name.trim_start_matches("gpu").parse::<usize>().unwrap();
+    let mut out = BTreeMap::new();
+    for s in p.trace.spans.iter().filter(|s| s.hop == 0) {
+        let SpanKind::Transfer(payload) = s.kind else {
+            continue;
+        };
+        let link = &p.trace.links[s.lane_index as usize];
+        let key = (payload.name(), device(&link.from), device(&link.to));
+        *out.entry(key).or_insert(0) += s.bytes;
+    }
+    out
+}
+
+#[test]
+fn a_stage_boundary_carries_each_partitions_own_rows_and_the_halo_stays_in_the_group() {
+    // Two stages of two layers, each a group of G devices: stage s on devices s*G..s*G+G.
+    for g in [2usize, 3] {
+        let loaded = scenario(
+            "hybrid-boundary",
+            2 * g,
+            &format!(", chunks: 4, partitions: {g}, stages: [2, 2]"),
+        );
+        let moved = moved(&loaded);
+        let group = |d: usize| d / g;
+        let across = |payload: &str, from_stage: usize| -> u64 {
+            moved
+                .iter()
+                .filter(|((p, a, b), _)| {
+                    *p == payload && group(*a) == from_stage && group(*b) != from_stage
+                })
+                .map(|(_, bytes)| bytes)
+                .sum()
+        };
+        // N rows of layer 1's output (32 wide, f32) forward, their gradients backward.
+        let n_d = NODES * HIDDEN * 4;
+        assert_eq!(across("activation", 0), n_d, "G={g}");
+        assert_eq!(across("gradient", 1), n_d, "G={g}");
+        // Partition to partition: device s*G+p only to (s+1)*G+p.
+        for (payload, a, b) in moved.keys() {
+            if group(*a) != group(*b) {
+                assert_eq!(a % g, b % g, "G={g}: {payload} {a} -> {b}");
+            }
+        }
+        // The halo exchange and the weight all-reduce stay inside a group, and happen.
+        for stage in 0..2 {
+            let inside = |payload: &str| -> u64 {
+                moved
+                    .iter()
+                    .filter(|((p, a, b), _)| {
+                        *p == payload && group(*a) == stage && group(*b) == stage
+                    })
+                    .map(|(_, bytes)| bytes)
+                    .sum()
+            };
+            assert!(inside("activation") > 0, "G={g}: stage {stage}");
+            assert!(inside("gradient") > 0, "G={g}: stage {stage}");
+            assert!(inside("weights") > 0, "G={g}: stage {stage}");
+        }
+        assert!(moved
+            .keys()
+            .all(|(p, a, b)| *p != "weights" || group(*a) == group(*b)));
+    }
+}
+
+#[test]
+fn more_partitions_cut_each_devices_memory() {
+    let metrics = |devices: usize, schedule: &str| {
+        let loaded = scenario("hybrid-scale", devices, schedule);
+        report::compute(&predict(&loaded, &own(&loaded.scenario)).trace)
+    };
+    let plain = metrics(2, ", chunks: 4, stages: [2, 2]");
+    let hybrid = metrics(8, ", chunks: 4, partitions: 4, stages: [2, 2]");
+    let peak = |m: &report::Metrics| m.devices.iter().map(|d| d.peak_memory_bytes).max().unwrap();
+    assert!(
+        peak(&hybrid) < peak(&plain),
+        "{} vs {}",
+        peak(&hybrid),
+        peak(&plain)
+    );
+}
+
+#[test]
+fn the_same_scenario_gives_the_same_trace() {
+    let once = || {
+        let loaded = scenario("hybrid-determinism", 6, ", chunks: 3, partitions: 3");
+        predict(&loaded, &own(&loaded.scenario)).trace
+    };
+    let (a, b) = (once(), once());
+    assert_eq!(a.spans, b.spans);
+    assert_eq!(a.memory, b.memory);
+}
+
+#[test]
+fn named_candidates_parse_partition_labels() {
+    let loaded = scenario("hybrid-names", 8, ", chunks: 4");
+    for name in ["gnnpipe-p2", "gnnpipe-1f1b-p4"] {
+        let candidate = plan::named_candidate(name, &loaded.scenario).unwrap();
+        assert_eq!(candidate.label(&loaded.scenario), name);
+    }
+    let path = write(
+        &scratch("hybrid-cli"),
+        "scenario.yaml",
+        &text(8, ", chunks: 4"),
+    );
+    let out = pipegnn(&[
+        "simulate",
+        path.to_str().unwrap(),
+        "--schedule",
+        "gnnpipe-p2",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(stdout(&out).contains("gnnpipe-p2"), "{doc}");
+}
+
+/// Runs `validate` on the scenario and returns its one error line after checking exit 4.
+fn invalid(devices: usize, schedule: &str) -> String {
+    let path = write(
+        &scratch("hybrid-invalid"),
+        "scenario.yaml",
+        &text(devices, schedule),
+    );
+    let out = pipegnn(&["validate", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn impossible_partitions_are_refused() {
+    let err = invalid(4, ", chunks: 2, partitions: 0");
+    assert!(
+        err.contains("schedule.partitions: must be between 1 and"),
+        "{err}"
+    );
+    let err = invalid(2, ", chunks: 2, partitions: 3");
+    assert!(
+        err.contains(
+            "schedule.partitions: 3 partitions per stage need at least 3 devices, 2 are placed"
+        ),
+        "{err}"
+    );
+    let err = invalid(4, ", chunks: 2, partitions: 2, backward: exact");
+    assert!(
+        err.contains("schedule.backward: gnnpipe with partitions runs backward drop or deferred"),
+        "{err}"
+    );
+    let err = invalid(4, ", chunks: 2, partitions: 2, stages: [1, 1, 2]");
+    assert!(
+        err.contains("of 2 partitions each need 6 devices but the scenario has 4"),
+        "{err}"
+    );
+    let gpipe = text(4, "").replace("{kind: gnnpipe}", "{kind: gpipe, chunks: 2, partitions: 2}");
+    let path = write(&scratch("hybrid-invalid-kind"), "scenario.yaml", &gpipe);
+    let out = pipegnn(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stderr(&out).contains("schedule.partitions"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn run_refuses_the_hybrid() {
+    let path = write(
+        &scratch("hybrid-run"),
+        "scenario.yaml",
+        &text(4, ", chunks: 2, partitions: 2"),
+    );
+    let out = pipegnn(&["run", path.to_str().unwrap(), "--epochs", "1"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("`partitions: 2`"), "{err}");
+}
