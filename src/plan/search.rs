@@ -665,6 +665,63 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cluster_is_counted_in_whole_nodes() {
+        assert_eq!(device_counts(5, None), vec![1, 2, 3, 4, 5]);
+        assert_eq!(device_counts(40, Some(8)), vec![1, 2, 4, 8, 16, 24, 32, 40]);
+        // Up to 30: the last whole node is 24.
+        assert_eq!(device_counts(30, Some(8)), vec![1, 2, 4, 8, 16, 24]);
+        // Powers of two that divide the node, then the node: 6-GPU nodes take 1, 2, 6.
+        assert_eq!(device_counts(20, Some(6)), vec![1, 2, 6, 12, 18]);
+        assert_eq!(device_counts(3, Some(1)), vec![1, 2, 3]);
+        assert_eq!(device_counts(4, Some(8)), vec![1, 2, 4]);
+        assert_eq!(describe_counts(&[1, 2, 3], None), "1..=3");
+        assert_eq!(
+            describe_counts(&device_counts(40, Some(8)), Some(8)),
+            "1/2/4 then whole 8-GPU nodes up to 40"
+        );
+        assert_eq!(
+            describe_counts(&device_counts(4, Some(8)), Some(8)),
+            "1/2/4 then no whole 8-GPU node within 4"
+        );
+    }
+
+    #[test]
+    fn invalid_points_are_pruned_with_their_reason() {
+        let schedules = ["gpipe".to_string(), "graph_parallel".to_string()];
+        let points = search_space(&schedules, &[4], &[1, 2, 4, 8], Some(2));
+        let pruned: Vec<Pruned> = points
+            .iter()
+            .filter_map(|p| prune(p, Some(2), None))
+            .collect();
+        let counts = PruneCounts::of(&pruned);
+        // GPipe's `auto` on 4 and 8 devices needs 4 and 8 stages of a 2-layer model.
+        assert_eq!(counts.more_stages_than_layers, 2);
+        // 2D at 8 (not a square); 3D at 8 is a cube, 2D at 4 a square.
+        assert_eq!(counts.no_grid, 1);
+        assert_eq!(counts.would_not_fit, 0);
+        assert!(pruned.contains(&Pruned::MoreStagesThanLayers {
+            stages: 8,
+            layers: 2
+        }));
+        // Two stages per device: the interleaved kind on 2 devices needs 4 stages.
+        let interleaved = PlanPoint {
+            schedule: "interleaved_1f1b".into(),
+            chunks: Some(4),
+            devices: 2,
+            split: Split::Auto,
+            algorithm: None,
+        };
+        assert_eq!(
+            prune(&interleaved, Some(3), None),
+            Some(Pruned::MoreStagesThanLayers {
+                stages: 4,
+                layers: 3
+            })
+        );
+        assert_eq!(prune(&interleaved, Some(4), None), None);
+    }
+
+    #[test]
     fn splits_are_compositions() {
         assert_eq!(
             contiguous_splits(4, 2),

@@ -14,6 +14,7 @@ mod mpi;
 mod ogb;
 mod oracles;
 mod outputs;
+mod plan;
 mod plots;
 mod proptest_cmd;
 mod scenarios;
