@@ -109,9 +109,9 @@ fn entry_doc(split: String, f: &Figures) -> json::PlanEntryDoc {
     }
 }
 
-/// The table's line of configurations not simulated: `pruned before simulating: 120 would not
-/// fit (memory lower bound 114.3GiB > 80.00GiB capacity, the closest), 40 need more stages than
-/// layers, 12 grids do not apply (2D needs a square device count, 3D a cube)`.
+/// The table's line of configurations not simulated: `pruned before simulating: 30 would not
+/// fit (memory lower bound 106.33GiB > 80.00GiB capacity, the closest of them), 594 need more
+/// stages than layers, 57 grids do not apply (2D needs a square device count, 3D a cube)`.
 fn pruned_line(pruned: &PruneCounts) -> String {
     let mut parts = Vec::new();
     if let Some((bound, capacity)) = pruned.lowest_bound {
@@ -357,7 +357,10 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
             .invalid
             .first()
             .and_then(|&i| evaluations[i].result.as_ref().err().cloned())
-            .unwrap_or_else(|| "no configurations to try".into());
+            .unwrap_or_else(|| match pruned.total() {
+                0 => "no configurations to try".into(),
+                _ => pruned_line(&pruned),
+            });
         return Err(invalid(format!(
             "{file}: no configuration is valid for the scenario, e.g.: {why}"
         )));
