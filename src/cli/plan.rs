@@ -1,8 +1,10 @@
 //! `pipegnn plan`: searches schedules x chunk counts x device counts x stage splits for the
 //! fastest configuration that fits every device's memory (`plan::search` ranks them).
 //!
-//! The graph is loaded once; each configuration re-validates the scenario with its overrides
-//! and predicts on that graph, in parallel; the output order does not depend on the threads.
+//! The graph is loaded once; configurations that cannot be valid or cannot fit are pruned
+//! (`plan::search::prune`) and counted; each of the others re-validates the scenario with its
+//! overrides and predicts on that graph, in parallel; the output order does not depend on the
+//! threads. On a cluster topology the device counts are whole nodes.
 
 use rayon::prelude::*;
 
@@ -12,7 +14,7 @@ use super::run::{
 };
 use super::sweep::one_line;
 use super::{PlanArgs, ReportFormat};
-use crate::plan::search::{self, Evaluation, Figures, PlanPoint};
+use crate::plan::search::{self, Evaluation, Figures, MemoryFloor, PlanPoint, PruneCounts};
 use crate::plan::{self, GraphData};
 use crate::report::{self, json};
 use crate::scenario::{self, Workload};
@@ -107,6 +109,34 @@ fn entry_doc(split: String, f: &Figures) -> json::PlanEntryDoc {
     }
 }
 
+/// The table's line of configurations not simulated: `pruned before simulating: 30 would not
+/// fit (memory lower bound 106.33GiB > 80.00GiB capacity, the closest of them), 594 need more
+/// stages than layers, 57 grids do not apply (2D needs a square device count, 3D a cube)`.
+fn pruned_line(pruned: &PruneCounts) -> String {
+    let mut parts = Vec::new();
+    if let Some((bound, capacity)) = pruned.lowest_bound {
+        parts.push(format!(
+            "{} would not fit (memory lower bound {} > {} capacity, the closest of them)",
+            pruned.would_not_fit,
+            units::format_bytes(bound),
+            units::format_bytes(capacity)
+        ));
+    }
+    if pruned.more_stages_than_layers > 0 {
+        parts.push(format!(
+            "{} need more stages than layers",
+            pruned.more_stages_than_layers
+        ));
+    }
+    if pruned.no_grid > 0 {
+        parts.push(format!(
+            "{} grids do not apply (2D needs a square device count, 3D a cube)",
+            pruned.no_grid
+        ));
+    }
+    format!("pruned before simulating: {}", parts.join(", "))
+}
+
 /// `pipegnn plan`.
 pub(super) fn run(args: &PlanArgs) -> Result<()> {
     let Loaded { scenario, graph } = load_scenario(&args.scenario)?;
@@ -134,7 +164,22 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
         .max_devices
         .unwrap_or(scenario.devices.len() as u32)
         .max(1);
-    let points = search::search_space(&schedules, &chunks, max_devices, n_layers);
+    let gpus_per_node = scenario
+        .network
+        .cluster_shape()
+        .map(|shape| shape.gpus_per_node as u32);
+    let counts = search::device_counts(max_devices, gpus_per_node);
+    let all_points = search::search_space(&schedules, &chunks, &counts, n_layers);
+    let floor = MemoryFloor::new(&scenario, graph.as_ref());
+    let mut pruned = Vec::new();
+    let mut points = Vec::new();
+    for point in all_points {
+        match search::prune(&point, n_layers, floor.as_ref()) {
+            Some(why) => pruned.push(why),
+            None => points.push(point),
+        }
+    }
+    let pruned = PruneCounts::of(&pruned);
     let path = &args.scenario.scenario;
     let text = read_document(path)?;
     let file = path.display().to_string();
@@ -166,7 +211,16 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
         ReportFormat::Json => {
             let doc = json::PlanDoc {
                 scenario: scenario.name.clone(),
-                configurations: evaluations.len(),
+                configurations: evaluations.len() + pruned.total(),
+                device_counts: counts.clone(),
+                simulated: evaluations.len(),
+                pruned: json::PrunedDoc {
+                    would_not_fit: pruned.would_not_fit,
+                    lowest_bound_bytes: pruned.lowest_bound.map(|(b, _)| b),
+                    capacity_bytes: pruned.lowest_bound.map(|(_, c)| c),
+                    more_stages_than_layers: pruned.more_stages_than_layers,
+                    grid_does_not_apply: pruned.no_grid,
+                },
                 best: ranking
                     .shown
                     .iter()
@@ -202,15 +256,18 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
         }
         ReportFormat::Table => {
             let mut out = format!(
-                "plan for {}: {} configurations ({} x chunks {} x 1..={max_devices} devices x stage splits)\n\n",
+                "plan for {}: {} configurations ({} x chunks {} x devices {} x stage splits), {} simulated, {} pruned\n\n",
                 scenario.name,
-                evaluations.len(),
+                evaluations.len() + pruned.total(),
                 schedules.join("/"),
                 chunks
                     .iter()
                     .map(u32::to_string)
                     .collect::<Vec<_>>()
                     .join("/"),
+                search::describe_counts(&counts, gpus_per_node),
+                evaluations.len(),
+                pruned.total(),
             );
             if !ranking.shown.is_empty() {
                 // Labels such as `graph_parallel-1.5d-c16` are wider than the usual 20.
@@ -256,6 +313,9 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
                 ranking.close,
                 ranking.invalid.len(),
             ));
+            if pruned.total() > 0 {
+                out.push_str(&format!("{}\n", pruned_line(&pruned)));
+            }
             for &i in ranking.does_not_fit.iter().take(MAX_EXAMPLES) {
                 let f = figures(i);
                 let over = &f.over[0];
@@ -292,12 +352,15 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
     if ranking.choice().is_some() {
         return Ok(());
     }
-    if ranking.does_not_fit.is_empty() {
+    if ranking.does_not_fit.is_empty() && pruned.would_not_fit == 0 {
         let why = ranking
             .invalid
             .first()
             .and_then(|&i| evaluations[i].result.as_ref().err().cloned())
-            .unwrap_or_else(|| "no configurations to try".into());
+            .unwrap_or_else(|| match pruned.total() {
+                0 => "no configurations to try".into(),
+                _ => pruned_line(&pruned),
+            });
         return Err(invalid(format!(
             "{file}: no configuration is valid for the scenario, e.g.: {why}"
         )));
@@ -305,8 +368,9 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
     Err(CliError::new(
         ExitStatus::DoesNotFit,
         format!(
-            "{file}: no configuration fits the devices' memory ({} do not fit, {} invalid; try more devices with --max-devices, more chunks, or larger devices)",
+            "{file}: no configuration fits the devices' memory ({} do not fit, {} pruned as too large, {} invalid; try more devices with --max-devices, more chunks, or larger devices)",
             ranking.does_not_fit.len(),
+            pruned.would_not_fit,
             ranking.invalid.len()
         ),
     ))

@@ -248,7 +248,7 @@ pub(super) fn gallery(args: &GalleryArgs) -> Result<()> {
     figures.push((
         "communication-vs-depth".to_string(),
         Figure::Lines(plot::communication_vs_depth(
-            "Reddit-sized GCN on 4 A100s: communication against depth (predicted)",
+            "Reddit-sized GCN on 8 A100s (a DGX A100): communication against depth (predicted)",
             &traffic,
         )),
     ));

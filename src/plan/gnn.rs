@@ -45,7 +45,7 @@ pub enum GraphData {
 }
 
 impl GraphData {
-    fn nodes(&self) -> u64 {
+    pub(super) fn nodes(&self) -> u64 {
         match self {
             GraphData::Real { csr, .. } => csr.n_nodes() as u64,
             GraphData::Stats(stats) => stats.nodes,
@@ -59,7 +59,7 @@ impl GraphData {
         }
     }
 
-    fn features(&self) -> u64 {
+    pub(super) fn features(&self) -> u64 {
         match self {
             GraphData::Real { features, .. } => *features,
             GraphData::Stats(stats) => stats.features,
@@ -73,7 +73,7 @@ impl GraphData {
         }
     }
 
-    fn nnz_per_row(&self) -> Option<f64> {
+    pub(super) fn nnz_per_row(&self) -> Option<f64> {
         match self {
             GraphData::Real { nnz_per_row, .. } => *nnz_per_row,
             GraphData::Stats(stats) => stats.feature_density.map(|d| d * stats.features as f64),
@@ -137,7 +137,7 @@ fn synthetic(graph: crate::graph::synth::SyntheticGraph) -> GraphData {
 
 /// Resolves the layer widths against the graph: the first layer reads the features, GAT hidden
 /// layers concatenate their heads, and the last layer must output one value per class.
-fn resolve_model(
+pub(super) fn resolve_model(
     scenario: &Scenario,
     spec: &GnnSpec,
     graph: &GraphData,

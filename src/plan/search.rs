@@ -2,12 +2,20 @@
 //! their predictions rank.
 //!
 //! Pure: the caller evaluates each [`PlanPoint`] (by applying [`PlanPoint::overrides`] to the
-//! scenario and predicting) and hands the [`Evaluation`]s back to [`rank`].
+//! scenario and predicting) and hands the [`Evaluation`]s back to [`rank`]. Points that cannot
+//! be valid or cannot fit are pruned first ([`prune`]), without building their schedules: a
+//! pipeline over more stages than the model has layers, a grid that the device count does not
+//! make, or a per-device memory lower bound ([`MemoryFloor`]) above every device's capacity.
+//!
+//! On a cluster the device counts are whole nodes ([`device_counts`]): 1, 2, 4, ... up to a
+//! node, then multiples of the node.
 
 use super::fit::{self, Overflow};
+use super::gnn::{resolve_model, GraphData};
 use super::Prediction;
+use crate::gnn::GnnModel;
 use crate::report::Metrics;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, Workload};
 use crate::schedule::graph_parallel::GraphAlgorithm;
 use crate::schedule::{catalog, StagePlacement};
 
@@ -167,17 +175,61 @@ pub fn contiguous_splits(layers: usize, parts: usize) -> Vec<Vec<usize>> {
     out
 }
 
-/// The configurations to try: `schedules` x `chunks` x device counts `1..=max_devices` x stage
-/// splits (into the devices times [`planned_stages_per_device`]). `n_layers` is the GNN's depth (`None` for an explicit workload, whose stages are
-/// fixed). Pipelines on a GNN get the `auto` split and, when the model has at most
-/// [`MAX_LAYERS_FOR_SPLITS`] layers, every contiguous split into the device count; graph
-/// parallelism gets one point per device count and algorithm that applies to it (1D; 1.5D for
-/// each replication dividing the count; 2D on a square; 3D on a cube:
-/// [`GraphAlgorithm::applicable`]).
+/// The device counts the planner tries up to `max_devices`: every count `1..=max_devices`, or
+/// on a cluster of `gpus_per_node`-GPU nodes whole nodes: the powers of two dividing the node
+/// size and the node size itself (a part of one node), then every multiple of the node size.
+pub fn device_counts(max_devices: u32, gpus_per_node: Option<u32>) -> Vec<u32> {
+    let max = max_devices.max(1);
+    let Some(node) = gpus_per_node.filter(|&n| n >= 1) else {
+        return (1..=max).collect();
+    };
+    let mut counts: Vec<u32> = std::iter::successors(Some(1u32), |&c| c.checked_mul(2))
+        .take_while(|&c| c < node && node % c == 0)
+        .chain((1..).map_while(|k: u32| k.checked_mul(node)))
+        .take_while(|&c| c <= max)
+        .collect();
+    counts.dedup();
+    counts
+}
+
+/// How the device counts were chosen, for the plan's header: `1..=8`, or on a cluster
+/// `1/2/4 then whole 8-GPU nodes up to 256`.
+pub fn describe_counts(counts: &[u32], gpus_per_node: Option<u32>) -> String {
+    let max = counts.last().copied().unwrap_or(1);
+    match gpus_per_node {
+        None => format!("1..={max}"),
+        Some(node) => {
+            let within: Vec<String> = counts
+                .iter()
+                .filter(|&&c| c < node)
+                .map(u32::to_string)
+                .collect();
+            let whole = if max >= node {
+                format!("whole {node}-GPU nodes up to {max}")
+            } else {
+                format!("no whole {node}-GPU node within {max}")
+            };
+            if within.is_empty() {
+                whole
+            } else {
+                format!("{} then {whole}", within.join("/"))
+            }
+        }
+    }
+}
+
+/// The configurations to try: `schedules` x `chunks` x `device_counts` ([`device_counts`]) x
+/// stage splits (into the devices times [`planned_stages_per_device`]). `n_layers` is the GNN's
+/// depth (`None` for an explicit workload, whose stages are fixed). Pipelines on a GNN get the
+/// `auto` split and, when the model has at most [`MAX_LAYERS_FOR_SPLITS`] layers, every
+/// contiguous split into the device count; graph parallelism gets one point per device count
+/// and algorithm: 1D, 1.5D for each replication dividing the count
+/// ([`GraphAlgorithm::applicable`]), and 2D and 3D from 4 and 8 devices whether or not the
+/// count makes their grid ([`prune`] takes out those that do not).
 pub fn search_space(
     schedules: &[String],
     chunks: &[u32],
-    max_devices: u32,
+    device_counts: &[u32],
     n_layers: Option<usize>,
 ) -> Vec<PlanPoint> {
     let mut points = Vec::new();
@@ -189,7 +241,7 @@ pub fn search_space(
             chunks.iter().map(|&c| Some(c)).collect()
         };
         for &chunks in &chunk_choices {
-            for devices in 1..=max_devices {
+            for &devices in device_counts {
                 let splits = match n_layers {
                     None => vec![Split::Workload],
                     Some(_) if graph_parallel => vec![Split::None],
@@ -207,10 +259,18 @@ pub fn search_space(
                     }
                 };
                 let algorithms: Vec<Option<GraphAlgorithm>> = if graph_parallel {
-                    GraphAlgorithm::applicable(devices)
+                    let mut algorithms: Vec<GraphAlgorithm> = GraphAlgorithm::applicable(devices)
                         .into_iter()
-                        .map(Some)
-                        .collect()
+                        .filter(|a| !matches!(a, GraphAlgorithm::TwoD | GraphAlgorithm::ThreeD))
+                        .collect();
+                    // 2D from 4 devices and 3D from 8, grid or not: `prune` counts the misfits.
+                    if devices >= 4 {
+                        algorithms.push(GraphAlgorithm::TwoD);
+                    }
+                    if devices >= 8 {
+                        algorithms.push(GraphAlgorithm::ThreeD);
+                    }
+                    algorithms.into_iter().map(Some).collect()
                 } else {
                     vec![None]
                 };
@@ -229,6 +289,227 @@ pub fn search_space(
         }
     }
     points
+}
+
+/// Why a point was not simulated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pruned {
+    /// A pipeline over the point's devices needs more stages than the model has layers.
+    MoreStagesThanLayers {
+        /// Stages the devices hold (devices times stages per device).
+        stages: u32,
+        /// The model's layers.
+        layers: usize,
+    },
+    /// Graph parallelism's grid does not apply to the device count (2D on a non-square, 3D on a
+    /// non-cube); the reason as [`GraphAlgorithm::grid_side`] words it.
+    NoGrid(String),
+    /// The per-device memory lower bound exceeds every device's capacity.
+    WouldNotFit {
+        /// The bound ([`MemoryFloor::bytes`]).
+        bound_bytes: u64,
+        /// The largest capacity among the scenario's devices.
+        capacity_bytes: u64,
+    },
+}
+
+/// A lower bound on the largest per-device peak memory the simulator would report for a point,
+/// from the model and the graph's counts alone, without chunking the graph or building a
+/// schedule. It counts only what the cost model's resident memory surely holds
+/// (`cost::analytic`'s `resident_bytes`, and `plan::cagnet`'s for 1.5D, 2D and 3D):
+///
+/// - the parameters, gradients and optimizer state of the layers a device holds: every layer
+///   under graph parallelism, and for a pipeline the layers of one stage (any stage of an
+///   explicit split; one layer under `auto`, whose split is not known before the cost model);
+/// - the device holding layer 0 of a pipeline keeps every chunk's feature rows (at least the
+///   graph's N) and, per chunk, 4 bytes per row read; under 1D graph parallelism the largest
+///   partition, at least N/P rows, does the same;
+/// - GNNPipe's history: N rows of each held layer's input width, for every layer but the first.
+///
+/// Activations, stashes, hand-offs, the adjacency's non-zeros and workspaces come on top, so the
+/// simulator's peak is never below it (`tests/it/gnn.rs` checks it against full predictions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryFloor {
+    /// The model with resolved widths.
+    model: GnnModel,
+    /// Vertices.
+    nodes: u64,
+    /// Feature width.
+    features: u64,
+    /// Mean feature non-zeros per row, for sparse features.
+    nnz_per_row: Option<f64>,
+    /// Optimizer state per parameter, in copies.
+    optimizer_copies: u64,
+    /// The largest capacity among the scenario's devices.
+    capacity_bytes: u64,
+}
+
+impl MemoryFloor {
+    /// The bound for a GNN scenario on its prepared graph; `None` for an explicit workload or a
+    /// model that does not resolve against the graph (the prediction reports that).
+    pub fn new(scenario: &Scenario, graph: Option<&GraphData>) -> Option<Self> {
+        let (Workload::Gnn(spec), Some(graph)) = (&scenario.workload, graph) else {
+            return None;
+        };
+        let model = resolve_model(scenario, spec, graph).ok()?;
+        Some(MemoryFloor {
+            model,
+            nodes: graph.nodes(),
+            features: graph.features(),
+            nnz_per_row: graph.nnz_per_row(),
+            optimizer_copies: scenario.optimizer.state_copies(),
+            capacity_bytes: scenario
+                .devices
+                .iter()
+                .map(|d| d.memory_bytes)
+                .max()
+                .unwrap_or(0),
+        })
+    }
+
+    /// The largest capacity among the scenario's devices.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity_bytes
+    }
+
+    /// Feature rows as `GnnWorkload::feature_bytes` counts them (its floor: that one rounds up).
+    fn feature_bytes(&self, rows: f64) -> f64 {
+        let e = self.model.element_bytes as f64;
+        match self.nnz_per_row {
+            Some(nnz) => {
+                2.0 * rows * nnz * (e + 4.0) + 8.0 * (rows + 1.0 + self.features as f64 + 1.0)
+            }
+            None => rows * self.features as f64 * e,
+        }
+    }
+
+    /// Parameters, gradients and optimizer state of `layers`.
+    fn weights(&self, layers: std::ops::Range<usize>) -> f64 {
+        (self.model.parameters(layers) * self.model.element_bytes * (2 + self.optimizer_copies))
+            as f64
+    }
+
+    /// What a pipeline device holding (at least) `layers` surely keeps.
+    fn stage(&self, layers: std::ops::Range<usize>, history: bool) -> f64 {
+        let n = self.nodes as f64;
+        let e = self.model.element_bytes as f64;
+        let mut bytes = self.weights(layers.clone());
+        if layers.start == 0 {
+            bytes += self.feature_bytes(n);
+        }
+        // Every chunk's view of the graph: 4 bytes per row read, at least one per vertex.
+        bytes += 4.0 * n;
+        if history {
+            bytes += layers
+                .filter(|&l| l > 0)
+                .map(|l| n * self.model.layers[l].d_in as f64 * e)
+                .sum::<f64>();
+        }
+        bytes
+    }
+
+    /// The bound for `point`, in bytes: the largest of its devices' bounds.
+    pub fn bytes(&self, point: &PlanPoint) -> u64 {
+        let n_layers = self.model.layers.len();
+        let bytes = match point.algorithm {
+            Some(GraphAlgorithm::OneD) => {
+                let rows = self.nodes as f64 / f64::from(point.devices.max(1));
+                self.weights(0..n_layers) + self.feature_bytes(rows) + 4.0 * rows
+            }
+            Some(_) => self.weights(0..n_layers),
+            None => {
+                let history = point.schedule == "gnnpipe";
+                match &point.split {
+                    Split::Layers(counts) => {
+                        let mut start = 0;
+                        counts
+                            .iter()
+                            .map(|&c| {
+                                let b = self.stage(start..start + c, history);
+                                start += c;
+                                b
+                            })
+                            .fold(0.0, f64::max)
+                    }
+                    _ => (0..n_layers)
+                        .map(|l| self.stage(l..l + 1, history))
+                        .fold(0.0, f64::max),
+                }
+            }
+        };
+        bytes.floor() as u64
+    }
+}
+
+/// Whether `point` can be skipped without simulating it, and why: a pipeline over more stages
+/// than the model's `n_layers`, a grid the device count does not make, or a memory lower bound
+/// (`floor`) above every device's capacity. `None` when it must be simulated.
+pub fn prune(
+    point: &PlanPoint,
+    n_layers: Option<usize>,
+    floor: Option<&MemoryFloor>,
+) -> Option<Pruned> {
+    match (point.algorithm, n_layers) {
+        (None, Some(layers)) if point.split == Split::Auto => {
+            let stages = point.stages_per_device() * point.devices;
+            if stages as usize > layers {
+                return Some(Pruned::MoreStagesThanLayers { stages, layers });
+            }
+        }
+        (Some(algorithm), _) => {
+            if let Err(why) = algorithm.grid_side(point.devices) {
+                return Some(Pruned::NoGrid(why));
+            }
+        }
+        _ => {}
+    }
+    let floor = floor?;
+    let bound_bytes = floor.bytes(point);
+    (bound_bytes > floor.capacity_bytes).then_some(Pruned::WouldNotFit {
+        bound_bytes,
+        capacity_bytes: floor.capacity_bytes,
+    })
+}
+
+/// Pruned points counted by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneCounts {
+    /// Points whose memory lower bound exceeds every device's capacity.
+    pub would_not_fit: usize,
+    /// The smallest such bound (the point closest to fitting), with the capacity.
+    pub lowest_bound: Option<(u64, u64)>,
+    /// Pipelines with more stages than layers.
+    pub more_stages_than_layers: usize,
+    /// Grids the device count does not make.
+    pub no_grid: usize,
+}
+
+impl PruneCounts {
+    /// Counts `pruned`.
+    pub fn of<'a>(pruned: impl IntoIterator<Item = &'a Pruned>) -> Self {
+        let mut counts = PruneCounts::default();
+        for p in pruned {
+            match p {
+                Pruned::WouldNotFit {
+                    bound_bytes,
+                    capacity_bytes,
+                } => {
+                    counts.would_not_fit += 1;
+                    if counts.lowest_bound.is_none_or(|(b, _)| *bound_bytes < b) {
+                        counts.lowest_bound = Some((*bound_bytes, *capacity_bytes));
+                    }
+                }
+                Pruned::MoreStagesThanLayers { .. } => counts.more_stages_than_layers += 1,
+                Pruned::NoGrid(_) => counts.no_grid += 1,
+            }
+        }
+        counts
+    }
+
+    /// All pruned points.
+    pub fn total(&self) -> usize {
+        self.would_not_fit + self.more_stages_than_layers + self.no_grid
+    }
 }
 
 /// The figures of one predicted configuration.
@@ -382,6 +663,63 @@ pub fn rank(evaluations: &[Evaluation], top: usize) -> Ranking {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_is_counted_in_whole_nodes() {
+        assert_eq!(device_counts(5, None), vec![1, 2, 3, 4, 5]);
+        assert_eq!(device_counts(40, Some(8)), vec![1, 2, 4, 8, 16, 24, 32, 40]);
+        // Up to 30: the last whole node is 24.
+        assert_eq!(device_counts(30, Some(8)), vec![1, 2, 4, 8, 16, 24]);
+        // Powers of two that divide the node, then the node: 6-GPU nodes take 1, 2, 6.
+        assert_eq!(device_counts(20, Some(6)), vec![1, 2, 6, 12, 18]);
+        assert_eq!(device_counts(3, Some(1)), vec![1, 2, 3]);
+        assert_eq!(device_counts(4, Some(8)), vec![1, 2, 4]);
+        assert_eq!(describe_counts(&[1, 2, 3], None), "1..=3");
+        assert_eq!(
+            describe_counts(&device_counts(40, Some(8)), Some(8)),
+            "1/2/4 then whole 8-GPU nodes up to 40"
+        );
+        assert_eq!(
+            describe_counts(&device_counts(4, Some(8)), Some(8)),
+            "1/2/4 then no whole 8-GPU node within 4"
+        );
+    }
+
+    #[test]
+    fn invalid_points_are_pruned_with_their_reason() {
+        let schedules = ["gpipe".to_string(), "graph_parallel".to_string()];
+        let points = search_space(&schedules, &[4], &[1, 2, 4, 8], Some(2));
+        let pruned: Vec<Pruned> = points
+            .iter()
+            .filter_map(|p| prune(p, Some(2), None))
+            .collect();
+        let counts = PruneCounts::of(&pruned);
+        // GPipe's `auto` on 4 and 8 devices needs 4 and 8 stages of a 2-layer model.
+        assert_eq!(counts.more_stages_than_layers, 2);
+        // 2D at 8 (not a square); 3D at 8 is a cube, 2D at 4 a square.
+        assert_eq!(counts.no_grid, 1);
+        assert_eq!(counts.would_not_fit, 0);
+        assert!(pruned.contains(&Pruned::MoreStagesThanLayers {
+            stages: 8,
+            layers: 2
+        }));
+        // Two stages per device: the interleaved kind on 2 devices needs 4 stages.
+        let interleaved = PlanPoint {
+            schedule: "interleaved_1f1b".into(),
+            chunks: Some(4),
+            devices: 2,
+            split: Split::Auto,
+            algorithm: None,
+        };
+        assert_eq!(
+            prune(&interleaved, Some(3), None),
+            Some(Pruned::MoreStagesThanLayers {
+                stages: 4,
+                layers: 3
+            })
+        );
+        assert_eq!(prune(&interleaved, Some(4), None), None);
+    }
 
     #[test]
     fn splits_are_compositions() {

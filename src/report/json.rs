@@ -374,8 +374,14 @@ pub struct SweepPointDoc {
 pub struct PlanDoc {
     /// The scenario's name.
     pub scenario: String,
-    /// Configurations tried.
+    /// Configurations considered: simulated and pruned.
     pub configurations: usize,
+    /// The device counts tried (whole nodes on a cluster).
+    pub device_counts: Vec<u32>,
+    /// Configurations simulated.
+    pub simulated: usize,
+    /// Configurations not simulated, by reason.
+    pub pruned: PrunedDoc,
     /// The best fitting configurations, the choice first.
     pub best: Vec<PlanEntryDoc>,
     /// Why the others lost.
@@ -405,6 +411,23 @@ pub struct PlanEntryDoc {
     pub communication_bytes: u64,
     /// The largest peak over the devices.
     pub peak_memory_bytes: u64,
+}
+
+/// Counts of configurations pruned before simulating, by reason.
+#[derive(Debug, Serialize)]
+pub struct PrunedDoc {
+    /// The per-device memory lower bound exceeds every device's capacity.
+    pub would_not_fit: usize,
+    /// The smallest such bound, with the capacity it exceeds (absent when none was pruned so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lowest_bound_bytes: Option<u64>,
+    /// The capacity the smallest bound exceeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_bytes: Option<u64>,
+    /// Pipelines over more stages than the model has layers.
+    pub more_stages_than_layers: usize,
+    /// 2D on a device count that is not a square, 3D on one that is not a cube.
+    pub grid_does_not_apply: usize,
 }
 
 /// Counts of rejected configurations by reason.

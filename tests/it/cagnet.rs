@@ -281,8 +281,10 @@ fn the_planner_searches_every_algorithm_that_fits_the_device_count() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     // 1..=8 devices: 1D everywhere, 1.5D for c in {2} at 4, {2, 3} at 6, {2, 4} at 8, 2D at 4,
-    // 3D at 8.
-    assert_eq!(doc["configurations"], 8 + 5 + 2);
+    // 3D at 8; 2D at 5 to 8 is tried and pruned (not a square).
+    assert_eq!(doc["simulated"], 8 + 5 + 2);
+    assert_eq!(doc["pruned"]["grid_does_not_apply"], 4);
+    assert_eq!(doc["configurations"], 8 + 5 + 2 + 4);
     let best = doc["best"].as_array().unwrap();
     let labels: Vec<&str> = best
         .iter()
@@ -347,7 +349,13 @@ fn readme_plan_on_the_cluster_picks_3d_on_64_gpus() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(doc["configurations"], 227);
+    // Whole 8-GPU nodes: 1, 2, 4, 8, 16, ..., 64 (11 counts), 1D at each, 1.5D for each
+    // replication dividing it; 2D and 3D where the count is a square or a cube, and pruned on
+    // the other 6 and 6 counts.
+    assert_eq!(doc["device_counts"].as_array().unwrap().len(), 11);
+    assert_eq!(doc["simulated"], 57);
+    assert_eq!(doc["pruned"]["grid_does_not_apply"], 12);
+    assert_eq!(doc["configurations"], 69);
     let best = &doc["best"][0];
     assert_eq!(best["schedule"], "graph_parallel-3d");
     assert_eq!(best["devices"], 64);

@@ -15,6 +15,7 @@ mod mpi;
 mod ogb;
 mod oracles;
 mod outputs;
+mod plan;
 mod plots;
 mod proptest_cmd;
 mod scenarios;
