@@ -134,6 +134,13 @@ fn pruned_line(pruned: &PruneCounts) -> String {
             pruned.no_grid
         ));
     }
+    if pruned.over_budget > 0 {
+        parts.push(format!(
+            "{} GNNPipe hybrids past the search's budget (layers x chunks x partitions^2 > {} halo hand-offs; `simulate` runs one alone)",
+            pruned.over_budget,
+            search::MAX_HYBRID_HANDOFFS
+        ));
+    }
     format!("pruned before simulating: {}", parts.join(", "))
 }
 
@@ -220,6 +227,7 @@ pub(super) fn run(args: &PlanArgs) -> Result<()> {
                     capacity_bytes: pruned.lowest_bound.map(|(_, c)| c),
                     more_stages_than_layers: pruned.more_stages_than_layers,
                     grid_does_not_apply: pruned.no_grid,
+                    over_budget: pruned.over_budget,
                 },
                 best: ranking
                     .shown

@@ -19,6 +19,12 @@ use crate::scenario::{Scenario, Workload};
 use crate::schedule::graph_parallel::GraphAlgorithm;
 use crate::schedule::{catalog, StagePlacement};
 
+/// The most halo hand-offs (layers x chunks x partitions², every partition reading every other)
+/// a hybrid point of a search may have: about a quarter of a second to simulate each, so a
+/// search over hundreds of device counts stays within seconds. Larger ones are pruned and
+/// counted; `simulate` runs any of them alone.
+pub const MAX_HYBRID_HANDOFFS: u64 = 1 << 17;
+
 /// Models with at most this many layers get every contiguous stage split tried, not only `auto`.
 pub const MAX_LAYERS_FOR_SPLITS: usize = 8;
 
@@ -63,6 +69,8 @@ pub struct PlanPoint {
     pub split: Split,
     /// Graph parallelism's algorithm (`None` for pipelines).
     pub algorithm: Option<GraphAlgorithm>,
+    /// GNNPipe's graph partitions per stage (its hybrid with graph parallelism); 1 otherwise.
+    pub partitions: u32,
 }
 
 /// The stages per device the planner gives a kind: two for the interleaved, looped and V
@@ -102,6 +110,11 @@ impl PlanPoint {
             let applies = entry.is_some_and(|e| e.knobs.contains(&knob));
             if applies && knob == "stages_per_device" {
                 sets.push(format!("schedule.{knob}={}", self.stages_per_device()));
+            } else if applies && knob == "partitions" {
+                sets.push(match self.partitions {
+                    1 => "schedule.partitions=null".into(),
+                    g => format!("schedule.partitions={g}"),
+                });
             } else if !applies {
                 sets.push(format!("schedule.{knob}=null"));
             }
@@ -225,7 +238,10 @@ pub fn describe_counts(counts: &[u32], gpus_per_node: Option<u32>) -> String {
 /// contiguous split into the device count; graph parallelism gets one point per device count
 /// and algorithm: 1D, 1.5D for each replication dividing the count
 /// ([`GraphAlgorithm::applicable`]), and 2D and 3D from 4 and 8 devices whether or not the
-/// count makes their grid ([`prune`] takes out those that do not).
+/// count makes their grid ([`prune`] takes out those that do not). GNNPipe also gets its hybrid
+/// with graph parallelism: G partitions per stage for every G > 1 dividing the count with at
+/// most a stage per layer left (count / G <= layers), split `auto` (the layers balanced over
+/// count / G stages).
 pub fn search_space(
     schedules: &[String],
     chunks: &[u32],
@@ -282,6 +298,25 @@ pub fn search_space(
                             devices,
                             split: split.clone(),
                             algorithm,
+                            partitions: 1,
+                        });
+                    }
+                }
+                // GNNPipe's hybrid: G partitions per stage for every G > 1 dividing the count
+                // that leaves at most a stage per layer (devices / G <= layers).
+                if let (true, Some(layers)) = (hybrid_kind(schedule), n_layers) {
+                    for g in (2..=devices).filter(|g| devices % g == 0) {
+                        let stages = (devices / g) as usize;
+                        if stages > layers {
+                            continue;
+                        }
+                        points.push(PlanPoint {
+                            schedule: schedule.clone(),
+                            chunks,
+                            devices,
+                            split: Split::Auto,
+                            algorithm: None,
+                            partitions: g,
                         });
                     }
                 }
@@ -289,6 +324,11 @@ pub fn search_space(
         }
     }
     points
+}
+
+/// Whether the kind takes `partitions` (GNNPipe's hybrid).
+fn hybrid_kind(kind: &str) -> bool {
+    catalog::find(kind).is_some_and(|e| e.knobs.contains(&"partitions"))
 }
 
 /// Why a point was not simulated.
@@ -304,6 +344,12 @@ pub enum Pruned {
     /// Graph parallelism's grid does not apply to the device count (2D on a non-square, 3D on a
     /// non-cube); the reason as [`GraphAlgorithm::grid_side`] words it.
     NoGrid(String),
+    /// GNNPipe's hybrid whose halo hand-offs (layers x chunks x partitions²) are past
+    /// [`MAX_HYBRID_HANDOFFS`]: simulated alone, not within a search.
+    OverBudget {
+        /// Its hand-offs.
+        handoffs: u64,
+    },
     /// The per-device memory lower bound exceeds every device's capacity.
     WouldNotFit {
         /// The bound ([`MemoryFloor::bytes`]).
@@ -324,7 +370,9 @@ pub enum Pruned {
 /// - the device holding layer 0 of a pipeline keeps every chunk's feature rows (at least the
 ///   graph's N) and, per chunk, 4 bytes per row read; under 1D graph parallelism the largest
 ///   partition, at least N/P rows, does the same;
-/// - GNNPipe's history: N rows of each held layer's input width, for every layer but the first.
+/// - GNNPipe's history: N rows of each held layer's input width, for every layer but the first;
+/// - under GNNPipe's hybrid, the device of a stage's largest partition, at least N/G vertices,
+///   holds the same with N/G for N.
 ///
 /// Activations, stashes, hand-offs, the adjacency's non-zeros and workspaces come on top, so the
 /// simulator's peak is never below it (`tests/it/gnn.rs` checks it against full predictions).
@@ -389,9 +437,9 @@ impl MemoryFloor {
             as f64
     }
 
-    /// What a pipeline device holding (at least) `layers` surely keeps.
-    fn stage(&self, layers: std::ops::Range<usize>, history: bool) -> f64 {
-        let n = self.nodes as f64;
+    /// What a pipeline device holding (at least) `layers` of a partition of at least `n` of
+    /// the graph's vertices (all of them, but under the hybrid) surely keeps.
+    fn stage(&self, layers: std::ops::Range<usize>, history: bool, n: f64) -> f64 {
         let e = self.model.element_bytes as f64;
         let mut bytes = self.weights(layers.clone());
         if layers.start == 0 {
@@ -419,20 +467,23 @@ impl MemoryFloor {
             Some(_) => self.weights(0..n_layers),
             None => {
                 let history = point.schedule == "gnnpipe";
+                // Under the hybrid, the largest of a stage's G partitions: N / G vertices or
+                // more.
+                let n = self.nodes as f64 / f64::from(point.partitions.max(1));
                 match &point.split {
                     Split::Layers(counts) => {
                         let mut start = 0;
                         counts
                             .iter()
                             .map(|&c| {
-                                let b = self.stage(start..start + c, history);
+                                let b = self.stage(start..start + c, history, n);
                                 start += c;
                                 b
                             })
                             .fold(0.0, f64::max)
                     }
                     _ => (0..n_layers)
-                        .map(|l| self.stage(l..l + 1, history))
+                        .map(|l| self.stage(l..l + 1, history, n))
                         .fold(0.0, f64::max),
                 }
             }
@@ -451,7 +502,7 @@ pub fn prune(
 ) -> Option<Pruned> {
     match (point.algorithm, n_layers) {
         (None, Some(layers)) if point.split == Split::Auto => {
-            let stages = point.stages_per_device() * point.devices;
+            let stages = point.stages_per_device() * point.devices / point.partitions;
             if stages as usize > layers {
                 return Some(Pruned::MoreStagesThanLayers { stages, layers });
             }
@@ -462,6 +513,13 @@ pub fn prune(
             }
         }
         _ => {}
+    }
+    if let (1.., Some(layers)) = (point.partitions - 1, n_layers) {
+        let g = u64::from(point.partitions);
+        let handoffs = layers as u64 * u64::from(point.chunks.unwrap_or(1)) * g * g;
+        if handoffs > MAX_HYBRID_HANDOFFS {
+            return Some(Pruned::OverBudget { handoffs });
+        }
     }
     let floor = floor?;
     let bound_bytes = floor.bytes(point);
@@ -482,6 +540,8 @@ pub struct PruneCounts {
     pub more_stages_than_layers: usize,
     /// Grids the device count does not make.
     pub no_grid: usize,
+    /// Hybrids past the simulation budget.
+    pub over_budget: usize,
 }
 
 impl PruneCounts {
@@ -501,6 +561,7 @@ impl PruneCounts {
                 }
                 Pruned::MoreStagesThanLayers { .. } => counts.more_stages_than_layers += 1,
                 Pruned::NoGrid(_) => counts.no_grid += 1,
+                Pruned::OverBudget { .. } => counts.over_budget += 1,
             }
         }
         counts
@@ -508,7 +569,7 @@ impl PruneCounts {
 
     /// All pruned points.
     pub fn total(&self) -> usize {
-        self.would_not_fit + self.more_stages_than_layers + self.no_grid
+        self.would_not_fit + self.more_stages_than_layers + self.no_grid + self.over_budget
     }
 }
 
@@ -618,12 +679,15 @@ pub fn rank(evaluations: &[Evaluation], top: usize) -> Ranking {
     }
     let key = |&(i, f): &(usize, &Figures)| {
         let p = &evaluations[i].point;
+        // Equal times: fewer devices, then less memory.
         (
             f.epoch_time_ns,
             p.devices,
+            f.peak_memory_bytes,
             f.chunks,
             p.schedule.clone(),
             p.split.clone(),
+            p.partitions,
         )
     };
     fitting.sort_by(|a, b| key(a).cmp(&key(b)).then(a.0.cmp(&b.0)));
@@ -710,6 +774,7 @@ mod tests {
             devices: 2,
             split: Split::Auto,
             algorithm: None,
+            partitions: 1,
         };
         assert_eq!(
             prune(&interleaved, Some(3), None),
@@ -719,6 +784,47 @@ mod tests {
             })
         );
         assert_eq!(prune(&interleaved, Some(4), None), None);
+    }
+
+    #[test]
+    fn gnnpipe_gets_a_hybrid_point_per_partition_count_that_leaves_a_stage_per_layer() {
+        let schedules = vec!["gnnpipe".to_string(), "1f1b".to_string()];
+        let points = search_space(&schedules, &[4], &[6, 8], Some(3));
+        let hybrids: Vec<(u32, u32)> = points
+            .iter()
+            .filter(|p| p.partitions > 1)
+            .map(|p| (p.devices, p.partitions))
+            .collect();
+        // 6 devices: 3 stages of 2, 2 of 3, 1 of 6; 8: 2 of 4, 1 of 8 (4 stages of 2 is
+        // more stages than layers).
+        assert_eq!(hybrids, vec![(6, 2), (6, 3), (6, 6), (8, 4), (8, 8)]);
+        let point = points.iter().find(|p| p.partitions == 3).unwrap();
+        assert_eq!(point.schedule, "gnnpipe");
+        assert!(point
+            .overrides()
+            .contains(&"schedule.partitions=3".to_string()));
+        let plain = points.iter().find(|p| p.schedule == "gnnpipe").unwrap();
+        assert!(plain
+            .overrides()
+            .contains(&"schedule.partitions=null".to_string()));
+        let other = points.iter().find(|p| p.schedule == "1f1b").unwrap();
+        assert!(other
+            .overrides()
+            .contains(&"schedule.partitions=null".to_string()));
+        // Stages are devices over partitions; past the budget a hybrid is pruned.
+        assert_eq!(prune(point, Some(3), None), None);
+        let big = PlanPoint {
+            devices: 512,
+            partitions: 256,
+            chunks: Some(1),
+            ..point.clone()
+        };
+        assert_eq!(
+            prune(&big, Some(3), None),
+            Some(Pruned::OverBudget {
+                handoffs: 3 * 256 * 256
+            })
+        );
     }
 
     #[test]
@@ -740,6 +846,7 @@ mod tests {
                 devices,
                 split: Split::Auto,
                 algorithm: None,
+                partitions: 1,
             },
             result: Ok(Figures {
                 label: schedule.into(),

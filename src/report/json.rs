@@ -428,6 +428,8 @@ pub struct PrunedDoc {
     pub more_stages_than_layers: usize,
     /// 2D on a device count that is not a square, 3D on one that is not a cube.
     pub grid_does_not_apply: usize,
+    /// GNNPipe's hybrids past the search's simulation budget (`plan::search::MAX_HYBRID_HANDOFFS`).
+    pub over_budget: usize,
 }
 
 /// Counts of rejected configurations by reason.

@@ -11,7 +11,7 @@ use pipegnn::report;
 use pipegnn::trace::SpanKind;
 
 use crate::scenarios::{load, own, predict, Loaded};
-use crate::support::{pipegnn, scratch, stderr, stdout, write};
+use crate::support::{pipegnn, root, scratch, stderr, stdout, write};
 
 const NODES: u64 = 2000;
 const HIDDEN: u64 = 32;
@@ -211,4 +211,20 @@ fn run_refuses_the_hybrid() {
     assert_eq!(out.status.code(), Some(7), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("`partitions: 2`"), "{err}");
+}
+
+#[test]
+fn the_cluster_scenario_cuts_communication_by_about_the_number_of_layers() {
+    let loaded = load(&root().join("scenarios/gnnpipe-hybrid-cluster.yaml"), &[]);
+    let hybrid = report::compute(&predict(&loaded, &own(&loaded.scenario)).trace);
+    let graph_parallel = plan::named_candidate("graph_parallel", &loaded.scenario).unwrap();
+    let baseline = report::compute(&predict(&loaded, &graph_parallel).trace);
+    // 8 layers: graph parallelism moves every layer's halo, the hybrid the 7 stage boundaries
+    // and halos inside each node.
+    let ratio = baseline.communication_bytes as f64 / hybrid.communication_bytes as f64;
+    assert!((5.0..10.0).contains(&ratio), "{ratio}");
+    assert!(hybrid.epoch_time_ns * 2 < baseline.epoch_time_ns);
+    // What the scenario's header quotes.
+    let ms = |m: &report::Metrics| (m.epoch_time_ns as f64 / 1e5).round() / 10.0;
+    assert_eq!((ms(&hybrid), ms(&baseline)), (43.3, 166.5));
 }

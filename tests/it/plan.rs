@@ -88,10 +88,20 @@ fn papers100m_on_256_gpus_prunes_what_cannot_fit_and_answers_in_whole_nodes() {
     let history = 111_059_956u64 * 256 * 4;
     assert!(pruned["lowest_bound_bytes"].as_u64().unwrap() >= history);
     assert_eq!(pruned["capacity_bytes"], 80u64 << 30);
+    // GNNPipe's hybrids: G partitions for each G dividing the count that leaves at most 3
+    // stages, past the budget where 3 layers x K chunks x G^2 hand-offs exceed it.
+    let over_budget = counts
+        .iter()
+        .flat_map(|&c| (2..=c).filter(move |g| c % g == 0 && c / g <= 3))
+        .flat_map(|g| [1u64, 2, 4, 8, 16, 32].map(|k| 3 * k * g * g))
+        .filter(|&handoffs| handoffs > search::MAX_HYBRID_HANDOFFS)
+        .count() as u64;
+    assert!(over_budget > 0);
+    assert_eq!(pruned["over_budget"], over_budget);
     let simulated = doc["simulated"].as_u64().unwrap();
     assert_eq!(
         doc["configurations"].as_u64().unwrap(),
-        simulated + 3 * 6 * 33 + 57 + 30
+        simulated + 3 * 6 * 33 + 57 + 30 + over_budget
     );
     let rejected = &doc["rejected"];
     let accounted = ["does_not_fit", "slower", "more_devices", "close", "invalid"]
@@ -123,7 +133,9 @@ fn everything_pruned_for_memory_exits_6_and_says_so() {
     ]);
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("0 do not fit, 5 pruned as too large"),
+        // The hybrid on 2 GPUs (a stage of 2 partitions) is simulated: its bound, with half
+        // the graph per device, is under the capacity.
+        stderr(&out).contains("1 do not fit, 5 pruned as too large"),
         "{}",
         stderr(&out)
     );
