@@ -297,8 +297,9 @@ fn plan_searches_stage_splits_of_a_small_gnn() {
     assert!(out.status.success(), "{}", stderr(&out));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     // Pipelines: 3 kinds x 2 chunk counts x (1 + 2 + 3 devices: auto plus 1, 2, 1 splits);
-    // graph parallelism: one per device count.
-    assert_eq!(doc["configurations"], 3 * 2 * (2 + 3 + 2) + 3);
+    // graph parallelism: one per device count; GNNPipe's hybrid: a stage of 2 and one of 3
+    // partitions, per chunk count.
+    assert_eq!(doc["configurations"], 3 * 2 * (2 + 3 + 2) + 3 + 2 * 2);
     let best = &doc["best"][0];
     assert!(best["epoch_time_s"].as_f64().unwrap() > 0.0, "{best}");
 }
