@@ -487,24 +487,19 @@ impl CostModel for AnalyticCost {
             let (from, to) = (handoff.from, handoff.to);
             let (g_from, g_to) = (from.stage % h.partitions, to.stage % h.partitions);
             return match handoff.payload {
-                // Own rows to the partition's next layer, or the rows a peer reads.
-                Payload::Activation => {
-                    let layer = from.stage / h.partitions;
-                    let rows = match g_from == g_to {
-                        true => w.rows(layer as usize, w.unit(from)).out,
-                        false => h.reads[w.unit(from)][g_to as usize] as f64,
+                // Forwards, the owner's rows to its own next layer or the rows a peer reads;
+                // backwards, their gradients from the layer above.
+                Payload::Activation | Payload::Gradient => {
+                    let (owner, reader) = match handoff.payload {
+                        Payload::Activation => (from, g_to),
+                        _ => (to, g_from),
                     };
-                    (rows * w.model.layers[layer as usize].d_out as f64 * e).ceil() as u64
-                }
-                // The gradient of the rows the receiver handed on: its own, or those of its
-                // piece the sender read.
-                Payload::Gradient => {
-                    let layer = to.stage / h.partitions;
+                    let layer = (owner.stage / h.partitions) as usize;
                     let rows = match g_from == g_to {
-                        true => w.rows(layer as usize, w.unit(to)).out,
-                        false => h.reads[w.unit(to)][g_from as usize] as f64,
+                        true => w.rows(layer, w.unit(owner)).out,
+                        false => h.reads[w.unit(owner)][reader as usize] as f64,
                     };
-                    (rows * w.model.layers[layer as usize].d_out as f64 * e).ceil() as u64
+                    (rows * w.model.layers[layer].d_out as f64 * e).ceil() as u64
                 }
                 // The stage's weight gradients (from its first layer's backward, the last),
                 // all-reduced within the group.

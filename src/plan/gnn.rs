@@ -385,25 +385,12 @@ pub(super) fn predict(
         halo.hops_needed(n_layers),
         graph_parallel,
     )
-    .map_err(|message| {
-        PlanError::Invalid(
-            scenario
-                .source
-                .diagnostic(FieldPath::root().key("graph").key("stats"), message),
-        )
-    })?;
+    .map_err(|message| stats_error(scenario, message))?;
     let (history, gradient_buffers) = match candidate {
         Candidate::Generated {
             generator: Generator::GnnPipe(knobs),
             ..
-        } => (
-            true,
-            match knobs.backward {
-                GnnPipeBackward::Drop => 0,
-                GnnPipeBackward::Exact => 1,
-                GnnPipeBackward::Deferred => 2,
-            },
-        ),
+        } => (true, gradient_buffers(knobs.backward)),
         _ => (false, 0),
     };
     let mut workload = GnnWorkload {
@@ -510,6 +497,24 @@ pub(super) fn predict(
     )
 }
 
+/// GNNPipe's per-layer gradient buffers for its `backward` knob.
+fn gradient_buffers(backward: GnnPipeBackward) -> u64 {
+    match backward {
+        GnnPipeBackward::Drop => 0,
+        GnnPipeBackward::Exact => 1,
+        GnnPipeBackward::Deferred => 2,
+    }
+}
+
+/// A graph's counts that cannot be chunked as asked, at `graph.stats`.
+fn stats_error(scenario: &Scenario, message: String) -> PlanError {
+    PlanError::Invalid(
+        scenario
+            .source
+            .diagnostic(FieldPath::root().key("graph").key("stats"), message),
+    )
+}
+
 /// `reads[piece][h]`: distinct vertices of each piece (partition g's chunk c at `g * k + c`)
 /// with a neighbour in another partition h.
 fn partition_reads(csr: &Csr, part: &[u32], k: u32, partitions: u32) -> Vec<Vec<u64>> {
@@ -584,13 +589,7 @@ fn predict_hybrid(
         halo.hops_needed(n_layers),
         false,
     )
-    .map_err(|message| {
-        PlanError::Invalid(
-            scenario
-                .source
-                .diagnostic(FieldPath::root().key("graph").key("stats"), message),
-        )
-    })?;
+    .map_err(|message| stats_error(scenario, message))?;
     let reads = match (graph, &chunks.part) {
         (GraphData::Real { csr, .. }, Some(part)) => partition_reads(csr, part, k, partitions),
         (GraphData::Stats(stats), _) => stats_model::partition_reads(
@@ -639,14 +638,6 @@ fn predict_hybrid(
             (own + read).min(n_nodes)
         })
         .collect();
-    let (history, gradient_buffers) = (
-        true,
-        match knobs.backward {
-            GnnPipeBackward::Drop => 0,
-            GnnPipeBackward::Exact => 1,
-            GnnPipeBackward::Deferred => 2,
-        },
-    );
     let mut workload = GnnWorkload {
         model,
         stage_layers: (0..n_layers).map(|l| l..l + 1).collect(),
@@ -658,8 +649,8 @@ fn predict_hybrid(
         features: graph.features(),
         feature_nnz_per_row: graph.nnz_per_row(),
         optimizer_copies: scenario.optimizer.state_copies(),
-        history,
-        gradient_buffers,
+        history: true,
+        gradient_buffers: gradient_buffers(knobs.backward),
         graph_parallel: false,
         labelled: None,
         hybrid: None,

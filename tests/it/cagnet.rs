@@ -9,7 +9,7 @@ use pipegnn::schedule::lower::Payload;
 use pipegnn::trace::{SpanKind, Trace};
 
 use crate::scenarios::{load, own, predict, Loaded};
-use crate::support::{pipegnn, scratch, stderr, stdout, write};
+use crate::support::{invalid_scenario, pipegnn, scratch, stderr, stdout, write};
 
 /// Vertices, undirected edges, hidden width: divisible by every block count used here.
 const N: u64 = 4800;
@@ -183,16 +183,7 @@ fn named_candidates_parse_algorithm_labels() {
 
 /// Runs `validate` on the scenario and returns its one error line after checking exit 4.
 fn invalid(devices: usize, schedule: &str) -> String {
-    let path = write(
-        &scratch("cagnet-invalid"),
-        "scenario.yaml",
-        &text(devices, schedule),
-    );
-    let out = pipegnn(&["validate", path.to_str().unwrap()]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(4), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    err
+    invalid_scenario("cagnet-invalid", &text(devices, schedule))
 }
 
 #[test]

@@ -11,7 +11,7 @@ use pipegnn::report;
 use pipegnn::trace::SpanKind;
 
 use crate::scenarios::{load, own, predict, Loaded};
-use crate::support::{pipegnn, root, scratch, stderr, stdout, write};
+use crate::support::{invalid_scenario, pipegnn, root, scratch, stderr, stdout, write};
 
 const NODES: u64 = 2000;
 const HIDDEN: u64 = 32;
@@ -152,16 +152,7 @@ fn named_candidates_parse_partition_labels() {
 
 /// Runs `validate` on the scenario and returns its one error line after checking exit 4.
 fn invalid(devices: usize, schedule: &str) -> String {
-    let path = write(
-        &scratch("hybrid-invalid"),
-        "scenario.yaml",
-        &text(devices, schedule),
-    );
-    let out = pipegnn(&["validate", path.to_str().unwrap()]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(4), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    err
+    invalid_scenario("hybrid-invalid", &text(devices, schedule))
 }
 
 #[test]

@@ -154,3 +154,14 @@ pub fn simulate_on(
         .collect();
     simulate(&input, devices).expect("checked schedules simulate to the end")
 }
+
+/// Runs `validate` on `text` written to a scratch folder `name` and returns its one error line,
+/// after checking exit 4.
+pub fn invalid_scenario(name: &str, text: &str) -> String {
+    let path = write(&scratch(name), "scenario.yaml", text);
+    let out = pipegnn(&["validate", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
