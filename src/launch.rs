@@ -104,6 +104,7 @@ pub struct Prepared<'g> {
     graph: &'g Csr,
     halo: Halo,
     cross_chunk: CrossChunk,
+    replication: Option<u32>,
     data: NodeData,
     config: TrainConfig,
     threads_per_device: usize,
@@ -145,23 +146,33 @@ pub fn prepare<'g>(
     candidate: &Candidate,
     options: &Options<'_>,
 ) -> Result<Prepared<'g>, LaunchError> {
+    let mut replication = None;
     if let Candidate::GraphParallel { algorithm, .. } = candidate {
-        if *algorithm != GraphAlgorithm::OneD {
-            // The simulator plays 1.5D, 2D and 3D out; the executor's graph-parallel worker
-            // multiplies block rows only.
-            return Err(LaunchError::Run(ExecError::Unsupported(format!(
-                "pipegnn run trains graph parallelism's 1d algorithm only; `algorithm: {}` is simulated (use simulate or plan)",
-                algorithm.name()
-            ))));
-        }
-    }
-    if let Candidate::Generated { partitions, .. } = candidate {
-        if *partitions > 1 {
-            // The simulator and the planner run the hybrid; the executor's pipeline workers
-            // hold whole chunks.
-            return Err(LaunchError::Run(ExecError::Unsupported(format!(
-                "pipegnn run trains gnnpipe on one device per stage; `partitions: {partitions}` (the hybrid with graph parallelism) is simulated (use simulate or plan)"
-            ))));
+        match algorithm {
+            GraphAlgorithm::OneD => {}
+            GraphAlgorithm::OneHalfD { replication: c } => {
+                let attends = match &scenario.workload {
+                    Workload::Gnn(spec) => spec
+                        .layers
+                        .iter()
+                        .any(|l| matches!(l.kind, crate::scenario::LayerKindSpec::Gat { .. })),
+                    Workload::Explicit(_) => false,
+                };
+                if attends {
+                    return Err(LaunchError::Run(ExecError::Unsupported(
+                        "pipegnn run trains graph parallelism's 1.5d on GCN and GraphSAGE layers: GAT's softmax over a row's neighbours does not split by column blocks (1d trains it)".into(),
+                    )));
+                }
+                replication = Some(*c);
+            }
+            // The simulator plays 2D and 3D out; the executor's graph-parallel workers
+            // multiply block rows, whole or by column blocks.
+            _ => {
+                return Err(LaunchError::Run(ExecError::Unsupported(format!(
+                    "pipegnn run trains graph parallelism's 1d and 1.5d algorithms; `algorithm: {}` is simulated (use simulate or plan)",
+                    algorithm.name()
+                ))));
+            }
         }
     }
     if let Some(backend) = options.backend {
@@ -279,6 +290,7 @@ pub fn prepare<'g>(
         graph: csr,
         halo,
         cross_chunk,
+        replication,
         data,
         config,
         threads_per_device,
@@ -354,6 +366,7 @@ impl Prepared<'_> {
                 .expect("graphs with edges are partitioned"),
             halo: self.halo,
             cross_chunk: self.cross_chunk,
+            replication: self.replication,
             data: &self.data,
             config: self.config,
             compute: &self.compute,

@@ -471,7 +471,12 @@ fn measure_layers(
             };
             // Neighbours read (GNNPipe, graph parallelism, exact) and, for a chunk of the
             // graph, the induced subgraph (halo drop; the whole graph reads no halo anyway).
-            let mut plans = vec![ChunkPlan::neighbours(csr, vertices.clone(), &part, &shape)];
+            let mut plans = vec![ChunkPlan::neighbours(
+                csr,
+                vertices.clone(),
+                |u| u64::from(part[u as usize]),
+                &shape,
+            )];
             if fraction == 4 {
                 plans.push(ChunkPlan::induced(csr, vertices.clone(), &shape));
             }

@@ -232,6 +232,33 @@ impl LayerGraph {
             })
     }
 
+    /// The same view with only the matrix entries of the read rows `keep` says: a product over
+    /// some column blocks (graph parallelism's 1.5D). Attention patterns are not cut.
+    pub fn keep_columns(&self, keep: &[bool]) -> LayerGraph {
+        let cut = |m: &SparseMatrix| {
+            let (mut offsets, mut indices, mut values) = (vec![0usize], Vec::new(), Vec::new());
+            for row in 0..m.rows() {
+                let (begin, end) = m.row_range(row);
+                for k in begin..end {
+                    let column = m.column(k);
+                    if keep[column as usize] {
+                        indices.push(column);
+                        values.push(m.values()[k]);
+                    }
+                }
+                offsets.push(indices.len());
+            }
+            SparseMatrix::new(m.rows(), m.cols(), offsets, indices, values)
+        };
+        LayerGraph {
+            read: self.read.clone(),
+            out: self.out,
+            gcn: self.gcn.as_ref().map(cut),
+            mean: self.mean.as_ref().map(cut),
+            attention: None,
+        }
+    }
+
     /// Builds the matrices `needs` asks for, computing `read[..out]` from `read`.
     /// `full_degrees`: normalise by the whole graph's degrees (otherwise by the degrees among
     /// `read`, the induced subgraph).
@@ -371,8 +398,14 @@ impl ChunkPlan {
     }
 
     /// Halo `stale` and graph parallelism: every layer computes `vertices` (ascending) and
-    /// reads all their neighbours; `part` orders the rows outside the chunk by owner, then id.
-    pub fn neighbours(graph: &Csr, vertices: Vec<u32>, part: &[u32], shape: &PlanShape) -> Self {
+    /// reads all their neighbours; the rows outside the chunk follow ordered by `key` (their
+    /// owner: a chunk, a partition), then id.
+    pub fn neighbours(
+        graph: &Csr,
+        vertices: Vec<u32>,
+        key: impl Fn(u32) -> u64,
+        shape: &PlanShape,
+    ) -> Self {
         let mut scratch = vec![u32::MAX; graph.n_nodes()];
         for &v in &vertices {
             scratch[v as usize] = 0;
@@ -385,7 +418,7 @@ impl ChunkPlan {
         for &v in &vertices {
             scratch[v as usize] = u32::MAX;
         }
-        halo.sort_unstable_by_key(|&u| (part[u as usize], u));
+        halo.sort_unstable_by_key(|&u| (key(u), u));
         halo.dedup();
         let out = vertices.len();
         let mut read = vertices.clone();
@@ -520,8 +553,8 @@ mod tests {
         assert_eq!(induced.layer(0).read, vec![2, 3]);
         // Degree 1 inside the chunk: Â[0][0] = 1/2.
         assert!((induced.layer(0).gcn.as_ref().unwrap().to_dense()[0][0] - 0.5).abs() < 1e-7);
-        let part = vec![0, 0, 1, 1, 2, 2];
-        let stale = ChunkPlan::neighbours(&graph, vec![2, 3], &part, &shape(0..2));
+        let part = [0, 0, 1, 1, 2, 2];
+        let stale = ChunkPlan::neighbours(&graph, vec![2, 3], |u| part[u as usize], &shape(0..2));
         assert_eq!(stale.layer(0).read, vec![2, 3, 1, 4]);
         assert_eq!(stale.layer(0).halo_rows(), &[1, 4]);
         assert_eq!(

@@ -34,8 +34,7 @@ impl Evaluator {
                     n_layers: all.end,
                     needs: Needs::of(input.model),
                 };
-                let zeros = vec![0; input.graph.n_nodes()];
-                vec![ChunkPlan::neighbours(input.graph, everyone, &zeros, &shape)]
+                vec![ChunkPlan::neighbours(input.graph, everyone, |_| 0, &shape)]
             }
         };
         let features = plans

@@ -89,6 +89,9 @@ pub struct ExecInput<'a> {
     pub halo: Halo,
     /// GNNPipe's cross-chunk gradients.
     pub cross_chunk: CrossChunk,
+    /// Graph parallelism's 1.5D: the replication c (each of P/c block rows held by c
+    /// devices); `None` for 1D and pipelines.
+    pub replication: Option<u32>,
     /// Features, labels, splits.
     pub data: &'a NodeData,
     /// Hyper-parameters.
@@ -123,9 +126,12 @@ impl ExecInput<'_> {
         match self.halo {
             Halo::Drop => ChunkPlan::induced(self.graph, vertices, &shape),
             Halo::Exact => ChunkPlan::receptive_field(self.graph, vertices, &shape),
-            Halo::Stale | Halo::Exchange | Halo::Broadcast => {
-                ChunkPlan::neighbours(self.graph, vertices, self.part, &shape)
-            }
+            Halo::Stale | Halo::Exchange | Halo::Broadcast => ChunkPlan::neighbours(
+                self.graph,
+                vertices,
+                |u| u64::from(self.part[u as usize]),
+                &shape,
+            ),
         }
     }
 
@@ -158,7 +164,7 @@ impl ExecInput<'_> {
     pub fn fingerprint(&self) -> u64 {
         let mut f = Fingerprint::default();
         let described = format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
             self.schedule,
             self.placement,
             self.network,
@@ -166,6 +172,7 @@ impl ExecInput<'_> {
             self.stage_layers,
             self.halo,
             self.cross_chunk,
+            self.replication,
             self.config,
             self.emulate_links
         );

@@ -384,6 +384,85 @@ impl StageModel {
         )
     }
 
+    /// Layer `i`'s aggregation of the rows `graph.read` (`x`, dense, with the training's
+    /// dropout): GCN's `Â X`, GraphSAGE's neighbour mean `M X`, before any weight. Linear in the
+    /// rows read, so an aggregation over some of them (the others zero, their matrix entries
+    /// dropped: graph parallelism's 1.5D) is a part of the whole that the parts sum to. GAT's
+    /// softmax over each row's neighbours is not: an error.
+    pub fn layer_aggregate(
+        &self,
+        i: usize,
+        x: &Tensor,
+        graph: &LayerGraph,
+        training: Option<Training>,
+    ) -> Result<Tensor> {
+        let x = self.dropped(i, x, &graph.read, training)?;
+        match &self.layers[i] {
+            ExecLayer::Gcn { .. } => graph.gcn()?.matmul(&x),
+            ExecLayer::Sage { .. } => graph.mean()?.matmul(&x),
+            ExecLayer::Gat { .. } => {
+                candle_core::bail!("a GAT layer's attention is not linear in the rows it reads")
+            }
+        }
+    }
+
+    /// Layer `i` from its whole aggregation `aggregated` ([`StageModel::layer_aggregate`]) and
+    /// its own input rows `own` (of the vertices `rows`): the weights, GraphSAGE's own term,
+    /// the bias and the activation (none after the model's last layer). With
+    /// `layer_aggregate`, the same as [`StageModel::layer_forward`].
+    pub fn layer_combine(
+        &self,
+        i: usize,
+        own: &Tensor,
+        rows: &[u32],
+        aggregated: &Tensor,
+        training: Option<Training>,
+    ) -> Result<Tensor> {
+        let activation = if self.is_last && i + 1 == self.layers.len() {
+            None
+        } else {
+            Some(self.activation)
+        };
+        let (y, bias) = match &self.layers[i] {
+            ExecLayer::Gcn { weight, bias } => (aggregated.matmul(weight.as_tensor())?, bias),
+            ExecLayer::Sage {
+                weight_self,
+                weight_neigh,
+                bias,
+            } => {
+                let own = self.dropped(i, own, rows, training)?;
+                (
+                    (own.matmul(weight_self.as_tensor())?
+                        + aggregated.matmul(weight_neigh.as_tensor())?)?,
+                    bias,
+                )
+            }
+            ExecLayer::Gat { .. } => {
+                candle_core::bail!("a GAT layer's attention is not linear in the rows it reads")
+            }
+        };
+        bias_activation(&y, bias.as_tensor(), activation)
+    }
+
+    /// Dense rows `x` of the vertices `rows` after layer `i`'s input dropout.
+    fn dropped(
+        &self,
+        i: usize,
+        x: &Tensor,
+        rows: &[u32],
+        training: Option<Training>,
+    ) -> Result<Tensor> {
+        let x = StageInput::Dense(x.clone());
+        let x = match training {
+            Some(t) => x.dropout(self.dropout, t.key(self.first_layer + i, 0), rows)?,
+            None => x,
+        };
+        match x {
+            StageInput::Dense(x) => Ok(x),
+            StageInput::Sparse(_) => unreachable!("dense rows stay dense"),
+        }
+    }
+
     /// Every variable of the stage, in a fixed order.
     pub fn vars(&self) -> Vec<Var> {
         self.layers.iter().flat_map(ExecLayer::vars).collect()
@@ -458,7 +537,7 @@ mod tests {
         reference: impl Fn(&Tensor, &LayerGraph, &[Var]) -> Result<Tensor>,
     ) -> Result<()> {
         let graph = graph();
-        let part = vec![0, 0, 1, 1, 1];
+        let part: Vec<u64> = vec![0, 0, 1, 1, 1];
         let shape = PlanShape {
             layers: 0..1,
             n_layers: 1,
@@ -469,7 +548,7 @@ mod tests {
             },
         };
         // Chunk {0, 1} reads its neighbour 2 as well.
-        let plan = ChunkPlan::neighbours(&graph, vec![0, 1], &part, &shape);
+        let plan = ChunkPlan::neighbours(&graph, vec![0, 1], |u| part[u as usize], &shape);
         let view = plan.layer(0);
         assert_eq!(view.read, vec![0, 1, 2]);
         let layer = ExecLayer::new(
@@ -539,7 +618,7 @@ mod tests {
     /// at `I`. `sparse` reads the input as sparse features (a first stage: no input gradient).
     fn split_backward_matches_the_full_one(kind: LayerKind, sparse: bool) -> Result<()> {
         let graph = graph();
-        let part = vec![0, 0, 1, 1, 1];
+        let part: Vec<u64> = vec![0, 0, 1, 1, 1];
         let shape = PlanShape {
             layers: 0..1,
             n_layers: 1,
@@ -549,7 +628,7 @@ mod tests {
                 attention: true,
             },
         };
-        let plan = ChunkPlan::neighbours(&graph, vec![0, 1], &part, &shape);
+        let plan = ChunkPlan::neighbours(&graph, vec![0, 1], |u| part[u as usize], &shape);
         let view = plan.layer(0);
         let d_out = 4;
         let layer = ExecLayer::new(

@@ -5,17 +5,19 @@
 //!
 //! GCN, GraphSAGE and GAT layers; GPipe, 1F1B, custom pipelines and the catalog's newer kinds
 //! (several stages per device, split backwards: [`deferred`]) with halo `drop` or `exact`,
-//! GNNPipe with its history buffers (the pipeline worker), and graph parallelism (the
-//! graph-parallel worker), on the CPU or GPUs, each worker on a rayon pool of its own, memory
+//! GNNPipe with its history buffers (the pipeline worker), graph parallelism's 1D (the
+//! graph-parallel worker) and 1.5D (the replicated worker), and GNNPipe's hybrid of the two
+//! (the hybrid worker), on the CPU or GPUs, each worker on a rayon pool of its own, memory
 //! measured by a counting allocator ([`memory`]).
 //!
 //! The executor is cut along its seams, one job per file: [`runner`] coordinates a run (one
 //! worker thread per schedule device, epochs started on one clock, reports gathered into a
-//! measured `Trace`); `pipeline` and `parallel` are the two workers; [`transport`] is how they
+//! measured `Trace`); `pipeline`, `parallel`, `replicated` and `hybrid` are the workers; [`transport`] is how they
 //! hand tensors to each other (the [`transport::Transport`] trait and its in-process
 //! implementation); `ledger` records what a worker measures (memory, op spans); `evaluate`
-//! computes the accuracies after each epoch; [`input`] is what a run reads. Both workers take
-//! every hand-off they send or wait for from `schedule::lower`.
+//! computes the accuracies after each epoch; [`input`] is what a run reads. Every worker takes
+//! every hand-off it sends, relays or waits for from `schedule::lower` (1.5D's broadcasts and
+//! replica all-reduces are its own: the lowering lists none).
 
 /// Emits `$name::cpu`, and with `--features cuda` `$name::cuda`, each calling
 /// `$body(&Device)`: the same test on every device. Without a GPU the CUDA variant passes with a
@@ -52,6 +54,7 @@ pub mod device;
 pub mod dropout;
 mod evaluate;
 mod fused_attention;
+mod hybrid;
 pub mod input;
 pub mod layers;
 mod ledger;
@@ -59,6 +62,7 @@ pub mod memory;
 pub mod optim;
 mod parallel;
 mod pipeline;
+mod replicated;
 mod rows;
 pub mod runner;
 pub mod sparse;

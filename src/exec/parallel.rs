@@ -54,6 +54,8 @@ pub(super) fn work(
     let device = transport.rank();
     let p = device as u32;
     let n_parts = schedule.n_chunks() as usize;
+    // The weight all-reduce is over every replica, in partition order.
+    let everyone: Vec<usize> = (0..transport.n_ranks()).collect();
     let n_layers = input.model.layers.len();
     let dev = input.compute.device(device).clone();
     let meter = super::memory::DeviceMeter::new(&dev, input.compute.is_shared())?;
@@ -291,11 +293,11 @@ pub(super) fn work(
                         }
                     }
                     if l == 0 {
-                        transport.start_all_reduce(grads.clone().unwrap_or_default())?;
+                        transport.start_all_reduce(&everyone, grads.clone().unwrap_or_default())?;
                     }
                 }
                 OpKind::Optimizer => {
-                    let summed = transport.finish_all_reduce(&dev)?;
+                    let summed = transport.finish_all_reduce(&everyone, &dev)?;
                     began = ledger.op_starts(&dev, start)?;
                     adam.step(&summed)?;
                     if let Some(g) = grads.take() {

@@ -1,5 +1,6 @@
 //! The coordinator of a run: it starts one worker thread per schedule device (the pipeline
-//! worker, `pipeline`, or the graph-parallel one, `parallel`), each with an
+//! worker, `pipeline`, graph parallelism's, `parallel` for 1D and `replicated` for 1.5D, or
+//! GNNPipe's hybrid's, `hybrid`), each with an
 //! endpoint of the in-process transport ([`super::transport::channel`]) and a compute pool of
 //! its own; it starts every epoch on one clock, gathers the workers' reports into the epoch's
 //! measured `Trace` (the type the simulator produces), and evaluates the model after each epoch
@@ -117,7 +118,7 @@ fn coordinate<T: Transport>(
         memory_measured,
         clock_skew_ns: Vec::new(),
     };
-    let graph_parallel = matches!(schedule.flow(), DataFlow::GraphParallel { .. });
+    let flow = schedule.flow();
     let lowered = &lowered;
     std::thread::scope(|scope| -> Result<(), ExecError> {
         for mut transport in transports {
@@ -132,10 +133,19 @@ fn coordinate<T: Transport>(
             // `cpu-core` device, so stages run side by side as the devices they stand for.
             scope.spawn(move || {
                 pool.install(|| {
-                    let outcome = if graph_parallel {
-                        super::parallel::work(input, lowered, slot, &mut transport, &crew)
-                    } else {
-                        super::pipeline::work(input, lowered, slot, &mut transport, &crew)
+                    let outcome = match flow {
+                        DataFlow::GraphParallel { .. } if input.replication.is_some() => {
+                            super::replicated::work(input, lowered, slot, &mut transport, &crew)
+                        }
+                        DataFlow::GraphParallel { .. } => {
+                            super::parallel::work(input, lowered, slot, &mut transport, &crew)
+                        }
+                        DataFlow::Hybrid { .. } => {
+                            super::hybrid::work(input, lowered, slot, &mut transport, &crew)
+                        }
+                        DataFlow::Pipeline { .. } => {
+                            super::pipeline::work(input, lowered, slot, &mut transport, &crew)
+                        }
                     };
                     if let Err(err) = outcome {
                         if !crew.start.is_aborted() {

@@ -1,6 +1,7 @@
 //! Graph parallelism's 1.5D, 2D and 3D (CAGNET): the bytes each device receives per layer
 //! against closed forms worked out here, 1.5D with c = 1 against 1D's broadcast, validation,
-//! determinism, the planner's search over algorithms and `run`'s refusal.
+//! determinism, the planner's search over algorithms; `run` of 1.5D against the full graph and
+//! the simulated bytes, and its refusals (2D, 3D, attention under 1.5D).
 
 use std::collections::BTreeMap;
 
@@ -241,7 +242,7 @@ fn grids_that_do_not_fit_the_device_count_are_refused() {
 }
 
 #[test]
-fn run_refuses_the_simulated_algorithms() {
+fn run_refuses_2d_and_3d() {
     let text = text(4, ", algorithm: 2d").replace(
         "{stats: {nodes: 4800, edges: 24000, features: 64, classes: 8}}",
         "{synthetic: {kind: sbm, nodes: 400, avg_degree: 4, classes: 8, features: 64, homophily: 0.8, seed: 1}}",
@@ -252,6 +253,74 @@ fn run_refuses_the_simulated_algorithms() {
     assert_eq!(out.status.code(), Some(7), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("`algorithm: 2d` is simulated"), "{err}");
+}
+
+/// A four-layer GCN/GraphSAGE on a 240-vertex SBM graph over `devices` CPU cores, one thread
+/// each, for 3 epochs with dropout.
+fn tiny(devices: usize, schedule: &str) -> String {
+    format!(
+        "# test\nname: tiny\ngraph:\n  synthetic: {{kind: sbm, nodes: 240, avg_degree: 5, classes: 3, features: 12, seed: 3}}\nmodel:\n  layers: [{{kind: gcn, out: 8}}, {{kind: sage, out: 8}}, {{kind: gcn, out: 8}}, {{kind: gcn, out: 3}}]\ntraining: {{epochs: 3, dropout: 0.5, seed: 5}}\ndevices:\n  - {{name: cpu, count: {devices}, preset: cpu-core}}\nlinks:\n  topology: {{kind: full, bandwidth: 10GB/s, latency: 1us}}\nexecutor: {{threads_per_device: 1}}\nschedule: {schedule}\n"
+    )
+}
+
+/// `pipegnn COMMAND` on `text` as JSON: the first result.
+fn result_of(command: &str, text: &str) -> serde_json::Value {
+    let path = write(&scratch("cagnet-1.5d"), "scenario.yaml", text);
+    let out = pipegnn(&[command, path.to_str().unwrap(), "--format", "json"]);
+    assert!(out.status.success(), "{command}: {}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["results"][0].clone()
+}
+
+fn losses(result: &serde_json::Value) -> Vec<f64> {
+    result["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect()
+}
+
+/// 1.5D for real: the replicas' partial aggregations sum to the whole, so it trains exactly as
+/// the full graph does (a one-chunk GPipe), for every replication; and a measured epoch moves
+/// the bytes the simulated program does in all (the broadcasts, their gradients back, the
+/// replicas' all-reduces and the weights'; links differ where the simulator picks a tree).
+#[test]
+fn run_trains_1_5d_as_the_full_graph_and_moves_the_predicted_bytes() {
+    let full = losses(&result_of("run", &tiny(4, "{kind: gpipe, chunks: 1}")));
+    for (devices, c) in [(2, 2), (4, 2), (4, 4), (6, 3), (8, 2)] {
+        let text = tiny(
+            devices,
+            &format!("{{kind: graph_parallel, algorithm: 1.5d, replication: {c}}}"),
+        );
+        let run = result_of("run", &text);
+        assert_eq!(run["schedule"], format!("graph_parallel-1.5d-c{c}"));
+        let measured = losses(&run);
+        assert_eq!(measured.len(), full.len());
+        for (x, y) in measured.iter().zip(&full) {
+            assert!(
+                (x - y).abs() <= 1e-5 * y.abs(),
+                "{devices} devices, c = {c}: {measured:?} vs {full:?}"
+            );
+        }
+        let predicted = result_of("simulate", &text);
+        assert_eq!(
+            run["communication_bytes"], predicted["communication_bytes"],
+            "{devices} devices, c = {c}"
+        );
+    }
+}
+
+#[test]
+fn run_refuses_1_5d_for_attention() {
+    let text = tiny(4, "{kind: graph_parallel, algorithm: 1.5d, replication: 2}")
+        .replace("{kind: sage, out: 8}", "{kind: gat, out: 8, heads: 2}");
+    let path = write(&scratch("cagnet-1.5d-gat"), "scenario.yaml", &text);
+    let out = pipegnn(&["run", path.to_str().unwrap(), "--epochs", "1"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("GAT's softmax"), "{err}");
 }
 
 #[test]

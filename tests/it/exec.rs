@@ -336,6 +336,20 @@ fn gnnpipe_keeps_full_graph_accuracy_and_dropping_cross_chunk_gradients_costs_so
         "1 stage {full}, gnnpipe {pipelined}"
     );
     assert!(deferred["stale_read_fraction"].as_f64().unwrap() > 0.1);
+    // GNNPipe's hybrid: each stage a group of two devices with a partition each.
+    let hybrid = run_json(&[
+        "scenarios/cora-gcn.yaml",
+        "--set",
+        "devices.0.count=4",
+        "--set",
+        "schedule.partitions=2",
+    ]);
+    assert_eq!(hybrid["schedule"], "gnnpipe-deferred-p2");
+    let hybrid = hybrid["test_accuracy"].as_f64().unwrap();
+    assert!(
+        (full - hybrid).abs() <= 0.015,
+        "1 stage {full}, hybrid {hybrid}"
+    );
 }
 
 #[test]

@@ -198,12 +198,20 @@ impl Transport for Apart<'_> {
         self.inner.barrier()
     }
 
-    fn start_all_reduce(&mut self, tensors: Vec<Tensor>) -> candle_core::Result<()> {
-        self.inner.start_all_reduce(tensors)
+    fn start_all_reduce(
+        &mut self,
+        group: &[usize],
+        tensors: Vec<Tensor>,
+    ) -> candle_core::Result<()> {
+        self.inner.start_all_reduce(group, tensors)
     }
 
-    fn finish_all_reduce(&mut self, device: &Device) -> candle_core::Result<Vec<Tensor>> {
-        self.inner.finish_all_reduce(device)
+    fn finish_all_reduce(
+        &mut self,
+        group: &[usize],
+        device: &Device,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        self.inner.finish_all_reduce(group, device)
     }
 
     fn abort(&self) {

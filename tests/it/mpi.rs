@@ -116,6 +116,12 @@ mod under_mpirun {
             "{kind: gnnpipe, chunks: 4, backward: deferred}",
             "{kind: graph_parallel, exchange: halo}",
             "{kind: graph_parallel, exchange: broadcast}",
+            // GNNPipe's hybrid: one stage of two partitions on 2 ranks, two on 4; the halo
+            // relayed inside each group and the weights all-reduced per group.
+            "{kind: gnnpipe, chunks: 2, partitions: 2, backward: deferred}",
+            // Graph parallelism's 1.5D: two replicas of each block row (one block row on 2
+            // ranks, two on 4), partial aggregations all-reduced per block row.
+            "{kind: graph_parallel, algorithm: 1.5d, replication: 2}",
         ];
         for ranks in [2, 4] {
             for (i, schedule) in schedules.iter().enumerate() {

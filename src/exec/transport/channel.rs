@@ -79,10 +79,11 @@ struct Hub {
     clock: Mutex<LinkClock>,
 }
 
-/// The all-reduce in progress: each rank's offer, and how many ranks have taken the sum.
+/// The all-reduces in progress: each rank's offer with the group it is for, and whether it has
+/// taken its group's sum.
 struct Offers {
-    tensors: Vec<Option<Vec<Tensor>>>,
-    taken: usize,
+    tensors: Vec<Option<(Vec<usize>, Vec<Tensor>)>>,
+    taken: Vec<bool>,
 }
 
 impl Hub {
@@ -125,7 +126,7 @@ impl<'a> ChannelTransport<'a> {
             barrier: Rendezvous::new(n_ranks, stop),
             offers: Mutex::new(Offers {
                 tensors: vec![None; n_ranks],
-                taken: 0,
+                taken: vec![false; n_ranks],
             }),
             offered: Condvar::new(),
             clock: Mutex::new(LinkClock::new(&links)),
@@ -195,22 +196,36 @@ impl Transport for ChannelTransport<'_> {
         self.hub.barrier.wait()
     }
 
-    fn start_all_reduce(&mut self, tensors: Vec<Tensor>) -> candle_core::Result<()> {
+    fn start_all_reduce(
+        &mut self,
+        group: &[usize],
+        tensors: Vec<Tensor>,
+    ) -> candle_core::Result<()> {
         let rank = self.rank;
-        // The previous all-reduce must have been taken by every rank first.
+        if !group.contains(&rank) || group.iter().any(|&r| r >= self.senders.len()) {
+            candle_core::bail!("rank {rank} offers to an all-reduce among ranks {group:?}");
+        }
+        // The previous all-reduce must have been taken by every member first.
         let mut offers = self.hub.wait_until(|o| o.tensors[rank].is_none())?;
-        offers.tensors[rank] = Some(tensors);
+        offers.tensors[rank] = Some((group.to_vec(), tensors));
         self.hub.offered.notify_all();
         Ok(())
     }
 
-    fn finish_all_reduce(&mut self, device: &Device) -> candle_core::Result<Vec<Tensor>> {
-        let mut offers = self
-            .hub
-            .wait_until(|o| o.tensors.iter().all(Option::is_some))?;
+    fn finish_all_reduce(
+        &mut self,
+        group: &[usize],
+        device: &Device,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        // Every member's offer for this group (a member may still be in another group's).
+        let mut offers = self.hub.wait_until(|o| {
+            group
+                .iter()
+                .all(|&r| matches!(&o.tensors[r], Some((theirs, _)) if theirs == group))
+        })?;
         // The sum is on `device`: a rank on another GPU sends its offer over.
         let mut sum: Option<Vec<Tensor>> = None;
-        for tensors in offers.tensors.iter().flatten() {
+        for (_, tensors) in group.iter().filter_map(|&r| offers.tensors[r].as_ref()) {
             let tensors = tensors
                 .iter()
                 .map(|t| t.to_device(device))
@@ -224,10 +239,12 @@ impl Transport for ChannelTransport<'_> {
                     .collect::<candle_core::Result<Vec<_>>>()?,
             });
         }
-        offers.taken += 1;
-        if offers.taken == offers.tensors.len() {
-            offers.tensors.iter_mut().for_each(|t| *t = None);
-            offers.taken = 0;
+        offers.taken[self.rank] = true;
+        if group.iter().all(|&r| offers.taken[r]) {
+            for &r in group {
+                offers.tensors[r] = None;
+                offers.taken[r] = false;
+            }
             self.hub.offered.notify_all();
         }
         Ok(sum.unwrap_or_default())
@@ -246,7 +263,7 @@ mod tests {
     use crate::schedule::lower::Payload;
     use crate::schedule::Op;
 
-    static PLACEMENT: [usize; 3] = [0, 1, 2];
+    static PLACEMENT: [usize; 4] = [0, 1, 2, 3];
 
     fn mesh(network: &Network, n: usize) -> Vec<ChannelTransport<'_>> {
         let links = Links {
@@ -271,6 +288,7 @@ mod tests {
             payload: Payload::Activation,
             to: Op::forward(chunk, 1),
             from_chunk: chunk,
+            from_stage: 0,
         };
         let a = Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu)?;
         let b = Tensor::new(&[5f32], &Device::Cpu)?;
@@ -307,8 +325,8 @@ mod tests {
                         for round in 0..2 {
                             let mine = (rank.rank() + 10 * round) as f32;
                             let t = Tensor::new(&[mine, 1.0], &Device::Cpu)?;
-                            rank.start_all_reduce(vec![t])?;
-                            let sum = rank.finish_all_reduce(&Device::Cpu)?;
+                            rank.start_all_reduce(&[0, 1, 2], vec![t])?;
+                            let sum = rank.finish_all_reduce(&[0, 1, 2], &Device::Cpu)?;
                             rank.barrier()?;
                             last = sum[0].to_vec1::<f32>()?;
                         }
@@ -329,6 +347,53 @@ mod tests {
         ranks[0].abort();
         assert!(ranks[1].barrier().is_err());
         assert!(ranks[1].recv_timeout(Duration::from_millis(1)).is_err());
+        Ok(())
+    }
+
+    /// GNNPipe's hybrid all-reduces each stage's weights within its group, the groups at once:
+    /// each sums its own members' offers, in the group's order, round after round.
+    #[test]
+    fn disjoint_groups_all_reduce_at_once_each_over_its_own_members() -> candle_core::Result<()> {
+        let network = free(4);
+        let ranks = mesh(&network, 4);
+        let sums = std::thread::scope(|scope| {
+            let handles: Vec<_> = ranks
+                .into_iter()
+                .map(|mut rank| {
+                    scope.spawn(move || -> candle_core::Result<Vec<Vec<f32>>> {
+                        let group: Vec<usize> = if rank.rank() < 2 {
+                            vec![1, 0]
+                        } else {
+                            vec![2, 3]
+                        };
+                        let mut all = Vec::new();
+                        for round in 0..3 {
+                            let mine = (rank.rank() + 10 * round) as f32;
+                            let t = Tensor::new(&[mine], &Device::Cpu)?;
+                            rank.start_all_reduce(&group, vec![t])?;
+                            all.push(rank.finish_all_reduce(&group, &Device::Cpu)?[0].to_vec1()?);
+                        }
+                        Ok(all)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("no rank panics"))
+                .collect::<candle_core::Result<Vec<_>>>()
+        })?;
+        let expect = |a: usize, b: usize| -> Vec<Vec<f32>> {
+            (0..3)
+                .map(|round| vec![(a + b + 20 * round) as f32])
+                .collect()
+        };
+        assert_eq!(sums[0], expect(0, 1));
+        assert_eq!(sums[1], expect(0, 1));
+        assert_eq!(sums[2], expect(2, 3));
+        assert_eq!(sums[3], expect(2, 3));
+        // A rank outside the group it names is a bug, said as an error.
+        let mut ranks = mesh(&network, 2);
+        assert!(ranks[0].start_all_reduce(&[1], Vec::new()).is_err());
         Ok(())
     }
 
@@ -356,6 +421,7 @@ mod tests {
             payload: Payload::Activation,
             to: Op::forward(0, 1),
             from_chunk: 0,
+            from_stage: 0,
         };
         // 4 KB at 1 MB/s: the link is busy for about 4 ms of the first epoch.
         let tensor = Tensor::zeros(1000, candle_core::DType::F32, &Device::Cpu)?;

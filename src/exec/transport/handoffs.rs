@@ -13,19 +13,19 @@ use crate::exec::ledger::Ledger;
 use crate::schedule::lower::{Handoff, Lowered, Release};
 use crate::trace::MemoryCategory;
 
-/// What the op at `position` hands on, in the order the data flow lists it, each with the rank
-/// it goes to.
+/// What the op at `position` sends, in the order the data flow lists it, each with the rank it
+/// goes to: its hand-offs, except those another op relays (GNNPipe's hybrid, where a
+/// partition's rows and their gradients cross a stage boundary partition to partition: see
+/// [`crate::schedule::lower::handoff_endpoints`]); a hand-off goes to the rank of the op its
+/// bytes travel to, which is its addressee's unless it is relayed there.
 pub(in crate::exec) fn outgoing(lowered: &Lowered, position: u32) -> Vec<(Handoff, usize)> {
     lowered
-        .releases(position)
-        .iter()
-        .filter_map(|&release| {
-            let to = match release {
-                Release::Local { .. } => return None,
-                Release::Direct { to, .. } | Release::Gated { to, .. } => to,
-            };
+        .release_range(position)
+        .filter_map(|index| {
+            let release = lowered.release_at(index);
             let handoff = lowered.handoff(position, release)?;
-            Some((handoff, lowered.device_of(to)))
+            let (from, to) = lowered.endpoints_at(position, index);
+            (from == position).then(|| (handoff, lowered.device_of(to)))
         })
         .collect()
 }
@@ -46,51 +46,75 @@ impl Incoming {
     }
 }
 
-/// What each op of one rank receives, from [`Lowered`]: the hand-offs addressed to it, by
-/// sender (chunk, then stage), and per gate the hand-offs into it that this rank receives.
+/// What each op of one rank receives, from [`Lowered`]: the hand-offs whose bytes travel to it,
+/// by sender (chunk, then stage), and per gate the hand-offs into it that this rank receives;
+/// and the hand-offs of other ops it relays. A hand-off travels to its addressee, except in
+/// GNNPipe's hybrid ([`crate::schedule::lower::handoff_endpoints`]): there the gradients a
+/// partition computes for another's rows at a stage's first layer travel to that partition's
+/// op of the same layer (listed here among that op's, addressed to another), which adds them
+/// to its own gradient; and the rows a partition reads of another at a stage's first layer are
+/// relayed by that partition's op of the layer once its own rows have arrived.
 pub(in crate::exec) struct Inbound {
     /// Per op, by its index in the rank's list.
     per_op: Vec<Vec<Incoming>>,
+    /// Per op, the hand-offs of other ops it sends on, with the rank each goes to.
+    relays: Vec<Vec<(Handoff, usize)>>,
     gates: BTreeMap<u32, Vec<Tag>>,
 }
 
 impl Inbound {
-    /// What the ops of `device`'s list receive.
+    /// What the ops of `device`'s list receive and relay.
     ///
     /// # Complexity
     /// O(ops + hand-offs) of the whole schedule.
     pub(in crate::exec) fn new(lowered: &Lowered, device: usize) -> Self {
         let mine = lowered.positions(device);
         let mut per_op: Vec<Vec<Incoming>> = vec![Vec::new(); mine.len()];
+        let mut relays: Vec<Vec<(Handoff, usize)>> = vec![Vec::new(); mine.len()];
         let mut gates: BTreeMap<u32, Vec<Tag>> = BTreeMap::new();
         for from in 0..lowered.ops().len() as u32 {
-            for &release in lowered.releases(from) {
-                let (to, gate) = match release {
+            for index in lowered.release_range(from) {
+                let release = lowered.release_at(index);
+                let gate = match release {
                     Release::Local { .. } => continue,
-                    Release::Direct { to, .. } => (to, None),
-                    Release::Gated { to, gate, .. } => (to, Some(gate)),
+                    Release::Direct { .. } => None,
+                    Release::Gated { gate, .. } => Some(gate),
                 };
-                if !mine.contains(&to) {
-                    continue;
-                }
                 let handoff = lowered
                     .handoff(from, release)
                     .expect("a release that is not local is a hand-off");
+                let (source, target) = lowered.endpoints_at(from, index);
+                if source != from && mine.contains(&source) {
+                    relays[(source - mine.start) as usize]
+                        .push((handoff, lowered.device_of(target)));
+                }
+                if !mine.contains(&target) {
+                    continue;
+                }
                 if let Some(gate) = gate {
                     gates.entry(gate).or_default().push(Tag::of(&handoff));
                 }
-                per_op[(to - mine.start) as usize].push(Incoming { handoff, gate });
+                per_op[(target - mine.start) as usize].push(Incoming { handoff, gate });
             }
         }
         for incoming in &mut per_op {
             incoming.sort_by_key(|i| (i.handoff.from.chunk, i.handoff.from.stage));
         }
-        Inbound { per_op, gates }
+        Inbound {
+            per_op,
+            relays,
+            gates,
+        }
     }
 
     /// What the rank's `index`-th op receives.
     pub(in crate::exec) fn of(&self, index: usize) -> &[Incoming] {
         &self.per_op[index]
+    }
+
+    /// The hand-offs of other ops the rank's `index`-th op sends on, each with its rank.
+    pub(in crate::exec) fn relays(&self, index: usize) -> &[(Handoff, usize)] {
+        &self.relays[index]
     }
 
     /// The hand-offs into `gate` this rank receives.

@@ -3,7 +3,8 @@
 //!
 //! A worker knows only this trait. It sends what `schedule::lower` says its op hands on, tagged
 //! with the hand-off ([`Tag`]), receives tagged tensors in whatever order they arrive, and meets
-//! the other ranks in a barrier and an all-reduce (graph parallelism's weight gradients). Graph
+//! the other ranks in a barrier and an all-reduce over a group of them (graph parallelism's
+//! weight gradients over every rank, GNNPipe's hybrid's over each stage's group). Graph
 //! parallelism's halo exchange and broadcast need no collective of their own: they are grouped
 //! point-to-point sends, one tagged message per reader, which the lowering lists. An endpoint
 //! between processes (MPI: tensors as bytes with their shape, tags from the hand-off) or GPUs
@@ -36,7 +37,7 @@ use crate::trace::Span;
 
 /// What a message is: one hand-off of the lowered schedule. Unique within an epoch, so a
 /// transport between processes can derive its message tags from it (payload, the addressee's
-/// chunk and stage, the sender's chunk).
+/// chunk and stage, the sender's chunk and stage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Tag {
     /// What it carries.
@@ -45,6 +46,8 @@ pub struct Tag {
     pub to: Op,
     /// The chunk of the op that sent it (graph parallelism: the sending partition).
     pub from_chunk: u32,
+    /// The stage of the op that sent it (GNNPipe's hybrid: its lane, a layer of a partition).
+    pub from_stage: u32,
 }
 
 impl Tag {
@@ -54,6 +57,7 @@ impl Tag {
             payload: handoff.payload,
             to: handoff.to,
             from_chunk: handoff.from.chunk,
+            from_stage: handoff.from.stage,
         }
     }
 }
@@ -71,8 +75,9 @@ pub struct Received {
     pub ready_ns: u64,
 }
 
-/// One rank's endpoint: tagged point-to-point messages of tensors, a barrier and a summing
-/// all-reduce over every rank.
+/// One rank's endpoint: tagged point-to-point messages of tensors, a barrier over every rank,
+/// and a summing all-reduce over a group of ranks (every rank, or a stage's group in GNNPipe's
+/// hybrid).
 ///
 /// Every wait returns an error once the run is called off ([`Transport::abort`], on any rank),
 /// so a failing worker never leaves the others waiting for it.
@@ -103,13 +108,24 @@ pub trait Transport: Send {
     /// Waits until every rank has called it.
     fn barrier(&mut self) -> candle_core::Result<()>;
 
-    /// Offers this rank's `tensors` to an all-reduce and returns at once; every rank offers
-    /// tensors of the same shapes, in the same order.
-    fn start_all_reduce(&mut self, tensors: Vec<Tensor>) -> candle_core::Result<()>;
+    /// Offers this rank's `tensors` to an all-reduce among the ranks of `group` (this one
+    /// among them, every member naming the same group in the same order) and returns at once;
+    /// every member offers tensors of the same shapes, in the same order. A rank takes part in
+    /// one all-reduce at a time, and every rank joins its all-reduces in the same order as the
+    /// other members of each; all-reduces of different groups may run at once.
+    fn start_all_reduce(
+        &mut self,
+        group: &[usize],
+        tensors: Vec<Tensor>,
+    ) -> candle_core::Result<()>;
 
-    /// Waits for every rank's offer and returns the sums on `device`, added in rank order, so
-    /// that every rank holds bit-identical results.
-    fn finish_all_reduce(&mut self, device: &Device) -> candle_core::Result<Vec<Tensor>>;
+    /// Waits for every member's offer and returns the sums on `device`, added in the group's
+    /// order, so that every member holds bit-identical results.
+    fn finish_all_reduce(
+        &mut self,
+        group: &[usize],
+        device: &Device,
+    ) -> candle_core::Result<Vec<Tensor>>;
 
     /// Calls the run off on every rank.
     fn abort(&self);

@@ -215,6 +215,7 @@ impl Mpi {
                     payload: crate::schedule::lower::Payload::Activation,
                     to: crate::schedule::Op::forward(i as u32, 0),
                     from_chunk: i as u32,
+                    from_stage: 0,
                 };
                 let mut times = Vec::new();
                 for round in 0..11 {
@@ -399,12 +400,26 @@ impl Transport for MpiTransport<'_> {
         Ok(())
     }
 
-    fn start_all_reduce(&mut self, tensors: Vec<Tensor>) -> candle_core::Result<()> {
+    fn start_all_reduce(
+        &mut self,
+        group: &[usize],
+        tensors: Vec<Tensor>,
+    ) -> candle_core::Result<()> {
+        if !group.contains(&self.rank) || group.iter().any(|&r| r >= self.size) {
+            candle_core::bail!(
+                "rank {} offers to an all-reduce among ranks {group:?}",
+                self.rank
+            );
+        }
         self.offer = Some(tensors);
         Ok(())
     }
 
-    fn finish_all_reduce(&mut self, device: &Device) -> candle_core::Result<Vec<Tensor>> {
+    fn finish_all_reduce(
+        &mut self,
+        group: &[usize],
+        device: &Device,
+    ) -> candle_core::Result<Vec<Tensor>> {
         let offer = self.offer.take().unwrap_or_default();
         let encode = |tensors: &[Tensor]| -> candle_core::Result<Vec<u8>> {
             let mut w = Writer::default();
@@ -419,21 +434,25 @@ impl Transport for MpiTransport<'_> {
             let n = r.u64()?;
             (0..n).map(|_| r.tensor(device)).collect()
         };
-        if self.rank != 0 {
-            self.post(0, OFFER, encode(&offer)?)?;
-            return decode(&self.receive(0, SUM));
+        // The group's first rank sums. Every pair of ranks meets in its all-reduces in the same
+        // order and MPI keeps a pair's messages of one tag in order, so an offer or a sum is
+        // never taken for another group's.
+        let leader = group[0];
+        if self.rank != leader {
+            self.post(leader, OFFER, encode(&offer)?)?;
+            return decode(&self.receive(leader, SUM));
         }
-        // Rank 0's offer first, then every other rank's in rank order, as the in-process
-        // transport adds them.
+        // The leader's offer first, then every other member's in the group's order, as the
+        // in-process transport adds them.
         let mut sum: Vec<Tensor> = offer
             .iter()
             .map(|t| t.to_device(device))
             .collect::<candle_core::Result<_>>()?;
-        for from in 1..self.size {
+        for &from in &group[1..] {
             let theirs = decode(&self.receive(from, OFFER))?;
             if theirs.len() != sum.len() {
                 candle_core::bail!(
-                    "rank {from} offered {} tensors to the all-reduce, rank 0 {}",
+                    "rank {from} offered {} tensors to the all-reduce, rank {leader} {}",
                     theirs.len(),
                     sum.len()
                 );
@@ -445,7 +464,7 @@ impl Transport for MpiTransport<'_> {
                 .collect::<candle_core::Result<_>>()?;
         }
         let bytes = encode(&sum)?;
-        for to in 1..self.size {
+        for &to in &group[1..] {
             self.post(to, SUM, bytes.clone())?;
         }
         Ok(sum)

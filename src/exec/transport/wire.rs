@@ -57,6 +57,7 @@ impl Writer {
         self.u8(payload_code(tag.payload));
         self.op(tag.to);
         self.u32(tag.from_chunk);
+        self.u32(tag.from_stage);
     }
 
     fn op(&mut self, op: Op) {
@@ -144,6 +145,7 @@ impl<'b> Reader<'b> {
             payload,
             to,
             from_chunk: self.u32()?,
+            from_stage: self.u32()?,
         })
     }
 
@@ -367,6 +369,7 @@ mod tests {
             payload: Payload::Gradient,
             to: Op::backward(3, 1),
             from_chunk: 3,
+            from_stage: 2,
         };
         let mut w = Writer::default();
         w.tag(tag);
