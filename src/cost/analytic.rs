@@ -597,6 +597,12 @@ impl CostModel for AnalyticCost {
             Some(h) => h.history_rows[(first.stage % h.partitions) as usize],
             None => w.n_nodes,
         };
+        // Deferred gradients are kept for the rows read with gradient: every vertex, or under
+        // the hybrid the partition's own (other partitions' rows from history are constants).
+        let gradient_rows = match &w.hybrid {
+            Some(_) => chunks.iter().map(|&c| w.chunks[c].vertices).sum(),
+            None => w.n_nodes,
+        };
         let features = if layers.contains(&0) {
             chunks
                 .iter()
@@ -606,14 +612,14 @@ impl CostModel for AnalyticCost {
             0
         };
         let graph: u64 = chunks.iter().map(|&c| w.plan_bytes(&layers, c)).sum();
-        let per_layer_buffers = |enabled: bool| -> u64 {
+        let per_layer_buffers = |enabled: bool, rows: u64| -> u64 {
             if !enabled {
                 return 0;
             }
             layers
                 .iter()
                 .filter(|&&l| l > 0)
-                .map(|&l| history_rows * w.model.layers[l].d_in * e)
+                .map(|&l| rows * w.model.layers[l].d_in * e)
                 .sum()
         };
         vec![
@@ -622,10 +628,13 @@ impl CostModel for AnalyticCost {
             (MemoryCategory::OptimizerState, params * w.optimizer_copies),
             (MemoryCategory::Features, features),
             (MemoryCategory::Graph, graph),
-            (MemoryCategory::History, per_layer_buffers(w.history)),
+            (
+                MemoryCategory::History,
+                per_layer_buffers(w.history, history_rows),
+            ),
             (
                 MemoryCategory::DeferredGradients,
-                w.gradient_buffers * per_layer_buffers(w.gradient_buffers > 0),
+                w.gradient_buffers * per_layer_buffers(w.gradient_buffers > 0, gradient_rows),
             ),
         ]
     }

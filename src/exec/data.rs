@@ -233,7 +233,8 @@ impl LayerGraph {
     }
 
     /// The same view with only the matrix entries of the read rows `keep` says: a product over
-    /// some column blocks (graph parallelism's 1.5D). Attention patterns are not cut.
+    /// some column blocks (graph parallelism's 1.5D). Attention patterns are dropped (GAT's
+    /// softmax does not split by columns).
     pub fn keep_columns(&self, keep: &[bool]) -> LayerGraph {
         let cut = |m: &SparseMatrix| {
             let (mut offsets, mut indices, mut values) = (vec![0usize], Vec::new(), Vec::new());

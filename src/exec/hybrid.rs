@@ -29,6 +29,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
@@ -38,16 +39,16 @@ use super::data::{ChunkPlan, Needs, PlanShape};
 use super::device::synchronize;
 use super::input::{CrossChunk, ExecInput};
 use super::layers::{cross_entropy, ExecLayer, StageInput, Training};
-use super::ledger::{bytes_of, compute_span, Ledger};
+use super::ledger::{bytes_of, compute_span, share_span, Ledger};
 use super::memory;
 use super::optim::{accumulate, grad_of, Adam, AdamConfig};
-use super::rows::Rows;
+use super::rows::{Rows, Slots};
 use super::sparse::SparseMatrix;
 use super::transport::handoffs::{outgoing, Inbound, Inbox};
 use super::transport::{Tag, Transport};
 use crate::schedule::lower::{Lowered, Payload};
 use crate::schedule::{DataFlow, Op, OpKind};
-use crate::trace::{MemoryCategory, Span, SpanKind};
+use crate::trace::{MemoryCategory, Span};
 
 /// One piece (a chunk of this device's partition) and how its rows meet the group's.
 struct Piece {
@@ -150,6 +151,9 @@ pub(super) fn work(
     };
     let layers = input.stage_layers[s].clone();
     let n_layers = input.model.layers.len();
+    // The relays make a group's devices wait on each other at the same op: every partition of
+    // a stage runs the same order (`schedule::generate_hybrid` repeats the stage's), so those
+    // waits follow the lowering's.
     let lane = |l: usize, h: u32| l as u32 * g_count + h;
     // The stage's group, in partition order: the all-reduce adds in this order.
     let group: Vec<usize> = (0..g_count)
@@ -291,16 +295,24 @@ pub(super) fn work(
         .filter(|&l| l > 0)
         .map(|l| (l, input.model.layers[l].d_in as usize))
         .collect();
-    let buffers = |on: bool| -> BTreeMap<usize, Rows> {
+    // The history holds the rows the partition owns and reads; the gradient buffers its own
+    // rows, the only ones read with gradient.
+    let own_rows = || pieces.iter().flat_map(|p| p.plan.vertices.iter().copied());
+    let read_rows = pieces
+        .iter()
+        .flat_map(|p| p.plan.layer(layers.start).halo_rows().iter().copied());
+    let everything = Arc::new(Slots::new(n, own_rows().chain(read_rows)));
+    let own_only = Arc::new(Slots::new(n, own_rows()));
+    let buffers = |on: bool, slots: &Arc<Slots>| -> BTreeMap<usize, Rows> {
         inner
             .iter()
             .filter(|_| on)
-            .map(|&(l, d)| (l, Rows::zeros(n, d)))
+            .map(|&(l, d)| (l, Rows::zeros_over(slots.clone(), d)))
             .collect()
     };
-    let mut history = buffers(true);
-    let mut grad_now = buffers(deferred);
-    let mut grad_prev = buffers(deferred);
+    let mut history = buffers(true, &everything);
+    let mut grad_now = buffers(deferred, &own_only);
+    let mut grad_prev = buffers(deferred, &own_only);
     let params: u64 = vars.iter().map(|v| v.as_tensor().elem_count() as u64).sum();
     let allreduce_bytes =
         (2.0 * (f64::from(g_count) - 1.0) / f64::from(g_count) * params as f64 * 4.0).ceil() as u64;
@@ -536,10 +548,11 @@ pub(super) fn work(
                                 spans.extend(transport.send(to, Tag::of(&handoff), &t, start)?);
                             }
                             Payload::Weights if Some(position) == last_backward => {
-                                spans.push(allreduce_span(
+                                spans.push(share_span(
                                     input,
                                     (device, to),
                                     handoff.to,
+                                    Payload::Weights,
                                     allreduce_bytes,
                                     ns(Instant::now()),
                                 ));
@@ -571,7 +584,7 @@ pub(super) fn work(
                 }
                 OpKind::Optimizer => {
                     if summed.is_none() {
-                        summed = Some(transport.finish_all_reduce(&group, &dev)?);
+                        summed = Some(transport.finish_all_reduce(&dev)?);
                     }
                     began = ledger.op_starts(&dev, start)?;
                     let sums = summed.as_ref().expect("taken above");
@@ -626,28 +639,4 @@ fn sent_to(piece: &Piece, q: u32, op: Op) -> candle_core::Result<Option<&Tensor>
     piece.sent.get(&q).map(Option::as_ref).ok_or_else(|| {
         candle_core::Error::Msg(format!("{op}: partition {q} reads none of its rows"))
     })
-}
-
-/// The group all-reduce's share of rank `from`, on the first link to rank `to`, for `addressee`.
-fn allreduce_span(
-    input: &ExecInput<'_>,
-    (from, to): (usize, usize),
-    addressee: Op,
-    bytes: u64,
-    now: u64,
-) -> Span {
-    let (src, dst) = (input.placement[from], input.placement[to]);
-    let route = input.network.route(src, dst);
-    Span {
-        kind: SpanKind::Transfer(Payload::Weights),
-        hop: 0,
-        lane_index: route.links.first().map_or(0, |&l| l as u32),
-        chunk: addressee.chunk,
-        stage: addressee.stage,
-        device: dst as u32,
-        start_ns: now,
-        end_ns: now,
-        bytes,
-        requested_ns: now,
-    }
 }

@@ -143,6 +143,33 @@ pub(super) fn compute_span(op: Op, device: u32, start_ns: u64, end_ns: u64) -> S
     }
 }
 
+/// A collective's share of rank `from` (the bytes it sends in a ring all-reduce, say) as one
+/// transfer span on the first link of its route to rank `to`, for `addressee`, stamped `now`:
+/// the transport runs the collective itself, so the span records its bytes, not its timing.
+pub(super) fn share_span(
+    input: &super::input::ExecInput<'_>,
+    (from, to): (usize, usize),
+    addressee: Op,
+    payload: crate::schedule::lower::Payload,
+    bytes: u64,
+    now: u64,
+) -> Span {
+    let (src, dst) = (input.placement[from], input.placement[to]);
+    let route = input.network.route(src, dst);
+    Span {
+        kind: SpanKind::Transfer(payload),
+        hop: 0,
+        lane_index: route.links.first().map_or(0, |&l| l as u32),
+        chunk: addressee.chunk,
+        stage: addressee.stage,
+        device: dst as u32,
+        start_ns: now,
+        end_ns: now,
+        bytes,
+        requested_ns: now,
+    }
+}
+
 /// Bytes of f32 tensors.
 pub(super) fn bytes_of<'t>(tensors: impl IntoIterator<Item = &'t Tensor>) -> i64 {
     tensors

@@ -20,14 +20,14 @@ use super::data::ChunkPlan;
 use super::device::synchronize;
 use super::input::ExecInput;
 use super::layers::{cross_entropy, StageInput, Training};
-use super::ledger::{bytes_of, compute_span, Ledger};
+use super::ledger::{bytes_of, compute_span, share_span, Ledger};
 use super::optim::{accumulate, grad_of, Adam, AdamConfig};
 use super::transport::handoffs::{outgoing, Inbound, Inbox};
 use super::transport::{Tag, Transport};
 use crate::gnn::Halo;
 use crate::schedule::lower::{Lowered, Payload};
 use crate::schedule::{DataFlow, OpKind};
-use crate::trace::{MemoryCategory, Span, SpanKind};
+use crate::trace::{MemoryCategory, Span};
 
 /// One layer's forward record.
 struct LayerStash {
@@ -279,11 +279,11 @@ pub(super) fn work(
                                 sends.push((to, Tag::of(&handoff), g));
                             }
                             // This replica's share of the ring all-reduce, to the next one.
-                            Payload::Weights => spans.push(allreduce_span(
+                            Payload::Weights => spans.push(share_span(
                                 input,
-                                device,
-                                to,
-                                handoff.to.chunk,
+                                (device, to),
+                                handoff.to,
+                                Payload::Weights,
                                 allreduce_bytes,
                                 posted,
                             )),
@@ -297,7 +297,7 @@ pub(super) fn work(
                     }
                 }
                 OpKind::Optimizer => {
-                    let summed = transport.finish_all_reduce(&everyone, &dev)?;
+                    let summed = transport.finish_all_reduce(&dev)?;
                     began = ledger.op_starts(&dev, start)?;
                     adam.step(&summed)?;
                     if let Some(g) = grads.take() {
@@ -350,29 +350,4 @@ fn rows_of<'m>(
     map.get(&q)
         .map(Vec::as_slice)
         .ok_or_else(|| candle_core::Error::Msg(format!("partition {p} {what} {q}")))
-}
-
-/// The all-reduce's share of rank `from`, on the first link to rank `to` (holding `chunk`).
-fn allreduce_span(
-    input: &ExecInput<'_>,
-    from: usize,
-    to: usize,
-    chunk: u32,
-    bytes: u64,
-    now: u64,
-) -> Span {
-    let (src, dst) = (input.placement[from], input.placement[to]);
-    let route = input.network.route(src, dst);
-    Span {
-        kind: SpanKind::Transfer(Payload::Weights),
-        hop: 0,
-        lane_index: route.links.first().map_or(0, |&l| l as u32),
-        chunk,
-        stage: 0,
-        device: dst as u32,
-        start_ns: now,
-        end_ns: now,
-        bytes,
-        requested_ns: now,
-    }
 }

@@ -29,12 +29,12 @@ use super::data::{ChunkPlan, LayerGraph, Needs, PlanShape};
 use super::device::synchronize;
 use super::input::ExecInput;
 use super::layers::{cross_entropy, StageInput, Training};
-use super::ledger::{bytes_of, compute_span, Ledger};
+use super::ledger::{bytes_of, compute_span, share_span, Ledger};
 use super::optim::{accumulate, accumulate_parts, grad_of, Adam, AdamConfig};
 use super::transport::{Tag, Transport};
 use crate::schedule::lower::{Lowered, Payload};
 use crate::schedule::{Op, OpKind};
-use crate::trace::{MemoryCategory, Span, SpanKind};
+use crate::trace::{MemoryCategory, Span};
 
 /// A layer's forward record.
 struct Record {
@@ -68,16 +68,6 @@ pub(super) fn work(
     let n_devices = input.schedule.n_devices();
     if c == 0 || n_devices % c != 0 {
         candle_core::bail!("1.5D with {c} replicas on {n_devices} devices");
-    }
-    if input
-        .model
-        .layers
-        .iter()
-        .any(|l| matches!(l.kind, crate::gnn::LayerKind::Gat { .. }))
-    {
-        candle_core::bail!(
-            "graph parallelism's 1.5d trains GCN and GraphSAGE layers: GAT's softmax over a row's neighbours does not split by column blocks"
-        );
     }
     let rows = n_devices / c;
     let device = transport.rank();
@@ -153,8 +143,8 @@ pub(super) fn work(
         }
         at += n;
     }
-    // The blocks of this replica group: its members receive every block it roots.
-    let group: Vec<usize> = (0..rows).filter(|&k| k != r).collect();
+    // The other block rows: in each replica group their devices receive every block it roots.
+    let other_rows: Vec<usize> = (0..rows).filter(|&k| k != r).collect();
     let root = mine(r);
     let train_rows: Vec<(u32, u32)> = input
         .data
@@ -220,11 +210,13 @@ pub(super) fn work(
                     stash[0] = Some(Record { partial: None, out });
                 }
                 OpKind::Forward => {
-                    let previous = stash[l - 1].as_ref().expect("layers run in order");
+                    let previous = stash[l - 1].as_ref().ok_or_else(|| {
+                        candle_core::Error::Msg(format!("{op} before layer {}", l - 1))
+                    })?;
                     let h = Var::from_tensor(&previous.out.detach())?;
                     // The root of this block row in the group sends it whole to every member.
                     if root {
-                        for &k in &group {
+                        for &k in &other_rows {
                             let to = k * c + j;
                             let t = tag(
                                 Payload::Activation,
@@ -266,12 +258,12 @@ pub(super) fn work(
                         zeros(graph.out)?
                     }];
                     let mut next = graph.out;
-                    for (rows, range) in blocks_in.iter().filter_map(|(_, _, p)| p.as_ref()) {
+                    for (picked, range) in blocks_in.iter().filter_map(|(_, _, p)| p.as_ref()) {
                         let begin = graph.out + range.start;
                         if begin > next {
                             parts.push(zeros(begin - next)?);
                         }
-                        parts.push(rows.clone());
+                        parts.push(picked.clone());
                         next = graph.out + range.end;
                     }
                     if graph.read.len() > next {
@@ -284,7 +276,7 @@ pub(super) fn work(
                     let sum = all_reduce(transport, &replicas, product.detach(), &dev)?;
                     if c > 1 {
                         let next = replicas[(j + 1) % c];
-                        spans.push(allreduce_span(
+                        spans.push(share_span(
                             input,
                             (device, next),
                             Op::forward(next as u32, op.stage),
@@ -316,7 +308,9 @@ pub(super) fn work(
                 }
                 OpKind::Backward => {
                     began = ledger.op_starts(&dev, start)?;
-                    let record = stash[l].take().expect("a backward follows its forward");
+                    let record = stash[l].take().ok_or_else(|| {
+                        candle_core::Error::Msg(format!("{op} before its forward"))
+                    })?;
                     let objective = match own_grad.take() {
                         None => {
                             let loss = cross_entropy(
@@ -364,7 +358,7 @@ pub(super) fn work(
                             partial.own.as_tensor().zeros_like()?
                         };
                         if root {
-                            for &k in &group {
+                            for &k in &other_rows {
                                 let t = tag(
                                     Payload::Gradient,
                                     Op::backward(device as u32, op.stage - 1),
@@ -379,7 +373,7 @@ pub(super) fn work(
                         let sum = all_reduce(transport, &replicas, d_own, &dev)?;
                         if c > 1 {
                             let next = replicas[(j + 1) % c];
-                            spans.push(allreduce_span(
+                            spans.push(share_span(
                                 input,
                                 (device, next),
                                 Op::backward(next as u32, op.stage - 1),
@@ -405,7 +399,7 @@ pub(super) fn work(
                         // This device's share of the ring all-reduce of the weights, to the next.
                         if n_devices > 1 {
                             let next = (device + 1) % n_devices;
-                            spans.push(allreduce_span(
+                            spans.push(share_span(
                                 input,
                                 (device, next),
                                 Op::optimizer(next as u32, 0),
@@ -419,7 +413,7 @@ pub(super) fn work(
                     grads = Some(summed);
                 }
                 OpKind::Optimizer => {
-                    let summed = transport.finish_all_reduce(&everyone, &dev)?;
+                    let summed = transport.finish_all_reduce(&dev)?;
                     began = ledger.op_starts(&dev, start)?;
                     adam.step(&summed)?;
                     if let Some(g) = grads.take() {
@@ -464,32 +458,7 @@ fn all_reduce(
     device: &Device,
 ) -> candle_core::Result<Tensor> {
     transport.start_all_reduce(group, vec![t])?;
-    let mut sum = transport.finish_all_reduce(group, device)?;
+    let mut sum = transport.finish_all_reduce(device)?;
     sum.pop()
         .ok_or_else(|| candle_core::Error::Msg("an all-reduce of one tensor gave none".into()))
-}
-
-/// A ring all-reduce's share of rank `from` on the first link to rank `to`, for `addressee`.
-fn allreduce_span(
-    input: &ExecInput<'_>,
-    (from, to): (usize, usize),
-    addressee: Op,
-    payload: Payload,
-    bytes: u64,
-    now: u64,
-) -> Span {
-    let (src, dst) = (input.placement[from], input.placement[to]);
-    let route = input.network.route(src, dst);
-    Span {
-        kind: SpanKind::Transfer(payload),
-        hop: 0,
-        lane_index: route.links.first().map_or(0, |&l| l as u32),
-        chunk: addressee.chunk,
-        stage: addressee.stage,
-        device: dst as u32,
-        start_ns: now,
-        end_ns: now,
-        bytes,
-        requested_ns: now,
-    }
 }

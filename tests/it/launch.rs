@@ -206,12 +206,8 @@ impl Transport for Apart<'_> {
         self.inner.start_all_reduce(group, tensors)
     }
 
-    fn finish_all_reduce(
-        &mut self,
-        group: &[usize],
-        device: &Device,
-    ) -> candle_core::Result<Vec<Tensor>> {
-        self.inner.finish_all_reduce(group, device)
+    fn finish_all_reduce(&mut self, device: &Device) -> candle_core::Result<Vec<Tensor>> {
+        self.inner.finish_all_reduce(device)
     }
 
     fn abort(&self) {

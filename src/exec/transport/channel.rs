@@ -114,6 +114,8 @@ pub struct ChannelTransport<'a> {
     inbox: Receiver<Received>,
     hub: Arc<Hub>,
     links: Links<'a>,
+    /// The group of the all-reduce this rank started and has not finished.
+    group: Vec<usize>,
 }
 
 impl<'a> ChannelTransport<'a> {
@@ -140,6 +142,7 @@ impl<'a> ChannelTransport<'a> {
                 inbox,
                 hub: hub.clone(),
                 links,
+                group: Vec::new(),
             })
             .collect()
     }
@@ -202,21 +205,21 @@ impl Transport for ChannelTransport<'_> {
         tensors: Vec<Tensor>,
     ) -> candle_core::Result<()> {
         let rank = self.rank;
-        if !group.contains(&rank) || group.iter().any(|&r| r >= self.senders.len()) {
-            candle_core::bail!("rank {rank} offers to an all-reduce among ranks {group:?}");
-        }
+        super::check_group(group, rank, self.senders.len())?;
         // The previous all-reduce must have been taken by every member first.
         let mut offers = self.hub.wait_until(|o| o.tensors[rank].is_none())?;
         offers.tensors[rank] = Some((group.to_vec(), tensors));
         self.hub.offered.notify_all();
+        self.group = group.to_vec();
         Ok(())
     }
 
-    fn finish_all_reduce(
-        &mut self,
-        group: &[usize],
-        device: &Device,
-    ) -> candle_core::Result<Vec<Tensor>> {
+    fn finish_all_reduce(&mut self, device: &Device) -> candle_core::Result<Vec<Tensor>> {
+        let group = std::mem::take(&mut self.group);
+        if group.is_empty() {
+            candle_core::bail!("rank {} finishes an all-reduce it never started", self.rank);
+        }
+        let group = &group[..];
         // Every member's offer for this group (a member may still be in another group's).
         let mut offers = self.hub.wait_until(|o| {
             group
@@ -232,11 +235,16 @@ impl Transport for ChannelTransport<'_> {
                 .collect::<candle_core::Result<Vec<_>>>()?;
             sum = Some(match sum {
                 None => tensors,
-                Some(acc) => acc
+                Some(acc) if acc.len() == tensors.len() => acc
                     .iter()
                     .zip(&tensors)
                     .map(|(a, b)| a + b)
                     .collect::<candle_core::Result<Vec<_>>>()?,
+                Some(acc) => candle_core::bail!(
+                    "the members of all-reduce {group:?} offered {} and {} tensors",
+                    acc.len(),
+                    tensors.len()
+                ),
             });
         }
         offers.taken[self.rank] = true;
@@ -326,7 +334,7 @@ mod tests {
                             let mine = (rank.rank() + 10 * round) as f32;
                             let t = Tensor::new(&[mine, 1.0], &Device::Cpu)?;
                             rank.start_all_reduce(&[0, 1, 2], vec![t])?;
-                            let sum = rank.finish_all_reduce(&[0, 1, 2], &Device::Cpu)?;
+                            let sum = rank.finish_all_reduce(&Device::Cpu)?;
                             rank.barrier()?;
                             last = sum[0].to_vec1::<f32>()?;
                         }
@@ -371,7 +379,7 @@ mod tests {
                             let mine = (rank.rank() + 10 * round) as f32;
                             let t = Tensor::new(&[mine], &Device::Cpu)?;
                             rank.start_all_reduce(&group, vec![t])?;
-                            all.push(rank.finish_all_reduce(&group, &Device::Cpu)?[0].to_vec1()?);
+                            all.push(rank.finish_all_reduce(&Device::Cpu)?[0].to_vec1()?);
                         }
                         Ok(all)
                     })
@@ -394,6 +402,8 @@ mod tests {
         // A rank outside the group it names is a bug, said as an error.
         let mut ranks = mesh(&network, 2);
         assert!(ranks[0].start_all_reduce(&[1], Vec::new()).is_err());
+        assert!(ranks[0].start_all_reduce(&[0, 1, 0], Vec::new()).is_err());
+        assert!(ranks[0].finish_all_reduce(&Device::Cpu).is_err());
         Ok(())
     }
 

@@ -62,6 +62,21 @@ impl Tag {
     }
 }
 
+/// Checks a group an all-reduce is started over: distinct ranks below `n_ranks`, `rank` among
+/// them.
+pub(super) fn check_group(group: &[usize], rank: usize, n_ranks: usize) -> candle_core::Result<()> {
+    let distinct = group
+        .iter()
+        .enumerate()
+        .all(|(i, r)| !group[..i].contains(r));
+    if !group.contains(&rank) || !distinct || group.iter().any(|&r| r >= n_ranks) {
+        candle_core::bail!(
+            "rank {rank} offers to an all-reduce among ranks {group:?} of {n_ranks}"
+        );
+    }
+    Ok(())
+}
+
 /// A message as it was received.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -108,24 +123,21 @@ pub trait Transport: Send {
     /// Waits until every rank has called it.
     fn barrier(&mut self) -> candle_core::Result<()>;
 
-    /// Offers this rank's `tensors` to an all-reduce among the ranks of `group` (this one
-    /// among them, every member naming the same group in the same order) and returns at once;
-    /// every member offers tensors of the same shapes, in the same order. A rank takes part in
-    /// one all-reduce at a time, and every rank joins its all-reduces in the same order as the
-    /// other members of each; all-reduces of different groups may run at once.
+    /// Offers this rank's `tensors` to an all-reduce among the ranks of `group` (distinct,
+    /// this one among them, every member naming the same group in the same order) and returns
+    /// at once; every member offers tensors of the same shapes, in the same order. A rank takes
+    /// part in one all-reduce at a time, and every rank joins its all-reduces in the same order
+    /// as the other members of each; all-reduces of different groups may run at once.
     fn start_all_reduce(
         &mut self,
         group: &[usize],
         tensors: Vec<Tensor>,
     ) -> candle_core::Result<()>;
 
-    /// Waits for every member's offer and returns the sums on `device`, added in the group's
-    /// order, so that every member holds bit-identical results.
-    fn finish_all_reduce(
-        &mut self,
-        group: &[usize],
-        device: &Device,
-    ) -> candle_core::Result<Vec<Tensor>>;
+    /// Waits for every member's offer to the all-reduce this rank started and returns the
+    /// sums on `device`, added in the group's order, so that every member holds bit-identical
+    /// results.
+    fn finish_all_reduce(&mut self, device: &Device) -> candle_core::Result<Vec<Tensor>>;
 
     /// Calls the run off on every rank.
     fn abort(&self);

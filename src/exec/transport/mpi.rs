@@ -8,9 +8,9 @@
 //! cannot deadlock. The worker's thread probes for arrived messages. MPI is therefore
 //! initialised with `MPI_THREAD_MULTIPLE`.
 //!
-//! The all-reduce gathers every rank's offer to rank 0, which sums them in rank order (as the
-//! in-process transport does, so the sums are the same to the bit) and sends the sum back. The
-//! epoch reports are gathered to rank 0 the same way. Waits poll with short sleeps, so ranks
+//! An all-reduce gathers every member's offer to the group's first rank, which sums them in the
+//! group's order (as the in-process transport does, so the sums are the same to the bit) and
+//! sends the sum back. The epoch reports are gathered to rank 0 the same way. Waits poll with short sleeps, so ranks
 //! oversubscribed on few cores leave them to the ranks that compute.
 //!
 //! Link emulation paces each rank's sends with a clock of its own: transfers from different
@@ -299,8 +299,8 @@ pub struct MpiTransport<'a> {
     sender: Option<JoinHandle<()>>,
     /// Messages received and not yet handed to the worker.
     arrived: VecDeque<Vec<u8>>,
-    /// This rank's all-reduce offer.
-    offer: Option<Vec<Tensor>>,
+    /// This rank's all-reduce offer, with its group.
+    offer: Option<(Vec<usize>, Vec<Tensor>)>,
 }
 
 impl MpiTransport<'_> {
@@ -405,22 +405,15 @@ impl Transport for MpiTransport<'_> {
         group: &[usize],
         tensors: Vec<Tensor>,
     ) -> candle_core::Result<()> {
-        if !group.contains(&self.rank) || group.iter().any(|&r| r >= self.size) {
-            candle_core::bail!(
-                "rank {} offers to an all-reduce among ranks {group:?}",
-                self.rank
-            );
-        }
-        self.offer = Some(tensors);
+        super::check_group(group, self.rank, self.size)?;
+        self.offer = Some((group.to_vec(), tensors));
         Ok(())
     }
 
-    fn finish_all_reduce(
-        &mut self,
-        group: &[usize],
-        device: &Device,
-    ) -> candle_core::Result<Vec<Tensor>> {
-        let offer = self.offer.take().unwrap_or_default();
+    fn finish_all_reduce(&mut self, device: &Device) -> candle_core::Result<Vec<Tensor>> {
+        let Some((group, offer)) = self.offer.take() else {
+            candle_core::bail!("rank {} finishes an all-reduce it never started", self.rank);
+        };
         let encode = |tensors: &[Tensor]| -> candle_core::Result<Vec<u8>> {
             let mut w = Writer::default();
             w.u64(tensors.len() as u64);
