@@ -411,7 +411,7 @@ impl<'a> DeviceCost<'a> {
     /// A whole backward's predicted time, without the op gap.
     fn backward_ns(&self, op: Op, profile: &DeviceProfile, flags: &mut Vec<Extrapolation>) -> f64 {
         let w = self.workload;
-        let chunk = op.chunk as usize;
+        let chunk = w.unit(op);
         let layers = self.layers_of(op);
         let n_layers = w.model.layers.len();
         let mut ns = 0.0;
@@ -463,14 +463,14 @@ impl<'a> DeviceCost<'a> {
     fn weight_ns(&self, op: Op, profile: &DeviceProfile, flags: &mut Vec<Extrapolation>) -> f64 {
         let w = self.workload;
         let layers = self.layers_of(op);
-        let labelled = w.labelled.as_ref().map(|l| l[op.chunk as usize] as f64);
+        let labelled = w.labelled.as_ref().map(|l| l[w.unit(op)] as f64);
         if layers.end == w.model.layers.len() && labelled == Some(0.0) {
             return 0.0;
         }
         let mut ns: f64 = layers
             .clone()
             .map(|layer| {
-                weight_calls(&self.shape(layer, op.chunk as usize))
+                weight_calls(&self.shape(layer, w.unit(op)))
                     .into_iter()
                     .map(|(k, terms)| eval(profile, k, &terms, flags))
                     .sum::<f64>()
@@ -495,7 +495,7 @@ impl CostModel for DeviceCost<'_> {
         let w = self.workload;
         let profile = self.profile_of(op);
         let mut flags = Vec::new();
-        let chunk = op.chunk as usize;
+        let chunk = w.unit(op);
         let layers = self.layers_of(op);
         let n_layers = w.model.layers.len();
         let mut ns = 0.0;
@@ -558,7 +558,7 @@ impl CostModel for DeviceCost<'_> {
         let bytes: f64 = self
             .layers_of(forward)
             .map(|layer| {
-                let shape = self.shape(layer, forward.chunk as usize);
+                let shape = self.shape(layer, self.workload.unit(forward));
                 let (_, stash, _) = shape.functions(false);
                 eval(profile, stash, &shape.memory_terms(), &mut flags)
             })
@@ -585,10 +585,11 @@ impl CostModel for DeviceCost<'_> {
         for &op in order.iter().filter(|op| op.kind != OpKind::Optimizer) {
             let profile = self.profile_of(op);
             for layer in self.layers_of(op) {
-                if !seen.insert((layer, op.chunk)) {
+                let unit = self.workload.unit(op);
+                if !seen.insert((layer, unit)) {
                     continue;
                 }
-                let shape = self.shape(layer, op.chunk as usize);
+                let shape = self.shape(layer, unit);
                 let (_, _, temporaries) = shape.functions(false);
                 most = most.max(eval(
                     profile,

@@ -161,14 +161,12 @@ pub(super) fn accumulate_parts(
 ) -> Result<Vec<Tensor>> {
     let mut summed = summed.unwrap_or_default();
     for (i, (var, part)) in vars.iter().zip(parts).enumerate() {
-        let g = match part {
-            Some(g) => g,
-            None => var.as_tensor().detach().zeros_like()?,
-        };
-        if summed.len() <= i {
-            summed.push(g);
-        } else {
-            summed[i] = (&summed[i] + g)?;
+        match (summed.get(i), part) {
+            (None, Some(g)) => summed.push(g),
+            (None, None) => summed.push(var.as_tensor().detach().zeros_like()?),
+            (Some(sum), Some(g)) => summed[i] = (sum + g)?,
+            // Adding zeros changes nothing: skipped.
+            (Some(_), None) => {}
         }
     }
     Ok(summed)

@@ -549,12 +549,6 @@ fn predict_hybrid(
     model: GnnModel,
     tier: Tier<'_>,
 ) -> Result<Prediction, PlanError> {
-    if matches!(tier, Tier::Device(_)) {
-        return Err(PlanError::Mismatch(format!(
-            "{}: the device-profile tier does not price GNNPipe's hybrid yet; predict it with the analytic tier (no --profile)",
-            candidate.label(scenario)
-        )));
-    }
     let n_layers = model.layers.len();
     let n_nodes = graph.nodes();
     let k = scenario.schedule.n_chunks;
@@ -712,15 +706,18 @@ fn predict_hybrid(
         stage_layers,
         part: chunks.part,
     };
-    run(
+    // With a device profile, each lane (a layer of a partition) is priced on its device's
+    // profile at its piece's shapes.
+    run_tier(
         scenario,
+        spec,
         schedule,
         placement,
         &cost,
         tier,
         candidate.label(scenario),
-        Some(metrics),
-        Some(layout),
+        metrics,
+        layout,
     )
 }
 

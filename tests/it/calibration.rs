@@ -302,3 +302,42 @@ fn compare_predicts_with_the_profile_then_runs() {
         assert_eq!(m["predicted"], m["measured"], "{m}");
     }
 }
+
+/// GNNPipe's hybrid with a device profile: each lane (a layer of a partition) priced at its
+/// piece's shapes, then run; every link carries the bytes predicted.
+#[test]
+fn compare_prices_gnnpipe_s_hybrid_with_the_profile() {
+    let profile = profile();
+    let text = "# test\nname: hybrid\ngraph:\n  synthetic: {kind: sbm, nodes: 600, avg_degree: 6, classes: 3, features: 32, seed: 3}\nmodel:\n  layers: [{kind: gcn, out: 16}, {kind: sage, out: 16}, {kind: gcn, out: 3}]\ntraining: {epochs: 3, dropout: 0.5, seed: 5}\ndevices:\n  - {name: cpu, count: 4, preset: cpu-core}\nlinks:\n  topology: {kind: full, bandwidth: 10GB/s, latency: 1us}\nexecutor: {threads_per_device: 1}\nschedule: {kind: gnnpipe, chunks: 2, partitions: 2, backward: deferred}\n";
+    let scenario = write(&scratch("compare-hybrid"), "hybrid.yaml", text);
+    let out = pipegnn(&[
+        "compare",
+        scenario.to_str().unwrap(),
+        "--profile",
+        profile.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["cost_tier"]
+        .as_str()
+        .unwrap()
+        .starts_with("device profile"));
+    let metrics = doc["metrics"].as_array().unwrap();
+    let epoch = metrics
+        .iter()
+        .find(|m| m["name"] == "epoch_time_s")
+        .unwrap();
+    assert!(epoch["predicted"].as_f64().unwrap() > 0.0, "{epoch}");
+    let links: Vec<&Value> = metrics
+        .iter()
+        .filter(|m| m["name"] == "link_bytes")
+        .collect();
+    assert!(!links.is_empty());
+    for m in links {
+        assert_eq!(m["predicted"], m["measured"], "{m}");
+    }
+}
