@@ -87,6 +87,28 @@ impl Crew {
         Ok(true)
     }
 
+    /// Reports `device`'s epoch: its spans, the memory its ledger recorded (taken), the
+    /// parameters it reports and its loss. False when the coordinator has stopped listening.
+    pub(super) fn end_epoch(
+        &self,
+        transport: &mut dyn Transport,
+        device: usize,
+        spans: &[Span],
+        ledger: &mut super::ledger::Ledger,
+        params: Vec<(u32, Vec<Tensor>)>,
+        loss: f64,
+    ) -> candle_core::Result<bool> {
+        let report = EpochReport {
+            device,
+            spans: spans.to_vec(),
+            memory: std::mem::take(&mut ledger.events),
+            params,
+            loss,
+            clock_skew_ns: 0,
+        };
+        self.report(transport, report)
+    }
+
     /// The last meeting, after the last epoch.
     pub(super) fn finish(&self) -> candle_core::Result<()> {
         self.start.wait()

@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 
-use super::crew::{Crew, EpochReport};
+use super::crew::Crew;
 use super::data::{ChunkPlan, Needs, PlanShape};
 use super::device::synchronize;
 use super::input::{CrossChunk, ExecInput};
@@ -618,15 +618,7 @@ pub(super) fn work(
         } else {
             Vec::new()
         };
-        let report = EpochReport {
-            device,
-            spans: spans.clone(),
-            memory: std::mem::take(&mut ledger.events),
-            params,
-            loss: loss_total,
-            clock_skew_ns: 0,
-        };
-        if !crew.report(transport, report)? {
+        if !crew.end_epoch(transport, device, &spans, &mut ledger, params, loss_total)? {
             return Ok(());
         }
     }

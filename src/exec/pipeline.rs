@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 
-use super::crew::{Crew, EpochReport};
+use super::crew::Crew;
 use super::data::ChunkPlan;
 use super::deferred::WeightTape;
 use super::device::synchronize;
@@ -336,15 +336,7 @@ pub(super) fn work(
             .iter()
             .map(|(&s, stage)| stage.model.values().map(|p| (s, p)))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let report = EpochReport {
-            device,
-            spans: spans.clone(),
-            memory: std::mem::take(&mut ledger.events),
-            params,
-            loss: loss_total,
-            clock_skew_ns: 0,
-        };
-        if !crew.report(transport, report)? {
+        if !crew.end_epoch(transport, device, &spans, &mut ledger, params, loss_total)? {
             return Ok(());
         }
     }

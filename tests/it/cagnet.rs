@@ -10,7 +10,7 @@ use pipegnn::schedule::lower::Payload;
 use pipegnn::trace::{SpanKind, Trace};
 
 use crate::scenarios::{load, own, predict, Loaded};
-use crate::support::{invalid_scenario, pipegnn, scratch, stderr, stdout, write};
+use crate::support::{invalid_scenario, losses, pipegnn, scratch, stderr, stdout, write};
 
 /// Vertices, undirected edges, hidden width: divisible by every block count used here.
 const N: u64 = 4800;
@@ -270,15 +270,6 @@ fn result_of(command: &str, text: &str) -> serde_json::Value {
     assert!(out.status.success(), "{command}: {}", stderr(&out));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     doc["results"][0].clone()
-}
-
-fn losses(result: &serde_json::Value) -> Vec<f64> {
-    result["epochs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["loss"].as_f64().unwrap())
-        .collect()
 }
 
 /// 1.5D for real: the replicas' partial aggregations sum to the whole, so it trains exactly as

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::support::{scratch, stderr, stdout, write};
+use crate::support::{losses, scratch, stderr, stdout, write};
 
 /// Runs `pipegnn` with every Cora scenario among `args` pointed at the dataset where
 /// [`crate::gnn::data_dir`] found it.
@@ -28,15 +28,6 @@ fn run_json(args: &[&str]) -> Value {
     let out = pipegnn(&all);
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_slice::<Value>(&out.stdout).unwrap()["results"][0].clone()
-}
-
-fn losses(result: &Value) -> Vec<f64> {
-    result["epochs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["loss"].as_f64().unwrap())
-        .collect()
 }
 
 #[test]

@@ -207,12 +207,7 @@ fn run_losses(name: &str, text: &str) -> Vec<f64> {
     let out = pipegnn(&["run", path.to_str().unwrap(), "--format", "json"]);
     assert!(out.status.success(), "{name}: {}", stderr(&out));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["results"][0]["epochs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["loss"].as_f64().unwrap())
-        .collect()
+    crate::support::losses(&doc["results"][0])
 }
 
 /// With one chunk per partition every row a piece reads of another partition arrives fresh

@@ -12,6 +12,16 @@ use pipegnn::trace::{MemoryCategory, Trace, TraceDevice};
 
 /// The repository root: where the tests were built, or `PIPEGNN_ROOT` (a test binary carried to
 /// another machine, as `tests/gpu/check.sh` does).
+/// The `"loss"` of every epoch of one result of `pipegnn run --format json`.
+pub fn losses(result: &serde_json::Value) -> Vec<f64> {
+    result["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect()
+}
+
 pub fn root() -> PathBuf {
     std::env::var_os("PIPEGNN_ROOT")
         .map(PathBuf::from)
