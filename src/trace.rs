@@ -177,7 +177,8 @@ pub struct MemoryEvent {
 pub trait TraceSink {
     /// Records a span.
     fn span(&mut self, span: Span);
-    /// Records a memory event. Events arrive in non-decreasing time order.
+    /// Records a memory event. Events need not arrive in time order (the simulator's one pass
+    /// records them device by device); readers that need it sort.
     fn memory(&mut self, event: MemoryEvent);
 }
 
@@ -196,7 +197,7 @@ pub struct Trace {
     pub n_chunks: u32,
     /// Spans in the order they were recorded.
     pub spans: Vec<Span>,
-    /// Memory events in non-decreasing time order.
+    /// Memory events in the order they were recorded (not necessarily by time).
     pub memory: Vec<MemoryEvent>,
 }
 

@@ -9,7 +9,7 @@ use crate::network::{Link, Network};
 use crate::scenario::{ExplicitWorkload, Optimizer, StageWork, WorkUnit};
 use crate::schedule::lower::Lowered;
 use crate::schedule::{self, Generator};
-use crate::sim::{simulate_into, SimInput};
+use crate::sim::{simulate_events_into, simulate_into, SimError, SimInput};
 use crate::trace::{CountingSink, Trace, TraceSource};
 
 fn median_ns(mut samples: Vec<u128>) -> u128 {
@@ -85,23 +85,66 @@ pub fn run(
         shared_compute: false,
         lowered: Some(&lowered),
     };
-    let (count_ns, counted) = time(args.repeat, || {
-        let mut sink = CountingSink::default();
-        simulate_into(&input, &mut sink).map(|()| sink)
-    });
-    let counted = counted.map_err(|e| CliError::new(ExitStatus::Internal, e))?;
-    let (trace_ns, traced) = time(args.repeat, || {
-        let mut trace = Trace::with_capacity(
+    // Both interpreters, interleaved in each repetition so that the machine's noise falls on
+    // them alike: the one pass this schedule takes, and the event loop it would take were a
+    // link shared.
+    let trace = || {
+        Trace::with_capacity(
             TraceSource::Predicted,
             Vec::new(),
             Vec::new(),
             (stages, chunks),
             schedule.n_ops(),
-        );
-        // The trace is returned, not dropped here: freeing the output is not simulation.
-        simulate_into(&input, &mut trace).map(|()| trace)
-    });
-    traced.map_err(|e| CliError::new(ExitStatus::Internal, e))?;
+        )
+    };
+    let internal = |e: SimError| CliError::new(ExitStatus::Internal, e);
+    let mut samples = [const { Vec::new() }; 4];
+    let mut counts = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        for (i, one_pass) in [true, false].into_iter().enumerate() {
+            let simulate = |sink: &mut dyn FnMut() -> Result<(), SimError>| {
+                let start = Instant::now();
+                sink().map(|()| start.elapsed().as_nanos())
+            };
+            let mut counted = CountingSink::default();
+            samples[i].push(
+                simulate(&mut || match one_pass {
+                    true => simulate_into(&input, &mut counted),
+                    false => simulate_events_into(&input, &mut counted),
+                })
+                .map_err(internal)?,
+            );
+            counts.push(counted);
+            let mut traced = trace();
+            samples[2 + i].push(
+                simulate(&mut || match one_pass {
+                    true => simulate_into(&input, &mut traced),
+                    false => simulate_events_into(&input, &mut traced),
+                })
+                .map_err(internal)?,
+            );
+            // Freeing the trace is not simulation: it is dropped after the clock stops.
+            drop(traced);
+        }
+    }
+    if counts.windows(2).any(|pair| pair[0] != pair[1]) {
+        return Err(CliError::new(
+            ExitStatus::Internal,
+            "the one pass and the event loop recorded different counts",
+        ));
+    }
+    let counted = counts[0];
+    let ratios = |fast: usize, slow: usize| -> f64 {
+        let mut ratios: Vec<f64> = samples[slow]
+            .iter()
+            .zip(&samples[fast])
+            .map(|(&s, &f)| s as f64 / f.max(1) as f64)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios[ratios.len() / 2]
+    };
+    let (count_ratio, trace_ratio) = (ratios(0, 1), ratios(2, 3));
+    let [count_ns, events_count_ns, trace_ns, events_trace_ns] = samples.map(median_ns);
     let ops = schedule.n_ops() as f64;
     let rate = |ns: u128| ops / (ns as f64 / 1e9) / 1e6;
     let ms = |ns: u128| ns as f64 / 1e6;
@@ -111,8 +154,10 @@ pub fn run(
          check              {:>9.2} ms  (lowering included)\n\
          lower              {:>9.2} ms  (shared by the check and the simulation below)\n\
          check (lowered)    {:>9.2} ms\n\
-         simulate (count)   {:>9.2} ms  {:>6.2} M ops/s\n\
-         simulate (trace)   {:>9.2} ms  {:>6.2} M ops/s\n",
+         simulate (count)   {:>9.2} ms  {:>6.2} M ops/s  (one pass)\n\
+         simulate (trace)   {:>9.2} ms  {:>6.2} M ops/s  (one pass)\n\
+         event loop (count) {:>9.2} ms  {:>6.2} M ops/s  (one pass {:.2}x faster, median ratio)\n\
+         event loop (trace) {:>9.2} ms  {:>6.2} M ops/s  (one pass {:.2}x faster)\n",
         schedule.n_ops(),
         counted.spans,
         counted.memory_events,
@@ -125,5 +170,11 @@ pub fn run(
         rate(count_ns),
         ms(trace_ns),
         rate(trace_ns),
+        ms(events_count_ns),
+        rate(events_count_ns),
+        count_ratio,
+        ms(events_trace_ns),
+        rate(events_trace_ns),
+        trace_ratio,
     ))
 }

@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use serde_json::{json, Value};
 
 use crate::schedule::OpKind;
-use crate::trace::{Lane, MemoryCategory, SpanKind, Trace};
+use crate::trace::{Lane, MemoryCategory, MemoryEvent, SpanKind, Trace};
 
 const DEVICES_PID: u32 = 1;
 const LINKS_PID: u32 = 2;
@@ -91,11 +91,14 @@ pub fn write(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
         event(value)?;
     }
     let mut current = vec![[0i64; MemoryCategory::ALL.len()]; trace.devices.len()];
-    for (i, memory) in trace.memory.iter().enumerate() {
+    // Counters in time order (a sink may record events in another; stable, so ties keep theirs).
+    let mut events: Vec<&MemoryEvent> = trace.memory.iter().collect();
+    events.sort_by_key(|e| e.time_ns);
+    for (i, &memory) in events.iter().enumerate() {
         let device = memory.device as usize;
         current[device][memory.category.index()] += memory.delta_bytes;
         // One counter sample per device and instant, after every event of that instant.
-        let later_same_instant = trace.memory[i + 1..]
+        let later_same_instant = events[i + 1..]
             .iter()
             .take_while(|e| e.time_ns == memory.time_ns)
             .any(|e| e.device == memory.device);

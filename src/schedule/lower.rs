@@ -517,6 +517,11 @@ impl Lowered {
         self.release_starts[p] as usize..self.release_starts[p + 1] as usize
     }
 
+    /// Number of releases of all ops (indices of [`Lowered::release_at`] are below it).
+    pub fn n_releases(&self) -> usize {
+        self.releases.len()
+    }
+
     /// The release at `index` of [`Lowered::release_range`].
     pub fn release_at(&self, index: usize) -> Release {
         self.releases[index]

@@ -5,7 +5,7 @@ use thiserror::Error;
 use super::collective::{self, Algorithm, CollectiveKind, Plan, Progress};
 use super::queue::EventQueue;
 use crate::cost::CostModel;
-use crate::network::Network;
+use crate::network::{Network, Route};
 use crate::schedule::lower::{Handoff, Lowered, Payload, Release};
 use crate::schedule::{Op, OpKind, Schedule};
 use crate::trace::{
@@ -94,6 +94,75 @@ struct Collective {
     plan: Option<(Plan, Progress)>,
 }
 
+/// A compute op's span on device `placed`.
+pub(super) fn compute_span(placed: u32, op: Op, start_ns: u64, end_ns: u64) -> Span {
+    Span {
+        lane_index: placed,
+        kind: SpanKind::Compute(op.kind),
+        chunk: op.chunk,
+        stage: op.stage,
+        start_ns,
+        end_ns,
+        bytes: 0,
+        hop: 0,
+        device: placed,
+        requested_ns: start_ns,
+    }
+}
+
+/// A hand-off's span on each link of its route, `(start, end, requested)` in ns.
+pub(super) fn transfer_spans<S: TraceSink>(
+    sink: &mut S,
+    route: &Route<'_>,
+    handoff: &Handoff,
+    receiver: u32,
+    (start_ns, end_ns, requested_ns): (u64, u64, u64),
+    bytes: u64,
+) {
+    for (hop, &link) in route.links.iter().enumerate() {
+        sink.span(Span {
+            lane_index: link as u32,
+            kind: SpanKind::Transfer(handoff.payload),
+            chunk: handoff.to.chunk,
+            stage: handoff.to.stage,
+            start_ns,
+            end_ns,
+            bytes,
+            hop: hop as u16,
+            device: receiver,
+            requested_ns,
+        });
+    }
+}
+
+/// What an op allocates when it starts: (activations, halo) bytes; a forward, its chunk's stash.
+pub(super) fn memory_at_start(cost: &dyn CostModel, op: Op) -> (i64, i64) {
+    if op.kind != OpKind::Forward {
+        return (0, 0);
+    }
+    let (own, halo) = cost.stash(op);
+    (own as i64, halo as i64)
+}
+
+/// What an op frees (negative) when it ends: (activations, halo) bytes. A full backward frees
+/// the chunk's stash; a split one frees all but what its `W` reads at `I` (adding the output
+/// gradients `I` creates for it), and that at `W`.
+pub(super) fn memory_at_end(cost: &dyn CostModel, op: Op) -> (i64, i64) {
+    let forward = Op::forward(op.chunk, op.stage);
+    match op.kind {
+        OpKind::Backward | OpKind::InputGrad => {
+            let (own, halo) = cost.stash(forward);
+            let kept = match op.kind {
+                OpKind::InputGrad => cost.weight_stash(forward) as i64,
+                _ => 0,
+            };
+            (kept - own as i64, -(halo as i64))
+        }
+        OpKind::WeightGrad => (-(cost.weight_stash(forward) as i64), 0),
+        OpKind::Forward | OpKind::Optimizer => (0, 0),
+    }
+}
+
 struct Engine<'a, S: TraceSink> {
     input: &'a SimInput<'a>,
     lowered: &'a Lowered,
@@ -164,11 +233,9 @@ impl<S: TraceSink> Engine<'_, S> {
             self.shared_busy = true;
         }
         let op = self.lowered.op(position);
-        if op.kind == OpKind::Forward {
-            let (own, halo) = self.input.cost.stash(op);
-            self.memory(device, now, MemoryCategory::Activations, own as i64);
-            self.memory(device, now, MemoryCategory::Halo, halo as i64);
-        }
+        let (activations, halo) = memory_at_start(self.input.cost, op);
+        self.memory(device, now, MemoryCategory::Activations, activations);
+        self.memory(device, now, MemoryCategory::Halo, halo);
         self.busy_since[device] = Some(now);
         // Saturating: a time past u64 stays at its end, for the caller to refuse, never wraps.
         let end = now.saturating_add(self.input.cost.op_ns(op));
@@ -256,37 +323,10 @@ impl<S: TraceSink> Engine<'_, S> {
             self.shared_busy = false;
         }
         let placed = self.placed(device);
-        self.sink.span(Span {
-            lane_index: placed,
-            kind: SpanKind::Compute(op.kind),
-            chunk: op.chunk,
-            stage: op.stage,
-            start_ns: start,
-            end_ns: now,
-            bytes: 0,
-            hop: 0,
-            device: placed,
-            requested_ns: start,
-        });
-        // A full backward frees the chunk's stash; a split one frees all but what its `W`
-        // reads at `I` (adding the output gradients `I` creates for it), and that at `W`.
-        let forward = Op::forward(op.chunk, op.stage);
-        match op.kind {
-            OpKind::Backward | OpKind::InputGrad => {
-                let (own, halo) = self.input.cost.stash(forward);
-                let kept = match op.kind {
-                    OpKind::InputGrad => self.input.cost.weight_stash(forward) as i64,
-                    _ => 0,
-                };
-                self.memory(device, now, MemoryCategory::Activations, kept - own as i64);
-                self.memory(device, now, MemoryCategory::Halo, -(halo as i64));
-            }
-            OpKind::WeightGrad => {
-                let kept = self.input.cost.weight_stash(forward);
-                self.memory(device, now, MemoryCategory::Activations, -(kept as i64));
-            }
-            OpKind::Forward | OpKind::Optimizer => {}
-        }
+        self.sink.span(compute_span(placed, op, start, now));
+        let (activations, halo) = memory_at_end(self.input.cost, op);
+        self.memory(device, now, MemoryCategory::Activations, activations);
+        self.memory(device, now, MemoryCategory::Halo, halo);
         let held = std::mem::take(&mut self.held[position as usize]);
         self.memory(device, now, MemoryCategory::Communication, -(held as i64));
         self.wake.push(device);
@@ -341,20 +381,14 @@ impl<S: TraceSink> Engine<'_, S> {
         }
         let bytes = self.input.cost.handoff_bytes(&handoff);
         let (start, end) = collective::reserve(&route, &mut self.link_free, now, bytes);
-        for (hop, &link) in route.links.iter().enumerate() {
-            self.sink.span(Span {
-                lane_index: link as u32,
-                kind: SpanKind::Transfer(handoff.payload),
-                chunk: handoff.to.chunk,
-                stage: handoff.to.stage,
-                start_ns: start,
-                end_ns: end,
-                bytes,
-                hop: hop as u16,
-                device: receiver,
-                requested_ns: now,
-            });
-        }
+        transfer_spans(
+            self.sink,
+            &route,
+            &handoff,
+            receiver,
+            (start, end, now),
+            bytes,
+        );
         let slot = match self.free_slots.pop() {
             Some(slot) => {
                 self.in_flight[slot as usize] = (release, bytes);
@@ -524,11 +558,38 @@ impl<S: TraceSink> Engine<'_, S> {
     }
 }
 
-/// Runs the schedule and pushes every span and memory event into `sink`.
+/// Runs the schedule and pushes every span and memory event into `sink`: in one pass where
+/// time order cannot change the answer ([`super::pass`]), else by the event loop.
 ///
 /// # Complexity
-/// O(n log n) in the number of ops and transfers, O(S·K) memory besides the sink's.
+/// O(n log n) in the number of ops and transfers (O(n) in one pass), O(S·K) memory besides the
+/// sink's.
 pub fn simulate_into<S: TraceSink>(input: &SimInput<'_>, sink: &mut S) -> Result<(), SimError> {
+    run(input, sink, true)
+}
+
+/// [`simulate_into`] by the event loop even where one pass would do: the reference the pass is
+/// tested against, and `pipegnn bench`'s side-by-side.
+pub fn simulate_events_into<S: TraceSink>(
+    input: &SimInput<'_>,
+    sink: &mut S,
+) -> Result<(), SimError> {
+    run(input, sink, false)
+}
+
+/// Whether [`simulate_into`] runs `input` in one pass (no shared processor, no all-reduce, no
+/// directed link that two senders' hand-offs cross) rather than by the event loop.
+pub fn takes_one_pass(input: &SimInput<'_>) -> bool {
+    if input.placement.len() != input.schedule.n_devices() {
+        return false;
+    }
+    match input.lowered {
+        Some(lowered) => super::pass::plan(input, lowered).is_some(),
+        None => super::pass::plan(input, &Lowered::new(input.schedule)).is_some(),
+    }
+}
+
+fn run<S: TraceSink>(input: &SimInput<'_>, sink: &mut S, one_pass: bool) -> Result<(), SimError> {
     let schedule = input.schedule;
     if input.placement.len() != schedule.n_devices() {
         return Err(SimError::Placement(format!(
@@ -557,6 +618,24 @@ pub fn simulate_into<S: TraceSink>(input: &SimInput<'_>, sink: &mut S) -> Result
         }
     };
     let n_devices = schedule.n_devices();
+    for (device, order) in schedule.orders().iter().enumerate() {
+        for (category, bytes) in input.cost.resident_bytes(order) {
+            if bytes != 0 {
+                sink.memory(MemoryEvent {
+                    device: input.placement[device] as u32,
+                    time_ns: 0,
+                    category,
+                    delta_bytes: bytes as i64,
+                });
+            }
+        }
+    }
+    if let Some(plan) = one_pass
+        .then(|| super::pass::plan(input, lowered))
+        .flatten()
+    {
+        return super::pass::run(input, lowered, &plan, sink);
+    }
     let mut engine = Engine {
         input,
         sink,
@@ -580,11 +659,6 @@ pub fn simulate_into<S: TraceSink>(input: &SimInput<'_>, sink: &mut S) -> Result
         lowered,
     };
     engine.plan_collectives();
-    for (device, order) in schedule.orders().iter().enumerate() {
-        for (category, bytes) in input.cost.resident_bytes(order) {
-            engine.memory(device, 0, category, bytes as i64);
-        }
-    }
     for device in 0..n_devices {
         engine.try_issue(device, 0);
     }

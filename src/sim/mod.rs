@@ -7,6 +7,13 @@
 //! Each device issues its list strictly in order; an op starts as soon as its device is free and
 //! its inputs have arrived.
 //!
+//! **One pass.** Time order decides something only where two parties compete: senders for a
+//! link, devices for a shared processor, members of a collective. Where none do (no shared
+//! processor, no all-reduce, and no directed link that hand-offs from two network devices
+//! cross: a free network, a chain, a full mesh), [`pass`] computes the same times walking the
+//! schedule in dependency order, with no event queue; everywhere else the event loop runs.
+//! Both record the same spans and memory events (`tests/it/one_pass.rs`), in different orders.
+//!
 //! **A shared processor.** With `SimInput::shared_compute` (`executor.device_map: shared`:
 //! stages on one GPU, one stream each) an op also needs the one processor all devices share:
 //! ops run one at a time, and a device whose next op is ready while the processor is busy waits
@@ -42,9 +49,13 @@
 pub mod bulk;
 pub mod collective;
 mod engine;
+mod pass;
 mod queue;
 
-pub use engine::{simulate, simulate_free, simulate_into, SimError, SimInput};
+pub use engine::{
+    simulate, simulate_events_into, simulate_free, simulate_into, takes_one_pass, SimError,
+    SimInput,
+};
 
 use crate::network::Network;
 use crate::trace::TraceLink;

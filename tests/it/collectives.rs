@@ -27,7 +27,7 @@ fn duplex(a: usize, b: usize, bandwidth_bytes_per_s: f64, latency_ns: u64) -> [L
 }
 
 /// A uniform ring of `p` devices (two devices: one link).
-fn ring(p: usize, bandwidth: f64, latency_ns: u64) -> Network {
+pub fn ring(p: usize, bandwidth: f64, latency_ns: u64) -> Network {
     let links = (0..p)
         .filter(|&a| p > 2 || a == 0)
         .flat_map(|a| duplex(a, (a + 1) % p, bandwidth, latency_ns))
@@ -36,7 +36,7 @@ fn ring(p: usize, bandwidth: f64, latency_ns: u64) -> Network {
 }
 
 /// Every pair of `p` devices joined directly.
-fn full(p: usize, bandwidth: f64, latency_ns: u64) -> Network {
+pub fn full(p: usize, bandwidth: f64, latency_ns: u64) -> Network {
     let links = (0..p)
         .flat_map(|a| (a + 1..p).map(move |b| (a, b)))
         .flat_map(|(a, b)| duplex(a, b, bandwidth, latency_ns))
@@ -45,7 +45,7 @@ fn full(p: usize, bandwidth: f64, latency_ns: u64) -> Network {
 }
 
 /// `p` devices on one switch.
-fn switch(p: usize, bandwidth: f64, latency_ns: u64) -> Network {
+pub fn switch(p: usize, bandwidth: f64, latency_ns: u64) -> Network {
     let links = (0..p)
         .flat_map(|a| duplex(a, p, bandwidth, latency_ns))
         .collect();

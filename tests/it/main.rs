@@ -13,6 +13,7 @@ mod hybrid;
 mod launch;
 mod mpi;
 mod ogb;
+mod one_pass;
 mod oracles;
 mod outputs;
 mod plan;
