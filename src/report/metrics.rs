@@ -214,28 +214,28 @@ fn overlap(a: &[(u64, u64)], b: &[(u64, u64)]) -> u64 {
 
 /// Per device, the peak total memory and the breakdown at that moment. Events at the same
 /// instant are applied together, so a free and an allocation at one time do not count twice.
+/// Devices are independent: each one's events are taken in time order on their own (recorded
+/// in any order; a stable sort of what is mostly sorted already).
 fn memory_peaks(trace: &Trace) -> Vec<(u64, [u64; MemoryCategory::ALL.len()])> {
     let n = trace.devices.len();
-    let mut current = vec![[0i64; MemoryCategory::ALL.len()]; n];
     let mut peaks = vec![(0u64, [0u64; MemoryCategory::ALL.len()]); n];
-    let mut order: Vec<usize> = (0..trace.memory.len()).collect();
-    order.sort_by_key(|&i| trace.memory[i].time_ns);
-    let mut i = 0;
-    while i < order.len() {
-        let time = trace.memory[order[i]].time_ns;
-        let mut touched = Vec::new();
-        while i < order.len() && trace.memory[order[i]].time_ns == time {
-            let event = &trace.memory[order[i]];
-            current[event.device as usize][event.category.index()] += event.delta_bytes;
-            touched.push(event.device as usize);
-            i += 1;
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        for device in touched {
-            let total = current[device].iter().sum::<i64>().max(0) as u64;
-            if total > peaks[device].0 {
-                peaks[device] = (total, current[device].map(|b| b.max(0) as u64));
+    let mut by_device: Vec<Vec<&crate::trace::MemoryEvent>> = vec![Vec::new(); n];
+    for event in &trace.memory {
+        by_device[event.device as usize].push(event);
+    }
+    for (events, peak) in by_device.iter_mut().zip(&mut peaks) {
+        events.sort_by_key(|e| e.time_ns);
+        let mut current = [0i64; MemoryCategory::ALL.len()];
+        let mut i = 0;
+        while i < events.len() {
+            let time = events[i].time_ns;
+            while i < events.len() && events[i].time_ns == time {
+                current[events[i].category.index()] += events[i].delta_bytes;
+                i += 1;
+            }
+            let total = current.iter().sum::<i64>().max(0) as u64;
+            if total > peak.0 {
+                *peak = (total, current.map(|b| b.max(0) as u64));
             }
         }
     }

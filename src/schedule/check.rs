@@ -85,18 +85,24 @@ pub fn check_lowered(schedule: &Schedule, lowered: &Lowered) -> Result<CheckRepo
 }
 
 /// Issues ops in each device's order as their inputs arrive, without time; whether every op ran.
+/// A device is handed the walk when the op it waits at becomes ready, never for a later one.
 fn runs_to_completion(lowered: &Lowered) -> bool {
     let n_devices = lowered.n_devices();
     let mut remaining = lowered.inputs().to_vec();
     let mut gate_remaining = lowered.gate_inputs().to_vec();
     let mut next: Vec<u32> = (0..n_devices).map(|d| lowered.positions(d).start).collect();
     let mut ready: Vec<usize> = (0..n_devices).rev().collect();
-    let release = |to: u32, ready: &mut Vec<usize>, remaining: &mut [u32]| {
-        remaining[to as usize] -= 1;
-        if remaining[to as usize] == 0 {
-            ready.push(lowered.device_of(to));
-        }
-    };
+    let release =
+        |to: u32, walking: usize, next: &[u32], ready: &mut Vec<usize>, remaining: &mut [u32]| {
+            let left = &mut remaining[to as usize];
+            *left -= 1;
+            if *left == 0 {
+                let device = lowered.device_of(to);
+                if device != walking && next[device] == to {
+                    ready.push(device);
+                }
+            }
+        };
     while let Some(device) = ready.pop() {
         let end = lowered.positions(device).end;
         while next[device] < end && remaining[next[device] as usize] == 0 {
@@ -105,13 +111,13 @@ fn runs_to_completion(lowered: &Lowered) -> bool {
             for &r in lowered.releases(position) {
                 match r {
                     Release::Local { to } | Release::Direct { to, .. } => {
-                        release(to, &mut ready, &mut remaining)
+                        release(to, device, &next, &mut ready, &mut remaining)
                     }
                     Release::Gated { gate, .. } => {
                         gate_remaining[gate as usize] -= 1;
                         if gate_remaining[gate as usize] == 0 {
                             for &member in lowered.gate_members(gate) {
-                                release(member, &mut ready, &mut remaining);
+                                release(member, device, &next, &mut ready, &mut remaining);
                             }
                         }
                     }
