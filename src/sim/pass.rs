@@ -59,7 +59,10 @@ pub(super) fn plan<'a>(input: &SimInput<'a>, lowered: &Lowered) -> Option<Plan<'
     // table up to 256 devices, beyond in a map).
     let mut pair_index = vec![u32::MAX; if n <= 256 { n * n } else { 0 }];
     let mut numbered: std::collections::HashMap<usize, u32> = std::collections::HashMap::new();
-    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    let mut pairs: Vec<(Route<'a>, u32)> = Vec::new();
+    // Per directed link, the network device whose hand-offs cross it: a second one, and the
+    // pass is off (found at the first pair that shares, before the rest is read).
+    let mut sender_of = vec![usize::MAX; input.network.links().len()];
     let mut hops = Vec::with_capacity(lowered.n_releases());
     for position in 0..lowered.ops().len() as u32 {
         for index in lowered.release_range(position) {
@@ -88,7 +91,16 @@ pub(super) fn plan<'a>(input: &SimInput<'a>, lowered: &Lowered) -> Option<Plan<'
             };
             if *slot == u32::MAX {
                 *slot = next;
-                pairs.push((key / n, key % n));
+                let (sender, receiver) = (input.placement[key / n], input.placement[key % n]);
+                let route = input.network.route(sender, receiver);
+                for &link in route.links.iter() {
+                    match sender_of[link] {
+                        usize::MAX => sender_of[link] = sender,
+                        other if other == sender => {}
+                        _ => return None,
+                    }
+                }
+                pairs.push((route, receiver as u32));
             }
             hops.push(Hop {
                 to,
@@ -97,24 +109,7 @@ pub(super) fn plan<'a>(input: &SimInput<'a>, lowered: &Lowered) -> Option<Plan<'
             });
         }
     }
-    let mut sender_of = vec![usize::MAX; input.network.links().len()];
-    let mut routes = Vec::with_capacity(pairs.len());
-    for (s, r) in pairs {
-        let (sender, receiver) = (input.placement[s], input.placement[r]);
-        let route = input.network.route(sender, receiver);
-        for &link in route.links.iter() {
-            match sender_of[link] {
-                usize::MAX => sender_of[link] = sender,
-                other if other == sender => {}
-                _ => return None,
-            }
-        }
-        routes.push((route, receiver as u32));
-    }
-    Some(Plan {
-        hops,
-        pairs: routes,
-    })
+    Some(Plan { hops, pairs })
 }
 
 /// One position's state in the pass, kept together: the pass reads it where the op's producers
