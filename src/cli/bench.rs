@@ -9,7 +9,7 @@ use crate::network::{Link, Network};
 use crate::scenario::{ExplicitWorkload, Optimizer, StageWork, WorkUnit};
 use crate::schedule::lower::Lowered;
 use crate::schedule::{self, Generator};
-use crate::sim::{simulate_events_into, simulate_into, SimError, SimInput};
+use crate::sim::{simulate_events_into, simulate_into, takes_one_pass, SimError, SimInput};
 use crate::trace::{CountingSink, Trace, TraceSource};
 
 fn median_ns(mut samples: Vec<u128>) -> u128 {
@@ -86,8 +86,14 @@ pub fn run(
         lowered: Some(&lowered),
     };
     // Both interpreters, interleaved in each repetition so that the machine's noise falls on
-    // them alike: the one pass this schedule takes, and the event loop it would take were a
-    // link shared.
+    // them alike: the one pass this schedule takes (each chain link carries one sender's
+    // hand-offs), and the event loop it would take were a link shared.
+    if !takes_one_pass(&input) {
+        return Err(CliError::new(
+            ExitStatus::Internal,
+            "the bench's chain no longer takes the one pass",
+        ));
+    }
     let trace = || {
         Trace::with_capacity(
             TraceSource::Predicted,
@@ -102,9 +108,9 @@ pub fn run(
     let mut counts = Vec::new();
     for _ in 0..args.repeat.max(1) {
         for (i, one_pass) in [true, false].into_iter().enumerate() {
-            let simulate = |sink: &mut dyn FnMut() -> Result<(), SimError>| {
+            let simulate = |run: &mut dyn FnMut() -> Result<(), SimError>| {
                 let start = Instant::now();
-                sink().map(|()| start.elapsed().as_nanos())
+                run().map(|()| start.elapsed().as_nanos())
             };
             let mut counted = CountingSink::default();
             samples[i].push(
