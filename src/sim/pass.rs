@@ -1,10 +1,11 @@
 //! The simulation as one pass in dependency order, with no event queue, where time order does
 //! not change the answer.
 //!
-//! The event loop orders events by time because two things depend on that order: which of
-//! several senders gets a shared link first, and which device gets a shared processor first.
-//! Take both away (no shared processor, no collective, and no directed link carrying hand-offs
-//! from two network devices) and every time is a function of the ops before it alone: an op
+//! The event loop orders events by time because three things depend on that order: which of
+//! several senders gets a shared link first, which device gets a shared processor first, and
+//! how a collective's steps interleave on the links. Take them away (no shared processor, no
+//! all-reduce, and no directed link carrying hand-offs from two network devices) and every
+//! time is a function of the ops before it alone: an op
 //! starts at the later of its device's previous end and its inputs' arrivals, and a transfer
 //! starts when its sender's earlier transfers on the same links have left, which the sender's
 //! own order fixes. The pass then walks the lowered schedule as the checker does (a device
