@@ -559,7 +559,7 @@ impl<S: TraceSink> Engine<'_, S> {
 }
 
 /// Runs the schedule and pushes every span and memory event into `sink`: in one pass where
-/// time order cannot change the answer ([`super::pass`]), else by the event loop.
+/// time order cannot change the answer (`sim/pass.rs`), else by the event loop.
 ///
 /// # Complexity
 /// O(n log n) in the number of ops and transfers (O(n) in one pass), O(S·K) memory besides the

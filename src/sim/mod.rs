@@ -10,8 +10,9 @@
 //! **One pass.** Time order decides something only where two parties compete: senders for a
 //! link, devices for a shared processor, members of a collective. Where none do (no shared
 //! processor, no all-reduce, and no directed link that hand-offs from two network devices
-//! cross: a free network, a chain, a full mesh), [`pass`] computes the same times walking the
-//! schedule in dependency order, with no event queue; everywhere else the event loop runs.
+//! cross: a free network, a chain, a full mesh), the one pass (`pass.rs`) computes the same
+//! times walking the schedule in dependency order, with no event queue; everywhere else the
+//! event loop runs.
 //! Both record the same spans and memory events (`tests/it/one_pass.rs`), in different orders.
 //!
 //! **A shared processor.** With `SimInput::shared_compute` (`executor.device_map: shared`:
