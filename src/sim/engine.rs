@@ -110,15 +110,22 @@ pub(super) fn compute_span(placed: u32, op: Op, start_ns: u64, end_ns: u64) -> S
     }
 }
 
-/// A hand-off's span on each link of its route, `(start, end, requested)` in ns.
-pub(super) fn transfer_spans<S: TraceSink>(
+/// Puts a hand-off requested at `now` on its route's links (after the transfers queued ahead
+/// of it) and records its span on each.
+///
+/// # Returns
+/// When it arrives, and its bytes.
+pub(super) fn send_on_links<S: TraceSink>(
     sink: &mut S,
+    cost: &dyn CostModel,
     route: &Route<'_>,
+    link_free: &mut [u64],
     handoff: &Handoff,
     receiver: u32,
-    (start_ns, end_ns, requested_ns): (u64, u64, u64),
-    bytes: u64,
-) {
+    requested_ns: u64,
+) -> (u64, u64) {
+    let bytes = cost.handoff_bytes(handoff);
+    let (start_ns, end_ns) = collective::reserve(route, link_free, requested_ns, bytes);
     for (hop, &link) in route.links.iter().enumerate() {
         sink.span(Span {
             lane_index: link as u32,
@@ -133,6 +140,7 @@ pub(super) fn transfer_spans<S: TraceSink>(
             requested_ns,
         });
     }
+    (end_ns, bytes)
 }
 
 /// What an op allocates when it starts: (activations, halo) bytes; a forward, its chunk's stash.
@@ -379,15 +387,14 @@ impl<S: TraceSink> Engine<'_, S> {
             self.deliver(release, now, 0);
             return;
         }
-        let bytes = self.input.cost.handoff_bytes(&handoff);
-        let (start, end) = collective::reserve(&route, &mut self.link_free, now, bytes);
-        transfer_spans(
+        let (end, bytes) = send_on_links(
             self.sink,
+            self.input.cost,
             &route,
+            &mut self.link_free,
             &handoff,
             receiver,
-            (start, end, now),
-            bytes,
+            now,
         );
         let slot = match self.free_slots.pop() {
             Some(slot) => {

@@ -18,7 +18,7 @@
 //! --simulate`, `proptest`) take this path; switches that two senders share, collectives and
 //! shared GPUs take the event loop.
 
-use super::engine::{compute_span, memory_at_end, memory_at_start, transfer_spans, SimInput};
+use super::engine::{compute_span, memory_at_end, memory_at_start, send_on_links, SimInput};
 use super::SimError;
 use crate::network::Route;
 use crate::schedule::lower::{Lowered, Payload, Release};
@@ -240,15 +240,14 @@ impl<S: TraceSink> Pass<'_, S> {
             .lowered
             .handoff(from, self.lowered.release_at(index))
             .expect("only hand-offs are sent");
-        let bytes = self.input.cost.handoff_bytes(&handoff);
-        let (start, end) = super::collective::reserve(&route, &mut self.link_free, now, bytes);
-        transfer_spans(
+        let (end, bytes) = send_on_links(
             self.sink,
+            self.input.cost,
             &route,
+            &mut self.link_free,
             &handoff,
             receiver,
-            (start, end, now),
-            bytes,
+            now,
         );
         self.arrive(hop, end, bytes, walking);
     }
