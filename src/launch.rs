@@ -90,6 +90,10 @@ pub struct Options<'a> {
     pub tier: Tier<'a>,
     /// The backend instead of the scenario's `executor.backend`.
     pub backend: Option<Backend>,
+    /// The cores of the machine whose threads the workers are (the in-process transport):
+    /// `executor.cores` of a CPU run that does not give it, so that the prediction shares
+    /// them as the run will.
+    pub host_cores: Option<u32>,
 }
 
 /// A run ready to start: the scenario (its device map as the devices were opened), the
@@ -178,6 +182,9 @@ pub fn prepare<'g>(
     if let Some(backend) = options.backend {
         scenario.executor.backend = backend;
     }
+    if scenario.executor.backend == Backend::Cpu && scenario.executor.cores.is_none() {
+        scenario.executor.cores = options.host_cores;
+    }
     let tier = options.tier;
     let mut prediction = plan::predict_profiled(&scenario, graph, candidate, tier)?;
     // The devices come first: `device_map: auto` on a machine with fewer GPUs than stages runs
@@ -191,6 +198,19 @@ pub fn prepare<'g>(
     if compute.is_shared() && scenario.executor.device_map != DeviceMap::Shared {
         scenario.executor.device_map = DeviceMap::Shared;
         prediction = plan::predict_profiled(&scenario, graph, candidate, tier)?;
+    }
+    if scenario.executor.backend == Backend::Cpu {
+        let devices = prediction.schedule.n_devices();
+        if let (Some(slots), Some(cores)) = (
+            plan::compute_slots(&scenario, devices),
+            scenario.executor.cores,
+        ) {
+            prediction.cost_tier.push_str(&format!(
+                "; {devices} devices' threads share {cores} core{}: {slots} op{} at a time, first come first served",
+                if cores == 1 { "" } else { "s" },
+                if slots == 1 { "" } else { "s" },
+            ));
+        }
     }
     if !options.force {
         let metrics = report::compute(&prediction.trace);

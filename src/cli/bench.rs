@@ -82,7 +82,7 @@ pub fn run(
         placement: &placement,
         cost: &cost,
         network: &network,
-        shared_compute: false,
+        compute_slots: None,
         lowered: Some(&lowered),
     };
     // Both interpreters, interleaved in each repetition so that the machine's noise falls on

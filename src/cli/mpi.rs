@@ -113,6 +113,9 @@ pub(super) fn execute(run: RankRun<'_>) -> Result<Option<Executed>> {
             DeviceArg::Cpu => Backend::Cpu,
             DeviceArg::Cuda => Backend::Cuda,
         }),
+        // A rank is a process of its own, possibly on a machine of its own: the scenario's
+        // `executor.cores` says whether ranks share cores.
+        host_cores: None,
     };
     let prepared = launch::prepare(scenario, graph.as_ref(), &candidate, &options)
         .map_err(launch_error(file))

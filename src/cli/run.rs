@@ -734,6 +734,10 @@ pub(super) fn execute(
             DeviceArg::Cpu => Backend::Cpu,
             DeviceArg::Cuda => Backend::Cuda,
         }),
+        // The workers are threads of this process: on the CPU they share its cores.
+        host_cores: std::thread::available_parallelism()
+            .ok()
+            .map(|n| n.get().min(u32::MAX as usize) as u32),
     };
     let prepared = launch::prepare(scenario, graph.as_ref(), &candidate, &options)
         .map_err(launch_error(file))?;

@@ -15,7 +15,7 @@ pub use gnn::{prepare_graph, GraphData};
 use crate::cost::{CostModel, DeviceProfile, ExplicitCost, Profile, ProfiledCost};
 use crate::diag::{Diagnostic, Diagnostics, FieldPath};
 use crate::gnn::{GraphMetrics, Halo};
-use crate::scenario::{DeviceMap, Scenario, ScheduleChoice, StageSplit, Workload};
+use crate::scenario::{Backend, DeviceMap, Scenario, ScheduleChoice, StageSplit, Workload};
 use crate::schedule::graph_parallel::GraphAlgorithm;
 use crate::schedule::{
     self, BackwardOrder, CheckReport, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder,
@@ -440,6 +440,24 @@ pub fn predict_profiled(
     })
 }
 
+/// How many ops the schedule's `devices` run at a time when they share a processor: one on a
+/// shared GPU; on the CPU, when the workers' threads outnumber `executor.cores`, the cores over
+/// the threads per device (at least one). `None` when every device computes on its own.
+pub fn compute_slots(scenario: &Scenario, devices: usize) -> Option<u32> {
+    let executor = &scenario.executor;
+    if executor.device_map == DeviceMap::Shared {
+        return Some(1);
+    }
+    let cores = executor
+        .cores
+        .filter(|_| executor.backend == Backend::Cpu)?;
+    // As the executor splits a machine when no thread count is given.
+    let threads = executor
+        .threads_per_device
+        .unwrap_or_else(|| (cores / devices.max(1) as u32).max(1));
+    (u64::from(threads) * devices as u64 > u64::from(cores)).then(|| (cores / threads).max(1))
+}
+
 /// The longest epoch a prediction may report: 2^62 ns (146 years), far inside `u64`.
 pub const MAX_EPOCH_NS: u64 = 1 << 62;
 
@@ -492,7 +510,7 @@ fn run(
         placement: &placement,
         cost,
         network: measured_network.as_ref().unwrap_or(&scenario.network),
-        shared_compute: scenario.executor.device_map == DeviceMap::Shared,
+        compute_slots: compute_slots(scenario, schedule.n_devices()),
         lowered: Some(&lowered),
     };
     let trace = sim::simulate(&input, trace_devices(scenario))?;

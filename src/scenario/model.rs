@@ -202,6 +202,10 @@ pub struct ExecutorSpec {
     pub emulate_links: bool,
     /// Threads each stage worker computes with; `None` splits the machine's cores evenly.
     pub threads_per_device: Option<u32>,
+    /// CPU cores the stage workers share (`executor.cores`): when their threads outnumber them,
+    /// ops take turns on them, first come first served. `None`: every device has cores of its
+    /// own. `run` and `compare` on the CPU set it to this machine's cores when it is not given.
+    pub cores: Option<u32>,
 }
 
 /// One layer as written.

@@ -78,6 +78,8 @@ pub struct RawExecutor {
     pub emulate_links: Option<bool>,
     #[serde(default)]
     pub threads_per_device: Option<i64>,
+    #[serde(default)]
+    pub cores: Option<i64>,
 }
 
 /// One entry of `devices:`, possibly expanded by `count`.

@@ -846,11 +846,23 @@ impl Ctx<'_> {
                 )
                 .map(|n| Some(n as u32)),
         };
+        let cores = match e.cores {
+            None => Some(None),
+            Some(n) => self
+                .count(
+                    path.key("cores"),
+                    n,
+                    "cores",
+                    i64::from(MAX_THREADS_PER_DEVICE),
+                )
+                .map(|n| Some(n as u32)),
+        };
         Some(ExecutorSpec {
             backend: backend?,
             device_map: device_map?,
             emulate_links: e.emulate_links.unwrap_or(false),
             threads_per_device: threads?,
+            cores: cores?,
         })
     }
 

@@ -22,10 +22,12 @@ pub struct SimInput<'a> {
     pub cost: &'a dyn CostModel,
     /// Links and routes between the network's devices.
     pub network: &'a Network,
-    /// Every device of the schedule computes on one shared processor (`executor.device_map:
-    /// shared`: stages on one GPU, each on its own stream): their ops run one at a time, a
-    /// device whose op is ready waiting first-in first-out for the processor.
-    pub shared_compute: bool,
+    /// The devices of the schedule compute on one shared processor that runs this many ops at
+    /// a time, a device whose op is ready waiting first-in first-out for a free slot: 1 for
+    /// stages on one GPU, each on its own stream (`executor.device_map: shared`); the cores
+    /// over the threads per device for CPU workers whose threads outnumber the cores
+    /// (`executor.cores`). `None`: every device computes on its own.
+    pub compute_slots: Option<u32>,
     /// The schedule lowered, when the caller already has it (from [`crate::schedule::check_lowered`]);
     /// otherwise the simulation lowers it.
     pub lowered: Option<&'a Lowered>,
@@ -181,8 +183,8 @@ struct Engine<'a, S: TraceSink> {
     next: Vec<u32>,
     end: Vec<u32>,
     busy_since: Vec<Option<u64>>,
-    /// With a shared processor: whether it is running an op, and the devices waiting for it.
-    shared_busy: bool,
+    /// With a shared processor: the ops it is running, and the devices waiting for it.
+    shared_running: u32,
     shared_waiting: std::collections::VecDeque<usize>,
     /// Per position: inputs not yet available, and communication bytes held until the op ends.
     remaining: Vec<u32>,
@@ -231,14 +233,14 @@ impl<S: TraceSink> Engine<'_, S> {
         {
             return;
         }
-        if self.input.shared_compute {
-            if self.shared_busy {
+        if let Some(slots) = self.input.compute_slots {
+            if self.shared_running >= slots {
                 if !self.shared_waiting.contains(&device) {
                     self.shared_waiting.push_back(device);
                 }
                 return;
             }
-            self.shared_busy = true;
+            self.shared_running += 1;
         }
         let op = self.lowered.op(position);
         let (activations, halo) = memory_at_start(self.input.cost, op);
@@ -327,8 +329,8 @@ impl<S: TraceSink> Engine<'_, S> {
             .take()
             .expect("an op ends only on a device that started it");
         self.next[device] += 1;
-        if self.input.shared_compute {
-            self.shared_busy = false;
+        if self.input.compute_slots.is_some() {
+            self.shared_running -= 1;
         }
         let placed = self.placed(device);
         self.sink.span(compute_span(placed, op, start, now));
@@ -346,7 +348,11 @@ impl<S: TraceSink> Engine<'_, S> {
             }
         }
         // Devices already waiting for the shared processor go first, in the order they came.
-        while !self.shared_busy {
+        while self
+            .input
+            .compute_slots
+            .is_some_and(|slots| self.shared_running < slots)
+        {
             let Some(waiting) = self.shared_waiting.pop_front() else {
                 break;
             };
@@ -650,7 +656,7 @@ fn run<S: TraceSink>(input: &SimInput<'_>, sink: &mut S, one_pass: bool) -> Resu
         next: (0..n_devices).map(|d| lowered.positions(d).start).collect(),
         end: (0..n_devices).map(|d| lowered.positions(d).end).collect(),
         busy_since: vec![None; n_devices],
-        shared_busy: false,
+        shared_running: 0,
         shared_waiting: std::collections::VecDeque::new(),
         remaining: lowered.inputs().to_vec(),
         held: vec![0; lowered.ops().len()],
@@ -713,7 +719,7 @@ pub fn simulate_free(
         placement: &placement,
         cost,
         network: &network,
-        shared_compute: false,
+        compute_slots: None,
         lowered,
     };
     let devices = names

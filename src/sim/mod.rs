@@ -15,10 +15,11 @@
 //! event loop runs.
 //! Both record the same spans and memory events (`tests/it/one_pass.rs`), in different orders.
 //!
-//! **A shared processor.** With `SimInput::shared_compute` (`executor.device_map: shared`:
-//! stages on one GPU, one stream each) an op also needs the one processor all devices share:
-//! ops run one at a time, and a device whose next op is ready while the processor is busy waits
-//! for it first-in first-out, ahead of devices that become ready later.
+//! **A shared processor.** With `SimInput::compute_slots` an op also needs a slot of the one
+//! processor all devices share: one slot for stages on one GPU, one stream each
+//! (`executor.device_map: shared`); the cores over the threads per device for CPU workers whose
+//! threads outnumber the cores (`executor.cores`). A device whose next op is ready while every
+//! slot is busy waits first-in first-out, ahead of devices that become ready later.
 //!
 //! **Links.** A transfer over a route takes the route's latency plus its bytes over the slowest
 //! link's bandwidth. A directed link carries one transfer at a time: a transfer starts when

@@ -53,7 +53,7 @@ pub(super) struct Plan<'a> {
 /// pairs).
 pub(super) fn plan<'a>(input: &SimInput<'a>, lowered: &Lowered) -> Option<Plan<'a>> {
     let n = lowered.n_devices();
-    if input.shared_compute {
+    if input.compute_slots.is_some() {
         return None;
     }
     // The pairs of schedule devices that hand off to each other, each numbered once (in a

@@ -286,3 +286,46 @@ fn ranks_coordinating_as_processes_train_as_one_process() {
         assert_eq!(spans(&apart), spans(&one), "{schedule}");
     }
 }
+
+/// A run's workers are threads of one process: `host_cores` becomes `executor.cores` when the
+/// scenario gives none, and the prediction then shares them; a scenario's own value stands.
+#[test]
+fn a_run_on_fewer_cores_than_threads_is_predicted_taking_turns() {
+    let prepare = |text: &str, host_cores: Option<u32>| {
+        let scenario = scenario::parse_scenario("tiny.yaml", text, &[], Path::new("."))
+            .unwrap_or_else(|d| panic!("{d}"));
+        let Workload::Gnn(spec) = &scenario.workload else {
+            panic!("a GNN scenario")
+        };
+        let graph = plan::prepare_graph(spec, None).unwrap();
+        let candidate = plan::own_candidate(&scenario, None).unwrap();
+        let options = Options {
+            host_cores,
+            ..Options::default()
+        };
+        let prepared = launch::prepare(scenario, Some(&graph), &candidate, &options).unwrap();
+        let metrics = pipegnn::report::compute(&prepared.prediction.trace);
+        let busy: u64 = metrics.devices.iter().map(|d| d.busy_ns).sum();
+        (
+            prepared.scenario.executor.cores,
+            metrics.epoch_time_ns,
+            busy,
+        )
+    };
+    let text = tiny("{kind: gpipe, chunks: 3}");
+    let (cores, own, busy) = prepare(&text, None);
+    assert_eq!(cores, None);
+    assert!(
+        own < busy,
+        "two devices of their own overlap: {own} vs {busy}"
+    );
+    // Two workers of one thread on one core: one op at a time.
+    let (cores, one, _) = prepare(&text, Some(1));
+    assert_eq!(cores, Some(1));
+    assert!(one >= busy, "{one} vs {busy}");
+    // Enough cores: as if each had its own.
+    assert_eq!(prepare(&text, Some(2)).1, own);
+    // The scenario's own count stands.
+    let given = text.replace("threads_per_device: 1}", "threads_per_device: 1, cores: 2}");
+    assert_eq!(prepare(&given, Some(1)), (Some(2), own, busy));
+}

@@ -6,6 +6,7 @@ mod calibration;
 mod cli;
 mod cluster;
 mod collectives;
+mod cores;
 mod cuda;
 mod exec;
 mod gnn;

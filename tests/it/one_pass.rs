@@ -97,7 +97,7 @@ fn input<'a>(
         placement,
         cost,
         network,
-        shared_compute: false,
+        compute_slots: None,
         lowered: None,
     }
 }
@@ -176,7 +176,7 @@ fn a_shared_switch_or_processor_takes_the_event_loop() {
     assert!(takes_one_pass(&input(&schedule, &placement, &costs, &own)));
     // Stages taking turns on one GPU: the loop decides who goes first.
     let turns = SimInput {
-        shared_compute: true,
+        compute_slots: Some(1),
         ..input(&schedule, &placement, &costs, &own)
     };
     assert!(!takes_one_pass(&turns));

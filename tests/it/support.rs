@@ -153,7 +153,7 @@ pub fn simulate_on(
         cost,
         network: network.unwrap_or(&free),
         lowered: None,
-        shared_compute,
+        compute_slots: shared_compute.then_some(1),
     };
     let devices = names
         .into_iter()

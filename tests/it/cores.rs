@@ -1,0 +1,129 @@
+//! CPU workers sharing a machine's cores (`executor.cores`): when the devices' threads
+//! outnumber the cores, ops take turns on them in the simulator, as the run's threads do on
+//! the machine; when they do not, nothing changes.
+
+use serde_json::Value;
+
+use crate::support::{invalid_scenario, pipegnn, scratch, stderr, write};
+
+/// Four CPU devices, one thread each, on a small synthetic graph: no dataset needed.
+fn four_cpu_devices(name: &str, executor: &str) -> String {
+    let text = format!(
+        "name: cores\ngraph:\n  synthetic: {{kind: sbm, nodes: 2000, avg_degree: 6, classes: 4, features: 64, seed: 3}}\nmodel:\n  layers: [{{kind: gcn, out: 32}}, {{kind: gcn, out: 32}}, {{kind: gcn, out: 32}}, {{kind: gcn, out: 4}}]\ntraining: {{epochs: 2}}\ndevices:\n  - {{name: cpu, count: 4, preset: cpu-core}}\nlinks:\n  topology: {{kind: full, bandwidth: 10GB/s, latency: 1us}}\nexecutor: {executor}\nschedule: {{kind: 1f1b, chunks: 8}}\n"
+    );
+    write(&scratch(name), "scenario.yaml", &text)
+        .display()
+        .to_string()
+}
+
+/// The simulation's result and the most compute spans that overlap in its trace.
+fn simulate(scenario: &str, name: &str) -> (Value, usize) {
+    let trace = scratch(&format!("{name}-trace")).join("trace.json");
+    let out = pipegnn(&[
+        "simulate",
+        scenario,
+        "--trace",
+        trace.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result = serde_json::from_slice::<Value>(&out.stdout).unwrap()["results"][0].clone();
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let events = doc["traceEvents"].as_array().unwrap();
+    // Compute spans are process 1's; +1 at a start, -1 at an end, ends first at a tie.
+    let mut edges: Vec<(i64, i32)> = events
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["pid"] == 1)
+        .flat_map(|e| {
+            // Microseconds with three decimals: whole nanoseconds, so that an op starting as
+            // another ends does not overlap it by a rounding error.
+            let ns = |us: f64| (us * 1e3).round() as i64;
+            let start = ns(e["ts"].as_f64().unwrap());
+            let end = start + ns(e["dur"].as_f64().unwrap());
+            [(start, 1), (end, -1)]
+        })
+        .collect();
+    assert!(!edges.is_empty());
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    (result, most as usize)
+}
+
+fn epoch(result: &Value) -> f64 {
+    result["epoch_time_s"].as_f64().unwrap()
+}
+
+fn busy(result: &Value) -> f64 {
+    result["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["busy_s"].as_f64().unwrap())
+        .sum()
+}
+
+#[test]
+fn cpu_workers_that_outnumber_the_cores_take_turns_on_them() {
+    let (own, own_most) = simulate(
+        &four_cpu_devices("cores-own", "{backend: cpu}"),
+        "cores-own",
+    );
+    assert!(
+        own_most > 2,
+        "devices of their own overlap more than two ops: {own_most}"
+    );
+    // As many cores as threads, or more: nothing to share.
+    for cores in [4, 64] {
+        let name = format!("cores-{cores}");
+        let executor = format!("{{backend: cpu, threads_per_device: 1, cores: {cores}}}");
+        let (result, _) = simulate(&four_cpu_devices(&name, &executor), &name);
+        assert_eq!(result, own, "{cores} cores");
+    }
+    // Two cores: at most two ops at a time, the same work done.
+    let executor = "{backend: cpu, threads_per_device: 1, cores: 2}";
+    let (two, two_most) = simulate(&four_cpu_devices("cores-2", executor), "cores-2");
+    assert_eq!(two_most, 2);
+    assert!(
+        epoch(&two) > epoch(&own),
+        "{} vs {}",
+        epoch(&two),
+        epoch(&own)
+    );
+    assert!(epoch(&two) >= busy(&two) / 2.0 * (1.0 - 1e-9));
+    assert!((busy(&two) - busy(&own)).abs() <= 1e-9 * busy(&own));
+    assert_eq!(two["communication_bytes"], own["communication_bytes"]);
+    // Two threads a device on four cores: two devices at a time.
+    let executor = "{backend: cpu, threads_per_device: 2, cores: 4}";
+    let (_, most) = simulate(&four_cpu_devices("cores-4x2", executor), "cores-4x2");
+    assert_eq!(most, 2);
+    // One core: one op at a time, exactly as stages taking turns on one shared GPU.
+    let executor = "{backend: cpu, threads_per_device: 1, cores: 1}";
+    let (one, one_most) = simulate(&four_cpu_devices("cores-1", executor), "cores-1");
+    assert_eq!(one_most, 1);
+    assert!(epoch(&one) >= busy(&one) * (1.0 - 1e-9));
+    let executor = "{backend: cpu, threads_per_device: 1, device_map: shared}";
+    let (shared, _) = simulate(&four_cpu_devices("cores-shared", executor), "cores-shared");
+    assert_eq!(epoch(&one), epoch(&shared));
+}
+
+#[test]
+fn a_bad_core_count_names_the_field() {
+    for (value, want) in [
+        ("0", "executor.cores"),
+        ("5000", "executor.cores"),
+        ("two", "executor.cores"),
+    ] {
+        let text = std::fs::read_to_string(four_cpu_devices(
+            "cores-bad",
+            &format!("{{backend: cpu, cores: {value}}}"),
+        ))
+        .unwrap();
+        let err = invalid_scenario("cores-bad", &text);
+        assert!(err.contains(want), "{value}: {err}");
+    }
+}
