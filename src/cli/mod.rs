@@ -112,6 +112,17 @@ pub enum ReportFormat {
     Json,
 }
 
+/// `fidelity --seconds`: a finite number of seconds from 0 to 60.
+fn seconds_budget(text: &str) -> std::result::Result<f64, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(0.0..=60.0).contains(&seconds) {
+        return Err(format!("{text} is outside 0 to 60 seconds"));
+    }
+    Ok(seconds)
+}
+
 /// The kinds `--kind` takes: the catalog's generated kinds, each with its summary.
 fn generated_kinds() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(
@@ -279,6 +290,10 @@ pub struct CalibrateArgs {
     /// Where to write the profile (JSON).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Also write every sample the functions were fitted on (JSON: per function its terms,
+    /// and per sample the terms' values, the measured value and the fitted one).
+    #[arg(long, value_name = "FILE")]
+    pub samples: Option<PathBuf>,
 }
 
 /// `pipegnn compare`.
@@ -326,9 +341,20 @@ pub struct FidelityArgs {
     /// Only the configurations whose name contains this text.
     #[arg(long)]
     pub only: Option<String>,
-    /// Measured epochs per configuration (the median epoch stands for it), 2 to 1,000.
+    /// Measured epochs per configuration, at least (the median epoch stands for it), 2 to
+    /// 1,000.
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(2..=1000))]
     pub epochs: u32,
+    /// Measured time per configuration, at least, in seconds (0 to 60): a configuration whose
+    /// predicted epoch is short runs more epochs than `--epochs` to fill it (up to 1,000), so
+    /// that the machine's noise does not decide a millisecond-scale figure.
+    #[arg(long, default_value_t = 1.5, value_parser = seconds_budget)]
+    pub seconds: f64,
+    /// Rounds through the whole matrix, 1 to 20: each configuration runs once a round, and
+    /// the round with the shortest median epoch stands for it (a shared machine's contention
+    /// only ever slows a run down); every round's epoch is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
     /// Where the shared datasets are (Cora, CiteSeer, Facebook, PubMed).
     #[arg(long, value_name = "DIR", default_value = "../shared/data")]
     pub data: PathBuf,

@@ -66,7 +66,7 @@ kernels! {
     EluBackward => "elu_backward", ["elements"], "ELU's gradient.";
     Elementwise => "elementwise", ["elements"], "A binary elementwise op (bias, sums, the surrogate product).";
     RowCopy => "row_copy", ["elements"], "Gathering or scattering rows (history buffers, halo rows, concatenation).";
-    Loss => "loss", ["m*classes", "labelled*classes"], "Softmax cross-entropy over the `labelled` of `m` rows, forward and backward.";
+    Loss => "loss", ["m*classes", "labelled*classes", "labelled>0"], "Softmax cross-entropy over the `labelled` of `m` rows, forward and backward; `labelled>0` is 1 when a row is labelled (only then do the selection, the softmax and their backward run).";
     Adam => "adam", ["parameters"], "One Adam step.";
     HandoffCopy => "handoff_copy", ["bytes"], "The receiver's copy of a hand-off.";
     GcnForward => "gcn_forward", ["kernels_ns", "elements"], "A GCN layer's forward as the executor runs it: its kernels' predicted time and the elements it touches (autograd bookkeeping).";

@@ -420,7 +420,12 @@ impl<'a> DeviceCost<'a> {
         let labelled = w.labelled.as_ref().map(|l| l[chunk] as f64);
         if last && labelled == Some(0.0) {
             // A zero loss: candle skips the backward of everything beneath it.
-            ns += eval(profile, Kernel::Loss, &[top.out * self.classes, 0.0], flags);
+            ns += eval(
+                profile,
+                Kernel::Loss,
+                &[top.out * self.classes, 0.0, 0.0],
+                flags,
+            );
             return ns;
         }
         if last {
@@ -428,7 +433,11 @@ impl<'a> DeviceCost<'a> {
             ns += eval(
                 profile,
                 Kernel::Loss,
-                &[top.out * self.classes, rows * self.classes],
+                &[
+                    top.out * self.classes,
+                    rows * self.classes,
+                    f64::from(u8::from(rows > 0.0)),
+                ],
                 flags,
             );
         } else {

@@ -40,9 +40,11 @@ pub enum Effort {
 
 /// Samples of one function: terms (constant first) and measured values.
 #[derive(Debug, Default, Clone)]
-struct Samples {
-    rows: Vec<Vec<f64>>,
-    y: Vec<f64>,
+pub struct Samples {
+    /// Each sample's terms, the constant 1 first.
+    pub rows: Vec<Vec<f64>>,
+    /// Each sample's measured value (ns, or bytes for memory functions).
+    pub y: Vec<f64>,
 }
 
 impl Samples {
@@ -123,14 +125,15 @@ fn random_sparse(rng: &mut Rng, rows: usize, cols: usize, per_row: usize) -> Spa
 }
 
 /// Runs the microbenchmarks on `device` with `threads` compute threads and fits the profile.
-/// `progress` is told each kernel as it starts.
+/// `progress` is told each kernel as it starts. Returns the profile and the samples each
+/// function was fitted on.
 pub fn calibrate(
     device: &Device,
     threads: usize,
     effort: Effort,
     machine: String,
     progress: &(dyn Fn(&str) + Sync),
-) -> candle_core::Result<DeviceProfile> {
+) -> candle_core::Result<(DeviceProfile, BTreeMap<Kernel, Samples>)> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -138,7 +141,7 @@ pub fn calibrate(
     let slot = memory::take_slot();
     pool.broadcast(|_| memory::enter(slot));
     memory::enter(slot);
-    let samples = pool.install(|| measure_kernels(device, effort, progress))?;
+    let mut samples = pool.install(|| measure_kernels(device, effort, progress))?;
     let mut kernels: BTreeMap<Kernel, Fit> = BTreeMap::new();
     for (kernel, s) in &samples {
         if let Some(f) = fit_with_knee(&s.rows, &s.y) {
@@ -175,7 +178,42 @@ pub fn calibrate(
             profile.kernels.insert(*kernel, f);
         }
     }
-    Ok(profile)
+    samples.extend(layers);
+    Ok((profile, samples))
+}
+
+/// The samples as JSON text: per function its terms and, per sample, the terms' values, the
+/// measured value and the fitted function's value (`calibrate --samples`).
+pub fn samples_json(profile: &DeviceProfile, samples: &BTreeMap<Kernel, Samples>) -> String {
+    let functions: Vec<serde_json::Value> = samples
+        .iter()
+        .map(|(kernel, s)| {
+            let points: Vec<serde_json::Value> = s
+                .rows
+                .iter()
+                .zip(&s.y)
+                .map(|(row, &y)| {
+                    let fitted = profile.kernels.get(kernel).map(|f| f.eval(row));
+                    serde_json::json!({"terms": &row[1..], "measured": y, "fitted": fitted})
+                })
+                .collect();
+            serde_json::json!({
+                "kernel": kernel.name(),
+                "terms": kernel.terms(),
+                "unit": if kernel.is_memory() { "bytes" } else { "ns" },
+                "samples": points,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "format": "pipegnn-calibration-samples v1",
+        "device": profile.device,
+        "machine": profile.machine,
+        "functions": functions,
+    });
+    let mut text = serde_json::to_string_pretty(&doc).expect("JSON values serialise");
+    text.push('\n');
+    text
 }
 
 /// `cpu` or `cuda`.
@@ -203,7 +241,11 @@ fn measure_kernels(
     let widths: &[(usize, usize)] = if quick {
         &[(16, 16), (64, 8), (8, 64)]
     } else {
+        // Down to a last layer's few classes, up to wide hidden layers.
         &[
+            (16, 4),
+            (64, 4),
+            (32, 8),
             (8, 8),
             (16, 16),
             (64, 16),
@@ -270,7 +312,7 @@ fn measure_kernels(
             let read = m + m / 2;
             let a = random_sparse(&mut rng, m, read, degree + 1);
             let nnz = a.nnz() as f64;
-            for &w in &[8usize, 16, 64, 128] {
+            for &w in &[4usize, 8, 16, 64, 128] {
                 if m * degree * w > 120_000_000 {
                     continue;
                 }
@@ -384,7 +426,8 @@ fn measure_kernels(
     for &m in &[100usize, 1_000, 10_000, 50_000] {
         for &classes in &[3usize, 7, 40] {
             let logits = Var::from_tensor(&random(&mut rng, (m, classes), device)?)?;
-            for step in [1usize, 8, usize::MAX] {
+            // Every row labelled, one in 8, one in 64 (a few labels, as Planetoid's splits), none.
+            for step in [1usize, 8, 64, usize::MAX] {
                 let labelled: Vec<(u32, u32)> = (0..m as u32)
                     .step_by(step.min(m + 1))
                     .filter(|_| step != usize::MAX)
@@ -394,7 +437,11 @@ fn measure_kernels(
                     cross_entropy(logits.as_tensor(), &labelled, labelled.len().max(1))?.backward()
                 })?;
                 out.entry(Kernel::Loss).or_default().push(
-                    &[(m * classes) as f64, (labelled.len() * classes) as f64],
+                    &[
+                        (m * classes) as f64,
+                        (labelled.len() * classes) as f64,
+                        f64::from(u8::from(!labelled.is_empty())),
+                    ],
                     l,
                 );
             }
@@ -630,16 +677,12 @@ fn measure_layer(
         return Ok(());
     }
     let f_ns = time(device, forward)?;
-    let b_ns = time(device, || {
-        let y = forward()?;
-        (&y * &g)?.sum_all()
-    })?;
-    let fb_ns = time(device, || {
-        let y = forward()?;
-        (&y * &g)?.sum_all()?.backward()
-    })?;
-    // The backward alone: forward, surrogate and backward less forward and surrogate.
-    let backward_ns = (fb_ns - b_ns).max(1.0);
+    // The backward alone, timed on one forward's graph (a backward leaves the graph as it
+    // was), as the executor runs it on the stash. Timing forward and backward together and
+    // subtracting the forward's time instead left a difference of two noisy medians, down to
+    // nothing on small layers, which a fit on relative error cannot absorb.
+    let surrogate = (&forward()? * &g)?.sum_all()?;
+    let backward_ns = time(device, || surrogate.backward())?;
     let (glue_f, _, _) = shape.functions(false);
     let (glue_b, _, _) = shape.functions(true);
     let kernels_ns = |backward: bool| -> f64 {

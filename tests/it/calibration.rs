@@ -17,6 +17,7 @@ fn profile() -> PathBuf {
     PROFILE
         .get_or_init(|| {
             let path = scratch("device-profile").join("cpu1.json");
+            let samples = path.with_file_name("samples.json");
             let out = pipegnn(&[
                 "calibrate",
                 "--quick",
@@ -24,6 +25,8 @@ fn profile() -> PathBuf {
                 "1",
                 "--out",
                 path.to_str().unwrap(),
+                "--samples",
+                samples.to_str().unwrap(),
             ]);
             assert!(out.status.success(), "{}", stderr(&out));
             assert!(
@@ -164,6 +167,54 @@ fn a_profile_of_another_thread_count_is_refused() {
     );
 }
 
+/// `calibrate --samples` writes what each function was fitted on; its own errors, computed
+/// here from the measured and fitted values, are the ones the profile records.
+#[test]
+fn the_samples_are_what_the_profile_was_fitted_on() {
+    let path = profile();
+    let profile: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let samples: Value = serde_json::from_str(
+        &std::fs::read_to_string(path.with_file_name("samples.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(samples["format"], "pipegnn-calibration-samples v1");
+    let functions = samples["functions"].as_array().unwrap();
+    let fits = profile["kernels"].as_array().unwrap();
+    assert_eq!(
+        functions.len(),
+        fits.len(),
+        "one sample set per fitted function"
+    );
+    for fit in fits {
+        let name = fit["kernel"].as_str().unwrap();
+        let f = functions.iter().find(|f| f["kernel"] == name).unwrap();
+        let points = f["samples"].as_array().unwrap();
+        assert_eq!(
+            points.len() as u64,
+            fit["samples"].as_u64().unwrap(),
+            "{name}"
+        );
+        let n_terms = f["terms"].as_array().unwrap().len();
+        let mut errors: Vec<f64> = points
+            .iter()
+            .map(|p| {
+                assert_eq!(p["terms"].as_array().unwrap().len(), n_terms, "{name}");
+                let measured = p["measured"].as_f64().unwrap();
+                let fitted = p["fitted"].as_f64().unwrap();
+                assert!(measured > 0.0, "{name}: {p}");
+                ((fitted - measured) / measured).abs()
+            })
+            .collect();
+        errors.sort_by(f64::total_cmp);
+        let max = *errors.last().unwrap();
+        let recorded = fit["max_error"].as_f64().unwrap();
+        assert!(
+            (max - recorded).abs() <= 1e-9 * (1.0 + recorded),
+            "{name}: {max} vs {recorded}"
+        );
+    }
+}
+
 #[test]
 fn a_device_entry_may_name_its_profile() {
     let profile = profile();
@@ -226,12 +277,34 @@ fn fidelity_runs_a_two_configuration_matrix() {
         "cora-gcn2-gpipe-drop-s2-k8,cora-gcn2-graph-parallel-p2",
         "--epochs",
         "2",
+        "--seconds",
+        "0",
+        "--rounds",
+        "2",
         "--format",
         "json",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let configs = doc["configurations"].as_array().unwrap();
+    for c in configs {
+        // No time to fill: the epochs asked for. Each round's median epoch is reported, and
+        // the shortest stands.
+        assert_eq!(c["epochs"], 2, "{c}");
+        let rounds: Vec<f64> = c["round_epoch_times_s"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_f64().unwrap())
+            .collect();
+        assert_eq!(rounds.len(), 2, "{c}");
+        let epoch = c["metrics"][0]["measured"].as_f64().unwrap();
+        assert_eq!(
+            epoch,
+            rounds.iter().copied().fold(f64::INFINITY, f64::min),
+            "{c}"
+        );
+    }
     let names: Vec<&str> = configs
         .iter()
         .map(|c| c["name"].as_str().unwrap())
@@ -263,6 +336,39 @@ fn fidelity_runs_a_two_configuration_matrix() {
         "nothing-like-this",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// `--seconds` raises the epochs of a configuration whose predicted epoch is short, from the
+/// prediction (so the same profile always runs the same epochs), up to 1,000.
+#[test]
+fn fidelity_fills_its_time_budget_from_the_prediction() {
+    let Some(data) = data_dir() else {
+        return;
+    };
+    let profile = profile();
+    let out = pipegnn(&[
+        "fidelity",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--only",
+        "cora-gcn2-1stage",
+        "--epochs",
+        "2",
+        "--seconds",
+        "0.05",
+        "--rounds",
+        "1",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &doc["configurations"][0];
+    let predicted = c["metrics"][0]["predicted"].as_f64().unwrap();
+    let want = ((0.05 / predicted).ceil() as u64).clamp(2, 1000);
+    assert_eq!(c["epochs"].as_u64().unwrap(), want, "{c}");
 }
 
 #[test]
