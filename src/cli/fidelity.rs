@@ -150,20 +150,26 @@ links:
 schedule: {kind: 1f1b, chunks: 8, halo: drop}
 ";
 
-/// Microbenchmarks `device` with `threads` compute threads (default 1) into a profile.
+/// Microbenchmarks `device` with `threads` compute threads (default 1) into a profile, the
+/// default number of passes over the grid.
 pub(super) fn calibrate_device(
     device: DeviceArg,
     threads: Option<u32>,
     quick: bool,
 ) -> Result<DeviceProfile> {
-    Ok(calibrate_with_samples(device, threads, quick)?.0)
+    Ok(calibrate_with_samples(device, threads, quick, DEFAULT_PASSES)?.0)
 }
 
-/// As [`calibrate_device`], with the samples each function was fitted on.
+/// Passes over the calibration grid unless `calibrate --passes` says otherwise.
+pub(super) const DEFAULT_PASSES: usize = 2;
+
+/// As [`calibrate_device`], with `passes` passes over the grid, and the samples each function
+/// was fitted on.
 fn calibrate_with_samples(
     device: DeviceArg,
     threads: Option<u32>,
     quick: bool,
+    passes: usize,
 ) -> Result<(DeviceProfile, BTreeMap<Kernel, Samples>)> {
     let threads = threads.unwrap_or(1).max(1);
     let backend = match device {
@@ -176,8 +182,10 @@ fn calibrate_with_samples(
     let spinner = Progress::spinner();
     let progress = |what: &str| spinner.set_message(format!("calibrating: {what}"));
     let effort = if quick { Effort::Quick } else { Effort::Full };
+    // A quick grid is for trying the command: one pass.
+    let passes = if quick { 1 } else { passes };
     let (mut profile, samples) =
-        calibrate::calibrate(&dev, threads as usize, effort, machine(), &progress)
+        calibrate::calibrate(&dev, threads as usize, effort, passes, machine(), &progress)
             .map_err(|err| CliError::new(ExitStatus::RunFailed, format!("calibrate: {err}")))?;
     progress("the built-in pipeline: wake-up, gap between ops, memory in a pipeline");
     let overrides = [format!("executor.threads_per_device={threads}")];
@@ -226,7 +234,12 @@ fn calibrate_with_samples(
 
 /// `pipegnn calibrate`.
 pub(super) fn calibrate(args: &CalibrateArgs) -> Result<()> {
-    let (profile, samples) = calibrate_with_samples(args.device, Some(args.threads), args.quick)?;
+    let (profile, samples) = calibrate_with_samples(
+        args.device,
+        Some(args.threads),
+        args.quick,
+        args.passes as usize,
+    )?;
     write(&args.out, &profile.to_json())?;
     if let Some(path) = &args.samples {
         write(path, &calibrate::samples_json(&profile, &samples))?;
@@ -604,8 +617,13 @@ fn scenario_text(c: &Config, data: &Path) -> String {
 /// Predicts and runs one configuration once.
 fn measure(c: &Config, args: &FidelityArgs, profile: &DeviceProfile) -> Result<Outcome> {
     let file = PathBuf::from(format!("(fidelity) {}", c.name));
-    let loaded = load_text(&file, &scenario_text(c, &args.data), &[])?;
+    let mut loaded = load_text(&file, &scenario_text(c, &args.data), &[])?;
     check_profile(&file, &loaded.scenario, profile, None)?;
+    // The workers will be threads of this process: every prediction below shares its cores,
+    // as the run's own does.
+    loaded.scenario.executor.cores = std::thread::available_parallelism()
+        .ok()
+        .map(|n| n.get().min(u32::MAX as usize) as u32);
     let profiles = vec![profile; loaded.scenario.devices.len()];
     // The analytic tier on the same configuration, for the record.
     let candidate = own_candidate(&loaded.scenario)?;
@@ -620,6 +638,7 @@ fn measure(c: &Config, args: &FidelityArgs, profile: &DeviceProfile) -> Result<O
     )
     .map_err(in_file(&file))?;
     let epochs = measured_epochs(args, crate::report::compute(&predicted.trace).epoch_time_ns);
+    let slowdown = profile.probe.map(|then| calibrate::probe().slowdown(&then));
     let run = execute(
         &file,
         loaded,
@@ -636,6 +655,7 @@ fn measure(c: &Config, args: &FidelityArgs, profile: &DeviceProfile) -> Result<O
         name: c.name,
         epochs,
         rounds: Vec::new(),
+        slowdown,
         analytic_error,
         rows: compare_rows(&run, &measured),
         extrapolated: run.prediction.extrapolated.clone(),
@@ -668,6 +688,9 @@ struct Outcome {
     epochs: u32,
     /// The median epoch of each round, in seconds; the shortest round's figures stand.
     rounds: Vec<f64>,
+    /// How much slower the machine was, just before the standing round, than when the
+    /// profile was calibrated: memory and compute (`None` for a profile without a probe).
+    slowdown: Option<(f64, f64)>,
     /// The analytic tier's relative error on the epoch time.
     analytic_error: Option<f64>,
     rows: Vec<CompareRow>,
@@ -765,7 +788,7 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
         ReportFormat::Json => {
             let configs: Vec<serde_json::Value> = outcomes
                 .iter()
-                .map(|o| serde_json::json!({"name": o.name, "epochs": o.epochs, "round_epoch_times_s": o.rounds, "metrics": o.rows, "extrapolated": o.extrapolated, "analytic_epoch_time_relative_error": o.analytic_error}))
+                .map(|o| serde_json::json!({"name": o.name, "epochs": o.epochs, "round_epoch_times_s": o.rounds, "machine_slowdown": o.slowdown.map(|(memory, compute)| serde_json::json!({"memory": memory, "compute": compute})), "metrics": o.rows, "extrapolated": o.extrapolated, "analytic_epoch_time_relative_error": o.analytic_error}))
                 .collect();
             let summary: Vec<serde_json::Value> = summary
                 .iter()
@@ -783,7 +806,7 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
         }
         ReportFormat::Table => {
             let mut out = format!(
-                "fidelity: {} configurations predicted with the device profile ({}, measured on {}) against at least {} measured epochs and {} s each, the shortest of {} rounds\n\n{:<44} {:>7} {:>11} {:>11} {:>7} {:>8} {:>8} {:>8} {:>9}\n",
+                "fidelity: {} configurations predicted with the device profile ({}, measured on {}) against at least {} measured epochs and {} s each, the shortest of {} rounds\n\n{:<44} {:>7} {:>11} {:>11} {:>7} {:>11} {:>8} {:>8} {:>8} {:>9}\n",
                 outcomes.len(),
                 profile.device,
                 profile.machine,
@@ -795,6 +818,7 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
                 "predicted",
                 "measured",
                 "spread",
+                "machine",
                 "epoch",
                 "busy",
                 "memory",
@@ -811,7 +835,7 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
                         .map_or("-".into(), |e| format!("{:+.1}%", e * 100.0))
                 };
                 out.push_str(&format!(
-                    "{:<44} {:>7} {:>11} {:>11} {:>7} {:>8} {:>8} {:>8} {:>9}{}\n",
+                    "{:<44} {:>7} {:>11} {:>11} {:>7} {:>11} {:>8} {:>8} {:>8} {:>9}{}\n",
                     o.name,
                     o.epochs,
                     crate::units::format_duration_ns((epoch.predicted * 1e9) as u64),
@@ -821,6 +845,9 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
                             (m * 1e9) as u64
                         )),
                     spread(&o.rounds),
+                    o.slowdown.map_or("-".into(), |(memory, compute)| format!(
+                        "x{memory:.2}/x{compute:.2}"
+                    )),
                     epoch
                         .relative_error
                         .map_or("-".into(), |e| format!("{:+.1}%", e * 100.0)),
@@ -856,7 +883,7 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
                     fmt(s.max)
                 ));
             }
-            out.push_str("(spread: the slowest round's median epoch over the shortest's; epoch, busy, memory: |relative error|; bubble: |predicted - measured| fraction; bytes: |relative error|, 0 is exact; analytic: the analytic tier's epoch-time error with the cpu-core preset)\n");
+            out.push_str("(spread: the slowest round's median epoch over the shortest's; machine and its summary rows: how much slower this machine's memory and core were just before that round than at calibration, a fixed probe each, 1 as calibrated; epoch, busy, memory: |relative error|; bubble: |predicted - measured| fraction; bytes: |relative error|, 0 is exact; analytic: the analytic tier's epoch-time error with the cpu-core preset)\n");
             print(&out)
         }
     }
@@ -920,5 +947,32 @@ fn summarise(outcomes: &[Outcome]) -> Vec<Summary> {
             }
         })
         .chain(std::iter::once(analytic))
+        .chain(slowdowns(outcomes))
         .collect()
+}
+
+/// The distribution of the machine probe's slowdown over the configurations (a ratio, not an
+/// error: 1 is the machine as calibrated), memory then compute; none without a probe.
+fn slowdowns(outcomes: &[Outcome]) -> Vec<Summary> {
+    [
+        ("machine_memory_slowdown", 0),
+        ("machine_compute_slowdown", 1),
+    ]
+    .into_iter()
+    .filter_map(|(metric, which)| {
+        let mut ratios: Vec<f64> = outcomes
+            .iter()
+            .filter_map(|o| o.slowdown.map(|s| if which == 0 { s.0 } else { s.1 }))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        (!ratios.is_empty()).then(|| Summary {
+            metric,
+            count: ratios.len(),
+            median: quantile(&ratios, 0.5),
+            p90: quantile(&ratios, 0.9),
+            max: ratios.last().copied().unwrap_or(0.0),
+            absolute: true,
+        })
+    })
+    .collect()
 }

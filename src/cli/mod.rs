@@ -287,6 +287,10 @@ pub struct CalibrateArgs {
     /// A small grid, in seconds: to try the command, not for predictions.
     #[arg(long)]
     pub quick: bool,
+    /// Passes over the grid, 1 to 10: each sample keeps its fastest pass, so that a spell of
+    /// load from the machine's neighbours does not decide it (`--quick` makes one).
+    #[arg(long, default_value_t = fidelity::DEFAULT_PASSES as u32, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub passes: u32,
     /// Where to write the profile (JSON).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,

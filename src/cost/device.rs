@@ -10,7 +10,7 @@
 //!
 //! The file is JSON: `{"format": "pipegnn-device-profile v1", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
-//! "median_error", "p90_error", "max_error", "range"}], "wakeup_ns", "gap_ns", "memory_scale"}`.
+//! "median_error", "p90_error", "max_error", "range"}], "wakeup_ns", "gap_ns", "memory_scale", "probe": {"memory_ns", "compute_ns"} or null}`.
 //!
 //! The last three come from a real run of a built-in pipeline (not any user's configuration):
 //! a worker's wake-up, its gap between ops, and how much more memory in-flight chunks and
@@ -69,12 +69,12 @@ kernels! {
     Loss => "loss", ["m*classes", "labelled*classes", "labelled>0"], "Softmax cross-entropy over the `labelled` of `m` rows, forward and backward; `labelled>0` is 1 when a row is labelled (only then do the selection, the softmax and their backward run).";
     Adam => "adam", ["parameters"], "One Adam step.";
     HandoffCopy => "handoff_copy", ["bytes"], "The receiver's copy of a hand-off.";
-    GcnForward => "gcn_forward", ["kernels_ns", "elements"], "A GCN layer's forward as the executor runs it: its kernels' predicted time and the elements it touches (autograd bookkeeping).";
-    GcnBackward => "gcn_backward", ["kernels_ns", "elements"], "Its backward.";
-    SageForward => "sage_forward", ["kernels_ns", "elements"], "A GraphSAGE layer's forward.";
-    SageBackward => "sage_backward", ["kernels_ns", "elements"], "Its backward.";
-    GatForward => "gat_forward", ["kernels_ns", "elements"], "A GAT layer's forward.";
-    GatBackward => "gat_backward", ["kernels_ns", "elements"], "Its backward.";
+    GcnForward => "gcn_forward", ["elements", "kernels_ns"], "A GCN layer's forward as the executor runs it: the elements it touches (autograd bookkeeping) and its kernels' predicted time, last so that a knee can give large layers a slope of their own (kernels timed alone, cold, miss what a whole layer shares or loses in cache).";
+    GcnBackward => "gcn_backward", ["elements", "kernels_ns"], "Its backward.";
+    SageForward => "sage_forward", ["elements", "kernels_ns"], "A GraphSAGE layer's forward.";
+    SageBackward => "sage_backward", ["elements", "kernels_ns"], "Its backward.";
+    GatForward => "gat_forward", ["elements", "kernels_ns"], "A GAT layer's forward.";
+    GatBackward => "gat_backward", ["elements", "kernels_ns"], "Its backward.";
     GcnStash => "gcn_stash_bytes", ["input", "read*b", "out*b", "nnz", "dropout*input", "activation*out*b"], "Bytes a GCN forward keeps for its backward.";
     SageStash => "sage_stash_bytes", ["input", "read*b", "out*b", "nnz", "dropout*input", "activation*out*b"], "Bytes a GraphSAGE forward keeps.";
     GatStash => "gat_stash_bytes", ["input", "read*h*c", "out*b", "nnz*h", "dropout*input", "activation*out*b"], "Bytes a GAT forward keeps.";
@@ -135,6 +135,38 @@ pub struct DeviceProfile {
     /// What a hand-off between two processes costs, measured at the run that uses it
     /// (`compare --transport mpi`); never read from or written to the file.
     pub between_processes: Option<HandoffCost>,
+    /// The machine's state while it was calibrated (absent from profiles written before it
+    /// was measured).
+    pub probe: Option<MachineProbe>,
+}
+
+/// Two fixed workloads timed on one thread: how fast the machine was at a moment. On a shared
+/// machine its neighbours' load changes both, and a measurement compared against a
+/// prediction is only as good as the machine was alike at calibration and at the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MachineProbe {
+    /// Gathering from random places of a 64 MiB array (caches and memory), in ns.
+    pub memory_ns: u64,
+    /// A small dense product held in cache (the core), in ns.
+    pub compute_ns: u64,
+}
+
+impl MachineProbe {
+    /// Each workload's faster time of the two.
+    pub fn fastest(&self, other: &MachineProbe) -> MachineProbe {
+        MachineProbe {
+            memory_ns: self.memory_ns.min(other.memory_ns),
+            compute_ns: self.compute_ns.min(other.compute_ns),
+        }
+    }
+
+    /// How much slower the machine is now than at `then`: now over then, per workload.
+    pub fn slowdown(&self, then: &MachineProbe) -> (f64, f64) {
+        (
+            self.memory_ns as f64 / then.memory_ns.max(1) as f64,
+            self.compute_ns as f64 / then.compute_ns.max(1) as f64,
+        )
+    }
 }
 
 /// What a hand-off costs beyond the links: a fixed time plus a time per byte.
@@ -271,6 +303,7 @@ impl DeviceProfile {
             "wakeup_ns": self.wakeup_ns,
             "gap_ns": self.gap_ns,
             "memory_scale": self.memory_scale,
+            "probe": self.probe.map(|p| json!({"memory_ns": p.memory_ns, "compute_ns": p.compute_ns})),
         });
         serde_json::to_string_pretty(&doc).expect("a JSON value always serializes") + "\n"
     }
@@ -311,6 +344,20 @@ impl DeviceProfile {
             let kernel = Kernel::from_name(name)
                 .ok_or_else(|| format!("{}: unknown kernel `{name}`", at("kernel")))?;
             let p = kernel.terms().len() + 1;
+            // The terms as this version computes them, in its order: a profile fitted on other
+            // terms would be read with its coefficients against the wrong ones.
+            let mut terms: Vec<String> = vec!["calls".into()];
+            terms.extend(kernel.terms().iter().map(|t| t.to_string()));
+            let written: Vec<&str> = entry["terms"]
+                .as_array()
+                .map(|t| t.iter().filter_map(Value::as_str).take(p).collect())
+                .unwrap_or_default();
+            if written != terms {
+                return Err(format!(
+                    "{}: {name} was fitted on terms {written:?}, this version prices it with {terms:?}: calibrate again",
+                    at("terms")
+                ));
+            }
             let list = |key: &str| -> Result<Vec<f64>, String> {
                 let values = entry[key]
                     .as_array()
@@ -374,6 +421,13 @@ impl DeviceProfile {
                 }
             })?,
             between_processes: None,
+            probe: match &doc["probe"] {
+                Value::Null => None,
+                p => Some(MachineProbe {
+                    memory_ns: number(&p["memory_ns"], "probe.memory_ns")?,
+                    compute_ns: number(&p["compute_ns"], "probe.compute_ns")?,
+                }),
+            },
         })
     }
 }
@@ -407,6 +461,10 @@ mod tests {
             wakeup_ns: 2500,
             gap_ns: 900,
             memory_scale: 1.25,
+            probe: Some(MachineProbe {
+                memory_ns: 41_000_000,
+                compute_ns: 9_000_000,
+            }),
             between_processes: None,
         }
     }
@@ -417,7 +475,35 @@ mod tests {
         let adam = profile.kernels.get_mut(&Kernel::Adam).unwrap();
         adam.knee = Some(4.0);
         adam.coefficients.push(0.25);
-        assert_eq!(DeviceProfile::parse(&profile.to_json()), Ok(profile));
+        assert_eq!(
+            DeviceProfile::parse(&profile.to_json()),
+            Ok(profile.clone())
+        );
+        // Written before the machine was probed: read without a probe.
+        profile.probe = None;
+        let text = profile.to_json();
+        assert!(text.contains("\"probe\": null"), "{text}");
+        assert_eq!(DeviceProfile::parse(&text), Ok(profile));
+        let bad = sample()
+            .to_json()
+            .replacen("\"memory_ns\": 41000000", "\"memory_ns\": -1", 1);
+        assert!(DeviceProfile::parse(&bad)
+            .unwrap_err()
+            .contains("probe.memory_ns"));
+        // A profile fitted on other terms (an earlier version's order) is refused, not misread.
+        let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
+        let gcn = doc["kernels"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|k| k["kernel"] == "gcn_forward")
+            .unwrap();
+        gcn["terms"] = json!(["calls", "kernels_ns", "elements"]);
+        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
+        assert!(
+            err.contains("gcn_forward was fitted on terms") && err.contains("calibrate again"),
+            "{err}"
+        );
         assert!(DeviceProfile::parse("{}")
             .unwrap_err()
             .contains("not a device profile"));

@@ -26,7 +26,7 @@ pub struct SimInput<'a> {
     /// a time, a device whose op is ready waiting first-in first-out for a free slot: 1 for
     /// stages on one GPU, each on its own stream (`executor.device_map: shared`); the cores
     /// over the threads per device for CPU workers whose threads outnumber the cores
-    /// (`executor.cores`). `None`: every device computes on its own.
+    /// (`executor.cores`). `None`: every device computes on its own; `Some(0)` reads as 1.
     pub compute_slots: Option<u32>,
     /// The schedule lowered, when the caller already has it (from [`crate::schedule::check_lowered`]);
     /// otherwise the simulation lowers it.
@@ -234,7 +234,7 @@ impl<S: TraceSink> Engine<'_, S> {
             return;
         }
         if let Some(slots) = self.input.compute_slots {
-            if self.shared_running >= slots {
+            if self.shared_running >= slots.max(1) {
                 if !self.shared_waiting.contains(&device) {
                     self.shared_waiting.push_back(device);
                 }
@@ -351,7 +351,7 @@ impl<S: TraceSink> Engine<'_, S> {
         while self
             .input
             .compute_slots
-            .is_some_and(|slots| self.shared_running < slots)
+            .is_some_and(|slots| self.shared_running < slots.max(1))
         {
             let Some(waiting) = self.shared_waiting.pop_front() else {
                 break;

@@ -509,6 +509,14 @@ fn zero_and_out_of_range_counts_on_the_command_line() {
         ),
         (vec!["fidelity", "--epochs", "1"], "--epochs"),
         (vec!["fidelity", "--rounds", "0"], "--rounds"),
+        (
+            vec!["calibrate", "--out", "x.json", "--passes", "0"],
+            "--passes",
+        ),
+        (
+            vec!["calibrate", "--out", "x.json", "--passes", "11"],
+            "--passes",
+        ),
         (vec!["fidelity", "--seconds=-1"], "--seconds"),
         (vec!["fidelity", "--seconds", "NaN"], "--seconds"),
         (vec!["fidelity", "--seconds", "61"], "--seconds"),

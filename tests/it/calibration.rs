@@ -54,6 +54,9 @@ fn a_device_profile_names_its_device_and_fits_every_kernel() {
     let text = std::fs::read_to_string(profile()).unwrap();
     let doc: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(doc["format"], "pipegnn-device-profile v1");
+    // The machine's state while it was calibrated.
+    assert!(doc["probe"]["memory_ns"].as_u64().unwrap() > 0);
+    assert!(doc["probe"]["compute_ns"].as_u64().unwrap() > 0);
     assert_eq!(doc["backend"], "cpu");
     assert_eq!(doc["threads"], 1);
     assert_eq!(doc["dtype"], "f32");
@@ -304,6 +307,11 @@ fn fidelity_runs_a_two_configuration_matrix() {
             rounds.iter().copied().fold(f64::INFINITY, f64::min),
             "{c}"
         );
+        // The machine probed before the run, against the probe at calibration.
+        for workload in ["memory", "compute"] {
+            let slowdown = c["machine_slowdown"][workload].as_f64().unwrap();
+            assert!(slowdown.is_finite() && slowdown > 0.0, "{c}");
+        }
     }
     let names: Vec<&str> = configs
         .iter()
@@ -326,6 +334,11 @@ fn fidelity_runs_a_two_configuration_matrix() {
             .clone()
     };
     assert!(metric("epoch_time_s")["count"].as_u64().unwrap() == 3);
+    // How much slower the machine was at each run than at calibration, over the matrix.
+    for probe in ["machine_memory_slowdown", "machine_compute_slowdown"] {
+        assert_eq!(metric(probe)["count"], 3, "{doc}");
+        assert!(metric(probe)["median"].as_f64().unwrap() > 0.0, "{doc}");
+    }
     // Bytes per link are exact: the device tier takes them from the same plans as the executor.
     assert_eq!(metric("link_bytes")["max"].as_f64().unwrap(), 0.0, "{doc}");
     let out = pipegnn(&[
