@@ -69,12 +69,12 @@ kernels! {
     Loss => "loss", ["m*classes", "labelled*classes", "labelled>0"], "Softmax cross-entropy over the `labelled` of `m` rows, forward and backward; `labelled>0` is 1 when a row is labelled (only then do the selection, the softmax and their backward run).";
     Adam => "adam", ["parameters"], "One Adam step.";
     HandoffCopy => "handoff_copy", ["bytes"], "The receiver's copy of a hand-off.";
-    GcnForward => "gcn_forward", ["elements", "kernels_ns"], "A GCN layer's forward as the executor runs it: the elements it touches (autograd bookkeeping) and its kernels' predicted time, last so that a knee can give large layers a slope of their own (kernels timed alone, cold, miss what a whole layer shares or loses in cache).";
-    GcnBackward => "gcn_backward", ["elements", "kernels_ns"], "Its backward.";
-    SageForward => "sage_forward", ["elements", "kernels_ns"], "A GraphSAGE layer's forward.";
-    SageBackward => "sage_backward", ["elements", "kernels_ns"], "Its backward.";
-    GatForward => "gat_forward", ["elements", "kernels_ns"], "A GAT layer's forward.";
-    GatBackward => "gat_backward", ["elements", "kernels_ns"], "Its backward.";
+    GcnForward => "gcn_forward", ["kernels_ns", "elements"], "A GCN layer's forward as the executor runs it: its kernels' predicted time and the elements it touches (autograd bookkeeping).";
+    GcnBackward => "gcn_backward", ["kernels_ns", "elements"], "Its backward.";
+    SageForward => "sage_forward", ["kernels_ns", "elements"], "A GraphSAGE layer's forward.";
+    SageBackward => "sage_backward", ["kernels_ns", "elements"], "Its backward.";
+    GatForward => "gat_forward", ["kernels_ns", "elements"], "A GAT layer's forward.";
+    GatBackward => "gat_backward", ["kernels_ns", "elements"], "Its backward.";
     GcnStash => "gcn_stash_bytes", ["input", "read*b", "out*b", "nnz", "dropout*input", "activation*out*b"], "Bytes a GCN forward keeps for its backward.";
     SageStash => "sage_stash_bytes", ["input", "read*b", "out*b", "nnz", "dropout*input", "activation*out*b"], "Bytes a GraphSAGE forward keeps.";
     GatStash => "gat_stash_bytes", ["input", "read*h*c", "out*b", "nnz*h", "dropout*input", "activation*out*b"], "Bytes a GAT forward keeps.";
@@ -498,7 +498,7 @@ mod tests {
             .iter_mut()
             .find(|k| k["kernel"] == "gcn_forward")
             .unwrap();
-        gcn["terms"] = json!(["calls", "kernels_ns", "elements"]);
+        gcn["terms"] = json!(["calls", "elements", "kernels_ns"]);
         let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
         assert!(
             err.contains("gcn_forward was fitted on terms") && err.contains("calibrate again"),

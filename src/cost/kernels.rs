@@ -298,7 +298,7 @@ pub fn layer_ns(
         .sum();
     let (glue, _, _) = shape.functions(backward);
     match profile.kernels.get(&glue) {
-        Some(_) => eval(profile, glue, &[shape.elements(), kernels], flags),
+        Some(_) => eval(profile, glue, &[kernels, shape.elements()], flags),
         None => kernels,
     }
 }

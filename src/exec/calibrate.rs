@@ -799,10 +799,10 @@ fn measure_layer(
     };
     out.entry(glue_f)
         .or_default()
-        .push(&[shape.elements(), kernels_ns(false)], f_ns);
+        .push(&[kernels_ns(false), shape.elements()], f_ns);
     out.entry(glue_b)
         .or_default()
-        .push(&[shape.elements(), kernels_ns(true)], backward_ns);
+        .push(&[kernels_ns(true), shape.elements()], backward_ns);
     Ok(())
 }
 
