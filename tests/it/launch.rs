@@ -52,8 +52,8 @@ fn losses_of(json: &str) -> Vec<f64> {
         .collect()
 }
 
-/// Plans and runs `text` through the library.
-fn run(text: &str, options: &Options<'_>) -> Result<Executed, LaunchError> {
+/// `text` parsed, its graph prepared and its own schedule chosen.
+fn planned(text: &str) -> (scenario::Scenario, plan::GraphData, plan::Candidate) {
     let scenario = scenario::parse_scenario("tiny.yaml", text, &[], Path::new("."))
         .unwrap_or_else(|d| panic!("{d}"));
     let Workload::Gnn(spec) = &scenario.workload else {
@@ -61,6 +61,12 @@ fn run(text: &str, options: &Options<'_>) -> Result<Executed, LaunchError> {
     };
     let graph = plan::prepare_graph(spec, None).unwrap();
     let candidate = plan::own_candidate(&scenario, None).unwrap();
+    (scenario, graph, candidate)
+}
+
+/// Plans and runs `text` through the library.
+fn run(text: &str, options: &Options<'_>) -> Result<Executed, LaunchError> {
+    let (scenario, graph, candidate) = planned(text);
     launch::run(scenario, Some(&graph), &candidate, options)
 }
 
@@ -292,13 +298,7 @@ fn ranks_coordinating_as_processes_train_as_one_process() {
 #[test]
 fn a_run_on_fewer_cores_than_threads_is_predicted_taking_turns() {
     let prepare = |text: &str, host_cores: Option<u32>| {
-        let scenario = scenario::parse_scenario("tiny.yaml", text, &[], Path::new("."))
-            .unwrap_or_else(|d| panic!("{d}"));
-        let Workload::Gnn(spec) = &scenario.workload else {
-            panic!("a GNN scenario")
-        };
-        let graph = plan::prepare_graph(spec, None).unwrap();
-        let candidate = plan::own_candidate(&scenario, None).unwrap();
+        let (scenario, graph, candidate) = planned(text);
         let options = Options {
             host_cores,
             ..Options::default()
