@@ -14,6 +14,7 @@ static ALLOCATOR: tracking_allocator::Allocator<mimalloc::MiMalloc> =
     tracking_allocator::Allocator::from_allocator(mimalloc::MiMalloc);
 
 fn main() -> ExitCode {
+    pipegnn::exec::device::keep_candle_on_worker_threads();
     let cli = pipegnn::cli::Cli::parse();
     match pipegnn::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

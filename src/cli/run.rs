@@ -989,6 +989,9 @@ pub(super) fn compare_rows(run: &Executed, measured: &report::Metrics) -> Vec<Co
 }
 
 fn compare(args: &CompareArgs) -> Result<()> {
+    // How much slower the machine is than when the profile was calibrated (its probe), for
+    // the in-process comparison with a profile that has one.
+    let mut slowdown = None;
     let (run, measured) = if args.replay {
         self_calibrated(&args.scenario, args.epochs, args.device)?
     } else if args.transport == TransportArg::Mpi {
@@ -1035,6 +1038,10 @@ fn compare(args: &CompareArgs) -> Result<()> {
             }
         };
         let refs: Vec<&crate::cost::DeviceProfile> = profiles.iter().collect();
+        slowdown = profiles
+            .iter()
+            .find_map(|p| p.probe)
+            .map(|then| exec::calibrate::probe().slowdown(&then));
         let run = execute(
             file,
             loaded,
@@ -1055,7 +1062,7 @@ fn compare(args: &CompareArgs) -> Result<()> {
     }
     match args.format {
         ReportFormat::Json => print(&to_json(
-            &serde_json::json!({"scenario": run.scenario.name, "schedule": run.prediction.label, "cost_tier": run.prediction.cost_tier, "extrapolated": run.prediction.extrapolated, "metrics": rows}),
+            &serde_json::json!({"scenario": run.scenario.name, "schedule": run.prediction.label, "cost_tier": run.prediction.cost_tier, "extrapolated": run.prediction.extrapolated, "machine_slowdown": slowdown.map(|(memory, compute)| serde_json::json!({"memory": memory, "compute": compute})), "metrics": rows}),
         )?),
         ReportFormat::Table => {
             let mut out = format!(
@@ -1066,6 +1073,9 @@ fn compare(args: &CompareArgs) -> Result<()> {
                 run.result.epochs.len()
             );
             for note in &run.prediction.extrapolated {
+                out.push_str(&format!("warning: {note}\n"));
+            }
+            if let Some(note) = slowdown.and_then(machine_drift) {
                 out.push_str(&format!("warning: {note}\n"));
             }
             out.push('\n');
@@ -1096,7 +1106,50 @@ fn compare(args: &CompareArgs) -> Result<()> {
     }
 }
 
+/// A warning when the machine probe finds the machine more than 15% slower or faster than
+/// when the profile was calibrated (memory, compute: now over then): the run then measures
+/// another machine than the one the profile describes.
+pub(super) fn machine_drift((memory, compute): (f64, f64)) -> Option<String> {
+    let off = |ratio: f64| !(1.0 / 1.15..=1.15).contains(&ratio);
+    let say = |ratio: f64| {
+        if ratio >= 1.0 {
+            format!("{ratio:.2}x slower")
+        } else {
+            format!("{:.2}x faster", 1.0 / ratio)
+        }
+    };
+    (off(memory) || off(compute)).then(|| {
+        format!(
+            "this machine's memory is {} and its core {} than when the profile was calibrated \
+             (a fixed probe of each): its neighbours' load has changed, and the measurement \
+             shifts with it; calibrate again for a comparison that tests the model",
+            say(memory),
+            say(compute)
+        )
+    })
+}
+
 /// Keeps the exit-status mapping of schedule errors in one place for the bench too.
 pub(super) fn generate(generator: Generator, stages: u32, chunks: u32) -> Result<Schedule> {
     generator.generate(stages, chunks).map_err(schedule_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::machine_drift;
+
+    #[test]
+    fn a_machine_within_fifteen_percent_of_its_calibration_draws_no_warning() {
+        assert_eq!(machine_drift((1.0, 1.0)), None);
+        assert_eq!(machine_drift((1.14, 0.88)), None);
+    }
+
+    #[test]
+    fn a_machine_that_drifted_is_named_slower_or_faster_per_probe() {
+        let note = machine_drift((1.32, 0.5)).expect("a warning");
+        assert!(note.contains("memory is 1.32x slower"), "{note}");
+        assert!(note.contains("core 2.00x faster"), "{note}");
+        assert!(machine_drift((1.0, 1.2)).is_some());
+        assert!(machine_drift((0.8, 1.0)).is_some());
+    }
 }

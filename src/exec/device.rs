@@ -16,6 +16,21 @@ use candle_core::Device;
 use super::ExecError;
 pub use crate::scenario::{Backend, DeviceMap};
 
+/// Makes candle run its element-wise operations on the thread that calls them, before anything
+/// touches candle: the binary's first step.
+///
+/// Candle splits an element-wise operation of 65,536 elements or more over a pool of its own,
+/// one per process, sized by the machine's cores rather than by the rayon pool a worker runs
+/// on. Its threads spin for a while after each job, and callers take turns on it, so two stage
+/// workers on a 2-core machine took turns on it and lost a core to its spinning (a 100,000-vertex
+/// two-stage GCN: median epoch 84-89 ms with the pool, 45-57 ms without, the same losses), and
+/// `executor.threads_per_device` was not the number of threads a worker used. Matrix products
+/// and the executor's own sparse kernels run on the worker's rayon pool either way.
+pub fn keep_candle_on_worker_threads() {
+    // Read once, when candle first needs the pool; set before any thread of ours exists.
+    std::env::set_var("CANDLE_NUM_THREADS", "1");
+}
+
 /// The devices of one run, one per worker.
 #[derive(Debug, Clone)]
 pub struct Compute {

@@ -127,14 +127,17 @@ impl Inbound {
 pub(in crate::exec) struct Inbox {
     /// The receiving worker's device.
     device: Device,
+    /// How long [`Inbox::wait_for`] polls before it blocks.
+    poll: Duration,
     /// Tag -> (tensor, when it may be used in ns from the epoch's start).
     pending: BTreeMap<Tag, (Tensor, u64)>,
 }
 
 impl Inbox {
-    pub(in crate::exec) fn new(device: Device) -> Self {
+    pub(in crate::exec) fn new(device: Device, poll: Duration) -> Self {
         Inbox {
             device,
+            poll,
             pending: BTreeMap::new(),
         }
     }
@@ -180,10 +183,10 @@ impl Inbox {
         ledger: &mut Ledger,
         start: Instant,
     ) -> candle_core::Result<()> {
-        // Spin a little before blocking: a device polling for its input picks it up within a
-        // microsecond, where a blocked thread takes tens of microseconds to wake, and the
-        // worker's core has nothing else to do meanwhile.
-        let spin_until = Instant::now() + Duration::from_micros(500);
+        // Poll a little before blocking (`Crew::poll`): a device polling for its input picks it
+        // up within a microsecond, where a blocked thread takes tens of microseconds to wake,
+        // while the worker's core has nothing else to do meanwhile.
+        let spin_until = Instant::now() + self.poll;
         while !self.pending.contains_key(&tag) && Instant::now() < spin_until {
             match transport.try_recv()? {
                 Some(message) => {
