@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::progress::Progress;
 use super::run::{
     compare_rows, execute, in_file, load_text, own_candidate, print, read, to_json, write,
-    CliError, CompareRow, ExitStatus, Result,
+    CliError, CompareRow, Executed, ExitStatus, Result,
 };
 use super::{CalibrateArgs, DeviceArg, FidelityArgs, ReportFormat};
 use crate::cost::device::Kernel;
@@ -150,6 +150,42 @@ links:
 schedule: {kind: 1f1b, chunks: 8, halo: drop}
 ";
 
+/// A second built-in pipeline, larger and of other layer kinds, beside the first for the
+/// memory scales: the two pipelines' four devices each give a ratio, and the median stands.
+const MEMORY_PIPELINE: &str = "
+name: calibration-pipeline-memory
+graph:
+  synthetic: {kind: sbm, nodes: 20000, avg_degree: 10, classes: 6, features: 300, homophily: 0.8, feature_density: 0.05, seed: 5}
+model:
+  layers: [{kind: gat, out: 16, heads: 4}, {kind: gcn, out: 6}]
+training: {optimizer: adam, dropout: 0.5, epochs: 4, seed: 1}
+devices:
+  - {name: cpu, count: 2, preset: cpu-core}
+links:
+  topology: {kind: full, bandwidth: 10GB/s, latency: 1us}
+schedule: {kind: gpipe, chunks: 4, halo: exact}
+";
+
+/// Per device of a run, measured over predicted bytes of one memory category at the peak
+/// (devices predicted to hold none of it are left out).
+fn peak_ratios(
+    predicted: &crate::report::Metrics,
+    measured: &crate::report::Metrics,
+    category: MemoryCategory,
+) -> Vec<f64> {
+    let i = MemoryCategory::ALL
+        .iter()
+        .position(|&c| c == category)
+        .expect("every category is in ALL");
+    measured
+        .devices
+        .iter()
+        .zip(&predicted.devices)
+        .filter(|(_, p)| p.memory_at_peak[i] > 0)
+        .map(|(m, p)| m.memory_at_peak[i] as f64 / p.memory_at_peak[i] as f64)
+        .collect()
+}
+
 /// Microbenchmarks `device` with `threads` compute threads (default 1) into a profile, the
 /// default number of passes over the grid.
 pub(super) fn calibrate_device(
@@ -204,31 +240,41 @@ fn calibrate_with_samples(
     )?;
     let measured = Profile::from_traces("calibration", "1f1b", &run.result.traces[1..]);
     let gap = measured.gap_ns;
-    let predicted_peaks = crate::report::compute(&run.prediction.trace);
-    let measured_peaks = &run.metrics_of[run.median];
-    // In-flight chunks and temporaries at each device's peak, measured over predicted.
-    let fitted = |d: &crate::report::DeviceMetrics| -> f64 {
-        [MemoryCategory::Activations, MemoryCategory::Workspace]
-            .iter()
-            .filter_map(|c| MemoryCategory::ALL.iter().position(|x| x == c))
-            .map(|i| d.memory_at_peak[i] as f64)
-            .sum()
+    // In-flight chunks and temporaries at each device's peak, measured over predicted with
+    // the fitted functions alone, in both pipelines (the second only on a full grid).
+    let mut stash = Vec::new();
+    let mut workspace = Vec::new();
+    let mut measured_memory = run.result.memory_measured;
+    let mut gather = |run: &Executed| {
+        let predicted = crate::report::compute(&run.prediction.trace);
+        let measured = &run.metrics_of[run.median];
+        stash.extend(peak_ratios(
+            &predicted,
+            measured,
+            MemoryCategory::Activations,
+        ));
+        workspace.extend(peak_ratios(&predicted, measured, MemoryCategory::Workspace));
     };
-    let mut ratios: Vec<f64> = measured_peaks
-        .devices
-        .iter()
-        .zip(&predicted_peaks.devices)
-        .filter(|(_, p)| fitted(p) > 0.0)
-        .map(|(m, p)| fitted(m) / fitted(p))
-        .collect();
-    ratios.sort_by(f64::total_cmp);
+    gather(&run);
+    if !quick {
+        let file = Path::new("(built-in memory pipeline)");
+        let loaded = load_text(file, MEMORY_PIPELINE, &overrides)?;
+        let second = execute(file, loaded, None, true, Tier::Device(&draft), Some(device))?;
+        measured_memory &= second.result.memory_measured;
+        gather(&second);
+    }
+    let median = |mut ratios: Vec<f64>| {
+        ratios.sort_by(f64::total_cmp);
+        if measured_memory && !ratios.is_empty() {
+            quantile(&ratios, 0.5).clamp(0.5, 4.0)
+        } else {
+            1.0
+        }
+    };
     profile.wakeup_ns = measured.handoff_ns.unwrap_or(0);
     profile.gap_ns = gap;
-    profile.memory_scale = if run.result.memory_measured && !ratios.is_empty() {
-        quantile(&ratios, 0.5).clamp(0.5, 4.0)
-    } else {
-        1.0
-    };
+    profile.stash_scale = median(stash);
+    profile.workspace_scale = median(workspace);
     Ok((profile, samples))
 }
 
@@ -245,13 +291,14 @@ pub(super) fn calibrate(args: &CalibrateArgs) -> Result<()> {
         write(path, &calibrate::samples_json(&profile, &samples))?;
     }
     let mut out = format!(
-        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns; in a pipeline, chunks and temporaries hold {:.2}x what layers alone do)\n\n{:<22} {:>8} {:>9} {:>9} {:>9}\n",
+        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns; in a pipeline, chunks hold {:.2}x and temporaries {:.2}x what layers alone do)\n\n{:<22} {:>8} {:>9} {:>9} {:>9}\n",
         args.out.display(),
         profile.device,
         profile.kernels.len(),
         profile.wakeup_ns,
         profile.gap_ns,
-        profile.memory_scale,
+        profile.stash_scale,
+        profile.workspace_scale,
         "function",
         "samples",
         "median",

@@ -10,11 +10,13 @@
 //!
 //! The file is JSON: `{"format": "pipegnn-device-profile v1", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
-//! "median_error", "p90_error", "max_error", "range"}], "wakeup_ns", "gap_ns", "memory_scale", "probe": {"memory_ns", "compute_ns"} or null}`.
+//! "median_error", "p90_error", "max_error", "range"}], "wakeup_ns", "gap_ns", "stash_scale", "workspace_scale", "probe": {"memory_ns", "compute_ns"}
+//! or null}`.
 //!
-//! The last three come from a real run of a built-in pipeline (not any user's configuration):
-//! a worker's wake-up, its gap between ops, and how much more memory in-flight chunks and
-//! temporaries hold in a running pipeline than the layer functions measured alone.
+//! The wake-up, the gap and the two scales come from real runs of built-in pipelines (not any
+//! user's configuration): a worker's wake-up, its gap between ops, and how much more memory
+//! in-flight chunks, and apart from them temporaries, hold in a running pipeline than the
+//! layer functions measured alone.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -127,11 +129,14 @@ pub struct DeviceProfile {
     pub wakeup_ns: u64,
     /// Median time a worker spends between two ops that did not wait: its bookkeeping.
     pub gap_ns: u64,
-    /// Measured over predicted memory of in-flight chunks and temporaries (activations and
-    /// workspace at the peak) in the built-in pipeline: what a running pipeline holds beyond
-    /// the layer functions measured alone (received inputs, the autograd graph across a
-    /// stage's layers, the worker's buffers). Applied to the stash and temporaries functions.
-    pub memory_scale: f64,
+    /// Measured over predicted memory of in-flight chunks (activations at the peak) in the
+    /// built-in pipelines: what a running pipeline keeps per chunk beyond the layers' stash
+    /// functions measured alone (received inputs, the autograd graph across a stage's layers,
+    /// masks). Applied to the stash functions.
+    pub stash_scale: f64,
+    /// The same for temporaries (workspace at the peak): the worker's buffers and the
+    /// allocator's rounding beyond the temporaries functions. Applied to them.
+    pub workspace_scale: f64,
     /// What a hand-off between two processes costs, measured at the run that uses it
     /// (`compare --transport mpi`); never read from or written to the file.
     pub between_processes: Option<HandoffCost>,
@@ -302,7 +307,8 @@ impl DeviceProfile {
             "kernels": kernels,
             "wakeup_ns": self.wakeup_ns,
             "gap_ns": self.gap_ns,
-            "memory_scale": self.memory_scale,
+            "stash_scale": self.stash_scale,
+            "workspace_scale": self.workspace_scale,
             "probe": self.probe.map(|p| json!({"memory_ns": p.memory_ns, "compute_ns": p.compute_ns})),
         });
         serde_json::to_string_pretty(&doc).expect("a JSON value always serializes") + "\n"
@@ -401,6 +407,22 @@ impl DeviceProfile {
                 },
             );
         }
+        if !doc["memory_scale"].is_null() {
+            return Err(
+                "`memory_scale` is an earlier version's one scale for chunks and temporaries: \
+                 calibrate again"
+                    .into(),
+            );
+        }
+        let scale = |field: &str| {
+            float(&doc[field], field).and_then(|v| {
+                if v > 0.0 {
+                    Ok(v)
+                } else {
+                    Err(format!("`{field}` must be positive"))
+                }
+            })
+        };
         let threads = number(&doc["threads"], "threads")?;
         Ok(DeviceProfile {
             device: text_of("device")?,
@@ -413,13 +435,8 @@ impl DeviceProfile {
             kernels,
             wakeup_ns: number(&doc["wakeup_ns"], "wakeup_ns")?,
             gap_ns: number(&doc["gap_ns"], "gap_ns")?,
-            memory_scale: float(&doc["memory_scale"], "memory_scale").and_then(|v| {
-                if v > 0.0 {
-                    Ok(v)
-                } else {
-                    Err("`memory_scale` must be positive".into())
-                }
-            })?,
+            stash_scale: scale("stash_scale")?,
+            workspace_scale: scale("workspace_scale")?,
             between_processes: None,
             probe: match &doc["probe"] {
                 Value::Null => None,
@@ -460,7 +477,8 @@ mod tests {
                 .collect(),
             wakeup_ns: 2500,
             gap_ns: 900,
-            memory_scale: 1.25,
+            stash_scale: 1.25,
+            workspace_scale: 2.5,
             probe: Some(MachineProbe {
                 memory_ns: 41_000_000,
                 compute_ns: 9_000_000,
@@ -504,6 +522,21 @@ mod tests {
             err.contains("gcn_forward was fitted on terms") && err.contains("calibrate again"),
             "{err}"
         );
+        // One scale for chunks and temporaries (an earlier version's) is refused too.
+        let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
+        doc["memory_scale"] = json!(1.7);
+        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
+        assert!(
+            err.contains("memory_scale") && err.contains("calibrate again"),
+            "{err}"
+        );
+        let zero =
+            sample()
+                .to_json()
+                .replacen("\"workspace_scale\": 2.5", "\"workspace_scale\": 0.0", 1);
+        assert!(DeviceProfile::parse(&zero)
+            .unwrap_err()
+            .contains("`workspace_scale` must be positive"));
         assert!(DeviceProfile::parse("{}")
             .unwrap_err()
             .contains("not a device profile"));

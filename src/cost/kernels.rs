@@ -574,7 +574,7 @@ impl CostModel for DeviceCost<'_> {
             .sum();
         self.record(flags);
         if bytes > 0.0 {
-            ((bytes * profile.memory_scale).ceil() as u64, 0)
+            ((bytes * profile.stash_scale).ceil() as u64, 0)
         } else {
             self.fallback.stash(forward)
         }
@@ -611,7 +611,7 @@ impl CostModel for DeviceCost<'_> {
         self.record(flags);
         let scale = order
             .first()
-            .map_or(1.0, |&op| self.profile_of(op).memory_scale);
+            .map_or(1.0, |&op| self.profile_of(op).workspace_scale);
         let workspace = (most * scale).ceil() as u64;
         if workspace > 0 {
             resident.push((MemoryCategory::Workspace, workspace));

@@ -170,7 +170,8 @@ pub fn calibrate(
         kernels,
         wakeup_ns: 0,
         gap_ns: 0,
-        memory_scale: 1.0,
+        stash_scale: 1.0,
+        workspace_scale: 1.0,
         between_processes: None,
         // The machine as the samples kept it: the faster of a probe before and after.
         probe: Some(before.fastest(&probe())),
