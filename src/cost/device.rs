@@ -10,8 +10,8 @@
 //!
 //! The file is JSON: `{"format": "pipegnn-device-profile v1", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
-//! "median_error", "p90_error", "max_error", "range"}], "wakeup_ns", "gap_ns", "stash_scale", "workspace_scale", "probe": {"memory_ns", "compute_ns"}
-//! or null}`.
+//! "median_error", "p90_error", "max_error", "range"}], "wakeup_ns", "gap_ns", "stash_scale",
+//! "workspace_scale", "probe": {"memory_ns", "compute_ns"} or null}`.
 //!
 //! The wake-up, the gap and the two scales come from real runs of built-in pipelines (not any
 //! user's configuration): a worker's wake-up, its gap between ops, and how much more memory
