@@ -78,15 +78,26 @@ impl Route<'_> {
         if self.links.is_empty() {
             return 0;
         }
-        let serialisation = (bytes as f64 * 1e9 / self.bandwidth_bytes_per_s).ceil();
-        // `as` saturates a float too large for u64 (or NaN, to 0; bandwidths are positive).
-        let links = self.latency_ns.saturating_add(serialisation as u64);
+        let serialisation = ceil_ns(bytes as f64 * 1e9 / self.bandwidth_bytes_per_s);
+        let links = self.latency_ns.saturating_add(serialisation);
         match self.alongside {
             Some((fixed, per_byte)) => {
-                links.max(fixed.saturating_add((bytes as f64 * per_byte).ceil() as u64))
+                links.max(fixed.saturating_add(ceil_ns(bytes as f64 * per_byte)))
             }
             None => links,
         }
+    }
+}
+
+/// `x.ceil() as u64` (saturating; NaN and negatives to 0) without the call to the C library
+/// that `f64::ceil` is on processors without SSE 4.1, which the simulator made per transfer.
+fn ceil_ns(x: f64) -> u64 {
+    // `as` truncates toward zero and saturates a float too large for u64.
+    let whole = x as u64;
+    if (whole as f64) < x {
+        whole.saturating_add(1)
+    } else {
+        whole
     }
 }
 
@@ -492,6 +503,39 @@ mod tests {
             latency_ns,
         };
         [link(a, b), link(b, a)]
+    }
+
+    #[test]
+    fn ceil_ns_is_ceil_saturating() {
+        let edges = [
+            0.0,
+            -0.0,
+            -0.5,
+            -3.0,
+            0.25,
+            1.0,
+            1.0 + f64::EPSILON,
+            2.5e9,
+            4_503_599_627_370_495.5,
+            9_007_199_254_740_993.0,
+            1.8e19,
+            u64::MAX as f64,
+            2e19,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ];
+        for x in edges {
+            assert_eq!(ceil_ns(x), x.ceil() as u64, "{x}");
+        }
+        let mut state = 7u64;
+        for _ in 0..10_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let x = f64::from_bits(state >> 2) % 1e15;
+            assert_eq!(ceil_ns(x), x.ceil() as u64, "{x}");
+        }
     }
 
     #[test]

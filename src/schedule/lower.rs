@@ -540,6 +540,12 @@ impl Lowered {
         }
     }
 
+    /// Whether some release's bytes travel between the devices of other ops than its producer
+    /// and addressee ([`Lowered::endpoints_at`]).
+    pub fn relays(&self) -> bool {
+        !self.endpoints.is_empty()
+    }
+
     /// Per gate, how many hand-offs must arrive before it opens.
     pub fn gate_inputs(&self) -> &[u32] {
         &self.gate_inputs

@@ -647,7 +647,7 @@ fn run<S: TraceSink>(input: &SimInput<'_>, sink: &mut S, one_pass: bool) -> Resu
         .then(|| super::pass::plan(input, lowered))
         .flatten()
     {
-        return super::pass::run(input, lowered, &plan, sink);
+        return super::pass::run(input, lowered, plan, sink);
     }
     let mut engine = Engine {
         input,

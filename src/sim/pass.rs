@@ -18,30 +18,46 @@
 //! --simulate`, `proptest`) take this path; switches that two senders share, collectives and
 //! shared GPUs take the event loop.
 
+use std::collections::HashMap;
+
 use super::engine::{compute_span, memory_at_end, memory_at_start, send_on_links, SimInput};
 use super::SimError;
 use crate::network::Route;
-use crate::schedule::lower::{Lowered, Payload, Release};
-use crate::schedule::Op;
+use crate::schedule::lower::{Handoff, Lowered, Payload, Release};
+use crate::schedule::{Op, OpKind};
 use crate::trace::{MemoryCategory, MemoryEvent, TraceSink};
 
-/// One release as the pass reads it: plain integers, in the order of [`Lowered::release_at`].
-#[derive(Clone, Copy)]
-struct Hop {
-    /// The addressee's position.
-    to: u32,
-    /// Its route's pair (an index into [`Plan::pairs`]), `u32::MAX` for a local release.
-    pair: u32,
-    /// The gate it goes through, `u32::MAX` for none.
-    gate: u32,
-}
-
-/// What the pass reads besides the input: every release flattened, and the route of every
-/// pair of schedule devices that hand off, found once.
+/// What the pass reads besides the input: every op's [`Slot`], the route of every pair of
+/// schedule devices that hand off, found once, and how to find a pair's number.
 pub(super) struct Plan<'a> {
-    hops: Vec<Hop>,
+    /// Per position.
+    slots: Vec<Slot>,
     /// Per distinct (sender, receiver) pair: its route, and the receiving network device.
     pairs: Vec<(Route<'a>, u32)>,
+    /// Pair numbers by `sender x devices + receiver`: in a table up to 256 devices, beyond in a
+    /// map.
+    n_devices: usize,
+    table: Vec<u32>,
+    map: HashMap<usize, u32>,
+    /// Some hand-offs travel between the devices of other ops than their producer and addressee
+    /// (GNNPipe's hybrid: [`Lowered::endpoints_at`]).
+    relays: bool,
+}
+
+impl Plan<'_> {
+    /// The number of the pair from schedule device `a` to `b`, which [`plan`] found.
+    fn pair(&self, a: usize, b: usize) -> usize {
+        let key = a * self.n_devices + b;
+        let number = match self.table.get(key) {
+            Some(&number) => number,
+            None => self.map.get(&key).copied().unwrap_or(u32::MAX),
+        };
+        debug_assert!(
+            number != u32::MAX,
+            "the plan numbered every pair that hands off"
+        );
+        number as usize
+    }
 }
 
 /// The pass's plan for `input` when the pass gives the event loop's answer (no shared
@@ -49,48 +65,59 @@ pub(super) struct Plan<'a> {
 /// cross); `None` when it does not.
 ///
 /// # Complexity
-/// O(releases + pairs x route length) time, O(releases + links) memory (and a table of 256²
+/// O(releases + pairs x route length) time, O(pairs + links) memory (and a table of 256²
 /// pairs).
 pub(super) fn plan<'a>(input: &SimInput<'a>, lowered: &Lowered) -> Option<Plan<'a>> {
     let n = lowered.n_devices();
     if input.compute_slots.is_some() {
         return None;
     }
-    // The pairs of schedule devices that hand off to each other, each numbered once (in a
-    // table up to 256 devices, beyond in a map).
-    let mut pair_index = vec![u32::MAX; if n <= 256 { n * n } else { 0 }];
-    let mut numbered: std::collections::HashMap<usize, u32> = std::collections::HashMap::new();
-    let mut pairs: Vec<(Route<'a>, u32)> = Vec::new();
+    let mut plan = Plan {
+        slots: Vec::with_capacity(lowered.ops().len()),
+        pairs: Vec::new(),
+        n_devices: n,
+        table: vec![u32::MAX; if n <= 256 { n * n } else { 0 }],
+        map: HashMap::new(),
+        relays: lowered.relays(),
+    };
     // Per directed link, the network device whose hand-offs cross it: a second one, and the
     // pass is off (found at the first pair that shares, before the rest is read).
     let mut sender_of = vec![usize::MAX; input.network.links().len()];
-    let mut hops = Vec::with_capacity(lowered.n_releases());
-    for position in 0..lowered.ops().len() as u32 {
-        for index in lowered.release_range(position) {
-            let (to, gate) = match lowered.release_at(index) {
-                Release::Local { to } => {
-                    hops.push(Hop {
-                        to,
-                        pair: u32::MAX,
-                        gate: u32::MAX,
-                    });
+    // Per position, how many of its inputs its device's order implies.
+    let mut implied = vec![0u32; lowered.ops().len()];
+    for device in 0..n {
+        let positions = lowered.positions(device);
+        for position in positions.clone() {
+            let mut made = lowered.release_range(position);
+            // The leading results to ops later on the same device follow from its order.
+            while let Some(Release::Local { to }) =
+                made.clone().next().map(|i| lowered.release_at(i))
+            {
+                if to <= position || to >= positions.end {
+                    break;
+                }
+                implied[to as usize] += 1;
+                made.start += 1;
+            }
+            for index in made.clone() {
+                match lowered.release_at(index) {
+                    Release::Local { .. } => continue,
+                    Release::Gated {
+                        payload: Payload::Weights,
+                        ..
+                    } => return None,
+                    Release::Gated { .. } | Release::Direct { .. } => {}
+                }
+                let (a, b) = lowered.endpoints_at(position, index);
+                let key = lowered.device_of(a) * n + lowered.device_of(b);
+                let next = plan.pairs.len() as u32;
+                let slot = match plan.table.get_mut(key) {
+                    Some(slot) => slot,
+                    None => plan.map.entry(key).or_insert(u32::MAX),
+                };
+                if *slot != u32::MAX {
                     continue;
                 }
-                Release::Gated {
-                    payload: Payload::Weights,
-                    ..
-                } => return None,
-                Release::Gated { to, gate, .. } => (to, gate),
-                Release::Direct { to, .. } => (to, u32::MAX),
-            };
-            let (a, b) = lowered.endpoints_at(position, index);
-            let key = lowered.device_of(a) * n + lowered.device_of(b);
-            let next = pairs.len() as u32;
-            let slot = match pair_index.get_mut(key) {
-                Some(slot) => slot,
-                None => numbered.entry(key).or_insert(u32::MAX),
-            };
-            if *slot == u32::MAX {
                 *slot = next;
                 let (sender, receiver) = (input.placement[key / n], input.placement[key % n]);
                 let route = input.network.route(sender, receiver);
@@ -101,30 +128,83 @@ pub(super) fn plan<'a>(input: &SimInput<'a>, lowered: &Lowered) -> Option<Plan<'
                         _ => return None,
                     }
                 }
-                pairs.push((route, receiver as u32));
+                plan.pairs.push((route, receiver as u32));
             }
-            hops.push(Hop {
-                to,
-                pair: *slot,
-                gate,
+            let one = (made.len() == 1).then(|| lowered.release_at(made.start));
+            let (made, a) = match one {
+                _ if made.is_empty() => (Made::Nothing, 0),
+                Some(Release::Local { to }) => (Made::Local, to),
+                Some(Release::Direct { to, payload }) if !plan.relays => {
+                    (Made::Handoff(payload), to)
+                }
+                _ => (Made::Several, made.start as u32),
+            };
+            let op = lowered.op(position);
+            // The ops earlier on this device whose results it uses have all been read.
+            plan.slots.push(Slot {
+                ready_ns: 0,
+                held: 0,
+                chunk: op.chunk,
+                stage: op.stage,
+                kind: op.kind,
+                remaining: lowered.inputs()[position as usize] - implied[position as usize],
+                device: device as u32,
+                made,
+                a,
             });
         }
     }
-    Some(Plan { hops, pairs })
+    Some(plan)
 }
 
-/// One position's state in the pass, kept together: the pass reads it where the op's producers
-/// count it in, on other devices.
+/// One position's state in the pass, with what the pass reads of its op, kept together (in 40
+/// bytes): a device's walk reads one stream of these, and an op's producers on other devices
+/// the addressee's.
 #[derive(Clone, Copy)]
 struct Slot {
     /// The latest arrival among its inputs counted in so far.
     ready_ns: u64,
     /// Communication bytes held until the op ends.
     held: u64,
+    /// The op, its fields side by side with the rest.
+    chunk: u32,
+    stage: u32,
+    kind: OpKind,
     /// Inputs not yet counted in.
     remaining: u32,
     /// Its schedule device.
     device: u32,
+    /// The releases its end makes, with [`Made`]'s number.
+    made: Made,
+    a: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 40);
+
+impl Slot {
+    fn op(&self) -> Op {
+        Op {
+            kind: self.kind,
+            chunk: self.chunk,
+            stage: self.stage,
+        }
+    }
+}
+
+/// The releases an op's end makes, besides the results its own device uses later in its list:
+/// those the device's order implies (the user starts after the op ends), which are neither
+/// counted nor made.
+#[derive(Clone, Copy)]
+enum Made {
+    /// None.
+    Nothing,
+    /// One: its result to the op at position `a`, on the same device.
+    Local,
+    /// One: a hand-off of this payload to the op at position `a`, through no gate.
+    Handoff(Payload),
+    /// The releases from index `a` to the op's last in the lowering (always, where hand-offs
+    /// relay: [`Plan::relays`]).
+    Several,
 }
 
 /// The pass's state besides the input.
@@ -133,7 +213,7 @@ struct Pass<'a, S: TraceSink> {
     lowered: &'a Lowered,
     plan: &'a Plan<'a>,
     sink: &'a mut S,
-    /// Per position.
+    /// Per position, and one past the last to end its releases.
     slots: Vec<Slot>,
     /// Per gate: hand-offs not yet in, and the latest arrival among those that are.
     gate_remaining: Vec<u32>,
@@ -173,22 +253,22 @@ impl<S: TraceSink> Pass<'_, S> {
     }
 
     /// A hand-off's data is on its receiver at `at`: its buffer is held until the addressee
-    /// ends, and it counts in at the addressee or at its gate.
-    fn arrive(&mut self, hop: Hop, at: u64, bytes: u64, walking: usize) {
-        let slot = &mut self.slots[hop.to as usize];
+    /// `to` ends, and it counts in at the addressee or at its gate (`u32::MAX`: none).
+    fn arrive(&mut self, to: u32, gate: u32, at: u64, bytes: u64, walking: usize) {
+        let slot = &mut self.slots[to as usize];
         slot.held += bytes;
         let receiver = slot.device as usize;
         self.memory(receiver, at, MemoryCategory::Communication, bytes as i64);
-        if hop.gate == u32::MAX {
-            return self.release(hop.to, at, walking);
+        if gate == u32::MAX {
+            return self.release(to, at, walking);
         }
-        let g = hop.gate as usize;
+        let g = gate as usize;
         self.gate_ns[g] = self.gate_ns[g].max(at);
         self.gate_remaining[g] -= 1;
         if self.gate_remaining[g] == 0 {
             let opened = self.gate_ns[g];
-            for i in 0..self.lowered.gate_members(hop.gate).len() {
-                let member = self.lowered.gate_members(hop.gate)[i];
+            for i in 0..self.lowered.gate_members(gate).len() {
+                let member = self.lowered.gate_members(gate)[i];
                 self.release(member, opened, walking);
             }
         }
@@ -200,13 +280,17 @@ impl<S: TraceSink> Pass<'_, S> {
         let placed = self.input.placement[device] as u32;
         loop {
             let position = self.next[device];
-            if position == end_position || self.slots[position as usize].remaining > 0 {
+            if position == end_position {
+                return;
+            }
+            let slot = self.slots[position as usize];
+            if slot.remaining > 0 {
                 return;
             }
             self.next[device] = position + 1;
-            let op = self.lowered.op(position);
+            let op = slot.op();
             let cost = self.input.cost;
-            let start = self.free_ns[device].max(self.slots[position as usize].ready_ns);
+            let start = self.free_ns[device].max(slot.ready_ns);
             let (activations, halo) = memory_at_start(cost, op);
             self.memory(device, start, MemoryCategory::Activations, activations);
             self.memory(device, start, MemoryCategory::Halo, halo);
@@ -217,29 +301,63 @@ impl<S: TraceSink> Pass<'_, S> {
             let (activations, halo) = memory_at_end(cost, op);
             self.memory(device, end, MemoryCategory::Activations, activations);
             self.memory(device, end, MemoryCategory::Halo, halo);
-            let held = std::mem::take(&mut self.slots[position as usize].held);
-            self.memory(device, end, MemoryCategory::Communication, -(held as i64));
-            for index in self.lowered.release_range(position) {
-                let hop = self.plan.hops[index];
-                if hop.pair == u32::MAX {
-                    self.release(hop.to, end, device);
-                } else {
-                    self.send(position, index, hop, end, device);
+            self.memory(
+                device,
+                end,
+                MemoryCategory::Communication,
+                -(slot.held as i64),
+            );
+            match slot.made {
+                Made::Nothing => {}
+                Made::Local => self.release(slot.a, end, device),
+                Made::Handoff(payload) => {
+                    self.send(position, u32::MAX, (slot.a, payload, u32::MAX), end, device)
+                }
+                Made::Several => {
+                    let last = self.lowered.release_range(position).end as u32;
+                    for index in slot.a..last {
+                        match self.lowered.release_at(index as usize) {
+                            Release::Local { to } => self.release(to, end, device),
+                            Release::Direct { to, payload } => {
+                                self.send(position, index, (to, payload, u32::MAX), end, device)
+                            }
+                            Release::Gated { to, payload, gate } => {
+                                self.send(position, index, (to, payload, gate), end, device)
+                            }
+                        }
+                    }
                 }
             }
         }
     }
 
-    /// Sends the hand-off at release `index` of the op at `from`, which ended at `now`.
-    fn send(&mut self, from: u32, index: usize, hop: Hop, now: u64, walking: usize) {
-        let (route, receiver) = self.plan.pairs[hop.pair as usize];
+    /// Sends the hand-off at release `index` of the op at `from` (addressed to the op at `to`,
+    /// into `gate`), which ended at `now` on device `walking`. The index is read only where
+    /// hand-offs relay.
+    fn send(
+        &mut self,
+        from: u32,
+        index: u32,
+        (to, payload, gate): (u32, Payload, u32),
+        now: u64,
+        walking: usize,
+    ) {
+        let (a, b) = match self.plan.relays {
+            true => {
+                let (a, b) = self.lowered.endpoints_at(from, index as usize);
+                (self.lowered.device_of(a), self.lowered.device_of(b))
+            }
+            false => (walking, self.slots[to as usize].device as usize),
+        };
+        let (route, receiver) = self.plan.pairs[self.plan.pair(a, b)];
         if route.links.is_empty() {
-            return self.arrive(hop, now, 0, walking);
+            return self.arrive(to, gate, now, 0, walking);
         }
-        let handoff = self
-            .lowered
-            .handoff(from, self.lowered.release_at(index))
-            .expect("only hand-offs are sent");
+        let handoff = Handoff {
+            payload,
+            from: self.slots[from as usize].op(),
+            to: self.slots[to as usize].op(),
+        };
         let (end, bytes) = send_on_links(
             self.sink,
             self.input.cost,
@@ -249,7 +367,7 @@ impl<S: TraceSink> Pass<'_, S> {
             receiver,
             now,
         );
-        self.arrive(hop, end, bytes, walking);
+        self.arrive(to, gate, end, bytes, walking);
     }
 }
 
@@ -261,30 +379,17 @@ impl<S: TraceSink> Pass<'_, S> {
 pub(super) fn run<S: TraceSink>(
     input: &SimInput<'_>,
     lowered: &Lowered,
-    plan: &Plan<'_>,
+    mut plan: Plan<'_>,
     sink: &mut S,
 ) -> Result<(), SimError> {
     let n_devices = lowered.n_devices();
-    let mut slots = Vec::with_capacity(lowered.ops().len());
-    for device in 0..n_devices {
-        let positions = lowered.positions(device);
-        slots.extend(
-            lowered.inputs()[positions.start as usize..positions.end as usize]
-                .iter()
-                .map(|&remaining| Slot {
-                    ready_ns: 0,
-                    held: 0,
-                    remaining,
-                    device: device as u32,
-                }),
-        );
-    }
+    let slots = std::mem::take(&mut plan.slots);
     let mut pass = Pass {
         input,
         lowered,
-        plan,
         sink,
         slots,
+        plan: &plan,
         gate_remaining: lowered.gate_inputs().to_vec(),
         gate_ns: vec![0; lowered.gate_inputs().len()],
         next: (0..n_devices).map(|d| lowered.positions(d).start).collect(),

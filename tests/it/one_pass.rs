@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use pipegnn::network::{Link, Network};
 use pipegnn::schedule::catalog::CATALOG;
 use pipegnn::schedule::{
-    file, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder, Schedule, ScheduleError,
-    StagePlacement, UpdateMode,
+    file, generate_hybrid, BackwardOrder, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder,
+    PipelineSpec, Schedule, ScheduleError, StagePlacement, UpdateMode,
 };
 use pipegnn::sim::{simulate_events_into, simulate_into, takes_one_pass, SimError, SimInput};
 use pipegnn::trace::{MemoryEvent, Span, Trace, TraceSource};
@@ -206,4 +206,41 @@ fn a_deadlock_stalls_both_at_the_same_ops() {
         matches!(pass, SimError::Stalled(ref blocked) if blocked.len() == 2),
         "{pass}"
     );
+}
+
+#[test]
+fn the_hybrid_with_one_partition_relays_in_the_pass_as_in_the_loop() {
+    // GNNPipe's hybrid lowers every release with its endpoints; with one partition nothing is
+    // all-reduced, so the pass runs it, reading those endpoints.
+    for (order, backward, update) in [
+        (
+            GnnPipeOrder::OneFOneB,
+            GnnPipeBackward::Deferred,
+            UpdateMode::PerEpoch,
+        ),
+        (
+            GnnPipeOrder::GPipe,
+            GnnPipeBackward::Exact,
+            UpdateMode::PerEpoch,
+        ),
+    ] {
+        let spec = PipelineSpec {
+            n_stages: 3,
+            n_chunks: 5,
+            backward_order: BackwardOrder::default(),
+        };
+        let knobs = GnnPipeKnobs {
+            order,
+            backward,
+            update,
+        };
+        let schedule = generate_hybrid(&spec, knobs, &[0..2, 2..3, 3..5], vec![vec![]]).unwrap();
+        let costs = StageCosts::uniform(schedule.n_stages() as usize, 1_000, 2_500);
+        let placement: Vec<usize> = (0..schedule.n_devices()).collect();
+        let network = chain(schedule.n_devices(), 25e9, 700);
+        let input = input(&schedule, &placement, &costs, &network);
+        assert!(takes_one_pass(&input), "{order:?} {backward:?}");
+        let [pass, events] = both(&input);
+        assert_eq!(canonical(pass.unwrap()), canonical(events.unwrap()));
+    }
 }
