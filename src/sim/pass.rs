@@ -65,8 +65,8 @@ impl Plan<'_> {
 /// cross); `None` when it does not.
 ///
 /// # Complexity
-/// O(releases + pairs x route length) time, O(pairs + links) memory (and a table of 256²
-/// pairs).
+/// O(releases + pairs x route length) time, O(ops + pairs + links) memory (and a table of
+/// 256² pairs).
 pub(super) fn plan<'a>(input: &SimInput<'a>, lowered: &Lowered) -> Option<Plan<'a>> {
     let n = lowered.n_devices();
     if input.compute_slots.is_some() {
@@ -213,7 +213,7 @@ struct Pass<'a, S: TraceSink> {
     lowered: &'a Lowered,
     plan: &'a Plan<'a>,
     sink: &'a mut S,
-    /// Per position, and one past the last to end its releases.
+    /// Per position.
     slots: Vec<Slot>,
     /// Per gate: hand-offs not yet in, and the latest arrival among those that are.
     gate_remaining: Vec<u32>,
