@@ -166,12 +166,14 @@ links:
 schedule: {kind: gpipe, chunks: 4, halo: exact}
 ";
 
-/// Per device of a run, measured over predicted bytes of one memory category at the peak
-/// (devices predicted to hold none of it are left out).
+/// Per device of a run, measured over predicted bytes of one memory category at the peak, less
+/// `fixed` bytes of it on both sides (what the scale is not for; devices predicted to hold
+/// nothing more are left out).
 fn peak_ratios(
     predicted: &crate::report::Metrics,
     measured: &crate::report::Metrics,
     category: MemoryCategory,
+    fixed: u64,
 ) -> Vec<f64> {
     let i = MemoryCategory::ALL
         .iter()
@@ -181,8 +183,10 @@ fn peak_ratios(
         .devices
         .iter()
         .zip(&predicted.devices)
-        .filter(|(_, p)| p.memory_at_peak[i] > 0)
-        .map(|(m, p)| m.memory_at_peak[i] as f64 / p.memory_at_peak[i] as f64)
+        .filter(|(_, p)| p.memory_at_peak[i] > fixed)
+        .map(|(m, p)| {
+            m.memory_at_peak[i].saturating_sub(fixed) as f64 / (p.memory_at_peak[i] - fixed) as f64
+        })
         .collect()
 }
 
@@ -245,6 +249,7 @@ fn calibrate_with_samples(
     let mut stash = Vec::new();
     let mut workspace = Vec::new();
     let mut measured_memory = run.result.memory_measured;
+    let matrix_buffer_bytes = profile.matrix_buffer_bytes;
     let mut gather = |run: &Executed| {
         let predicted = crate::report::compute(&run.prediction.trace);
         let measured = &run.metrics_of[run.median];
@@ -252,8 +257,15 @@ fn calibrate_with_samples(
             &predicted,
             measured,
             MemoryCategory::Activations,
+            0,
         ));
-        workspace.extend(peak_ratios(&predicted, measured, MemoryCategory::Workspace));
+        // The workers' matrix-product buffers are predicted as measured, not scaled.
+        workspace.extend(peak_ratios(
+            &predicted,
+            measured,
+            MemoryCategory::Workspace,
+            matrix_buffer_bytes,
+        ));
     };
     gather(&run);
     if !quick {

@@ -11,7 +11,8 @@
 //! The file is JSON: `{"format": "pipegnn-device-profile v1", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
 //! "median_error", "p90_error", "max_error", "range"}], "wakeup_ns", "gap_ns", "stash_scale",
-//! "workspace_scale", "probe": {"memory_ns", "compute_ns"} or null}`.
+//! "workspace_scale", "matrix_buffer_bytes", "probe": {"memory_ns", "compute_ns"} or
+//! null}`.
 //!
 //! The wake-up, the gap and the two scales come from real runs of built-in pipelines (not any
 //! user's configuration): a worker's wake-up, its gap between ops, and how much more memory
@@ -137,6 +138,11 @@ pub struct DeviceProfile {
     /// The same for temporaries (workspace at the peak): the worker's buffers and the
     /// allocator's rounding beyond the temporaries functions. Applied to them.
     pub workspace_scale: f64,
+    /// Bytes a worker keeps from its first matrix product on, for the rest of its life: the
+    /// packing buffers the CPU's matrix library gives its threads that multiply, each about
+    /// the size of a core's L2 cache (0 on a GPU). The executor makes every worker's first
+    /// product before its first epoch, so every worker holds them; not scaled.
+    pub matrix_buffer_bytes: u64,
     /// What a hand-off between two processes costs, measured at the run that uses it
     /// (`compare --transport mpi`); never read from or written to the file.
     pub between_processes: Option<HandoffCost>,
@@ -309,6 +315,7 @@ impl DeviceProfile {
             "gap_ns": self.gap_ns,
             "stash_scale": self.stash_scale,
             "workspace_scale": self.workspace_scale,
+            "matrix_buffer_bytes": self.matrix_buffer_bytes,
             "probe": self.probe.map(|p| json!({"memory_ns": p.memory_ns, "compute_ns": p.compute_ns})),
         });
         serde_json::to_string_pretty(&doc).expect("a JSON value always serializes") + "\n"
@@ -437,6 +444,16 @@ impl DeviceProfile {
             gap_ns: number(&doc["gap_ns"], "gap_ns")?,
             stash_scale: scale("stash_scale")?,
             workspace_scale: scale("workspace_scale")?,
+            matrix_buffer_bytes: match &doc["matrix_buffer_bytes"] {
+                Value::Null => {
+                    return Err(
+                        "no `matrix_buffer_bytes` (a worker's matrix-product buffer, \
+                                which earlier versions did not measure): calibrate again"
+                            .into(),
+                    )
+                }
+                bytes => number(bytes, "matrix_buffer_bytes")?,
+            },
             between_processes: None,
             probe: match &doc["probe"] {
                 Value::Null => None,
@@ -479,6 +496,7 @@ mod tests {
             gap_ns: 900,
             stash_scale: 1.25,
             workspace_scale: 2.5,
+            matrix_buffer_bytes: 1_048_576,
             probe: Some(MachineProbe {
                 memory_ns: 41_000_000,
                 compute_ns: 9_000_000,
@@ -528,6 +546,14 @@ mod tests {
         let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
         assert!(
             err.contains("memory_scale") && err.contains("calibrate again"),
+            "{err}"
+        );
+        // A profile without the worker's buffer is refused.
+        let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
+        doc.as_object_mut().unwrap().remove("matrix_buffer_bytes");
+        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
+        assert!(
+            err.contains("matrix_buffer_bytes") && err.contains("calibrate again"),
             "{err}"
         );
         let zero =

@@ -587,7 +587,8 @@ impl CostModel for DeviceCost<'_> {
 
     fn resident_bytes(&self, order: &[Op]) -> Vec<(MemoryCategory, u64)> {
         let mut resident = self.fallback.resident_bytes(order);
-        // The largest temporaries any of its layers allocates while it runs.
+        // The largest temporaries any of its layers allocates while it runs, and the buffer its
+        // worker keeps.
         let mut flags = Vec::new();
         let mut most = 0.0f64;
         let mut seen = std::collections::BTreeSet::new();
@@ -609,10 +610,12 @@ impl CostModel for DeviceCost<'_> {
             }
         }
         self.record(flags);
-        let scale = order
-            .first()
-            .map_or(1.0, |&op| self.profile_of(op).workspace_scale);
-        let workspace = (most * scale).ceil() as u64;
+        let (scale, matrix_buffer_bytes) = order.first().map_or((1.0, 0), |&op| {
+            let profile = self.profile_of(op);
+            (profile.workspace_scale, profile.matrix_buffer_bytes)
+        });
+        // With the worker's matrix-product buffer, held from before the first epoch.
+        let workspace = ((most * scale).ceil() as u64).saturating_add(matrix_buffer_bytes);
         if workspace > 0 {
             resident.push((MemoryCategory::Workspace, workspace));
         }

@@ -17,6 +17,7 @@ use candle_core::{Device, Tensor, Var};
 use super::activation::activate;
 use super::attention::{gat_attention, EdgePattern};
 use super::data::{ChunkPlan, Needs, PlanShape};
+use super::device::take_matrix_buffer;
 use super::layers::{cross_entropy, ExecLayer, StageInput, StageModel, Training};
 use super::memory;
 use super::optim::{Adam, AdamConfig};
@@ -124,6 +125,24 @@ fn random_sparse(rng: &mut Rng, rows: usize, cols: usize, per_row: usize) -> Spa
     SparseMatrix::new(rows, cols, offsets, indices, values)
 }
 
+/// What a fresh worker of `threads` compute threads keeps after its first matrix product on
+/// `device` ([`take_matrix_buffer`], made as the executor makes it): 0 where the allocator is
+/// not counted or on a GPU.
+fn matrix_buffer_bytes(device: &Device, threads: usize) -> candle_core::Result<u64> {
+    if !memory::available() {
+        return Ok(0);
+    }
+    let slot = memory::take_slot();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .start_handler(move |_| memory::enter(slot))
+        .build()
+        .map_err(|e| candle_core::Error::Msg(format!("cannot build a thread pool: {e}")))?;
+    let before = memory::current(slot);
+    pool.install(|| take_matrix_buffer(device))?;
+    Ok((memory::current(slot) - before).max(0) as u64)
+}
+
 /// Runs the microbenchmarks on `device` with `threads` compute threads and fits the profile.
 /// The whole grid runs `passes` times and each sample keeps its fastest pass: on a shared
 /// machine a spell of its neighbours' load then slows different samples in different passes,
@@ -138,6 +157,7 @@ pub fn calibrate(
     machine: String,
     progress: &(dyn Fn(&str) + Sync),
 ) -> candle_core::Result<(DeviceProfile, BTreeMap<Kernel, Samples>)> {
+    let matrix_buffer_bytes = matrix_buffer_bytes(device, threads)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -172,6 +192,7 @@ pub fn calibrate(
         gap_ns: 0,
         stash_scale: 1.0,
         workspace_scale: 1.0,
+        matrix_buffer_bytes,
         between_processes: None,
         // The machine as the samples kept it: the faster of a probe before and after.
         probe: Some(before.fastest(&probe())),

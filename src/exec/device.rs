@@ -31,6 +31,24 @@ pub fn keep_candle_on_worker_threads() {
     std::env::set_var("CANDLE_NUM_THREADS", "1");
 }
 
+/// Makes the calling thread's first matrix product now, on the CPU (nothing elsewhere). The
+/// CPU's matrix library (`gemm`, under candle) gives each thread that multiplies a packing
+/// buffer the size of a core's L2 cache on its first product past its small-matrix paths, and
+/// keeps it for the thread's life; whether a layer's products take that path turns on its
+/// widths' divisibility by the vector length (on one machine 8, 16 and 32 columns did, 7, 9
+/// and 12 did not). Made before a worker's first epoch, every worker holds it from the start,
+/// as the device profile predicts (`matrix_buffer_bytes`, which `calibrate` measures with
+/// this).
+pub fn take_matrix_buffer(device: &Device) -> candle_core::Result<()> {
+    if !device.is_cpu() {
+        return Ok(());
+    }
+    let a = candle_core::Tensor::ones((64, 64), candle_core::DType::F32, device)?;
+    let product = a.matmul(&a)?;
+    drop(product.t()?.matmul(&a)?);
+    Ok(())
+}
+
 /// The devices of one run, one per worker.
 #[derive(Debug, Clone)]
 pub struct Compute {

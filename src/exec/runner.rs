@@ -134,19 +134,24 @@ fn coordinate<T: Transport>(
             // `cpu-core` device, so stages run side by side as the devices they stand for.
             scope.spawn(move || {
                 pool.install(|| {
-                    let outcome = match flow {
-                        DataFlow::GraphParallel { .. } if input.replication.is_some() => {
-                            super::replicated::work(input, lowered, slot, &mut transport, &crew)
-                        }
-                        DataFlow::GraphParallel { .. } => {
-                            super::parallel::work(input, lowered, slot, &mut transport, &crew)
-                        }
-                        DataFlow::Hybrid { .. } => {
-                            super::hybrid::work(input, lowered, slot, &mut transport, &crew)
-                        }
-                        DataFlow::Pipeline { .. } => {
-                            super::pipeline::work(input, lowered, slot, &mut transport, &crew)
-                        }
+                    // The worker's matrix-product buffer, before its first epoch's start.
+                    let device = input.compute.device(transport.rank());
+                    let outcome = match super::device::take_matrix_buffer(device) {
+                        Err(err) => Err(err),
+                        Ok(()) => match flow {
+                            DataFlow::GraphParallel { .. } if input.replication.is_some() => {
+                                super::replicated::work(input, lowered, slot, &mut transport, &crew)
+                            }
+                            DataFlow::GraphParallel { .. } => {
+                                super::parallel::work(input, lowered, slot, &mut transport, &crew)
+                            }
+                            DataFlow::Hybrid { .. } => {
+                                super::hybrid::work(input, lowered, slot, &mut transport, &crew)
+                            }
+                            DataFlow::Pipeline { .. } => {
+                                super::pipeline::work(input, lowered, slot, &mut transport, &crew)
+                            }
+                        },
                     };
                     if let Err(err) = outcome {
                         if !crew.start.is_aborted() {

@@ -460,3 +460,55 @@ fn compare_prices_gnnpipe_s_hybrid_with_the_profile() {
         assert_eq!(m["predicted"], m["measured"], "{m}");
     }
 }
+
+/// The CPU's matrix library keeps a packing buffer (about a core's L2 cache) for the life of
+/// each thread that multiplies past its small-matrix paths, which turns on the layers' widths:
+/// a first stage with sparse features and a last stage of 7 outputs took none. The executor
+/// makes every worker's first product before its first epoch, so each holds the buffer from
+/// the start, as the profile measured it and predicts.
+#[test]
+fn every_worker_holds_the_matrix_buffer_the_profile_measured() {
+    let text = std::fs::read_to_string(profile()).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let buffer = doc["matrix_buffer_bytes"].as_u64().unwrap();
+    assert!(
+        buffer > 0,
+        "the counting allocator sees the buffer: {buffer}"
+    );
+    let dir = scratch("matrix-buffer");
+    let scenario = write(
+        &dir,
+        "narrow.yaml",
+        "name: narrow\ngraph:\n  synthetic: {kind: sbm, nodes: 3000, avg_degree: 6, classes: 7, features: 200, homophily: 0.8, feature_density: 0.05, seed: 3}\nmodel:\n  layers: [{kind: gcn, out: 12}, {kind: gcn, out: 7}]\ntraining: {epochs: 2, seed: 1}\ndevices:\n  - {name: cpu, count: 2, preset: cpu-core}\nlinks:\n  topology: {kind: full, bandwidth: 10GB/s, latency: 1us}\nexecutor: {backend: cpu, threads_per_device: 1}\nschedule: {kind: gpipe, chunks: 2, halo: drop}\n",
+    );
+    let trace = dir.join("trace.json");
+    let out = pipegnn(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let at_start: Vec<u64> = doc["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "C" && e["ts"].as_f64() == Some(0.0))
+        .map(|e| e["args"]["workspace"].as_u64().unwrap())
+        .collect();
+    assert_eq!(at_start.len(), 2, "{doc}");
+    for workspace in at_start {
+        assert!(workspace >= buffer, "{workspace} < {buffer}");
+    }
+    // And the prediction counts it on both devices.
+    let (result, _) = simulate_json(&[
+        scenario.to_str().unwrap(),
+        "--profile",
+        profile().to_str().unwrap(),
+    ]);
+    for device in result["devices"].as_array().unwrap() {
+        let workspace = device["memory_bytes"]["workspace"].as_u64().unwrap();
+        assert!(workspace >= buffer, "{device}");
+    }
+}
