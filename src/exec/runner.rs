@@ -136,9 +136,8 @@ fn coordinate<T: Transport>(
                 pool.install(|| {
                     // The worker's matrix-product buffer, before its first epoch's start.
                     let device = input.compute.device(transport.rank());
-                    let outcome = match super::device::take_matrix_buffer(device) {
-                        Err(err) => Err(err),
-                        Ok(()) => match flow {
+                    let outcome =
+                        super::device::take_matrix_buffer(device).and_then(|()| match flow {
                             DataFlow::GraphParallel { .. } if input.replication.is_some() => {
                                 super::replicated::work(input, lowered, slot, &mut transport, &crew)
                             }
@@ -151,8 +150,7 @@ fn coordinate<T: Transport>(
                             DataFlow::Pipeline { .. } => {
                                 super::pipeline::work(input, lowered, slot, &mut transport, &crew)
                             }
-                        },
-                    };
+                        });
                     if let Err(err) = outcome {
                         if !crew.start.is_aborted() {
                             let _ = crew.report.send(Err(err.to_string()));

@@ -90,14 +90,14 @@ pub(super) fn plan<'a>(input: &SimInput<'a>, lowered: &Lowered) -> Option<Plan<'
         for position in positions.clone() {
             let mut made = lowered.release_range(position);
             // The leading results to ops later on the same device follow from its order.
-            while let Some(Release::Local { to }) =
-                made.clone().next().map(|i| lowered.release_at(i))
-            {
-                if to <= position || to >= positions.end {
-                    break;
+            for &release in lowered.releases(position) {
+                match release {
+                    Release::Local { to } if to > position && to < positions.end => {
+                        implied[to as usize] += 1;
+                        made.start += 1;
+                    }
+                    _ => break,
                 }
-                implied[to as usize] += 1;
-                made.start += 1;
             }
             for index in made.clone() {
                 match lowered.release_at(index) {
