@@ -677,7 +677,7 @@ fn scenario_text(c: &Config, data: &Path) -> String {
 fn measure(c: &Config, args: &FidelityArgs, profile: &DeviceProfile) -> Result<Outcome> {
     let file = PathBuf::from(format!("(fidelity) {}", c.name));
     let mut loaded = load_text(&file, &scenario_text(c, &args.data), &[])?;
-    check_profile(&file, &loaded.scenario, profile, None)?;
+    check_profile(&file, &loaded.scenario, profile, Some(args.device))?;
     // The workers will be threads of this process: every prediction below shares its cores,
     // as the run's own does.
     loaded.scenario.executor.cores = std::thread::available_parallelism()
@@ -704,7 +704,7 @@ fn measure(c: &Config, args: &FidelityArgs, profile: &DeviceProfile) -> Result<O
         Some(epochs + 1),
         true,
         Tier::Device(&profiles),
-        None,
+        Some(args.device),
     )?;
     let measured = run.metrics_of[run.median].clone();
     let analytic_error = (measured.epoch_time_ns > 0).then(|| {
@@ -774,7 +774,7 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
     }
     let profile = match &args.profile {
         Some(path) => read_profile(path)?,
-        None => calibrate_device(DeviceArg::Cpu, Some(1), false)?,
+        None => calibrate_device(args.device, Some(1), false)?,
     };
     for c in &configs {
         if c.graph != "synthetic" && !args.data.join(c.graph).is_dir() {

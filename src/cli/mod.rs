@@ -338,10 +338,14 @@ pub struct CompareArgs {
 /// `pipegnn fidelity`.
 #[derive(Debug, Args)]
 pub struct FidelityArgs {
-    /// A device profile (`pipegnn calibrate --threads 1`); without one, the device is calibrated
-    /// first.
+    /// A device profile (`pipegnn calibrate --threads 1`, of the same `--device`); without one,
+    /// the device is calibrated first.
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
+    /// Where the configurations' stages run: `cuda` puts every stage on this machine's GPUs,
+    /// stages sharing one where there are fewer GPUs than stages (`executor.device_map: auto`).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
     /// Only the configurations whose name contains this text.
     #[arg(long)]
     pub only: Option<String>,

@@ -349,6 +349,22 @@ fn fidelity_runs_a_two_configuration_matrix() {
         "nothing-like-this",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // The matrix on a GPU takes a GPU's profile: this CPU one is refused before anything runs.
+    let out = pipegnn(&[
+        "fidelity",
+        "--device",
+        "cuda",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--only",
+        "cora-gcn2-1stage",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("backend cpu (the device: cuda)"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 /// `--seconds` raises the epochs of a configuration whose predicted epoch is short, from the
