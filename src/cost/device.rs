@@ -70,7 +70,7 @@ kernels! {
     Elementwise => "elementwise", ["elements"], "A binary elementwise op (bias, sums, the surrogate product).";
     RowCopy => "row_copy", ["elements"], "Gathering or scattering rows (history buffers, halo rows, concatenation).";
     Loss => "loss", ["m*classes", "labelled*classes", "labelled>0"], "Softmax cross-entropy over the `labelled` of `m` rows, forward and backward; `labelled>0` is 1 when a row is labelled (only then do the selection, the softmax and their backward run).";
-    Adam => "adam", ["parameters"], "One Adam step.";
+    Adam => "adam", ["tensors", "parameters"], "One Adam step over `tensors` parameter tensors of `parameters` numbers in all (each tensor is a few kernels of its own).";
     HandoffCopy => "handoff_copy", ["bytes"], "The receiver's copy of a hand-off.";
     GcnForward => "gcn_forward", ["kernels_ns", "elements"], "A GCN layer's forward as the executor runs it: its kernels' predicted time and the elements it touches (autograd bookkeeping).";
     GcnBackward => "gcn_backward", ["kernels_ns", "elements"], "Its backward.";
@@ -590,17 +590,20 @@ mod tests {
     #[test]
     fn evaluation_flags_extrapolation() {
         let mut profile = sample();
-        let (ns, beyond) = profile.eval(Kernel::Adam, &[5.0]);
+        let (ns, beyond) = profile.eval(Kernel::DropoutDense, &[5.0]);
         assert_eq!(ns, 1.5 + 2.5 * 5.0);
-        let adam = profile.kernels.get_mut(&Kernel::Adam).unwrap();
-        adam.knee = Some(4.0);
-        adam.coefficients.push(0.5);
-        assert_eq!(profile.eval(Kernel::Adam, &[5.0]).0, 1.5 + 2.5 * 5.0 + 0.5);
+        let dropout = profile.kernels.get_mut(&Kernel::DropoutDense).unwrap();
+        dropout.knee = Some(4.0);
+        dropout.coefficients.push(0.5);
+        assert_eq!(
+            profile.eval(Kernel::DropoutDense, &[5.0]).0,
+            1.5 + 2.5 * 5.0 + 0.5
+        );
         assert_eq!(beyond, None);
-        let (_, beyond) = profile.eval(Kernel::Adam, &[100.0]);
+        let (_, beyond) = profile.eval(Kernel::DropoutDense, &[100.0]);
         let beyond = beyond.unwrap();
-        assert_eq!(beyond.term, "parameters");
+        assert_eq!(beyond.term, "elements");
         assert!((beyond.ratio - 5.0).abs() < 1e-9);
-        assert!(beyond.to_string().contains("adam extrapolated"));
+        assert!(beyond.to_string().contains("dropout_dense extrapolated"));
     }
 }

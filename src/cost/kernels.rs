@@ -549,8 +549,9 @@ impl CostModel for DeviceCost<'_> {
                 } else {
                     w.stage_layers[op.stage as usize].clone()
                 };
+                let tensors = w.model.parameter_tensors(layers.clone()) as f64;
                 let params = w.model.parameters(layers) as f64;
-                ns += eval(profile, Kernel::Adam, &[params], &mut flags);
+                ns += eval(profile, Kernel::Adam, &[tensors, params], &mut flags);
             }
         }
         self.record(flags);

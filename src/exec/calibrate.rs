@@ -129,7 +129,7 @@ fn random_sparse(rng: &mut Rng, rows: usize, cols: usize, per_row: usize) -> Spa
 /// `device` ([`take_matrix_buffer`], made as the executor makes it): 0 where the allocator is
 /// not counted or on a GPU.
 fn matrix_buffer_bytes(device: &Device, threads: usize) -> candle_core::Result<u64> {
-    if !memory::available() {
+    if !memory::available() || !device.is_cpu() {
         return Ok(0);
     }
     let slot = memory::take_slot();
@@ -575,18 +575,23 @@ fn measure_kernels(
             }
         }
     }
-    for &params in &[1_000usize, 10_000, 100_000, 1_000_000] {
-        let vars = vec![Var::from_tensor(&random(
-            &mut rng,
-            (params / 10, 10),
-            device,
-        )?)?];
-        let grads = vec![random(&mut rng, (params / 10, 10), device)?];
-        let mut adam = Adam::new(vars, AdamConfig::new(0.01, 5e-4))?;
-        let a = time(device, || adam.step(&grads))?;
-        out.entry(Kernel::Adam)
-            .or_default()
-            .push(&[params as f64], a);
+    // A step costs per tensor (a few kernels each) and per number: stages hold 2 to 4 tensors
+    // a layer.
+    for &tensors in &[1usize, 3, 8] {
+        for &params in &[1_000usize, 10_000, 100_000, 1_000_000] {
+            let rows = params / 10 / tensors;
+            let vars = (0..tensors)
+                .map(|_| Var::from_tensor(&random(&mut rng, (rows, 10), device)?))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let grads = (0..tensors)
+                .map(|_| random(&mut rng, (rows, 10), device))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let mut adam = Adam::new(vars, AdamConfig::new(0.01, 5e-4))?;
+            let a = time(device, || adam.step(&grads))?;
+            out.entry(Kernel::Adam)
+                .or_default()
+                .push(&[tensors as f64, (rows * 10 * tensors) as f64], a);
+        }
     }
     Ok(out)
 }

@@ -518,6 +518,35 @@ mod tests {
         Csr::from_undirected_edges(5, &[(0, 1), (1, 2), (0, 2), (2, 3), (3, 4)])
     }
 
+    /// The cost model prices an optimizer step per parameter tensor and per number: both
+    /// must be the executor's own.
+    #[test]
+    fn the_model_counts_the_parameter_tensors_and_numbers_the_layers_hold() -> Result<()> {
+        for kind in [
+            LayerKind::Gcn,
+            LayerKind::Sage,
+            LayerKind::Gat {
+                heads: 4,
+                concat: true,
+            },
+            LayerKind::Gat {
+                heads: 2,
+                concat: false,
+            },
+        ] {
+            let layer = Layer {
+                kind,
+                d_in: 12,
+                d_out: 8,
+            };
+            let vars = ExecLayer::new(&layer, &mut Rng::new(1), &Device::Cpu)?.vars();
+            assert_eq!(vars.len() as u64, layer.parameter_tensors(), "{kind:?}");
+            let numbers: usize = vars.iter().map(|v| v.elem_count()).sum();
+            assert_eq!(numbers as u64, layer.parameters(), "{kind:?}");
+        }
+        Ok(())
+    }
+
     fn dense(m: &SparseMatrix) -> Result<Tensor> {
         let rows = m.to_dense();
         let (r, c) = (rows.len(), rows[0].len());

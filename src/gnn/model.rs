@@ -70,6 +70,16 @@ impl Layer {
             }
         }
     }
+
+    /// Its parameter tensors, as the executor holds them: a weight and a bias (GCN), two
+    /// weights and a bias (GraphSAGE), a weight, two attention vectors and a bias (GAT).
+    pub fn parameter_tensors(&self) -> u64 {
+        match self.kind {
+            LayerKind::Gcn => 2,
+            LayerKind::Sage => 3,
+            LayerKind::Gat { .. } => 4,
+        }
+    }
 }
 
 /// A GNN: its layers and the size of one element.
@@ -85,6 +95,14 @@ impl GnnModel {
     /// Parameters of the layers in `layers`.
     pub fn parameters(&self, layers: Range<usize>) -> u64 {
         self.layers[layers].iter().map(Layer::parameters).sum()
+    }
+
+    /// Parameter tensors of the layers in `layers`.
+    pub fn parameter_tensors(&self, layers: Range<usize>) -> u64 {
+        self.layers[layers]
+            .iter()
+            .map(Layer::parameter_tensors)
+            .sum()
     }
 }
 
