@@ -160,7 +160,7 @@ pub(super) fn work(
         .map(|h| schedule.device_of(Op::forward(0, lane(layers.start, h))))
         .collect();
     let dev = input.compute.device(device).clone();
-    let meter = memory::DeviceMeter::new(&dev, input.compute.is_shared())?;
+    let meter = memory::DeviceMeter::new(&dev)?;
 
     // The pieces of every partition, then this partition's with their plans.
     let n_pieces = (g_count * k) as usize;

@@ -118,37 +118,53 @@ pub fn take_peak(slot: usize) -> i64 {
 }
 
 /// A GPU's memory as a worker reads it: the device's used bytes (`cuMemGetInfo`, after
-/// synchronizing) since the worker opened it.
+/// synchronizing).
 ///
-/// On a GPU of its own a stage is everything used beyond what was in use when it started.
-/// Stages sharing one GPU cannot be told apart that way, so each is credited with the change in
-/// use across its own ops ([`DeviceMeter::mark`] at an op's start, [`DeviceMeter::live`] at
-/// its end), on top of the buffers it was known to hold when the epoch started; ops of other
-/// stages running at the same time blur that split. Temporaries an op frees before it ends are
-/// not seen.
+/// A stage is credited with the change in use across its own ops ([`DeviceMeter::mark`] at an
+/// op's start, [`DeviceMeter::live`] at its end), on top of the buffers it was known to hold
+/// when the epoch started. Stages sharing one GPU are told apart that way (ops of other stages
+/// running at the same time blur the split), and a stage on a GPU of its own is measured the
+/// same way, so that what the CUDA runtime allocates once on first use (cuBLAS's workspace,
+/// loaded kernel modules, the allocator's pool) is no stage's in either case. Temporaries an op frees before it ends are not seen.
 pub struct DeviceMeter {
     device: candle_core::Device,
-    shared: bool,
-    baseline: i64,
+    own: OwnUse,
+}
+
+/// [`DeviceMeter`]'s arithmetic on the device's used bytes as it reads them.
+#[derive(Debug, Default)]
+struct OwnUse {
     own: i64,
     mark: i64,
 }
 
+impl OwnUse {
+    fn start(&mut self, explained: i64) -> i64 {
+        self.own = explained;
+        self.own
+    }
+
+    fn mark(&mut self, used: i64) {
+        self.mark = used;
+    }
+
+    fn live(&mut self, used: i64) -> i64 {
+        self.own += used - self.mark;
+        self.mark = used;
+        self.own
+    }
+}
+
 impl DeviceMeter {
     /// A meter for `device`, or none on the CPU (the allocator counts there).
-    pub fn new(device: &candle_core::Device, shared: bool) -> candle_core::Result<Option<Self>> {
+    pub fn new(device: &candle_core::Device) -> candle_core::Result<Option<Self>> {
         if device.is_cpu() {
             return Ok(None);
         }
-        let mut meter = DeviceMeter {
+        Ok(Some(DeviceMeter {
             device: device.clone(),
-            shared,
-            baseline: 0,
-            own: 0,
-            mark: 0,
-        };
-        meter.baseline = meter.used()?;
-        Ok(Some(meter))
+            own: OwnUse::default(),
+        }))
     }
 
     fn used(&self) -> candle_core::Result<i64> {
@@ -159,31 +175,47 @@ impl DeviceMeter {
 
     /// Starts an epoch holding `explained` bytes of known buffers; returns the bytes held now.
     pub fn start(&mut self, explained: i64) -> candle_core::Result<i64> {
-        if self.shared {
-            self.own = explained;
-            Ok(self.own)
-        } else {
-            Ok(self.used()? - self.baseline)
-        }
+        Ok(self.own.start(explained))
     }
 
     /// An op starts.
     pub fn mark(&mut self) -> candle_core::Result<()> {
-        if self.shared {
-            self.mark = self.used()?;
-        }
+        let used = self.used()?;
+        self.own.mark(used);
         Ok(())
     }
 
     /// Bytes the stage holds now.
     pub fn live(&mut self) -> candle_core::Result<i64> {
         let used = self.used()?;
-        if self.shared {
-            self.own += used - self.mark;
-            self.mark = used;
-            Ok(self.own)
-        } else {
-            Ok(used - self.baseline)
-        }
+        Ok(self.own.live(used))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OwnUse;
+
+    /// Found on an H200: a stage alone on its GPU was measured at 130 MB against 2.3 MB
+    /// predicted, because the runtime's first-use allocations (cuBLAS's workspace, kernel
+    /// modules) counted as the stage's. Only the stage's own ops' changes count now, from the
+    /// buffers it is known to hold at each epoch's start.
+    #[test]
+    fn what_the_runtime_allocates_once_is_no_stage_s() {
+        let mut use_ = OwnUse::default();
+        // Epoch 1: the context holds 500; the first op allocates 100 of its own and the runtime
+        // 128 more that it keeps; the op's output (100) is handed on and freed later.
+        assert_eq!(use_.start(40), 40);
+        use_.mark(500);
+        assert_eq!(use_.live(500 + 100 + 128), 40 + 228);
+        // Epoch 2 starts from its known buffers again: the runtime's 128 are gone from the
+        // count, and the same op now adds its own 100 alone.
+        assert_eq!(use_.start(40), 40);
+        use_.mark(628);
+        assert_eq!(use_.live(728), 140);
+        // What other stages allocate between this stage's ops (728 -> 900) is not this
+        // stage's; what its op frees (20) is.
+        use_.mark(900);
+        assert_eq!(use_.live(880), 120);
     }
 }

@@ -58,7 +58,7 @@ pub(super) fn work(
     let everyone: Vec<usize> = (0..transport.n_ranks()).collect();
     let n_layers = input.model.layers.len();
     let dev = input.compute.device(device).clone();
-    let meter = super::memory::DeviceMeter::new(&dev, input.compute.is_shared())?;
+    let meter = super::memory::DeviceMeter::new(&dev)?;
     let all = 0..n_layers;
     let model = input.stage_model(input.build_model(&dev)?, &all);
     let mut adam = Adam::new(

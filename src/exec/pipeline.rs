@@ -212,7 +212,7 @@ pub(super) fn work(
     let schedule = input.schedule;
     let device = transport.rank();
     let dev = input.compute.device(device).clone();
-    let meter = memory::DeviceMeter::new(&dev, input.compute.is_shared())?;
+    let meter = memory::DeviceMeter::new(&dev)?;
     let mut stages: BTreeMap<u32, Stage> = BTreeMap::new();
     for s in 0..schedule.n_stages() {
         if schedule.device_of(Op::forward(0, s)) == device {
