@@ -217,13 +217,35 @@ fn compare_runs_on_a_gpu() {
         "cuda",
         "--epochs",
         "21",
+        "--format",
+        "json",
     ]);
     if out.status.code() == Some(8) && std::env::var_os("PIPEGNN_REQUIRE_GPU").is_none() {
         return;
     }
     assert!(out.status.success(), "{}", stderr(&out));
-    let text = crate::support::stdout(&out);
-    assert!(text.contains("epoch time"), "{text}");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["cost_tier"].as_str().unwrap().contains("cuda"),
+        "predicted with the GPU's profile: {doc}"
+    );
+    let metrics = doc["metrics"].as_array().unwrap();
+    let epoch = metrics
+        .iter()
+        .find(|m| m["name"] == "epoch_time_s")
+        .unwrap();
+    assert!(epoch["measured"].as_f64().unwrap() > 0.0, "{epoch}");
+    let links: Vec<&Value> = metrics
+        .iter()
+        .filter(|m| m["name"] == "link_bytes")
+        .collect();
+    assert!(!links.is_empty(), "{doc}");
+    for link in links {
+        assert_eq!(
+            link["predicted"], link["measured"],
+            "bytes are exact: {link}"
+        );
+    }
 }
 
 /// Stages on one GPU share its memory: each fits alone, together they do not.
