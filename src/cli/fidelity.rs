@@ -979,6 +979,7 @@ fn summarise(outcomes: &[Outcome]) -> Vec<Summary> {
         ("bubble_fraction", true),
         ("peak_memory_bytes", false),
         ("link_bytes", false),
+        ("op_time_s", false),
     ];
     metrics
         .iter()

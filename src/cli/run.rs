@@ -10,6 +10,7 @@
 //! be used; 9 the MPI transport cannot start; 10 `proptest` found a failing case; 11
 //! `proptest`'s generator command failed.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -30,9 +31,10 @@ use crate::plan::{self, Candidate, PlanError};
 use crate::report::{self, chrome_trace, json, table, timeline};
 use crate::scenario::{self, Backend, GraphSource, Scenario, ScheduleChoice, Workload};
 use crate::schedule::{
-    self, BackwardOrder, Generator, GnnPipeKnobs, GnnPipeOrder, Schedule, ScheduleError,
+    self, BackwardOrder, Generator, GnnPipeKnobs, GnnPipeOrder, OpKind, Schedule, ScheduleError,
 };
 use crate::sim;
+use crate::trace::SpanKind;
 use crate::units;
 
 /// A documented exit status.
@@ -976,6 +978,21 @@ pub(super) fn compare_rows(run: &Executed, measured: &report::Metrics) -> Vec<Co
                 .map(|m| m.peak_memory_bytes as f64),
         ));
     }
+    // Where a prediction goes wrong, op by op: each stage's median op of each kind, over the
+    // measured epochs but the warm-up (all of them when there is only one).
+    let epochs = match run.result.traces.as_slice() {
+        [_, rest @ ..] if !rest.is_empty() => rest,
+        all => all,
+    };
+    let measured_ops = op_medians(epochs);
+    for ((stage, kind), p) in op_medians(std::slice::from_ref(&run.prediction.trace)) {
+        rows.push(row(
+            "op_time_s",
+            Some(format!("stage {stage} {}", kind.code())),
+            p,
+            measured_ops.get(&(stage, kind)).copied(),
+        ));
+    }
     for p in &predicted.links {
         let m = measured.links.iter().find(|m| m.link == p.link);
         rows.push(row(
@@ -986,6 +1003,26 @@ pub(super) fn compare_rows(run: &Executed, measured: &report::Metrics) -> Vec<Co
         ));
     }
     rows
+}
+
+/// The median duration in seconds of each stage's ops of each kind over `traces`.
+fn op_medians(traces: &[crate::trace::Trace]) -> BTreeMap<(u32, OpKind), f64> {
+    let mut durations: BTreeMap<(u32, OpKind), Vec<u64>> = BTreeMap::new();
+    for span in traces.iter().flat_map(|t| &t.spans) {
+        if let SpanKind::Compute(kind) = span.kind {
+            durations
+                .entry((span.stage, kind))
+                .or_default()
+                .push(span.end_ns - span.start_ns);
+        }
+    }
+    durations
+        .into_iter()
+        .map(|(key, mut ns)| {
+            ns.sort_unstable();
+            (key, ns[ns.len() / 2] as f64 / 1e9)
+        })
+        .collect()
 }
 
 fn compare(args: &CompareArgs) -> Result<()> {

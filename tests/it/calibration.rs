@@ -436,6 +436,27 @@ fn compare_predicts_with_the_profile_then_runs() {
     for m in metrics.iter().filter(|m| m["name"] == "link_bytes") {
         assert_eq!(m["predicted"], m["measured"], "{m}");
     }
+    // Op by op: every stage's forwards, backwards and optimizer step, predicted and measured.
+    let ops: Vec<&str> = metrics
+        .iter()
+        .filter(|m| m["name"] == "op_time_s")
+        .map(|m| {
+            assert!(m["predicted"].as_f64().unwrap() > 0.0, "{m}");
+            assert!(m["measured"].as_f64().unwrap() > 0.0, "{m}");
+            m["device"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "stage 0 F",
+            "stage 0 B",
+            "stage 0 U",
+            "stage 1 F",
+            "stage 1 B",
+            "stage 1 U"
+        ]
+    );
 }
 
 /// GNNPipe's hybrid with a device profile: each lane (a layer of a partition) priced at its
