@@ -125,7 +125,8 @@ pub fn take_peak(slot: usize) -> i64 {
 /// when the epoch started. Stages sharing one GPU are told apart that way (ops of other stages
 /// running at the same time blur the split), and a stage on a GPU of its own is measured the
 /// same way, so that what the CUDA runtime allocates once on first use (cuBLAS's workspace,
-/// loaded kernel modules, the allocator's pool) is no stage's in either case. Temporaries an op frees before it ends are not seen.
+/// loaded kernel modules, the allocator's pool) is no stage's in either case. Temporaries an
+/// op frees before it ends are not seen.
 pub struct DeviceMeter {
     device: candle_core::Device,
     own: OwnUse,
