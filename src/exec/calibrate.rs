@@ -78,8 +78,15 @@ fn flush_caches() {
 
 /// The median time of `f` in nanoseconds with cold caches: one warm-up call, then calls until
 /// at least 3 and 10 ms of them, at most 9.
-fn time<T>(
+fn time<T>(device: &Device, f: impl FnMut() -> candle_core::Result<T>) -> candle_core::Result<f64> {
+    time_warm(device, &[], f)
+}
+
+/// As [`time`], but with `warm` read after each flush: operands that in a layer the kernel
+/// before has just written.
+fn time_warm<T>(
     device: &Device,
+    warm: &[&Tensor],
     mut f: impl FnMut() -> candle_core::Result<T>,
 ) -> candle_core::Result<f64> {
     drop(f()?);
@@ -88,6 +95,10 @@ fn time<T>(
     let mut spent = 0.0;
     while ns.len() < 3 || (spent < 1e7 && ns.len() < 9) {
         flush_caches();
+        for tensor in warm {
+            drop(tensor.sum_all()?);
+        }
+        super::device::synchronize(device)?;
         let t = Instant::now();
         let out = f()?;
         // On a GPU the kernels are asynchronous: the time is theirs only once they are done.
@@ -418,8 +429,9 @@ fn measure_kernels(
                 out.entry(Kernel::SparseForward)
                     .or_default()
                     .push(&[nnz, (m * n) as f64, nnz * n as f64], f);
+                // In a layer's backward the gradient comes from the kernel just before.
                 let xt = x.t();
-                let gw = time(device, || xt.matmul(&g))?;
+                let gw = time_warm(device, &[&g], || xt.matmul(&g))?;
                 out.entry(Kernel::SparseGradWeight)
                     .or_default()
                     .push(&[nnz, (cols * n) as f64, nnz * n as f64], gw);
