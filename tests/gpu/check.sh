@@ -4,7 +4,7 @@
 # Here (a development machine, no GPU needed):
 #   tests/gpu/check.sh --pack        # CUDA build + test binaries, stripped, into gpu-bin/
 # There (from the repository root, gpu-bin/ and shared/data carried along):
-#   tests/gpu/check.sh [SECONDS]     # at most SECONDS (default 420) in all; everything lands in
+#   tests/gpu/check.sh [SECONDS]     # at most SECONDS (default 480) in all; everything lands in
 #                                    # ${OUT:-/tmp/gpu-check}: summary.txt (each step's exit code
 #                                    # and seconds) and gpu-check.tar.gz (each step's output)
 #
@@ -49,7 +49,7 @@ for line in sys.stdin:
 fi
 
 OUT="${OUT:-/tmp/gpu-check}"
-BUDGET="${1:-420}"
+BUDGET="${1:-480}"
 DEADLINE=$(( $(date +%s) + BUDGET ))
 W=/tmp/gpu-check-work
 rm -rf "$W" && mkdir -p "$W" "$OUT"
