@@ -421,11 +421,9 @@ pub fn run_rank<T: Transport>(
 /// Holds every measured epoch of `result` to the schedule, as [`execute`] does, and picks the
 /// median epoch.
 pub fn finish(prepared: Prepared<'_>, result: RunResult) -> Result<Executed, LaunchError> {
-    // The epoch whose time is the median (the first epoch warms caches up and is left out when
-    // there are others) stands for the run.
-    let mut order: Vec<usize> = (0..result.traces.len()).collect();
-    let skip = usize::from(order.len() > 1);
-    order.drain(..skip);
+    // The epoch whose time is the median of the timed ones stands for the run.
+    let skip = result.traces.len() - result.timed_traces().len();
+    let mut order: Vec<usize> = (skip..result.traces.len()).collect();
     let metrics_of: Vec<report::Metrics> = result.traces.iter().map(report::compute).collect();
     order.sort_by_key(|&i| metrics_of[i].epoch_time_ns);
     let median = order[order.len() / 2];

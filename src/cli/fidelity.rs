@@ -242,7 +242,7 @@ fn calibrate_with_samples(
         Tier::Device(&draft),
         Some(device),
     )?;
-    let measured = Profile::from_traces("calibration", "1f1b", &run.result.traces[1..]);
+    let measured = Profile::from_traces("calibration", "1f1b", run.result.timed_traces());
     let gap = measured.gap_ns;
     // In-flight chunks and temporaries at each device's peak, measured over predicted with
     // the fitted functions alone, in both pipelines (the second only on a full grid).

@@ -979,12 +979,8 @@ pub(super) fn compare_rows(run: &Executed, measured: &report::Metrics) -> Vec<Co
         ));
     }
     // Where a prediction goes wrong, op by op: each stage's median op of each kind, over the
-    // measured epochs but the warm-up (all of them when there is only one).
-    let epochs = match run.result.traces.as_slice() {
-        [_, rest @ ..] if !rest.is_empty() => rest,
-        all => all,
-    };
-    let measured_ops = op_medians(epochs);
+    // timed epochs.
+    let measured_ops = op_medians(run.result.timed_traces());
     for ((stage, kind), p) in op_medians(std::slice::from_ref(&run.prediction.trace)) {
         rows.push(row(
             "op_time_s",

@@ -46,6 +46,15 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// The epochs' traces that time the run: all but the first, which warms caches up, when
+    /// there are others.
+    pub fn timed_traces(&self) -> &[Trace] {
+        match self.traces.as_slice() {
+            [_, rest @ ..] if !rest.is_empty() => rest,
+            all => all,
+        }
+    }
+
     /// Test accuracy at the epoch with the best validation accuracy (the first, on ties).
     pub fn test_at_best_val(&self) -> f64 {
         let mut best = (f64::MIN, 0.0);
