@@ -24,7 +24,7 @@ use std::fmt;
 
 use serde_json::{json, Value};
 
-use super::fit::Fit;
+use super::fit::{Fit, Knee};
 
 macro_rules! kernels {
     ($($variant:ident => $name:literal, [$($term:literal),*], $doc:literal;)*) => {
@@ -287,13 +287,14 @@ impl DeviceProfile {
             .map(|(k, f)| {
                 let mut terms: Vec<String> = vec!["calls".into()];
                 terms.extend(k.terms().iter().map(|t| t.to_string()));
-                if let (Some(_), Some(last)) = (f.knee, k.terms().last()) {
-                    terms.push(format!("max(0, {last} - knee)"));
+                if let Some(knee) = f.knee {
+                    terms.push(format!("max(0, {} - knee)", terms[knee.term]));
                 }
                 json!({
                     "kernel": k.name(),
                     "terms": terms,
-                    "knee": f.knee,
+                    "knee": f.knee.map(|k| k.at),
+                    "knee_term": f.knee.map(|k| terms[k.term].clone()),
                     "coefficients": f.coefficients,
                     "samples": f.samples,
                     "median_error": f.median_error,
@@ -377,9 +378,22 @@ impl DeviceProfile {
                     .ok_or_else(|| format!("{} is not a list", at(key)))?;
                 values.iter().map(|v| float(v, &at(key))).collect()
             };
+            // Profiles written before knees could sit on any term put them on the last.
             let knee = match &entry["knee"] {
                 Value::Null => None,
-                v => Some(float(v, &at("knee"))?),
+                v => Some(Knee {
+                    term: match &entry["knee_term"] {
+                        Value::Null => p - 1,
+                        t => t
+                            .as_str()
+                            .and_then(|t| terms.iter().skip(1).position(|n| n == t))
+                            .map(|i| i + 1)
+                            .ok_or_else(|| {
+                                format!("{} names none of {name}'s terms", at("knee_term"))
+                            })?,
+                    },
+                    at: float(v, &at("knee"))?,
+                }),
             };
             let coefficients = list("coefficients")?;
             let want = p + usize::from(knee.is_some());
@@ -509,11 +523,32 @@ mod tests {
     fn profiles_round_trip() {
         let mut profile = sample();
         let adam = profile.kernels.get_mut(&Kernel::Adam).unwrap();
-        adam.knee = Some(4.0);
+        adam.knee = Some(Knee { term: 1, at: 4.0 });
         adam.coefficients.push(0.25);
         assert_eq!(
             DeviceProfile::parse(&profile.to_json()),
             Ok(profile.clone())
+        );
+        // Written before knees could sit on any term: on the last one.
+        let mut doc: Value = serde_json::from_str(&profile.to_json()).unwrap();
+        for entry in doc["kernels"].as_array_mut().unwrap() {
+            entry.as_object_mut().unwrap().remove("knee_term");
+        }
+        let old = DeviceProfile::parse(&doc.to_string()).unwrap();
+        assert_eq!(
+            old.kernels[&Kernel::Adam].knee,
+            Some(Knee { term: 2, at: 4.0 })
+        );
+        let mut doc: Value = serde_json::from_str(&profile.to_json()).unwrap();
+        for entry in doc["kernels"].as_array_mut().unwrap() {
+            if entry["kernel"] == "adam" {
+                entry["knee_term"] = json!("calls");
+            }
+        }
+        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
+        assert!(
+            err.contains("knee_term names none of adam's terms"),
+            "{err}"
         );
         // Written before the machine was probed: read without a probe.
         profile.probe = None;
@@ -593,7 +628,7 @@ mod tests {
         let (ns, beyond) = profile.eval(Kernel::DropoutDense, &[5.0]);
         assert_eq!(ns, 1.5 + 2.5 * 5.0);
         let dropout = profile.kernels.get_mut(&Kernel::DropoutDense).unwrap();
-        dropout.knee = Some(4.0);
+        dropout.knee = Some(Knee { term: 1, at: 4.0 });
         dropout.coefficients.push(0.5);
         assert_eq!(
             profile.eval(Kernel::DropoutDense, &[5.0]).0,

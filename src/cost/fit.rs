@@ -7,10 +7,11 @@
 //! solving the unconstrained problem on every subset of the terms and keeping the best
 //! feasible one.
 //!
-//! Time functions may also have a **knee**: an extra term `max(0, t_last - knee)` on their
-//! last (size) term, so that shapes past a cache or allocator regime cost more per element
-//! than those below it (piecewise linear and continuous). The knee is chosen among the
-//! samples' own values where it cuts the fit's error by at least a fifth.
+//! Time functions may also have a **knee**: an extra term `max(0, t_j - knee)` on one of their
+//! terms `t_j`, so that shapes past a cache or allocator regime cost more per unit than those
+//! below it (piecewise linear and continuous). The term and the knee are chosen among every
+//! term and the samples' own values of it, where they cut the fit's error most, and only if by
+//! at least a fifth.
 
 /// A fitted cost function with its error on its own samples.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,8 +28,24 @@ pub struct Fit {
     pub max_error: f64,
     /// The smallest and largest value of each term over the samples: the calibrated range.
     pub range: Vec<(f64, f64)>,
-    /// Where the last term's knee is, if any; its coefficient is the last of `coefficients`.
-    pub knee: Option<f64>,
+    /// The knee, if any; its coefficient is the last of `coefficients`.
+    pub knee: Option<Knee>,
+}
+
+/// Where a fit's cost per unit of one term rises: past `at` on term `term`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Knee {
+    /// The term's index, the constant `calls` being 0.
+    pub term: usize,
+    /// The term's value where the second slope starts.
+    pub at: f64,
+}
+
+impl Knee {
+    /// The hinge term: how far `terms` lie past the knee.
+    pub fn hinge(&self, terms: &[f64]) -> f64 {
+        terms.get(self.term).map_or(0.0, |t| (t - self.at).max(0.0))
+    }
 }
 
 impl Fit {
@@ -40,8 +57,8 @@ impl Fit {
             .zip(terms)
             .map(|(c, t)| c * t)
             .sum();
-        match (self.knee, terms.last(), self.coefficients.get(terms.len())) {
-            (Some(knee), Some(&last), Some(c)) => linear + c * (last - knee).max(0.0),
+        match (self.knee, self.coefficients.get(terms.len())) {
+            (Some(knee), Some(c)) => linear + c * knee.hinge(terms),
             _ => linear,
         }
     }
@@ -59,15 +76,12 @@ impl Fit {
     }
 }
 
-/// Fits `y ~ terms` as [`fit`] does, and also with a knee on the last term at each of the
-/// samples' values; keeps the knee that fits best if it cuts the squared relative error by at
-/// least a fifth.
+/// Fits `y ~ terms` as [`fit`] does, and also with a knee on each term but the constant at
+/// each of the samples' values of it; keeps the knee that fits best if it cuts the squared
+/// relative error by at least a fifth.
 pub fn fit_with_knee(rows: &[Vec<f64>], y: &[f64]) -> Option<Fit> {
     let plain = fit(rows, y)?;
     let p = rows.first()?.len();
-    let mut candidates: Vec<f64> = rows.iter().map(|t| t[p - 1]).collect();
-    candidates.sort_by(f64::total_cmp);
-    candidates.dedup();
     let loss = |f: &Fit| -> f64 {
         rows.iter()
             .zip(y)
@@ -76,28 +90,34 @@ pub fn fit_with_knee(rows: &[Vec<f64>], y: &[f64]) -> Option<Fit> {
     };
     let mut best = (loss(&plain), plain);
     let threshold = best.0 * 0.8;
-    // A knee needs samples on both sides of it.
-    for &knee in candidates
-        .iter()
-        .skip(1)
-        .take(candidates.len().saturating_sub(3))
-    {
-        let hinged: Vec<Vec<f64>> = rows
+    for term in 1..p {
+        let mut candidates: Vec<f64> = rows.iter().map(|t| t[term]).collect();
+        candidates.sort_by(f64::total_cmp);
+        candidates.dedup();
+        // A knee needs samples on both sides of it.
+        for &at in candidates
             .iter()
-            .map(|t| {
-                let mut t = t.clone();
-                t.push((t[p - 1] - knee).max(0.0));
-                t
-            })
-            .collect();
-        let Some(mut f) = fit(&hinged, y) else {
-            continue;
-        };
-        f.range.pop();
-        f.knee = Some(knee);
-        let l = loss(&f);
-        if l < threshold && l < best.0 {
-            best = (l, f);
+            .skip(1)
+            .take(candidates.len().saturating_sub(3))
+        {
+            let knee = Knee { term, at };
+            let hinged: Vec<Vec<f64>> = rows
+                .iter()
+                .map(|t| {
+                    let mut t = t.clone();
+                    t.push(knee.hinge(&t));
+                    t
+                })
+                .collect();
+            let Some(mut f) = fit(&hinged, y) else {
+                continue;
+            };
+            f.range.pop();
+            f.knee = Some(knee);
+            let l = loss(&f);
+            if l < threshold && l < best.0 {
+                best = (l, f);
+            }
         }
     }
     Some(best.1)
@@ -263,13 +283,38 @@ mod tests {
             .collect();
         let f = fit_with_knee(&rows, &y).unwrap();
         let knee = f.knee.expect("a knee");
-        assert!((5e4..=2e5).contains(&knee), "{knee}");
+        assert_eq!(knee.term, 1);
+        assert!((5e4..=2e5).contains(&knee.at), "{knee:?}");
         // Knees are tried at the samples' own sizes, so the one sample past the true knee
         // errs most; far from it the fit is close.
         assert!(f.median_error < 0.05 && f.max_error < 0.25, "{f:?}");
         assert!((f.eval(&[1.0, 1e6]) - y_of(1e6)).abs() / y_of(1e6) < 0.05);
         // Without one, a straight line cannot fit both ends.
         assert!(fit(&rows, &y).unwrap().max_error > 0.2);
+    }
+
+    #[test]
+    fn finds_a_knee_on_any_term() {
+        // Two terms; the cost per unit of the first, not the last, rises past 1e5.
+        let mut rng = Rng::new(5);
+        let rows: Vec<Vec<f64>> = (0..40)
+            .map(|_| {
+                vec![
+                    1.0,
+                    10f64.powf(3.0 + 3.0 * rng.unit_f64()),
+                    10f64.powf(3.0 + 3.0 * rng.unit_f64()),
+                ]
+            })
+            .collect();
+        let y: Vec<f64> = rows
+            .iter()
+            .map(|t| 100.0 + t[1] + 0.5 * t[2] + 3.0 * (t[1] - 1e5).max(0.0))
+            .collect();
+        let f = fit_with_knee(&rows, &y).unwrap();
+        let knee = f.knee.expect("a knee");
+        assert_eq!(knee.term, 1, "{f:?}");
+        assert!((3e4..=3e5).contains(&knee.at), "{knee:?}");
+        assert!(f.median_error < 0.05, "{f:?}");
     }
 
     fn y_of(n: f64) -> f64 {
