@@ -418,14 +418,29 @@ impl<'a> DeviceCost<'a> {
         let last = layers.end == n_layers;
         let top = self.shape(layers.end - 1, chunk);
         let labelled = w.labelled.as_ref().map(|l| l[chunk] as f64);
+        // The gradient of the stage's input (every stage but the first), zeros when nothing
+        // reached it; with GNNPipe's gradient buffers, what other chunks' reads left for this
+        // chunk's rows is read and added to it.
+        let bottom = self.shape(layers.start, chunk);
+        let input_rows = bottom.out * bottom.d_in;
+        let buffered_input = if w.gradient_buffers > 0 && layers.start > 0 {
+            eval(profile, Kernel::RowCopy, &[input_rows], flags)
+                + eval(profile, Kernel::Elementwise, &[input_rows], flags)
+        } else {
+            0.0
+        };
         if last && labelled == Some(0.0) {
-            // A zero loss: candle skips the backward of everything beneath it.
+            // A zero loss: candle skips the backward of everything beneath it, and the
+            // input's gradient is made of zeros.
             ns += eval(
                 profile,
                 Kernel::Loss,
                 &[top.out * self.classes, 0.0, 0.0],
                 flags,
             );
+            if layers.start > 0 {
+                ns += eval(profile, Kernel::Elementwise, &[input_rows], flags) + buffered_input;
+            }
             return ns;
         }
         if last {
@@ -460,6 +475,7 @@ impl<'a> DeviceCost<'a> {
                 );
             }
         }
+        ns += buffered_input;
         // Summing this chunk's parameter gradients into the stage's.
         let params = w.model.parameters(layers) as f64;
         ns += eval(profile, Kernel::Elementwise, &[params], flags);
@@ -621,5 +637,122 @@ impl CostModel for DeviceCost<'_> {
             resident.push((MemoryCategory::Workspace, workspace));
         }
         resident
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::device::ProfileTarget;
+    use crate::cost::fit::Fit;
+    use crate::cost::uniform::UniformCost;
+    use crate::gnn::{GnnModel, Layer};
+    use crate::graph::chunks::ChunkStats;
+
+    /// A profile of three linear kernels, every other kernel free: element-wise ops cost 1 ns
+    /// an element, row copies 2, the loss 100 ns a call.
+    fn profile() -> DeviceProfile {
+        let linear = |coefficients: Vec<f64>| Fit {
+            range: coefficients.iter().map(|_| (0.0, 1e12)).collect(),
+            coefficients,
+            samples: 3,
+            median_error: 0.0,
+            p90_error: 0.0,
+            max_error: 0.0,
+            knee: None,
+        };
+        DeviceProfile {
+            device: "cpu: 1 thread".into(),
+            target: ProfileTarget {
+                backend: "cpu".into(),
+                threads: 1,
+                dtype: "f32".into(),
+            },
+            machine: "test".into(),
+            kernels: BTreeMap::from([
+                (Kernel::Elementwise, linear(vec![0.0, 1.0])),
+                (Kernel::RowCopy, linear(vec![0.0, 2.0])),
+                (Kernel::Loss, linear(vec![100.0, 0.0, 0.0, 0.0])),
+            ]),
+            wakeup_ns: 0,
+            gap_ns: 0,
+            stash_scale: 1.0,
+            workspace_scale: 1.0,
+            matrix_buffer_bytes: 0,
+            between_processes: None,
+            probe: None,
+        }
+    }
+
+    /// GNNPipe over two chunks of 10 vertices, a GCN layer (8 -> 4 -> 3) per stage, with
+    /// `gradient_buffers` per layer; only chunk 0 holds training vertices.
+    fn workload(gradient_buffers: u64) -> GnnWorkload {
+        let layer = |d_in, d_out| Layer {
+            kind: LayerKind::Gcn,
+            d_in,
+            d_out,
+        };
+        let chunk = ChunkStats {
+            vertices: 10,
+            internal_edges: 20,
+            in_edges: 24,
+            boundary: 2,
+            halo: Vec::new(),
+        };
+        GnnWorkload {
+            model: GnnModel {
+                layers: vec![layer(8, 4), layer(4, 3)],
+                element_bytes: 4,
+            },
+            stage_layers: vec![0..1, 1..2],
+            halo: Halo::Stale,
+            chunks: vec![chunk.clone(), chunk],
+            pair_rows: Vec::new(),
+            n_nodes: 20,
+            directed_edges: 48,
+            features: 8,
+            feature_nnz_per_row: None,
+            optimizer_copies: 2,
+            history: true,
+            gradient_buffers,
+            graph_parallel: false,
+            labelled: Some(vec![5, 0]),
+            hybrid: None,
+        }
+    }
+
+    /// A chunk without training vertices skips its layers' backward on the last stage, but the
+    /// executor still hands back its input's gradient: zeros, plus with GNNPipe's buffers the
+    /// gradients other chunks' reads left for its rows, read and added. A chunk with training
+    /// vertices adds the buffered rows to its input's gradient too.
+    #[test]
+    fn a_backward_without_a_loss_still_hands_back_its_input_s_gradient() {
+        let profile = profile();
+        let fallback = UniformCost::new(1, 1);
+        // The last stage's input: 10 rows of 4.
+        let rows = 10.0 * 4.0;
+        let unbuffered = workload(0);
+        let cost = DeviceCost::new(
+            &unbuffered,
+            TrainingShape::default(),
+            vec![&profile; 2],
+            &fallback,
+        );
+        let op = Op::backward(1, 1);
+        assert_eq!(cost.op_ns(op), (100.0 + rows) as u64);
+        let buffered = workload(2);
+        let cost = DeviceCost::new(
+            &buffered,
+            TrainingShape::default(),
+            vec![&profile; 2],
+            &fallback,
+        );
+        assert_eq!(cost.op_ns(op), (100.0 + rows + 2.0 * rows + rows) as u64);
+        // Chunk 0's backward: the loss, the bias gradient over 10 x 3 outputs, the buffered
+        // rows added to its input's gradient and the parameter sums (4 x 3 + 3).
+        assert_eq!(
+            cost.op_ns(Op::backward(0, 1)),
+            (100.0 + 30.0 + 3.0 * rows + 15.0) as u64
+        );
     }
 }

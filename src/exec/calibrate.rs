@@ -7,7 +7,9 @@
 //! product and its transpose ([`super::sparse`]), GAT's attention ([`super::attention`]),
 //! dropout keyed by vertex, ReLU/ELU and their gradients, the loss, Adam, and the receiver's
 //! copy of a hand-off. Layers run [`StageModel::layer_forward`] on chunks of seeded synthetic
-//! graphs and back-propagate the executor's surrogate `(out * g).sum()`.
+//! graphs and back-propagate the executor's surrogate `(out * g).sum()`; the surrogate's own
+//! backward (two element-wise passes, at their fitted cost) is taken off the layer's, since an
+//! op prices the surrogate, or the loss, beside its layers.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -839,9 +841,17 @@ fn measure_layer(
     out.entry(glue_f)
         .or_default()
         .push(&[kernels_ns(false), shape.elements()], f_ns);
-    out.entry(glue_b)
-        .or_default()
-        .push(&[kernels_ns(true), shape.elements()], backward_ns);
+    // The surrogate's own backward (the gradient of the sum, then of the product: two
+    // element-wise passes over the output) is not the layer's: an op prices the surrogate, or
+    // the loss, on its own.
+    let surrogate_ns = 2.0
+        * draft
+            .eval(Kernel::Elementwise, &[shape.out * shape.d_out])
+            .0;
+    out.entry(glue_b).or_default().push(
+        &[kernels_ns(true), shape.elements()],
+        (backward_ns - surrogate_ns).max(0.5 * backward_ns),
+    );
     Ok(())
 }
 
