@@ -59,8 +59,8 @@ kernels! {
     SparseGradWeight => "sparse_grad_weight", ["nnz", "k*n", "nnz*n"], "`X^T dY` for sparse `X` of `k` columns.";
     Aggregate => "aggregate", ["nnz", "m*w", "nnz*w"], "The CSR sparse-dense product: `m` output rows, `nnz` edges, width `w`.";
     AggregateTranspose => "aggregate_transpose", ["nnz", "m*w", "nnz*w"], "Its transpose (the backward): `m` rows read, `nnz` edges, width `w`.";
-    AttentionForward => "attention_forward", ["nnz*h", "m*h*c", "nnz*h*c"], "GAT's edge scores, edge softmax and weighted aggregation, as the executor calls them together: `nnz` edges with self-loops, `h` heads of `c` channels, `m` rows read.";
-    AttentionBackward => "attention_backward", ["nnz*h", "m*h*c", "nnz*h*c"], "Their backward.";
+    AttentionForward => "attention_forward", ["nnz", "nnz*h", "m*h*c", "nnz*h*c"], "GAT's edge scores, edge softmax and weighted aggregation, as the executor calls them together: `nnz` edges with self-loops (each edge's endpoints are read once, whatever the heads), `h` heads of `c` channels, `m` rows read.";
+    AttentionBackward => "attention_backward", ["nnz", "nnz*h", "m*h*c", "nnz*h*c"], "Their backward.";
     DropoutDense => "dropout_dense", ["elements"], "Inverted dropout on dense rows (masks keyed by vertex).";
     DropoutSparse => "dropout_sparse", ["m+k", "nnz"], "Inverted dropout on sparse input rows: `nnz` values, `m` rows and `k` columns (the transpose is rebuilt).";
     ReluForward => "relu_forward", ["elements"], "ReLU.";

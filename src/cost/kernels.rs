@@ -191,7 +191,7 @@ pub fn layer_calls(s: &LayerShape, backward: bool) -> Vec<(Kernel, Vec<f64>)> {
                 }
                 calls.push((
                     Kernel::AttentionForward,
-                    vec![nnz * s.heads, s.read * projected, nnz * projected],
+                    vec![nnz, nnz * s.heads, s.read * projected, nnz * projected],
                 ));
                 if !concat {
                     calls.push(elementwise(Kernel::Elementwise, s.out * projected));
@@ -243,7 +243,7 @@ pub fn layer_calls(s: &LayerShape, backward: bool) -> Vec<(Kernel, Vec<f64>)> {
                 let nnz = s.edges + s.out;
                 calls.push((
                     Kernel::AttentionBackward,
-                    vec![nnz * s.heads, s.read * projected, nnz * projected],
+                    vec![nnz, nnz * s.heads, s.read * projected, nnz * projected],
                 ));
                 calls.push(weight_grad(projected));
                 if s.input_grad {

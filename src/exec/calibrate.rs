@@ -502,6 +502,7 @@ fn measure_kernels(
                     )
                 };
                 let terms = [
+                    nnz,
                     nnz * heads as f64,
                     (read * width) as f64,
                     nnz * width as f64,
