@@ -462,7 +462,7 @@ impl Network {
 
     /// The same network with `extra_ns` more latency and `ns_per_byte` more time per byte on
     /// every route between two devices: what a hand-off costs beyond the links on the machine
-    /// that measured it (a profile's wake-up and the receiver's copy).
+    /// that measured it (a profile's wake-up, or a message between processes).
     pub fn with_handoff(&self, extra_ns: u64, ns_per_byte: f64) -> Network {
         let mut network = self.clone();
         network.handoff = (

@@ -71,7 +71,7 @@ kernels! {
     RowCopy => "row_copy", ["elements"], "Gathering or scattering rows (history buffers, halo rows, concatenation).";
     Loss => "loss", ["m*classes", "labelled*classes", "labelled>0"], "Softmax cross-entropy over the `labelled` of `m` rows, forward and backward; `labelled>0` is 1 when a row is labelled (only then do the selection, the softmax and their backward run).";
     Adam => "adam", ["tensors", "parameters"], "One Adam step over `tensors` parameter tensors of `parameters` numbers in all (each tensor is a few kernels of its own).";
-    HandoffCopy => "handoff_copy", ["bytes"], "The receiver's copy of a hand-off.";
+    HandoffCopy => "handoff_copy", ["bytes"], "The receiver's copy of a hand-off into its stage's input (a leaf of its own), in its forward.";
     GcnForward => "gcn_forward", ["kernels_ns", "elements"], "A GCN layer's forward as the executor runs it: its kernels' predicted time and the elements it touches (autograd bookkeeping).";
     GcnBackward => "gcn_backward", ["kernels_ns", "elements"], "Its backward.";
     SageForward => "sage_forward", ["kernels_ns", "elements"], "A GraphSAGE layer's forward.";
@@ -194,14 +194,12 @@ pub struct HandoffCost {
 
 impl DeviceProfile {
     /// What a hand-off costs on this device beyond the links: between processes, what was
-    /// measured there; else the receiving worker's wake-up and its copy.
+    /// measured there; else the receiving worker's wake-up. The receiver's copy of what it
+    /// received into a leaf of its own is its forward's, priced there ([`Kernel::HandoffCopy`]).
     pub fn handoff(&self) -> HandoffCost {
         self.between_processes.unwrap_or(HandoffCost {
             fixed_ns: self.wakeup_ns,
-            ns_per_byte: self
-                .kernels
-                .get(&Kernel::HandoffCopy)
-                .map_or(0.0, |f| f.coefficients[1]),
+            ns_per_byte: 0.0,
             alongside_links: false,
         })
     }

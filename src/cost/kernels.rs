@@ -526,6 +526,17 @@ impl CostModel for DeviceCost<'_> {
         let mut ns = 0.0;
         match op.kind {
             OpKind::Forward => {
+                if !w.graph_parallel && layers.start > 0 {
+                    // The received rows become the stage's input, a leaf of its own (a copy).
+                    let first = self.shape(layers.start, chunk);
+                    let rows = if w.halo == Halo::Exact {
+                        first.read
+                    } else {
+                        first.out
+                    };
+                    let bytes = rows * first.d_in * w.model.element_bytes as f64;
+                    ns += eval(profile, Kernel::HandoffCopy, &[bytes], &mut flags);
+                }
                 for layer in layers.clone() {
                     let shape = self.shape(layer, chunk);
                     ns += layer_ns(profile, &shape, false, &mut flags);
@@ -649,8 +660,8 @@ mod tests {
     use crate::gnn::{GnnModel, Layer};
     use crate::graph::chunks::ChunkStats;
 
-    /// A profile of three linear kernels, every other kernel free: element-wise ops cost 1 ns
-    /// an element, row copies 2, the loss 100 ns a call.
+    /// A profile of four linear kernels, every other kernel free: element-wise ops cost 1 ns
+    /// an element, row copies 2, the loss 100 ns a call, a hand-off's copy 0.5 ns a byte.
     fn profile() -> DeviceProfile {
         let linear = |coefficients: Vec<f64>| Fit {
             range: coefficients.iter().map(|_| (0.0, 1e12)).collect(),
@@ -673,6 +684,7 @@ mod tests {
                 (Kernel::Elementwise, linear(vec![0.0, 1.0])),
                 (Kernel::RowCopy, linear(vec![0.0, 2.0])),
                 (Kernel::Loss, linear(vec![100.0, 0.0, 0.0, 0.0])),
+                (Kernel::HandoffCopy, linear(vec![0.0, 0.5])),
             ]),
             wakeup_ns: 0,
             gap_ns: 0,
@@ -754,5 +766,23 @@ mod tests {
             cost.op_ns(Op::backward(0, 1)),
             (100.0 + 30.0 + 3.0 * rows + 15.0) as u64
         );
+    }
+
+    /// A stage that receives its input copies it into a leaf of its own in its forward; the
+    /// first stage reads its features as they are. The hand-off itself then costs only the
+    /// receiver's wake-up.
+    #[test]
+    fn a_forward_copies_what_its_stage_received() {
+        let profile = profile();
+        let fallback = UniformCost::new(1, 1);
+        let w = workload(0);
+        let cost = DeviceCost::new(&w, TrainingShape::default(), vec![&profile; 2], &fallback);
+        // Stage 0: the bias over 10 x 4 outputs.
+        assert_eq!(cost.op_ns(Op::forward(0, 0)), 40);
+        // Stage 1: 10 received rows of 4 floats copied (160 bytes at 0.5 ns), the history's
+        // own rows written and halo rows read (2 x 12 x 4 - 10 x 4 elements at 2 ns) and the
+        // bias over 10 x 3 outputs.
+        assert_eq!(cost.op_ns(Op::forward(0, 1)), 80 + 112 + 30);
+        assert_eq!(profile.handoff().ns_per_byte, 0.0);
     }
 }

@@ -490,8 +490,8 @@ fn run(
         Tier::Replay(p) => p
             .handoff_ns
             .map(|ns| scenario.network.with_handoff(ns, 0.0)),
-        // A hand-off costs the receiver's wake-up and its copy on the machine profiled, or
-        // what a message between processes was measured to cost.
+        // A hand-off costs the receiver's wake-up on the machine profiled (its copy is its
+        // forward's), or what a message between processes was measured to cost.
         Tier::Device(profiles) => profiles.first().map(|p| {
             let handoff = p.handoff();
             match handoff.alongside_links {
