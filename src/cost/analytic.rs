@@ -177,6 +177,22 @@ impl GnnWorkload {
                     kernels.push(dense(read, b, a, b));
                 }
             }
+            // Over sparse input features, as the executor runs it: both weights on the rows
+            // read (the features as they are, never made dense), then the neighbour mean at the
+            // output width.
+            (LayerKind::Sage, false) if self.sparse_input(layer) => {
+                kernels.push(dense(read, a_in, b, a_in));
+                kernels.push(dense(read, a_in, b, a_in));
+                kernels.push(gather(edges, b));
+                kernels.push(elementwise(out * b));
+                kernels.push(elementwise(out * b));
+            }
+            (LayerKind::Sage, true) if self.sparse_input(layer) => {
+                kernels.push(elementwise(out * b));
+                kernels.push(gather(edges, b));
+                kernels.push(dense(read, a_in, b, a_in));
+                kernels.push(dense(read, a_in, b, a_in));
+            }
             (LayerKind::Sage, false) => {
                 kernels.push(gather(edges, a));
                 kernels.push(dense(out, 2.0 * a, b, 2.0 * a));
@@ -232,22 +248,32 @@ impl GnnWorkload {
             (2.0 * m * k * n, (m * k_stored + k * n + m * n) * e)
         };
         let bias = (2.0 * rows.out * b, 2.0 * rows.out * b * e);
-        let product = match spec.kind {
-            LayerKind::Gcn if self.gcn_aggregates_first(layer, rows) => dense(rows.out, a, b, a),
-            LayerKind::Gcn => dense(rows.read, a_in, b, a_in),
-            LayerKind::Sage => dense(rows.out, 2.0 * a, b, 2.0 * a),
+        match spec.kind {
+            LayerKind::Gcn if self.gcn_aggregates_first(layer, rows) => {
+                vec![bias, dense(rows.out, a, b, a)]
+            }
+            LayerKind::Gcn => vec![bias, dense(rows.read, a_in, b, a_in)],
+            LayerKind::Sage if self.sparse_input(layer) => {
+                let product = dense(rows.read, a_in, b, a_in);
+                vec![bias, product, product]
+            }
+            LayerKind::Sage => vec![bias, dense(rows.out, 2.0 * a, b, 2.0 * a)],
             LayerKind::Gat { heads, .. } => {
                 let projected = heads as f64 * spec.head_width() as f64;
-                dense(rows.read, a_in, projected, a_in)
+                vec![bias, dense(rows.read, a_in, projected, a_in)]
             }
-        };
-        vec![bias, product]
+        }
+    }
+
+    /// Whether `layer` reads the graph's sparse input features.
+    fn sparse_input(&self, layer: usize) -> bool {
+        layer == 0 && self.feature_nnz_per_row.is_some()
     }
 
     /// Whether a GCN layer aggregates before transforming: when that needs fewer flops, except
     /// on sparse input features (aggregating sparse rows would be a sparse-sparse product).
     fn gcn_aggregates_first(&self, layer: usize, rows: &LayerRows) -> bool {
-        if layer == 0 && self.feature_nnz_per_row.is_some() {
+        if self.sparse_input(layer) {
             return false;
         }
         let spec = &self.model.layers[layer];
@@ -637,5 +663,74 @@ impl CostModel for AnalyticCost {
                 w.gradient_buffers * per_layer_buffers(w.gradient_buffers > 0, gradient_rows),
             ),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gnn::Layer;
+    use crate::graph::chunks::ChunkStats;
+
+    /// One GraphSAGE layer over `features` input columns, 12 non-zeros a row when `sparse`.
+    fn sage(features: u64, sparse: bool) -> GnnWorkload {
+        let chunk = ChunkStats {
+            vertices: 100,
+            internal_edges: 600,
+            in_edges: 800,
+            boundary: 40,
+            halo: Vec::new(),
+        };
+        GnnWorkload {
+            model: GnnModel {
+                layers: vec![Layer {
+                    kind: LayerKind::Sage,
+                    d_in: features,
+                    d_out: 16,
+                }],
+                element_bytes: 4,
+            },
+            stage_layers: vec![0..1],
+            halo: Halo::Drop,
+            chunks: vec![chunk],
+            pair_rows: Vec::new(),
+            n_nodes: 100,
+            directed_edges: 600,
+            features,
+            feature_nnz_per_row: sparse.then_some(12.0),
+            optimizer_copies: 2,
+            history: false,
+            gradient_buffers: 0,
+            graph_parallel: false,
+            labelled: None,
+            hybrid: None,
+        }
+    }
+
+    fn total(kernels: &[(f64, f64)]) -> (f64, f64) {
+        kernels
+            .iter()
+            .fold((0.0, 0.0), |(f, b), k| (f + k.0, b + k.1))
+    }
+
+    /// Over sparse features a GraphSAGE layer transforms the features as they are, then
+    /// averages at its output width (as the executor runs it): its cost follows the non-zeros,
+    /// not the feature width. Over dense features it follows the width.
+    #[test]
+    fn a_sage_layer_over_sparse_features_costs_their_non_zeros() {
+        for backward in [false, true] {
+            let narrow = sage(500, true);
+            let wide = sage(5000, true);
+            let rows = narrow.rows(0, 0);
+            let (n, w) = (
+                total(&narrow.kernels(0, &rows, backward)),
+                total(&wide.kernels(0, &rows, backward)),
+            );
+            // Only the weight matrix grows with the width.
+            assert_eq!(n.0, w.0, "flops, backward {backward}");
+            assert!(w.1 - n.1 <= 2.0 * 4500.0 * 16.0 * 4.0, "{n:?} {w:?}");
+            let dense = total(&sage(500, false).kernels(0, &rows, backward));
+            assert!(dense.0 > 10.0 * n.0, "{dense:?} {n:?}");
+        }
     }
 }
