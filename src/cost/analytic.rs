@@ -670,7 +670,6 @@ impl CostModel for AnalyticCost {
 mod tests {
     use super::*;
     use crate::gnn::Layer;
-    use crate::graph::chunks::ChunkStats;
 
     /// One GraphSAGE layer over `features` input columns, 12 non-zeros a row when `sparse`.
     fn sage(features: u64, sparse: bool) -> GnnWorkload {
@@ -690,7 +689,7 @@ mod tests {
                 }],
                 element_bytes: 4,
             },
-            stage_layers: vec![0..1],
+            stage_layers: std::iter::once(0..1).collect(),
             halo: Halo::Drop,
             chunks: vec![chunk],
             pair_rows: Vec::new(),
