@@ -408,6 +408,18 @@ impl<'a> DeviceCost<'a> {
         }
     }
 
+    /// The elements a stage whose first layer is `layer` receives for `chunk` (its input):
+    /// the rows the layer reads with exact halos, else the chunk's own.
+    fn received_elements(&self, layer: usize, chunk: usize) -> f64 {
+        let first = self.shape(layer, chunk);
+        let rows = if self.workload.halo == Halo::Exact {
+            first.read
+        } else {
+            first.out
+        };
+        rows * first.d_in
+    }
+
     /// A whole backward's predicted time, without the op gap.
     fn backward_ns(&self, op: Op, profile: &DeviceProfile, flags: &mut Vec<Extrapolation>) -> f64 {
         let w = self.workload;
@@ -421,8 +433,7 @@ impl<'a> DeviceCost<'a> {
         // The gradient of the stage's input (every stage but the first), zeros when nothing
         // reached it; with GNNPipe's gradient buffers, what other chunks' reads left for this
         // chunk's rows is read and added to it.
-        let bottom = self.shape(layers.start, chunk);
-        let input_rows = bottom.out * bottom.d_in;
+        let input_rows = self.received_elements(layers.start, chunk);
         let buffered_input = if w.gradient_buffers > 0 && layers.start > 0 {
             eval(profile, Kernel::RowCopy, &[input_rows], flags)
                 + eval(profile, Kernel::Elementwise, &[input_rows], flags)
@@ -528,13 +539,8 @@ impl CostModel for DeviceCost<'_> {
             OpKind::Forward => {
                 if !w.graph_parallel && layers.start > 0 {
                     // The received rows become the stage's input, a leaf of its own (a copy).
-                    let first = self.shape(layers.start, chunk);
-                    let rows = if w.halo == Halo::Exact {
-                        first.read
-                    } else {
-                        first.out
-                    };
-                    let bytes = rows * first.d_in * w.model.element_bytes as f64;
+                    let bytes =
+                        self.received_elements(layers.start, chunk) * w.model.element_bytes as f64;
                     ns += eval(profile, Kernel::HandoffCopy, &[bytes], &mut flags);
                 }
                 for layer in layers.clone() {
