@@ -739,37 +739,32 @@ mod tests {
         }
     }
 
+    /// `op`'s time over `w` with [`profile`] on both stages.
+    fn priced(w: &GnnWorkload, op: Op) -> u64 {
+        let profile = profile();
+        let fallback = UniformCost::new(1, 1);
+        DeviceCost::new(w, TrainingShape::default(), vec![&profile; 2], &fallback).op_ns(op)
+    }
+
     /// A chunk without training vertices skips its layers' backward on the last stage, but the
     /// executor still hands back its input's gradient: zeros, plus with GNNPipe's buffers the
     /// gradients other chunks' reads left for its rows, read and added. A chunk with training
     /// vertices adds the buffered rows to its input's gradient too.
     #[test]
     fn a_backward_without_a_loss_still_hands_back_its_input_s_gradient() {
-        let profile = profile();
-        let fallback = UniformCost::new(1, 1);
         // The last stage's input: 10 rows of 4.
         let rows = 10.0 * 4.0;
-        let unbuffered = workload(0);
-        let cost = DeviceCost::new(
-            &unbuffered,
-            TrainingShape::default(),
-            vec![&profile; 2],
-            &fallback,
-        );
         let op = Op::backward(1, 1);
-        assert_eq!(cost.op_ns(op), (100.0 + rows) as u64);
+        assert_eq!(priced(&workload(0), op), (100.0 + rows) as u64);
         let buffered = workload(2);
-        let cost = DeviceCost::new(
-            &buffered,
-            TrainingShape::default(),
-            vec![&profile; 2],
-            &fallback,
+        assert_eq!(
+            priced(&buffered, op),
+            (100.0 + rows + 2.0 * rows + rows) as u64
         );
-        assert_eq!(cost.op_ns(op), (100.0 + rows + 2.0 * rows + rows) as u64);
         // Chunk 0's backward: the loss, the bias gradient over 10 x 3 outputs, the buffered
         // rows added to its input's gradient and the parameter sums (4 x 3 + 3).
         assert_eq!(
-            cost.op_ns(Op::backward(0, 1)),
+            priced(&buffered, Op::backward(0, 1)),
             (100.0 + 30.0 + 3.0 * rows + 15.0) as u64
         );
     }
@@ -779,16 +774,13 @@ mod tests {
     /// receiver's wake-up.
     #[test]
     fn a_forward_copies_what_its_stage_received() {
-        let profile = profile();
-        let fallback = UniformCost::new(1, 1);
         let w = workload(0);
-        let cost = DeviceCost::new(&w, TrainingShape::default(), vec![&profile; 2], &fallback);
         // Stage 0: the bias over 10 x 4 outputs.
-        assert_eq!(cost.op_ns(Op::forward(0, 0)), 40);
+        assert_eq!(priced(&w, Op::forward(0, 0)), 40);
         // Stage 1: 10 received rows of 4 floats copied (160 bytes at 0.5 ns), the history's
         // own rows written and halo rows read (2 x 12 x 4 - 10 x 4 elements at 2 ns) and the
         // bias over 10 x 3 outputs.
-        assert_eq!(cost.op_ns(Op::forward(0, 1)), 80 + 112 + 30);
-        assert_eq!(profile.handoff().ns_per_byte, 0.0);
+        assert_eq!(priced(&w, Op::forward(0, 1)), 80 + 112 + 30);
+        assert_eq!(profile().handoff().ns_per_byte, 0.0);
     }
 }
