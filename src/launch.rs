@@ -94,6 +94,9 @@ pub struct Options<'a> {
     /// `executor.cores` of a CPU run that does not give it, so that the prediction shares
     /// them as the run will.
     pub host_cores: Option<u32>,
+    /// The devices, opened by the caller (one rank's GPU, `exec::device::open_rank`, for a
+    /// run between processes); otherwise they are opened from the scenario.
+    pub compute: Option<&'a Compute>,
 }
 
 /// A run ready to start: the scenario (its device map as the devices were opened), the
@@ -189,12 +192,15 @@ pub fn prepare<'g>(
     let mut prediction = plan::predict_profiled(&scenario, graph, candidate, tier)?;
     // The devices come first: `device_map: auto` on a machine with fewer GPUs than stages runs
     // them on one, and the prediction must model that sharing.
-    let compute = exec::device::open(
-        scenario.executor.backend,
-        scenario.executor.device_map,
-        prediction.schedule.n_devices(),
-    )
-    .map_err(LaunchError::Devices)?;
+    let compute = match options.compute {
+        Some(compute) => compute.clone(),
+        None => exec::device::open(
+            scenario.executor.backend,
+            scenario.executor.device_map,
+            prediction.schedule.n_devices(),
+        )
+        .map_err(LaunchError::Devices)?,
+    };
     if compute.is_shared() && scenario.executor.device_map != DeviceMap::Shared {
         scenario.executor.device_map = DeviceMap::Shared;
         prediction = plan::predict_profiled(&scenario, graph, candidate, tier)?;

@@ -251,8 +251,10 @@ pub struct RunArgs {
     /// Write the median epoch's timeline, memory bars and accuracy curve as SVG into this folder.
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
-    /// How the workers reach each other: `threads` of this process, or `mpi`, one process per
-    /// schedule device started by `mpirun -np N` (a build with `--features mpi`).
+    /// How the workers reach each other: `threads` of this process; `mpi`, one process per
+    /// schedule device started by `mpirun -np N` (a build with `--features mpi`); or `nccl`,
+    /// the same with each rank on a GPU of its own and tensors between GPUs over NCCL (a build
+    /// with `--features nccl`).
     #[arg(long, value_enum, default_value = "threads")]
     pub transport: TransportArg,
 }
@@ -264,6 +266,8 @@ pub enum TransportArg {
     Threads,
     /// A process per schedule device under mpirun, over MPI.
     Mpi,
+    /// A process per schedule device under mpirun, each on a GPU of its own, tensors over NCCL.
+    Nccl,
 }
 
 /// The executor's device.
@@ -328,9 +332,9 @@ pub struct CompareArgs {
     /// folder.
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
-    /// How the workers reach each other: `threads` of this process, or `mpi` under `mpirun`
-    /// (needs `--profile`: every rank reads it; the hand-off between processes is measured
-    /// before the run and priced into the prediction).
+    /// How the workers reach each other: `threads` of this process, or `mpi` or `nccl` under
+    /// `mpirun` (needs `--profile`: every rank reads it; the hand-off between processes is
+    /// measured before the run and priced into the prediction).
     #[arg(long, value_enum, default_value = "threads")]
     pub transport: TransportArg,
 }

@@ -1,8 +1,9 @@
-//! `pipegnn run --transport mpi`: this process is one rank of a run that `mpirun` started, one
-//! rank per schedule device. Every rank reads the scenario and its dataset and plans the run;
-//! the ranks check that they read the same (a fingerprint of the executor's input), train
-//! their device's share, and rank 0 reports the run as `run` does. A rank whose run fails says
-//! so on stderr, naming itself, and ends every rank with `MPI_Abort`.
+//! `pipegnn run --transport mpi|nccl`: this process is one rank of a run that `mpirun` started,
+//! one rank per schedule device (with `nccl`, each on the GPU of its rank among its host's).
+//! Every rank reads the scenario and its dataset and plans the run; the ranks check that they
+//! read the same (a fingerprint of the executor's input), train their device's share, and rank
+//! 0 reports the run as `run` does. A rank whose run fails says so on stderr, naming itself,
+//! and ends every rank with `MPI_Abort`.
 
 use std::path::Path;
 
@@ -23,16 +24,30 @@ pub(super) struct RankRun<'a> {
     pub device: Option<DeviceArg>,
     /// `compare --profile`: predict with it, the hand-off between processes measured first.
     pub profile: Option<&'a Path>,
+    /// `--transport nccl`: every rank on a GPU of its own, tensors between them over NCCL.
+    pub nccl: bool,
 }
 
 /// Runs this process's rank: rank 0's run, `None` on the other ranks.
 #[cfg(not(feature = "mpi"))]
-pub(super) fn execute(_run: RankRun<'_>) -> Result<Option<Executed>> {
-    Err(CliError::new(
+pub(super) fn execute(run: RankRun<'_>) -> Result<Option<Executed>> {
+    Err(not_built(run.nccl))
+}
+
+/// The error of a transport this binary was built without.
+#[cfg_attr(all(feature = "mpi", feature = "nccl"), allow(dead_code))]
+fn not_built(nccl: bool) -> CliError {
+    let (name, feature) = match nccl {
+        true => ("NCCL", "nccl"),
+        false => ("MPI", "mpi"),
+    };
+    CliError::new(
         ExitStatus::Transport,
-        "--transport mpi: this binary was built without MPI (rebuild with --features mpi, the \
-         README's MPI build)",
-    ))
+        format!(
+            "--transport {feature}: this binary was built without {name} (rebuild with \
+             --features {feature}, the README's {name} build)"
+        ),
+    )
 }
 
 /// Runs this process's rank: rank 0's run, `None` on the other ranks.
@@ -45,6 +60,9 @@ pub(super) fn execute(run: RankRun<'_>) -> Result<Option<Executed>> {
     use crate::plan;
     use crate::scenario::Backend;
 
+    if run.nccl && cfg!(not(feature = "nccl")) {
+        return Err(not_built(true));
+    }
     let mpi = Mpi::init().map_err(|err| CliError::new(ExitStatus::Transport, err))?;
     let rank = mpi.rank();
     // Each line in one write, so that mpirun, which forwards every rank's stderr, does not
@@ -71,7 +89,27 @@ pub(super) fn execute(run: RankRun<'_>) -> Result<Option<Executed>> {
     };
     let file = &run.scenario.scenario;
     let Loaded { scenario, graph } = load_scenario(run.scenario).unwrap_or_else(|e| abort(e));
+    let backend = run.device.map(|device| match device {
+        DeviceArg::Cpu => Backend::Cpu,
+        DeviceArg::Cuda => Backend::Cuda,
+    });
     let candidate = own_candidate(&scenario).unwrap_or_else(|e| abort(e));
+    // NCCL computes on GPUs, one per rank: a rank's is its rank among its host's ranks, opened
+    // first, since the hand-off is measured on it.
+    let mut opened = None;
+    if run.nccl {
+        if backend.unwrap_or(scenario.executor.backend) == Backend::Cpu {
+            return Err(refuse(MpiError::NcclOnCpu));
+        }
+        if scenario.executor.device_map == crate::scenario::DeviceMap::Shared {
+            return Err(refuse(MpiError::NcclShared));
+        }
+        let compute = crate::exec::device::open_rank(mpi.size(), rank, mpi.local_rank())
+            .map_err(|e| launch_error(file)(launch::LaunchError::Devices(e)))
+            .unwrap_or_else(|e| abort(e));
+        opened = Some(compute);
+    }
+    let nccl_device = opened.as_ref().map(|compute| compute.device(rank));
     let mut profiles = match run.profile {
         None => Vec::new(),
         Some(profile) => {
@@ -85,7 +123,7 @@ pub(super) fn execute(run: RankRun<'_>) -> Result<Option<Executed>> {
     let mut measured_handoff = None;
     if !profiles.is_empty() {
         let samples = mpi
-            .measure_handoff(&scenario.network)
+            .measure_handoff(&scenario.network, nccl_device)
             .map_err(|e| CliError::new(ExitStatus::RunFailed, format!("{}: {e}", file.display())))
             .unwrap_or_else(|e| abort(e));
         if let Some(samples) = samples {
@@ -109,24 +147,32 @@ pub(super) fn execute(run: RankRun<'_>) -> Result<Option<Executed>> {
         epochs: run.epochs,
         force: run.force,
         tier: plan::Tier::of_profiles(&refs),
-        backend: run.device.map(|device| match device {
-            DeviceArg::Cpu => Backend::Cpu,
-            DeviceArg::Cuda => Backend::Cuda,
-        }),
+        backend,
         // A rank is a process of its own, possibly on a machine of its own: the scenario's
         // `executor.cores` says whether ranks share cores.
         host_cores: None,
+        compute: opened.as_ref(),
     };
     let prepared = launch::prepare(scenario, graph.as_ref(), &candidate, &options)
         .map_err(launch_error(file))
         .unwrap_or_else(|e| abort(e));
-    if prepared.compute.is_cuda() {
+    if prepared.compute.is_cuda() && !run.nccl {
         return Err(refuse(MpiError::Cuda));
     }
     mpi.check_ranks(prepared.prediction.schedule.n_devices())
         .map_err(refuse)?;
     mpi.agree(prepared.fingerprint()).map_err(refuse)?;
-    let result = launch::run_rank(&prepared, None, mpi.transport(prepared.links()))
+    let transport = match nccl_device {
+        None => mpi.transport(prepared.links()),
+        #[cfg(feature = "nccl")]
+        Some(device) => mpi
+            .nccl_transport(prepared.links(), device)
+            .map_err(|e| CliError::new(ExitStatus::RunFailed, format!("{}: {e}", file.display())))
+            .unwrap_or_else(|e| abort(e)),
+        #[cfg(not(feature = "nccl"))]
+        Some(_) => unreachable!("a build without NCCL stops before opening a GPU for it"),
+    };
+    let result = launch::run_rank(&prepared, None, transport)
         .map_err(launch_error(file))
         .unwrap_or_else(|e| abort(e));
     let Some(result) = result else {
@@ -138,10 +184,14 @@ pub(super) fn execute(run: RankRun<'_>) -> Result<Option<Executed>> {
     let skews = &executed.result.clock_skew_ns;
     let worst = skews.iter().copied().max().unwrap_or(0);
     executed.executor = format!(
-        "{} in {} MPI processes (the median epoch's clocks aligned within {}, every epoch's \
+        "{} in {} MPI processes{} (the median epoch's clocks aligned within {}, every epoch's \
          within {})",
         executed.executor,
         mpi.size(),
+        match run.nccl {
+            true => ", tensors between GPUs over NCCL",
+            false => "",
+        },
         crate::units::format_duration_ns(skews.get(executed.median).copied().unwrap_or(0)),
         crate::units::format_duration_ns(worst)
     );

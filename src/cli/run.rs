@@ -57,9 +57,9 @@ pub enum ExitStatus {
     /// 8: the device asked for cannot be used: a build without CUDA, no GPU or driver, or
     /// fewer GPUs than `device_map: per_stage` needs.
     NoDevice = 8,
-    /// 9: the MPI transport cannot start: a build without it, a process not started by
+    /// 9: the MPI or NCCL transport cannot start: a build without it, a process not started by
     /// `mpirun`, a rank count other than the schedule's devices, ranks that read different
-    /// inputs, or a run on GPUs.
+    /// inputs, MPI asked to run on GPUs or NCCL on the CPU or on one shared GPU.
     Transport = 9,
     /// 10: `proptest` found a case that breaks a property (the shrunk case is printed).
     PropertyFails = 10,
@@ -740,6 +740,7 @@ pub(super) fn execute(
         host_cores: std::thread::available_parallelism()
             .ok()
             .map(|n| n.get().min(u32::MAX as usize) as u32),
+        compute: None,
     };
     let prepared = launch::prepare(scenario, graph.as_ref(), &candidate, &options)
         .map_err(launch_error(file))?;
@@ -798,12 +799,13 @@ fn train(args: &RunArgs) -> Result<()> {
             args.device,
         )?,
         // The other ranks have handed their part to rank 0, which reports the run.
-        TransportArg::Mpi => match super::mpi::execute(super::mpi::RankRun {
+        TransportArg::Mpi | TransportArg::Nccl => match super::mpi::execute(super::mpi::RankRun {
             scenario: &args.scenario,
             epochs: args.epochs,
             force: args.force,
             device: args.device,
             profile: None,
+            nccl: args.transport == TransportArg::Nccl,
         })? {
             Some(executed) => executed,
             None => return Ok(()),
@@ -1027,11 +1029,11 @@ fn compare(args: &CompareArgs) -> Result<()> {
     let mut slowdown = None;
     let (run, measured) = if args.replay {
         self_calibrated(&args.scenario, args.epochs, args.device)?
-    } else if args.transport == TransportArg::Mpi {
+    } else if args.transport != TransportArg::Threads {
         let Some(profile) = args.profile.as_deref() else {
             return Err(CliError::new(
                 ExitStatus::Usage,
-                "compare --transport mpi: give --profile FILE (calibrate once with `pipegnn \
+                "compare --transport mpi|nccl: give --profile FILE (calibrate once with `pipegnn \
                  calibrate`; every rank reads the profile rather than calibrating alongside the \
                  others)",
             ));
@@ -1042,6 +1044,7 @@ fn compare(args: &CompareArgs) -> Result<()> {
             force: false,
             device: args.device,
             profile: Some(profile),
+            nccl: args.transport == TransportArg::Nccl,
         })?;
         // The other ranks have handed their part to rank 0, which reports the comparison.
         let Some(run) = run else { return Ok(()) };

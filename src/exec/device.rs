@@ -117,9 +117,10 @@ impl Compute {
             }
             _ => format!(
                 "cuda: {}",
-                gpus.iter()
+                self.gpus
+                    .iter()
                     .enumerate()
-                    .map(|(w, g)| format!("worker {w} on GPU {g}"))
+                    .filter_map(|(w, g)| g.map(|g| format!("worker {w} on GPU {g}")))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -139,6 +140,34 @@ pub fn open(backend: Backend, map: DeviceMap, workers: usize) -> Result<Compute,
         Backend::Cpu => Ok(Compute::cpu(workers)),
         Backend::Cuda => open_cuda(map, workers),
     }
+}
+
+/// The devices of one rank of a run between processes: worker `rank` of `workers` on GPU
+/// `gpu` of this host, the only one opened (the other workers are other processes', and are
+/// not this process's to open).
+pub fn open_rank(workers: usize, rank: usize, gpu: usize) -> Result<Compute, ExecError> {
+    open_rank_cuda(workers, rank, gpu)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_rank_cuda(_workers: usize, _rank: usize, _gpu: usize) -> Result<Compute, ExecError> {
+    Err(ExecError::CudaNotCompiled)
+}
+
+#[cfg(feature = "cuda")]
+fn open_rank_cuda(workers: usize, rank: usize, gpu: usize) -> Result<Compute, ExecError> {
+    let count = cuda::device_count()?;
+    if gpu >= count {
+        return Err(ExecError::NoGpu(format!(
+            "rank {rank} is number {gpu} on its host, which has {count} GPU{}: every rank needs \
+             a GPU of its own",
+            if count == 1 { "" } else { "s" }
+        )));
+    }
+    let mut compute = Compute::cpu(workers);
+    compute.devices[rank] = cuda::open(gpu)?;
+    compute.gpus[rank] = Some(gpu);
+    Ok(compute)
 }
 
 /// Waits for the device's queued work, so a clock read afterwards covers it.
@@ -294,9 +323,21 @@ mod tests {
         assert_eq!(memory_info(compute.device(0)).unwrap(), None);
     }
 
+    /// One rank's devices name only its own worker's GPU.
+    #[test]
+    fn a_rank_s_devices_describe_its_own_worker() {
+        let compute = Compute {
+            devices: vec![Device::Cpu; 3],
+            gpus: vec![None, Some(1), None],
+        };
+        assert!(compute.is_cuda() && !compute.is_shared());
+        assert_eq!(compute.describe(), "cuda: worker 1 on GPU 1");
+    }
+
     #[cfg(not(feature = "cuda"))]
     #[test]
     fn cuda_without_the_feature_is_a_typed_error() {
+        assert_eq!(open_rank(2, 1, 0).unwrap_err(), ExecError::CudaNotCompiled);
         let err = open(Backend::Cuda, DeviceMap::Shared, 2).unwrap_err();
         assert_eq!(err, ExecError::CudaNotCompiled);
         assert!(err.to_string().contains("--features cuda"), "{err}");

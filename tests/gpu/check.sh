@@ -18,7 +18,11 @@
 #   4. `pipegnn fidelity --device cuda` with the GPU's profile, one graph at a time; then a second
 #      calibration and one round of the matrix with it (the calibration-to-calibration spread);
 #   5. `pipegnn run --device cuda` and PyTorch Geometric on the same GPU (tests/reference),
-#      for the epoch-time ratio (PYG=0 leaves it out).
+#      for the epoch-time ratio (PYG=0 leaves it out);
+#   6. with `NCCL=1 tests/gpu/check.sh --pack` here, the NCCL transport's tests (tests/it/mpi.rs
+#      in a `--features nccl` build: 2 ranks on 2 GPUs against the in-process CUDA run), where
+#      the machine has `mpirun`, two GPUs and the MPI library the build links; else the reason
+#      it was skipped.
 # Every step has a time limit and the whole run a deadline, so that a hang costs one step, not
 # the lease; a step that is skipped for want of time says so in summary.txt.
 set -uo pipefail
@@ -42,6 +46,19 @@ for line in sys.stdin:
     case "$kind" in lib) strip -o gpu-bin/unit-tests "$exe" ;; test) strip -o gpu-bin/it-tests "$exe" ;; esac
   done <<< "$tests"
   gzip -f gpu-bin/pipegnn gpu-bin/unit-tests gpu-bin/it-tests
+  # The NCCL build links the system's MPI (libmpi.so.40), so it is a binary of its own.
+  if [ "${NCCL:-0}" = 1 ]; then
+    cargo_cuda build --release --features nccl
+    strip -o gpu-bin/pipegnn-nccl "$CARGO_TARGET_DIR/release/pipegnn"
+    it=$(cargo_cuda test --release --features nccl --no-run --message-format=json 2>/dev/null |
+      python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m["target"]["kind"][0] == "test":
+        print(m["executable"])')
+    strip -o gpu-bin/it-tests-nccl "$it"
+    gzip -f gpu-bin/pipegnn-nccl gpu-bin/it-tests-nccl
+  fi
   rm -rf shared && mkdir -p shared/data
   cp -r ../shared/data/cora ../shared/data/citeseer ../shared/data/facebook ../shared/data/pubmed shared/data/
   du -sh gpu-bin shared
@@ -162,3 +179,17 @@ for data in $([ "${PYG:-1}" = 0 ] || echo cora citeseer); do
   done
 done
 
+# The NCCL transport (packed with NCCL=1): two ranks under mpirun, each on a GPU of its own.
+if [ -x "$BIN/pipegnn-nccl" ]; then
+  gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+  if ! command -v mpirun >/dev/null; then
+    echo "nccl skipped: no mpirun on this machine" >> "$W/summary.txt"
+  elif [ "$gpus" -lt 2 ]; then
+    echo "nccl skipped: $gpus GPU(s); NCCL refuses two ranks on one GPU" >> "$W/summary.txt"
+  elif ! "$BIN/pipegnn-nccl" --version > "$W/nccl-start.out" 2>&1; then
+    echo "nccl skipped: the NCCL build does not start (its MPI library?), see nccl-start.out" >> "$W/summary.txt"
+  else
+    PIPEGNN_BIN="$BIN/pipegnn-nccl" PIPEGNN_ROOT="$PWD" PIPEGNN_REQUIRE_NCCL=1 \
+      step nccl 150 "$BIN/it-tests-nccl" mpi:: --test-threads 1
+  fi
+fi

@@ -7,13 +7,15 @@
 //! weight gradients over every rank, GNNPipe's hybrid's over each stage's group). Graph
 //! parallelism's halo exchange and broadcast need no collective of their own: they are grouped
 //! point-to-point sends, one tagged message per reader, which the lowering lists. An endpoint
-//! between processes (MPI: tensors as bytes with their shape, tags from the hand-off) or GPUs
-//! (NCCL) implements the same methods.
+//! between processes (MPI: tensors as bytes with their shape, tags from the hand-off; between
+//! GPUs, the same with the tensors over NCCL) implements the same methods.
 //!
 //! - [`channel`]: the threads of one process, over channels, with optional link emulation;
 //!   the default and the reference the others are tested against.
 //! - `mpi` (`--features mpi`): one rank per process under `mpirun`, tensors as bytes over MPI
 //!   point-to-point messages.
+//! - `nccl` (`--features nccl`): the MPI transport's tensors between GPUs over NCCL, device to
+//!   device, MPI carrying what describes them.
 //! - `handoffs`: what every transport's ranks share: what each op sends and receives, read
 //!   from the lowering, and the inbox that keeps messages until the op they are addressed to
 //!   takes them.
@@ -25,6 +27,8 @@ pub(super) mod handoffs;
 pub mod links;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "nccl")]
+mod nccl;
 pub mod wire;
 
 use std::time::{Duration, Instant};

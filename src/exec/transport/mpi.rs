@@ -13,6 +13,10 @@
 //! sends the sum back. The epoch reports are gathered to rank 0 the same way. Waits poll with short sleeps, so ranks
 //! oversubscribed on few cores leave them to the ranks that compute.
 //!
+//! With `--features nccl`, [`Mpi::nccl_transport`] is the same endpoint with the tensors between
+//! GPUs carried by NCCL ([`super::nccl`]): MPI then carries each hand-off's tag, arrival time
+//! and shape, the NCCL ids, the barriers and the reports.
+//!
 //! Link emulation paces each rank's sends with a clock of its own: transfers from different
 //! ranks that share a link (a multi-hop route, a switch's port) do not queue for it. A
 //! failing rank cannot call the run off here: its process prints its error and calls
@@ -45,6 +49,8 @@ const DATA: i32 = 1;
 const OFFER: i32 = 2;
 const SUM: i32 = 3;
 const REPORT: i32 = 4;
+#[cfg(feature = "nccl")]
+const NCCL_ID: i32 = 5;
 
 /// How long a wait sleeps between two polls.
 const POLL: Duration = Duration::from_micros(20);
@@ -67,10 +73,22 @@ pub enum MpiError {
     Threading(Threading),
     /// The run asks for GPUs, which the MPI transport does not reach.
     #[error(
-        "--transport mpi runs on the CPU: hand-offs between GPUs in different processes \
-         (NCCL) are not supported yet"
+        "--transport mpi runs on the CPU: hand-offs between GPUs in different processes go \
+         over NCCL (--transport nccl, a build with --features nccl)"
     )]
     Cuda,
+    /// `--transport nccl` on the CPU.
+    #[error(
+        "--transport nccl carries tensors between GPUs: run it with executor.backend: cuda or \
+         --device cuda (--transport mpi runs on the CPU)"
+    )]
+    NcclOnCpu,
+    /// `--transport nccl` with the stages on one GPU.
+    #[error(
+        "--transport nccl runs every rank on a GPU of its own (NCCL refuses two ranks on one \
+         GPU): executor.device_map shared puts the stages on one"
+    )]
+    NcclShared,
     /// The launcher started a different number of ranks than the schedule has devices.
     #[error(
         "mpirun started {ranks} ranks for a schedule of {devices} devices: start one rank per \
@@ -141,6 +159,13 @@ impl Mpi {
         self.size
     }
 
+    /// This process's rank among the ranks on its host (the GPU an NCCL rank computes on).
+    pub fn local_rank(&self) -> usize {
+        SimpleCommunicator::world()
+            .split_shared(self.rank as i32)
+            .rank() as usize
+    }
+
     /// An error unless there is one rank per schedule device (every rank finds the same).
     pub fn check_ranks(&self, devices: usize) -> Result<(), MpiError> {
         if self.size != devices {
@@ -183,19 +208,44 @@ impl Mpi {
             sender: Some(sender),
             arrived: VecDeque::new(),
             offer: None,
+            carrier: Carrier::Mpi,
         }
     }
 
+    /// This rank's endpoint with its tensors carried between GPUs by NCCL, `device` being this
+    /// rank's GPU: rank 0 makes the NCCL ids of every pair of ranks and of the world, MPI
+    /// hands them to every rank, and each rank joins its communicators.
+    #[cfg(feature = "nccl")]
+    pub fn nccl_transport<'a>(
+        &'a self,
+        links: Links<'a>,
+        device: &Device,
+    ) -> candle_core::Result<MpiTransport<'a>> {
+        use mpi::traits::Root;
+        let mut ids = match self.rank {
+            0 => super::nccl::new_ids(self.size)?,
+            _ => vec![0; super::nccl::ids_len(self.size)],
+        };
+        SimpleCommunicator::world()
+            .process_at_rank(0)
+            .broadcast_into(&mut ids[..]);
+        let nccl = super::nccl::Nccl::connect(device, self.rank, self.size, &ids)?;
+        let mut transport = self.transport(links);
+        transport.carrier = Carrier::Nccl(Box::new(nccl));
+        Ok(transport)
+    }
     /// Measures what one hand-off between two ranks costs beyond the links, through this
     /// transport's own path (the tensor encoded, posted by the sending thread, probed for with
     /// the worker's polling, decoded): ranks 0 and 1 bounce f32 tensors of 1 KiB to 8 MiB
     /// ([`HANDOFF_SIZES`]) with links left unpaced, two warm-up round trips then nine timed
     /// ones per size. Every rank takes part (the others wait at the barriers); rank 0 returns
     /// each size's bytes with the median one-way time (half the round trip), the other ranks
-    /// `None`, as does a run of one rank.
+    /// `None`, as does a run of one rank. With `nccl` (this rank's GPU), the tensors are on
+    /// the GPUs and NCCL carries them, as [`Mpi::nccl_transport`]'s do.
     pub fn measure_handoff(
         &self,
         network: &crate::network::Network,
+        nccl: Option<&Device>,
     ) -> candle_core::Result<Option<Vec<(u64, u64)>>> {
         if self.size < 2 || network.n_devices() < 2 {
             return Ok(None);
@@ -205,12 +255,18 @@ impl Mpi {
             placement: &[0, 1],
             emulate: false,
         };
-        let mut transport = self.transport(links);
+        let (mut transport, device) = match nccl {
+            None => (self.transport(links), Device::Cpu),
+            #[cfg(feature = "nccl")]
+            Some(device) => (self.nccl_transport(links, device)?, device.clone()),
+            #[cfg(not(feature = "nccl"))]
+            Some(_) => candle_core::bail!("this build has no NCCL (--features nccl)"),
+        };
         let mut samples = Vec::new();
         if self.rank < 2 {
             let peer = 1 - self.rank;
             for (i, &elements) in HANDOFF_SIZES.iter().enumerate() {
-                let tensor = Tensor::zeros(elements, candle_core::DType::F32, &Device::Cpu)?;
+                let tensor = Tensor::zeros(elements, candle_core::DType::F32, &device)?;
                 let tag = Tag {
                     payload: crate::schedule::lower::Payload::Activation,
                     to: crate::schedule::Op::forward(i as u32, 0),
@@ -288,6 +344,15 @@ fn post_all(posts: &Receiver<Post>) {
     }
 }
 
+/// What carries the tensors of hand-offs and all-reduces.
+enum Carrier {
+    /// MPI's messages themselves, the tensors as bytes (the CPU).
+    Mpi,
+    /// NCCL, between GPUs, beside MPI's messages.
+    #[cfg(feature = "nccl")]
+    Nccl(Box<super::nccl::Nccl>),
+}
+
 /// One rank's endpoint of the MPI transport.
 pub struct MpiTransport<'a> {
     rank: usize,
@@ -297,10 +362,11 @@ pub struct MpiTransport<'a> {
     /// To the sending thread; `None` once dropped.
     outbox: Option<Sender<Post>>,
     sender: Option<JoinHandle<()>>,
-    /// Messages received and not yet handed to the worker.
-    arrived: VecDeque<Vec<u8>>,
+    /// Messages received and not yet handed to the worker, with their senders.
+    arrived: VecDeque<(usize, Vec<u8>)>,
     /// This rank's all-reduce offer, with its group.
     offer: Option<(Vec<usize>, Vec<Tensor>)>,
+    carrier: Carrier,
 }
 
 impl MpiTransport<'_> {
@@ -331,22 +397,66 @@ impl MpiTransport<'_> {
         if self.arrived.is_empty() {
             let world = SimpleCommunicator::world();
             if let Some(message) = world.any_process().immediate_matched_probe_with_tag(DATA) {
+                let from = message.1.source_rank() as usize;
                 self.arrived
-                    .push_back(message.matched_receive_vec::<u8>().0);
+                    .push_back((from, message.matched_receive_vec::<u8>().0));
             }
         }
-        let Some(bytes) = self.arrived.pop_front() else {
+        let Some((from, bytes)) = self.arrived.pop_front() else {
             return Ok(None);
         };
         let mut r = Reader::new(&bytes);
         let tag = r.tag()?;
         let ready_ns = r.u64()?;
-        let tensor = r.tensor(&Device::Cpu)?;
+        // Only NCCL's carrier reads the sender.
+        #[cfg(not(feature = "nccl"))]
+        let _ = from;
+        let tensor = match &mut self.carrier {
+            Carrier::Mpi => r.tensor(&Device::Cpu)?,
+            #[cfg(feature = "nccl")]
+            Carrier::Nccl(nccl) => {
+                let (dims, n) = r.dims()?;
+                nccl.recv(from, dims, n)?
+            }
+        };
+
         Ok(Some(Received {
             tag,
             tensor,
             ready_ns,
         }))
+    }
+}
+
+#[cfg(feature = "nccl")]
+impl MpiTransport<'_> {
+    /// The all-reduce of `offer` over `group` on NCCL, the group's communicator made the first
+    /// time it meets (its first rank sends the id to the others).
+    fn nccl_all_reduce(
+        &mut self,
+        group: &[usize],
+        offer: &[Tensor],
+        device: &Device,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        let joined = matches!(&self.carrier, Carrier::Nccl(nccl) if nccl.has_group(group));
+        let id = match joined {
+            true => None,
+            false if self.rank == group[0] => {
+                let id = super::nccl::new_id()?;
+                for &to in &group[1..] {
+                    self.post(to, NCCL_ID, id.clone())?;
+                }
+                Some(id)
+            }
+            false => Some(self.receive(group[0], NCCL_ID)),
+        };
+        let Carrier::Nccl(nccl) = &mut self.carrier else {
+            unreachable!("called on NCCL's carrier only")
+        };
+        if let Some(id) = id {
+            nccl.join_group(group, self.rank, &id)?;
+        }
+        nccl.all_reduce(group, offer, device)
     }
 }
 
@@ -373,7 +483,16 @@ impl Transport for MpiTransport<'_> {
         let mut w = Writer::default();
         w.tag(tag);
         w.u64(ready_ns);
-        w.tensor(tensor)?;
+        match &mut self.carrier {
+            Carrier::Mpi => w.tensor(tensor)?,
+            // The data first, so that the receiver, posting its receive on the header, finds
+            // the send posted.
+            #[cfg(feature = "nccl")]
+            Carrier::Nccl(nccl) => {
+                nccl.send(to, tensor)?;
+                w.dims(tensor.dims());
+            }
+        }
         self.post(to, DATA, w.0)?;
         Ok(spans)
     }
@@ -414,6 +533,10 @@ impl Transport for MpiTransport<'_> {
         let Some((group, offer)) = self.offer.take() else {
             candle_core::bail!("rank {} finishes an all-reduce it never started", self.rank);
         };
+        #[cfg(feature = "nccl")]
+        if matches!(self.carrier, Carrier::Nccl(_)) {
+            return self.nccl_all_reduce(&group, &offer, device);
+        }
         let encode = |tensors: &[Tensor]| -> candle_core::Result<Vec<u8>> {
             let mut w = Writer::default();
             w.u64(tensors.len() as u64);

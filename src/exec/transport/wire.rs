@@ -38,9 +38,7 @@ impl Writer {
 
     /// A tensor: its rank, dimensions and f32 elements in row-major order.
     pub fn tensor(&mut self, tensor: &Tensor) -> candle_core::Result<()> {
-        let dims = tensor.dims();
-        self.u32(dims.len() as u32);
-        dims.iter().for_each(|&d| self.u64(d as u64));
+        self.dims(tensor.dims());
         let values = tensor
             .to_dtype(DType::F32)?
             .flatten_all()?
@@ -50,6 +48,12 @@ impl Writer {
             self.0.extend_from_slice(&v.to_le_bytes());
         }
         Ok(())
+    }
+
+    /// A shape: its rank, then its dimensions.
+    pub fn dims(&mut self, dims: &[usize]) {
+        self.u32(dims.len() as u32);
+        dims.iter().for_each(|&d| self.u64(d as u64));
     }
 
     /// A message tag.
@@ -120,6 +124,17 @@ impl<'b> Reader<'b> {
 
     /// A tensor on `device`.
     pub fn tensor(&mut self, device: &Device) -> candle_core::Result<Tensor> {
+        let (dims, n) = self.dims()?;
+        let values: Vec<f32> = self
+            .take(4 * n)?
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Tensor::from_vec(values, dims, device)
+    }
+
+    /// A shape, with its number of f32 elements (an error when their bytes overflow).
+    pub fn dims(&mut self) -> candle_core::Result<(Vec<usize>, usize)> {
         let rank = self.u32()? as usize;
         let dims = (0..rank)
             .map(|_| self.u64().map(|d| d as usize))
@@ -129,12 +144,7 @@ impl<'b> Reader<'b> {
             .try_fold(1usize, |n, &d| n.checked_mul(d))
             .filter(|&n| n.checked_mul(4).is_some())
             .ok_or_else(|| candle_core::Error::Msg(format!("a tensor of shape {dims:?}")))?;
-        let values: Vec<f32> = self
-            .take(4 * n)?
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        Tensor::from_vec(values, dims, device)
+        Ok((dims, n))
     }
 
     /// A message tag.
