@@ -143,8 +143,9 @@ pub fn open(backend: Backend, map: DeviceMap, workers: usize) -> Result<Compute,
 }
 
 /// The devices of one rank of a run between processes: worker `rank` of `workers` on GPU
-/// `gpu` of this host, the only one opened (the other workers are other processes', and are
-/// not this process's to open).
+/// `gpu` of this host (its rank among the host's ranks; GPU 0 where the process sees one GPU),
+/// the only one opened (the other workers are other processes', and are not this process's to
+/// open).
 pub fn open_rank(workers: usize, rank: usize, gpu: usize) -> Result<Compute, ExecError> {
     open_rank_cuda(workers, rank, gpu)
 }
@@ -157,6 +158,8 @@ fn open_rank_cuda(_workers: usize, _rank: usize, _gpu: usize) -> Result<Compute,
 #[cfg(feature = "cuda")]
 fn open_rank_cuda(workers: usize, rank: usize, gpu: usize) -> Result<Compute, ExecError> {
     let count = cuda::device_count()?;
+    // A launcher that shows each rank one GPU (CUDA_VISIBLE_DEVICES per rank) leaves it GPU 0.
+    let gpu = if count == 1 { 0 } else { gpu };
     if gpu >= count {
         return Err(ExecError::NoGpu(format!(
             "rank {rank} is number {gpu} on its host, which has {count} GPU{}: every rank needs \

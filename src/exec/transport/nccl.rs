@@ -6,17 +6,24 @@
 //! own, on a CUDA stream of its own, that only the first sends on and only the second receives
 //! on: sends between a pair in both directions never queue behind each other in one stream's
 //! order, and a rank's receives from one sender are posted in the order its headers arrive,
-//! which MPI keeps per sender, so they match the sends one for one. The sender posts its NCCL
-//! send before the header; the receiver, on reading the header, posts the receive and waits for
-//! it, so a received tensor is on its GPU when the worker takes it. A send's tensor may be
-//! dropped at once: cudarc orders the free of a buffer after the reads other streams recorded
-//! on it, and the NCCL stream waits for the compute stream's writes the same way.
+//! which MPI keeps per sender, so they match the sends one for one. NCCL connects a pair on its
+//! first send and receive, a meeting of both ranks' host threads, so each pair exchanges one
+//! element as it is made, while both ranks are there; a later send only queues on its stream.
+//! The sender posts its NCCL send before the header; the receiver, on reading the header,
+//! posts the receive and waits for it, so a received tensor is on its GPU when the worker takes
+//! it. The NCCL stream waits for the compute stream's writes of a sent tensor (cudarc's event
+//! tracking), and the transport keeps the tensor until its send is done: cudarc remembers only
+//! a buffer's last reader, and a tensor may be sent to several ranks. Received buffers are
+//! allocated on the compute stream, which uses and frees them. Dropped, the carrier first waits
+//! for its sends, so that no communicator is torn down under a send its peer still expects.
 //!
 //! An all-reduce runs on a communicator of its group: the world's is made with the pairs', a
 //! smaller group's (GNNPipe's hybrid: a stage's lanes) the first time it meets, with the
 //! group's first rank sending the NCCL id to the others over MPI. Members meet their
 //! all-reduces in the same order ([`super::Transport::start_all_reduce`]), so those messages,
-//! and the blocking creation of the communicator, match as the all-reduces do.
+//! and the blocking creation of the communicator, match as the all-reduces do. Every member
+//! gets the same sums, to the bit, added in NCCL's order (with three or more ranks not the
+//! in-process transport's, so the sums may differ from it in the last bits).
 //!
 //! NCCL refuses two ranks on one GPU, so every rank computes on a GPU of its own. The library
 //! (`libnccl.so.2`) is loaded at run time, when the first communicator is made; a machine
@@ -30,7 +37,7 @@
 
 use std::sync::Arc;
 
-use candle_core::cuda_backend::cudarc::driver::{CudaContext, CudaSlice};
+use candle_core::cuda_backend::cudarc::driver::{CudaContext, CudaEvent, CudaSlice};
 use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, ReduceOp};
 use candle_core::op::BackpropOp;
 use candle_core::{CudaDevice, CudaStorage, DType, Device, Storage, Tensor};
@@ -48,6 +55,8 @@ pub(super) struct Nccl {
     from: Vec<Option<Comm>>,
     /// The all-reduce communicators made so far, by group (the world's first).
     groups: Vec<(Vec<usize>, Comm)>,
+    /// Sends not known to be done: the event after each on its stream, and its tensor.
+    sending: Vec<(CudaEvent, Tensor)>,
 }
 
 // SAFETY: see the module's documentation: the communicators are only ever called through
@@ -135,15 +144,21 @@ impl Nccl {
             to: (0..n).map(|_| None).collect(),
             from: (0..n).map(|_| None).collect(),
             groups: Vec::new(),
+            sending: Vec::new(),
         };
         let mut ids = ids.chunks_exact(ID_BYTES);
+        let one = Tensor::zeros(1, DType::F32, device)?;
         for a in 0..n {
             for b in (0..n).filter(|&b| b != a) {
                 let id = ids.next().expect("ids_len counts every pair");
+                // Made, then connected by a first exchange while both ranks are here.
                 if rank == a {
                     nccl.to[b] = Some(nccl.comm(0, 2, id)?);
+                    nccl.send(b, &one)?;
+                    nccl.wait_for_sends()?;
                 } else if rank == b {
                     nccl.from[a] = Some(nccl.comm(1, 2, id)?);
+                    nccl.recv(a, vec![1], 1)?;
                 }
             }
         }
@@ -183,16 +198,34 @@ impl Nccl {
         })?;
         let tensor = tensor.to_dtype(DType::F32)?.contiguous()?;
         self.bind()?;
-        let (storage, layout) = tensor.storage_and_layout();
-        let Storage::Cuda(storage) = &*storage else {
-            candle_core::bail!("NCCL sends GPU tensors, this one is on the CPU");
+        let done = {
+            let (guard, layout) = tensor.storage_and_layout();
+            let Storage::Cuda(storage) = &*guard else {
+                candle_core::bail!("NCCL sends GPU tensors, this one is on the CPU");
+            };
+            let start = layout.start_offset();
+            let view = storage
+                .as_cuda_slice::<f32>()?
+                .slice(start..start + tensor.elem_count());
+            comm.send(&view, 1)
+                .map_err(|e| nccl_error(&format!("send to rank {to}"), e))?;
+            comm.stream()
+                .record_event(None)
+                .map_err(|e| nccl_error("cannot record a send's event", e))?
         };
-        let start = layout.start_offset();
-        let view = storage
-            .as_cuda_slice::<f32>()?
-            .slice(start..start + tensor.elem_count());
-        comm.send(&view, 1)
-            .map_err(|e| nccl_error(&format!("send to rank {to}"), e))
+        self.sending.retain(|(event, _)| !event.is_complete());
+        self.sending.push((done, tensor));
+        Ok(())
+    }
+
+    /// Waits until every send posted so far is done.
+    fn wait_for_sends(&mut self) -> candle_core::Result<()> {
+        for (event, _) in self.sending.drain(..) {
+            event
+                .synchronize()
+                .map_err(|e| nccl_error("waiting for a send", e))?;
+        }
+        Ok(())
     }
 
     /// Receives the tensor of shape `dims` (`n` elements) that rank `from` sent, once it has
@@ -214,13 +247,14 @@ impl Nccl {
                 candle_core::Error::Msg(format!("NCCL: no communicator from rank {from}"))
             })?;
         self.bind()?;
-        let stream = comm.stream();
-        let mut buffer = stream
+        let mut buffer = self
+            .device
+            .cuda_stream()
             .alloc_zeros::<f32>(n)
             .map_err(|e| nccl_error("cannot allocate a receive buffer", e))?;
         comm.recv(&mut buffer, 0)
             .map_err(|e| nccl_error(&format!("receive from rank {from}"), e))?;
-        stream
+        comm.stream()
             .synchronize()
             .map_err(|e| nccl_error(&format!("receive from rank {from}"), e))?;
         Ok(self.wrap(buffer, dims))
@@ -273,8 +307,9 @@ impl Nccl {
         }
         let laid = Tensor::cat(&flat, 0)?;
         self.bind()?;
-        let mut sum = comm
-            .stream()
+        let mut sum = self
+            .device
+            .cuda_stream()
             .alloc_zeros::<f32>(n)
             .map_err(|e| nccl_error("cannot allocate an all-reduce buffer", e))?;
         {
@@ -299,10 +334,19 @@ impl Nccl {
             .collect()
     }
 
-    /// `buffer` as a tensor of shape `dims` on this rank's GPU.
+    /// `buffer` (allocated on the compute stream) as a tensor of shape `dims` on this rank's
+    /// GPU.
     fn wrap(&self, buffer: CudaSlice<f32>, dims: Vec<usize>) -> Tensor {
         let storage = CudaStorage::wrap_cuda_slice(buffer, self.device.clone());
         Tensor::from_storage(Storage::Cuda(storage), dims, BackpropOp::none(), false)
+    }
+}
+
+impl Drop for Nccl {
+    fn drop(&mut self) {
+        // Before the communicators go (cudarc aborts them): a send still queued would leave
+        // its peer waiting. A failure here has nobody to tell; the run has ended either way.
+        let _ = self.wait_for_sends();
     }
 }
 
