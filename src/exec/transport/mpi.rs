@@ -234,6 +234,7 @@ impl Mpi {
         transport.carrier = Carrier::Nccl(Box::new(nccl));
         Ok(transport)
     }
+
     /// Measures what one hand-off between two ranks costs beyond the links, through this
     /// transport's own path (the tensor encoded, posted by the sending thread, probed for with
     /// the worker's polling, decoded): ranks 0 and 1 bounce f32 tensors of 1 KiB to 8 MiB
