@@ -229,6 +229,27 @@ mod cuda {
     }
 }
 
+/// Runs `f` with the panic hook silenced, so that the user sees one error line instead of a
+/// backtrace: a panic becomes its message's first clause, and whether that clause is cudarc's
+/// failure to load a library (which goes on to list every file name it tried).
+#[cfg(feature = "cuda")]
+pub(in crate::exec) fn catch_load_panic<T>(f: impl FnOnce() -> T) -> Result<T, (String, bool)> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    outcome.map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown reason".into());
+        let first = message.lines().next().unwrap_or_default();
+        let cause = first.split(" - searched").next().unwrap_or(first);
+        (cause.to_string(), first.contains("searched"))
+    })
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use candle_core::cuda_backend::cudarc::driver::CudaContext;
@@ -237,26 +258,13 @@ mod cuda {
     use super::ExecError;
 
     /// Runs `f`, turning a panic into [`ExecError::NoGpu`]. cudarc panics when it cannot load
-    /// one of the CUDA libraries (`libcuda.so.1`, cuBLAS, cuRAND, NVRTC); the default hook is
-    /// silenced meanwhile so the user sees one error line instead of a backtrace.
+    /// one of the CUDA libraries (`libcuda.so.1`, cuBLAS, cuRAND, NVRTC).
     pub(super) fn guarded<T>(
         what: &str,
-        f: impl FnOnce() -> Result<T, ExecError> + std::panic::UnwindSafe,
+        f: impl FnOnce() -> Result<T, ExecError>,
     ) -> Result<T, ExecError> {
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
-        let outcome = std::panic::catch_unwind(f);
-        std::panic::set_hook(hook);
-        outcome.unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown reason".into());
-            // cudarc lists every file name it tried; the first clause says which library.
-            let first = message.lines().next().unwrap_or_default();
-            let cause = first.split(" - searched").next().unwrap_or(first);
-            let hint = if first.contains("searched") {
+        super::catch_load_panic(f).unwrap_or_else(|(cause, searched)| {
+            let hint = if searched {
                 " (is the NVIDIA driver or CUDA library installed? LD_LIBRARY_PATH must name its \
                  folder)"
             } else {

@@ -69,18 +69,7 @@ fn nccl_error(what: &str, err: impl std::fmt::Debug) -> candle_core::Error {
 
 /// Runs `f`, turning cudarc's panic when it cannot load `libnccl.so.2` into an error.
 fn loading<T>(f: impl FnOnce() -> candle_core::Result<T>) -> candle_core::Result<T> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
-    outcome.unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown reason".into());
-        let first = message.lines().next().unwrap_or_default();
-        let cause = first.split(" - searched").next().unwrap_or(first);
+    crate::exec::device::catch_load_panic(f).unwrap_or_else(|(cause, _)| {
         candle_core::bail!(
             "NCCL could not be loaded: {cause} (libnccl.so.2 must be on LD_LIBRARY_PATH; \
              PyTorch's nvidia-nccl wheel has one)"
@@ -246,12 +235,7 @@ impl Nccl {
             .ok_or_else(|| {
                 candle_core::Error::Msg(format!("NCCL: no communicator from rank {from}"))
             })?;
-        self.bind()?;
-        let mut buffer = self
-            .device
-            .cuda_stream()
-            .alloc_zeros::<f32>(n)
-            .map_err(|e| nccl_error("cannot allocate a receive buffer", e))?;
+        let mut buffer = self.buffer(n)?;
         comm.recv(&mut buffer, 0)
             .map_err(|e| nccl_error(&format!("receive from rank {from}"), e))?;
         comm.stream()
@@ -306,12 +290,7 @@ impl Nccl {
                 .collect();
         }
         let laid = Tensor::cat(&flat, 0)?;
-        self.bind()?;
-        let mut sum = self
-            .device
-            .cuda_stream()
-            .alloc_zeros::<f32>(n)
-            .map_err(|e| nccl_error("cannot allocate an all-reduce buffer", e))?;
+        let mut sum = self.buffer(n)?;
         {
             let (storage, layout) = laid.storage_and_layout();
             let Storage::Cuda(storage) = &*storage else {
@@ -332,6 +311,15 @@ impl Nccl {
                 part
             })
             .collect()
+    }
+
+    /// `n` elements on the compute stream, which will use and free them (the context bound).
+    fn buffer(&self, n: usize) -> candle_core::Result<CudaSlice<f32>> {
+        self.bind()?;
+        self.device
+            .cuda_stream()
+            .alloc_zeros::<f32>(n)
+            .map_err(|e| nccl_error(&format!("cannot allocate {n} elements"), e))
     }
 
     /// `buffer` (allocated on the compute stream) as a tensor of shape `dims` on this rank's
