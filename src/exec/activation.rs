@@ -98,6 +98,27 @@ fn backward(activation: Option<Activation>, y: f32, g: f32) -> f32 {
     }
 }
 
+/// The gradient through `activation` from its output `y` and the output's gradient `grad`:
+/// the activation's backward alone, which `calibrate` times (on the CPU one pass; elsewhere
+/// candle's ops, as candle's own backward of `relu` and `elu` compute it).
+pub fn activation_backward(y: &Tensor, grad: &Tensor, activation: Activation) -> Result<Tensor> {
+    if !is_cpu_f32(y) || !is_cpu_f32(grad) {
+        let positive = y.gt(0.0)?;
+        return match activation {
+            Activation::Relu => grad * positive.to_dtype(y.dtype())?,
+            Activation::Elu => positive.where_cond(grad, &(y.affine(1.0, 1.0)? * grad)?),
+        };
+    }
+    let grad = grad.contiguous()?;
+    let d = with_slices("activation", y, &grad, |y, g| {
+        y.iter()
+            .zip(g)
+            .map(|(&y, &g)| backward(Some(activation), y, g))
+            .collect::<Vec<f32>>()
+    })?;
+    Tensor::from_vec(d, y.shape(), y.device())
+}
+
 /// `activation(x)`.
 struct Activate(Activation);
 
@@ -113,14 +134,7 @@ impl CustomOp1 for Activate {
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let grad = grad_res.contiguous()?;
-        let d = with_slices(self.name(), res, &grad, |y, g| {
-            y.iter()
-                .zip(g)
-                .map(|(&y, &g)| backward(Some(self.0), y, g))
-                .collect::<Vec<f32>>()
-        })?;
-        Ok(Some(Tensor::from_vec(d, res.shape(), res.device())?))
+        activation_backward(res, grad_res, self.0).map(Some)
     }
 }
 
@@ -249,6 +263,30 @@ mod tests {
             );
             let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-4, "{activation:?}: gradient differs by {diff}");
+        }
+        Ok(())
+    }
+
+    /// The backward alone (what `calibrate` times), on the CPU's one pass and through candle's
+    /// ops (f64 takes that path), against autograd's gradient.
+    #[test]
+    fn the_backward_alone_is_autograd_s() -> Result<()> {
+        let values: Vec<f32> = (0..200).map(|i| (i as f32 - 100.5) / 13.0).collect();
+        let x = Var::from_vec(values, (20, 10), &Device::Cpu)?;
+        let g = Tensor::arange(0f32, 200.0, &Device::Cpu)?.reshape((20, 10))?;
+        for activation in [Activation::Relu, Activation::Elu] {
+            let y = activate(x.as_tensor(), activation)?;
+            let grads = y.mul(&g)?.sum_all()?.backward()?;
+            let want = grads.get(x.as_tensor()).expect("a gradient");
+            let f64 = candle_core::DType::F64;
+            for got in [
+                activation_backward(&y, &g, activation)?,
+                activation_backward(&y.to_dtype(f64)?, &g.to_dtype(f64)?, activation)?
+                    .to_dtype(candle_core::DType::F32)?,
+            ] {
+                let diff = (&got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(diff < 1e-4, "{activation:?}: differs by {diff}");
+            }
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 
-use super::activation::activate;
+use super::activation::{activate, activation_backward};
 use super::attention::{gat_attention, EdgePattern};
 use super::data::{ChunkPlan, Needs, PlanShape};
 use super::device::take_matrix_buffer;
@@ -548,15 +548,19 @@ fn measure_kernels(
         out.entry(Kernel::EluForward)
             .or_default()
             .push(&e, time(device, || activate(&x, Activation::Elu))?);
-        let v = Var::from_tensor(&x)?;
-        let relu = (activate(v.as_tensor(), Activation::Relu)? * &y)?.sum_all()?;
-        out.entry(Kernel::ReluBackward)
-            .or_default()
-            .push(&e, time(device, || relu.backward())?);
-        let elu = (activate(v.as_tensor(), Activation::Elu)? * &y)?.sum_all()?;
-        out.entry(Kernel::EluBackward)
-            .or_default()
-            .push(&e, time(device, || elu.backward())?);
+        // The activation's backward alone, from its output and the gradient the kernel before
+        // has just written: a surrogate's backward (`(f(x) * y).sum_all()`) would add its own
+        // passes and autograd's, which each layer's glue already prices.
+        for (kernel, activation) in [
+            (Kernel::ReluBackward, Activation::Relu),
+            (Kernel::EluBackward, Activation::Elu),
+        ] {
+            let out_x = activate(&x, activation)?;
+            let b = time_warm(device, &[&y], || {
+                activation_backward(&out_x, &y, activation)
+            })?;
+            out.entry(kernel).or_default().push(&e, b);
+        }
         let index = Tensor::new(vertices.as_slice(), device)?;
         out.entry(Kernel::RowCopy)
             .or_default()
