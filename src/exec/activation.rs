@@ -241,12 +241,18 @@ mod tests {
 
     use super::*;
 
-    /// Output and input gradient against candle's own ReLU and ELU.
-    #[test]
-    fn both_match_candles_ops() -> Result<()> {
+    /// A 20 x 10 input on both sides of zero, and weights for a surrogate loss.
+    fn input_and_weights() -> Result<(Var, Tensor)> {
         let values: Vec<f32> = (0..200).map(|i| (i as f32 - 100.5) / 13.0).collect();
         let x = Var::from_vec(values, (20, 10), &Device::Cpu)?;
         let weights = Tensor::arange(0f32, 200.0, &Device::Cpu)?.reshape((20, 10))?;
+        Ok((x, weights))
+    }
+
+    /// Output and input gradient against candle's own ReLU and ELU.
+    #[test]
+    fn both_match_candles_ops() -> Result<()> {
+        let (x, weights) = input_and_weights()?;
         for activation in [Activation::Relu, Activation::Elu] {
             let ours = activate(x.as_tensor(), activation)?;
             let theirs = match activation {
@@ -271,9 +277,7 @@ mod tests {
     /// ops (f64 takes that path), against autograd's gradient.
     #[test]
     fn the_backward_alone_is_autograd_s() -> Result<()> {
-        let values: Vec<f32> = (0..200).map(|i| (i as f32 - 100.5) / 13.0).collect();
-        let x = Var::from_vec(values, (20, 10), &Device::Cpu)?;
-        let g = Tensor::arange(0f32, 200.0, &Device::Cpu)?.reshape((20, 10))?;
+        let (x, g) = input_and_weights()?;
         for activation in [Activation::Relu, Activation::Elu] {
             let y = activate(x.as_tensor(), activation)?;
             let grads = y.mul(&g)?.sum_all()?.backward()?;
@@ -307,14 +311,12 @@ mod tests {
     /// Bias plus activation against candle's broadcast addition and activation.
     #[test]
     fn bias_and_activation_match_candles_ops() -> Result<()> {
-        let values: Vec<f32> = (0..200).map(|i| (i as f32 - 100.5) / 13.0).collect();
-        let x = Var::from_vec(values, (20, 10), &Device::Cpu)?;
+        let (x, weights) = input_and_weights()?;
         let b = Var::from_vec(
             (0..10).map(|i| i as f32 / 5.0 - 1.0).collect(),
             10,
             &Device::Cpu,
         )?;
-        let weights = Tensor::arange(0f32, 200.0, &Device::Cpu)?.reshape((20, 10))?;
         for activation in [None, Some(Activation::Relu), Some(Activation::Elu)] {
             let ours = bias_activation(x.as_tensor(), b.as_tensor(), activation)?;
             let sum = x.as_tensor().broadcast_add(b.as_tensor())?;
