@@ -180,6 +180,12 @@ impl SparseMatrix {
             indices.iter().all(|&c| (c as usize) < cols),
             "CSR column indices are in range"
         );
+        // Built by pushes, the arrays may hold up to twice their length: held for a run's
+        // length, they keep only what they use (and count as `sparse_bytes` says).
+        let (mut offsets, mut indices, mut values) = (offsets, indices, values);
+        offsets.shrink_to_fit();
+        indices.shrink_to_fit();
+        values.shrink_to_fit();
         let forward = Csr {
             rows,
             cols,
@@ -536,5 +542,22 @@ mod tests {
         a.forward.multiply_rows(&x, width, 0, &mut serial);
         assert_eq!(threaded, serial);
         Ok(())
+    }
+
+    /// Arrays built by pushes keep spare capacity; a matrix held for a run keeps only what it
+    /// uses, so a stage's features and graph take the bytes `sparse_bytes` counts.
+    #[test]
+    fn a_matrix_keeps_no_spare_capacity() {
+        let mut indices = Vec::with_capacity(64);
+        indices.extend([0u32, 2, 1]);
+        let mut values = Vec::with_capacity(64);
+        values.extend([1.0f32, 2.0, 3.0]);
+        let mut offsets = Vec::with_capacity(64);
+        offsets.extend([0usize, 2, 3]);
+        let m = SparseMatrix::new(2, 3, offsets, indices, values);
+        let csr = &m.forward;
+        assert_eq!(csr.indices.capacity(), 3);
+        assert_eq!(csr.values.capacity(), 3);
+        assert_eq!(csr.offsets.capacity(), 3);
     }
 }
