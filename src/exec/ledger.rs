@@ -105,6 +105,12 @@ impl Ledger {
             }
             None => (memory::current(self.slot), memory::take_peak(self.slot)),
         };
+        self.record(time_ns, live, peak);
+        Ok(())
+    }
+
+    /// Records a sample: `live` bytes now, at most `peak` since the last sample.
+    fn record(&mut self, time_ns: u64, live: i64, peak: i64) {
         let activations = MemoryCategory::Activations.index();
         let others: i64 = self
             .known
@@ -115,15 +121,20 @@ impl Ledger {
             .sum();
         let now = (live - others).max(0);
         // What an op allocated and freed again before its end (its temporaries) is workspace
-        // for that moment.
-        let spike = (peak - live).max(0);
+        // for that moment, on top of the memory as it stood before this sample: an op that
+        // frees a stash at its end peaked while it still held it.
+        let shown: i64 = self.known.iter().sum();
+        let spike = if peak > live {
+            (peak - shown).max(0)
+        } else {
+            0
+        };
         if spike > 0 && time_ns > 0 {
             self.emit(time_ns - 1, MemoryCategory::Workspace, spike);
             self.emit(time_ns, MemoryCategory::Workspace, -spike);
         }
         let delta = now - self.known[activations];
         self.change(time_ns, MemoryCategory::Activations, delta);
-        Ok(())
     }
 }
 
@@ -176,4 +187,37 @@ pub(super) fn bytes_of<'t>(tensors: impl IntoIterator<Item = &'t Tensor>) -> i64
         .into_iter()
         .map(|t| (t.elem_count() * 4) as i64)
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The peak an epoch's events show is the allocator's: a backward that peaks while it
+    /// still holds its chunk's stash, and frees the stash by its end, peaks at what it held.
+    #[test]
+    fn an_op_s_peak_shows_at_what_the_allocator_held() {
+        let mut ledger = Ledger::new(0, 0, None);
+        ledger.change(0, MemoryCategory::Parameters, 100);
+        // A forward leaves 1,000 bytes of stash.
+        ledger.record(10, 1_100, 1_100);
+        // The backward peaks at 1,600 (the stash and 500 of temporaries) and frees it all.
+        ledger.record(20, 100, 1_600);
+        // The optimizer step peaks at 150 and ends where it began.
+        ledger.record(30, 100, 150);
+        let total = |time: u64| -> i64 {
+            ledger
+                .events
+                .iter()
+                .filter(|e| e.time_ns <= time)
+                .map(|e| e.delta_bytes)
+                .sum()
+        };
+        let peak = ledger.events.iter().map(|e| total(e.time_ns)).max();
+        assert_eq!(peak, Some(1_600));
+        assert_eq!(total(19), 1_600);
+        assert_eq!(total(20), 100);
+        assert_eq!(total(29), 150);
+        assert_eq!(total(30), 100);
+    }
 }
