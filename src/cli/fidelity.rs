@@ -303,7 +303,7 @@ pub(super) fn calibrate(args: &CalibrateArgs) -> Result<()> {
         write(path, &calibrate::samples_json(&profile, &samples))?;
     }
     let mut out = format!(
-        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns; in a pipeline, chunks hold {:.2}x and temporaries {:.2}x what layers alone do)\n\n{:<22} {:>8} {:>9} {:>9} {:>9}\n",
+        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns; in a pipeline, chunks hold {:.2}x and temporaries {:.2}x what the functions predict)\n\n{:<30} {:>8} {:>9} {:>9} {:>9}\n",
         args.out.display(),
         profile.device,
         profile.kernels.len(),
@@ -319,7 +319,7 @@ pub(super) fn calibrate(args: &CalibrateArgs) -> Result<()> {
     );
     for (kernel, fit) in &profile.kernels {
         out.push_str(&format!(
-            "{:<22} {:>8} {:>8.1}% {:>8.1}% {:>8.1}%\n",
+            "{:<30} {:>8} {:>8.1}% {:>8.1}% {:>8.1}%\n",
             kernel.name(),
             fit.samples,
             fit.median_error * 100.0,

@@ -5,8 +5,9 @@
 //! Each [`Kernel`] has a few terms, functions of the shape it runs on (the first is always 1,
 //! a call's fixed cost); its time is `sum_i c_i * t_i` with non-negative coefficients fitted
 //! to microbenchmarks ([`super::fit`]). Memory is fitted the same way: the bytes a layer's
-//! forward keeps for its backward, and the temporaries its forward and backward allocate
-//! beyond that, per layer kind, in terms of rows, edges and widths.
+//! forward keeps for its backward, and the temporaries its forward and its backward allocate
+//! beyond that, per layer kind, in terms of rows, edges and widths; the loss's temporaries, and
+//! an Adam step's.
 //!
 //! The file is JSON: `{"format": "pipegnn-device-profile v1", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
@@ -78,12 +79,18 @@ kernels! {
     SageBackward => "sage_backward", ["kernels_ns", "elements"], "Its backward.";
     GatForward => "gat_forward", ["kernels_ns", "elements"], "A GAT layer's forward.";
     GatBackward => "gat_backward", ["kernels_ns", "elements"], "Its backward.";
-    GcnStash => "gcn_stash_bytes", ["input", "read*b", "out*b", "nnz", "dropout*input", "activation*out*b"], "Bytes a GCN forward keeps for its backward.";
-    SageStash => "sage_stash_bytes", ["input", "read*b", "out*b", "nnz", "dropout*input", "activation*out*b"], "Bytes a GraphSAGE forward keeps.";
-    GatStash => "gat_stash_bytes", ["input", "read*h*c", "out*b", "nnz*h", "dropout*input", "activation*out*b"], "Bytes a GAT forward keeps.";
-    GcnTemporaries => "gcn_temporary_bytes", ["input", "read*b", "out*b", "nnz", "dropout*input", "activation*out*b"], "The most a GCN layer allocates beyond its stash while it runs forward or backward.";
-    SageTemporaries => "sage_temporary_bytes", ["input", "read*b", "out*b", "nnz", "dropout*input", "activation*out*b"], "The same for GraphSAGE.";
-    GatTemporaries => "gat_temporary_bytes", ["input", "read*h*c", "out*b", "nnz*h", "dropout*input", "activation*out*b"], "The same for GAT.";
+    GcnStash => "gcn_stash_bytes", ["input", "sparse_input", "read*b", "out*b", "nnz", "dropout*input", "dropout*sparse_input", "activation*out*b"], "Bytes a GCN forward keeps for its backward.";
+    SageStash => "sage_stash_bytes", ["input", "sparse_input", "read*b", "out*b", "nnz", "dropout*input", "dropout*sparse_input", "activation*out*b"], "Bytes a GraphSAGE forward keeps.";
+    GatStash => "gat_stash_bytes", ["input", "sparse_input", "read*h*c", "out*b", "nnz*h", "dropout*input", "dropout*sparse_input", "activation*out*b"], "Bytes a GAT forward keeps.";
+    GcnTemporaries => "gcn_forward_temporary_bytes", ["input", "sparse_input", "read*b", "out*b", "nnz", "dropout*input", "dropout*sparse_input", "activation*out*b"], "The most a GCN layer's forward allocates beyond what it keeps.";
+    SageTemporaries => "sage_forward_temporary_bytes", ["input", "sparse_input", "read*b", "out*b", "nnz", "dropout*input", "dropout*sparse_input", "activation*out*b"], "The same for GraphSAGE.";
+    GatTemporaries => "gat_forward_temporary_bytes", ["input", "sparse_input", "read*h*c", "out*b", "nnz*h", "dropout*input", "dropout*sparse_input", "activation*out*b"], "The same for GAT.";
+    GcnBackwardTemporaries => "gcn_backward_temporary_bytes", ["input", "sparse_input", "read*b", "out*b", "nnz", "dropout*input", "dropout*sparse_input", "activation*out*b"], "The most a GCN layer's backward allocates beyond its stash and its output's gradient (its parameters' gradients among them).";
+    SageBackwardTemporaries => "sage_backward_temporary_bytes", ["input", "sparse_input", "read*b", "out*b", "nnz", "dropout*input", "dropout*sparse_input", "activation*out*b"], "The same for GraphSAGE.";
+    GatBackwardTemporaries => "gat_backward_temporary_bytes", ["input", "sparse_input", "read*h*c", "out*b", "nnz*h", "dropout*input", "dropout*sparse_input", "activation*out*b"], "The same for GAT.";
+    LossTemporaries => "loss_temporary_bytes", ["m*classes", "labelled*classes"], "What the loss and its backward allocate over `m` rows of `classes` logits, `labelled` of them labelled, the logits' gradient among them.";
+    ObjectiveTemporaries => "objective_temporary_bytes", ["elements"], "What a stage's surrogate objective `(out * grad).sum()` and its backward allocate over `elements` outputs, the output's gradient among them.";
+    AdamTemporaries => "adam_temporary_bytes", ["largest"], "The most an Adam step allocates: its largest parameter tensor's numbers (tensors are stepped one at a time).";
 }
 
 impl Kernel {
@@ -131,12 +138,12 @@ pub struct DeviceProfile {
     /// Median time a worker spends between two ops that did not wait: its bookkeeping.
     pub gap_ns: u64,
     /// Measured over predicted memory of in-flight chunks (activations at the peak) in the
-    /// built-in pipelines: what a running pipeline keeps per chunk beyond the layers' stash
-    /// functions measured alone (received inputs, the autograd graph across a stage's layers,
-    /// masks). Applied to the stash functions.
+    /// built-in pipelines: what a running pipeline keeps per chunk beyond what the stash
+    /// functions, measured on layers alone, and the inputs a worker builds predict. Applied
+    /// to every forward's stash.
     pub stash_scale: f64,
-    /// The same for temporaries (workspace at the peak): the worker's buffers and the
-    /// allocator's rounding beyond the temporaries functions. Applied to them.
+    /// The same for an op's temporaries (workspace at the peak, beyond the matrix buffer).
+    /// Applied to every op's.
     pub workspace_scale: f64,
     /// Bytes a worker keeps from its first matrix product on, for the rest of its life: the
     /// packing buffers the CPU's matrix library gives its threads that multiply, each about
@@ -426,6 +433,18 @@ impl DeviceProfile {
                 },
             );
         }
+        // Memory functions come all together (a CPU calibration) or not at all (a GPU's).
+        if kernels.keys().any(|k| k.is_memory()) {
+            if let Some(missing) = Kernel::ALL
+                .iter()
+                .find(|k| k.is_memory() && !kernels.contains_key(k))
+            {
+                return Err(format!(
+                    "no `{missing}` among its memory functions (earlier versions priced \
+                     temporaries otherwise): calibrate again"
+                ));
+            }
+        }
         if !doc["memory_scale"].is_null() {
             return Err(
                 "`memory_scale` is an earlier version's one scale for chunks and temporaries: \
@@ -581,6 +600,23 @@ mod tests {
             err.contains("memory_scale") && err.contains("calibrate again"),
             "{err}"
         );
+        // Memory functions all or none: an earlier version's, without the backward's
+        // temporaries, is refused; a GPU's, without any, is not.
+        let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
+        doc["kernels"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|k| k["kernel"] != "gat_backward_temporary_bytes");
+        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
+        assert!(
+            err.contains("gat_backward_temporary_bytes") && err.contains("calibrate again"),
+            "{err}"
+        );
+        doc["kernels"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|k| !k["kernel"].as_str().unwrap().ends_with("_bytes"));
+        assert!(DeviceProfile::parse(&doc.to_string()).is_ok());
         // A profile without the worker's buffer is refused.
         let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
         doc.as_object_mut().unwrap().remove("matrix_buffer_bytes");

@@ -76,37 +76,41 @@ impl LayerShape {
     }
 
     /// The terms of the layer's memory functions (stash and temporaries): the input's elements
-    /// (non-zeros when sparse), the transformed rows, the output rows, the edges (per head for
-    /// GAT), and the dropout copy and activation output when there are.
-    pub fn memory_terms(&self) -> [f64; 6] {
-        let input = self.sparse_nnz.unwrap_or(self.read * self.d_in);
-        let dropout = if self.training.dropout { input } else { 0.0 };
+    /// when dense and its non-zeros when sparse (apart: a backward allocates nothing per
+    /// non-zero, a dropout keeps a copy of them), the transformed rows, the output rows, the
+    /// edges (per head for GAT), the dropout copy of either input, and the activation output.
+    pub fn memory_terms(&self) -> [f64; 8] {
+        let (dense, sparse) = match self.sparse_nnz {
+            Some(nnz) => (0.0, nnz),
+            None => (self.read * self.d_in, 0.0),
+        };
+        let dropout = if self.training.dropout { 1.0 } else { 0.0 };
         let activation = if self.activation {
             self.out * self.d_out
         } else {
             0.0
         };
-        match self.kind {
-            LayerKind::Gat { .. } => [
-                input,
+        let (transformed, edges) = match self.kind {
+            LayerKind::Gat { .. } => (
                 self.read * self.heads * self.channels(),
-                self.out * self.d_out,
                 (self.edges + self.out) * self.heads,
-                dropout,
-                activation,
-            ],
-            _ => [
-                input,
-                self.read * self.d_out,
-                self.out * self.d_out,
-                self.edges + self.out,
-                dropout,
-                activation,
-            ],
-        }
+            ),
+            _ => (self.read * self.d_out, self.edges + self.out),
+        };
+        [
+            dense,
+            sparse,
+            transformed,
+            self.out * self.d_out,
+            edges,
+            dropout * dense,
+            dropout * sparse,
+            activation,
+        ]
     }
 
-    /// The layer's glue function, stash function and temporaries function.
+    /// The layer's glue function, stash function and temporaries function of its forward
+    /// (`backward = false`) or backward.
     pub fn functions(&self, backward: bool) -> (Kernel, Kernel, Kernel) {
         match (self.kind, backward) {
             (LayerKind::Gcn, false) => {
@@ -115,7 +119,7 @@ impl LayerShape {
             (LayerKind::Gcn, true) => (
                 Kernel::GcnBackward,
                 Kernel::GcnStash,
-                Kernel::GcnTemporaries,
+                Kernel::GcnBackwardTemporaries,
             ),
             (LayerKind::Sage, false) => (
                 Kernel::SageForward,
@@ -125,7 +129,7 @@ impl LayerShape {
             (LayerKind::Sage, true) => (
                 Kernel::SageBackward,
                 Kernel::SageStash,
-                Kernel::SageTemporaries,
+                Kernel::SageBackwardTemporaries,
             ),
             (LayerKind::Gat { .. }, false) => {
                 (Kernel::GatForward, Kernel::GatStash, Kernel::GatTemporaries)
@@ -133,7 +137,7 @@ impl LayerShape {
             (LayerKind::Gat { .. }, true) => (
                 Kernel::GatBackward,
                 Kernel::GatStash,
-                Kernel::GatTemporaries,
+                Kernel::GatBackwardTemporaries,
             ),
         }
     }
@@ -517,6 +521,133 @@ impl<'a> DeviceCost<'a> {
         ns
     }
 
+    /// What `forward`'s layer `layer` keeps for its backward: its stash function, and the
+    /// input tensors the worker builds for it, which the autograd graph holds too: the
+    /// received rows' copy (a stage's first layer past the model's first), and under stale
+    /// halos the history's halo rows and their concatenation with the own rows (graph
+    /// parallelism: the own rows' copy, the received halo rows and the concatenation).
+    fn layer_stash(
+        &self,
+        profile: &DeviceProfile,
+        layer: usize,
+        forward: Op,
+        flags: &mut Vec<Extrapolation>,
+    ) -> f64 {
+        let w = self.workload;
+        let chunk = w.unit(forward);
+        let shape = self.shape(layer, chunk);
+        let (_, stash, _) = shape.functions(false);
+        let fitted = eval(profile, stash, &shape.memory_terms(), flags);
+        if fitted <= 0.0 || layer == 0 {
+            return fitted;
+        }
+        let mut elements = 0.0;
+        if w.graph_parallel {
+            elements += 2.0 * shape.read * shape.d_in;
+        } else {
+            if layer == self.layers_of(forward).start {
+                elements += self.received_elements(layer, chunk);
+            }
+            if w.halo == Halo::Stale {
+                elements += (2.0 * shape.read - shape.out) * shape.d_in;
+            }
+        }
+        fitted + elements * w.model.element_bytes as f64
+    }
+
+    /// The most `op` allocates beyond the stash while it runs (unscaled): a forward's layer
+    /// temporaries over what its earlier layers already keep; a backward's most of each
+    /// layer's temporaries with its output's gradient (the objective's temporaries for the top
+    /// layer: the loss's on the last stage, the surrogate's elsewhere) and the parameter
+    /// gradients of the layers after it (candle holds them to the end), and of the sum of the
+    /// chunk's gradients into the stage's; `W`,
+    /// its parameter gradients; the optimizer step, its copies of the largest tensor.
+    fn transient_bytes(
+        &self,
+        op: Op,
+        profile: &DeviceProfile,
+        flags: &mut Vec<Extrapolation>,
+    ) -> f64 {
+        let w = self.workload;
+        let chunk = w.unit(op);
+        let layers = self.layers_of(op);
+        let element = w.model.element_bytes as f64;
+        let gradients = |range: std::ops::Range<usize>| w.model.parameters(range) as f64 * element;
+        match op.kind {
+            OpKind::Forward => {
+                let (mut kept, mut most) = (0.0f64, 0.0f64);
+                for layer in layers.clone() {
+                    let shape = self.shape(layer, chunk);
+                    let (_, _, temporaries) = shape.functions(false);
+                    kept += self.layer_stash(profile, layer, op, flags);
+                    most =
+                        most.max(kept + eval(profile, temporaries, &shape.memory_terms(), flags));
+                }
+                (most - kept).max(0.0)
+            }
+            OpKind::Backward | OpKind::InputGrad => {
+                let last = layers.end == w.model.layers.len();
+                let top = self.shape(layers.end - 1, chunk);
+                let labelled = w.labelled.as_ref().map_or(top.out, |l| l[chunk] as f64);
+                if last && labelled == 0.0 {
+                    // A zero loss: only the input's gradient, zeros.
+                    return if layers.start > 0 {
+                        self.received_elements(layers.start, chunk) * element
+                    } else {
+                        0.0
+                    };
+                }
+                // The objective (the loss on the last stage, elsewhere the surrogate product
+                // with the received gradient) gives the top layer its output's gradient; each
+                // layer beneath gets its own from the layer above.
+                let objective = if last {
+                    eval(
+                        profile,
+                        Kernel::LossTemporaries,
+                        &[top.out * self.classes, labelled * self.classes],
+                        flags,
+                    )
+                } else {
+                    eval(
+                        profile,
+                        Kernel::ObjectiveTemporaries,
+                        &[top.out * top.d_out],
+                        flags,
+                    )
+                };
+                let mut most = 2.0 * gradients(layers.clone());
+                for layer in layers.clone() {
+                    let shape = self.shape(layer, chunk);
+                    let (_, _, temporaries) = shape.functions(true);
+                    let output = if layer + 1 == layers.end {
+                        objective
+                    } else {
+                        shape.out * shape.d_out * element
+                    };
+                    let later = gradients(layer + 1..layers.end);
+                    most = most.max(
+                        output + later + eval(profile, temporaries, &shape.memory_terms(), flags),
+                    );
+                }
+                most
+            }
+            OpKind::WeightGrad => gradients(layers),
+            OpKind::Optimizer => {
+                let layers = if w.graph_parallel {
+                    0..w.model.layers.len()
+                } else {
+                    layers
+                };
+                let largest = w.model.layers[layers]
+                    .iter()
+                    .map(|l| l.largest_tensor())
+                    .max()
+                    .unwrap_or(0);
+                eval(profile, Kernel::AdamTemporaries, &[largest as f64], flags)
+            }
+        }
+    }
+
     fn record(&self, flags: Vec<Extrapolation>) {
         let mut all = self.flags.borrow_mut();
         for f in flags {
@@ -600,11 +731,7 @@ impl CostModel for DeviceCost<'_> {
         let mut flags = Vec::new();
         let bytes: f64 = self
             .layers_of(forward)
-            .map(|layer| {
-                let shape = self.shape(layer, self.workload.unit(forward));
-                let (_, stash, _) = shape.functions(false);
-                eval(profile, stash, &shape.memory_terms(), &mut flags)
-            })
+            .map(|layer| self.layer_stash(profile, layer, forward, &mut flags))
             .sum();
         self.record(flags);
         if bytes > 0.0 {
@@ -619,39 +746,24 @@ impl CostModel for DeviceCost<'_> {
         self.fallback.weight_stash(forward)
     }
 
+    fn transient(&self, op: Op) -> u64 {
+        let profile = self.profile_of(op);
+        let mut flags = Vec::new();
+        let bytes = self.transient_bytes(op, profile, &mut flags);
+        self.record(flags);
+        (bytes * profile.workspace_scale).ceil() as u64
+    }
+
     fn resident_bytes(&self, order: &[Op]) -> Vec<(MemoryCategory, u64)> {
         let mut resident = self.fallback.resident_bytes(order);
-        // The largest temporaries any of its layers allocates while it runs, and the buffer its
-        // worker keeps.
-        let mut flags = Vec::new();
-        let mut most = 0.0f64;
-        let mut seen = std::collections::BTreeSet::new();
-        for &op in order.iter().filter(|op| op.kind != OpKind::Optimizer) {
-            let profile = self.profile_of(op);
-            for layer in self.layers_of(op) {
-                let unit = self.workload.unit(op);
-                if !seen.insert((layer, unit)) {
-                    continue;
-                }
-                let shape = self.shape(layer, unit);
-                let (_, _, temporaries) = shape.functions(false);
-                most = most.max(eval(
-                    profile,
-                    temporaries,
-                    &shape.memory_terms(),
-                    &mut flags,
-                ));
-            }
-        }
-        self.record(flags);
-        let (scale, matrix_buffer_bytes) = order.first().map_or((1.0, 0), |&op| {
-            let profile = self.profile_of(op);
-            (profile.workspace_scale, profile.matrix_buffer_bytes)
-        });
-        // With the worker's matrix-product buffer, held from before the first epoch.
-        let workspace = ((most * scale).ceil() as u64).saturating_add(matrix_buffer_bytes);
-        if workspace > 0 {
-            resident.push((MemoryCategory::Workspace, workspace));
+        // The worker's matrix-product buffer, held from before the first epoch; temporaries
+        // are each op's own (`transient`).
+        let matrix_buffer_bytes = order
+            .first()
+            .map_or(0, |&op| self.profile_of(op).matrix_buffer_bytes);
+        resident.retain(|(category, _)| *category != MemoryCategory::Workspace);
+        if matrix_buffer_bytes > 0 {
+            resident.push((MemoryCategory::Workspace, matrix_buffer_bytes));
         }
         resident
     }
@@ -782,5 +894,80 @@ mod tests {
         // bias over 10 x 3 outputs.
         assert_eq!(priced(&w, Op::forward(0, 1)), 80 + 112 + 30);
         assert_eq!(profile().handoff().ns_per_byte, 0.0);
+    }
+
+    /// [`profile`] with memory functions of constant bytes: every layer's stash 1,000, forward
+    /// temporaries 300, backward temporaries 2,000; the loss's 50, the surrogate objective's
+    /// 70; an Adam step 7 bytes a number of the largest tensor.
+    fn memory_profile() -> DeviceProfile {
+        let mut p = profile();
+        let constant = |kernel: Kernel, c: f64| {
+            let mut coefficients = vec![0.0; kernel.terms().len() + 1];
+            coefficients[0] = c;
+            (
+                kernel,
+                Fit {
+                    range: coefficients.iter().map(|_| (0.0, 1e12)).collect(),
+                    coefficients,
+                    samples: 3,
+                    median_error: 0.0,
+                    p90_error: 0.0,
+                    max_error: 0.0,
+                    knee: None,
+                },
+            )
+        };
+        p.kernels.extend([
+            constant(Kernel::GcnStash, 1000.0),
+            constant(Kernel::GcnTemporaries, 300.0),
+            constant(Kernel::GcnBackwardTemporaries, 2000.0),
+            constant(Kernel::LossTemporaries, 50.0),
+            constant(Kernel::ObjectiveTemporaries, 70.0),
+        ]);
+        let mut adam = constant(Kernel::AdamTemporaries, 0.0);
+        adam.1.coefficients[1] = 7.0;
+        p.kernels.insert(adam.0, adam.1);
+        p
+    }
+
+    /// A stage's stash holds the inputs the worker builds for its layers beside the layers'
+    /// own: the received rows' copy, and with stale halos the halo rows read from the history
+    /// and their concatenation with the own rows. An op's temporaries: a backward's most of
+    /// each layer's temporaries with its output's gradient (the objective's for the top layer:
+    /// the loss's on the last stage, the surrogate's elsewhere) and the gradients of the layers
+    /// after it; a forward's beyond what its layers keep; an Adam step's by its largest tensor.
+    #[test]
+    fn memory_counts_the_inputs_a_stage_builds_and_each_op_s_temporaries() {
+        let profile = memory_profile();
+        let fallback = UniformCost::new(1, 1);
+        let w = workload(0);
+        let cost = DeviceCost::new(&w, TrainingShape::default(), vec![&profile; 2], &fallback);
+        // Stage 0 reads its features as they are; stage 1 copies 10 received rows of 4, reads
+        // 2 halo rows and concatenates 12 rows: (40 + 8 + 48) floats.
+        assert_eq!(cost.stash(Op::forward(0, 0)), (1000, 0));
+        assert_eq!(cost.stash(Op::forward(0, 1)), (1000 + 4 * 96, 0));
+        assert_eq!(cost.transient(Op::forward(0, 1)), 300);
+        // The last stage's backward: its layer's temporaries and the loss's.
+        assert_eq!(cost.transient(Op::backward(0, 1)), 2000 + 50);
+        // Without a training vertex, only the input's gradient: 10 x 4 zeros.
+        assert_eq!(cost.transient(Op::backward(1, 1)), 160);
+        // Stage 0's: the surrogate objective's.
+        assert_eq!(cost.transient(Op::backward(0, 0)), 2000 + 70);
+        // Adam over stage 0's 8 x 4 weight.
+        assert_eq!(cost.transient(Op::optimizer(0, 0)), 7 * 32);
+
+        // Both layers on one stage, no halo: the first layer's backward runs with its output's
+        // gradient (10 x 4) from the second, whose parameter gradients (4 x 3 + 3 numbers)
+        // candle still holds.
+        let w = GnnWorkload {
+            stage_layers: std::iter::once(0..2).collect(),
+            halo: Halo::Drop,
+            history: false,
+            ..workload(0)
+        };
+        let cost = DeviceCost::new(&w, TrainingShape::default(), vec![&profile], &fallback);
+        assert_eq!(cost.stash(Op::forward(0, 0)), (2000, 0));
+        assert_eq!(cost.transient(Op::forward(0, 0)), 300);
+        assert_eq!(cost.transient(Op::backward(0, 0)), 4 * 40 + 4 * 15 + 2000);
     }
 }

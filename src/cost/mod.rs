@@ -40,6 +40,11 @@ pub trait CostModel {
     fn weight_stash(&self, forward: Op) -> u64 {
         self.stash(forward).0
     }
+    /// Bytes `op` allocates while it runs and frees before it ends, beyond the stash it adds
+    /// or frees (its temporaries: a backward's gradients, an optimizer step's copies).
+    fn transient(&self, _op: Op) -> u64 {
+        0
+    }
     /// Memory a device running `order` holds for the whole epoch, by category.
     fn resident_bytes(&self, order: &[Op]) -> Vec<(MemoryCategory, u64)>;
 }

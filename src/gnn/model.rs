@@ -71,6 +71,14 @@ impl Layer {
         }
     }
 
+    /// The numbers of its largest parameter tensor: the weight (GraphSAGE's two are alike).
+    pub fn largest_tensor(&self) -> u64 {
+        match self.kind {
+            LayerKind::Gcn | LayerKind::Sage => self.d_in * self.d_out,
+            LayerKind::Gat { heads, .. } => self.d_in * heads * self.head_width(),
+        }
+    }
+
     /// Its parameter tensors, as the executor holds them: a weight and a bias (GCN), two
     /// weights and a bias (GraphSAGE), a weight, two attention vectors and a bias (GAT).
     pub fn parameter_tensors(&self) -> u64 {

@@ -145,19 +145,27 @@ pub(super) fn send_on_links<S: TraceSink>(
     (end_ns, bytes)
 }
 
-/// What an op allocates when it starts: (activations, halo) bytes; a forward, its chunk's stash.
-pub(super) fn memory_at_start(cost: &dyn CostModel, op: Op) -> (i64, i64) {
+/// What an op allocates when it starts: (activations, halo, workspace) bytes; a forward, its
+/// chunk's stash; every op, its temporaries.
+pub(super) fn memory_at_start(cost: &dyn CostModel, op: Op) -> (i64, i64, i64) {
+    let transient = cost.transient(op) as i64;
     if op.kind != OpKind::Forward {
-        return (0, 0);
+        return (0, 0, transient);
     }
     let (own, halo) = cost.stash(op);
-    (own as i64, halo as i64)
+    (own as i64, halo as i64, transient)
 }
 
-/// What an op frees (negative) when it ends: (activations, halo) bytes. A full backward frees
-/// the chunk's stash; a split one frees all but what its `W` reads at `I` (adding the output
-/// gradients `I` creates for it), and that at `W`.
-pub(super) fn memory_at_end(cost: &dyn CostModel, op: Op) -> (i64, i64) {
+/// What an op frees (negative) when it ends: (activations, halo, workspace) bytes. A full
+/// backward frees the chunk's stash; a split one frees all but what its `W` reads at `I`
+/// (adding the output gradients `I` creates for it), and that at `W`; every op, its
+/// temporaries.
+pub(super) fn memory_at_end(cost: &dyn CostModel, op: Op) -> (i64, i64, i64) {
+    let (activations, halo) = stash_freed(cost, op);
+    (activations, halo, -(cost.transient(op) as i64))
+}
+
+fn stash_freed(cost: &dyn CostModel, op: Op) -> (i64, i64) {
     let forward = Op::forward(op.chunk, op.stage);
     match op.kind {
         OpKind::Backward | OpKind::InputGrad => {
@@ -243,9 +251,10 @@ impl<S: TraceSink> Engine<'_, S> {
             self.shared_running += 1;
         }
         let op = self.lowered.op(position);
-        let (activations, halo) = memory_at_start(self.input.cost, op);
+        let (activations, halo, workspace) = memory_at_start(self.input.cost, op);
         self.memory(device, now, MemoryCategory::Activations, activations);
         self.memory(device, now, MemoryCategory::Halo, halo);
+        self.memory(device, now, MemoryCategory::Workspace, workspace);
         self.busy_since[device] = Some(now);
         // Saturating: a time past u64 stays at its end, for the caller to refuse, never wraps.
         let end = now.saturating_add(self.input.cost.op_ns(op));
@@ -334,9 +343,10 @@ impl<S: TraceSink> Engine<'_, S> {
         }
         let placed = self.placed(device);
         self.sink.span(compute_span(placed, op, start, now));
-        let (activations, halo) = memory_at_end(self.input.cost, op);
+        let (activations, halo, workspace) = memory_at_end(self.input.cost, op);
         self.memory(device, now, MemoryCategory::Activations, activations);
         self.memory(device, now, MemoryCategory::Halo, halo);
+        self.memory(device, now, MemoryCategory::Workspace, workspace);
         let held = std::mem::take(&mut self.held[position as usize]);
         self.memory(device, now, MemoryCategory::Communication, -(held as i64));
         self.wake.push(device);

@@ -41,8 +41,9 @@
 //! **Memory.** Resident memory (parameters, gradients, optimizer state) is allocated at time 0.
 //! A forward allocates its chunk's stash when it starts and the chunk's backward frees it when it
 //! ends; a split backward's `I` frees all but what its `W` reads (`CostModel::weight_stash`,
-//! counted as activations, with the output gradients `I` makes for it) and `W` frees that. A
-//! received activation or gradient occupies a communication buffer on the receiver from arrival
+//! counted as activations, with the output gradients `I` makes for it) and `W` frees that.
+//! Every op holds its temporaries (`CostModel::transient`, counted as workspace) from its start
+//! to its end. A received activation or gradient occupies a communication buffer on the receiver from arrival
 //! until the op that consumes it ends; a collective's, the bytes the device received, from when
 //! it is done until the released op ends.
 //!

@@ -291,16 +291,18 @@ impl<S: TraceSink> Pass<'_, S> {
             let op = slot.op();
             let cost = self.input.cost;
             let start = self.free_ns[device].max(slot.ready_ns);
-            let (activations, halo) = memory_at_start(cost, op);
+            let (activations, halo, workspace) = memory_at_start(cost, op);
             self.memory(device, start, MemoryCategory::Activations, activations);
             self.memory(device, start, MemoryCategory::Halo, halo);
+            self.memory(device, start, MemoryCategory::Workspace, workspace);
             // Saturating: a time past u64 stays at its end, for the caller to refuse.
             let end = start.saturating_add(cost.op_ns(op));
             self.free_ns[device] = end;
             self.sink.span(compute_span(placed, op, start, end));
-            let (activations, halo) = memory_at_end(cost, op);
+            let (activations, halo, workspace) = memory_at_end(cost, op);
             self.memory(device, end, MemoryCategory::Activations, activations);
             self.memory(device, end, MemoryCategory::Halo, halo);
+            self.memory(device, end, MemoryCategory::Workspace, workspace);
             self.memory(
                 device,
                 end,
