@@ -120,21 +120,28 @@ impl Ledger {
             .map(|(_, b)| b)
             .sum();
         let now = (live - others).max(0);
+        let delta = now - self.known[activations];
         // What an op allocated and freed again before its end (its temporaries) is workspace
-        // for that moment, on top of the memory as it stood before this sample: an op that
-        // frees a stash at its end peaked while it still held it.
+        // for that moment, on top of the higher of the memory before the op and after it: an
+        // op that frees a stash at its end peaked while it still held it, one that keeps a
+        // new stash peaked holding it (then shown 1 ns early).
         let shown: i64 = self.known.iter().sum();
         let spike = if peak > live {
-            (peak - shown).max(0)
+            (peak - shown.max(live)).max(0)
         } else {
             0
         };
-        if spike > 0 && time_ns > 0 {
+        let early = spike > 0 && time_ns > 0;
+        if early && delta > 0 {
+            self.change(time_ns - 1, MemoryCategory::Activations, delta);
+        }
+        if early {
             self.emit(time_ns - 1, MemoryCategory::Workspace, spike);
             self.emit(time_ns, MemoryCategory::Workspace, -spike);
         }
-        let delta = now - self.known[activations];
-        self.change(time_ns, MemoryCategory::Activations, delta);
+        if !(early && delta > 0) {
+            self.change(time_ns, MemoryCategory::Activations, delta);
+        }
     }
 }
 
@@ -193,14 +200,15 @@ pub(super) fn bytes_of<'t>(tensors: impl IntoIterator<Item = &'t Tensor>) -> i64
 mod tests {
     use super::*;
 
-    /// The peak an epoch's events show is the allocator's: a backward that peaks while it
-    /// still holds its chunk's stash, and frees the stash by its end, peaks at what it held.
+    /// The peak an epoch's events show is the allocator's, its temporaries as workspace: a
+    /// forward that keeps a new stash peaks holding it; a backward that peaks while it still
+    /// holds its chunk's stash, and frees the stash by its end, peaks at what it held.
     #[test]
     fn an_op_s_peak_shows_at_what_the_allocator_held() {
         let mut ledger = Ledger::new(0, 0, None);
         ledger.change(0, MemoryCategory::Parameters, 100);
-        // A forward leaves 1,000 bytes of stash.
-        ledger.record(10, 1_100, 1_100);
+        // A forward leaves 1,000 bytes of stash, and peaks 50 bytes above it.
+        ledger.record(10, 1_100, 1_150);
         // The backward peaks at 1,600 (the stash and 500 of temporaries) and frees it all.
         ledger.record(20, 100, 1_600);
         // The optimizer step peaks at 150 and ends where it began.
@@ -215,7 +223,18 @@ mod tests {
         };
         let peak = ledger.events.iter().map(|e| total(e.time_ns)).max();
         assert_eq!(peak, Some(1_600));
+        let workspace = |time: u64| -> i64 {
+            ledger
+                .events
+                .iter()
+                .filter(|e| e.time_ns <= time && e.category == MemoryCategory::Workspace)
+                .map(|e| e.delta_bytes)
+                .sum()
+        };
+        assert_eq!((total(9), workspace(9)), (1_150, 50));
+        assert_eq!((total(10), workspace(10)), (1_100, 0));
         assert_eq!(total(19), 1_600);
+        assert_eq!(workspace(19), 500);
         assert_eq!(total(20), 100);
         assert_eq!(total(29), 150);
         assert_eq!(total(30), 100);
