@@ -560,8 +560,8 @@ impl<'a> DeviceCost<'a> {
     /// layer's temporaries with its output's gradient (the objective's temporaries for the top
     /// layer: the loss's on the last stage, the surrogate's elsewhere) and the parameter
     /// gradients of the layers after it (candle holds them to the end), and of the sum of the
-    /// chunk's gradients into the stage's; `W`,
-    /// its parameter gradients; the optimizer step, its copies of the largest tensor.
+    /// chunk's gradients into the stage's; `W`, its parameter gradients; the optimizer step,
+    /// its copies of the largest tensor.
     fn transient_bytes(
         &self,
         op: Op,
@@ -761,7 +761,6 @@ impl CostModel for DeviceCost<'_> {
         let matrix_buffer_bytes = order
             .first()
             .map_or(0, |&op| self.profile_of(op).matrix_buffer_bytes);
-        resident.retain(|(category, _)| *category != MemoryCategory::Workspace);
         if matrix_buffer_bytes > 0 {
             resident.push((MemoryCategory::Workspace, matrix_buffer_bytes));
         }
