@@ -777,10 +777,9 @@ mod tests {
     use crate::gnn::{GnnModel, Layer};
     use crate::graph::chunks::ChunkStats;
 
-    /// A profile of four linear kernels, every other kernel free: element-wise ops cost 1 ns
-    /// an element, row copies 2, the loss 100 ns a call, a hand-off's copy 0.5 ns a byte.
-    fn profile() -> DeviceProfile {
-        let linear = |coefficients: Vec<f64>| Fit {
+    /// A linear function, fitted exactly, of any size.
+    fn linear(coefficients: Vec<f64>) -> Fit {
+        Fit {
             range: coefficients.iter().map(|_| (0.0, 1e12)).collect(),
             coefficients,
             samples: 3,
@@ -788,7 +787,12 @@ mod tests {
             p90_error: 0.0,
             max_error: 0.0,
             knee: None,
-        };
+        }
+    }
+
+    /// A profile of four linear kernels, every other kernel free: element-wise ops cost 1 ns
+    /// an element, row copies 2, the loss 100 ns a call, a hand-off's copy 0.5 ns a byte.
+    fn profile() -> DeviceProfile {
         DeviceProfile {
             device: "cpu: 1 thread".into(),
             target: ProfileTarget {
@@ -903,18 +907,7 @@ mod tests {
         let constant = |kernel: Kernel, c: f64| {
             let mut coefficients = vec![0.0; kernel.terms().len() + 1];
             coefficients[0] = c;
-            (
-                kernel,
-                Fit {
-                    range: coefficients.iter().map(|_| (0.0, 1e12)).collect(),
-                    coefficients,
-                    samples: 3,
-                    median_error: 0.0,
-                    p90_error: 0.0,
-                    max_error: 0.0,
-                    knee: None,
-                },
-            )
+            (kernel, linear(coefficients))
         };
         p.kernels.extend([
             constant(Kernel::GcnStash, 1000.0),
@@ -922,10 +915,8 @@ mod tests {
             constant(Kernel::GcnBackwardTemporaries, 2000.0),
             constant(Kernel::LossTemporaries, 50.0),
             constant(Kernel::ObjectiveTemporaries, 70.0),
+            (Kernel::AdamTemporaries, linear(vec![0.0, 7.0])),
         ]);
-        let mut adam = constant(Kernel::AdamTemporaries, 0.0);
-        adam.1.coefficients[1] = 7.0;
-        p.kernels.insert(adam.0, adam.1);
         p
     }
 
