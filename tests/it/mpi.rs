@@ -17,14 +17,21 @@ fn tiny(devices: usize, schedule: &str) -> String {
     )
 }
 
-#[test]
-fn the_mpi_transport_outside_mpirun_is_one_line_with_exit_9() {
-    let dir = scratch("mpi-outside");
+/// `run --transport TRANSPORT` outside `mpirun` (or in a build without it): exit 9 and one line,
+/// returned.
+fn refused_outside_mpirun(transport: &str) -> String {
+    let dir = scratch(&format!("{transport}-outside"));
     let path = write(&dir, "tiny.yaml", &tiny(2, "{kind: gpipe, chunks: 2}"));
-    let out = pipegnn(&["run", path.to_str().unwrap(), "--transport", "mpi"]);
+    let out = pipegnn(&["run", path.to_str().unwrap(), "--transport", transport]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(9), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn the_mpi_transport_outside_mpirun_is_one_line_with_exit_9() {
+    let err = refused_outside_mpirun("mpi");
     if cfg!(feature = "mpi") {
         assert!(err.contains("mpirun -np N"), "{err}");
     } else {
@@ -34,12 +41,7 @@ fn the_mpi_transport_outside_mpirun_is_one_line_with_exit_9() {
 
 #[test]
 fn the_nccl_transport_without_its_build_or_outside_mpirun_is_one_line_with_exit_9() {
-    let dir = scratch("nccl-outside");
-    let path = write(&dir, "tiny.yaml", &tiny(2, "{kind: gpipe, chunks: 2}"));
-    let out = pipegnn(&["run", path.to_str().unwrap(), "--transport", "nccl"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(9), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = refused_outside_mpirun("nccl");
     if cfg!(feature = "nccl") {
         assert!(err.contains("mpirun -np N"), "{err}");
     } else {

@@ -420,7 +420,6 @@ impl MpiTransport<'_> {
                 nccl.recv(from, dims, n)?
             }
         };
-
         Ok(Some(Received {
             tag,
             tensor,
