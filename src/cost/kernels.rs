@@ -21,10 +21,13 @@ use crate::schedule::{Op, OpKind};
 use crate::trace::MemoryCategory;
 
 /// What the executor's training adds to a layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct TrainingShape {
     /// Dropout on layer inputs.
     pub dropout: bool,
+    /// With `dropout`, the share of a sparse input's non-zeros it keeps (`1 - p`): dropped
+    /// entries leave the matrix, so the products after it run on the kept ones alone.
+    pub dropout_keep: f64,
     /// Dropout on attention coefficients.
     pub attention_dropout: bool,
     /// ELU rather than ReLU between layers.
@@ -73,6 +76,17 @@ impl LayerShape {
             _ => self.d_out,
         };
         self.read * (self.d_in + projected) + self.out * self.d_out
+    }
+
+    /// The non-zeros of a sparse input that its products see: all of them, or after dropout
+    /// the kept share.
+    pub fn kept_nnz(&self) -> Option<f64> {
+        let keep = if self.training.dropout {
+            self.training.dropout_keep
+        } else {
+            1.0
+        };
+        self.sparse_nnz.map(|nnz| nnz * keep)
     }
 
     /// The terms of the layer's memory functions (stash and temporaries): the input's elements
@@ -154,12 +168,13 @@ pub fn layer_calls(s: &LayerShape, backward: bool) -> Vec<(Kernel, Vec<f64>)> {
     let dense = |kernel, m: f64, k: f64, n: f64| (kernel, vec![m * k + k * n + m * n, m * k * n]);
     let elementwise = |kernel, n: f64| (kernel, vec![n]);
     let aggregate = |kernel, nnz: f64, out: f64, w: f64| (kernel, vec![nnz, out, nnz * w]);
-    // `X W` for the layer's input.
-    let transform = |n: f64| match s.sparse_nnz {
+    // `X W` for the layer's input; a sparse input after dropout keeps only its kept entries.
+    let kept = s.kept_nnz();
+    let transform = |n: f64| match kept {
         Some(nnz) => (Kernel::SparseForward, vec![nnz, s.read * n, nnz * n]),
         None => dense(Kernel::DenseForward, s.read, a, n),
     };
-    let weight_grad = |n: f64| match s.sparse_nnz {
+    let weight_grad = |n: f64| match kept {
         Some(nnz) => (Kernel::SparseGradWeight, vec![nnz, a * n, nnz * n]),
         None => dense(Kernel::DenseGradWeight, s.read, a, n),
     };
@@ -271,7 +286,7 @@ pub fn weight_calls(s: &LayerShape) -> Vec<(Kernel, Vec<f64>)> {
         LayerKind::Gat { .. } => s.heads * s.channels(),
         _ => b,
     };
-    let product = match s.sparse_nnz {
+    let product = match s.kept_nnz() {
         Some(nnz) => (Kernel::SparseGradWeight, vec![nnz, a * n, nnz * n]),
         None => (
             Kernel::DenseGradWeight,
@@ -897,6 +912,39 @@ mod tests {
         // bias over 10 x 3 outputs.
         assert_eq!(priced(&w, Op::forward(0, 1)), 80 + 112 + 30);
         assert_eq!(profile().handoff().ns_per_byte, 0.0);
+    }
+
+    /// Dropout on a sparse input removes the dropped entries, so the sparse products after it
+    /// are priced on the kept share of the non-zeros (the dropout itself reads all of them),
+    /// and on all of them without dropout.
+    #[test]
+    fn sparse_products_after_dropout_see_the_kept_non_zeros() {
+        let mut w = workload(0);
+        w.feature_nnz_per_row = Some(3.0);
+        let mut profile = profile();
+        // 1 ns a non-zero for each sparse kernel, nothing else.
+        profile.kernels = BTreeMap::from([
+            (Kernel::SparseForward, linear(vec![0.0, 1.0, 0.0, 0.0])),
+            (Kernel::SparseGradWeight, linear(vec![0.0, 1.0, 0.0, 0.0])),
+            (Kernel::DropoutSparse, linear(vec![0.0, 0.0, 1.0])),
+        ]);
+        let fallback = UniformCost::new(1, 1);
+        let price = |training: TrainingShape, op: Op| {
+            DeviceCost::new(&w, training, vec![&profile; 2], &fallback).op_ns(op)
+        };
+        // Stage 0 reads 12 rows (10 own, 2 halo) of 3 non-zeros each.
+        let nnz = 12.0 * 3.0;
+        let plain = TrainingShape::default();
+        let dropout = TrainingShape {
+            dropout: true,
+            dropout_keep: 0.25,
+            ..plain
+        };
+        assert_eq!(price(plain, Op::forward(0, 0)), nnz as u64);
+        assert_eq!(price(dropout, Op::forward(0, 0)), (nnz + 0.25 * nnz) as u64);
+        assert_eq!(price(plain, Op::backward(0, 0)), nnz as u64);
+        assert_eq!(price(dropout, Op::backward(0, 0)), (0.25 * nnz) as u64);
+        assert_eq!(price(dropout, Op::weight_grad(0, 0)), (0.25 * nnz) as u64);
     }
 
     /// [`profile`] with memory functions of constant bytes: every layer's stash 1,000, forward

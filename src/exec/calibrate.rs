@@ -623,6 +623,9 @@ fn measure_kernels(
     Ok(out)
 }
 
+/// The dropout rate of the layers calibration runs with dropout.
+const LAYER_DROPOUT: f64 = 0.5;
+
 /// Whole layers on chunks of synthetic graphs: time forward and backward, and memory.
 fn measure_layers(
     device: &Device,
@@ -743,6 +746,7 @@ fn measure_layers(
                                 activation: !last,
                                 training: TrainingShape {
                                     dropout,
+                                    dropout_keep: 1.0 - LAYER_DROPOUT,
                                     attention_dropout: dropout,
                                     elu,
                                 },
@@ -855,9 +859,13 @@ fn measure_layer(
         layers: vec![exec_layer],
         first_layer: 0,
         is_last: !shape.activation,
-        dropout: if shape.training.dropout { 0.5 } else { 0.0 },
+        dropout: if shape.training.dropout {
+            LAYER_DROPOUT
+        } else {
+            0.0
+        },
         attention_dropout: if shape.training.attention_dropout {
-            0.5
+            LAYER_DROPOUT
         } else {
             0.0
         },
