@@ -23,11 +23,9 @@ use crate::trace::MemoryCategory;
 /// What the executor's training adds to a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct TrainingShape {
-    /// Dropout on layer inputs.
-    pub dropout: bool,
-    /// With `dropout`, the share of a sparse input's non-zeros it keeps (`1 - p`): dropped
-    /// entries leave the matrix, so the products after it run on the kept ones alone.
-    pub dropout_keep: f64,
+    /// The dropout rate on layer inputs (0 without). On a sparse input, dropped entries leave
+    /// the matrix, so the products after it run on the kept `1 - p` of them alone.
+    pub dropout: f64,
     /// Dropout on attention coefficients.
     pub attention_dropout: bool,
     /// ELU rather than ReLU between layers.
@@ -81,12 +79,8 @@ impl LayerShape {
     /// The non-zeros of a sparse input that its products see: all of them, or after dropout
     /// the kept share.
     pub fn kept_nnz(&self) -> Option<f64> {
-        let keep = if self.training.dropout {
-            self.training.dropout_keep
-        } else {
-            1.0
-        };
-        self.sparse_nnz.map(|nnz| nnz * keep)
+        self.sparse_nnz
+            .map(|nnz| nnz * (1.0 - self.training.dropout))
     }
 
     /// The terms of the layer's memory functions (stash and temporaries): the input's elements
@@ -98,7 +92,11 @@ impl LayerShape {
             Some(nnz) => (0.0, nnz),
             None => (self.read * self.d_in, 0.0),
         };
-        let dropout = if self.training.dropout { 1.0 } else { 0.0 };
+        let dropout = if self.training.dropout > 0.0 {
+            1.0
+        } else {
+            0.0
+        };
         let activation = if self.activation {
             self.out * self.d_out
         } else {
@@ -185,7 +183,7 @@ pub fn layer_calls(s: &LayerShape, backward: bool) -> Vec<(Kernel, Vec<f64>)> {
     };
     let mut calls = Vec::new();
     if !backward {
-        if s.training.dropout {
+        if s.training.dropout > 0.0 {
             calls.push(match s.sparse_nnz {
                 Some(nnz) => (Kernel::DropoutSparse, vec![s.read + a, nnz]),
                 None => elementwise(Kernel::DropoutDense, s.read * a),
@@ -270,7 +268,7 @@ pub fn layer_calls(s: &LayerShape, backward: bool) -> Vec<(Kernel, Vec<f64>)> {
                 }
             }
         }
-        if s.training.dropout && s.input_grad && s.sparse_nnz.is_none() {
+        if s.training.dropout > 0.0 && s.input_grad && s.sparse_nnz.is_none() {
             calls.push(elementwise(Kernel::Elementwise, s.read * a));
         }
     }
@@ -936,8 +934,7 @@ mod tests {
         let nnz = 12.0 * 3.0;
         let plain = TrainingShape::default();
         let dropout = TrainingShape {
-            dropout: true,
-            dropout_keep: 0.25,
+            dropout: 0.75,
             ..plain
         };
         assert_eq!(price(plain, Op::forward(0, 0)), nnz as u64);

@@ -745,8 +745,7 @@ fn measure_layers(
                                 input_grad: !sparse,
                                 activation: !last,
                                 training: TrainingShape {
-                                    dropout,
-                                    dropout_keep: 1.0 - LAYER_DROPOUT,
+                                    dropout: if dropout { LAYER_DROPOUT } else { 0.0 },
                                     attention_dropout: dropout,
                                     elu,
                                 },
@@ -859,11 +858,7 @@ fn measure_layer(
         layers: vec![exec_layer],
         first_layer: 0,
         is_last: !shape.activation,
-        dropout: if shape.training.dropout {
-            LAYER_DROPOUT
-        } else {
-            0.0
-        },
+        dropout: shape.training.dropout,
         attention_dropout: if shape.training.attention_dropout {
             LAYER_DROPOUT
         } else {

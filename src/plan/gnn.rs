@@ -724,8 +724,7 @@ fn predict_hybrid(
 /// What the executor's training adds to every layer.
 fn training_shape(scenario: &Scenario, spec: &GnnSpec) -> TrainingShape {
     TrainingShape {
-        dropout: scenario.training.dropout > 0.0,
-        dropout_keep: 1.0 - scenario.training.dropout,
+        dropout: scenario.training.dropout,
         attention_dropout: scenario.training.attention_dropout > 0.0,
         elu: spec.activation == Activation::Elu,
     }
