@@ -15,6 +15,7 @@ static ALLOCATOR: tracking_allocator::Allocator<mimalloc::MiMalloc> =
 
 fn main() -> ExitCode {
     pipegnn::exec::device::keep_candle_on_worker_threads();
+    pipegnn::exec::device::count_cores_once();
     let cli = pipegnn::cli::Cli::parse();
     match pipegnn::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,7 @@
 //! beyond that, per layer kind, in terms of rows, edges and widths; the loss's temporaries, and
 //! an Adam step's.
 //!
-//! The file is JSON: `{"format": "pipegnn-device-profile v2", "device", "backend", "threads",
+//! The file is JSON: `{"format": "pipegnn-device-profile v3", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
 //! "median_error", "p90_error", "max_error", "range"}], "wakeup_ns", "gap_ns", "stash_scale",
 //! "workspace_scale", "matrix_buffer_bytes", "probe": {"memory_ns", "compute_ns"} or
@@ -310,7 +310,7 @@ impl DeviceProfile {
             })
             .collect();
         let doc = json!({
-            "format": "pipegnn-device-profile v2",
+            "format": "pipegnn-device-profile v3",
             "device": self.device,
             "backend": self.target.backend,
             "threads": self.target.threads,
@@ -330,17 +330,25 @@ impl DeviceProfile {
     /// Parses a profile written by [`DeviceProfile::to_json`].
     pub fn parse(text: &str) -> Result<Self, String> {
         let doc: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-        if doc["format"] == "pipegnn-device-profile v1" {
-            return Err(
-                "a profile of an earlier version (v1: its layer functions were fitted with the \
-                 sparse products after dropout priced on all the input's non-zeros, not the \
-                 kept ones): calibrate again"
-                    .into(),
-            );
+        let earlier = match doc["format"].as_str() {
+            Some("pipegnn-device-profile v1") => Some(
+                "v1: its layer functions were fitted with the sparse products after dropout \
+                 priced on all the input's non-zeros, not the kept ones",
+            ),
+            Some("pipegnn-device-profile v2") => Some(
+                "v2: measured while every matrix product also counted the machine's cores, \
+                 about 30 us a product that the executor no longer pays",
+            ),
+            _ => None,
+        };
+        if let Some(why) = earlier {
+            return Err(format!(
+                "a profile of an earlier version ({why}): calibrate again"
+            ));
         }
-        if doc["format"] != "pipegnn-device-profile v2" {
+        if doc["format"] != "pipegnn-device-profile v3" {
             return Err(
-                "not a device profile (`format` is not \"pipegnn-device-profile v2\"; profiles of one run from earlier versions are no longer read: calibrate again)"
+                "not a device profile (`format` is not \"pipegnn-device-profile v3\"; profiles of one run from earlier versions are no longer read: calibrate again)"
                     .into(),
             );
         }
@@ -606,6 +614,13 @@ mod tests {
         let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
         assert!(
             err.contains("kept ones") && err.contains("calibrate again"),
+            "{err}"
+        );
+        // A v2 profile's products each paid for counting the cores.
+        doc["format"] = json!("pipegnn-device-profile v2");
+        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
+        assert!(
+            err.contains("counted the machine's cores") && err.contains("calibrate again"),
             "{err}"
         );
         // One scale for chunks and temporaries (an earlier version's) is refused too.
