@@ -337,7 +337,8 @@ impl DeviceProfile {
             ),
             Some("pipegnn-device-profile v2") => Some(
                 "v2: measured while every matrix product also counted the machine's cores, \
-                 about 30 us a product that the executor no longer pays",
+                 about 30 us a product, and freed pages went back to the kernel, costs the \
+                 executor no longer pays",
             ),
             _ => None,
         };
