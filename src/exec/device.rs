@@ -31,17 +31,18 @@ pub fn keep_candle_on_worker_threads() {
     std::env::set_var("CANDLE_NUM_THREADS", "1");
 }
 
-/// Makes candle count the machine's cores once, before anything touches candle: the binary's
-/// second step.
+/// Makes candle count the machine's cores once, before anything touches candle: one of the
+/// binary's first steps.
 ///
 /// Candle's CPU matrix product asks how many threads to split over (`RAYON_NUM_THREADS`) on
 /// every call, and when the variable is unset counts the cores anew, reading `/proc/cpuinfo`:
 /// about 30 us a product on a 2-core VM, where a 64 x 32 by 32 x 16 product takes 1.2 us. A
-/// two-stage three-layer GCN on Facebook with 32 chunks (about 600 products an epoch) ran
-/// its median epoch in 19.0 ms with the count made per call and 13.1 ms with it set once.
+/// two-stage three-layer GCN on Facebook with 32 chunks (about 190 products an epoch) ran
+/// its median epoch in 19.0 ms with the count made per call and 13.0 ms with it set once.
 /// Sets the variable to the cores the process may run on (rayon's own default), unless the
-/// user has set it to a count. Candle's default counted physical cores, so on a machine without SMT the
-/// product's split is what it was; it runs on the worker's rayon pool either way.
+/// user has set it to a count. Candle's default counted physical cores, so on a machine
+/// without SMT the product's split is what it was; it runs on the worker's rayon pool either
+/// way.
 pub fn count_cores_once() {
     let set =
         std::env::var("RAYON_NUM_THREADS").is_ok_and(|v| v.parse::<usize>().is_ok_and(|n| n > 0));
