@@ -9,9 +9,9 @@
 //! beyond that, per layer kind, in terms of rows, edges and widths; the loss's temporaries, and
 //! an Adam step's.
 //!
-//! The file is JSON: `{"format": "pipegnn-device-profile v3", "device", "backend", "threads",
+//! The file is JSON: `{"format": "pipegnn-device-profile v4", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
-//! "median_error", "p90_error", "max_error", "range"}], "wakeup_ns", "gap_ns", "stash_scale",
+//! "median_error", "p90_error", "max_error", "range", "knee", "knee_term", "spill"}], "wakeup_ns", "gap_ns", "stash_scale",
 //! "workspace_scale", "matrix_buffer_bytes", "probe": {"memory_ns", "compute_ns"} or
 //! null}`.
 //!
@@ -25,7 +25,7 @@ use std::fmt;
 
 use serde_json::{json, Value};
 
-use super::fit::{Fit, Knee};
+use super::fit::{Fit, Knee, Spill};
 
 macro_rules! kernels {
     ($($variant:ident => $name:literal, [$($term:literal),*], $doc:literal;)*) => {
@@ -57,9 +57,9 @@ kernels! {
     DenseGradInput => "dense_grad_input", ["m*k+k*n+m*n", "m*k*n"], "`dY W^T`, the input gradient of `X W`.";
     DenseGradWeight => "dense_grad_weight", ["m*k+k*n+m*n", "m*k*n"], "`X^T dY`, the weight gradient of `X W`.";
     SparseForward => "sparse_forward", ["nnz", "m*n", "nnz*n"], "Sparse input features times a weight: `m` rows, `nnz` non-zeros, `n` outputs.";
-    SparseGradWeight => "sparse_grad_weight", ["nnz", "k*n", "nnz*n"], "`X^T dY` for sparse `X` of `k` columns.";
-    Aggregate => "aggregate", ["nnz", "m*w", "nnz*w"], "The CSR sparse-dense product: `m` output rows, `nnz` edges, width `w`.";
-    AggregateTranspose => "aggregate_transpose", ["nnz", "m*w", "nnz*w"], "Its transpose (the backward): `m` rows read, `nnz` edges, width `w`.";
+    SparseGradWeight => "sparse_grad_weight", ["nnz", "k*n", "nnz*n", "m*n"], "`X^T dY` for sparse `X` of `m` rows and `k` columns: it gathers `nnz` rows of `n` from the `m`-row gradient.";
+    Aggregate => "aggregate", ["nnz", "m*w", "nnz*w", "read*w"], "The CSR sparse-dense product: `m` output rows, `nnz` edges, width `w`, gathered from a table of `read` rows.";
+    AggregateTranspose => "aggregate_transpose", ["nnz", "m*w", "nnz*w", "out*w"], "Its transpose (the backward): `m` rows read, `nnz` edges, width `w`, gathered from the `out` rows' gradient.";
     AttentionForward => "attention_forward", ["nnz", "nnz*h", "m*h*c", "nnz*h*c"], "GAT's edge scores, edge softmax and weighted aggregation, as the executor calls them together: `nnz` edges with self-loops (each edge's endpoints are read once, whatever the heads), `h` heads of `c` channels, `m` rows read.";
     AttentionBackward => "attention_backward", ["nnz", "nnz*h", "m*h*c", "nnz*h*c"], "Their backward.";
     DropoutDense => "dropout_dense", ["elements"], "Inverted dropout on dense rows (masks keyed by vertex).";
@@ -70,14 +70,15 @@ kernels! {
     EluBackward => "elu_backward", ["elements"], "ELU's gradient.";
     Elementwise => "elementwise", ["elements"], "A binary elementwise op (bias, sums, the surrogate product).";
     RowCopy => "row_copy", ["elements"], "Gathering or scattering rows (history buffers, halo rows, concatenation).";
+    Objective => "objective", ["elements"], "A stage's surrogate objective `(out * grad).sum()` over `elements` outputs and its backward (autograd's broadcast of the sum's gradient and the product's two gradients), up to the output's gradient: what a stage but the last runs on top of its layers.";
     Loss => "loss", ["m*classes", "labelled*classes", "labelled>0"], "Softmax cross-entropy over the `labelled` of `m` rows, forward and backward; `labelled>0` is 1 when a row is labelled (only then do the selection, the softmax and their backward run).";
     Adam => "adam", ["tensors", "parameters"], "One Adam step over `tensors` parameter tensors of `parameters` numbers in all (each tensor is a few kernels of its own).";
     HandoffCopy => "handoff_copy", ["bytes"], "The receiver's copy of a hand-off into its stage's input (a leaf of its own), in its forward.";
-    GcnForward => "gcn_forward", ["kernels_ns", "elements"], "A GCN layer's forward as the executor runs it: its kernels' predicted time and the elements it touches (autograd bookkeeping).";
-    GcnBackward => "gcn_backward", ["kernels_ns", "elements"], "Its backward.";
-    SageForward => "sage_forward", ["kernels_ns", "elements"], "A GraphSAGE layer's forward.";
+    GcnForward => "gcn_forward", ["dropout_ns", "kernels_ns", "elements"], "A GCN layer's forward as the executor runs it: its input's dropout's predicted time (the first kernel, on cold data as its microbenchmark), its other kernels' predicted time (they find their operands warm) and the elements it touches (autograd bookkeeping).";
+    GcnBackward => "gcn_backward", ["kernels_ns", "elements"], "Its backward: its kernels' predicted time and the elements it touches.";
+    SageForward => "sage_forward", ["dropout_ns", "kernels_ns", "elements"], "A GraphSAGE layer's forward.";
     SageBackward => "sage_backward", ["kernels_ns", "elements"], "Its backward.";
-    GatForward => "gat_forward", ["kernels_ns", "elements"], "A GAT layer's forward.";
+    GatForward => "gat_forward", ["dropout_ns", "kernels_ns", "elements"], "A GAT layer's forward.";
     GatBackward => "gat_backward", ["kernels_ns", "elements"], "Its backward.";
     GcnStash => "gcn_stash_bytes", ["input", "sparse_input", "read*b", "out*b", "nnz", "dropout*input", "dropout*sparse_input", "activation*out*b"], "Bytes a GCN forward keeps for its backward.";
     SageStash => "sage_stash_bytes", ["input", "sparse_input", "read*b", "out*b", "nnz", "dropout*input", "dropout*sparse_input", "activation*out*b"], "Bytes a GraphSAGE forward keeps.";
@@ -97,6 +98,17 @@ impl Kernel {
     /// Parses a profile's kernel name.
     pub fn from_name(name: &str) -> Option<Kernel> {
         Kernel::ALL.iter().copied().find(|k| k.name() == name)
+    }
+
+    /// For a gather, its gathered elements' term and its table's term (indices with `calls` as
+    /// 0), on which its fit may spill past a cache ([`super::fit::fit_with_spill`]).
+    pub fn gathers(self) -> Option<(usize, usize)> {
+        match self {
+            Kernel::SparseGradWeight | Kernel::Aggregate | Kernel::AggregateTranspose => {
+                Some((3, 4))
+            }
+            _ => None,
+        }
     }
 
     /// Whether it is a memory function (bytes) rather than a time (ns).
@@ -292,14 +304,24 @@ impl DeviceProfile {
             .map(|(k, f)| {
                 let mut terms: Vec<String> = vec!["calls".into()];
                 terms.extend(k.terms().iter().map(|t| t.to_string()));
+                let spill = f.spill.map(
+                    |s| json!({"term": terms[s.term], "table": terms[s.table], "cache": s.cache}),
+                );
                 if let Some(knee) = f.knee {
                     terms.push(format!("max(0, {} - knee)", terms[knee.term]));
+                }
+                if let Some(s) = f.spill {
+                    terms.push(format!(
+                        "{} * max(0, 1 - cache / {})",
+                        terms[s.term], terms[s.table]
+                    ));
                 }
                 json!({
                     "kernel": k.name(),
                     "terms": terms,
                     "knee": f.knee.map(|k| k.at),
                     "knee_term": f.knee.map(|k| terms[k.term].clone()),
+                    "spill": spill,
                     "coefficients": f.coefficients,
                     "samples": f.samples,
                     "median_error": f.median_error,
@@ -310,7 +332,7 @@ impl DeviceProfile {
             })
             .collect();
         let doc = json!({
-            "format": "pipegnn-device-profile v3",
+            "format": "pipegnn-device-profile v4",
             "device": self.device,
             "backend": self.target.backend,
             "threads": self.target.threads,
@@ -340,6 +362,10 @@ impl DeviceProfile {
                  about 30 us a product, and freed pages went back to the kernel, costs the \
                  executor no longer pays",
             ),
+            Some("pipegnn-device-profile v3") => Some(
+                "v3: its gathers were priced without the size of the table they read, which \
+                 on a chunk of a large graph costs up to three times as much",
+            ),
             _ => None,
         };
         if let Some(why) = earlier {
@@ -347,9 +373,9 @@ impl DeviceProfile {
                 "a profile of an earlier version ({why}): calibrate again"
             ));
         }
-        if doc["format"] != "pipegnn-device-profile v3" {
+        if doc["format"] != "pipegnn-device-profile v4" {
             return Err(
-                "not a device profile (`format` is not \"pipegnn-device-profile v3\"; profiles of one run from earlier versions are no longer read: calibrate again)"
+                "not a device profile (`format` is not \"pipegnn-device-profile v4\"; profiles of one run from earlier versions are no longer read: calibrate again)"
                     .into(),
             );
         }
@@ -400,25 +426,33 @@ impl DeviceProfile {
                     .ok_or_else(|| format!("{} is not a list", at(key)))?;
                 values.iter().map(|v| float(v, &at(key))).collect()
             };
+            let term_named = |v: &Value, key: &str| {
+                v.as_str()
+                    .and_then(|t| terms.iter().skip(1).position(|n| n == t))
+                    .map(|i| i + 1)
+                    .ok_or_else(|| format!("{} names none of {name}'s terms", at(key)))
+            };
             // Profiles written before knees could sit on any term put them on the last.
             let knee = match &entry["knee"] {
                 Value::Null => None,
                 v => Some(Knee {
                     term: match &entry["knee_term"] {
                         Value::Null => p - 1,
-                        t => t
-                            .as_str()
-                            .and_then(|t| terms.iter().skip(1).position(|n| n == t))
-                            .map(|i| i + 1)
-                            .ok_or_else(|| {
-                                format!("{} names none of {name}'s terms", at("knee_term"))
-                            })?,
+                        t => term_named(t, "knee_term")?,
                     },
                     at: float(v, &at("knee"))?,
                 }),
             };
+            let spill = match &entry["spill"] {
+                Value::Null => None,
+                v => Some(Spill {
+                    term: term_named(&v["term"], "spill.term")?,
+                    table: term_named(&v["table"], "spill.table")?,
+                    cache: float(&v["cache"], &at("spill.cache"))?,
+                }),
+            };
             let coefficients = list("coefficients")?;
-            let want = p + usize::from(knee.is_some());
+            let want = p + usize::from(knee.is_some()) + usize::from(spill.is_some());
             if coefficients.len() != want || coefficients.iter().any(|&c| c < 0.0) {
                 return Err(format!(
                     "{} must be {want} non-negative numbers",
@@ -447,6 +481,7 @@ impl DeviceProfile {
                     max_error: float(&entry["max_error"], &at("max_error"))?,
                     range,
                     knee,
+                    spill,
                 },
             );
         }
@@ -527,6 +562,7 @@ mod tests {
             max_error: 0.07,
             range: (0..p).map(|i| (1.0, 10.0 * (i + 1) as f64)).collect(),
             knee: None,
+            spill: None,
         };
         DeviceProfile {
             device: "cpu: 2 threads".into(),
@@ -559,9 +595,38 @@ mod tests {
         let adam = profile.kernels.get_mut(&Kernel::Adam).unwrap();
         adam.knee = Some(Knee { term: 1, at: 4.0 });
         adam.coefficients.push(0.25);
+        let aggregate = profile.kernels.get_mut(&Kernel::Aggregate).unwrap();
+        aggregate.spill = Some(Spill {
+            term: 3,
+            table: 4,
+            cache: 65536.0,
+        });
+        aggregate.coefficients.push(0.75);
+        let transpose = profile
+            .kernels
+            .get_mut(&Kernel::AggregateTranspose)
+            .unwrap();
+        transpose.knee = Some(Knee { term: 2, at: 9.0 });
+        transpose.spill = Some(Spill {
+            term: 3,
+            table: 4,
+            cache: 1024.0,
+        });
+        transpose.coefficients.extend([0.5, 0.125]);
         assert_eq!(
             DeviceProfile::parse(&profile.to_json()),
             Ok(profile.clone())
+        );
+        let mut doc: Value = serde_json::from_str(&profile.to_json()).unwrap();
+        for entry in doc["kernels"].as_array_mut().unwrap() {
+            if entry["kernel"] == "aggregate" {
+                entry["spill"]["table"] = json!("read");
+            }
+        }
+        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
+        assert!(
+            err.contains("spill.table names none of aggregate's terms"),
+            "{err}"
         );
         // Written before knees could sit on any term: on the last one.
         let mut doc: Value = serde_json::from_str(&profile.to_json()).unwrap();
@@ -622,6 +687,13 @@ mod tests {
         let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
         assert!(
             err.contains("counted the machine's cores") && err.contains("calibrate again"),
+            "{err}"
+        );
+        // A v3 profile's gathers did not know their table's size.
+        doc["format"] = json!("pipegnn-device-profile v3");
+        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
+        assert!(
+            err.contains("size of the table") && err.contains("calibrate again"),
             "{err}"
         );
         // One scale for chunks and temporaries (an earlier version's) is refused too.

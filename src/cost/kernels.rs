@@ -165,7 +165,11 @@ pub fn layer_calls(s: &LayerShape, backward: bool) -> Vec<(Kernel, Vec<f64>)> {
     };
     let dense = |kernel, m: f64, k: f64, n: f64| (kernel, vec![m * k + k * n + m * n, m * k * n]);
     let elementwise = |kernel, n: f64| (kernel, vec![n]);
-    let aggregate = |kernel, nnz: f64, out: f64, w: f64| (kernel, vec![nnz, out, nnz * w]);
+    // A sparse product over `nnz` edges writes `rows` rows of `w` and gathers from a table of
+    // `table` rows.
+    let aggregate = |kernel, nnz: f64, rows: f64, table: f64, w: f64| {
+        (kernel, vec![nnz, rows * w, nnz * w, table * w])
+    };
     // `X W` for the layer's input; a sparse input after dropout keeps only its kept entries.
     let kept = s.kept_nnz();
     let transform = |n: f64| match kept {
@@ -173,7 +177,10 @@ pub fn layer_calls(s: &LayerShape, backward: bool) -> Vec<(Kernel, Vec<f64>)> {
         None => dense(Kernel::DenseForward, s.read, a, n),
     };
     let weight_grad = |n: f64| match kept {
-        Some(nnz) => (Kernel::SparseGradWeight, vec![nnz, a * n, nnz * n]),
+        Some(nnz) => (
+            Kernel::SparseGradWeight,
+            vec![nnz, a * n, nnz * n, s.read * n],
+        ),
         None => dense(Kernel::DenseGradWeight, s.read, a, n),
     };
     let (act_f, act_b) = if s.training.elu {
@@ -192,12 +199,18 @@ pub fn layer_calls(s: &LayerShape, backward: bool) -> Vec<(Kernel, Vec<f64>)> {
         match s.kind {
             LayerKind::Gcn => {
                 calls.push(transform(b));
-                calls.push(aggregate(Kernel::Aggregate, s.edges + s.out, s.out * b, b));
+                calls.push(aggregate(
+                    Kernel::Aggregate,
+                    s.edges + s.out,
+                    s.out,
+                    s.read,
+                    b,
+                ));
             }
             LayerKind::Sage => {
                 calls.push(transform(b));
                 calls.push(transform(b));
-                calls.push(aggregate(Kernel::Aggregate, s.edges, s.out * b, b));
+                calls.push(aggregate(Kernel::Aggregate, s.edges, s.out, s.read, b));
                 calls.push(elementwise(Kernel::Elementwise, s.out * b));
             }
             LayerKind::Gat { concat, .. } => {
@@ -230,7 +243,8 @@ pub fn layer_calls(s: &LayerShape, backward: bool) -> Vec<(Kernel, Vec<f64>)> {
                 calls.push(aggregate(
                     Kernel::AggregateTranspose,
                     s.edges + s.out,
-                    s.read * b,
+                    s.read,
+                    s.out,
                     b,
                 ));
                 calls.push(weight_grad(b));
@@ -242,7 +256,8 @@ pub fn layer_calls(s: &LayerShape, backward: bool) -> Vec<(Kernel, Vec<f64>)> {
                 calls.push(aggregate(
                     Kernel::AggregateTranspose,
                     s.edges,
-                    s.read * b,
+                    s.read,
+                    s.out,
                     b,
                 ));
                 calls.push(weight_grad(b));
@@ -285,7 +300,10 @@ pub fn weight_calls(s: &LayerShape) -> Vec<(Kernel, Vec<f64>)> {
         _ => b,
     };
     let product = match s.kept_nnz() {
-        Some(nnz) => (Kernel::SparseGradWeight, vec![nnz, a * n, nnz * n]),
+        Some(nnz) => (
+            Kernel::SparseGradWeight,
+            vec![nnz, a * n, nnz * n, s.read * n],
+        ),
         None => (
             Kernel::DenseGradWeight,
             vec![s.read * a + a * n + s.read * n, s.read * a * n],
@@ -309,14 +327,37 @@ pub fn layer_ns(
     backward: bool,
     flags: &mut Vec<Extrapolation>,
 ) -> f64 {
-    let kernels: f64 = layer_calls(shape, backward)
-        .into_iter()
-        .map(|(k, terms)| eval(profile, k, &terms, flags))
-        .sum();
+    let terms = glue_terms(shape, backward, |k, terms| eval(profile, k, terms, flags));
     let (glue, _, _) = shape.functions(backward);
     match profile.kernels.get(&glue) {
-        Some(_) => eval(profile, glue, &[kernels, shape.elements()], flags),
-        None => kernels,
+        Some(_) => eval(profile, glue, &terms, flags),
+        None => terms[..terms.len() - 1].iter().sum(),
+    }
+}
+
+/// The terms of a layer's glue function ([`LayerShape::functions`]) from its kernels' prices
+/// (`price`): a forward's input dropout apart from its other kernels (the dropout is the
+/// first to touch the layer's input, cold as in its microbenchmark; the others find their
+/// operands just written), then the elements; a backward's kernels, then the elements.
+pub fn glue_terms(
+    shape: &LayerShape,
+    backward: bool,
+    mut price: impl FnMut(Kernel, &[f64]) -> f64,
+) -> Vec<f64> {
+    let input_dropout = !backward && shape.training.dropout > 0.0;
+    let (mut dropout, mut kernels) = (0.0, 0.0);
+    for (i, (kernel, terms)) in layer_calls(shape, backward).into_iter().enumerate() {
+        let ns = price(kernel, &terms);
+        if i == 0 && input_dropout {
+            dropout += ns;
+        } else {
+            kernels += ns;
+        }
+    }
+    if backward {
+        vec![kernels, shape.elements()]
+    } else {
+        vec![dropout, kernels, shape.elements()]
     }
 }
 
@@ -485,22 +526,18 @@ impl<'a> DeviceCost<'a> {
             );
         } else {
             // The surrogate `(out * grad).sum()` and its backward.
-            ns += 3.0 * eval(profile, Kernel::Elementwise, &[top.out * top.d_out], flags);
+            ns += eval(profile, Kernel::Objective, &[top.out * top.d_out], flags);
         }
         for layer in layers.clone().rev() {
             let shape = self.shape(layer, chunk);
             ns += layer_ns(profile, &shape, true, flags);
             if w.gradient_buffers > 0 && layer > layers.start {
-                // Buffered neighbour gradients read for this chunk's rows, and the halo
-                // rows' gradients added to their buffers.
+                // The halo rows' gradients added to their buffers, and the buffered
+                // neighbour gradients of this chunk's rows as one more surrogate objective
+                // on the layer's input, with its backward.
                 let rows = shape.read * shape.d_in;
                 ns += eval(profile, Kernel::RowCopy, &[rows], flags);
-                ns += eval(
-                    profile,
-                    Kernel::Elementwise,
-                    &[shape.out * shape.d_in],
-                    flags,
-                );
+                ns += eval(profile, Kernel::Objective, &[shape.out * shape.d_in], flags);
             }
         }
         ns += buffered_input;
@@ -800,6 +837,7 @@ mod tests {
             p90_error: 0.0,
             max_error: 0.0,
             knee: None,
+            spill: None,
         }
     }
 
@@ -923,7 +961,10 @@ mod tests {
         // 1 ns a non-zero for each sparse kernel, nothing else.
         profile.kernels = BTreeMap::from([
             (Kernel::SparseForward, linear(vec![0.0, 1.0, 0.0, 0.0])),
-            (Kernel::SparseGradWeight, linear(vec![0.0, 1.0, 0.0, 0.0])),
+            (
+                Kernel::SparseGradWeight,
+                linear(vec![0.0, 1.0, 0.0, 0.0, 0.0]),
+            ),
             (Kernel::DropoutSparse, linear(vec![0.0, 0.0, 1.0])),
         ]);
         let fallback = UniformCost::new(1, 1);
@@ -942,6 +983,76 @@ mod tests {
         assert_eq!(price(plain, Op::backward(0, 0)), nnz as u64);
         assert_eq!(price(dropout, Op::backward(0, 0)), (0.25 * nnz) as u64);
         assert_eq!(price(dropout, Op::weight_grad(0, 0)), (0.25 * nnz) as u64);
+    }
+
+    /// A forward's glue sees its input's dropout (the first kernel, on cold data) apart from its
+    /// other kernels; a backward's glue sees all its kernels together.
+    #[test]
+    fn a_forward_s_glue_prices_its_input_dropout_apart() {
+        let shape = LayerShape {
+            kind: LayerKind::Gcn,
+            out: 10.0,
+            read: 12.0,
+            edges: 20.0,
+            d_in: 8.0,
+            d_out: 4.0,
+            heads: 1.0,
+            sparse_nnz: None,
+            input_grad: true,
+            activation: true,
+            training: TrainingShape {
+                dropout: 0.5,
+                ..TrainingShape::default()
+            },
+        };
+        // Every kernel 1 ns but the dropout, 100 ns.
+        let price = |k: Kernel, _: &[f64]| {
+            if k == Kernel::DropoutDense {
+                100.0
+            } else {
+                1.0
+            }
+        };
+        let calls = layer_calls(&shape, false).len() as f64;
+        assert_eq!(
+            glue_terms(&shape, false, price),
+            vec![100.0, calls - 1.0, shape.elements()]
+        );
+        let plain = LayerShape {
+            training: TrainingShape::default(),
+            ..shape
+        };
+        let calls = layer_calls(&plain, false).len() as f64;
+        assert_eq!(
+            glue_terms(&plain, false, price),
+            vec![0.0, calls, plain.elements()]
+        );
+        let calls = layer_calls(&shape, true).len() as f64;
+        assert_eq!(
+            glue_terms(&shape, true, price),
+            vec![calls, shape.elements()]
+        );
+    }
+
+    /// A stage but the last runs the surrogate objective over its output and back, priced by
+    /// its own function; the last stage runs the loss instead.
+    #[test]
+    fn a_backward_prices_its_stage_s_objective() {
+        let w = workload(0);
+        let mut profile = profile();
+        let fallback = UniformCost::new(1, 1);
+        let without = DeviceCost::new(&w, TrainingShape::default(), vec![&profile; 2], &fallback)
+            .op_ns(Op::backward(0, 0));
+        profile
+            .kernels
+            .insert(Kernel::Objective, linear(vec![0.0, 10.0]));
+        let cost = DeviceCost::new(&w, TrainingShape::default(), vec![&profile; 2], &fallback);
+        // Stage 0's output: 10 rows of 4.
+        assert_eq!(cost.op_ns(Op::backward(0, 0)), without + 400);
+        assert_eq!(
+            cost.op_ns(Op::backward(0, 1)),
+            priced(&w, Op::backward(0, 1))
+        );
     }
 
     /// [`profile`] with memory functions of constant bytes: every layer's stash 1,000, forward

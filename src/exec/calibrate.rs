@@ -25,8 +25,8 @@ use super::memory;
 use super::optim::{Adam, AdamConfig};
 use super::sparse::SparseMatrix;
 use crate::cost::device::{DeviceProfile, Kernel, MachineProbe, ProfileTarget};
-use crate::cost::fit::{fit, fit_with_knee, Fit};
-use crate::cost::kernels::{layer_calls, LayerShape, TrainingShape};
+use crate::cost::fit::{fit, fit_with_knee, fit_with_spill, Fit};
+use crate::cost::kernels::{glue_terms, LayerShape, TrainingShape};
 use crate::gnn::{Layer, LayerKind};
 use crate::graph::rng::Rng;
 use crate::graph::synth::{sbm, SbmSpec};
@@ -184,7 +184,11 @@ pub fn calibrate(
     })?;
     let mut kernels: BTreeMap<Kernel, Fit> = BTreeMap::new();
     for (kernel, s) in &samples {
-        if let Some(f) = fit_with_knee(&s.rows, &s.y) {
+        let fitted = match kernel.gathers() {
+            Some((term, table)) => fit_with_spill(&s.rows, &s.y, term, table),
+            None => fit_with_knee(&s.rows, &s.y),
+        };
+        if let Some(f) = fitted {
             kernels.insert(*kernel, f);
         }
     }
@@ -442,13 +446,18 @@ fn measure_kernels(
                 // In a layer's backward the gradient comes from the kernel just before.
                 let xt = x.t();
                 let gw = time_warm(device, &[&g], || xt.matmul(&g))?;
-                out.entry(Kernel::SparseGradWeight)
-                    .or_default()
-                    .push(&[nnz, (cols * n) as f64, nnz * n as f64], gw);
+                out.entry(Kernel::SparseGradWeight).or_default().push(
+                    &[nnz, (cols * n) as f64, nnz * n as f64, (m * n) as f64],
+                    gw,
+                );
                 if n == 16 {
                     let input = StageInput::Sparse(x.clone());
                     let vertices: Vec<u32> = (0..m as u32).collect();
-                    let d = time(device, || input.dropout(0.5, 7, &vertices))?;
+                    let mut key = 0;
+                    let d = time(device, || {
+                        key += 1;
+                        input.dropout(0.5, key, &vertices)
+                    })?;
                     out.entry(Kernel::DropoutSparse)
                         .or_default()
                         .push(&[(m + cols) as f64, nnz], d);
@@ -459,24 +468,33 @@ fn measure_kernels(
     progress("aggregation");
     for &m in rows {
         for &degree in &[2usize, 8, 32] {
-            let read = m + m / 2;
-            let a = random_sparse(&mut rng, m, read, degree + 1);
-            let nnz = a.nnz() as f64;
-            for &w in &[4usize, 8, 16, 64, 128] {
-                if m * degree * w > 120_000_000 {
-                    continue;
-                }
-                let x = random(&mut rng, (read, w), device)?;
-                let g = random(&mut rng, (m, w), device)?;
-                let f = time(device, || a.matmul(&x))?;
-                out.entry(Kernel::Aggregate)
-                    .or_default()
-                    .push(&[nnz, (m * w) as f64, nnz * w as f64], f);
+            // Tables of 1.5 times the rows written, as a whole graph's halo, and of 6 times,
+            // as a chunk of a large graph reads (GNNPipe's chunks read most of the graph):
+            // what a gather costs depends on how much of its table the caches hold.
+            let reads: &[usize] = if m <= 32768 {
+                &[m + m / 2, 6 * m]
+            } else {
+                &[m + m / 2]
+            };
+            for &read in reads {
+                let a = random_sparse(&mut rng, m, read, degree + 1);
                 let at = a.t();
-                let b = time(device, || at.matmul(&g))?;
-                out.entry(Kernel::AggregateTranspose)
-                    .or_default()
-                    .push(&[nnz, (read * w) as f64, nnz * w as f64], b);
+                let nnz = a.nnz() as f64;
+                for &w in &[4usize, 8, 16, 64, 128] {
+                    if m * degree * w > 120_000_000 {
+                        continue;
+                    }
+                    let x = random(&mut rng, (read, w), device)?;
+                    let g = random(&mut rng, (m, w), device)?;
+                    let f = time(device, || a.matmul(&x))?;
+                    out.entry(Kernel::Aggregate)
+                        .or_default()
+                        .push(&[nnz, (m * w) as f64, nnz * w as f64, (read * w) as f64], f);
+                    let b = time(device, || at.matmul(&g))?;
+                    out.entry(Kernel::AggregateTranspose)
+                        .or_default()
+                        .push(&[nnz, (read * w) as f64, nnz * w as f64, (m * w) as f64], b);
+                }
             }
         }
     }
@@ -545,7 +563,11 @@ fn measure_kernels(
         let e = [(rows_n * cols) as f64];
         let vertices: Vec<u32> = (0..rows_n as u32).collect();
         let input = StageInput::Dense(x.clone());
-        let d = time(device, || input.dropout(0.5, 7, &vertices))?;
+        let mut key = 0;
+        let d = time(device, || {
+            key += 1;
+            input.dropout(0.5, key, &vertices)
+        })?;
         out.entry(Kernel::DropoutDense).or_default().push(&e, d);
         out.entry(Kernel::Elementwise)
             .or_default()
@@ -569,6 +591,13 @@ fn measure_kernels(
             })?;
             out.entry(kernel).or_default().push(&e, b);
         }
+        // A stage's surrogate objective, forward and backward, on a leaf of the output's
+        // shape: autograd's passes over it cost several times an element-wise op.
+        let z = Var::from_tensor(&x)?;
+        out.entry(Kernel::Objective).or_default().push(
+            &e,
+            time(device, || (z.as_tensor() * &y)?.sum_all()?.backward())?,
+        );
         let index = Tensor::new(vertices.as_slice(), device)?;
         out.entry(Kernel::RowCopy)
             .or_default()
@@ -870,7 +899,10 @@ fn measure_layer(
             Activation::Relu
         },
     };
-    let training = Some(Training { seed: 1, epoch: 1 });
+    // A new epoch each call, as in training: dropout's masks drawn anew. The same mask every
+    // call lets the core's branch predictor learn which entries are kept, and a sparse
+    // dropout over a few thousand non-zeros then runs twice as fast as in a run.
+    let training = |epoch| Some(Training { seed: 1, epoch });
     let pattern = view.attention.as_ref().map(|a| &a.edges);
     // The input as the executor holds it: a leaf when its gradient is wanted.
     let (_leaf, input) = match input {
@@ -880,7 +912,7 @@ fn measure_layer(
         }
         other => (None, other),
     };
-    let forward = || model.layer_forward(0, input.clone(), view, pattern, training);
+    let forward = |epoch| model.layer_forward(0, input.clone(), view, pattern, training(epoch));
     let g = random(rng, (view.out, layer.d_out as usize), device)?;
     let (_, stash_kernel, forward_kernel) = shape.functions(false);
     let (_, _, backward_kernel) = shape.functions(true);
@@ -888,7 +920,7 @@ fn measure_layer(
     if memory::available() && device.is_cpu() {
         let before = memory::current(slot);
         memory::take_peak(slot);
-        let y = forward()?;
+        let y = forward(1)?;
         let kept = memory::current(slot) - before;
         let peak_forward = memory::take_peak(slot) - before;
         let grads = (&y * &g)?.sum_all()?.backward()?;
@@ -923,33 +955,30 @@ fn measure_layer(
     if !timed {
         return Ok(());
     }
-    let f_ns = time(device, forward)?;
+    let mut epoch = 0;
+    let f_ns = time(device, || {
+        epoch += 1;
+        forward(epoch)
+    })?;
     // The backward alone, timed on one forward's graph (a backward leaves the graph as it
     // was), as the executor runs it on the stash. Timing forward and backward together and
     // subtracting the forward's time instead left a difference of two noisy medians, down to
     // nothing on small layers, which a fit on relative error cannot absorb.
-    let surrogate = (&forward()? * &g)?.sum_all()?;
+    let y = forward(epoch + 1)?;
+    let surrogate = (&y * &g)?.sum_all()?;
     let backward_ns = time(device, || surrogate.backward())?;
+    // The surrogate's own backward (the sum's gradient broadcast, the product's two gradients
+    // and autograd's sums around them) is not the layer's: an op prices the surrogate, or the
+    // loss, on its own. It is timed alone, on a leaf of the output's shape.
+    let z = Var::from_tensor(&y.detach())?;
+    let objective = (z.as_tensor() * &g)?.sum_all()?;
+    let surrogate_ns = time(device, || objective.backward())?;
     let (glue_f, _, _) = shape.functions(false);
     let (glue_b, _, _) = shape.functions(true);
-    let kernels_ns = |backward: bool| -> f64 {
-        layer_calls(shape, backward)
-            .into_iter()
-            .map(|(k, terms)| draft.eval(k, &terms).0)
-            .sum()
-    };
-    out.entry(glue_f)
-        .or_default()
-        .push(&[kernels_ns(false), shape.elements()], f_ns);
-    // The surrogate's own backward (the gradient of the sum, then of the product: two
-    // element-wise passes over the output) is not the layer's: an op prices the surrogate, or
-    // the loss, on its own.
-    let surrogate_ns = 2.0
-        * draft
-            .eval(Kernel::Elementwise, &[shape.out * shape.d_out])
-            .0;
+    let terms = |backward: bool| glue_terms(shape, backward, |k, terms| draft.eval(k, terms).0);
+    out.entry(glue_f).or_default().push(&terms(false), f_ns);
     out.entry(glue_b).or_default().push(
-        &[kernels_ns(true), shape.elements()],
+        &terms(true),
         (backward_ns - surrogate_ns).max(0.5 * backward_ns),
     );
     Ok(())
