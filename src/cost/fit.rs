@@ -125,18 +125,9 @@ pub fn fit_with_spill(rows: &[Vec<f64>], y: &[f64], term: usize, table: usize) -
     for step in 0..=22 {
         let cache = (2f64.powf(16.0 + 0.5 * f64::from(step))).round();
         let spill = Spill { term, table, cache };
-        let spilled: Vec<Vec<f64>> = rows
-            .iter()
-            .map(|t| {
-                let mut t = t.clone();
-                t.push(spill.spilled(&t));
-                t
-            })
-            .collect();
-        let Some(mut f) = fit(&spilled, y) else {
+        let Some(mut f) = fit_with_extra(rows, y, |t| spill.spilled(t)) else {
             continue;
         };
-        f.range.pop();
         f.spill = Some(spill);
         let l = relative_loss(&f, rows, y);
         if l < threshold && l < best.0 {
@@ -144,6 +135,22 @@ pub fn fit_with_spill(rows: &[Vec<f64>], y: &[f64], term: usize, table: usize) -
         }
     }
     Some(best.1)
+}
+
+/// Fits `y ~ terms` with one more term, `extra` of each sample's terms, whose coefficient
+/// comes last; the calibrated range is the other terms' (the extra one follows from them).
+fn fit_with_extra(rows: &[Vec<f64>], y: &[f64], extra: impl Fn(&[f64]) -> f64) -> Option<Fit> {
+    let extended: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            t.push(extra(&t));
+            t
+        })
+        .collect();
+    let mut f = fit(&extended, y)?;
+    f.range.pop();
+    Some(f)
 }
 
 /// The sum of squared relative errors of `f` on the samples.
@@ -174,18 +181,9 @@ pub fn fit_with_knee(rows: &[Vec<f64>], y: &[f64]) -> Option<Fit> {
             .take(candidates.len().saturating_sub(3))
         {
             let knee = Knee { term, at };
-            let hinged: Vec<Vec<f64>> = rows
-                .iter()
-                .map(|t| {
-                    let mut t = t.clone();
-                    t.push(knee.hinge(&t));
-                    t
-                })
-                .collect();
-            let Some(mut f) = fit(&hinged, y) else {
+            let Some(mut f) = fit_with_extra(rows, y, |t| knee.hinge(t)) else {
                 continue;
             };
-            f.range.pop();
             f.knee = Some(knee);
             let l = loss(&f);
             if l < threshold && l < best.0 {
