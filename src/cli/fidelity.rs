@@ -192,10 +192,7 @@ fn peak_ratios(
 
 /// The smaller of two measurements, either of which may be missing.
 fn smaller(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    a.into_iter().chain(b).min()
 }
 
 /// Microbenchmarks `device` with `threads` compute threads (default 1) into a profile, the
@@ -239,32 +236,21 @@ fn calibrate_with_samples(
     // grid, and by the run after it; the smaller of each stands, as a shared machine's
     // contention only slows a run down (one run at a busy moment measured a wake-up of 578 us
     // where runs measure 2-3 us, and every hand-off of every prediction carried it).
+    let pipeline = |tier| {
+        let loaded = load_text(file, CALIBRATION_PIPELINE, &overrides)?;
+        execute(file, loaded, Some(epochs), true, tier, Some(device))
+    };
     progress("the built-in pipeline: wake-up, gap between ops");
-    let loaded = load_text(file, CALIBRATION_PIPELINE, &overrides)?;
-    let early = execute(
-        file,
-        loaded,
-        Some(epochs),
-        true,
-        Tier::Analytic,
-        Some(device),
-    )?;
+    let early = pipeline(Tier::Analytic)?;
+    let devices = early.scenario.devices.len();
     let early = Profile::from_traces("calibration", "1f1b", early.result.timed_traces());
     let (mut profile, samples) =
         calibrate::calibrate(&dev, threads as usize, effort, passes, machine(), &progress)
             .map_err(|err| CliError::new(ExitStatus::RunFailed, format!("calibrate: {err}")))?;
     progress("the built-in pipeline: wake-up, gap between ops, memory in a pipeline");
-    let loaded = load_text(file, CALIBRATION_PIPELINE, &overrides)?;
     // Predicted with the fitted functions alone (no gap, no memory scale), then run.
-    let draft = vec![&profile; loaded.scenario.devices.len()];
-    let run = execute(
-        file,
-        loaded,
-        Some(epochs),
-        true,
-        Tier::Device(&draft),
-        Some(device),
-    )?;
+    let draft = vec![&profile; devices];
+    let run = pipeline(Tier::Device(&draft))?;
     let measured = Profile::from_traces("calibration", "1f1b", run.result.timed_traces());
     let gap = measured.gap_ns;
     // In-flight chunks and temporaries at each device's peak, measured over predicted with
