@@ -9,7 +9,7 @@
 //! beyond that, per layer kind, in terms of rows, edges and widths; the loss's temporaries, and
 //! an Adam step's.
 //!
-//! The file is JSON: `{"format": "pipegnn-device-profile v4", "device", "backend", "threads",
+//! The file is JSON: `{"format": "pipegnn-device-profile v5", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
 //! "median_error", "p90_error", "max_error", "range", "knee", "knee_term", "spill"}], "wakeup_ns", "gap_ns", "stash_scale",
 //! "workspace_scale", "matrix_buffer_bytes", "probe": {"memory_ns", "compute_ns"} or
@@ -58,8 +58,8 @@ kernels! {
     DenseGradWeight => "dense_grad_weight", ["m*k+k*n+m*n", "m*k*n"], "`X^T dY`, the weight gradient of `X W`.";
     SparseForward => "sparse_forward", ["nnz", "m*n", "nnz*n"], "Sparse input features times a weight: `m` rows, `nnz` non-zeros, `n` outputs.";
     SparseGradWeight => "sparse_grad_weight", ["nnz", "k*n", "nnz*n", "m*n"], "`X^T dY` for sparse `X` of `m` rows and `k` columns: it gathers `nnz` rows of `n` from the `m`-row gradient.";
-    Aggregate => "aggregate", ["nnz", "m*w", "nnz*w", "read*w"], "The CSR sparse-dense product: `m` output rows, `nnz` edges, width `w`, gathered from a table of `read` rows.";
-    AggregateTranspose => "aggregate_transpose", ["nnz", "m*w", "nnz*w", "out*w"], "Its transpose (the backward): `m` rows read, `nnz` edges, width `w`, gathered from the `out` rows' gradient.";
+    Aggregate => "aggregate", ["nnz", "m", "m*w", "nnz*w", "read*w"], "The CSR sparse-dense product: `m` output rows, `nnz` edges, width `w`, gathered from a table of `read` rows.";
+    AggregateTranspose => "aggregate_transpose", ["nnz", "m", "m*w", "nnz*w", "out*w"], "Its transpose (the backward): `m` rows read, `nnz` edges, width `w`, gathered from the `out` rows' gradient.";
     AttentionForward => "attention_forward", ["nnz", "nnz*h", "m*h*c", "nnz*h*c"], "GAT's edge scores, edge softmax and weighted aggregation, as the executor calls them together: `nnz` edges with self-loops (each edge's endpoints are read once, whatever the heads), `h` heads of `c` channels, `m` rows read.";
     AttentionBackward => "attention_backward", ["nnz", "nnz*h", "m*h*c", "nnz*h*c"], "Their backward.";
     DropoutDense => "dropout_dense", ["elements"], "Inverted dropout on dense rows (masks keyed by vertex).";
@@ -100,13 +100,14 @@ impl Kernel {
         Kernel::ALL.iter().copied().find(|k| k.name() == name)
     }
 
-    /// For a gather, its gathered elements' term and its table's term (indices with `calls` as
-    /// 0), on which its fit may spill past a cache ([`super::fit::fit_with_spill`]).
-    pub fn gathers(self) -> Option<(usize, usize)> {
+    /// For a gather, the terms that may spill past a cache (its gathered rows and their
+    /// elements: a row that misses costs a trip to memory whatever its width, and a wide one
+    /// more lines) and its table's term, indices with `calls` as 0
+    /// ([`super::fit::fit_with_spill`]).
+    pub fn gathers(self) -> Option<(&'static [usize], usize)> {
         match self {
-            Kernel::SparseGradWeight | Kernel::Aggregate | Kernel::AggregateTranspose => {
-                Some((3, 4))
-            }
+            Kernel::SparseGradWeight => Some((&[1, 3], 4)),
+            Kernel::Aggregate | Kernel::AggregateTranspose => Some((&[1, 4], 5)),
             _ => None,
         }
     }
@@ -332,7 +333,7 @@ impl DeviceProfile {
             })
             .collect();
         let doc = json!({
-            "format": "pipegnn-device-profile v4",
+            "format": "pipegnn-device-profile v5",
             "device": self.device,
             "backend": self.target.backend,
             "threads": self.target.threads,
@@ -366,6 +367,10 @@ impl DeviceProfile {
                 "v3: its gathers were priced without the size of the table they read, which \
                  on a chunk of a large graph costs up to three times as much",
             ),
+            Some("pipegnn-device-profile v4") => Some(
+                "v4: its aggregations were priced without a cost per row, which a chunk \
+                 reading many halo rows of a few edges each pays several times over",
+            ),
             _ => None,
         };
         if let Some(why) = earlier {
@@ -373,9 +378,9 @@ impl DeviceProfile {
                 "a profile of an earlier version ({why}): calibrate again"
             ));
         }
-        if doc["format"] != "pipegnn-device-profile v4" {
+        if doc["format"] != "pipegnn-device-profile v5" {
             return Err(
-                "not a device profile (`format` is not \"pipegnn-device-profile v4\"; profiles of one run from earlier versions are no longer read: calibrate again)"
+                "not a device profile (`format` is not \"pipegnn-device-profile v5\"; profiles of one run from earlier versions are no longer read: calibrate again)"
                     .into(),
             );
         }
@@ -597,8 +602,8 @@ mod tests {
         adam.coefficients.push(0.25);
         let aggregate = profile.kernels.get_mut(&Kernel::Aggregate).unwrap();
         aggregate.spill = Some(Spill {
-            term: 3,
-            table: 4,
+            term: 1,
+            table: 5,
             cache: 65536.0,
         });
         aggregate.coefficients.push(0.75);
@@ -608,8 +613,8 @@ mod tests {
             .unwrap();
         transpose.knee = Some(Knee { term: 2, at: 9.0 });
         transpose.spill = Some(Spill {
-            term: 3,
-            table: 4,
+            term: 4,
+            table: 5,
             cache: 1024.0,
         });
         transpose.coefficients.extend([0.5, 0.125]);
@@ -694,6 +699,13 @@ mod tests {
         let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
         assert!(
             err.contains("size of the table") && err.contains("calibrate again"),
+            "{err}"
+        );
+        // A v4 profile's aggregations had no cost per row.
+        doc["format"] = json!("pipegnn-device-profile v4");
+        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
+        assert!(
+            err.contains("cost per row") && err.contains("calibrate again"),
             "{err}"
         );
         // One scale for chunks and temporaries (an earlier version's) is refused too.

@@ -115,40 +115,89 @@ impl Fit {
     }
 }
 
-/// Fits a gather's `y ~ terms` as [`fit_with_knee`] does, and also with a spill of gathered
-/// elements `term` past each cache size against the table `table`; keeps the spill that fits
-/// best if it cuts the squared relative error by at least a fifth.
-pub fn fit_with_spill(rows: &[Vec<f64>], y: &[f64], term: usize, table: usize) -> Option<Fit> {
+/// Fits a gather's `y ~ terms` as [`fit_with_knee`] does, and also with a spill past each
+/// cache size against the table `table` of each of `terms` (its gathered rows, its gathered
+/// elements): alone, beside that fit's knee, and with the knee sought again beside the spill
+/// that fits best; keeps the spill if it cuts the squared relative error by at least a fifth.
+pub fn fit_with_spill(rows: &[Vec<f64>], y: &[f64], terms: &[usize], table: usize) -> Option<Fit> {
     let knee = fit_with_knee(rows, y)?;
-    let mut best = (relative_loss(&knee, rows, y), knee);
-    let threshold = best.0 * 0.8;
-    for step in 0..=22 {
-        let cache = (2f64.powf(16.0 + 0.5 * f64::from(step))).round();
-        let spill = Spill { term, table, cache };
-        let Some(mut f) = fit_with_extra(rows, y, |t| spill.spilled(t)) else {
-            continue;
-        };
-        f.spill = Some(spill);
-        let l = relative_loss(&f, rows, y);
-        if l < threshold && l < best.0 {
-            best = (l, f);
+    let threshold = relative_loss(&knee, rows, y) * 0.8;
+    // Each spill alone and beside the knee, if any (the knee's coefficient before the
+    // spill's, as `Fit::eval` reads them).
+    let with = |knee: Option<Knee>, spill: Spill| {
+        let both: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|t| {
+                let mut t = t.clone();
+                t.extend(knee.map(|k| k.hinge(&t)));
+                t.push(spill.spilled(&t[..rows[0].len()]));
+                t
+            })
+            .collect();
+        let mut f = fit(&both, y)?;
+        f.range.truncate(rows[0].len());
+        (f.knee, f.spill) = (knee, Some(spill));
+        Some((relative_loss(&f, rows, y), f))
+    };
+    let mut best: Option<(f64, Fit)> = None;
+    let keep = |candidate: Option<(f64, Fit)>, best: &mut Option<(f64, Fit)>| {
+        if let Some((l, f)) = candidate {
+            if best.as_ref().is_none_or(|(b, _)| l < *b) {
+                *best = Some((l, f));
+            }
+        }
+    };
+    for &term in terms {
+        for step in 0..=22 {
+            let cache = (2f64.powf(16.0 + 0.5 * f64::from(step))).round();
+            let spill = Spill { term, table, cache };
+            keep(with(None, spill), &mut best);
+            if knee.knee.is_some() {
+                keep(with(knee.knee, spill), &mut best);
+            }
         }
     }
-    Some(best.1)
+    let (_, spilled) = best.clone()?;
+    let spill = spilled.spill.expect("a spilled fit has its spill");
+    for (term, at) in knee_candidates(rows) {
+        keep(with(Some(Knee { term, at }), spill), &mut best);
+    }
+    match best {
+        Some((l, f)) if l < threshold => Some(f),
+        _ => Some(knee),
+    }
 }
 
-/// Fits `y ~ terms` with one more term, `extra` of each sample's terms, whose coefficient
-/// comes last; the calibrated range is the other terms' (the extra one follows from them).
-fn fit_with_extra(rows: &[Vec<f64>], y: &[f64], extra: impl Fn(&[f64]) -> f64) -> Option<Fit> {
-    let extended: Vec<Vec<f64>> = rows
-        .iter()
+/// Where a knee may sit: on each term but the constant, at each of the samples' values of it
+/// with samples on both sides.
+fn knee_candidates(rows: &[Vec<f64>]) -> Vec<(usize, f64)> {
+    let p = rows.first().map_or(0, Vec::len);
+    let mut out = Vec::new();
+    for term in 1..p {
+        let mut values: Vec<f64> = rows.iter().map(|t| t[term]).collect();
+        values.sort_by(f64::total_cmp);
+        values.dedup();
+        let n = values.len().saturating_sub(3);
+        out.extend(values.into_iter().skip(1).take(n).map(|at| (term, at)));
+    }
+    out
+}
+
+/// Each row with one more term, `extra` of its terms, last.
+fn extended(rows: &[Vec<f64>], extra: impl Fn(&[f64]) -> f64) -> Vec<Vec<f64>> {
+    rows.iter()
         .map(|t| {
             let mut t = t.clone();
             t.push(extra(&t));
             t
         })
-        .collect();
-    let mut f = fit(&extended, y)?;
+        .collect()
+}
+
+/// Fits `y ~ terms` with one more term, `extra` of each sample's terms, whose coefficient
+/// comes last; the calibrated range is the other terms' (the extra one follows from them).
+fn fit_with_extra(rows: &[Vec<f64>], y: &[f64], extra: impl Fn(&[f64]) -> f64) -> Option<Fit> {
+    let mut f = fit(&extended(rows, extra), y)?;
     f.range.pop();
     Some(f)
 }
@@ -166,29 +215,18 @@ fn relative_loss(f: &Fit, rows: &[Vec<f64>], y: &[f64]) -> f64 {
 /// relative error by at least a fifth.
 pub fn fit_with_knee(rows: &[Vec<f64>], y: &[f64]) -> Option<Fit> {
     let plain = fit(rows, y)?;
-    let p = rows.first()?.len();
     let loss = |f: &Fit| relative_loss(f, rows, y);
     let mut best = (loss(&plain), plain);
     let threshold = best.0 * 0.8;
-    for term in 1..p {
-        let mut candidates: Vec<f64> = rows.iter().map(|t| t[term]).collect();
-        candidates.sort_by(f64::total_cmp);
-        candidates.dedup();
-        // A knee needs samples on both sides of it.
-        for &at in candidates
-            .iter()
-            .skip(1)
-            .take(candidates.len().saturating_sub(3))
-        {
-            let knee = Knee { term, at };
-            let Some(mut f) = fit_with_extra(rows, y, |t| knee.hinge(t)) else {
-                continue;
-            };
-            f.knee = Some(knee);
-            let l = loss(&f);
-            if l < threshold && l < best.0 {
-                best = (l, f);
-            }
+    for (term, at) in knee_candidates(rows) {
+        let knee = Knee { term, at };
+        let Some(mut f) = fit_with_extra(rows, y, |t| knee.hinge(t)) else {
+            continue;
+        };
+        f.knee = Some(knee);
+        let l = loss(&f);
+        if l < threshold && l < best.0 {
+            best = (l, f);
         }
     }
     Some(best.1)
@@ -409,7 +447,7 @@ mod tests {
             .iter()
             .map(|t| truth(t) * (1.0 + (rng.unit_f64() - 0.5) * 0.02))
             .collect();
-        let f = fit_with_spill(&rows, &y, 1, 2).unwrap();
+        let f = fit_with_spill(&rows, &y, &[1], 2).unwrap();
         let spill = f.spill.expect("a spill");
         assert_eq!((spill.term, spill.table), (1, 2));
         // Cache sizes are tried a half power of two apart.
@@ -431,7 +469,78 @@ mod tests {
             .iter()
             .map(|t| 500.0 + 0.3 * t[1] + 0.1 * t[2])
             .collect();
-        assert_eq!(fit_with_spill(&rows, &flat, 1, 2).unwrap().spill, None);
+        assert_eq!(fit_with_spill(&rows, &flat, &[1], 2).unwrap().spill, None);
+    }
+
+    #[test]
+    fn a_spill_falls_on_the_term_whose_misses_cost() {
+        // Rows gathered at widths 4 to 128 from tables of 2^14 to 2^24 elements: a row that
+        // misses costs 80 ns whatever its width, so the spill is on the rows, not the elements.
+        let mut rng = Rng::new(12);
+        let cache = 2f64.powi(21);
+        let truth = |t: &[f64]| {
+            800.0
+                + 2.0 * t[1]
+                + 0.2 * t[2]
+                + 0.05 * t[3]
+                + 80.0 * t[1] * (1.0 - cache / t[3]).max(0.0)
+        };
+        let mut rows = Vec::new();
+        for i in 0..120 {
+            let width = [4.0, 16.0, 64.0, 128.0][i % 4];
+            let table = 2f64.powf(14.0 + 10.0 * rng.unit_f64());
+            let gathered = table / width * (1.0 + 9.0 * rng.unit_f64());
+            rows.push(vec![1.0, gathered, gathered * width, table]);
+        }
+        let y: Vec<f64> = rows
+            .iter()
+            .map(|t| truth(t) * (1.0 + (rng.unit_f64() - 0.5) * 0.02))
+            .collect();
+        let f = fit_with_spill(&rows, &y, &[1, 2], 3).unwrap();
+        let spill = f.spill.expect("a spill");
+        assert_eq!((spill.term, spill.table), (1, 3), "{f:?}");
+        assert!(f.median_error < 0.02, "{f:?}");
+        // Offered only the elements, the fit cannot follow every width.
+        let elements = fit_with_spill(&rows, &y, &[2], 3).unwrap();
+        assert!(
+            elements.p90_error > 2.0 * f.p90_error,
+            "{elements:?} against {f:?}"
+        );
+    }
+
+    #[test]
+    fn a_spill_and_a_knee_fit_together() {
+        // A gather whose elements cost more past 2^18 of them (the output no longer in cache)
+        // and whose rows miss past a table of 2^21 elements: neither alone follows both.
+        let mut rng = Rng::new(13);
+        let (cache, at) = (2f64.powi(21), 2f64.powi(18));
+        let truth = |t: &[f64]| {
+            800.0
+                + 2.0 * t[1]
+                + 0.2 * t[2]
+                + 0.3 * (t[2] - at).max(0.0)
+                + 80.0 * t[1] * (1.0 - cache / t[3]).max(0.0)
+        };
+        let mut rows = Vec::new();
+        for i in 0..160 {
+            let width = [4.0, 16.0, 64.0, 128.0][i % 4];
+            let table = 2f64.powf(14.0 + 10.0 * rng.unit_f64());
+            let gathered = table / width * (0.5 + 4.0 * rng.unit_f64());
+            rows.push(vec![1.0, gathered, gathered * width, table]);
+        }
+        let y: Vec<f64> = rows
+            .iter()
+            .map(|t| truth(t) * (1.0 + (rng.unit_f64() - 0.5) * 0.02))
+            .collect();
+        let f = fit_with_spill(&rows, &y, &[1, 2], 3).unwrap();
+        assert_eq!(f.spill.map(|s| (s.term, s.table)), Some((1, 3)), "{f:?}");
+        assert_eq!(f.knee.map(|k| k.term), Some(2), "{f:?}");
+        assert!(f.p90_error < 0.05, "{f:?}");
+        let knee_only = fit_with_knee(&rows, &y).unwrap();
+        assert!(
+            knee_only.p90_error > 2.0 * f.p90_error,
+            "{knee_only:?} against {f:?}"
+        );
     }
 
     fn y_of(n: f64) -> f64 {

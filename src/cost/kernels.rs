@@ -168,7 +168,7 @@ pub fn layer_calls(s: &LayerShape, backward: bool) -> Vec<(Kernel, Vec<f64>)> {
     // A sparse product over `nnz` edges writes `rows` rows of `w` and gathers from a table of
     // `table` rows.
     let aggregate = |kernel, nnz: f64, rows: f64, table: f64, w: f64| {
-        (kernel, vec![nnz, rows * w, nnz * w, table * w])
+        (kernel, vec![nnz, rows, rows * w, nnz * w, table * w])
     };
     // `X W` for the layer's input; a sparse input after dropout keeps only its kept entries.
     let kept = s.kept_nnz();

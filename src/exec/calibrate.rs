@@ -197,7 +197,7 @@ pub fn calibrate(
     let mut kernels: BTreeMap<Kernel, Fit> = BTreeMap::new();
     for (kernel, s) in &samples {
         let fitted = match kernel.gathers() {
-            Some((term, table)) => fit_with_spill(&s.rows, &s.y, term, table),
+            Some((terms, table)) => fit_with_spill(&s.rows, &s.y, terms, table),
             None => fit_with_knee(&s.rows, &s.y),
         };
         if let Some(f) = fitted {
@@ -495,13 +495,27 @@ fn measure_kernels(
                     let x = random(&mut rng, (read, w), device)?;
                     let g = random(&mut rng, (m, w), device)?;
                     let f = time(device, || a.matmul(&x))?;
-                    out.entry(Kernel::Aggregate)
-                        .or_default()
-                        .push(&[nnz, (m * w) as f64, nnz * w as f64, (read * w) as f64], f);
+                    out.entry(Kernel::Aggregate).or_default().push(
+                        &[
+                            nnz,
+                            m as f64,
+                            (m * w) as f64,
+                            nnz * w as f64,
+                            (read * w) as f64,
+                        ],
+                        f,
+                    );
                     let b = time(device, || at.matmul(&g))?;
-                    out.entry(Kernel::AggregateTranspose)
-                        .or_default()
-                        .push(&[nnz, (read * w) as f64, nnz * w as f64, (m * w) as f64], b);
+                    out.entry(Kernel::AggregateTranspose).or_default().push(
+                        &[
+                            nnz,
+                            read as f64,
+                            (read * w) as f64,
+                            nnz * w as f64,
+                            (m * w) as f64,
+                        ],
+                        b,
+                    );
                 }
             }
         }
