@@ -472,6 +472,29 @@ mod tests {
         assert_eq!(fit_with_spill(&rows, &flat, &[1], 2).unwrap().spill, None);
     }
 
+    /// `n` gathers' terms `[1, rows, elements, table]` at widths 4 to 128 from tables of 2^14
+    /// to 2^24 elements, each reading `low + spread * u` times its table's rows (`u` uniform),
+    /// and `truth` of each within 1%.
+    fn gathers(
+        rng: &mut Rng,
+        n: usize,
+        (low, spread): (f64, f64),
+        truth: impl Fn(&[f64]) -> f64,
+    ) -> (Vec<Vec<f64>>, Vec<f64>) {
+        let mut rows = Vec::new();
+        for i in 0..n {
+            let width = [4.0, 16.0, 64.0, 128.0][i % 4];
+            let table = 2f64.powf(14.0 + 10.0 * rng.unit_f64());
+            let gathered = table / width * (low + spread * rng.unit_f64());
+            rows.push(vec![1.0, gathered, gathered * width, table]);
+        }
+        let y = rows
+            .iter()
+            .map(|t| truth(t) * (1.0 + (rng.unit_f64() - 0.5) * 0.02))
+            .collect();
+        (rows, y)
+    }
+
     #[test]
     fn a_spill_falls_on_the_term_whose_misses_cost() {
         // Rows gathered at widths 4 to 128 from tables of 2^14 to 2^24 elements: a row that
@@ -485,17 +508,7 @@ mod tests {
                 + 0.05 * t[3]
                 + 80.0 * t[1] * (1.0 - cache / t[3]).max(0.0)
         };
-        let mut rows = Vec::new();
-        for i in 0..120 {
-            let width = [4.0, 16.0, 64.0, 128.0][i % 4];
-            let table = 2f64.powf(14.0 + 10.0 * rng.unit_f64());
-            let gathered = table / width * (1.0 + 9.0 * rng.unit_f64());
-            rows.push(vec![1.0, gathered, gathered * width, table]);
-        }
-        let y: Vec<f64> = rows
-            .iter()
-            .map(|t| truth(t) * (1.0 + (rng.unit_f64() - 0.5) * 0.02))
-            .collect();
+        let (rows, y) = gathers(&mut rng, 120, (1.0, 9.0), truth);
         let f = fit_with_spill(&rows, &y, &[1, 2], 3).unwrap();
         let spill = f.spill.expect("a spill");
         assert_eq!((spill.term, spill.table), (1, 3), "{f:?}");
@@ -521,17 +534,7 @@ mod tests {
                 + 0.3 * (t[2] - at).max(0.0)
                 + 80.0 * t[1] * (1.0 - cache / t[3]).max(0.0)
         };
-        let mut rows = Vec::new();
-        for i in 0..160 {
-            let width = [4.0, 16.0, 64.0, 128.0][i % 4];
-            let table = 2f64.powf(14.0 + 10.0 * rng.unit_f64());
-            let gathered = table / width * (0.5 + 4.0 * rng.unit_f64());
-            rows.push(vec![1.0, gathered, gathered * width, table]);
-        }
-        let y: Vec<f64> = rows
-            .iter()
-            .map(|t| truth(t) * (1.0 + (rng.unit_f64() - 0.5) * 0.02))
-            .collect();
+        let (rows, y) = gathers(&mut rng, 160, (0.5, 4.0), truth);
         let f = fit_with_spill(&rows, &y, &[1, 2], 3).unwrap();
         assert_eq!(f.spill.map(|s| (s.term, s.table)), Some((1, 3)), "{f:?}");
         assert_eq!(f.knee.map(|k| k.term), Some(2), "{f:?}");

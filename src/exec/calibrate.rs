@@ -494,28 +494,25 @@ fn measure_kernels(
                     }
                     let x = random(&mut rng, (read, w), device)?;
                     let g = random(&mut rng, (m, w), device)?;
+                    // A gather's terms: the edges, the rows it writes, their elements, the
+                    // elements gathered and those of the table gathered from.
+                    let terms = |written: usize, table: usize| {
+                        [
+                            nnz,
+                            written as f64,
+                            (written * w) as f64,
+                            nnz * w as f64,
+                            (table * w) as f64,
+                        ]
+                    };
                     let f = time(device, || a.matmul(&x))?;
-                    out.entry(Kernel::Aggregate).or_default().push(
-                        &[
-                            nnz,
-                            m as f64,
-                            (m * w) as f64,
-                            nnz * w as f64,
-                            (read * w) as f64,
-                        ],
-                        f,
-                    );
+                    out.entry(Kernel::Aggregate)
+                        .or_default()
+                        .push(&terms(m, read), f);
                     let b = time(device, || at.matmul(&g))?;
-                    out.entry(Kernel::AggregateTranspose).or_default().push(
-                        &[
-                            nnz,
-                            read as f64,
-                            (read * w) as f64,
-                            nnz * w as f64,
-                            (m * w) as f64,
-                        ],
-                        b,
-                    );
+                    out.entry(Kernel::AggregateTranspose)
+                        .or_default()
+                        .push(&terms(read, m), b);
                 }
             }
         }
