@@ -45,7 +45,7 @@ pub struct Fit {
 /// of `cache` elements (term `table`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spill {
-    /// The gathered elements' term.
+    /// The gathered term: the rows gathered, or their elements.
     pub term: usize,
     /// The term that is the size of the table they are gathered from, in elements.
     pub table: usize,
@@ -54,7 +54,8 @@ pub struct Spill {
 }
 
 impl Spill {
-    /// The spill term: the gathered elements times the share of the table past the cache.
+    /// The spill term: the gathered rows or elements times the share of the table past the
+    /// cache.
     pub fn spilled(&self, terms: &[f64]) -> f64 {
         match (terms.get(self.term), terms.get(self.table)) {
             (Some(&gathered), Some(&table)) if table > self.cache => {
