@@ -17,6 +17,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 
 use super::transport::channel::Rendezvous;
+use super::transport::handoffs::Waiting;
 use super::transport::{wire, Transport};
 use crate::trace::{MemoryEvent, Span};
 
@@ -43,10 +44,8 @@ pub(super) struct Crew {
     pub epoch_start: Arc<Mutex<Instant>>,
     /// The skew bound of the epoch under way, between processes.
     pub skew_ns: Arc<AtomicU64>,
-    /// How long a worker waiting for a hand-off polls before it blocks: zero where this
-    /// process's workers have more threads than the machine has cores, where a polling worker
-    /// would take the core of one that has work.
-    pub poll: std::time::Duration,
+    /// How a worker waits for a hand-off.
+    pub waiting: Waiting,
 }
 
 impl Crew {

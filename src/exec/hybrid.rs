@@ -322,7 +322,7 @@ pub(super) fn work(
         .rev()
         .find(|&p| lowered.op(p).kind == OpKind::Backward);
 
-    let mut inbox = Inbox::new(dev.clone(), crew.poll);
+    let mut inbox = Inbox::new(dev.clone(), crew.waiting);
     let inbound = Inbound::new(lowered, device);
     let placed = input.placement[device] as u32;
     let mut ledger = Ledger::new(slot, placed, meter);

@@ -124,7 +124,7 @@ pub(super) fn work(
         .sum();
     let allreduce_bytes =
         (2.0 * (n_parts as f64 - 1.0) / n_parts as f64 * params as f64 * 4.0).ceil() as u64;
-    let mut inbox = Inbox::new(dev.clone(), crew.poll);
+    let mut inbox = Inbox::new(dev.clone(), crew.waiting);
     let inbound = Inbound::new(lowered, device);
     let placed = input.placement[device] as u32;
     let mut ledger = Ledger::new(slot, placed, meter);

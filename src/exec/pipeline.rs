@@ -219,7 +219,7 @@ pub(super) fn work(
             stages.insert(s, build_stage(input, s, &dev)?);
         }
     }
-    let mut inbox = Inbox::new(dev.clone(), crew.poll);
+    let mut inbox = Inbox::new(dev.clone(), crew.waiting);
     let inbound = Inbound::new(lowered, device);
     let placed = input.placement[device] as u32;
     let mut ledger = Ledger::new(slot, placed, meter);

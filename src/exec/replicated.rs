@@ -164,7 +164,7 @@ pub(super) fn work(
     let mut ledger = Ledger::new(slot, placed, meter);
     let positions = lowered.positions(device);
     let mut spans: Vec<Span> = Vec::with_capacity(8 * positions.len());
-    let mut inbox = super::transport::handoffs::Inbox::new(dev.clone(), crew.poll);
+    let mut inbox = super::transport::handoffs::Inbox::new(dev.clone(), crew.waiting);
     let tag = |payload: Payload, to: Op, from: usize, stage: u32| Tag {
         payload,
         to,

@@ -23,6 +23,7 @@ use super::evaluate::Evaluator;
 use super::input::{EpochStats, ExecInput};
 use super::memory;
 use super::transport::channel::{ChannelTransport, Rendezvous};
+use super::transport::handoffs::Waiting;
 use super::transport::links::Links;
 use super::transport::Transport;
 use super::ExecError;
@@ -119,7 +120,10 @@ fn coordinate<T: Transport>(
         start: Arc::new(Rendezvous::new(transports.len() + 1, stop)),
         epoch_start: Arc::new(Mutex::new(Instant::now())),
         skew_ns: Arc::new(AtomicU64::new(0)),
-        poll: poll_before_blocking(transports.len() * input.threads_per_device),
+        waiting: waiting(
+            transports.len() * input.threads_per_device,
+            transports.iter().any(Transport::across_processes),
+        ),
     };
     let evaluator = root.then(|| Evaluator::new(input));
     let mut result = RunResult {
@@ -257,14 +261,42 @@ fn failure(reports: &Receiver<Result<EpochReport, String>>) -> ExecError {
     }
 }
 
-/// How long a worker polls for a hand-off before it blocks, with `threads` worker threads in
-/// this process: a polling worker picks its input up within a microsecond where a blocked one
-/// takes tens of microseconds to wake, but only while every thread has a core of its own.
-fn poll_before_blocking(threads: usize) -> Duration {
+/// How a worker waits for a hand-off, with `threads` worker threads in this process: it keeps
+/// its core and polls while every thread has a core of its own and no other process shares
+/// them; else it polls a little (a polling worker picks its input up within a microsecond
+/// where a blocked one takes tens of microseconds to wake), and not at all where threads
+/// outnumber the cores, where a polling worker would take the core of one that has work.
+fn waiting(threads: usize, across_processes: bool) -> Waiting {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads <= cores {
-        Duration::from_micros(500)
-    } else {
-        Duration::ZERO
+    match (threads <= cores, across_processes) {
+        (true, false) => Waiting::Spin,
+        (true, true) => Waiting::Block {
+            after: Duration::from_micros(500),
+        },
+        (false, _) => Waiting::Block {
+            after: Duration::ZERO,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_keeps_its_core_only_when_it_has_one_and_no_other_process_shares_them() {
+        assert_eq!(waiting(1, false), Waiting::Spin);
+        assert_eq!(
+            waiting(1, true),
+            Waiting::Block {
+                after: Duration::from_micros(500)
+            }
+        );
+        assert_eq!(
+            waiting(usize::MAX, false),
+            Waiting::Block {
+                after: Duration::ZERO
+            }
+        );
     }
 }
