@@ -9,7 +9,7 @@
 //! beyond that, per layer kind, in terms of rows, edges and widths; the loss's temporaries, and
 //! an Adam step's.
 //!
-//! The file is JSON: `{"format": "pipegnn-device-profile v5", "device", "backend", "threads",
+//! The file is JSON: `{"format": "pipegnn-device-profile v6", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
 //! "median_error", "p90_error", "max_error", "range", "knee", "knee_term", "spill"}], "wakeup_ns", "gap_ns", "stash_scale",
 //! "workspace_scale", "matrix_buffer_bytes", "probe": {"memory_ns", "compute_ns"} or
@@ -53,9 +53,9 @@ macro_rules! kernels {
 }
 
 kernels! {
-    DenseForward => "dense_forward", ["m*k+k*n+m*n", "m*k*n"], "`X W`: `(m, k) x (k, n)`.";
-    DenseGradInput => "dense_grad_input", ["m*k+k*n+m*n", "m*k*n"], "`dY W^T`, the input gradient of `X W`.";
-    DenseGradWeight => "dense_grad_weight", ["m*k+k*n+m*n", "m*k*n"], "`X^T dY`, the weight gradient of `X W`.";
+    DenseForward => "dense_forward", ["m*k+k*n+m*n", "m*k*n", "m*(k8*n8-k*n)"], "`X W`: `(m, k) x (k, n)`; `k8` and `n8` are `k` and `n` rounded up to a multiple of 8, so the last term counts the multiply-adds a vector microkernel spends on padding (a 3- to 7-wide last layer's).";
+    DenseGradInput => "dense_grad_input", ["m*k+k*n+m*n", "m*k*n", "m*(k8*n8-k*n)"], "`dY W^T`, the input gradient of `X W`.";
+    DenseGradWeight => "dense_grad_weight", ["m*k+k*n+m*n", "m*k*n", "m*(k8*n8-k*n)"], "`X^T dY`, the weight gradient of `X W`.";
     SparseForward => "sparse_forward", ["nnz", "m*n", "nnz*n"], "Sparse input features times a weight: `m` rows, `nnz` non-zeros, `n` outputs.";
     SparseGradWeight => "sparse_grad_weight", ["nnz", "k*n", "nnz*n", "m*n"], "`X^T dY` for sparse `X` of `m` rows and `k` columns: it gathers `nnz` rows of `n` from the `m`-row gradient.";
     Aggregate => "aggregate", ["nnz", "m", "m*w", "nnz*w", "read*w"], "The CSR sparse-dense product: `m` output rows, `nnz` edges, width `w`, gathered from a table of `read` rows.";
@@ -333,7 +333,7 @@ impl DeviceProfile {
             })
             .collect();
         let doc = json!({
-            "format": "pipegnn-device-profile v5",
+            "format": "pipegnn-device-profile v6",
             "device": self.device,
             "backend": self.target.backend,
             "threads": self.target.threads,
@@ -371,6 +371,10 @@ impl DeviceProfile {
                 "v4: its aggregations were priced without a cost per row, which a chunk \
                  reading many halo rows of a few edges each pays several times over",
             ),
+            Some("pipegnn-device-profile v5") => Some(
+                "v5: its dense products were priced without the padding of a narrow side, \
+                 which a last layer's few classes pay up to twice over",
+            ),
             _ => None,
         };
         if let Some(why) = earlier {
@@ -378,9 +382,9 @@ impl DeviceProfile {
                 "a profile of an earlier version ({why}): calibrate again"
             ));
         }
-        if doc["format"] != "pipegnn-device-profile v5" {
+        if doc["format"] != "pipegnn-device-profile v6" {
             return Err(
-                "not a device profile (`format` is not \"pipegnn-device-profile v5\"; profiles of one run from earlier versions are no longer read: calibrate again)"
+                "not a device profile (`format` is not \"pipegnn-device-profile v6\"; profiles of one run from earlier versions are no longer read: calibrate again)"
                     .into(),
             );
         }
@@ -706,6 +710,13 @@ mod tests {
         let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
         assert!(
             err.contains("cost per row") && err.contains("calibrate again"),
+            "{err}"
+        );
+        // A v5 profile's dense products did not count their padding.
+        doc["format"] = json!("pipegnn-device-profile v5");
+        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
+        assert!(
+            err.contains("padding") && err.contains("calibrate again"),
             "{err}"
         );
         // One scale for chunks and temporaries (an earlier version's) is refused too.

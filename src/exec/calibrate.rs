@@ -26,7 +26,7 @@ use super::optim::{Adam, AdamConfig};
 use super::sparse::SparseMatrix;
 use crate::cost::device::{DeviceProfile, Kernel, MachineProbe, ProfileTarget};
 use crate::cost::fit::{fit, fit_with_knee, fit_with_spill, Fit};
-use crate::cost::kernels::{glue_terms, LayerShape, TrainingShape};
+use crate::cost::kernels::{dense_terms, glue_terms, LayerShape, TrainingShape};
 use crate::gnn::{Layer, LayerKind};
 use crate::graph::rng::Rng;
 use crate::graph::synth::{sbm, SbmSpec};
@@ -422,7 +422,7 @@ fn measure_kernels(
             let x = random(&mut rng, (m, k), device)?;
             let w = random(&mut rng, (k, n), device)?;
             let g = random(&mut rng, (m, n), device)?;
-            let terms = [(m * k + k * n + m * n) as f64, (m * k * n) as f64];
+            let terms = dense_terms(m as f64, k as f64, n as f64);
             let f = time(device, || x.matmul(&w))?;
             out.entry(Kernel::DenseForward).or_default().push(&terms, f);
             let gi = time(device, || g.matmul(&w.t()?))?;
