@@ -127,10 +127,10 @@ impl Inbound {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(in crate::exec) enum Waiting {
     /// It keeps its core and polls until the wait is over, as a device polling for its input
-    /// does: for workers in one process that have a core each, where nothing else needs that
-    /// core. A thread that blocks for milliseconds takes tens of microseconds to wake, and its
-    /// next op then runs slower (measured on a 2-core VM: a light last stage's forward 15-25%
-    /// slower after a blocked wait than after a polled one).
+    /// does: for workers in one process that have a core each. A thread that blocks for
+    /// milliseconds takes tens of microseconds to wake, and its next op then runs slower
+    /// (measured on a 2-core VM: a light last stage's forward 15-25% slower after a blocked
+    /// wait than after a polled one). It yields its core now and then ([`Spin`]).
     Spin,
     /// It polls this long, then blocks and gives its core up: where threads outnumber the
     /// cores, or other processes (MPI ranks) may need them.
@@ -139,6 +139,33 @@ pub(in crate::exec) enum Waiting {
 
 /// How often a worker that spins checks whether the run was called off.
 const SPIN_CHECK: Duration = Duration::from_millis(20);
+
+/// A polling worker's pause between two polls: a spin, and every 50 us a yield of its core,
+/// so that a thread of another process that wants the core (another run, a test beside this
+/// one) gets it.
+struct Spin {
+    next_yield: Instant,
+}
+
+impl Spin {
+    const YIELD_EVERY: Duration = Duration::from_micros(50);
+
+    fn new() -> Self {
+        Spin {
+            next_yield: Instant::now() + Self::YIELD_EVERY,
+        }
+    }
+
+    fn pause(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_yield {
+            std::thread::yield_now();
+            self.next_yield = now + Self::YIELD_EVERY;
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
 
 /// Received messages waiting for the op they are addressed to.
 pub(in crate::exec) struct Inbox {
@@ -204,6 +231,7 @@ impl Inbox {
         match self.waiting {
             Waiting::Spin => {
                 let mut check = Instant::now() + SPIN_CHECK;
+                let mut spin = Spin::new();
                 while !self.pending.contains_key(&tag) {
                     if let Some(message) = transport.try_recv()? {
                         self.keep(message, ledger, now())?;
@@ -214,7 +242,7 @@ impl Inbox {
                         }
                         check = Instant::now() + SPIN_CHECK;
                     } else {
-                        std::hint::spin_loop();
+                        spin.pause();
                     }
                 }
             }
@@ -258,15 +286,19 @@ impl Inbox {
     }
 }
 
-/// Sleeps (then spins) until `moment`; spins all the way for a worker that keeps its core.
+/// Sleeps (then spins) until `moment`; polls all the way, yielding, for a worker that keeps its
+/// core.
 fn wait_until(moment: Instant, waiting: Waiting) {
+    let mut spin = Spin::new();
     loop {
         let now = Instant::now();
         if now >= moment {
             return;
         }
         let left = moment - now;
-        if left > Duration::from_micros(200) && waiting != Waiting::Spin {
+        if waiting == Waiting::Spin {
+            spin.pause();
+        } else if left > Duration::from_micros(200) {
             std::thread::sleep(left - Duration::from_micros(100));
         } else {
             std::hint::spin_loop();
