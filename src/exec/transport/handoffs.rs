@@ -129,7 +129,7 @@ pub(in crate::exec) enum Waiting {
     /// It keeps its core and polls until the wait is over, as a device polling for its input
     /// does: for workers in one process that have a core each. A thread that blocks for
     /// milliseconds takes tens of microseconds to wake, and its next op then runs slower
-    /// (measured on a 2-core VM: a light last stage's forward 15-25% slower after a blocked
+    /// (measured on a 2-core VM: a light last stage's forward 10-25% slower after a blocked
     /// wait than after a polled one). It yields its core now and then ([`Spin`]).
     Spin,
     /// It polls this long, then blocks and gives its core up: where threads outnumber the
