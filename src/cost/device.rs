@@ -683,42 +683,25 @@ mod tests {
             err.contains("gcn_forward was fitted on terms") && err.contains("calibrate again"),
             "{err}"
         );
-        // A v1 profile's layer functions priced sparse products on every non-zero.
+        // Each earlier version is refused with what it lacked: v1's layer functions priced
+        // sparse products on every non-zero, v2's products each paid for counting the cores,
+        // v3's gathers did not know their table's size, v4's aggregations had no cost per row,
+        // v5's dense products did not count their padding.
         let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
-        doc["format"] = json!("pipegnn-device-profile v1");
-        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
-        assert!(
-            err.contains("kept ones") && err.contains("calibrate again"),
-            "{err}"
-        );
-        // A v2 profile's products each paid for counting the cores.
-        doc["format"] = json!("pipegnn-device-profile v2");
-        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
-        assert!(
-            err.contains("counted the machine's cores") && err.contains("calibrate again"),
-            "{err}"
-        );
-        // A v3 profile's gathers did not know their table's size.
-        doc["format"] = json!("pipegnn-device-profile v3");
-        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
-        assert!(
-            err.contains("size of the table") && err.contains("calibrate again"),
-            "{err}"
-        );
-        // A v4 profile's aggregations had no cost per row.
-        doc["format"] = json!("pipegnn-device-profile v4");
-        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
-        assert!(
-            err.contains("cost per row") && err.contains("calibrate again"),
-            "{err}"
-        );
-        // A v5 profile's dense products did not count their padding.
-        doc["format"] = json!("pipegnn-device-profile v5");
-        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
-        assert!(
-            err.contains("padding") && err.contains("calibrate again"),
-            "{err}"
-        );
+        for (version, why) in [
+            ("v1", "kept ones"),
+            ("v2", "counted the machine's cores"),
+            ("v3", "size of the table"),
+            ("v4", "cost per row"),
+            ("v5", "padding"),
+        ] {
+            doc["format"] = json!(format!("pipegnn-device-profile {version}"));
+            let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
+            assert!(
+                err.contains(why) && err.contains("calibrate again"),
+                "{err}"
+            );
+        }
         // One scale for chunks and temporaries (an earlier version's) is refused too.
         let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
         doc["memory_scale"] = json!(1.7);

@@ -158,8 +158,7 @@ pub fn fit_with_spill(rows: &[Vec<f64>], y: &[f64], terms: &[usize], table: usiz
             }
         }
     }
-    let (_, spilled) = best.clone()?;
-    let spill = spilled.spill.expect("a spilled fit has its spill");
+    let spill = best.as_ref()?.1.spill.expect("a spilled fit has its spill");
     for (term, at) in knee_candidates(rows) {
         keep(with(Some(Knee { term, at }), spill), &mut best);
     }
