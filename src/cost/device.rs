@@ -9,7 +9,7 @@
 //! beyond that, per layer kind, in terms of rows, edges and widths; the loss's temporaries, and
 //! an Adam step's.
 //!
-//! The file is JSON: `{"format": "pipegnn-device-profile v6", "device", "backend", "threads",
+//! The file is JSON: `{"format": "pipegnn-device-profile v7", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
 //! "median_error", "p90_error", "max_error", "range", "knee", "knee_term", "spill"}], "wakeup_ns", "gap_ns", "stash_scale",
 //! "workspace_scale", "matrix_buffer_bytes", "probe": {"memory_ns", "compute_ns"} or
@@ -75,11 +75,11 @@ kernels! {
     Adam => "adam", ["tensors", "parameters"], "One Adam step over `tensors` parameter tensors of `parameters` numbers in all (each tensor is a few kernels of its own).";
     HandoffCopy => "handoff_copy", ["bytes"], "The receiver's copy of a hand-off into its stage's input (a leaf of its own), in its forward.";
     GcnForward => "gcn_forward", ["dropout_ns", "kernels_ns", "elements"], "A GCN layer's forward as the executor runs it: its input's dropout's predicted time (the first kernel, on cold data as its microbenchmark), its other kernels' predicted time (they find their operands warm) and the elements it touches (autograd bookkeeping).";
-    GcnBackward => "gcn_backward", ["kernels_ns", "elements"], "Its backward: its kernels' predicted time and the elements it touches.";
+    GcnBackward => "gcn_backward", ["kernels_ns", "gradient_elements", "masked_elements"], "Its backward: its kernels' predicted time, the elements of the gradients autograd builds and sums into, and the elements behind a mask (a dropped input's, whose mask autograd differentiates too, and an activation's).";
     SageForward => "sage_forward", ["dropout_ns", "kernels_ns", "elements"], "A GraphSAGE layer's forward.";
-    SageBackward => "sage_backward", ["kernels_ns", "elements"], "Its backward.";
-    GatForward => "gat_forward", ["dropout_ns", "kernels_ns", "elements"], "A GAT layer's forward.";
-    GatBackward => "gat_backward", ["kernels_ns", "elements"], "Its backward.";
+    SageBackward => "sage_backward", ["kernels_ns", "gradient_elements", "masked_elements"], "Its backward.";
+    GatForward => "gat_forward", ["dropout_ns", "kernels_ns", "elements", "(nnz+m)*h"], "A GAT layer's forward; its last term counts attention's values per edge (self-loops included) and head.";
+    GatBackward => "gat_backward", ["kernels_ns", "gradient_elements", "masked_elements", "(nnz+m)*h"], "Its backward.";
     GcnStash => "gcn_stash_bytes", ["input", "sparse_input", "read*b", "out*b", "nnz", "dropout*input", "dropout*sparse_input", "activation*out*b"], "Bytes a GCN forward keeps for its backward.";
     SageStash => "sage_stash_bytes", ["input", "sparse_input", "read*b", "out*b", "nnz", "dropout*input", "dropout*sparse_input", "activation*out*b"], "Bytes a GraphSAGE forward keeps.";
     GatStash => "gat_stash_bytes", ["input", "sparse_input", "read*h*c", "out*b", "nnz*h", "dropout*input", "dropout*sparse_input", "activation*out*b"], "Bytes a GAT forward keeps.";
@@ -333,7 +333,7 @@ impl DeviceProfile {
             })
             .collect();
         let doc = json!({
-            "format": "pipegnn-device-profile v6",
+            "format": "pipegnn-device-profile v7",
             "device": self.device,
             "backend": self.target.backend,
             "threads": self.target.threads,
@@ -375,6 +375,11 @@ impl DeviceProfile {
                 "v5: its dense products were priced without the padding of a narrow side, \
                  which a last layer's few classes pay up to twice over",
             ),
+            Some("pipegnn-device-profile v6") => Some(
+                "v6: its layers' backwards counted the elements of a sparse input, which they \
+                 never hold, and neither the gradients behind a mask nor GAT's values per \
+                 edge and head",
+            ),
             _ => None,
         };
         if let Some(why) = earlier {
@@ -382,9 +387,9 @@ impl DeviceProfile {
                 "a profile of an earlier version ({why}): calibrate again"
             ));
         }
-        if doc["format"] != "pipegnn-device-profile v6" {
+        if doc["format"] != "pipegnn-device-profile v7" {
             return Err(
-                "not a device profile (`format` is not \"pipegnn-device-profile v6\"; profiles of one run from earlier versions are no longer read: calibrate again)"
+                "not a device profile (`format` is not \"pipegnn-device-profile v7\"; profiles of one run from earlier versions are no longer read: calibrate again)"
                     .into(),
             );
         }
@@ -686,7 +691,8 @@ mod tests {
         // Each earlier version is refused with what it lacked: v1's layer functions priced
         // sparse products on every non-zero, v2's products each paid for counting the cores,
         // v3's gathers did not know their table's size, v4's aggregations had no cost per row,
-        // v5's dense products did not count their padding.
+        // v5's dense products did not count their padding, v6's backwards the elements behind
+        // a mask.
         let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
         for (version, why) in [
             ("v1", "kept ones"),
@@ -694,6 +700,7 @@ mod tests {
             ("v3", "size of the table"),
             ("v4", "cost per row"),
             ("v5", "padding"),
+            ("v6", "behind a mask"),
         ] {
             doc["format"] = json!(format!("pipegnn-device-profile {version}"));
             let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();

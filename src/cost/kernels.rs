@@ -76,6 +76,35 @@ impl LayerShape {
         self.read * (self.d_in + projected) + self.out * self.d_out
     }
 
+    /// The elements of the gradients a backward builds (autograd allocates each one and sums
+    /// into it): the input's when it is wanted, the transformed rows' and the output's. A
+    /// sparse input, or a dense one that is the model's input, gets none.
+    pub fn gradient_elements(&self) -> f64 {
+        let input = if self.input_grad {
+            self.read * self.d_in
+        } else {
+            0.0
+        };
+        self.elements() - self.read * self.d_in + input
+    }
+
+    /// The elements behind a mask in a backward: a dropped input's, when its gradient is
+    /// wanted (autograd differentiates the product by the mask both ways), and the
+    /// activation's output.
+    pub fn masked_elements(&self) -> f64 {
+        let dropped = if self.input_grad && self.training.dropout > 0.0 {
+            self.read * self.d_in
+        } else {
+            0.0
+        };
+        let activated = if self.activation {
+            self.out * self.d_out
+        } else {
+            0.0
+        };
+        dropped + activated
+    }
+
     /// The non-zeros of a sparse input that its products see: all of them, or after dropout
     /// the kept share.
     pub fn kept_nnz(&self) -> Option<f64> {
@@ -341,14 +370,16 @@ pub fn layer_ns(
     let (glue, _, _) = shape.functions(backward);
     match profile.kernels.get(&glue) {
         Some(_) => eval(profile, glue, &terms, flags),
-        None => terms[..terms.len() - 1].iter().sum(),
+        // No glue function: the kernels alone (a forward's dropout, then the others).
+        None => terms[..if backward { 1 } else { 2 }].iter().sum(),
     }
 }
 
 /// The terms of a layer's glue function ([`LayerShape::functions`]) from its kernels' prices
 /// (`price`): a forward's input dropout apart from its other kernels (the dropout is the
 /// first to touch the layer's input, cold as in its microbenchmark; the others find their
-/// operands just written), then the elements; a backward's kernels, then the elements.
+/// operands just written), then the elements; a backward's kernels, then the elements of its
+/// gradients and those behind a mask; GAT's, then attention's values per edge and head.
 pub fn glue_terms(
     shape: &LayerShape,
     backward: bool,
@@ -364,11 +395,17 @@ pub fn glue_terms(
             kernels += ns;
         }
     }
-    if backward {
-        vec![kernels, shape.elements()]
+    let mut terms = if backward {
+        vec![kernels, shape.gradient_elements(), shape.masked_elements()]
     } else {
         vec![dropout, kernels, shape.elements()]
+    };
+    if let LayerKind::Gat { .. } = shape.kind {
+        // Attention's tensors of one value per edge and head (scores, coefficients and their
+        // gradients), self-loops included.
+        terms.push((shape.edges + shape.out) * shape.heads);
     }
+    terms
 }
 
 fn eval(
@@ -1073,11 +1110,42 @@ mod tests {
             glue_terms(&plain, false, price),
             vec![0.0, calls, plain.elements()]
         );
+        // A backward: its kernels, the gradients' elements (input 12 x 8, transformed rows
+        // 12 x 4, output 10 x 4) and those behind a mask (the dropped input, the
+        // activation's 10 x 4).
         let calls = layer_calls(&shape, true).len() as f64;
         assert_eq!(
             glue_terms(&shape, true, price),
-            vec![calls, shape.elements()]
+            vec![calls, 96.0 + 48.0 + 40.0, 96.0 + 40.0]
         );
+        // The model's first layer on sparse rows: no input gradient, so neither its elements
+        // nor its dropout's mask; a last layer: no activation.
+        let first = LayerShape {
+            sparse_nnz: Some(30.0),
+            input_grad: false,
+            activation: false,
+            ..shape
+        };
+        let calls = layer_calls(&first, true).len() as f64;
+        assert_eq!(
+            glue_terms(&first, true, price),
+            vec![calls, 48.0 + 40.0, 0.0]
+        );
+        // GAT's both ways add attention's values per edge and head: (20 edges + 10
+        // self-loops) x 2 heads.
+        let gat = LayerShape {
+            kind: LayerKind::Gat {
+                heads: 2,
+                concat: true,
+            },
+            heads: 2.0,
+            ..shape
+        };
+        for backward in [false, true] {
+            let terms = glue_terms(&gat, backward, price);
+            assert_eq!(terms.len(), 4);
+            assert_eq!(terms.last(), Some(&60.0));
+        }
     }
 
     /// A stage but the last runs the surrogate objective over its output and back, priced by
