@@ -359,7 +359,8 @@ pub fn weight_calls(s: &LayerShape) -> Vec<(Kernel, Vec<f64>)> {
 }
 
 /// The predicted time of one layer's forward or backward: its glue function of its kernels'
-/// summed time and its elements. Extrapolations are pushed onto `flags`.
+/// summed time and the elements it touches ([`glue_terms`]). Extrapolations are pushed onto
+/// `flags`.
 pub fn layer_ns(
     profile: &DeviceProfile,
     shape: &LayerShape,
