@@ -69,11 +69,16 @@ impl LayerShape {
 
     /// The elements the layer's tensors hold: its glue term.
     pub fn elements(&self) -> f64 {
+        self.read * self.d_in + self.produced()
+    }
+
+    /// The elements the layer computes: its transformed rows and its output.
+    fn produced(&self) -> f64 {
         let projected = match self.kind {
             LayerKind::Gat { .. } => self.heads * self.channels(),
             _ => self.d_out,
         };
-        self.read * (self.d_in + projected) + self.out * self.d_out
+        self.read * projected + self.out * self.d_out
     }
 
     /// The elements of the gradients a backward builds (autograd allocates each one and sums
@@ -85,7 +90,7 @@ impl LayerShape {
         } else {
             0.0
         };
-        self.elements() - self.read * self.d_in + input
+        input + self.produced()
     }
 
     /// The elements behind a mask in a backward: a dropped input's, when its gradient is
