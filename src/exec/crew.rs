@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -46,6 +46,58 @@ pub(super) struct Crew {
     pub skew_ns: Arc<AtomicU64>,
     /// How a worker waits for a hand-off.
     pub waiting: Waiting,
+    /// The cores the workers take turns on, where their threads outnumber them.
+    pub cores: Option<Arc<Cores>>,
+}
+
+/// The cores the workers of one process share where their threads outnumber them: an op
+/// computes once it holds one of `turns` turns, granted first come first served, and keeps it
+/// to its end, as the simulator's shared processor runs them (`SimInput::compute_slots`).
+/// Without it the system's scheduler would slice ops into each other, every op's span would
+/// stretch by the others' time on its core, and each slice would evict the others' caches.
+pub(super) struct Cores {
+    turns: u64,
+    /// Tickets issued and turns given back: ticket `t` runs once `t < given_back + turns`.
+    state: Mutex<(u64, u64)>,
+    changed: Condvar,
+}
+
+impl Cores {
+    pub(super) fn new(turns: u32) -> Self {
+        Cores {
+            turns: u64::from(turns.max(1)),
+            state: Mutex::new((0, 0)),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Waits for a turn, behind every worker that asked before; the turn ends when the
+    /// returned value is dropped.
+    pub(super) fn take(self: &Arc<Self>) -> Turn {
+        let mut state = self.state.lock().expect("no worker panics holding the lock");
+        let ticket = state.0;
+        state.0 += 1;
+        while ticket >= state.1 + self.turns {
+            state = self
+                .changed
+                .wait(state)
+                .expect("no worker panics holding the lock");
+        }
+        Turn(Arc::clone(self))
+    }
+}
+
+/// A worker's turn on the shared cores ([`Cores::take`]), given back when dropped (a worker
+/// that fails mid-op gives it back as it unwinds its state).
+pub(super) struct Turn(Arc<Cores>);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.state.lock() {
+            state.1 += 1;
+        }
+        self.0.changed.notify_all();
+    }
 }
 
 impl Crew {
@@ -115,5 +167,65 @@ impl Crew {
     /// The last meeting, after the last epoch.
     pub(super) fn finish(&self) -> candle_core::Result<()> {
         self.start.wait()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Never more than `turns` holders at once, and every one of them gets its turn.
+    #[test]
+    fn turns_bound_the_ops_at_once() {
+        let cores = Arc::new(Cores::new(2));
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        std::thread::scope(|scope| {
+            for _ in 0..5 {
+                let (cores, now, most, done) = (&cores, &now, &most, &done);
+                scope.spawn(move || {
+                    for _ in 0..20 {
+                        let turn = cores.take();
+                        let held = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(held, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_micros(200));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        drop(turn);
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(done.load(Ordering::SeqCst), 100);
+        assert_eq!(most.load(Ordering::SeqCst), 2, "two turns, five workers");
+    }
+
+    /// A worker that asks while every turn is held waits for one to be given back, and turns
+    /// go in the order they were asked for.
+    #[test]
+    fn turns_go_first_come_first_served() {
+        let cores = Arc::new(Cores::new(1));
+        let order = Mutex::new(Vec::new());
+        let first = cores.take();
+        std::thread::scope(|scope| {
+            for who in 0..3 {
+                let (cores, order) = (&cores, &order);
+                scope.spawn(move || {
+                    let _turn = cores.take();
+                    order.lock().unwrap().push(who);
+                });
+                // Asked in this order: each waits behind the held turn.
+                while cores.state.lock().unwrap().0 < who + 2 {
+                    std::thread::yield_now();
+                }
+            }
+            assert!(order.lock().unwrap().is_empty(), "the turn is still held");
+            drop(first);
+        });
+        assert_eq!(*order.lock().unwrap(), [0, 1, 2]);
     }
 }

@@ -102,6 +102,10 @@ pub struct ExecInput<'a> {
     pub threads_per_device: usize,
     /// Pace transfers to the links' latency and bandwidth.
     pub emulate_links: bool,
+    /// Ops at a time where CPU workers' threads outnumber the cores they share
+    /// (`plan::compute_slots`): each op takes a turn on them, first come first served, as the
+    /// simulator models it. `None`: every worker computes when it is ready.
+    pub compute_slots: Option<u32>,
     /// Called after every epoch with its figures and the number of epochs (progress display).
     pub progress: Option<&'a Progress<'a>>,
 }

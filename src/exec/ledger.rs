@@ -2,10 +2,12 @@
 //! buffers it knows exactly, the received data waiting to be used, and, from the counting
 //! allocator or the GPU's used bytes, activations as the rest), and the span of each op it runs.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
+use super::crew::{Cores, Turn};
 use super::device::synchronize;
 use super::memory;
 use crate::schedule::Op;
@@ -23,6 +25,9 @@ pub(super) struct Ledger {
     /// Allocated bytes at the epoch's start beyond the known buffers.
     workspace: i64,
     pub events: Vec<MemoryEvent>,
+    /// The shared cores an op takes a turn on, and the turn of the op under way.
+    cores: Option<Arc<Cores>>,
+    turn: Option<Turn>,
 }
 
 impl Ledger {
@@ -34,7 +39,16 @@ impl Ledger {
             known: [0; MemoryCategory::ALL.len()],
             workspace: 0,
             events: Vec::new(),
+            cores: None,
+            turn: None,
         }
+    }
+
+    /// Ops take turns on `cores` (where the workers' threads outnumber them): each from
+    /// [`Ledger::op_starts`] to [`Ledger::op_ends`].
+    pub(super) fn sharing(mut self, cores: Option<Arc<Cores>>) -> Self {
+        self.cores = cores;
+        self
     }
 
     fn emit(&mut self, time_ns: u64, category: MemoryCategory, delta_bytes: i64) {
@@ -78,20 +92,32 @@ impl Ledger {
         self.emit(time_ns, category, delta);
     }
 
-    /// An op starts on `device` once its queued work is done: samples the memory it starts
-    /// from and returns the start (`epoch_start` is time 0 of the memory events).
+    /// An op starts on `device` once its queued work is done and it has its turn on shared
+    /// cores: samples the memory it starts from and returns the start (`epoch_start` is time 0
+    /// of the memory events).
     pub(super) fn op_starts(
         &mut self,
         device: &Device,
         epoch_start: Instant,
     ) -> candle_core::Result<Instant> {
         synchronize(device)?;
+        if let (Some(cores), None) = (&self.cores, &self.turn) {
+            self.turn = Some(cores.take());
+        }
         let began = Instant::now();
         if let Some(gpu) = self.gpu.as_mut() {
             gpu.mark()?;
         }
         self.sample(began.duration_since(epoch_start).as_nanos() as u64)?;
         Ok(began)
+    }
+
+    /// An op (and its sends) ended at `time_ns`: samples the memory it leaves and gives its turn
+    /// on shared cores back.
+    pub(super) fn op_ends(&mut self, time_ns: u64) -> candle_core::Result<()> {
+        let sampled = self.sample(time_ns);
+        self.turn = None;
+        sampled
     }
 
     /// Samples the allocator (or the GPU): activations are what it holds beyond everything

@@ -222,7 +222,7 @@ pub(super) fn work(
     let mut inbox = Inbox::new(dev.clone(), crew.waiting);
     let inbound = Inbound::new(lowered, device);
     let placed = input.placement[device] as u32;
-    let mut ledger = Ledger::new(slot, placed, meter);
+    let mut ledger = Ledger::new(slot, placed, meter).sharing(crew.cores.clone());
     let positions = lowered.positions(device);
     let mut spans: Vec<Span> = Vec::with_capacity(4 * positions.len());
     for epoch in 1..=input.config.epochs {
@@ -329,7 +329,7 @@ pub(super) fn work(
             }
             drop(results);
             let ended = Instant::now();
-            ledger.sample(ns(ended))?;
+            ledger.op_ends(ns(ended))?;
             spans.push(compute_span(op, placed, ns(began), ns(ended)));
         }
         let params = stages

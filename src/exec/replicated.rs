@@ -161,6 +161,9 @@ pub(super) fn work(
         (2.0 * (members as f64 - 1.0) / members as f64 * bytes as f64).ceil() as u64
     };
     let placed = input.placement[device] as u32;
+    // No turns on shared cores: a backward waits for the other replicas' gradients and their
+    // all-reduce mid-op, and a turn held through that wait could starve the replica it waits
+    // for. The system's scheduler shares the cores.
     let mut ledger = Ledger::new(slot, placed, meter);
     let positions = lowered.positions(device);
     let mut spans: Vec<Span> = Vec::with_capacity(8 * positions.len());
@@ -427,7 +430,7 @@ pub(super) fn work(
             }
             synchronize(&dev)?;
             let ended = Instant::now();
-            ledger.sample(ns(ended))?;
+            ledger.op_ends(ns(ended))?;
             spans.push(compute_span(op, placed, ns(began), ns(ended)));
         }
         let params = if device == 0 {

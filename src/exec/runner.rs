@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 
-use super::crew::{Crew, EpochReport};
+use super::crew::{Cores, Crew, EpochReport};
 use super::evaluate::Evaluator;
 use super::input::{EpochStats, ExecInput};
 use super::memory;
@@ -124,6 +124,11 @@ fn coordinate<T: Transport>(
             transports.len() * input.threads_per_device,
             transports.iter().any(Transport::across_processes),
         ),
+        // Between processes each has cores of its own to the system's scheduler.
+        cores: input
+            .compute_slots
+            .filter(|_| !transports.iter().any(Transport::across_processes))
+            .map(|turns| Arc::new(Cores::new(turns))),
     };
     let evaluator = root.then(|| Evaluator::new(input));
     let mut result = RunResult {

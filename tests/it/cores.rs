@@ -1,6 +1,6 @@
 //! CPU workers sharing a machine's cores (`executor.cores`): when the devices' threads
-//! outnumber the cores, ops take turns on them in the simulator, as the run's threads do on
-//! the machine; when they do not, nothing changes.
+//! outnumber the cores, ops take turns on them in the simulator, and in a real run each op
+//! holds a turn from its start to its end; when they do not, nothing changes.
 
 use serde_json::Value;
 
@@ -29,7 +29,12 @@ fn simulate(scenario: &str, name: &str) -> (Value, usize) {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let result = serde_json::from_slice::<Value>(&out.stdout).unwrap()["results"][0].clone();
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    (result, most_at_once(&trace))
+}
+
+/// The most compute spans that overlap in a Chrome trace file.
+fn most_at_once(trace: &std::path::Path) -> usize {
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(trace).unwrap()).unwrap();
     let events = doc["traceEvents"].as_array().unwrap();
     // Compute spans are process 1's; +1 at a start, -1 at an end, ends first at a tie.
     let mut edges: Vec<(i64, i32)> = events
@@ -51,7 +56,7 @@ fn simulate(scenario: &str, name: &str) -> (Value, usize) {
         now += step;
         most = most.max(now);
     }
-    (result, most as usize)
+    most as usize
 }
 
 fn epoch(result: &Value) -> f64 {
@@ -109,6 +114,33 @@ fn cpu_workers_that_outnumber_the_cores_take_turns_on_them() {
     let executor = "{backend: cpu, threads_per_device: 1, device_map: shared}";
     let (shared, _) = simulate(&four_cpu_devices("cores-shared", executor), "cores-shared");
     assert_eq!(epoch(&one), epoch(&shared));
+}
+
+/// A real run holds its ops to the turns the simulator gives them: four workers on one core
+/// never compute at once (on a machine of two cores or more, the system's scheduler alone would
+/// run two), on two cores at most two do.
+#[test]
+fn a_real_run_s_ops_take_turns_on_the_cores() {
+    for (cores, turns) in [(1, 1), (2, 2)] {
+        let name = format!("cores-run-{cores}");
+        let executor = format!("{{backend: cpu, threads_per_device: 1, cores: {cores}}}");
+        let scenario = four_cpu_devices(&name, &executor);
+        let trace = scratch(&format!("{name}-trace")).join("trace.json");
+        let out = pipegnn(&[
+            "run",
+            &scenario,
+            "--epochs",
+            "3",
+            "--trace",
+            trace.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let most = most_at_once(&trace);
+        assert!(
+            (1..=turns).contains(&most),
+            "{cores} core(s): {most} ops at once"
+        );
+    }
 }
 
 #[test]
