@@ -399,9 +399,7 @@ impl Prepared<'_> {
             threads_per_device: self.threads_per_device,
             emulate_links: self.scenario.executor.emulate_links,
             compute_slots: (self.scenario.executor.backend == Backend::Cpu)
-                .then(|| {
-                    plan::compute_slots(&self.scenario, self.prediction.schedule.n_devices())
-                })
+                .then(|| plan::compute_slots(&self.scenario, self.prediction.schedule.n_devices()))
                 .flatten(),
             progress,
         }

@@ -224,7 +224,11 @@ fn tile_len(width: usize) -> usize {
 
 /// The bias repeated over a block of [`tile_len`] elements.
 fn tiled(bias: &[f32]) -> Vec<f32> {
-    bias.iter().copied().cycle().take(tile_len(bias.len())).collect()
+    bias.iter()
+        .copied()
+        .cycle()
+        .take(tile_len(bias.len()))
+        .collect()
 }
 
 /// `body` over the CPU data of an op's output and its gradient, both contiguous and of one size.

@@ -74,7 +74,10 @@ impl Cores {
     /// Waits for a turn, behind every worker that asked before; the turn ends when the
     /// returned value is dropped.
     pub(super) fn take(self: &Arc<Self>) -> Turn {
-        let mut state = self.state.lock().expect("no worker panics holding the lock");
+        let mut state = self
+            .state
+            .lock()
+            .expect("no worker panics holding the lock");
         let ticket = state.0;
         state.0 += 1;
         while ticket >= state.1 + self.turns {
