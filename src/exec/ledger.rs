@@ -120,6 +120,13 @@ impl Ledger {
         sampled
     }
 
+    /// Gives the op's turn on shared cores back before [`Ledger::op_ends`]: for an op that
+    /// waits for other workers after its compute (the hybrid's backward, for the gradients it
+    /// relays), which a held turn could starve.
+    pub(super) fn computed(&mut self) {
+        self.turn = None;
+    }
+
     /// Samples the allocator (or the GPU): activations are what it holds beyond everything
     /// known. The allocator's peak since the last sample, if higher, shows as workspace one
     /// nanosecond long.
