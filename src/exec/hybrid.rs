@@ -569,7 +569,6 @@ pub(super) fn work(
                     synchronize(&dev)?;
                     let now = Instant::now();
                     ended = Some(now);
-                    ledger.computed();
                     if !own_sends.is_empty() || !relayed.is_empty() {
                         let mut g_in = grad_in.ok_or_else(|| {
                             candle_core::Error::Msg(format!("{op} has no input to hand a gradient"))

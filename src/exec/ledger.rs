@@ -120,11 +120,17 @@ impl Ledger {
         sampled
     }
 
-    /// Gives the op's turn on shared cores back before [`Ledger::op_ends`]: for an op that
-    /// waits for other workers after its compute (the hybrid's backward, for the gradients it
-    /// relays), which a held turn could starve.
-    pub(super) fn computed(&mut self) {
+    /// Gives the op's turn on shared cores back, if it holds one, before [`Ledger::op_ends`]:
+    /// a worker never waits for another holding a turn, which the other may be queued for (the
+    /// hybrid's backward waits for the gradients it relays after its compute).
+    pub(super) fn give_turn_back(&mut self) {
         self.turn = None;
+    }
+
+    /// Whether an op holds a turn on shared cores.
+    #[cfg(test)]
+    pub(super) fn holds_turn(&self) -> bool {
+        self.turn.is_some()
     }
 
     /// Samples the allocator (or the GPU): activations are what it holds beyond everything

@@ -228,6 +228,9 @@ impl Inbox {
         start: Instant,
     ) -> candle_core::Result<()> {
         let now = || start.elapsed().as_nanos() as u64;
+        if !self.pending.contains_key(&tag) {
+            ledger.give_turn_back();
+        }
         match self.waiting {
             Waiting::Spin => {
                 let mut check = Instant::now() + SPIN_CHECK;
@@ -308,10 +311,11 @@ fn wait_until(moment: Instant, waiting: Waiting) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
     use super::*;
+    use crate::exec::crew::Cores;
     use crate::exec::memory;
     use crate::exec::transport::channel::ChannelTransport;
     use crate::exec::transport::links::Links;
@@ -357,6 +361,60 @@ mod tests {
         zero.abort();
         let called_off = inbox.take(&mut one, tag(1), &mut ledger, start);
         assert!(called_off.is_err(), "a wait on a called-off run must end");
+        Ok(())
+    }
+
+    /// A worker whose op holds the only turn on shared cores and then waits for a hand-off
+    /// gives the turn back first: the sender, queued for that turn, sends once it has it. (Were
+    /// the turn kept, the sender would wait for it for ever; a watchdog calls the run off after
+    /// 10 s, so that the test fails rather than hangs.)
+    #[test]
+    fn a_wait_never_holds_a_turn_on_shared_cores() -> candle_core::Result<()> {
+        let network = Network::free(vec!["dev0".into(), "dev1".into()]);
+        let links = Links {
+            network: &network,
+            placement: &[0, 1],
+            emulate: false,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut ranks = ChannelTransport::mesh(2, links, stop.clone());
+        let (mut zero, mut one) = (ranks.remove(0), ranks.remove(0));
+        let start = Instant::now();
+        let cores = Arc::new(Cores::new(1));
+        let mut inbox = Inbox::new(
+            Device::Cpu,
+            Waiting::Block {
+                after: Duration::ZERO,
+            },
+        );
+        let mut ledger = Ledger::new(memory::take_slot(), 1, None).sharing(Some(cores.clone()));
+        ledger.op_starts(&Device::Cpu, start)?;
+        assert!(ledger.holds_turn());
+        let sent = Tensor::new(&[4f32], &Device::Cpu)?;
+        let (done, watched) = std::sync::mpsc::channel::<()>();
+        let (received, held) = std::thread::scope(|scope| {
+            let (cores, sent, stop) = (&cores, &sent, &stop);
+            let zero = &mut zero;
+            scope.spawn(move || -> candle_core::Result<()> {
+                let turn = cores.take();
+                zero.send(1, tag(0), sent, start)?;
+                drop(turn);
+                Ok(())
+            });
+            scope.spawn(move || {
+                if watched.recv_timeout(Duration::from_secs(10)).is_err() {
+                    stop.store(true, Ordering::SeqCst);
+                }
+            });
+            let received = inbox.take(&mut one, tag(0), &mut ledger, start);
+            let held = ledger.holds_turn();
+            let _ = done.send(());
+            // Whatever happened, the sender gets its turn and ends.
+            ledger.give_turn_back();
+            (received, held)
+        });
+        assert!(received.is_ok(), "the wait kept the turn its sender needed");
+        assert!(!held);
         Ok(())
     }
 }
