@@ -334,9 +334,9 @@ mod tests {
         assert!(expm1(f32::NAN).is_nan());
     }
 
-    /// Bias plus activation against candle's broadcast addition and activation.
-    /// Widths whose blocks of rows hold 22 rows (3), 7 (10, the last block short) and 1 (70),
-    /// over 20 rows: whole blocks, a short last one, and none whole.
+    /// Bias plus activation against candle's broadcast addition and activation, over 20 rows
+    /// of widths whose blocks hold 22 rows (3: one short block), 7 (10: two whole blocks and a
+    /// short one) and 1 (70: whole blocks only).
     #[test]
     fn bias_and_activation_match_candles_ops() -> Result<()> {
         for width in [3usize, 10, 70] {
