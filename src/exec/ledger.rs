@@ -116,7 +116,7 @@ impl Ledger {
     /// on shared cores back.
     pub(super) fn op_ends(&mut self, time_ns: u64) -> candle_core::Result<()> {
         let sampled = self.sample(time_ns);
-        self.turn = None;
+        self.give_turn_back();
         sampled
     }
 

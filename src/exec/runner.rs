@@ -115,6 +115,7 @@ fn coordinate<T: Transport>(
     let root = transports.iter().any(|t| t.rank() == 0);
     let n_reports = if root { n_devices } else { 0 };
     let (report_tx, report_rx) = channel::<Result<EpochReport, String>>();
+    let across_processes = transports.iter().any(Transport::across_processes);
     let crew = Crew {
         report: report_tx,
         start: Arc::new(Rendezvous::new(transports.len() + 1, stop)),
@@ -122,12 +123,12 @@ fn coordinate<T: Transport>(
         skew_ns: Arc::new(AtomicU64::new(0)),
         waiting: waiting(
             transports.len() * input.threads_per_device,
-            transports.iter().any(Transport::across_processes),
+            across_processes,
         ),
         // Between processes each has cores of its own to the system's scheduler.
         cores: input
             .compute_slots
-            .filter(|_| !transports.iter().any(Transport::across_processes))
+            .filter(|_| !across_processes)
             .map(|turns| Arc::new(Cores::new(turns))),
     };
     let evaluator = root.then(|| Evaluator::new(input));
