@@ -751,7 +751,15 @@ fn measure_layers(
                             continue;
                         }
                         let sparse = per_row.is_some();
+                        // 8 heads over sparse features as GAT's first layer is usually
+                        // built (8 channels a head, 64 wide: every GAT of the fidelity
+                        // matrix), where 16 wide gave it 2 channels a head; over dense
+                        // inputs both 2 and 8 channels.
                         let (d_out, heads) = match kind {
+                            LayerKind::Gat {
+                                heads,
+                                concat: true,
+                            } if sparse => (64, heads),
                             LayerKind::Gat {
                                 heads,
                                 concat: true,
