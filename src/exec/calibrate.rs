@@ -2,14 +2,16 @@
 //! executor runs, over a grid of shapes, timed on a rayon pool of the profile's thread count,
 //! then whole layers as the executor runs them (for the glue and the memory functions).
 //!
-//! Each sample is the median of several runs after a warm-up. Kernels are called exactly as
-//! the executor calls them: `X W` and candle's backward of it (`dY W^T`, `X^T dY`), the CSR
-//! product and its transpose ([`super::sparse`]), GAT's attention ([`super::attention`]),
-//! dropout keyed by vertex, ReLU/ELU and their gradients, the loss, Adam, and the receiver's
-//! copy of a hand-off. Layers run [`StageModel::layer_forward`] on chunks of seeded synthetic
-//! graphs and back-propagate the executor's surrogate `(out * g).sum()`; the surrogate's own
-//! backward (two element-wise passes, at their fitted cost) is taken off the layer's, since an
-//! op prices the surrogate, or the loss, beside its layers.
+//! Each sample is the median of several runs after a warm-up, cold (24 MiB written between
+//! runs), counting only the runs whose flush found the machine's memory quiet (`FlushMeter`).
+//! Kernels are called exactly as the executor calls them: `X W` and candle's backward of it
+//! (`dY W^T`, `X^T dY`), the CSR product and its transpose ([`super::sparse`]), GAT's
+//! attention ([`super::attention`]), dropout keyed by vertex, ReLU/ELU and their gradients,
+//! the loss, Adam, and the receiver's copy of a hand-off. Layers run
+//! [`StageModel::layer_forward`] on chunks of seeded synthetic graphs and back-propagate the
+//! executor's surrogate `(out * g).sum()`; the surrogate's own backward (two element-wise
+//! passes, at their fitted cost) is taken off the layer's, since an op prices the surrogate, or
+//! the loss, beside its layers.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -63,7 +65,9 @@ impl Samples {
 /// chunk's data cold (other chunks and stages ran since), so kernels are timed cold too.
 const FLUSH_BYTES: usize = 24 << 20;
 
-fn flush_caches() {
+/// Writes the flush buffer and returns how long that took, in nanoseconds: the flush is also a
+/// probe of the machine's memory at that moment ([`FlushMeter`]).
+fn flush_caches() -> f64 {
     use std::sync::Mutex;
     static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
     let mut buffer = BUFFER
@@ -72,14 +76,109 @@ fn flush_caches() {
     if buffer.len() < FLUSH_BYTES {
         buffer.resize(FLUSH_BYTES, 0);
     }
+    let t = Instant::now();
     for (i, byte) in buffer.iter_mut().enumerate().step_by(64) {
         *byte = byte.wrapping_add(i as u8);
     }
     std::hint::black_box(&*buffer);
+    let ns = t.elapsed().as_nanos() as f64;
+    FLUSH_METER
+        .lock()
+        .expect("no thread panics holding the flush meter")
+        .record(ns);
+    ns
 }
 
-/// The median time of `f` in nanoseconds with cold caches: one warm-up call, then calls until
-/// at least 3 and 10 ms of them, at most 9.
+/// Every flush's time so far, as a histogram of 1%-wide buckets from 10 us up.
+///
+/// A shared machine's memory slows down in spells of seconds: here a 24 MiB flush took 0.81 ms
+/// at its 10th percentile and 1.49 ms at its 90th within a minute, and an element-wise kernel
+/// timed right after the fastest third of the flushes took 350 us at the median against 500 us
+/// after the slowest third (correlation 0.70; a small matrix product 0.48). So a sample is
+/// timed on the calls whose flush found the machine quiet: within [`QUIET`] of the 5th
+/// percentile of all flushes so far.
+struct FlushMeter {
+    buckets: Vec<u32>,
+    count: u64,
+}
+
+/// A flush at most this much slower than the quiet reference counts as quiet.
+const QUIET: f64 = 1.2;
+/// Flushes the meter needs before it tells quiet from loaded (the calibration starts with them).
+const METER_WARM_UP: u64 = 32;
+const METER_FLOOR_NS: f64 = 1e4;
+const METER_STEP: f64 = 1.01;
+const METER_BUCKETS: usize = 1400;
+
+static FLUSH_METER: std::sync::Mutex<FlushMeter> = std::sync::Mutex::new(FlushMeter {
+    buckets: Vec::new(),
+    count: 0,
+});
+
+impl FlushMeter {
+    fn bucket(ns: f64) -> usize {
+        let i = ((ns.max(METER_FLOOR_NS) / METER_FLOOR_NS).ln() / METER_STEP.ln()) as usize;
+        i.min(METER_BUCKETS - 1)
+    }
+
+    fn record(&mut self, ns: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; METER_BUCKETS];
+        }
+        self.buckets[Self::bucket(ns)] += 1;
+        self.count += 1;
+    }
+
+    /// The slowest flush that still counts as quiet; infinite until the meter has warmed up.
+    fn quiet_limit(&self) -> f64 {
+        if self.count < METER_WARM_UP {
+            return f64::INFINITY;
+        }
+        let wanted = self.count.div_ceil(20);
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += u64::from(n);
+            if seen >= wanted {
+                // The bucket's upper edge.
+                return METER_FLOOR_NS * METER_STEP.powi(i as i32 + 1) * QUIET;
+            }
+        }
+        f64::INFINITY
+    }
+}
+
+/// Flushes until the meter can tell a quiet machine from a loaded one.
+fn warm_up_meter() {
+    for _ in 0..METER_WARM_UP {
+        flush_caches();
+    }
+}
+
+/// The time of a sample from its calls, `(flush ns, call ns)`: the median call of those whose
+/// flush was at most `quiet_limit`; with fewer than three such, the median of the third of
+/// the calls with the fastest flushes.
+fn quiet_median(calls: &[(f64, f64)], quiet_limit: f64) -> f64 {
+    let mut quiet: Vec<f64> = calls
+        .iter()
+        .filter(|(flush, _)| *flush <= quiet_limit)
+        .map(|&(_, ns)| ns)
+        .collect();
+    if quiet.len() < 3 {
+        let mut by_flush = calls.to_vec();
+        by_flush.sort_by(|a, b| a.0.total_cmp(&b.0));
+        quiet = by_flush[..calls.len().div_ceil(3)]
+            .iter()
+            .map(|&(_, ns)| ns)
+            .collect();
+    }
+    quiet.sort_by(f64::total_cmp);
+    quiet[quiet.len() / 2]
+}
+
+/// The time of `f` in nanoseconds with cold caches, on a quiet machine: one warm-up call, then
+/// calls until at least 3 of them found the machine quiet and 10 ms of them ran (or 9 were
+/// quiet), at most 27 calls or 0.3 s; the median of the quiet ones ([`quiet_median`]).
+/// Off the CPU the host's memory does not time the kernels, and every call counts.
 fn time<T>(device: &Device, f: impl FnMut() -> candle_core::Result<T>) -> candle_core::Result<f64> {
     time_warm(device, &[], f)
 }
@@ -93,10 +192,20 @@ fn time_warm<T>(
 ) -> candle_core::Result<f64> {
     drop(f()?);
     super::device::synchronize(device)?;
-    let mut ns = Vec::new();
+    let limit = || {
+        if device.is_cpu() {
+            FLUSH_METER
+                .lock()
+                .expect("no thread panics holding the flush meter")
+                .quiet_limit()
+        } else {
+            f64::INFINITY
+        }
+    };
+    let mut calls = Vec::new();
     let mut spent = 0.0;
-    while ns.len() < 3 || (spent < 1e7 && ns.len() < 9) {
-        flush_caches();
+    loop {
+        let flush = flush_caches();
         for tensor in warm {
             drop(tensor.sum_all()?);
         }
@@ -106,12 +215,17 @@ fn time_warm<T>(
         // On a GPU the kernels are asynchronous: the time is theirs only once they are done.
         super::device::synchronize(device)?;
         let elapsed = t.elapsed().as_nanos() as f64;
-        ns.push(elapsed);
+        calls.push((flush, elapsed));
         spent += elapsed;
         drop(out);
+        let limit = limit();
+        let quiet = calls.iter().filter(|(flush, _)| *flush <= limit).count();
+        let enough = quiet >= 3 && (spent >= 1e7 || quiet >= 9);
+        let spent_all = calls.len() >= 27 || (calls.len() >= 3 && spent >= 3e8);
+        if enough || spent_all {
+            return Ok(quiet_median(&calls, limit));
+        }
     }
-    ns.sort_by(f64::total_cmp);
-    Ok(ns[ns.len() / 2])
 }
 
 /// [`time`] of a dropout of `input` (rows `rows`) at 0.5, with a new mask each call as
@@ -190,6 +304,7 @@ pub fn calibrate(
     let slot = memory::take_slot();
     pool.broadcast(|_| memory::enter(slot));
     memory::enter(slot);
+    warm_up_meter();
     let before = probe();
     let mut samples = fastest(passes, progress, |progress| {
         pool.install(|| measure_kernels(device, effort, progress))
@@ -1010,6 +1125,64 @@ fn measure_layer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sample_is_timed_on_the_calls_that_found_the_machine_quiet() {
+        // Three calls after fast flushes, two after slow ones: the slow ones do not count.
+        let calls = [
+            (1.0, 10.0),
+            (5.0, 50.0),
+            (1.1, 12.0),
+            (5.0, 60.0),
+            (0.9, 11.0),
+        ];
+        assert_eq!(quiet_median(&calls, 2.0), 11.0);
+        // Fewer than three quiet calls: the third with the fastest flushes (2 of 6).
+        let calls = [
+            (3.0, 30.0),
+            (1.0, 14.0),
+            (4.0, 40.0),
+            (2.0, 20.0),
+            (5.0, 50.0),
+            (6.0, 60.0),
+        ];
+        assert_eq!(quiet_median(&calls, 0.5), 20.0);
+        // No limit: every call counts.
+        assert_eq!(quiet_median(&calls, f64::INFINITY), 40.0);
+    }
+
+    #[test]
+    fn the_flush_meter_calls_quiet_what_is_near_its_fastest_twentieth() {
+        let mut meter = FlushMeter {
+            buckets: Vec::new(),
+            count: 0,
+        };
+        for _ in 0..METER_WARM_UP - 1 {
+            meter.record(1e6);
+        }
+        assert_eq!(meter.quiet_limit(), f64::INFINITY, "not warmed up yet");
+        // 95 flushes of 1 ms and 5 of 0.5 ms: the 5th percentile is 0.5 ms (its bucket's upper
+        // edge, 1% wide), and quiet is up to 1.2 times that.
+        let mut meter = FlushMeter {
+            buckets: Vec::new(),
+            count: 0,
+        };
+        for i in 0..100 {
+            meter.record(if i % 20 == 0 { 5e5 } else { 1e6 });
+        }
+        let limit = meter.quiet_limit();
+        assert!(limit > 5e5 * QUIET && limit < 5e5 * QUIET * 1.02, "{limit}");
+        // A slow spell of 100 flushes at 2 ms: the reference is still the 5th percentile of
+        // all 200, the 10th fastest (1 ms), not the spell's.
+        for _ in 0..100 {
+            meter.record(2e6);
+        }
+        assert!(meter.quiet_limit() > 1e6 && meter.quiet_limit() < 1e6 * QUIET * 1.02);
+        // Out-of-range times fall into the first and last buckets, never out of bounds.
+        meter.record(0.0);
+        meter.record(f64::MAX);
+        assert_eq!(meter.count, 202);
+    }
 
     #[test]
     fn each_sample_keeps_its_fastest_pass() -> candle_core::Result<()> {
