@@ -94,7 +94,8 @@ fn flush_caches() -> f64 {
 /// A shared machine's memory slows down in spells of seconds: here a 24 MiB flush took 0.81 ms
 /// at its 10th percentile and 1.49 ms at its 90th within a minute, and an element-wise kernel
 /// timed right after the fastest third of the flushes took 350 us at the median against 500 us
-/// after the slowest third (correlation 0.70; a small matrix product 0.48). So a sample is
+/// after the slowest third (correlation 0.70; a small matrix product 0.48; a program on glibc's
+/// allocator, whose page faults were part of the kernels' times). So a sample is
 /// timed on the calls whose flush found the machine quiet: within [`QUIET`] of the 5th
 /// percentile of all flushes so far.
 struct FlushMeter {
