@@ -99,7 +99,7 @@ fn flush_caches() -> f64 {
 /// timed on the calls whose flush found the machine quiet: within [`QUIET`] of the 5th
 /// percentile of all flushes so far.
 struct FlushMeter {
-    buckets: Vec<u32>,
+    buckets: [u32; METER_BUCKETS],
     count: u64,
 }
 
@@ -111,21 +111,22 @@ const METER_FLOOR_NS: f64 = 1e4;
 const METER_STEP: f64 = 1.01;
 const METER_BUCKETS: usize = 1400;
 
-static FLUSH_METER: std::sync::Mutex<FlushMeter> = std::sync::Mutex::new(FlushMeter {
-    buckets: Vec::new(),
-    count: 0,
-});
+static FLUSH_METER: std::sync::Mutex<FlushMeter> = std::sync::Mutex::new(FlushMeter::new());
 
 impl FlushMeter {
+    const fn new() -> Self {
+        FlushMeter {
+            buckets: [0; METER_BUCKETS],
+            count: 0,
+        }
+    }
+
     fn bucket(ns: f64) -> usize {
         let i = ((ns.max(METER_FLOOR_NS) / METER_FLOOR_NS).ln() / METER_STEP.ln()) as usize;
         i.min(METER_BUCKETS - 1)
     }
 
     fn record(&mut self, ns: f64) {
-        if self.buckets.is_empty() {
-            self.buckets = vec![0; METER_BUCKETS];
-        }
         self.buckets[Self::bucket(ns)] += 1;
         self.count += 1;
     }
@@ -1154,20 +1155,14 @@ mod tests {
 
     #[test]
     fn the_flush_meter_calls_quiet_what_is_near_its_fastest_twentieth() {
-        let mut meter = FlushMeter {
-            buckets: Vec::new(),
-            count: 0,
-        };
+        let mut meter = FlushMeter::new();
         for _ in 0..METER_WARM_UP - 1 {
             meter.record(1e6);
         }
         assert_eq!(meter.quiet_limit(), f64::INFINITY, "not warmed up yet");
         // 95 flushes of 1 ms and 5 of 0.5 ms: the 5th percentile is 0.5 ms (its bucket's upper
         // edge, 1% wide), and quiet is up to 1.2 times that.
-        let mut meter = FlushMeter {
-            buckets: Vec::new(),
-            count: 0,
-        };
+        let mut meter = FlushMeter::new();
         for i in 0..100 {
             meter.record(if i % 20 == 0 { 5e5 } else { 1e6 });
         }
