@@ -9,7 +9,7 @@
 //! beyond that, per layer kind, in terms of rows, edges and widths; the loss's temporaries, and
 //! an Adam step's.
 //!
-//! The file is JSON: `{"format": "pipegnn-device-profile v7", "device", "backend", "threads",
+//! The file is JSON: `{"format": "pipegnn-device-profile v8", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
 //! "median_error", "p90_error", "max_error", "range", "knee", "knee_term", "spill"}], "wakeup_ns", "gap_ns", "stash_scale",
 //! "workspace_scale", "matrix_buffer_bytes", "probe": {"memory_ns", "compute_ns"} or
@@ -58,8 +58,8 @@ kernels! {
     DenseGradWeight => "dense_grad_weight", ["m*k+k*n+m*n", "m*k*n", "m*(k8*n8-k*n)"], "`X^T dY`, the weight gradient of `X W`.";
     SparseForward => "sparse_forward", ["nnz", "m*n", "nnz*n"], "Sparse input features times a weight: `m` rows, `nnz` non-zeros, `n` outputs.";
     SparseGradWeight => "sparse_grad_weight", ["nnz", "k*n", "nnz*n", "m*n"], "`X^T dY` for sparse `X` of `m` rows and `k` columns: it gathers `nnz` rows of `n` from the `m`-row gradient.";
-    Aggregate => "aggregate", ["nnz", "m", "m*w", "nnz*w", "read*w"], "The CSR sparse-dense product: `m` output rows, `nnz` edges, width `w`, gathered from a table of `read` rows.";
-    AggregateTranspose => "aggregate_transpose", ["nnz", "m", "m*w", "nnz*w", "out*w"], "Its transpose (the backward): `m` rows read, `nnz` edges, width `w`, gathered from the `out` rows' gradient.";
+    Aggregate => "aggregate", ["nnz", "m", "m*w", "nnz*w", "read*w", "nnz*lines"], "The CSR sparse-dense product: `m` output rows, `nnz` edges, width `w`, gathered from a table of `read` rows; `lines` is the cache lines a gathered row spans (`w` rounded up to 16 values, over 16), which a narrow row costs whole.";
+    AggregateTranspose => "aggregate_transpose", ["nnz", "m", "m*w", "nnz*w", "out*w", "nnz*lines"], "Its transpose (the backward): `m` rows read, `nnz` edges, width `w`, gathered from the `out` rows' gradient.";
     AttentionForward => "attention_forward", ["nnz", "nnz*h", "m*h*c", "nnz*h*c"], "GAT's edge scores, edge softmax and weighted aggregation, as the executor calls them together: `nnz` edges with self-loops (each edge's endpoints are read once, whatever the heads), `h` heads of `c` channels, `m` rows read.";
     AttentionBackward => "attention_backward", ["nnz", "nnz*h", "m*h*c", "nnz*h*c"], "Their backward.";
     DropoutDense => "dropout_dense", ["elements"], "Inverted dropout on dense rows (masks keyed by vertex).";
@@ -71,7 +71,7 @@ kernels! {
     Elementwise => "elementwise", ["elements"], "A binary elementwise op (bias, sums, the surrogate product).";
     RowCopy => "row_copy", ["elements"], "Gathering or scattering rows (history buffers, halo rows, concatenation).";
     Objective => "objective", ["elements"], "A stage's surrogate objective `(out * grad).sum()` over `elements` outputs and its backward (autograd's broadcast of the sum's gradient and the product's two gradients), up to the output's gradient: what a stage but the last runs on top of its layers.";
-    Loss => "loss", ["m*classes", "labelled*classes", "labelled>0"], "Softmax cross-entropy over the `labelled` of `m` rows, forward and backward; `labelled>0` is 1 when a row is labelled (only then do the selection, the softmax and their backward run).";
+    Loss => "loss", ["m*classes", "labelled*classes", "labelled>0", "labelled"], "Softmax cross-entropy over the `labelled` of `m` rows, forward and backward; `labelled>0` is 1 when a row is labelled (only then do the selection, the softmax and their backward run); each labelled row is selected, gathered and scattered back, whatever its classes.";
     Adam => "adam", ["tensors", "parameters"], "One Adam step over `tensors` parameter tensors of `parameters` numbers in all (each tensor is a few kernels of its own).";
     HandoffCopy => "handoff_copy", ["bytes"], "The receiver's copy of a hand-off into its stage's input (a leaf of its own), in its forward.";
     GcnForward => "gcn_forward", ["dropout_ns", "kernels_ns", "elements"], "A GCN layer's forward as the executor runs it: its input's dropout's predicted time (the first kernel, on cold data as its microbenchmark), its other kernels' predicted time (they find their operands warm) and the elements it touches (autograd bookkeeping).";
@@ -100,14 +100,14 @@ impl Kernel {
         Kernel::ALL.iter().copied().find(|k| k.name() == name)
     }
 
-    /// For a gather, the terms that may spill past a cache (its gathered rows and their
-    /// elements: a row that misses costs a trip to memory whatever its width, and a wide one
-    /// more lines) and its table's term, indices with `calls` as 0
+    /// For a gather, the terms that may spill past a cache (its gathered rows, their
+    /// elements and their cache lines: a row that misses costs a trip to memory whatever its
+    /// width, and a wide one more lines) and its table's term, indices with `calls` as 0
     /// ([`super::fit::fit_with_spill`]).
     pub fn gathers(self) -> Option<(&'static [usize], usize)> {
         match self {
             Kernel::SparseGradWeight => Some((&[1, 3], 4)),
-            Kernel::Aggregate | Kernel::AggregateTranspose => Some((&[1, 4], 5)),
+            Kernel::Aggregate | Kernel::AggregateTranspose => Some((&[1, 4, 6], 5)),
             _ => None,
         }
     }
@@ -333,7 +333,7 @@ impl DeviceProfile {
             })
             .collect();
         let doc = json!({
-            "format": "pipegnn-device-profile v7",
+            "format": "pipegnn-device-profile v8",
             "device": self.device,
             "backend": self.target.backend,
             "threads": self.target.threads,
@@ -380,6 +380,10 @@ impl DeviceProfile {
                  never hold, and neither the gradients behind a mask nor GAT's values per \
                  edge and head",
             ),
+            Some("pipegnn-device-profile v7") => Some(
+                "v7: its gathers priced a narrow row by its values, not by the cache line it \
+                 costs whole, and its loss had no cost per labelled row",
+            ),
             _ => None,
         };
         if let Some(why) = earlier {
@@ -387,9 +391,9 @@ impl DeviceProfile {
                 "a profile of an earlier version ({why}): calibrate again"
             ));
         }
-        if doc["format"] != "pipegnn-device-profile v7" {
+        if doc["format"] != "pipegnn-device-profile v8" {
             return Err(
-                "not a device profile (`format` is not \"pipegnn-device-profile v7\"; profiles of one run from earlier versions are no longer read: calibrate again)"
+                "not a device profile (`format` is not \"pipegnn-device-profile v8\"; profiles of one run from earlier versions are no longer read: calibrate again)"
                     .into(),
             );
         }
@@ -692,7 +696,7 @@ mod tests {
         // sparse products on every non-zero, v2's products each paid for counting the cores,
         // v3's gathers did not know their table's size, v4's aggregations had no cost per row,
         // v5's dense products did not count their padding, v6's backwards the elements behind
-        // a mask.
+        // a mask, v7's gathers a narrow row's whole cache line and its loss a labelled row.
         let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
         for (version, why) in [
             ("v1", "kept ones"),
@@ -701,6 +705,7 @@ mod tests {
             ("v4", "cost per row"),
             ("v5", "padding"),
             ("v6", "behind a mask"),
+            ("v7", "cache line"),
         ] {
             doc["format"] = json!(format!("pipegnn-device-profile {version}"));
             let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();

@@ -215,7 +215,10 @@ pub fn layer_calls(s: &LayerShape, backward: bool) -> Vec<(Kernel, Vec<f64>)> {
     // A sparse product over `nnz` edges writes `rows` rows of `w` and gathers from a table of
     // `table` rows.
     let aggregate = |kernel, nnz: f64, rows: f64, table: f64, w: f64| {
-        (kernel, vec![nnz, rows, rows * w, nnz * w, table * w])
+        (
+            kernel,
+            vec![nnz, rows, rows * w, nnz * w, table * w, nnz * row_lines(w)],
+        )
     };
     // `X W` for the layer's input; a sparse input after dropout keeps only its kept entries.
     let kept = s.kept_nnz();
@@ -379,6 +382,12 @@ pub fn layer_ns(
         // No glue function: the kernels alone (a forward's dropout, then the others).
         None => terms[..if backward { 1 } else { 2 }].iter().sum(),
     }
+}
+
+/// The cache lines a gathered row of `width` f32 values spans: a row of 3 values costs its line
+/// as one of 16 does.
+pub fn row_lines(width: f64) -> f64 {
+    (width / 16.0).ceil().max(1.0)
 }
 
 /// The terms of a layer's glue function ([`LayerShape::functions`]) from its kernels' prices
@@ -557,7 +566,7 @@ impl<'a> DeviceCost<'a> {
             ns += eval(
                 profile,
                 Kernel::Loss,
-                &[top.out * self.classes, 0.0, 0.0],
+                &[top.out * self.classes, 0.0, 0.0, 0.0],
                 flags,
             );
             if layers.start > 0 {
@@ -574,6 +583,7 @@ impl<'a> DeviceCost<'a> {
                     top.out * self.classes,
                     rows * self.classes,
                     f64::from(u8::from(rows > 0.0)),
+                    rows,
                 ],
                 flags,
             );
@@ -908,7 +918,7 @@ mod tests {
             kernels: BTreeMap::from([
                 (Kernel::Elementwise, linear(vec![0.0, 1.0])),
                 (Kernel::RowCopy, linear(vec![0.0, 2.0])),
-                (Kernel::Loss, linear(vec![100.0, 0.0, 0.0, 0.0])),
+                (Kernel::Loss, linear(vec![100.0, 0.0, 0.0, 0.0, 0.0])),
                 (Kernel::HandoffCopy, linear(vec![0.0, 0.5])),
             ]),
             wakeup_ns: 0,

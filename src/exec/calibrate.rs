@@ -28,7 +28,7 @@ use super::optim::{Adam, AdamConfig};
 use super::sparse::SparseMatrix;
 use crate::cost::device::{DeviceProfile, Kernel, MachineProbe, ProfileTarget};
 use crate::cost::fit::{fit, fit_with_knee, fit_with_spill, Fit};
-use crate::cost::kernels::{dense_terms, glue_terms, LayerShape, TrainingShape};
+use crate::cost::kernels::{dense_terms, glue_terms, row_lines, LayerShape, TrainingShape};
 use crate::gnn::{Layer, LayerKind};
 use crate::graph::rng::Rng;
 use crate::graph::synth::{sbm, SbmSpec};
@@ -612,7 +612,8 @@ fn measure_kernels(
                     let x = random(&mut rng, (read, w), device)?;
                     let g = random(&mut rng, (m, w), device)?;
                     // A gather's terms: the edges, the rows it writes, their elements, the
-                    // elements gathered and those of the table gathered from.
+                    // elements gathered, those of the table gathered from, and the cache lines
+                    // gathered.
                     let terms = |written: usize, table: usize| {
                         [
                             nnz,
@@ -620,6 +621,7 @@ fn measure_kernels(
                             (written * w) as f64,
                             nnz * w as f64,
                             (table * w) as f64,
+                            nnz * row_lines(w as f64),
                         ]
                     };
                     let f = time(device, || a.matmul(&x))?;
@@ -757,6 +759,7 @@ fn measure_kernels(
                         (m * classes) as f64,
                         (labelled.len() * classes) as f64,
                         f64::from(u8::from(!labelled.is_empty())),
+                        labelled.len() as f64,
                     ],
                     l,
                 );
