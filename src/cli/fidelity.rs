@@ -746,13 +746,14 @@ fn measure(c: &Config, args: &FidelityArgs, profile: &DeviceProfile) -> Result<O
 
 /// The slowest round's epoch over the fastest's, e.g. `x1.08`.
 fn spread(rounds: &[f64]) -> String {
+    round_ratio(rounds).map_or("-".into(), |r| format!("x{r:.2}"))
+}
+
+/// The slowest round's epoch over the fastest's; none without a positive round.
+fn round_ratio(rounds: &[f64]) -> Option<f64> {
     let lo = rounds.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = rounds.iter().copied().fold(0.0, f64::max);
-    if lo > 0.0 && lo.is_finite() {
-        format!("x{:.2}", hi / lo)
-    } else {
-        "-".into()
-    }
+    (lo > 0.0 && lo.is_finite()).then(|| hi / lo)
 }
 
 /// How many epochs to measure a configuration for: `--epochs`, or more where the predicted
@@ -965,7 +966,7 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
                     fmt(s.max)
                 ));
             }
-            out.push_str("(spread: the slowest round's median epoch over the shortest's; machine and its summary rows: how much slower this machine's memory and core were just before that round than at calibration, a fixed probe each, 1 as calibrated; epoch, busy, memory: |relative error|; bubble: |predicted - measured| fraction; bytes: |relative error|, 0 is exact; analytic: the analytic tier's epoch-time error with the cpu-core preset)\n");
+            out.push_str("(spread: the slowest round's median epoch over the shortest's, and epoch_round_spread its distribution, the measurement's own noise; machine and its summary rows: how much slower this machine's memory and core were just before that round than at calibration, a fixed probe each, 1 as calibrated; epoch, busy, memory: |relative error|; bubble: |predicted - measured| fraction; bytes: |relative error|, 0 is exact; analytic: the analytic tier's epoch-time error with the cpu-core preset)\n");
             print(&out)
         }
     }
@@ -1030,8 +1031,29 @@ fn summarise(outcomes: &[Outcome]) -> Vec<Summary> {
             }
         })
         .chain(std::iter::once(analytic))
+        .chain(round_spread(outcomes))
         .chain(slowdowns(outcomes))
         .collect()
+}
+
+/// How far the measurement itself moves: over the configurations, the slowest round's median
+/// epoch over the shortest's, less 1 (a relative spread, as the epoch's error is); none with a
+/// single round. An error below this is below what measuring again would change.
+fn round_spread(outcomes: &[Outcome]) -> Option<Summary> {
+    let mut spreads: Vec<f64> = outcomes
+        .iter()
+        .filter(|o| o.rounds.len() > 1)
+        .filter_map(|o| round_ratio(&o.rounds).map(|r| r - 1.0))
+        .collect();
+    spreads.sort_by(f64::total_cmp);
+    (!spreads.is_empty()).then(|| Summary {
+        metric: "epoch_round_spread",
+        count: spreads.len(),
+        median: quantile(&spreads, 0.5),
+        p90: quantile(&spreads, 0.9),
+        max: spreads.last().copied().unwrap_or(0.0),
+        absolute: false,
+    })
 }
 
 /// The distribution of the machine probe's slowdown over the configurations (a ratio, not an
@@ -1062,7 +1084,35 @@ fn slowdowns(outcomes: &[Outcome]) -> Vec<Summary> {
 
 #[cfg(test)]
 mod tests {
-    use super::{quietest, Profile};
+    use super::{quietest, round_spread, Outcome, Profile};
+
+    fn measured(rounds: &[f64]) -> Outcome {
+        Outcome {
+            name: "c",
+            epochs: 10,
+            rounds: rounds.to_vec(),
+            slowdown: None,
+            analytic_error: None,
+            rows: Vec::new(),
+            extrapolated: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_round_spread_is_the_slowest_round_over_the_fastest() {
+        // Spreads 0.25, 0.0 and 0.5; a single round says nothing about noise.
+        let outcomes = [
+            measured(&[0.010, 0.0125, 0.011]),
+            measured(&[0.020, 0.020]),
+            measured(&[0.004, 0.006]),
+            measured(&[0.5]),
+        ];
+        let s = round_spread(&outcomes).unwrap();
+        assert_eq!((s.metric, s.count), ("epoch_round_spread", 3));
+        assert!((s.median - 0.25).abs() < 1e-9, "{}", s.median);
+        assert!((s.max - 0.5).abs() < 1e-9);
+        assert!(round_spread(&[measured(&[0.5])]).is_none());
+    }
 
     fn run(handoff_ns: Option<u64>, gap_ns: u64) -> Profile {
         Profile {
