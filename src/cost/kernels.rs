@@ -560,6 +560,17 @@ impl<'a> DeviceCost<'a> {
         } else {
             0.0
         };
+        // With GNNPipe's buffers, every layer past the model's first reads its halo rows from
+        // the history as a leaf: their gradient is added to the rows' buffers (zeros where
+        // nothing reached them), the stage's first layer too.
+        let halo_gradient = |layer: usize, flags: &mut Vec<Extrapolation>| {
+            if w.gradient_buffers > 0 && layer > 0 {
+                let shape = self.shape(layer, chunk);
+                eval(profile, Kernel::RowCopy, &[shape.read * shape.d_in], flags)
+            } else {
+                0.0
+            }
+        };
         if last && labelled == Some(0.0) {
             // A zero loss: candle skips the backward of everything beneath it, and the
             // input's gradient is made of zeros.
@@ -569,6 +580,9 @@ impl<'a> DeviceCost<'a> {
                 &[top.out * self.classes, 0.0, 0.0, 0.0],
                 flags,
             );
+            for layer in layers.clone() {
+                ns += halo_gradient(layer, flags);
+            }
             if layers.start > 0 {
                 ns += eval(profile, Kernel::Elementwise, &[input_rows], flags) + buffered_input;
             }
@@ -594,12 +608,11 @@ impl<'a> DeviceCost<'a> {
         for layer in layers.clone().rev() {
             let shape = self.shape(layer, chunk);
             ns += layer_ns(profile, &shape, true, flags);
+            ns += halo_gradient(layer, flags);
             if w.gradient_buffers > 0 && layer > layers.start {
-                // The halo rows' gradients added to their buffers, and the buffered
-                // neighbour gradients of this chunk's rows as one more surrogate objective
-                // on the layer's input, with its backward.
-                let rows = shape.read * shape.d_in;
-                ns += eval(profile, Kernel::RowCopy, &[rows], flags);
+                // The buffered neighbour gradients of this chunk's rows as one more surrogate
+                // objective on the layer's input, with its backward (the stage's first layer
+                // adds them to its input's gradient instead).
                 ns += eval(profile, Kernel::Objective, &[shape.out * shape.d_in], flags);
             }
         }
@@ -796,12 +809,16 @@ impl CostModel for DeviceCost<'_> {
                         ns += eval(profile, Kernel::RowCopy, &[input_rows], &mut flags);
                     }
                     if w.halo == Halo::Stale && layer > 0 {
-                        // The history: own rows written, halo rows read, both concatenated.
+                        // The history: own rows written (copied out of their tensor, then
+                        // into the buffer), halo rows read (with GNNPipe's gradient buffers,
+                        // copied again into a leaf), and the own and halo rows concatenated.
                         let own = shape.out * shape.d_in;
+                        let halo = input_rows - own;
+                        let leaf = if w.gradient_buffers > 0 { halo } else { 0.0 };
                         ns += eval(
                             profile,
                             Kernel::RowCopy,
-                            &[2.0 * input_rows - own],
+                            &[2.0 * own + halo + leaf + input_rows],
                             &mut flags,
                         );
                     }
@@ -977,24 +994,28 @@ mod tests {
 
     /// A chunk without training vertices skips its layers' backward on the last stage, but the
     /// executor still hands back its input's gradient: zeros, plus with GNNPipe's buffers the
-    /// gradients other chunks' reads left for its rows, read and added. A chunk with training
-    /// vertices adds the buffered rows to its input's gradient too.
+    /// gradients other chunks' reads left for its rows, read and added, and its halo rows'
+    /// (zero) gradient added to their buffers. A chunk with training vertices adds the buffered
+    /// rows to its input's gradient too.
     #[test]
     fn a_backward_without_a_loss_still_hands_back_its_input_s_gradient() {
-        // The last stage's input: 10 rows of 4.
+        // The last stage's input: 10 rows of 4; its layer reads 12 rows of 4, whose gradient
+        // goes to the buffers (a row copy at 2 ns an element).
         let rows = 10.0 * 4.0;
+        let halo = 2.0 * 12.0 * 4.0;
         let op = Op::backward(1, 1);
         assert_eq!(priced(&workload(0), op), (100.0 + rows) as u64);
         let buffered = workload(2);
         assert_eq!(
             priced(&buffered, op),
-            (100.0 + rows + 2.0 * rows + rows) as u64
+            (100.0 + halo + rows + 2.0 * rows + rows) as u64
         );
-        // Chunk 0's backward: the loss, the bias gradient over 10 x 3 outputs, the buffered
-        // rows added to its input's gradient and the parameter sums (4 x 3 + 3).
+        // Chunk 0's backward: the loss, the bias gradient over 10 x 3 outputs, the halo rows'
+        // gradient, the buffered rows added to its input's gradient and the parameter sums
+        // (4 x 3 + 3).
         assert_eq!(
             priced(&buffered, Op::backward(0, 1)),
-            (100.0 + 30.0 + 3.0 * rows + 15.0) as u64
+            (100.0 + 30.0 + halo + 3.0 * rows + 15.0) as u64
         );
     }
 
@@ -1007,9 +1028,11 @@ mod tests {
         // Stage 0: the bias over 10 x 4 outputs.
         assert_eq!(priced(&w, Op::forward(0, 0)), 40);
         // Stage 1: 10 received rows of 4 floats copied (160 bytes at 0.5 ns), the history's
-        // own rows written and halo rows read (2 x 12 x 4 - 10 x 4 elements at 2 ns) and the
-        // bias over 10 x 3 outputs.
-        assert_eq!(priced(&w, Op::forward(0, 1)), 80 + 112 + 30);
+        // own rows written twice, its 2 halo rows read and all 12 concatenated (2 x 40 + 8 +
+        // 48 elements at 2 ns) and the bias over 10 x 3 outputs.
+        assert_eq!(priced(&w, Op::forward(0, 1)), 80 + 272 + 30);
+        // With gradient buffers the halo rows are copied into a leaf too.
+        assert_eq!(priced(&workload(2), Op::forward(0, 1)), 80 + 272 + 16 + 30);
         assert_eq!(profile().handoff().ns_per_byte, 0.0);
     }
 
