@@ -1002,21 +1002,73 @@ mod tests {
         // The last stage's input: 10 rows of 4; its layer reads 12 rows of 4, whose gradient
         // goes to the buffers (a row copy at 2 ns an element).
         let rows = 10.0 * 4.0;
-        let halo = 2.0 * 12.0 * 4.0;
+        let halo_gradient = 2.0 * 12.0 * 4.0;
         let op = Op::backward(1, 1);
         assert_eq!(priced(&workload(0), op), (100.0 + rows) as u64);
         let buffered = workload(2);
         assert_eq!(
             priced(&buffered, op),
-            (100.0 + halo + rows + 2.0 * rows + rows) as u64
+            (100.0 + halo_gradient + rows + 2.0 * rows + rows) as u64
         );
         // Chunk 0's backward: the loss, the bias gradient over 10 x 3 outputs, the halo rows'
         // gradient, the buffered rows added to its input's gradient and the parameter sums
         // (4 x 3 + 3).
         assert_eq!(
             priced(&buffered, Op::backward(0, 1)),
-            (100.0 + 30.0 + halo + 3.0 * rows + 15.0) as u64
+            (100.0 + 30.0 + halo_gradient + 3.0 * rows + 15.0) as u64
         );
+    }
+
+    /// A gather pays each gathered row's cache lines whole: a GCN layer's aggregation over
+    /// its edges and self-loops, one line a row up to 16 values, four at 64; and the
+    /// transpose in its backward alike.
+    #[test]
+    fn a_gather_counts_the_cache_lines_of_its_rows() {
+        assert_eq!([3.0, 16.0, 17.0, 64.0].map(row_lines), [1.0, 1.0, 2.0, 4.0]);
+        for (width, lines) in [(4.0, 1.0), (64.0, 4.0)] {
+            let shape = LayerShape {
+                kind: LayerKind::Gcn,
+                out: 100.0,
+                read: 120.0,
+                edges: 400.0,
+                d_in: 16.0,
+                d_out: width,
+                heads: 1.0,
+                sparse_nnz: None,
+                input_grad: true,
+                activation: false,
+                training: TrainingShape::default(),
+            };
+            let gathers: Vec<Vec<f64>> = layer_calls(&shape, false)
+                .into_iter()
+                .chain(layer_calls(&shape, true))
+                .filter(|(k, _)| matches!(k, Kernel::Aggregate | Kernel::AggregateTranspose))
+                .map(|(_, terms)| terms)
+                .collect();
+            assert_eq!(gathers.len(), 2, "{gathers:?}");
+            for terms in gathers {
+                assert_eq!(terms[0], 500.0);
+                assert_eq!(terms[5], 500.0 * lines, "{terms:?}");
+            }
+        }
+    }
+
+    /// The loss costs per labelled row whatever its classes: chunk 0's 5 labelled rows at 3 ns
+    /// each; chunk 1, with none, pays nothing for them.
+    #[test]
+    fn the_loss_is_priced_per_labelled_row() {
+        let w = workload(0);
+        let fallback = UniformCost::new(1, 1);
+        let mut per_row = profile();
+        per_row
+            .kernels
+            .insert(Kernel::Loss, linear(vec![100.0, 0.0, 0.0, 0.0, 3.0]));
+        let price = |p: &DeviceProfile, op: Op| {
+            DeviceCost::new(&w, TrainingShape::default(), vec![p; 2], &fallback).op_ns(op)
+        };
+        let (with, without) = (Op::backward(0, 1), Op::backward(1, 1));
+        assert_eq!(price(&per_row, with), price(&profile(), with) + 15);
+        assert_eq!(price(&per_row, without), price(&profile(), without));
     }
 
     /// A stage that receives its input copies it into a leaf of its own in its forward; the
