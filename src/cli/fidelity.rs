@@ -983,20 +983,30 @@ struct Summary {
     absolute: bool,
 }
 
+impl Summary {
+    /// The distribution of `values`.
+    fn of(metric: &'static str, mut values: Vec<f64>, absolute: bool) -> Summary {
+        values.sort_by(f64::total_cmp);
+        Summary {
+            metric,
+            count: values.len(),
+            median: quantile(&values, 0.5),
+            p90: quantile(&values, 0.9),
+            max: values.last().copied().unwrap_or(0.0),
+            absolute,
+        }
+    }
+}
+
 fn summarise(outcomes: &[Outcome]) -> Vec<Summary> {
-    let mut analytic: Vec<f64> = outcomes
-        .iter()
-        .filter_map(|o| o.analytic_error.map(f64::abs))
-        .collect();
-    analytic.sort_by(f64::total_cmp);
-    let analytic = Summary {
-        metric: "analytic_epoch_time_s",
-        count: analytic.len(),
-        median: quantile(&analytic, 0.5),
-        p90: quantile(&analytic, 0.9),
-        max: analytic.last().copied().unwrap_or(0.0),
-        absolute: false,
-    };
+    let analytic = Summary::of(
+        "analytic_epoch_time_s",
+        outcomes
+            .iter()
+            .filter_map(|o| o.analytic_error.map(f64::abs))
+            .collect(),
+        false,
+    );
     let metrics = [
         ("epoch_time_s", false),
         ("busy_s", false),
@@ -1008,7 +1018,7 @@ fn summarise(outcomes: &[Outcome]) -> Vec<Summary> {
     metrics
         .iter()
         .map(|&(metric, absolute)| {
-            let mut errors: Vec<f64> = outcomes
+            let errors = outcomes
                 .iter()
                 .flat_map(|o| &o.rows)
                 .filter(|r| r.name == metric)
@@ -1020,15 +1030,7 @@ fn summarise(outcomes: &[Outcome]) -> Vec<Summary> {
                     }
                 })
                 .collect();
-            errors.sort_by(f64::total_cmp);
-            Summary {
-                metric,
-                count: errors.len(),
-                median: quantile(&errors, 0.5),
-                p90: quantile(&errors, 0.9),
-                max: errors.last().copied().unwrap_or(0.0),
-                absolute,
-            }
+            Summary::of(metric, errors, absolute)
         })
         .chain(std::iter::once(analytic))
         .chain(round_spread(outcomes))
@@ -1040,20 +1042,12 @@ fn summarise(outcomes: &[Outcome]) -> Vec<Summary> {
 /// epoch over the shortest's, less 1 (a relative spread, as the epoch's error is); none with a
 /// single round. An error below this is below what measuring again would change.
 fn round_spread(outcomes: &[Outcome]) -> Option<Summary> {
-    let mut spreads: Vec<f64> = outcomes
+    let spreads: Vec<f64> = outcomes
         .iter()
         .filter(|o| o.rounds.len() > 1)
         .filter_map(|o| round_ratio(&o.rounds).map(|r| r - 1.0))
         .collect();
-    spreads.sort_by(f64::total_cmp);
-    (!spreads.is_empty()).then(|| Summary {
-        metric: "epoch_round_spread",
-        count: spreads.len(),
-        median: quantile(&spreads, 0.5),
-        p90: quantile(&spreads, 0.9),
-        max: spreads.last().copied().unwrap_or(0.0),
-        absolute: false,
-    })
+    (!spreads.is_empty()).then(|| Summary::of("epoch_round_spread", spreads, false))
 }
 
 /// The distribution of the machine probe's slowdown over the configurations (a ratio, not an
@@ -1065,19 +1059,11 @@ fn slowdowns(outcomes: &[Outcome]) -> Vec<Summary> {
     ]
     .into_iter()
     .filter_map(|(metric, which)| {
-        let mut ratios: Vec<f64> = outcomes
+        let ratios: Vec<f64> = outcomes
             .iter()
             .filter_map(|o| o.slowdown.map(|s| if which == 0 { s.0 } else { s.1 }))
             .collect();
-        ratios.sort_by(f64::total_cmp);
-        (!ratios.is_empty()).then(|| Summary {
-            metric,
-            count: ratios.len(),
-            median: quantile(&ratios, 0.5),
-            p90: quantile(&ratios, 0.9),
-            max: ratios.last().copied().unwrap_or(0.0),
-            absolute: true,
-        })
+        (!ratios.is_empty()).then(|| Summary::of(metric, ratios, true))
     })
     .collect()
 }
