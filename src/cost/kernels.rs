@@ -1019,6 +1019,24 @@ mod tests {
         );
     }
 
+    /// A GCN layer over 100 rows reading 120 (400 edges), 16 wide in, `d_out` out, the model's
+    /// last.
+    fn gcn_shape(d_out: f64) -> LayerShape {
+        LayerShape {
+            kind: LayerKind::Gcn,
+            out: 100.0,
+            read: 120.0,
+            edges: 400.0,
+            d_in: 16.0,
+            d_out,
+            heads: 1.0,
+            sparse_nnz: None,
+            input_grad: true,
+            activation: false,
+            training: TrainingShape::default(),
+        }
+    }
+
     /// A gather pays each gathered row's cache lines whole: a GCN layer's aggregation over
     /// its edges and self-loops, one line a row up to 16 values, four at 64; and the
     /// transpose in its backward alike.
@@ -1026,19 +1044,7 @@ mod tests {
     fn a_gather_counts_the_cache_lines_of_its_rows() {
         assert_eq!([3.0, 16.0, 17.0, 64.0].map(row_lines), [1.0, 1.0, 2.0, 4.0]);
         for (width, lines) in [(4.0, 1.0), (64.0, 4.0)] {
-            let shape = LayerShape {
-                kind: LayerKind::Gcn,
-                out: 100.0,
-                read: 120.0,
-                edges: 400.0,
-                d_in: 16.0,
-                d_out: width,
-                heads: 1.0,
-                sparse_nnz: None,
-                input_grad: true,
-                activation: false,
-                training: TrainingShape::default(),
-            };
+            let shape = gcn_shape(width);
             let gathers: Vec<Vec<f64>> = layer_calls(&shape, false)
                 .into_iter()
                 .chain(layer_calls(&shape, true))
@@ -1098,19 +1104,7 @@ mod tests {
         assert_eq!(dense_terms(10.0, 16.0, 4.0), vec![264.0, 640.0, 640.0]);
         // 3 classes from 12 pads to 16 x 8.
         assert_eq!(dense_terms(1.0, 12.0, 3.0)[2], 128.0 - 36.0);
-        let shape = LayerShape {
-            kind: LayerKind::Gcn,
-            out: 100.0,
-            read: 120.0,
-            edges: 400.0,
-            d_in: 16.0,
-            d_out: 4.0,
-            heads: 1.0,
-            sparse_nnz: None,
-            input_grad: true,
-            activation: false,
-            training: TrainingShape::default(),
-        };
+        let shape = gcn_shape(4.0);
         let dense: Vec<(Kernel, Vec<f64>)> = layer_calls(&shape, false)
             .into_iter()
             .chain(layer_calls(&shape, true))
