@@ -563,9 +563,8 @@ impl<'a> DeviceCost<'a> {
         // With GNNPipe's buffers, every layer past the model's first reads its halo rows from
         // the history as a leaf: their gradient is added to the rows' buffers (zeros where
         // nothing reached them), the stage's first layer too.
-        let halo_gradient = |layer: usize, flags: &mut Vec<Extrapolation>| {
+        let halo_gradient = |layer: usize, shape: &LayerShape, flags: &mut Vec<Extrapolation>| {
             if w.gradient_buffers > 0 && layer > 0 {
-                let shape = self.shape(layer, chunk);
                 eval(profile, Kernel::RowCopy, &[shape.read * shape.d_in], flags)
             } else {
                 0.0
@@ -581,7 +580,7 @@ impl<'a> DeviceCost<'a> {
                 flags,
             );
             for layer in layers.clone() {
-                ns += halo_gradient(layer, flags);
+                ns += halo_gradient(layer, &self.shape(layer, chunk), flags);
             }
             if layers.start > 0 {
                 ns += eval(profile, Kernel::Elementwise, &[input_rows], flags) + buffered_input;
@@ -608,7 +607,7 @@ impl<'a> DeviceCost<'a> {
         for layer in layers.clone().rev() {
             let shape = self.shape(layer, chunk);
             ns += layer_ns(profile, &shape, true, flags);
-            ns += halo_gradient(layer, flags);
+            ns += halo_gradient(layer, &shape, flags);
             if w.gradient_buffers > 0 && layer > layers.start {
                 // The buffered neighbour gradients of this chunk's rows as one more surrogate
                 // objective on the layer's input, with its backward (the stage's first layer
