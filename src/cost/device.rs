@@ -9,7 +9,7 @@
 //! beyond that, per layer kind, in terms of rows, edges and widths; the loss's temporaries, and
 //! an Adam step's.
 //!
-//! The file is JSON: `{"format": "pipegnn-device-profile v8", "device", "backend", "threads",
+//! The file is JSON: `{"format": "pipegnn-device-profile v9", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
 //! "median_error", "p90_error", "max_error", "range", "knee", "knee_term", "spill"}], "wakeup_ns", "gap_ns", "stash_scale",
 //! "workspace_scale", "matrix_buffer_bytes", "probe": {"memory_ns", "compute_ns"} or
@@ -69,7 +69,10 @@ kernels! {
     EluForward => "elu_forward", ["elements"], "ELU.";
     EluBackward => "elu_backward", ["elements"], "ELU's gradient.";
     Elementwise => "elementwise", ["elements"], "A binary elementwise op (bias, sums, the surrogate product).";
-    RowCopy => "row_copy", ["elements"], "Gathering or scattering rows (history buffers, halo rows, concatenation).";
+    RowCopy => "row_copy", ["elements"], "Copying rows in order (halo rows into a leaf, concatenation).";
+    HistoryRead => "history_read", ["rows", "elements"], "GNNPipe's history and gradient buffers (a row per vertex): `rows` rows of `elements` values in all gathered at scattered vertices into a tensor.";
+    HistoryWrite => "history_write", ["rows", "elements"], "Rows of a tensor written into such a buffer at scattered vertices.";
+    HistoryAdd => "history_add", ["rows", "elements"], "Rows of a tensor added into such a buffer at scattered vertices (a gradient's).";
     Objective => "objective", ["elements"], "A stage's surrogate objective `(out * grad).sum()` over `elements` outputs and its backward (autograd's broadcast of the sum's gradient and the product's two gradients), up to the output's gradient: what a stage but the last runs on top of its layers.";
     Loss => "loss", ["m*classes", "labelled*classes", "labelled>0", "labelled"], "Softmax cross-entropy over the `labelled` of `m` rows, forward and backward; `labelled>0` is 1 when a row is labelled (only then do the selection, the softmax and their backward run); each labelled row is selected, gathered and scattered back, whatever its classes.";
     Adam => "adam", ["tensors", "parameters"], "One Adam step over `tensors` parameter tensors of `parameters` numbers in all (each tensor is a few kernels of its own).";
@@ -333,7 +336,7 @@ impl DeviceProfile {
             })
             .collect();
         let doc = json!({
-            "format": "pipegnn-device-profile v8",
+            "format": "pipegnn-device-profile v9",
             "device": self.device,
             "backend": self.target.backend,
             "threads": self.target.threads,
@@ -384,6 +387,10 @@ impl DeviceProfile {
                 "v7: its gathers priced a narrow row by its values, not by the cache line it \
                  costs whole, and its loss had no cost per labelled row",
             ),
+            Some("pipegnn-device-profile v8") => Some(
+                "v8: GNNPipe's history and gradient buffers were priced as copies of rows in \
+                 order, where rows at scattered vertices cost two to three times as much",
+            ),
             _ => None,
         };
         if let Some(why) = earlier {
@@ -391,9 +398,9 @@ impl DeviceProfile {
                 "a profile of an earlier version ({why}): calibrate again"
             ));
         }
-        if doc["format"] != "pipegnn-device-profile v8" {
+        if doc["format"] != "pipegnn-device-profile v9" {
             return Err(
-                "not a device profile (`format` is not \"pipegnn-device-profile v8\"; profiles of one run from earlier versions are no longer read: calibrate again)"
+                "not a device profile (`format` is not \"pipegnn-device-profile v9\"; profiles of one run from earlier versions are no longer read: calibrate again)"
                     .into(),
             );
         }
@@ -696,7 +703,8 @@ mod tests {
         // sparse products on every non-zero, v2's products each paid for counting the cores,
         // v3's gathers did not know their table's size, v4's aggregations had no cost per row,
         // v5's dense products did not count their padding, v6's backwards the elements behind
-        // a mask, v7's gathers a narrow row's whole cache line and its loss a labelled row.
+        // a mask, v7's gathers a narrow row's whole cache line and its loss a labelled row,
+        // v8's history buffers rows at scattered vertices.
         let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
         for (version, why) in [
             ("v1", "kept ones"),
@@ -706,6 +714,7 @@ mod tests {
             ("v5", "padding"),
             ("v6", "behind a mask"),
             ("v7", "cache line"),
+            ("v8", "scattered vertices"),
         ] {
             doc["format"] = json!(format!("pipegnn-device-profile {version}"));
             let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();

@@ -423,6 +423,22 @@ pub fn glue_terms(
     terms
 }
 
+/// A history buffer's kernel over `rows` rows `width` wide, none when there are no rows (the
+/// executor then makes no call).
+fn history(
+    profile: &DeviceProfile,
+    kernel: Kernel,
+    rows: f64,
+    width: f64,
+    flags: &mut Vec<Extrapolation>,
+) -> f64 {
+    if rows > 0.0 {
+        eval(profile, kernel, &[rows, rows * width], flags)
+    } else {
+        0.0
+    }
+}
+
 fn eval(
     profile: &DeviceProfile,
     kernel: Kernel,
@@ -540,6 +556,24 @@ impl<'a> DeviceCost<'a> {
         rows * first.d_in
     }
 
+    /// The share of a chunk's halo rows a stale layer reads with their gradient: none without
+    /// GNNPipe's gradient buffers, all of them with `deferred`'s, and with `exact`'s the rows
+    /// of earlier chunks, taken as `chunk / (K - 1)` of them (none for the first chunk, all for
+    /// the last: a locality chunk's halo lies mostly in the chunks grown just before and just
+    /// after it).
+    fn halo_with_gradient(&self, unit: usize) -> f64 {
+        let w = self.workload;
+        let (chunk, chunks) = match &w.hybrid {
+            Some(h) => (unit % h.n_chunks as usize, h.n_chunks as usize),
+            None => (unit, w.chunks.len()),
+        };
+        match w.gradient_buffers {
+            0 => 0.0,
+            1 => chunk as f64 / (chunks.max(2) - 1) as f64,
+            _ => 1.0,
+        }
+    }
+
     /// A whole backward's predicted time, without the op gap.
     fn backward_ns(&self, op: Op, profile: &DeviceProfile, flags: &mut Vec<Extrapolation>) -> f64 {
         let w = self.workload;
@@ -555,17 +589,21 @@ impl<'a> DeviceCost<'a> {
         // chunk's rows is read and added to it.
         let input_rows = self.received_elements(layers.start, chunk);
         let buffered_input = if w.gradient_buffers > 0 && layers.start > 0 {
-            eval(profile, Kernel::RowCopy, &[input_rows], flags)
+            let first = self.shape(layers.start, chunk);
+            history(profile, Kernel::HistoryRead, first.out, first.d_in, flags)
                 + eval(profile, Kernel::Elementwise, &[input_rows], flags)
         } else {
             0.0
         };
         // With GNNPipe's buffers, every layer past the model's first reads its halo rows from
-        // the history as a leaf: their gradient is added to the rows' buffers (zeros where
-        // nothing reached them), the stage's first layer too.
+        // the history as a leaf: the concatenation's gradient is split (zeros where nothing
+        // reached it) and the halo rows' part added to their buffers, the stage's first layer
+        // too.
         let halo_gradient = |layer: usize, shape: &LayerShape, flags: &mut Vec<Extrapolation>| {
             if w.gradient_buffers > 0 && layer > 0 {
+                let halo = (shape.read - shape.out) * self.halo_with_gradient(chunk);
                 eval(profile, Kernel::RowCopy, &[shape.read * shape.d_in], flags)
+                    + history(profile, Kernel::HistoryAdd, halo, shape.d_in, flags)
             } else {
                 0.0
             }
@@ -609,9 +647,10 @@ impl<'a> DeviceCost<'a> {
             ns += layer_ns(profile, &shape, true, flags);
             ns += halo_gradient(layer, &shape, flags);
             if w.gradient_buffers > 0 && layer > layers.start {
-                // The buffered neighbour gradients of this chunk's rows as one more surrogate
-                // objective on the layer's input, with its backward (the stage's first layer
-                // adds them to its input's gradient instead).
+                // The buffered neighbour gradients of this chunk's rows, read, as one more
+                // surrogate objective on the layer's input, with its backward (the stage's
+                // first layer adds them to its input's gradient instead).
+                ns += history(profile, Kernel::HistoryRead, shape.out, shape.d_in, flags);
                 ns += eval(profile, Kernel::Objective, &[shape.out * shape.d_in], flags);
             }
         }
@@ -808,16 +847,23 @@ impl CostModel for DeviceCost<'_> {
                         ns += eval(profile, Kernel::RowCopy, &[input_rows], &mut flags);
                     }
                     if w.halo == Halo::Stale && layer > 0 {
-                        // The history: own rows written (copied out of their tensor, then
-                        // into the buffer), halo rows read (with GNNPipe's gradient buffers,
-                        // copied again into a leaf), and the own and halo rows concatenated.
-                        let own = shape.out * shape.d_in;
-                        let halo = input_rows - own;
-                        let leaf = if w.gradient_buffers > 0 { halo } else { 0.0 };
+                        // The history: own rows written into it, halo rows read out of it
+                        // (with GNNPipe's gradient buffers, copied again into a leaf), and
+                        // the own and halo rows concatenated.
+                        let halo = shape.read - shape.out;
+                        let leaf = halo * self.halo_with_gradient(chunk);
+                        ns += history(
+                            profile,
+                            Kernel::HistoryWrite,
+                            shape.out,
+                            shape.d_in,
+                            &mut flags,
+                        );
+                        ns += history(profile, Kernel::HistoryRead, halo, shape.d_in, &mut flags);
                         ns += eval(
                             profile,
                             Kernel::RowCopy,
-                            &[2.0 * own + halo + leaf + input_rows],
+                            &[leaf * shape.d_in + input_rows],
                             &mut flags,
                         );
                     }
@@ -920,8 +966,10 @@ mod tests {
         }
     }
 
-    /// A profile of four linear kernels, every other kernel free: element-wise ops cost 1 ns
-    /// an element, row copies 2, the loss 100 ns a call, a hand-off's copy 0.5 ns a byte.
+    /// A profile of six linear kernels, every other kernel free: element-wise ops cost 1 ns
+    /// an element, row copies 2, the loss 100 ns a call, a hand-off's copy 0.5 ns a byte, a
+    /// history buffer's rows 10 ns a row and 3 an element read, 20 and 5 written, 30 and 7
+    /// added.
     fn profile() -> DeviceProfile {
         DeviceProfile {
             device: "cpu: 1 thread".into(),
@@ -936,6 +984,9 @@ mod tests {
                 (Kernel::RowCopy, linear(vec![0.0, 2.0])),
                 (Kernel::Loss, linear(vec![100.0, 0.0, 0.0, 0.0, 0.0])),
                 (Kernel::HandoffCopy, linear(vec![0.0, 0.5])),
+                (Kernel::HistoryRead, linear(vec![0.0, 10.0, 3.0])),
+                (Kernel::HistoryWrite, linear(vec![0.0, 20.0, 5.0])),
+                (Kernel::HistoryAdd, linear(vec![0.0, 30.0, 7.0])),
             ]),
             wakeup_ns: 0,
             gap_ns: 0,
@@ -999,22 +1050,24 @@ mod tests {
     #[test]
     fn a_backward_without_a_loss_still_hands_back_its_input_s_gradient() {
         // The last stage's input: 10 rows of 4; its layer reads 12 rows of 4, whose gradient
-        // goes to the buffers (a row copy at 2 ns an element).
+        // is split (a row copy at 2 ns an element) and its 2 halo rows' part added to their
+        // buffer; the buffered gradient of its 10 own rows is read and added.
         let rows = 10.0 * 4.0;
-        let halo_gradient = 2.0 * 12.0 * 4.0;
+        let halo_gradient = 2.0 * 12.0 * 4.0 + (30.0 * 2.0 + 7.0 * 8.0);
+        let buffered_rows = 10.0 * 10.0 + 3.0 * rows + rows;
         let op = Op::backward(1, 1);
         assert_eq!(priced(&workload(0), op), (100.0 + rows) as u64);
         let buffered = workload(2);
         assert_eq!(
             priced(&buffered, op),
-            (100.0 + halo_gradient + rows + 2.0 * rows + rows) as u64
+            (100.0 + halo_gradient + rows + buffered_rows) as u64
         );
         // Chunk 0's backward: the loss, the bias gradient over 10 x 3 outputs, the halo rows'
         // gradient, the buffered rows added to its input's gradient and the parameter sums
         // (4 x 3 + 3).
         assert_eq!(
             priced(&buffered, Op::backward(0, 1)),
-            (100.0 + 30.0 + halo_gradient + 3.0 * rows + 15.0) as u64
+            (100.0 + 30.0 + halo_gradient + buffered_rows + 15.0) as u64
         );
     }
 
@@ -1084,12 +1137,24 @@ mod tests {
         let w = workload(0);
         // Stage 0: the bias over 10 x 4 outputs.
         assert_eq!(priced(&w, Op::forward(0, 0)), 40);
-        // Stage 1: 10 received rows of 4 floats copied (160 bytes at 0.5 ns), the history's
-        // own rows written twice, its 2 halo rows read and all 12 concatenated (2 x 40 + 8 +
-        // 48 elements at 2 ns) and the bias over 10 x 3 outputs.
-        assert_eq!(priced(&w, Op::forward(0, 1)), 80 + 272 + 30);
-        // With gradient buffers the halo rows are copied into a leaf too.
-        assert_eq!(priced(&workload(2), Op::forward(0, 1)), 80 + 272 + 16 + 30);
+        // Stage 1: 10 received rows of 4 floats copied (160 bytes at 0.5 ns), its 10 own rows
+        // written into the history (10 x 20 + 40 x 5 ns), its 2 halo rows read out of it
+        // (2 x 10 + 8 x 3), all 12 concatenated (48 elements at 2 ns) and the bias over
+        // 10 x 3 outputs.
+        let history = 400 + 44 + 96;
+        assert_eq!(priced(&w, Op::forward(0, 1)), 80 + history + 30);
+        // With `deferred`'s gradient buffers the halo rows are copied into a leaf too; with
+        // `exact`'s only the rows of earlier chunks: none of the first chunk's, all of the
+        // last's.
+        assert_eq!(
+            priced(&workload(2), Op::forward(0, 1)),
+            80 + history + 16 + 30
+        );
+        assert_eq!(priced(&workload(1), Op::forward(0, 1)), 80 + history + 30);
+        assert_eq!(
+            priced(&workload(1), Op::forward(1, 1)),
+            80 + history + 16 + 30
+        );
         assert_eq!(profile().handoff().ns_per_byte, 0.0);
     }
 

@@ -25,6 +25,7 @@ use super::device::take_matrix_buffer;
 use super::layers::{cross_entropy, ExecLayer, StageInput, StageModel, Training};
 use super::memory;
 use super::optim::{Adam, AdamConfig};
+use super::rows::Rows;
 use super::sparse::SparseMatrix;
 use crate::cost::device::{DeviceProfile, Kernel, MachineProbe, ProfileTarget};
 use crate::cost::fit::{fit, fit_with_knee, fit_with_spill, Fit};
@@ -739,6 +740,41 @@ fn measure_kernels(
         out.entry(Kernel::HandoffCopy)
             .or_default()
             .push(&[4.0 * e[0]], time(device, || x.copy())?);
+    }
+    progress("history buffers");
+    // GNNPipe's buffers hold a row per vertex of the graph; a chunk reads its halo rows and
+    // writes (or adds the gradient of) its own at vertices scattered over them, in order: at
+    // most a fifth of the buffer's rows (a chunk's own, or the halo a layer reads), whose
+    // lines a cache's prefetcher cannot stream as it streams a dense run (every row of a
+    // 20,000-row buffer, 8 wide, read at 3.5 ns a row, a tenth of them at 13-16 ns).
+    let (tables, widths, counts): (&[usize], &[usize], &[usize]) = if quick {
+        (&[20_000], &[16], &[200, 1_000, 4_000])
+    } else {
+        (&[20_000, 200_000], &[8, 32, 128], &[200, 2_000, 20_000])
+    };
+    for &n in tables {
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        for i in (1..n).rev() {
+            order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        for &width in widths {
+            let mut buffer = Rows::zeros(n, width);
+            for &count in counts.iter().filter(|&&count| 5 * count <= n) {
+                let mut rows = order[..count].to_vec();
+                rows.sort_unstable();
+                let t = random(&mut rng, (count, width), device)?;
+                let e = [count as f64, (count * width) as f64];
+                out.entry(Kernel::HistoryRead)
+                    .or_default()
+                    .push(&e, time(device, || buffer.read(&rows, device))?);
+                out.entry(Kernel::HistoryWrite)
+                    .or_default()
+                    .push(&e, time(device, || buffer.write(&rows, &t))?);
+                out.entry(Kernel::HistoryAdd)
+                    .or_default()
+                    .push(&e, time(device, || buffer.add(&rows, &t))?);
+            }
+        }
     }
     progress("loss and optimizer");
     for &m in &[100usize, 1_000, 10_000, 50_000] {
