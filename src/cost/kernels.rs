@@ -966,7 +966,7 @@ mod tests {
         }
     }
 
-    /// A profile of six linear kernels, every other kernel free: element-wise ops cost 1 ns
+    /// A profile of seven linear kernels, every other kernel free: element-wise ops cost 1 ns
     /// an element, row copies 2, the loss 100 ns a call, a hand-off's copy 0.5 ns a byte, a
     /// history buffer's rows 10 ns a row and 3 an element read, 20 and 5 written, 30 and 7
     /// added.

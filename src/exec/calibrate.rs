@@ -754,9 +754,7 @@ fn measure_kernels(
     };
     for &n in tables {
         let mut order: Vec<u32> = (0..n as u32).collect();
-        for i in (1..n).rev() {
-            order.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+        rng.shuffle(&mut order);
         for &width in widths {
             let mut buffer = Rows::zeros(n, width);
             for &count in counts.iter().filter(|&&count| 5 * count <= n) {
