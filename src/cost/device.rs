@@ -9,9 +9,10 @@
 //! beyond that, per layer kind, in terms of rows, edges and widths; the loss's temporaries, and
 //! an Adam step's.
 //!
-//! The file is JSON: `{"format": "pipegnn-device-profile v9", "device", "backend", "threads",
+//! The file is JSON: `{"format": "pipegnn-device-profile v10", "device", "backend", "threads",
 //! "dtype", "machine", "kernels": [{"kernel", "terms", "coefficients", "samples",
-//! "median_error", "p90_error", "max_error", "range", "knee", "knee_term", "spill"}], "wakeup_ns", "gap_ns", "stash_scale",
+//! "median_error", "p90_error", "max_error", "range", "knee", "knee_term", "spill": [{"term",
+//! "table", "cache"}]}], "wakeup_ns", "gap_ns", "stash_scale",
 //! "workspace_scale", "matrix_buffer_bytes", "probe": {"memory_ns", "compute_ns"} or
 //! null}`.
 //!
@@ -103,14 +104,14 @@ impl Kernel {
         Kernel::ALL.iter().copied().find(|k| k.name() == name)
     }
 
-    /// For a gather, the terms that may spill past a cache (its gathered rows, their
-    /// elements and their cache lines: a row that misses costs a trip to memory whatever its
-    /// width, and a wide one more lines) and its table's term, indices with `calls` as 0
-    /// ([`super::fit::fit_with_spill`]).
+    /// For a gather, the terms that may spill past a cache (its gathered rows and their cache
+    /// lines: a row that misses costs a trip to memory whatever its width, and a wide one
+    /// more lines; the sparse weight gradient's rows and elements) and its table's term,
+    /// indices with `calls` as 0 ([`super::fit::fit_with_spill`]).
     pub fn gathers(self) -> Option<(&'static [usize], usize)> {
         match self {
             Kernel::SparseGradWeight => Some((&[1, 3], 4)),
-            Kernel::Aggregate | Kernel::AggregateTranspose => Some((&[1, 4, 6], 5)),
+            Kernel::Aggregate | Kernel::AggregateTranspose => Some((&[1, 6], 5)),
             _ => None,
         }
     }
@@ -308,13 +309,15 @@ impl DeviceProfile {
             .map(|(k, f)| {
                 let mut terms: Vec<String> = vec!["calls".into()];
                 terms.extend(k.terms().iter().map(|t| t.to_string()));
-                let spill = f.spill.map(
-                    |s| json!({"term": terms[s.term], "table": terms[s.table], "cache": s.cache}),
-                );
+                let spill: Vec<Value> = f
+                    .spills
+                    .iter()
+                    .map(|s| json!({"term": terms[s.term], "table": terms[s.table], "cache": s.cache}))
+                    .collect();
                 if let Some(knee) = f.knee {
                     terms.push(format!("max(0, {} - knee)", terms[knee.term]));
                 }
-                if let Some(s) = f.spill {
+                for s in &f.spills {
                     terms.push(format!(
                         "{} * max(0, 1 - cache / {})",
                         terms[s.term], terms[s.table]
@@ -336,7 +339,7 @@ impl DeviceProfile {
             })
             .collect();
         let doc = json!({
-            "format": "pipegnn-device-profile v9",
+            "format": "pipegnn-device-profile v10",
             "device": self.device,
             "backend": self.target.backend,
             "threads": self.target.threads,
@@ -391,6 +394,10 @@ impl DeviceProfile {
                 "v8: GNNPipe's history and gradient buffers were priced as copies of rows in \
                  order, where rows at scattered vertices cost two to three times as much",
             ),
+            Some("pipegnn-device-profile v9") => Some(
+                "v9: its gathers spilled past one cache size picked from the samples, which \
+                 calibrations of one machine picked differently, not along a curve of sizes",
+            ),
             _ => None,
         };
         if let Some(why) = earlier {
@@ -398,9 +405,9 @@ impl DeviceProfile {
                 "a profile of an earlier version ({why}): calibrate again"
             ));
         }
-        if doc["format"] != "pipegnn-device-profile v9" {
+        if doc["format"] != "pipegnn-device-profile v10" {
             return Err(
-                "not a device profile (`format` is not \"pipegnn-device-profile v9\"; profiles of one run from earlier versions are no longer read: calibrate again)"
+                "not a device profile (`format` is not \"pipegnn-device-profile v10\"; profiles of one run from earlier versions are no longer read: calibrate again)"
                     .into(),
             );
         }
@@ -468,16 +475,20 @@ impl DeviceProfile {
                     at: float(v, &at("knee"))?,
                 }),
             };
-            let spill = match &entry["spill"] {
-                Value::Null => None,
-                v => Some(Spill {
-                    term: term_named(&v["term"], "spill.term")?,
-                    table: term_named(&v["table"], "spill.table")?,
-                    cache: float(&v["cache"], &at("spill.cache"))?,
-                }),
-            };
+            let spills = entry["spill"]
+                .as_array()
+                .ok_or_else(|| format!("{} is not a list", at("spill")))?
+                .iter()
+                .map(|v| {
+                    Ok(Spill {
+                        term: term_named(&v["term"], "spill.term")?,
+                        table: term_named(&v["table"], "spill.table")?,
+                        cache: float(&v["cache"], &at("spill.cache"))?,
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
             let coefficients = list("coefficients")?;
-            let want = p + usize::from(knee.is_some()) + usize::from(spill.is_some());
+            let want = p + usize::from(knee.is_some()) + spills.len();
             if coefficients.len() != want || coefficients.iter().any(|&c| c < 0.0) {
                 return Err(format!(
                     "{} must be {want} non-negative numbers",
@@ -506,7 +517,7 @@ impl DeviceProfile {
                     max_error: float(&entry["max_error"], &at("max_error"))?,
                     range,
                     knee,
-                    spill,
+                    spills,
                 },
             );
         }
@@ -587,7 +598,7 @@ mod tests {
             max_error: 0.07,
             range: (0..p).map(|i| (1.0, 10.0 * (i + 1) as f64)).collect(),
             knee: None,
-            spill: None,
+            spills: Vec::new(),
         };
         DeviceProfile {
             device: "cpu: 2 threads".into(),
@@ -621,22 +632,29 @@ mod tests {
         adam.knee = Some(Knee { term: 1, at: 4.0 });
         adam.coefficients.push(0.25);
         let aggregate = profile.kernels.get_mut(&Kernel::Aggregate).unwrap();
-        aggregate.spill = Some(Spill {
-            term: 1,
-            table: 5,
-            cache: 65536.0,
-        });
-        aggregate.coefficients.push(0.75);
+        aggregate.spills = vec![
+            Spill {
+                term: 1,
+                table: 5,
+                cache: 131072.0,
+            },
+            Spill {
+                term: 6,
+                table: 5,
+                cache: 2097152.0,
+            },
+        ];
+        aggregate.coefficients.extend([0.75, 0.0625]);
         let transpose = profile
             .kernels
             .get_mut(&Kernel::AggregateTranspose)
             .unwrap();
         transpose.knee = Some(Knee { term: 2, at: 9.0 });
-        transpose.spill = Some(Spill {
+        transpose.spills = vec![Spill {
             term: 4,
             table: 5,
             cache: 1024.0,
-        });
+        }];
         transpose.coefficients.extend([0.5, 0.125]);
         assert_eq!(
             DeviceProfile::parse(&profile.to_json()),
@@ -645,7 +663,7 @@ mod tests {
         let mut doc: Value = serde_json::from_str(&profile.to_json()).unwrap();
         for entry in doc["kernels"].as_array_mut().unwrap() {
             if entry["kernel"] == "aggregate" {
-                entry["spill"]["table"] = json!("read");
+                entry["spill"][1]["table"] = json!("read");
             }
         }
         let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
@@ -704,7 +722,7 @@ mod tests {
         // v3's gathers did not know their table's size, v4's aggregations had no cost per row,
         // v5's dense products did not count their padding, v6's backwards the elements behind
         // a mask, v7's gathers a narrow row's whole cache line and its loss a labelled row,
-        // v8's history buffers rows at scattered vertices.
+        // v8's history buffers rows at scattered vertices, v9's gathers one cache size.
         let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
         for (version, why) in [
             ("v1", "kept ones"),
@@ -715,6 +733,7 @@ mod tests {
             ("v6", "behind a mask"),
             ("v7", "cache line"),
             ("v8", "scattered vertices"),
+            ("v9", "one cache size"),
         ] {
             doc["format"] = json!(format!("pipegnn-device-profile {version}"));
             let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();

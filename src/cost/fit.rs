@@ -3,9 +3,10 @@
 //! A cost function is `y = sum_i c_i * t_i` over a kernel's terms `t` (the first term is 1, the
 //! fixed cost of a call), with every `c_i >= 0`, so that no shape can be predicted to take
 //! negative time. The fit minimises the squared *relative* error, so small and large shapes
-//! count alike. With at most a handful of terms the exact non-negative optimum is found by
-//! solving the unconstrained problem on every subset of the terms and keeping the best
-//! feasible one.
+//! count alike. With at most ten terms the exact non-negative optimum is found by solving the
+//! unconstrained problem on every subset of the terms and keeping the best feasible one; with
+//! more (a gather's spill curve), by Lawson and Hanson's active-set method, which reaches the
+//! same optimum.
 //!
 //! Time functions may also have a **knee**: an extra term `max(0, t_j - knee)` on one of their
 //! terms `t_j`, so that shapes past a cache or allocator regime cost more per unit than those
@@ -13,12 +14,18 @@
 //! term and the samples' own values of it, where they cut the fit's error most, and only if by
 //! at least a fifth.
 //!
-//! Gathers (the sparse products) may instead **spill**: an extra term
-//! `t_j * max(0, 1 - cache / t_k)` on their gathered elements `t_j`, where `t_k` is the size of
-//! the table they gather from. Random reads from a table that fits in the cache hit it; past
-//! the cache, the share of reads that miss grows as `1 - cache / table`, and each miss costs
-//! more. The cache's size is chosen among sizes from 64 Ki to 128 Mi elements, where the fit's
-//! error is least, and kept only if it cuts the error by a fifth against a knee.
+//! Gathers (the sparse products) may also **spill**: extra terms
+//! `t_j * max(0, 1 - cache / t_k)` on their gathered rows or cache lines `t_j`, where `t_k` is
+//! the size of the table they gather from. Random reads from a table that fits in a cache hit
+//! it; past the cache, the share of reads that miss grows as `1 - cache / table`, and each miss
+//! costs more. A machine has several caches and shares the last with its neighbours, so rather
+//! than one cache size picked from the samples (which different calibrations of one machine
+//! picked differently, moving large gathers' prices by up to 1.9x), the spill is a curve: one
+//! term per gathered term at each of a fixed ladder of sizes, a factor of two apart from
+//! 128 Ki elements up to the largest table sampled, each with its own non-negative
+//! coefficient, so the cost per gather rises monotonically with the table wherever the
+//! samples say it does. The curve, alone or beside a knee, is kept only if it cuts the error
+//! by a fifth against the knee alone.
 
 /// A fitted cost function with its error on its own samples.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,8 +44,8 @@ pub struct Fit {
     pub range: Vec<(f64, f64)>,
     /// The knee, if any; its coefficient follows the terms'.
     pub knee: Option<Knee>,
-    /// The spill, if any; its coefficient is the last of `coefficients`.
-    pub spill: Option<Spill>,
+    /// The spill curve's terms, if any; their coefficients follow the knee's.
+    pub spills: Vec<Spill>,
 }
 
 /// Where a gather's reads start to miss the cache: the share of `term`'s units past a table
@@ -97,7 +104,7 @@ impl Fit {
             value += c * knee.hinge(terms);
             extra += 1;
         }
-        if let (Some(spill), Some(c)) = (self.spill, self.coefficients.get(extra)) {
+        for (spill, c) in self.spills.iter().zip(self.coefficients.iter().skip(extra)) {
             value += c * spill.spilled(terms);
         }
         value
@@ -116,54 +123,76 @@ impl Fit {
     }
 }
 
-/// Fits a gather's `y ~ terms` as [`fit_with_knee`] does, and also with a spill past each
-/// cache size against the table `table` of each of `terms` (its gathered rows, its gathered
-/// elements): alone, beside that fit's knee, and with the knee sought again beside the spill
-/// that fits best; keeps the spill if it cuts the squared relative error by at least a fifth.
+/// The cache sizes a gather's spill curve bends at, in elements: a factor of two apart from
+/// 128 Ki up to the largest table among the samples (term `table`).
+pub fn spill_ladder(rows: &[Vec<f64>], table: usize) -> Vec<f64> {
+    let largest = rows.iter().map(|t| t[table]).fold(0.0f64, f64::max);
+    (0..24)
+        .map(|i| 2f64.powi(17 + i))
+        .take_while(|&cache| cache < largest)
+        .collect()
+}
+
+/// Fits a gather's `y ~ terms` as [`fit_with_knee`] does, and also with a spill curve on each
+/// of `terms` (its gathered rows, their cache lines) against the table `table`, at every size
+/// of [`spill_ladder`]: alone and beside each knee candidate; keeps the best curve if it cuts
+/// the squared relative error by at least a fifth. Spill terms whose coefficient comes out
+/// zero are dropped.
 pub fn fit_with_spill(rows: &[Vec<f64>], y: &[f64], terms: &[usize], table: usize) -> Option<Fit> {
     let knee = fit_with_knee(rows, y)?;
-    let threshold = relative_loss(&knee, rows, y) * 0.8;
-    // Each spill alone and beside the knee, if any (the knee's coefficient before the
-    // spill's, as `Fit::eval` reads them).
-    let with = |knee: Option<Knee>, spill: Spill| {
-        let both: Vec<Vec<f64>> = rows
+    let ladder = spill_ladder(rows, table);
+    let spills: Vec<Spill> = terms
+        .iter()
+        .flat_map(|&term| {
+            ladder
+                .iter()
+                .map(move |&cache| Spill { term, table, cache })
+        })
+        .collect();
+    if spills.is_empty() {
+        return Some(knee);
+    }
+    let p = rows[0].len();
+    let with = |knee: Option<Knee>| {
+        let extended: Vec<Vec<f64>> = rows
             .iter()
             .map(|t| {
-                let mut t = t.clone();
-                t.extend(knee.map(|k| k.hinge(&t)));
-                t.push(spill.spilled(&t[..rows[0].len()]));
-                t
+                let mut extended = t.clone();
+                extended.extend(knee.map(|k| k.hinge(t)));
+                extended.extend(spills.iter().map(|s| s.spilled(t)));
+                extended
             })
             .collect();
-        let mut f = fit(&both, y)?;
-        f.range.truncate(rows[0].len());
-        (f.knee, f.spill) = (knee, Some(spill));
+        let mut f = fit(&extended, y)?;
+        f.range.truncate(p);
+        // Keep the spill terms that carry a cost.
+        let first = p + usize::from(knee.is_some());
+        let tail = f.coefficients.split_off(first);
+        for (s, c) in spills.iter().zip(tail) {
+            if c > 0.0 {
+                f.spills.push(*s);
+                f.coefficients.push(c);
+            }
+        }
+        f.knee = knee;
         Some((relative_loss(&f, rows, y), f))
     };
+    // The curve alone and beside every knee (among them the one the fit without it chose).
     let mut best: Option<(f64, Fit)> = None;
-    let keep = |candidate: Option<(f64, Fit)>, best: &mut Option<(f64, Fit)>| {
-        if let Some((l, f)) = candidate {
+    let candidates = std::iter::once(None).chain(
+        knee_candidates(rows)
+            .into_iter()
+            .map(|(term, at)| Some(Knee { term, at })),
+    );
+    for candidate in candidates {
+        if let Some((l, f)) = with(candidate) {
             if best.as_ref().is_none_or(|(b, _)| l < *b) {
-                *best = Some((l, f));
+                best = Some((l, f));
             }
         }
-    };
-    for &term in terms {
-        for step in 0..=22 {
-            let cache = (2f64.powf(16.0 + 0.5 * f64::from(step))).round();
-            let spill = Spill { term, table, cache };
-            keep(with(None, spill), &mut best);
-            if knee.knee.is_some() {
-                keep(with(knee.knee, spill), &mut best);
-            }
-        }
-    }
-    let spill = best.as_ref()?.1.spill.expect("a spilled fit has its spill");
-    for (term, at) in knee_candidates(rows) {
-        keep(with(Some(Knee { term, at }), spill), &mut best);
     }
     match best {
-        Some((l, f)) if l < threshold => Some(f),
+        Some((l, f)) if !f.spills.is_empty() && l < relative_loss(&knee, rows, y) * 0.8 => Some(f),
         _ => Some(knee),
     }
 }
@@ -240,32 +269,11 @@ pub fn fit(rows: &[Vec<f64>], y: &[f64]) -> Option<Fit> {
     if rows.len() < p || rows.len() != y.len() || y.iter().any(|&v| !(v > 0.0 && v.is_finite())) {
         return None;
     }
-    let mut best: Option<(f64, Vec<f64>)> = None;
-    for subset in 1u32..(1 << p) {
-        let chosen: Vec<usize> = (0..p).filter(|i| subset & (1 << i) != 0).collect();
-        let Some(solution) = weighted_least_squares(rows, y, &chosen) else {
-            continue;
-        };
-        if solution.iter().any(|&c| c < 0.0) {
-            continue;
-        }
-        let mut coefficients = vec![0.0; p];
-        for (&i, &c) in chosen.iter().zip(&solution) {
-            coefficients[i] = c;
-        }
-        let loss: f64 = rows
-            .iter()
-            .zip(y)
-            .map(|(t, &v)| {
-                let pred: f64 = coefficients.iter().zip(t).map(|(c, t)| c * t).sum();
-                ((pred - v) / v).powi(2)
-            })
-            .sum();
-        if best.as_ref().is_none_or(|(b, _)| loss < *b) {
-            best = Some((loss, coefficients));
-        }
-    }
-    let (_, coefficients) = best?;
+    let coefficients = if p <= EXHAUSTIVE_TERMS {
+        every_subset(rows, y)?
+    } else {
+        active_set(rows, y)?
+    };
     let mut errors: Vec<f64> = rows
         .iter()
         .zip(y)
@@ -290,8 +298,124 @@ pub fn fit(rows: &[Vec<f64>], y: &[f64]) -> Option<Fit> {
         max_error: errors.last().copied().unwrap_or(0.0),
         range,
         knee: None,
-        spill: None,
+        spills: Vec::new(),
     })
+}
+
+/// Up to this many terms, [`fit`] solves every subset of them; beyond, the active-set method.
+const EXHAUSTIVE_TERMS: usize = 10;
+
+/// The sum of squared relative errors of `coefficients` on the samples.
+fn loss_of(coefficients: &[f64], rows: &[Vec<f64>], y: &[f64]) -> f64 {
+    rows.iter()
+        .zip(y)
+        .map(|(t, &v)| {
+            let pred: f64 = coefficients.iter().zip(t).map(|(c, t)| c * t).sum();
+            ((pred - v) / v).powi(2)
+        })
+        .sum()
+}
+
+/// The non-negative optimum by solving the unconstrained problem on every subset of the
+/// terms and keeping the best feasible one.
+fn every_subset(rows: &[Vec<f64>], y: &[f64]) -> Option<Vec<f64>> {
+    let p = rows[0].len();
+    let mut best: Option<(f64, Vec<f64>)> = None;
+    for subset in 1u32..(1 << p) {
+        let chosen: Vec<usize> = (0..p).filter(|i| subset & (1 << i) != 0).collect();
+        let Some(solution) = weighted_least_squares(rows, y, &chosen) else {
+            continue;
+        };
+        if solution.iter().any(|&c| c < 0.0) {
+            continue;
+        }
+        let mut coefficients = vec![0.0; p];
+        for (&i, &c) in chosen.iter().zip(&solution) {
+            coefficients[i] = c;
+        }
+        let loss = loss_of(&coefficients, rows, y);
+        if best.as_ref().is_none_or(|(b, _)| loss < *b) {
+            best = Some((loss, coefficients));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// The non-negative optimum by Lawson and Hanson's active-set method: add the term whose
+/// (scaled) gradient most wants to grow, solve on the active terms, and step back to the
+/// boundary when a coefficient would turn negative, dropping the terms it reaches.
+fn active_set(rows: &[Vec<f64>], y: &[f64]) -> Option<Vec<f64>> {
+    let p = rows[0].len();
+    // Each column's magnitude in relative units, so that terms of any scale compete alike.
+    let scale: Vec<f64> = (0..p)
+        .map(|i| {
+            rows.iter()
+                .zip(y)
+                .map(|(t, v)| (t[i] / v).abs())
+                .fold(0.0f64, f64::max)
+        })
+        .collect();
+    let mut x = vec![0.0; p];
+    let mut active: Vec<usize> = Vec::new();
+    for _ in 0..3 * p {
+        // The gradient of the relative loss's descent, per scaled term.
+        let residual: Vec<f64> = rows
+            .iter()
+            .zip(y)
+            .map(|(t, &v)| 1.0 - x.iter().zip(t).map(|(c, t)| c * t).sum::<f64>() / v)
+            .collect();
+        let gain = |j: usize| -> f64 {
+            rows.iter()
+                .zip(y)
+                .zip(&residual)
+                .map(|((t, v), r)| t[j] / v * r)
+                .sum::<f64>()
+                / scale[j]
+        };
+        let candidate = (0..p)
+            .filter(|j| !active.contains(j) && scale[*j] > 0.0)
+            .map(|j| (j, gain(j)))
+            .filter(|(_, g)| *g > 1e-9)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let Some((j, _)) = candidate else {
+            break;
+        };
+        active.push(j);
+        active.sort_unstable();
+        loop {
+            let Some(z) = weighted_least_squares(rows, y, &active) else {
+                // A term dependent on the active ones: leave it out.
+                active.retain(|&i| i != j);
+                break;
+            };
+            if z.iter().all(|&c| c > 0.0) {
+                for (&i, &c) in active.iter().zip(&z) {
+                    x[i] = c;
+                }
+                break;
+            }
+            // Step from x towards z until the first coefficient reaches zero.
+            let step = active
+                .iter()
+                .zip(&z)
+                .filter(|(_, &c)| c <= 0.0)
+                .map(|(&i, &c)| x[i] / (x[i] - c))
+                .fold(1.0f64, f64::min);
+            for (&i, &c) in active.iter().zip(&z) {
+                x[i] += step * (c - x[i]);
+            }
+            active.retain(|&i| x[i] * scale[i] > 1e-12);
+            for (i, c) in x.iter_mut().enumerate() {
+                if !active.contains(&i) {
+                    *c = 0.0;
+                }
+            }
+            if active.is_empty() {
+                break;
+            }
+        }
+    }
+    (!active.is_empty()).then_some(x)
 }
 
 /// The `q` quantile of sorted values (nearest rank).
@@ -428,9 +552,10 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_cache_a_gather_spills_past() {
+    fn follows_a_gather_past_the_cache_it_spills_from() {
         // 500 ns a call, 0.3 ns a gathered element and 0.1 ns a table element while the table
-        // fits in 2^20 elements; past that, the share of gathers that miss costs 1.2 ns more.
+        // fits in 2^20 elements (between two sizes of the ladder); past that, the share of
+        // gathers that miss costs 1.2 ns more.
         let mut rng = Rng::new(9);
         let cache = 2f64.powi(20);
         let truth = |t: &[f64]| {
@@ -447,15 +572,18 @@ mod tests {
             .iter()
             .map(|t| truth(t) * (1.0 + (rng.unit_f64() - 0.5) * 0.02))
             .collect();
-        let f = fit_with_spill(&rows, &y, &[1], 2).unwrap();
-        let spill = f.spill.expect("a spill");
-        assert_eq!((spill.term, spill.table), (1, 2));
-        // Cache sizes are tried a half power of two apart.
-        assert!(
-            (cache / 1.5..=cache * 1.5).contains(&spill.cache),
-            "{spill:?}"
+        assert_eq!(
+            spill_ladder(&rows, 2),
+            (17..=23).map(|e| 2f64.powi(e)).collect::<Vec<_>>()
         );
-        assert!(f.median_error < 0.02, "{f:?}");
+        let f = fit_with_spill(&rows, &y, &[1], 2).unwrap();
+        assert!(!f.spills.is_empty(), "{f:?}");
+        assert!(f.spills.iter().all(|s| (s.term, s.table) == (1, 2)));
+        assert_eq!(
+            f.coefficients.len(),
+            3 + usize::from(f.knee.is_some()) + f.spills.len()
+        );
+        assert!(f.median_error < 0.03 && f.p90_error < 0.06, "{f:?}");
         // Far past the samples' gathers the fit still follows the truth.
         let far = [1.0, 3e8, 2f64.powi(25)];
         assert!(
@@ -469,7 +597,39 @@ mod tests {
             .iter()
             .map(|t| 500.0 + 0.3 * t[1] + 0.1 * t[2])
             .collect();
-        assert_eq!(fit_with_spill(&rows, &flat, &[1], 2).unwrap().spill, None);
+        assert!(fit_with_spill(&rows, &flat, &[1], 2)
+            .unwrap()
+            .spills
+            .is_empty());
+    }
+
+    #[test]
+    fn the_active_set_finds_every_subset_s_optimum() {
+        // Random problems of 8 terms, some of which want negative coefficients: the active-set
+        // method and the search over every subset reach the same non-negative optimum.
+        let mut rng = Rng::new(21);
+        for _ in 0..20 {
+            let rows: Vec<Vec<f64>> = (0..40)
+                .map(|_| {
+                    let mut t = vec![1.0];
+                    t.extend((0..7).map(|_| 10f64.powf(4.0 * rng.unit_f64())));
+                    t
+                })
+                .collect();
+            let truth: Vec<f64> = (0..8).map(|_| 2.0 * rng.unit_f64() - 0.5).collect();
+            let y: Vec<f64> = rows
+                .iter()
+                .map(|t| {
+                    let v: f64 = truth.iter().zip(t).map(|(c, x)| c * x).sum();
+                    v.abs() + 50.0 * (1.0 + rng.unit_f64())
+                })
+                .collect();
+            let exact = every_subset(&rows, &y).unwrap();
+            let fast = active_set(&rows, &y).unwrap();
+            assert!(fast.iter().all(|&c| c >= 0.0), "{fast:?}");
+            let (a, b) = (loss_of(&exact, &rows, &y), loss_of(&fast, &rows, &y));
+            assert!((a - b).abs() <= 1e-9 * a.max(1e-12), "{a} against {b}");
+        }
     }
 
     /// `n` gathers' terms `[1, rows, elements, table]` at widths 4 to 128 from tables of 2^14
@@ -510,8 +670,17 @@ mod tests {
         };
         let (rows, y) = gathers(&mut rng, 120, (1.0, 9.0), truth);
         let f = fit_with_spill(&rows, &y, &[1, 2], 3).unwrap();
-        let spill = f.spill.expect("a spill");
-        assert_eq!((spill.term, spill.table), (1, 3), "{f:?}");
+        // The curve carries the misses on the rows.
+        let on_rows = |f: &Fit| {
+            let first = 4 + usize::from(f.knee.is_some());
+            f.spills
+                .iter()
+                .zip(&f.coefficients[first..])
+                .filter(|(s, _)| s.term == 1)
+                .map(|(_, c)| c)
+                .sum::<f64>()
+        };
+        assert!(on_rows(&f) > 40.0, "{f:?}");
         assert!(f.median_error < 0.02, "{f:?}");
         // Offered only the elements, the fit cannot follow every width.
         let elements = fit_with_spill(&rows, &y, &[2], 3).unwrap();
@@ -536,7 +705,7 @@ mod tests {
         };
         let (rows, y) = gathers(&mut rng, 160, (0.5, 4.0), truth);
         let f = fit_with_spill(&rows, &y, &[1, 2], 3).unwrap();
-        assert_eq!(f.spill.map(|s| (s.term, s.table)), Some((1, 3)), "{f:?}");
+        assert!(f.spills.iter().any(|s| s.term == 1), "{f:?}");
         assert_eq!(f.knee.map(|k| k.term), Some(2), "{f:?}");
         assert!(f.p90_error < 0.05, "{f:?}");
         let knee_only = fit_with_knee(&rows, &y).unwrap();

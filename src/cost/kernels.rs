@@ -962,7 +962,7 @@ mod tests {
             p90_error: 0.0,
             max_error: 0.0,
             knee: None,
-            spill: None,
+            spills: Vec::new(),
         }
     }
 

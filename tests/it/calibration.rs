@@ -53,7 +53,7 @@ fn simulate_json(args: &[&str]) -> (Value, String) {
 fn a_device_profile_names_its_device_and_fits_every_kernel() {
     let text = std::fs::read_to_string(profile()).unwrap();
     let doc: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(doc["format"], "pipegnn-device-profile v9");
+    assert_eq!(doc["format"], "pipegnn-device-profile v10");
     // The machine's state while it was calibrated.
     assert!(doc["probe"]["memory_ns"].as_u64().unwrap() > 0);
     assert!(doc["probe"]["compute_ns"].as_u64().unwrap() > 0);
