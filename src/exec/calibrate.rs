@@ -801,9 +801,10 @@ fn measure_kernels(
         }
     }
     // A step costs per tensor (a few kernels each) and per number: stages hold 2 to 4 tensors
-    // a layer.
+    // a layer. Between 100,000 and 1,000,000 numbers the step's four buffers leave the cache,
+    // where a stage of a wide-featured graph's first layer sits (Facebook's, 300,000).
     for &tensors in &[1usize, 3, 8] {
-        for &params in &[1_000usize, 10_000, 100_000, 1_000_000] {
+        for &params in &[1_000usize, 10_000, 100_000, 300_000, 1_000_000, 3_000_000] {
             let rows = params / 10 / tensors;
             let vars = (0..tensors)
                 .map(|_| Var::from_tensor(&random(&mut rng, (rows, 10), device)?))
