@@ -479,11 +479,12 @@ impl DeviceProfile {
                 .as_array()
                 .ok_or_else(|| format!("{} is not a list", at("spill")))?
                 .iter()
-                .map(|v| {
+                .enumerate()
+                .map(|(i, v)| {
                     Ok(Spill {
-                        term: term_named(&v["term"], "spill.term")?,
-                        table: term_named(&v["table"], "spill.table")?,
-                        cache: float(&v["cache"], &at("spill.cache"))?,
+                        term: term_named(&v["term"], &format!("spill[{i}].term"))?,
+                        table: term_named(&v["table"], &format!("spill[{i}].table"))?,
+                        cache: float(&v["cache"], &at(&format!("spill[{i}].cache")))?,
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?;
@@ -668,7 +669,7 @@ mod tests {
         }
         let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
         assert!(
-            err.contains("spill.table names none of aggregate's terms"),
+            err.contains("spill[1].table names none of aggregate's terms"),
             "{err}"
         );
         // Written before knees could sit on any term: on the last one.

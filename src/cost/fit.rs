@@ -20,7 +20,7 @@
 //! it; past the cache, the share of reads that miss grows as `1 - cache / table`, and each miss
 //! costs more. A machine has several caches and shares the last with its neighbours, so rather
 //! than one cache size picked from the samples (which different calibrations of one machine
-//! picked differently, moving large gathers' prices by up to 1.9x), the spill is a curve: one
+//! picked differently, moving large gathers' prices by up to 1.5x), the spill is a curve: one
 //! term per gathered term at each of a fixed ladder of sizes, a factor of two apart from
 //! 128 Ki elements up to the largest table sampled, each with its own non-negative
 //! coefficient, so the cost per gather rises monotonically with the table wherever the
