@@ -92,14 +92,8 @@ impl Knee {
 impl Fit {
     /// The function's value at `terms`.
     pub fn eval(&self, terms: &[f64]) -> f64 {
-        let linear: f64 = self
-            .coefficients
-            .iter()
-            .zip(terms)
-            .map(|(c, t)| c * t)
-            .sum();
         let mut extra = terms.len();
-        let mut value = linear;
+        let mut value = dot(&self.coefficients, terms);
         if let (Some(knee), Some(c)) = (self.knee, self.coefficients.get(extra)) {
             value += c * knee.hinge(terms);
             extra += 1;
@@ -153,13 +147,18 @@ pub fn fit_with_spill(rows: &[Vec<f64>], y: &[f64], terms: &[usize], table: usiz
         return Some(knee);
     }
     let p = rows[0].len();
+    let spilled: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|t| spills.iter().map(|s| s.spilled(t)).collect())
+        .collect();
     let with = |knee: Option<Knee>| {
         let extended: Vec<Vec<f64>> = rows
             .iter()
-            .map(|t| {
+            .zip(&spilled)
+            .map(|(t, spilled)| {
                 let mut extended = t.clone();
                 extended.extend(knee.map(|k| k.hinge(t)));
-                extended.extend(spills.iter().map(|s| s.spilled(t)));
+                extended.extend(spilled);
                 extended
             })
             .collect();
@@ -277,10 +276,7 @@ pub fn fit(rows: &[Vec<f64>], y: &[f64]) -> Option<Fit> {
     let mut errors: Vec<f64> = rows
         .iter()
         .zip(y)
-        .map(|(t, &v)| {
-            let pred: f64 = coefficients.iter().zip(t).map(|(c, t)| c * t).sum();
-            ((pred - v) / v).abs()
-        })
+        .map(|(t, &v)| ((dot(&coefficients, t) - v) / v).abs())
         .collect();
     errors.sort_by(f64::total_cmp);
     let range = (0..p)
@@ -305,14 +301,16 @@ pub fn fit(rows: &[Vec<f64>], y: &[f64]) -> Option<Fit> {
 /// Up to this many terms, [`fit`] solves every subset of them; beyond, the active-set method.
 const EXHAUSTIVE_TERMS: usize = 10;
 
+/// `coefficients` applied to one sample's terms.
+fn dot(coefficients: &[f64], terms: &[f64]) -> f64 {
+    coefficients.iter().zip(terms).map(|(c, t)| c * t).sum()
+}
+
 /// The sum of squared relative errors of `coefficients` on the samples.
 fn loss_of(coefficients: &[f64], rows: &[Vec<f64>], y: &[f64]) -> f64 {
     rows.iter()
         .zip(y)
-        .map(|(t, &v)| {
-            let pred: f64 = coefficients.iter().zip(t).map(|(c, t)| c * t).sum();
-            ((pred - v) / v).powi(2)
-        })
+        .map(|(t, &v)| ((dot(coefficients, t) - v) / v).powi(2))
         .sum()
 }
 
@@ -362,7 +360,7 @@ fn active_set(rows: &[Vec<f64>], y: &[f64]) -> Option<Vec<f64>> {
         let residual: Vec<f64> = rows
             .iter()
             .zip(y)
-            .map(|(t, &v)| 1.0 - x.iter().zip(t).map(|(c, t)| c * t).sum::<f64>() / v)
+            .map(|(t, &v)| 1.0 - dot(&x, t) / v)
             .collect();
         let gain = |j: usize| -> f64 {
             rows.iter()
