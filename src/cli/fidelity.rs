@@ -325,8 +325,15 @@ pub(super) fn calibrate(args: &CalibrateArgs) -> Result<()> {
     if let Some(path) = &args.samples {
         write(path, &calibrate::samples_json(&profile, &samples))?;
     }
+    let apart = match profile.passes_apart {
+        Some(apart) => format!(
+            "; a timed sample's passes lay a median {:.1}% apart",
+            apart * 100.0
+        ),
+        None => String::new(),
+    };
     let mut out = format!(
-        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns; in a pipeline, chunks hold {:.2}x and temporaries {:.2}x what the functions predict)\n\n{:<30} {:>8} {:>9} {:>9} {:>9}\n",
+        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns; in a pipeline, chunks hold {:.2}x and temporaries {:.2}x what the functions predict{apart})\n\n{:<30} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
         args.out.display(),
         profile.device,
         profile.kernels.len(),
@@ -338,16 +345,25 @@ pub(super) fn calibrate(args: &CalibrateArgs) -> Result<()> {
         "samples",
         "median",
         "p90",
-        "max"
+        "max",
+        "apart"
     );
     for (kernel, fit) in &profile.kernels {
+        let apart = match samples
+            .get(kernel)
+            .and_then(|s| calibrate::median_apart([s]))
+        {
+            Some(apart) => format!("{:.1}%", apart * 100.0),
+            None => "-".into(),
+        };
         out.push_str(&format!(
-            "{:<30} {:>8} {:>8.1}% {:>8.1}% {:>8.1}%\n",
+            "{:<30} {:>8} {:>8.1}% {:>8.1}% {:>8.1}% {:>9}\n",
             kernel.name(),
             fit.samples,
             fit.median_error * 100.0,
             fit.p90_error * 100.0,
-            fit.max_error * 100.0
+            fit.max_error * 100.0,
+            apart
         ));
     }
     print(&out)
@@ -879,6 +895,7 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
                 .collect();
             print(&to_json(&serde_json::json!({
                 "profile": profile.device,
+                "profile_passes_apart": profile.passes_apart,
                 "machine": profile.machine,
                 "epochs": args.epochs,
                 "seconds": args.seconds,
@@ -888,8 +905,12 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
             }))?)
         }
         ReportFormat::Table => {
+            // The calibration's own noise, beside the measurement's.
+            let apart = profile.passes_apart.map_or(String::new(), |apart| {
+                format!(", its samples' passes a median {:.1}% apart", apart * 100.0)
+            });
             let mut out = format!(
-                "fidelity: {} configurations predicted with the device profile ({}, measured on {}) against at least {} measured epochs and {} s each, the shortest of {} rounds\n\n{:<44} {:>7} {:>11} {:>11} {:>7} {:>11} {:>8} {:>8} {:>8} {:>9}\n",
+                "fidelity: {} configurations predicted with the device profile ({}, measured on {}{apart}) against at least {} measured epochs and {} s each, the shortest of {} rounds\n\n{:<44} {:>7} {:>11} {:>11} {:>7} {:>11} {:>8} {:>8} {:>8} {:>9}\n",
                 outcomes.len(),
                 profile.device,
                 profile.machine,

@@ -14,7 +14,7 @@
 //! "median_error", "p90_error", "max_error", "range", "knee", "knee_term", "spill": [{"term",
 //! "table", "cache"}]}], "wakeup_ns", "gap_ns", "stash_scale",
 //! "workspace_scale", "matrix_buffer_bytes", "probe": {"memory_ns", "compute_ns"} or
-//! null}`.
+//! null, "passes_apart": a number or null (absent: null)}`.
 //!
 //! The wake-up, the gap and the two scales come from real runs of built-in pipelines (not any
 //! user's configuration): a worker's wake-up, its gap between ops, and how much more memory
@@ -173,6 +173,11 @@ pub struct DeviceProfile {
     /// The machine's state while it was calibrated (absent from profiles written before it
     /// was measured).
     pub probe: Option<MachineProbe>,
+    /// How far the machine moved the timed samples between the calibration's passes over its
+    /// grid: the median over samples of the slowest pass over the fastest, less 1 (`None`
+    /// after one pass, and in profiles written before it was recorded). The fitted functions
+    /// carry that noise.
+    pub passes_apart: Option<f64>,
 }
 
 /// Two fixed workloads timed on one thread: how fast the machine was at a moment. On a shared
@@ -352,6 +357,7 @@ impl DeviceProfile {
             "workspace_scale": self.workspace_scale,
             "matrix_buffer_bytes": self.matrix_buffer_bytes,
             "probe": self.probe.map(|p| json!({"memory_ns": p.memory_ns, "compute_ns": p.compute_ns})),
+            "passes_apart": self.passes_apart,
         });
         serde_json::to_string_pretty(&doc).expect("a JSON value always serializes") + "\n"
     }
@@ -582,6 +588,13 @@ impl DeviceProfile {
                     compute_ns: number(&p["compute_ns"], "probe.compute_ns")?,
                 }),
             },
+            passes_apart: match &doc["passes_apart"] {
+                Value::Null => None,
+                v => match float(v, "passes_apart")? {
+                    apart if apart >= 0.0 => Some(apart),
+                    _ => return Err("`passes_apart` must not be negative".into()),
+                },
+            },
         })
     }
 }
@@ -623,6 +636,7 @@ mod tests {
                 compute_ns: 9_000_000,
             }),
             between_processes: None,
+            passes_apart: Some(0.0625),
         }
     }
 
@@ -704,6 +718,17 @@ mod tests {
         assert!(DeviceProfile::parse(&bad)
             .unwrap_err()
             .contains("probe.memory_ns"));
+        // Written before the passes' spread was recorded, or after one pass: none.
+        let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
+        doc.as_object_mut().unwrap().remove("passes_apart");
+        assert_eq!(
+            DeviceProfile::parse(&doc.to_string()).unwrap().passes_apart,
+            None
+        );
+        doc["passes_apart"] = json!(-0.5);
+        assert!(DeviceProfile::parse(&doc.to_string())
+            .unwrap_err()
+            .contains("`passes_apart` must not be negative"));
         // A profile fitted on other terms (an earlier version's order) is refused, not misread.
         let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
         let gcn = doc["kernels"]

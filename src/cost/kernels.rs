@@ -995,6 +995,7 @@ mod tests {
             matrix_buffer_bytes: 0,
             between_processes: None,
             probe: None,
+            passes_apart: None,
         }
     }
 

@@ -51,6 +51,9 @@ pub struct Samples {
     pub rows: Vec<Vec<f64>>,
     /// Each sample's measured value (ns, or bytes for memory functions).
     pub y: Vec<f64>,
+    /// Each sample's slowest pass over its fastest, less 1 (empty after one pass): how much
+    /// the machine moved the sample between passes.
+    pub apart: Vec<f64>,
 }
 
 impl Samples {
@@ -343,6 +346,7 @@ pub fn calibrate(
         between_processes: None,
         // The machine as the samples kept it: the faster of a probe before and after.
         probe: Some(before.fastest(&probe())),
+        passes_apart: None,
     };
     let layers = fastest(passes, progress, |progress| {
         pool.install(|| measure_layers(device, effort, &draft, slot, progress))
@@ -359,6 +363,12 @@ pub fn calibrate(
         }
     }
     samples.extend(layers);
+    profile.passes_apart = median_apart(
+        samples
+            .iter()
+            .filter(|(kernel, _)| !kernel.is_memory())
+            .map(|(_, s)| s),
+    );
     Ok((profile, samples))
 }
 
@@ -372,9 +382,15 @@ pub fn samples_json(profile: &DeviceProfile, samples: &BTreeMap<Kernel, Samples>
                 .rows
                 .iter()
                 .zip(&s.y)
-                .map(|(row, &y)| {
+                .enumerate()
+                .map(|(i, (row, &y))| {
                     let fitted = profile.kernels.get(kernel).map(|f| f.eval(row));
-                    serde_json::json!({"terms": &row[1..], "measured": y, "fitted": fitted})
+                    serde_json::json!({
+                        "terms": &row[1..],
+                        "measured": y,
+                        "fitted": fitted,
+                        "passes_apart": s.apart.get(i),
+                    })
                 })
                 .collect();
             serde_json::json!({
@@ -397,7 +413,7 @@ pub fn samples_json(profile: &DeviceProfile, samples: &BTreeMap<Kernel, Samples>
 }
 
 /// Runs `measure` `passes` times (at least once) over the same grid and keeps each sample's
-/// smallest value.
+/// smallest value, and how far its passes lay apart.
 fn fastest(
     passes: usize,
     progress: &(dyn Fn(&str) + Sync),
@@ -405,6 +421,8 @@ fn fastest(
 ) -> candle_core::Result<BTreeMap<Kernel, Samples>> {
     let passes = passes.max(1);
     let mut best: Option<BTreeMap<Kernel, Samples>> = None;
+    // Each sample's slowest pass, beside `best`'s fastest.
+    let mut slowest: BTreeMap<Kernel, Vec<f64>> = BTreeMap::new();
     for pass in 0..passes {
         let told = |what: &str| {
             if passes > 1 {
@@ -415,21 +433,51 @@ fn fastest(
         };
         let samples = measure(&told)?;
         match &mut best {
-            None => best = Some(samples),
+            None => {
+                for (kernel, s) in &samples {
+                    slowest.insert(*kernel, s.y.clone());
+                }
+                best = Some(samples);
+            }
             Some(best) => {
                 for (kernel, s) in samples {
                     let kept = best
                         .get_mut(&kernel)
                         .expect("every pass measures the same grid");
                     debug_assert_eq!(kept.rows, s.rows, "every pass measures the same grid");
-                    for (k, y) in kept.y.iter_mut().zip(s.y) {
+                    let slow = slowest.get_mut(&kernel).expect("as `best`");
+                    for ((k, m), y) in kept.y.iter_mut().zip(slow.iter_mut()).zip(s.y) {
                         *k = k.min(y);
+                        *m = m.max(y);
                     }
                 }
             }
         }
     }
-    Ok(best.expect("at least one pass"))
+    let mut best = best.expect("at least one pass");
+    if passes > 1 {
+        for (kernel, s) in &mut best {
+            s.apart =
+                s.y.iter()
+                    .zip(&slowest[kernel])
+                    .map(|(&fast, &slow)| slow / fast - 1.0)
+                    .collect();
+        }
+    }
+    Ok(best)
+}
+
+/// The median of the samples' [`Samples::apart`] over `functions` (`None` without two passes).
+pub fn median_apart<'a>(functions: impl IntoIterator<Item = &'a Samples>) -> Option<f64> {
+    let mut apart: Vec<f64> = functions
+        .into_iter()
+        .flat_map(|s| s.apart.iter().copied())
+        .collect();
+    if apart.is_empty() {
+        return None;
+    }
+    apart.sort_by(f64::total_cmp);
+    Some(apart[apart.len() / 2])
 }
 
 /// Times [`MachineProbe`]'s two workloads on the calling thread, the median of five runs of
@@ -1234,6 +1282,14 @@ mod tests {
             Ok(BTreeMap::from([(Kernel::Adam, samples)]))
         })?;
         assert_eq!(kept[&Kernel::Adam].y, [3.0, 1.5, 7.5]);
+        // Slowest over fastest, less 1: 6/3, 4/1.5, 9/7.5.
+        let apart = &kept[&Kernel::Adam].apart;
+        for (got, want) in apart.iter().zip([1.0, 4.0 / 1.5 - 1.0, 0.2]) {
+            assert!((got - want).abs() < 1e-12, "{apart:?}");
+        }
+        assert_eq!(apart.len(), 3);
+        let again = kept[&Kernel::Adam].clone();
+        assert!((median_apart([&again]).unwrap() - 1.0).abs() < 1e-12);
         assert_eq!(kept[&Kernel::Adam].rows[2], [1.0, 2.0]);
         assert_eq!(
             *told.lock().unwrap(),
