@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::progress::Progress;
 use super::run::{
     compare_rows, execute, in_file, load_text, own_candidate, print, read, to_json, write,
-    CliError, CompareRow, Executed, ExitStatus, Result,
+    CliError, CompareRow, Executed, ExitStatus, Loaded, Result,
 };
 use super::{CalibrateArgs, DeviceArg, FidelityArgs, ReportFormat};
 use crate::cost::device::Kernel;
@@ -712,8 +712,17 @@ fn scenario_text(c: &Config, data: &Path) -> String {
     )
 }
 
-/// Predicts and runs one configuration once.
-fn measure(c: &Config, args: &FidelityArgs, profile: &DeviceProfile) -> Result<Outcome> {
+/// One configuration predicted: by the device profile and, for the record, by the analytic
+/// tier (its epoch, in ns).
+struct Predicted {
+    file: PathBuf,
+    loaded: Loaded,
+    profiled: plan::Prediction,
+    analytic_ns: u64,
+}
+
+/// Predicts one configuration with `profile`, for this machine's cores.
+fn predict_config(c: &Config, args: &FidelityArgs, profile: &DeviceProfile) -> Result<Predicted> {
     let file = PathBuf::from(format!("(fidelity) {}", c.name));
     let mut loaded = load_text(&file, &scenario_text(c, &args.data), &[])?;
     check_profile(&file, &loaded.scenario, profile, Some(args.device))?;
@@ -735,6 +744,23 @@ fn measure(c: &Config, args: &FidelityArgs, profile: &DeviceProfile) -> Result<O
         Tier::Device(&profiles),
     )
     .map_err(in_file(&file))?;
+    Ok(Predicted {
+        file,
+        loaded,
+        profiled: predicted,
+        analytic_ns,
+    })
+}
+
+/// Predicts and runs one configuration once.
+fn measure(c: &Config, args: &FidelityArgs, profile: &DeviceProfile) -> Result<Outcome> {
+    let Predicted {
+        file,
+        loaded,
+        profiled: predicted,
+        analytic_ns,
+    } = predict_config(c, args, profile)?;
+    let profiles = vec![profile; loaded.scenario.devices.len()];
     let epochs = measured_epochs(args, crate::report::compute(&predicted.trace).epoch_time_ns);
     let slowdown = profile.probe.map(|then| calibrate::probe().slowdown(&then));
     let run = execute(
@@ -757,6 +783,113 @@ fn measure(c: &Config, args: &FidelityArgs, profile: &DeviceProfile) -> Result<O
         analytic_error,
         rows: compare_rows(&run, &measured),
         extrapolated: run.prediction.extrapolated.clone(),
+    })
+}
+
+/// The measurements of earlier `fidelity --format json` runs (`--against`), per
+/// configuration.
+#[derive(Default)]
+struct Earlier {
+    /// Each row's measured values, one per run that has it, by metric and device.
+    values: BTreeMap<(String, Option<String>), Vec<f64>>,
+    /// Each run's measured epochs.
+    epochs: Vec<u32>,
+    /// Each run's measured epoch time, in seconds.
+    epoch_s: Vec<f64>,
+}
+
+/// Reads `--against` files: the JSON `fidelity --format json` prints.
+fn read_earlier(paths: &[PathBuf]) -> Result<BTreeMap<String, Earlier>> {
+    let mut out: BTreeMap<String, Earlier> = BTreeMap::new();
+    for path in paths {
+        let text = read(path)?;
+        let bad = |what: String| {
+            CliError::new(
+                ExitStatus::InvalidInput,
+                format!("--against {}: {what}", path.display()),
+            )
+        };
+        let doc: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let configs = doc["configurations"].as_array().ok_or_else(|| {
+            bad(
+                "not what `pipegnn fidelity --format json` prints (no `configurations` list)"
+                    .into(),
+            )
+        })?;
+        for (i, c) in configs.iter().enumerate() {
+            let at = format!("configurations[{i}]");
+            let name = c["name"]
+                .as_str()
+                .ok_or_else(|| bad(format!("{at}.name is not text")))?;
+            let metrics = c["metrics"]
+                .as_array()
+                .ok_or_else(|| bad(format!("{at}.metrics is not a list")))?;
+            let earlier = out.entry(name.to_string()).or_default();
+            if let Some(epochs) = c["epochs"].as_u64() {
+                earlier.epochs.push(epochs.min(u64::from(u32::MAX)) as u32);
+            }
+            for (j, m) in metrics.iter().enumerate() {
+                let at = format!("{at}.metrics[{j}]");
+                let metric = m["name"]
+                    .as_str()
+                    .ok_or_else(|| bad(format!("{at}.name is not text")))?;
+                let device = match &m["device"] {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(d) => Some(d.clone()),
+                    _ => return Err(bad(format!("{at}.device is not text"))),
+                };
+                let value = match &m["measured"] {
+                    serde_json::Value::Null => continue,
+                    v => v
+                        .as_f64()
+                        .filter(|v| v.is_finite())
+                        .ok_or_else(|| bad(format!("{at}.measured is not a number")))?,
+                };
+                if metric == "epoch_time_s" {
+                    earlier.epoch_s.push(value);
+                }
+                earlier
+                    .values
+                    .entry((metric.to_string(), device))
+                    .or_default()
+                    .push(value);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The median of `values` (the upper of the middle two of an even count, as every median
+/// here); `None` for none.
+fn median_of(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied()
+}
+
+/// One configuration predicted with `profile` and scored against the median of earlier runs'
+/// measurements of it: nothing runs.
+fn rescore(
+    c: &Config,
+    args: &FidelityArgs,
+    profile: &DeviceProfile,
+    earlier: &Earlier,
+) -> Result<Outcome> {
+    let predicted = predict_config(c, args, profile)?;
+    let rows = super::run::predicted_rows(&predicted.profiled.trace, |name, _, device| {
+        let key = (name.to_string(), device.map(str::to_string));
+        earlier.values.get(&key).and_then(|v| median_of(v))
+    });
+    let measured_epoch = rows[0].measured.filter(|&m| m > 0.0);
+    Ok(Outcome {
+        name: c.name,
+        epochs: earlier.epochs.iter().copied().min().unwrap_or(0),
+        rounds: earlier.epoch_s.clone(),
+        slowdown: None,
+        analytic_error: measured_epoch.map(|m| (predicted.analytic_ns as f64 / 1e9 - m) / m),
+        rows,
+        extrapolated: predicted.profiled.extrapolated.clone(),
     })
 }
 
@@ -828,40 +961,24 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
             ));
         }
     }
-    let rounds = args.rounds as usize;
-    let progress = Progress::counted(
-        "fidelity",
-        (configs.len() * rounds) as u64,
-        "configuration runs",
-    );
-    // Round by round through the whole matrix, so that a spell of contention on a shared
-    // machine falls on different configurations in different rounds.
-    let mut best: Vec<Option<Outcome>> = configs.iter().map(|_| None).collect();
-    let mut epochs_s: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
-    for round in 0..rounds {
-        for (i, c) in configs.iter().enumerate() {
-            progress.set_message(format!("{} (round {} of {rounds})", c.name, round + 1));
-            let outcome = measure(c, args, &profile)?;
-            let epoch = outcome.rows[0].measured.unwrap_or(f64::INFINITY);
-            epochs_s[i].push(epoch);
-            let shorter = best[i]
-                .as_ref()
-                .is_none_or(|b| epoch < b.rows[0].measured.unwrap_or(f64::INFINITY));
-            if shorter {
-                best[i] = Some(outcome);
-            }
-            progress.step();
-        }
-    }
-    let outcomes: Vec<Outcome> = best
-        .into_iter()
-        .zip(epochs_s)
-        .map(|(o, rounds)| Outcome {
-            rounds,
-            ..o.expect("every configuration ran at least once")
-        })
-        .collect();
-    drop(progress);
+    let outcomes = if args.against.is_empty() {
+        run_matrix(&configs, args, &profile)?
+    } else {
+        let earlier = read_earlier(&args.against)?;
+        configs
+            .iter()
+            .map(|c| match earlier.get(c.name) {
+                Some(e) => rescore(c, args, &profile, e),
+                None => Err(CliError::new(
+                    ExitStatus::InvalidInput,
+                    format!(
+                        "--against: no file measured `{}` (leave it out with --only)",
+                        c.name
+                    ),
+                )),
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
     let summary = summarise(&outcomes);
     if let Some(dir) = &args.plot {
         let points = outcomes
@@ -897,9 +1014,10 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
                 "profile": profile.device,
                 "profile_passes_apart": profile.passes_apart,
                 "machine": profile.machine,
-                "epochs": args.epochs,
-                "seconds": args.seconds,
-                "rounds": args.rounds,
+                "epochs": args.against.is_empty().then_some(args.epochs),
+                "seconds": args.against.is_empty().then_some(args.seconds),
+                "rounds": args.against.is_empty().then_some(args.rounds),
+                "against": &args.against,
                 "configurations": configs,
                 "summary": summary,
             }))?)
@@ -909,14 +1027,22 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
             let apart = profile.passes_apart.map_or(String::new(), |apart| {
                 format!(", its samples' passes a median {:.1}% apart", apart * 100.0)
             });
+            let measured = if args.against.is_empty() {
+                format!(
+                    "at least {} measured epochs and {} s each, the shortest of {} rounds",
+                    args.epochs, args.seconds, args.rounds
+                )
+            } else {
+                format!(
+                    "the median of {} earlier runs' measurements (--against; nothing ran)",
+                    args.against.len()
+                )
+            };
             let mut out = format!(
-                "fidelity: {} configurations predicted with the device profile ({}, measured on {}{apart}) against at least {} measured epochs and {} s each, the shortest of {} rounds\n\n{:<44} {:>7} {:>11} {:>11} {:>7} {:>11} {:>8} {:>8} {:>8} {:>9}\n",
+                "fidelity: {} configurations predicted with the device profile ({}, measured on {}{apart}) against {measured}\n\n{:<44} {:>7} {:>11} {:>11} {:>7} {:>11} {:>8} {:>8} {:>8} {:>9}\n",
                 outcomes.len(),
                 profile.device,
                 profile.machine,
-                args.epochs,
-                args.seconds,
-                args.rounds,
                 "configuration",
                 "epochs",
                 "predicted",
@@ -991,6 +1117,48 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
             print(&out)
         }
     }
+}
+
+/// Runs the matrix round by round, so that a spell of contention on a shared machine falls on
+/// different configurations in different rounds; each configuration's shortest round stands.
+fn run_matrix(
+    configs: &[Config],
+    args: &FidelityArgs,
+    profile: &DeviceProfile,
+) -> Result<Vec<Outcome>> {
+    let rounds = args.rounds as usize;
+    let progress = Progress::counted(
+        "fidelity",
+        (configs.len() * rounds) as u64,
+        "configuration runs",
+    );
+    let mut best: Vec<Option<Outcome>> = configs.iter().map(|_| None).collect();
+    let mut epochs_s: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    for round in 0..rounds {
+        for (i, c) in configs.iter().enumerate() {
+            progress.set_message(format!("{} (round {} of {rounds})", c.name, round + 1));
+            let outcome = measure(c, args, profile)?;
+            let epoch = outcome.rows[0].measured.unwrap_or(f64::INFINITY);
+            epochs_s[i].push(epoch);
+            let shorter = best[i]
+                .as_ref()
+                .is_none_or(|b| epoch < b.rows[0].measured.unwrap_or(f64::INFINITY));
+            if shorter {
+                best[i] = Some(outcome);
+            }
+            progress.step();
+        }
+    }
+    let outcomes: Vec<Outcome> = best
+        .into_iter()
+        .zip(epochs_s)
+        .map(|(o, rounds)| Outcome {
+            rounds,
+            ..o.expect("every configuration ran at least once")
+        })
+        .collect();
+    drop(progress);
+    Ok(outcomes)
 }
 
 /// The distribution of one metric's errors over the matrix.

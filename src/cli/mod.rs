@@ -376,6 +376,13 @@ pub struct FidelityArgs {
     /// Draw predicted against measured (with the y = x line) into this folder.
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
+    /// Run nothing: score the profile's predictions against the measurements of earlier
+    /// `fidelity --format json` runs instead, each value the median of the files' (repeat the
+    /// flag for several). The same code and profile predict the same, so a change to either
+    /// is scored against the same measurements, and several runs' median takes out much of a
+    /// shared machine's noise. The predictions use this machine's cores.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["epochs", "seconds", "rounds"])]
+    pub against: Vec<PathBuf>,
 }
 
 /// `pipegnn bench`.

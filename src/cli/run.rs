@@ -949,56 +949,83 @@ fn row(
 /// Predicted against measured for one run: epoch time; busy time, bubble and peak memory per
 /// device; bytes per link.
 pub(super) fn compare_rows(run: &Executed, measured: &report::Metrics) -> Vec<CompareRow> {
-    let predicted = report::compute(&run.prediction.trace);
-    let mut rows = vec![row(
+    let measured_ops = op_medians(run.result.timed_traces());
+    let memory_measured = run.result.memory_measured;
+    predicted_rows(&run.prediction.trace, |name, of, _| {
+        let device = |d: usize| measured.devices.iter().find(|m| m.device == d);
+        match (name, of) {
+            ("epoch_time_s", _) => Some(measured.epoch_time_ns as f64 / 1e9),
+            ("busy_s", RowOf::Device(d)) => device(d).map(|m| m.busy_ns as f64 / 1e9),
+            ("bubble_fraction", RowOf::Device(d)) => device(d).map(|m| m.bubble_fraction),
+            // Measured by the counting allocator, when the binary has it.
+            ("peak_memory_bytes", RowOf::Device(d)) => device(d)
+                .filter(|_| memory_measured)
+                .map(|m| m.peak_memory_bytes as f64),
+            ("op_time_s", RowOf::Op(stage, kind)) => measured_ops.get(&(stage, kind)).copied(),
+            // A link the run never used carried nothing.
+            (_, RowOf::Link(link)) => Some(
+                measured
+                    .links
+                    .iter()
+                    .find(|m| m.link == link)
+                    .map_or(0.0, |m| m.bytes as f64),
+            ),
+            _ => None,
+        }
+    })
+}
+
+/// What a row of [`predicted_rows`] is of.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RowOf {
+    /// The epoch.
+    Epoch,
+    /// A device, by its index in the trace.
+    Device(usize),
+    /// A stage's ops of one kind.
+    Op(u32, OpKind),
+    /// A link, by its index in the trace.
+    Link(usize),
+}
+
+/// The rows [`compare_rows`] compares, predicted from `trace`, each with the value
+/// `measured(name, of, device)` gives it (`device` as the row names it: `cpu1`, `stage 1 B`,
+/// `cpu0 -> cpu1`): epoch time; busy time, bubble and peak memory per device; each stage's
+/// median op of each kind (where a prediction goes wrong, op by op); bytes per link.
+pub(super) fn predicted_rows(
+    trace: &crate::trace::Trace,
+    measured: impl Fn(&'static str, RowOf, Option<&str>) -> Option<f64>,
+) -> Vec<CompareRow> {
+    let predicted = report::compute(trace);
+    let mut rows = Vec::new();
+    let mut push = |name: &'static str, of: RowOf, device: Option<String>, value: f64| {
+        let m = measured(name, of, device.as_deref());
+        rows.push(row(name, device, value, m));
+    };
+    push(
         "epoch_time_s",
+        RowOf::Epoch,
         None,
         predicted.epoch_time_ns as f64 / 1e9,
-        Some(measured.epoch_time_ns as f64 / 1e9),
-    )];
+    );
     for p in &predicted.devices {
-        let m = measured.devices.iter().find(|m| m.device == p.device);
-        let name = Some(p.name.clone());
-        rows.push(row(
-            "busy_s",
-            name.clone(),
-            p.busy_ns as f64 / 1e9,
-            m.map(|m| m.busy_ns as f64 / 1e9),
-        ));
-        rows.push(row(
-            "bubble_fraction",
-            name.clone(),
-            p.bubble_fraction,
-            m.map(|m| m.bubble_fraction),
-        ));
-        // Measured by the counting allocator, when the binary has it.
-        rows.push(row(
-            "peak_memory_bytes",
-            name,
-            p.peak_memory_bytes as f64,
-            m.filter(|_| run.result.memory_measured)
-                .map(|m| m.peak_memory_bytes as f64),
-        ));
+        let (of, name) = (RowOf::Device(p.device), Some(p.name.clone()));
+        push("busy_s", of, name.clone(), p.busy_ns as f64 / 1e9);
+        push("bubble_fraction", of, name.clone(), p.bubble_fraction);
+        push("peak_memory_bytes", of, name, p.peak_memory_bytes as f64);
     }
-    // Where a prediction goes wrong, op by op: each stage's median op of each kind, over the
-    // timed epochs.
-    let measured_ops = op_medians(run.result.timed_traces());
-    for ((stage, kind), p) in op_medians(std::slice::from_ref(&run.prediction.trace)) {
-        rows.push(row(
-            "op_time_s",
-            Some(format!("stage {stage} {}", kind.code())),
-            p,
-            measured_ops.get(&(stage, kind)).copied(),
-        ));
+    for ((stage, kind), p) in op_medians(std::slice::from_ref(trace)) {
+        let label = format!("stage {stage} {}", kind.code());
+        push("op_time_s", RowOf::Op(stage, kind), Some(label), p);
     }
     for p in &predicted.links {
-        let m = measured.links.iter().find(|m| m.link == p.link);
-        rows.push(row(
+        let label = format!("{} -> {}", p.from, p.to);
+        push(
             "link_bytes",
-            Some(format!("{} -> {}", p.from, p.to)),
+            RowOf::Link(p.link),
+            Some(label),
             p.bytes as f64,
-            Some(m.map_or(0.0, |m| m.bytes as f64)),
-        ));
+        );
     }
     rows
 }

@@ -344,6 +344,7 @@ fn fidelity_runs_a_two_configuration_matrix() {
     }
     // Bytes per link are exact: the device tier takes them from the same plans as the executor.
     assert_eq!(metric("link_bytes")["max"].as_f64().unwrap(), 0.0, "{doc}");
+    rescores_against_earlier_runs(&profile, &data, &doc);
     let out = pipegnn(&[
         "fidelity",
         "--profile",
@@ -368,6 +369,110 @@ fn fidelity_runs_a_two_configuration_matrix() {
     let err = stderr(&out);
     assert!(err.contains("backend cpu (the device: cuda)"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// `fidelity --against` runs nothing: the profile's predictions, scored against the median
+/// of the files' measurements. `doc` is a run's JSON; its copies with every measured value
+/// doubled and tripled make three runs whose median is the doubled one.
+fn rescores_against_earlier_runs(profile: &std::path::Path, data: &std::path::Path, doc: &Value) {
+    let dir = scratch("fidelity-against");
+    let scaled = |factor: f64| {
+        let mut copy = doc.clone();
+        for c in copy["configurations"].as_array_mut().unwrap() {
+            for m in c["metrics"].as_array_mut().unwrap() {
+                if let Some(v) = m["measured"].as_f64() {
+                    m["measured"] = serde_json::json!(v * factor);
+                }
+            }
+        }
+        let path = write(&dir, &format!("x{factor}.json"), &copy.to_string());
+        path.to_str().unwrap().to_string()
+    };
+    let files = [scaled(1.0), scaled(3.0), scaled(2.0)];
+    let mut args = vec![
+        "fidelity",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--only",
+        "cora-gcn2-gpipe-drop-s2-k8,cora-gcn2-graph-parallel-p2",
+        "--format",
+        "json",
+    ];
+    for f in &files {
+        args.extend(["--against", f.as_str()]);
+    }
+    let out = pipegnn(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["rounds"], Value::Null, "{again}");
+    assert_eq!(again["against"].as_array().unwrap().len(), 3);
+    let (before, after) = (
+        doc["configurations"].as_array().unwrap(),
+        again["configurations"].as_array().unwrap(),
+    );
+    assert_eq!(before.len(), after.len());
+    for (b, a) in before.iter().zip(after) {
+        assert_eq!(b["name"], a["name"]);
+        // One epoch time a file, in the order given.
+        let epoch = b["metrics"][0]["measured"].as_f64().unwrap();
+        let rounds: Vec<f64> = a["round_epoch_times_s"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_f64().unwrap())
+            .collect();
+        assert_eq!(rounds.len(), 3, "{a}");
+        for (got, want) in rounds.iter().zip([1.0, 3.0, 2.0]) {
+            assert!(
+                (got - epoch * want).abs() <= 1e-9 * epoch * want,
+                "{rounds:?}"
+            );
+        }
+        let (rows_b, rows_a) = (
+            b["metrics"].as_array().unwrap(),
+            a["metrics"].as_array().unwrap(),
+        );
+        assert_eq!(rows_b.len(), rows_a.len(), "{a}");
+        for (rb, ra) in rows_b.iter().zip(rows_a) {
+            assert_eq!((&rb["name"], &rb["device"]), (&ra["name"], &ra["device"]));
+            // The same code and profile predict the same.
+            assert_eq!(rb["predicted"], ra["predicted"], "{ra}");
+            match rb["measured"].as_f64() {
+                Some(m) => {
+                    let got = ra["measured"].as_f64().unwrap();
+                    assert!((got - 2.0 * m).abs() <= 1e-9 * (2.0 * m).abs(), "{rb} {ra}");
+                }
+                None => assert!(ra["measured"].is_null(), "{ra}"),
+            }
+        }
+    }
+    // A configuration no file measured is named, with the way out; a file that is not a
+    // fidelity run's JSON is named; one line each, exit 4.
+    let mut missing = args.clone();
+    missing[6] = "cora-gcn2-1stage";
+    let out = pipegnn(&missing);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no file measured `cora-gcn2-1stage`"), "{err}");
+    assert!(err.contains("--only"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let not_ours = write(&dir, "other.json", "{\"epochs\": 3}");
+    let mut bad = args[..9].to_vec();
+    bad.extend(["--against", not_ours.to_str().unwrap()]);
+    let out = pipegnn(&bad);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("other.json") && err.contains("configurations"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // Nothing runs, so the run's own knobs make no sense beside it.
+    let mut knob = args.clone();
+    knob.extend(["--rounds", "2"]);
+    assert_eq!(pipegnn(&knob).status.code(), Some(2));
 }
 
 /// `--seconds` raises the epochs of a configuration whose predicted epoch is short, from the
