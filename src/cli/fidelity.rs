@@ -860,12 +860,12 @@ fn read_earlier(paths: &[PathBuf]) -> Result<BTreeMap<String, Earlier>> {
     Ok(out)
 }
 
-/// The median of `values` (the upper of the middle two of an even count, as every median
-/// here); `None` for none.
+/// The median of `values` (of an even count, the lower of the middle two, as the summary's
+/// quantiles take it); `None` for none.
 fn median_of(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied()
+    (!sorted.is_empty()).then(|| quantile(&sorted, 0.5))
 }
 
 /// One configuration predicted with `profile` and scored against the median of earlier runs'
