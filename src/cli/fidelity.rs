@@ -794,8 +794,6 @@ struct Earlier {
     values: BTreeMap<(String, Option<String>), Vec<f64>>,
     /// Each run's measured epochs.
     epochs: Vec<u32>,
-    /// Each run's measured epoch time, in seconds.
-    epoch_s: Vec<f64>,
 }
 
 /// Reads `--against` files: the JSON `fidelity --format json` prints.
@@ -846,9 +844,6 @@ fn read_earlier(paths: &[PathBuf]) -> Result<BTreeMap<String, Earlier>> {
                         .filter(|v| v.is_finite())
                         .ok_or_else(|| bad(format!("{at}.measured is not a number")))?,
                 };
-                if metric == "epoch_time_s" {
-                    earlier.epoch_s.push(value);
-                }
                 earlier
                     .values
                     .entry((metric.to_string(), device))
@@ -885,7 +880,12 @@ fn rescore(
     Ok(Outcome {
         name: c.name,
         epochs: earlier.epochs.iter().copied().min().unwrap_or(0),
-        rounds: earlier.epoch_s.clone(),
+        // Each run's epoch time, in the order given.
+        rounds: earlier
+            .values
+            .get(&("epoch_time_s".to_string(), None))
+            .cloned()
+            .unwrap_or_default(),
         slowdown: None,
         analytic_error: measured_epoch.map(|m| (predicted.analytic_ns as f64 / 1e9 - m) / m),
         rows,

@@ -273,7 +273,7 @@ fn fidelity_runs_a_two_configuration_matrix() {
         return;
     };
     let profile = profile();
-    let out = pipegnn(&[
+    let matrix = [
         "fidelity",
         "--profile",
         profile.to_str().unwrap(),
@@ -281,15 +281,23 @@ fn fidelity_runs_a_two_configuration_matrix() {
         data.to_str().unwrap(),
         "--only",
         "cora-gcn2-gpipe-drop-s2-k8,cora-gcn2-graph-parallel-p2",
-        "--epochs",
-        "2",
-        "--seconds",
-        "0",
-        "--rounds",
-        "2",
-        "--format",
-        "json",
-    ]);
+    ];
+    let out = pipegnn(
+        &[
+            &matrix[..],
+            &[
+                "--epochs",
+                "2",
+                "--seconds",
+                "0",
+                "--rounds",
+                "2",
+                "--format",
+                "json",
+            ],
+        ]
+        .concat(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let configs = doc["configurations"].as_array().unwrap();
@@ -344,7 +352,7 @@ fn fidelity_runs_a_two_configuration_matrix() {
     }
     // Bytes per link are exact: the device tier takes them from the same plans as the executor.
     assert_eq!(metric("link_bytes")["max"].as_f64().unwrap(), 0.0, "{doc}");
-    rescores_against_earlier_runs(&profile, &data, &doc);
+    rescores_against_earlier_runs(&matrix, &doc);
     let out = pipegnn(&[
         "fidelity",
         "--profile",
@@ -374,7 +382,8 @@ fn fidelity_runs_a_two_configuration_matrix() {
 /// `fidelity --against` runs nothing: the profile's predictions, scored against the median
 /// of the files' measurements. `doc` is a run's JSON; its copies with every measured value
 /// doubled and tripled make three runs whose median is the doubled one.
-fn rescores_against_earlier_runs(profile: &std::path::Path, data: &std::path::Path, doc: &Value) {
+/// `matrix` is the run's command up to its own knobs.
+fn rescores_against_earlier_runs(matrix: &[&str], doc: &Value) {
     let dir = scratch("fidelity-against");
     let scaled = |factor: f64| {
         let mut copy = doc.clone();
@@ -389,17 +398,7 @@ fn rescores_against_earlier_runs(profile: &std::path::Path, data: &std::path::Pa
         path.to_str().unwrap().to_string()
     };
     let files = [scaled(1.0), scaled(3.0), scaled(2.0)];
-    let mut args = vec![
-        "fidelity",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--only",
-        "cora-gcn2-gpipe-drop-s2-k8,cora-gcn2-graph-parallel-p2",
-        "--format",
-        "json",
-    ];
+    let mut args = [matrix, &["--format", "json"]].concat();
     for f in &files {
         args.extend(["--against", f.as_str()]);
     }
