@@ -84,6 +84,7 @@ pub fn run(
         network: &network,
         compute_slots: None,
         lowered: Some(&lowered),
+        contention: None,
     };
     // Both interpreters, interleaved in each repetition so that the machine's noise falls on
     // them alike: the one pass this schedule takes (each chain link carries one sender's

@@ -512,6 +512,7 @@ fn run(
         network: measured_network.as_ref().unwrap_or(&scenario.network),
         compute_slots: compute_slots(scenario, schedule.n_devices()),
         lowered: Some(&lowered),
+        contention: None,
     };
     let trace = sim::simulate(&input, trace_devices(scenario))?;
     // The simulator saturates times rather than wrapping: an epoch this long is a cost past

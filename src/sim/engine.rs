@@ -31,6 +31,31 @@ pub struct SimInput<'a> {
     /// The schedule lowered, when the caller already has it (from [`crate::schedule::check_lowered`]);
     /// otherwise the simulation lowers it.
     pub lowered: Option<&'a Lowered>,
+    /// The devices compute on one machine whose ops slow each other down while they run at
+    /// once (`None`: they do not).
+    pub contention: Option<Contention<'a>>,
+}
+
+/// How ops that run at the same time on one machine's cores slow each other down (they share
+/// its memory system and its last-level cache): while `n` ops run, each advances at
+/// `1 / slowdown[n - 1]` of its speed alone, the last entry standing for more. Every device of
+/// the simulation shares the machine; an op's time is its work alone stretched by the
+/// slowdown of each stretch of time it runs through (processor sharing), so an op that starts
+/// beside another and outlives it speeds up when the other ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Contention<'a> {
+    /// Per number of ops running at once (1, 2, ...): the slowdown, at least 1 for one.
+    pub slowdown: &'a [f64],
+}
+
+impl Contention<'_> {
+    /// The slowdown while `running` ops run at once.
+    pub fn at(&self, running: usize) -> f64 {
+        match (running, self.slowdown.last()) {
+            (0, _) | (_, None) => 1.0,
+            (n, Some(&last)) => self.slowdown.get(n - 1).copied().unwrap_or(last),
+        }
+    }
 }
 
 /// Why a simulation could not run to the end.
@@ -213,6 +238,18 @@ struct Engine<'a, S: TraceSink> {
     /// Collective steps on links (collective, step), and reusable entries.
     steps_in_flight: Vec<(u32, u32)>,
     free_step_slots: Vec<u32>,
+    /// With contention: the ops running and how far each has come.
+    sharing: Option<Sharing>,
+}
+
+/// The ops running under [`Contention`]: per device, its op's work left (ns at full speed) as
+/// of `since`, and its end as last scheduled (an `OpEnd` event at any other time is stale).
+struct Sharing {
+    running: Vec<usize>,
+    left: Vec<f64>,
+    since: Vec<u64>,
+    end_at: Vec<u64>,
+    slowdown: f64,
 }
 
 impl<S: TraceSink> Engine<'_, S> {
@@ -256,12 +293,66 @@ impl<S: TraceSink> Engine<'_, S> {
         self.memory(device, now, MemoryCategory::Halo, halo);
         self.memory(device, now, MemoryCategory::Workspace, workspace);
         self.busy_since[device] = Some(now);
+        let ns = self.input.cost.op_ns(op);
+        if self.sharing.is_some() {
+            self.settle(now);
+            let sharing = self.sharing.as_mut().expect("checked above");
+            sharing.running.push(device);
+            sharing.left[device] = ns as f64;
+            sharing.since[device] = now;
+            sharing.end_at[device] = u64::MAX;
+            self.reschedule(now);
+            return;
+        }
         // Saturating: a time past u64 stays at its end, for the caller to refuse, never wraps.
-        let end = now.saturating_add(self.input.cost.op_ns(op));
+        let end = now.saturating_add(ns);
         let event = Event::OpEnd {
             device: device as u32,
         };
         self.queue.push(end, event.encode());
+    }
+
+    /// Takes the work done since the last change off every running op's work left.
+    fn settle(&mut self, now: u64) {
+        let Some(sharing) = self.sharing.as_mut() else {
+            return;
+        };
+        for &d in &sharing.running {
+            let done = (now - sharing.since[d]) as f64 / sharing.slowdown;
+            sharing.left[d] = (sharing.left[d] - done).max(0.0);
+            sharing.since[d] = now;
+        }
+    }
+
+    /// Schedules every running op's end at the slowdown of the ops running now; an end that
+    /// moved gets a new event (the old one is then stale and skipped).
+    fn reschedule(&mut self, now: u64) {
+        let Some(sharing) = self.sharing.as_mut() else {
+            return;
+        };
+        let contention = self
+            .input
+            .contention
+            .expect("sharing comes with contention");
+        sharing.slowdown = contention.at(sharing.running.len());
+        for &d in &sharing.running {
+            // Saturating: a time past u64 stays at its end, for the caller to refuse.
+            let end = now.saturating_add((sharing.left[d] * sharing.slowdown).ceil() as u64);
+            if end != sharing.end_at[d] {
+                sharing.end_at[d] = end;
+                self.queue
+                    .push(end, Event::OpEnd { device: d as u32 }.encode());
+            }
+        }
+    }
+
+    /// Whether an `OpEnd` of `device` at `now` ends its running op (not a stale one, left
+    /// behind when contention moved the op's end).
+    fn ends_now(&self, device: usize, now: u64) -> bool {
+        match &self.sharing {
+            Some(sharing) => self.busy_since[device].is_some() && sharing.end_at[device] == now,
+            None => true,
+        }
     }
 
     /// Finds the gates of weight gradients (graph parallelism's and the hybrid's all-reduces)
@@ -340,6 +431,13 @@ impl<S: TraceSink> Engine<'_, S> {
         self.next[device] += 1;
         if self.input.compute_slots.is_some() {
             self.shared_running -= 1;
+        }
+        if self.sharing.is_some() {
+            self.settle(now);
+            let sharing = self.sharing.as_mut().expect("checked above");
+            sharing.running.retain(|&d| d != device);
+            sharing.end_at[device] = u64::MAX;
+            self.reschedule(now);
         }
         let placed = self.placed(device);
         self.sink.span(compute_span(placed, op, start, now));
@@ -679,6 +777,13 @@ fn run<S: TraceSink>(input: &SimInput<'_>, sink: &mut S, one_pass: bool) -> Resu
         gate_collective: vec![u32::MAX; lowered.gate_inputs().len()],
         steps_in_flight: Vec::new(),
         free_step_slots: Vec::new(),
+        sharing: input.contention.map(|_| Sharing {
+            running: Vec::with_capacity(n_devices),
+            left: vec![0.0; n_devices],
+            since: vec![0; n_devices],
+            end_at: vec![u64::MAX; n_devices],
+            slowdown: 1.0,
+        }),
         lowered,
     };
     engine.plan_collectives();
@@ -687,7 +792,10 @@ fn run<S: TraceSink>(input: &SimInput<'_>, sink: &mut S, one_pass: bool) -> Resu
     }
     while let Some((now, code)) = engine.queue.pop() {
         match Event::decode(code) {
-            Event::OpEnd { device } => engine.op_end(device as usize, now),
+            Event::OpEnd { device } if engine.ends_now(device as usize, now) => {
+                engine.op_end(device as usize, now)
+            }
+            Event::OpEnd { .. } => {}
             Event::Arrival { slot } => {
                 let (release, bytes) = engine.in_flight[slot as usize];
                 engine.free_slots.push(slot);
@@ -731,6 +839,7 @@ pub fn simulate_free(
         network: &network,
         compute_slots: None,
         lowered,
+        contention: None,
     };
     let devices = names
         .into_iter()

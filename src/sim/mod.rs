@@ -21,6 +21,12 @@
 //! threads outnumber the cores (`executor.cores`). A device whose next op is ready while every
 //! slot is busy waits first-in first-out, ahead of devices that become ready later.
 //!
+//! **Contention.** With `SimInput::contention` the devices compute on one machine whose ops
+//! slow each other down while they run at once (its memory system and last-level cache are
+//! shared): each running op advances at the speed the machine's measured slowdown for that many
+//! ops at once gives it (processor sharing), so its end moves whenever an op starts or ends
+//! beside it. A profile measures the slowdown (`calibrate`'s co-run benchmark).
+//!
 //! **Links.** A transfer over a route takes the route's latency plus its bytes over the slowest
 //! link's bandwidth. A directed link carries one transfer at a time: a transfer starts when
 //! every link of its route is free, holds them all until it arrives (cut-through), and transfers
@@ -56,8 +62,8 @@ mod pass;
 mod queue;
 
 pub use engine::{
-    simulate, simulate_events_into, simulate_free, simulate_into, takes_one_pass, SimError,
-    SimInput,
+    simulate, simulate_events_into, simulate_free, simulate_into, takes_one_pass, Contention,
+    SimError, SimInput,
 };
 
 use crate::network::Network;

@@ -69,7 +69,7 @@ impl Plan<'_> {
 /// 256² pairs).
 pub(super) fn plan<'a>(input: &SimInput<'a>, lowered: &Lowered) -> Option<Plan<'a>> {
     let n = lowered.n_devices();
-    if input.compute_slots.is_some() {
+    if input.compute_slots.is_some() || input.contention.is_some() {
         return None;
     }
     let mut plan = Plan {

@@ -159,3 +159,62 @@ fn a_bad_core_count_names_the_field() {
         assert!(err.contains(want), "{value}: {err}");
     }
 }
+
+/// GPipe over two stages and two chunks on two devices joined by free links.
+fn gpipe_two_by_two() -> pipegnn::schedule::Schedule {
+    let text = "stages: 2\nchunks: 2\norders:\n  0: [[F,0,0],[F,1,0],[B,1,0],[B,0,0]]\n  1: [[F,0,1],[F,1,1],[B,1,1],[B,0,1]]\n";
+    pipegnn::schedule::file::parse("gpipe.yaml", text).unwrap()
+}
+
+/// The epoch `contention` predicts for [`gpipe_two_by_two`] with forwards of 1 and 3 us by
+/// stage and backwards of 2 us.
+fn contended_epoch(contention: Option<pipegnn::sim::Contention<'_>>) -> u64 {
+    use pipegnn::sim::{simulate, takes_one_pass, SimInput};
+    let schedule = gpipe_two_by_two();
+    let mut costs = crate::support::StageCosts::uniform(2, 1_000, 2_000);
+    costs.forward_ns = vec![1_000, 3_000];
+    let network = pipegnn::network::Network::free(vec!["a".into(), "b".into()]);
+    let input = SimInput {
+        schedule: &schedule,
+        placement: &[0, 1],
+        cost: &costs,
+        network: &network,
+        compute_slots: None,
+        lowered: None,
+        contention,
+    };
+    assert_eq!(takes_one_pass(&input), contention.is_none());
+    let devices = ["a", "b"]
+        .map(|name| pipegnn::trace::TraceDevice {
+            name: name.into(),
+            capacity_bytes: None,
+        })
+        .to_vec();
+    let trace = simulate(&input, devices).unwrap();
+    trace.spans.iter().map(|s| s.end_ns).max().unwrap()
+}
+
+#[test]
+fn ops_running_at_once_share_the_machine_as_processor_sharing() {
+    // Alone: F0 of stage 0 [0, 1000]; F1 of stage 0 [1000, 2000] beside F0 of stage 1
+    // [1000, 4000]; F1 and B1 of stage 1 to 9000; the two B's at once to 11000; B0 of stage 0
+    // to 13000.
+    assert_eq!(contended_epoch(None), 13_000);
+    // Two at once take 1.5x as long: stage 0's F1 ends at 2500, when stage 1's F0 has done a
+    // third of its work and runs the rest alone (to 4500); F1 and B1 of stage 1 to 9500; the
+    // two B's at once, 3000 each, to 12500; B0 of stage 0 to 14500.
+    let slowdown = [1.0, 1.5];
+    let contention = pipegnn::sim::Contention {
+        slowdown: &slowdown,
+    };
+    assert_eq!(contended_epoch(Some(contention)), 14_500);
+    // Past the measured counts the last slowdown stands; one op alone runs at full speed.
+    assert_eq!(contention.at(3), 1.5);
+    assert_eq!(contention.at(1), 1.0);
+    // No slowdown measured past one: the same epoch as without.
+    let none = [1.0];
+    assert_eq!(
+        contended_epoch(Some(pipegnn::sim::Contention { slowdown: &none })),
+        13_000
+    );
+}

@@ -99,6 +99,7 @@ fn input<'a>(
         network,
         compute_slots: None,
         lowered: None,
+        contention: None,
     }
 }
 

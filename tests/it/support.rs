@@ -154,6 +154,7 @@ pub fn simulate_on(
         network: network.unwrap_or(&free),
         lowered: None,
         compute_slots: shared_compute.then_some(1),
+        contention: None,
     };
     let devices = names
         .into_iter()
