@@ -332,8 +332,19 @@ pub(super) fn calibrate(args: &CalibrateArgs) -> Result<()> {
         ),
         None => String::new(),
     };
+    let corun = match profile.corun_slowdown.get(1..) {
+        Some(more) if !more.is_empty() => format!(
+            "; ops running at once: {}",
+            more.iter()
+                .enumerate()
+                .map(|(i, x)| format!("{} take {x:.2}x as long", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => String::new(),
+    };
     let mut out = format!(
-        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns; in a pipeline, chunks hold {:.2}x and temporaries {:.2}x what the functions predict{apart})\n\n{:<30} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
+        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns; in a pipeline, chunks hold {:.2}x and temporaries {:.2}x what the functions predict{apart}{corun})\n\n{:<30} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
         args.out.display(),
         profile.device,
         profile.kernels.len(),
@@ -1013,6 +1024,7 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
             print(&to_json(&serde_json::json!({
                 "profile": profile.device,
                 "profile_passes_apart": profile.passes_apart,
+                "profile_corun_slowdown": profile.corun_slowdown,
                 "machine": profile.machine,
                 "epochs": args.against.is_empty().then_some(args.epochs),
                 "seconds": args.against.is_empty().then_some(args.seconds),
@@ -1024,9 +1036,15 @@ pub(super) fn fidelity(args: &FidelityArgs) -> Result<()> {
         }
         ReportFormat::Table => {
             // The calibration's own noise, beside the measurement's.
-            let apart = profile.passes_apart.map_or(String::new(), |apart| {
+            let mut apart = profile.passes_apart.map_or(String::new(), |apart| {
                 format!(", its samples' passes a median {:.1}% apart", apart * 100.0)
             });
+            if profile.corun_slowdown.len() > 1 {
+                apart.push_str(&format!(
+                    ", two ops at once {:.2}x as long",
+                    profile.corun_slowdown[1]
+                ));
+            }
             let measured = if args.against.is_empty() {
                 format!(
                     "at least {} measured epochs and {} s each, the shortest of {} rounds",

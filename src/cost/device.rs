@@ -14,7 +14,8 @@
 //! "median_error", "p90_error", "max_error", "range", "knee", "knee_term", "spill": [{"term",
 //! "table", "cache"}]}], "wakeup_ns", "gap_ns", "stash_scale",
 //! "workspace_scale", "matrix_buffer_bytes", "probe": {"memory_ns", "compute_ns"} or
-//! null, "passes_apart": a number or null (absent: null)}`.
+//! null, "passes_apart": a number or null (absent: null), "corun_slowdown": a list of numbers
+//! of at least 1 (absent or null: not measured)}`.
 //!
 //! The wake-up, the gap and the two scales come from real runs of built-in pipelines (not any
 //! user's configuration): a worker's wake-up, its gap between ops, and how much more memory
@@ -178,6 +179,11 @@ pub struct DeviceProfile {
     /// after one pass, and in profiles written before it was recorded). The fitted functions
     /// carry that noise.
     pub passes_apart: Option<f64>,
+    /// How much slower an op runs while `n` ops, each on this profile's thread count, run at
+    /// once on the machine's cores, for n = 1, 2, ... (the first 1): the co-run benchmark of
+    /// `calibrate`, the machine's memory system and last-level cache shared. Empty where it
+    /// was not measured (one core, a GPU, profiles written before it).
+    pub corun_slowdown: Vec<f64>,
 }
 
 /// Two fixed workloads timed on one thread: how fast the machine was at a moment. On a shared
@@ -358,6 +364,7 @@ impl DeviceProfile {
             "matrix_buffer_bytes": self.matrix_buffer_bytes,
             "probe": self.probe.map(|p| json!({"memory_ns": p.memory_ns, "compute_ns": p.compute_ns})),
             "passes_apart": self.passes_apart,
+            "corun_slowdown": self.corun_slowdown,
         });
         serde_json::to_string_pretty(&doc).expect("a JSON value always serializes") + "\n"
     }
@@ -595,6 +602,25 @@ impl DeviceProfile {
                     _ => return Err("`passes_apart` must not be negative".into()),
                 },
             },
+            corun_slowdown: match &doc["corun_slowdown"] {
+                Value::Null => Vec::new(),
+                Value::Array(values) => {
+                    let mut slowdown = Vec::with_capacity(values.len());
+                    for (i, v) in values.iter().enumerate() {
+                        let name = format!("corun_slowdown[{i}]");
+                        match float(v, &name)? {
+                            x if (1.0..=100.0).contains(&x) => slowdown.push(x),
+                            x => {
+                                return Err(format!(
+                                    "`{name}` is {x}: a slowdown is at least 1 and at most 100"
+                                ))
+                            }
+                        }
+                    }
+                    slowdown
+                }
+                _ => return Err("`corun_slowdown` must be a list of numbers".into()),
+            },
         })
     }
 }
@@ -637,6 +663,7 @@ mod tests {
             }),
             between_processes: None,
             passes_apart: Some(0.0625),
+            corun_slowdown: vec![1.0, 1.1875],
         }
     }
 
@@ -729,6 +756,17 @@ mod tests {
         assert!(DeviceProfile::parse(&doc.to_string())
             .unwrap_err()
             .contains("`passes_apart` must not be negative"));
+        // Written before the co-run slowdown was measured: none; a speed-up is refused.
+        let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
+        doc.as_object_mut().unwrap().remove("corun_slowdown");
+        assert!(DeviceProfile::parse(&doc.to_string())
+            .unwrap()
+            .corun_slowdown
+            .is_empty());
+        doc["corun_slowdown"] = json!([1.0, 0.5]);
+        assert!(DeviceProfile::parse(&doc.to_string())
+            .unwrap_err()
+            .contains("`corun_slowdown[1]` is 0.5"));
         // A profile fitted on other terms (an earlier version's order) is refused, not misread.
         let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
         let gcn = doc["kernels"]

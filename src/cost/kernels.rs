@@ -996,6 +996,7 @@ mod tests {
             between_processes: None,
             probe: None,
             passes_apart: None,
+            corun_slowdown: Vec::new(),
         }
     }
 

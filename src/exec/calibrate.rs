@@ -347,6 +347,7 @@ pub fn calibrate(
         // The machine as the samples kept it: the faster of a probe before and after.
         probe: Some(before.fastest(&probe())),
         passes_apart: None,
+        corun_slowdown: Vec::new(),
     };
     let layers = fastest(passes, progress, |progress| {
         pool.install(|| measure_layers(device, effort, &draft, slot, progress))
@@ -363,6 +364,7 @@ pub fn calibrate(
         }
     }
     samples.extend(layers);
+    profile.corun_slowdown = measure_corun(device, threads, effort, progress)?;
     profile.passes_apart = median_apart(
         samples
             .iter()
@@ -536,6 +538,212 @@ pub fn probe() -> MachineProbe {
     MachineProbe {
         memory_ns,
         compute_ns,
+    }
+}
+
+/// The most workers the co-run benchmark runs at once (beyond, its last slowdown stands).
+pub const MAX_CORUN: usize = 8;
+
+/// The co-run benchmark: how much slower an op runs while others run beside it on the
+/// machine's other cores. Up to `cores / threads` workers (at most [`MAX_CORUN`]), each with a
+/// pool of `threads` threads and data of its own, run the same work (forward and backward of a
+/// GCN layer over sparse features, a GraphSAGE and a GAT layer over dense ones, each round on
+/// the next of the four quarters of a 20,000-vertex graph, as a stage runs chunk after chunk);
+/// first one alone, then `k` at once, alternating so that a drift of the machine falls on
+/// both. `slowdown[k-1]` is the median over repetitions of the median round's time with `k`
+/// running over that alone (at least 1). Empty on a GPU and where the cores hold one worker.
+pub fn measure_corun(
+    device: &Device,
+    threads: usize,
+    effort: Effort,
+    progress: &(dyn Fn(&str) + Sync),
+) -> candle_core::Result<Vec<f64>> {
+    use std::sync::{Barrier, Mutex};
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = (cores / threads.max(1)).min(MAX_CORUN);
+    if !device.is_cpu() || workers < 2 {
+        return Ok(Vec::new());
+    }
+    progress("ops running at once on the cores (co-run)");
+    let quick = effort == Effort::Quick;
+    let repetitions = if quick { 1 } else { 7 };
+    // The phases: how many workers run in each, one alone before every `k`.
+    let phases: Vec<usize> = (0..repetitions)
+        .flat_map(|_| (2..=workers).flat_map(|k| [1, k]))
+        .collect();
+    let barrier = Barrier::new(workers + 1);
+    let active = Mutex::new(0usize);
+    // Per phase, the rounds' times (ns) of every worker that ran.
+    let times: Mutex<Vec<Vec<f64>>> = Mutex::new(vec![Vec::new(); phases.len()]);
+    let failed: Mutex<Option<String>> = Mutex::new(None);
+    let rounds = if quick { 4 } else { 12 };
+    std::thread::scope(|scope| {
+        for worker in 0..workers {
+            let (barrier, active, times, failed, phases) =
+                (&barrier, &active, &times, &failed, &phases);
+            scope.spawn(move || {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+                let mut work = pool
+                    .map_err(|e| candle_core::Error::Msg(format!("cannot build a pool: {e}")))
+                    .and_then(|pool| {
+                        let work = pool.install(|| CorunWork::new(device, worker as u64, quick))?;
+                        Ok((pool, work))
+                    });
+                if let Err(e) = &work {
+                    *failed.lock().expect("no worker panics") = Some(e.to_string());
+                }
+                // Every phase: wait for the go, run if among the first `active`, report.
+                barrier.wait();
+                for phase in 0..phases.len() {
+                    barrier.wait();
+                    let running = worker < *active.lock().expect("no worker panics");
+                    if let (true, Ok((pool, work))) = (running, work.as_mut()) {
+                        let measured = pool.install(|| {
+                            (0..rounds)
+                                .map(|round| {
+                                    let t = Instant::now();
+                                    work.round(round)?;
+                                    Ok(t.elapsed().as_nanos() as f64)
+                                })
+                                .collect::<candle_core::Result<Vec<f64>>>()
+                        });
+                        match measured {
+                            Ok(ns) => times.lock().expect("no worker panics")[phase].extend(ns),
+                            Err(e) => {
+                                *failed.lock().expect("no worker panics") = Some(e.to_string())
+                            }
+                        }
+                    }
+                    barrier.wait();
+                }
+            });
+        }
+        barrier.wait();
+        for &k in &phases {
+            *active.lock().expect("no worker panics") = k;
+            barrier.wait();
+            barrier.wait();
+        }
+    });
+    if let Some(e) = failed.into_inner().expect("no worker panics") {
+        return Err(candle_core::Error::Msg(format!(
+            "the co-run benchmark: {e}"
+        )));
+    }
+    let times = times.into_inner().expect("no worker panics");
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut slowdown = vec![1.0];
+    for k in 2..=workers {
+        let mut ratios: Vec<f64> = phases
+            .iter()
+            .enumerate()
+            .filter(|&(i, &p)| p == k && i > 0)
+            .map(|(i, _)| median(&times[i]) / median(&times[i - 1]))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        slowdown.push(ratios[ratios.len() / 2].max(1.0));
+    }
+    Ok(slowdown)
+}
+
+/// One worker's data for the co-run benchmark: three layers, each with a chunk per quarter of
+/// a seeded graph.
+struct CorunWork {
+    layers: Vec<(StageModel, Vec<CorunChunk>)>,
+}
+
+/// A chunk of the co-run benchmark: its plan, its input and its output's gradient.
+type CorunChunk = (ChunkPlan, StageInput, Tensor);
+
+impl CorunWork {
+    fn new(device: &Device, seed: u64, quick: bool) -> candle_core::Result<Self> {
+        let nodes = if quick { 2_000 } else { 20_000 };
+        let g = sbm(&SbmSpec {
+            nodes,
+            avg_degree: 10.0,
+            classes: 4,
+            features: 500,
+            homophily: 0.8,
+            feature_density: 0.02,
+            seed: 11 + seed,
+        });
+        let mut rng = Rng::new(29 + seed);
+        let quarter = nodes as usize / 4;
+        let shape = PlanShape {
+            layers: 0..2,
+            n_layers: 2,
+            needs: Needs {
+                gcn: true,
+                mean: true,
+                attention: true,
+            },
+        };
+        let kinds = [
+            (LayerKind::Gcn, 500, 16, true),
+            (LayerKind::Sage, 64, 16, false),
+            (
+                LayerKind::Gat {
+                    heads: 8,
+                    concat: true,
+                },
+                16,
+                64,
+                false,
+            ),
+        ];
+        let mut layers = Vec::new();
+        for (kind, d_in, d_out, sparse) in kinds {
+            let layer = Layer { kind, d_in, d_out };
+            let model = StageModel {
+                layers: vec![ExecLayer::new(&layer, &mut rng, device)?],
+                first_layer: 0,
+                is_last: false,
+                dropout: LAYER_DROPOUT,
+                attention_dropout: LAYER_DROPOUT,
+                activation: Activation::Relu,
+            };
+            let mut chunks = Vec::new();
+            for q in 0..4 {
+                let vertices: Vec<u32> =
+                    (q * quarter..(q + 1) * quarter).map(|v| v as u32).collect();
+                let plan = ChunkPlan::neighbours(
+                    &g.graph,
+                    vertices,
+                    |u| (u as usize / quarter) as u64,
+                    &shape,
+                );
+                let view = plan.layer(0);
+                let input = if sparse {
+                    StageInput::Sparse(random_sparse(&mut rng, view.read.len(), 500, 18))
+                } else {
+                    StageInput::Dense(random(&mut rng, (view.read.len(), d_in as usize), device)?)
+                };
+                let g = random(&mut rng, (view.out, d_out as usize), device)?;
+                chunks.push((plan, input, g));
+            }
+            layers.push((model, chunks));
+        }
+        Ok(CorunWork { layers })
+    }
+
+    /// Forward and backward of each layer on quarter `round % 4`.
+    fn round(&mut self, round: usize) -> candle_core::Result<()> {
+        for (model, chunks) in &self.layers {
+            let (plan, input, g) = &chunks[round % chunks.len()];
+            let view = plan.layer(0);
+            let pattern = view.attention.as_ref().map(|a| &a.edges);
+            let training = Some(Training {
+                seed: 1,
+                epoch: round as u32,
+            });
+            let y = model.layer_forward(0, input.clone(), view, pattern, training)?;
+            drop((&y * g)?.sum_all()?.backward()?);
+        }
+        Ok(())
     }
 }
 

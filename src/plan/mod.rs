@@ -458,6 +458,25 @@ pub fn compute_slots(scenario: &Scenario, devices: usize) -> Option<u32> {
     (u64::from(threads) * devices as u64 > u64::from(cores)).then(|| (cores / threads).max(1))
 }
 
+/// How the devices' ops slow each other down while they run at once: where the CPU workers
+/// share one machine's cores (`executor.cores`) and the profile measured its co-run slowdown
+/// (`calibrate`). `None` elsewhere: devices of their own, a GPU, the analytic tier.
+pub fn contention<'a>(scenario: &Scenario, tier: Tier<'a>) -> Option<sim::Contention<'a>> {
+    let executor = &scenario.executor;
+    if executor.backend != Backend::Cpu || executor.cores.is_none() {
+        return None;
+    }
+    match tier {
+        Tier::Device(profiles) => profiles
+            .first()
+            .filter(|p| !p.corun_slowdown.is_empty())
+            .map(|p| sim::Contention {
+                slowdown: &p.corun_slowdown,
+            }),
+        Tier::Analytic | Tier::Replay(_) => None,
+    }
+}
+
 /// The longest epoch a prediction may report: 2^62 ns (146 years), far inside `u64`.
 pub const MAX_EPOCH_NS: u64 = 1 << 62;
 
@@ -512,7 +531,7 @@ fn run(
         network: measured_network.as_ref().unwrap_or(&scenario.network),
         compute_slots: compute_slots(scenario, schedule.n_devices()),
         lowered: Some(&lowered),
-        contention: None,
+        contention: contention(scenario, tier),
     };
     let trace = sim::simulate(&input, trace_devices(scenario))?;
     // The simulator saturates times rather than wrapping: an epoch this long is a cost past
@@ -528,6 +547,14 @@ fn run(
             scenario.source.diagnostic(FieldPath::root(), message),
         ));
     }
+    let cost_tier = match input.contention {
+        Some(c) if c.slowdown.len() > 1 => format!(
+            "{}; ops running at once on the shared cores slow each other down ({:.2}x for two, measured by the profile's co-run benchmark)",
+            tier.describe(),
+            c.at(2)
+        ),
+        _ => tier.describe(),
+    };
     Ok(Prediction {
         label,
         schedule,
@@ -536,7 +563,7 @@ fn run(
         graph,
         placement,
         layout,
-        cost_tier: tier.describe(),
+        cost_tier,
         extrapolated: Vec::new(),
     })
 }

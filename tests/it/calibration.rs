@@ -59,6 +59,22 @@ fn a_device_profile_names_its_device_and_fits_every_kernel() {
     assert!(doc["probe"]["compute_ns"].as_u64().unwrap() > 0);
     // A quick grid makes one pass: no two passes of a sample to compare.
     assert!(doc["passes_apart"].is_null(), "{}", doc["passes_apart"]);
+    // The co-run benchmark: one worker per core at one thread each, 1 for one alone, never a
+    // speed-up; none on a one-core machine.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let corun: Vec<f64> = doc["corun_slowdown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        corun.len(),
+        if cores >= 2 { cores.min(8) } else { 0 },
+        "{corun:?}"
+    );
+    assert!(corun.first().is_none_or(|&x| x == 1.0), "{corun:?}");
+    assert!(corun.iter().all(|&x| x >= 1.0), "{corun:?}");
     assert_eq!(doc["backend"], "cpu");
     assert_eq!(doc["threads"], 1);
     assert_eq!(doc["dtype"], "f32");
