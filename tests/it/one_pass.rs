@@ -9,8 +9,10 @@ use pipegnn::schedule::{
     file, generate_hybrid, BackwardOrder, Generator, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder,
     PipelineSpec, Schedule, ScheduleError, StagePlacement, UpdateMode,
 };
-use pipegnn::sim::{simulate_events_into, simulate_into, takes_one_pass, SimError, SimInput};
-use pipegnn::trace::{MemoryEvent, Span, Trace, TraceSource};
+use pipegnn::sim::{
+    simulate_events_into, simulate_into, takes_one_pass, Contention, SimError, SimInput,
+};
+use pipegnn::trace::{MemoryEvent, Span, SpanKind, Trace, TraceSource};
 
 use crate::collectives::{full, ring, switch};
 use crate::support::StageCosts;
@@ -103,8 +105,90 @@ fn input<'a>(
     }
 }
 
+/// The last end of any span.
+fn makespan(trace: &Trace) -> u64 {
+    trace.spans.iter().map(|s| s.end_ns).max().unwrap_or(0)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Ops that slow each other down on a free network, every generated kind: a slowdown of 1
+    /// changes nothing; a slowdown `s` for two or more at once leaves one op alone as it was
+    /// and stretches every op by 1 to `s`, and the epoch too (fixed orders and no shared link:
+    /// times only grow with durations, and scale with them), within a nanosecond's rounding
+    /// per op.
+    #[test]
+    fn contention_stretches_ops_and_the_epoch_within_its_slowdown(
+        devices in 1usize..=4,
+        n_chunks in 1u32..=8,
+        times in proptest::collection::vec((1u64..5_000, 2u64..5_000, 1u64..100), 8),
+        slowdown in 1.0f64..3.0,
+    ) {
+        let network = Network::free((0..devices).map(|d| format!("d{d}")).collect());
+        let placement: Vec<usize> = (0..devices).collect();
+        let ones = vec![1.0; devices];
+        let mut table = vec![slowdown; devices];
+        table[0] = 1.0;
+        for generator in generators() {
+            let v = match generator.placement() {
+                StagePlacement::OnePerDevice | StagePlacement::RoundRobin => 1,
+                StagePlacement::V => 2,
+            };
+            let n_stages = devices as u32 * v;
+            let schedule = match generator.generate_on(n_stages, v, n_chunks) {
+                Ok(schedule) => schedule,
+                Err(ScheduleError::Shape(_)) => continue,
+                Err(err) => return Err(TestCaseError::fail(err.to_string())),
+            };
+            let stages = n_stages as usize;
+            let mut costs = StageCosts::uniform(stages, 1, 1);
+            costs.forward_ns = times[..stages].iter().map(|t| t.0).collect();
+            costs.backward_ns = times[..stages].iter().map(|t| t.1).collect();
+            costs.weight_ns = times[..stages].iter().map(|t| t.1 * t.2 / 100).collect();
+            let alone = input(&schedule, &placement, &costs, &network);
+            let [free, _] = both(&alone);
+            let free = free.unwrap();
+            let at = |slowdown: &[f64]| {
+                let [_, events] = both(&SimInput {
+                    contention: Some(Contention { slowdown }),
+                    ..input(&schedule, &placement, &costs, &network)
+                });
+                events.unwrap()
+            };
+            prop_assert_eq!(canonical(at(&ones)), canonical(free.clone()), "{:?}", generator);
+            let contended = at(&table);
+            let ops = schedule.n_ops() as u64;
+            let (t, t_s) = (makespan(&free), makespan(&contended));
+            prop_assert!(t_s >= t, "{generator:?}: {t_s} < {t}");
+            prop_assert!(
+                t_s as f64 <= slowdown * t as f64 + ops as f64,
+                "{generator:?}: {t_s} > {slowdown} x {t}"
+            );
+            if devices == 1 {
+                prop_assert_eq!(t_s, t);
+            }
+            let mut stretched = 0;
+            for span in &contended.spans {
+                let SpanKind::Compute(kind) = span.kind else {
+                    continue;
+                };
+                let op = pipegnn::schedule::Op {
+                    kind,
+                    chunk: span.chunk,
+                    stage: span.stage,
+                };
+                let ns = pipegnn::cost::CostModel::op_ns(&costs, op) as f64;
+                let d = (span.end_ns - span.start_ns) as f64;
+                prop_assert!(d >= ns && d <= slowdown * ns + 2.0, "{generator:?}: {d} for {ns}");
+                stretched += u32::from(d > ns + 2.0);
+            }
+            // Two devices or more, and ops overlap: some op was slowed.
+            if devices > 1 && n_chunks > 1 && slowdown > 1.01 {
+                prop_assert!(stretched > 0, "{:?}", generator);
+            }
+        }
+    }
 
     /// Every generated kind, random stage times and sizes, on a free network, a chain and a
     /// full mesh (where the pass applies unless a route crosses a link another sender uses), a
