@@ -154,6 +154,26 @@ fn simulate_predicts_with_a_device_profile() {
         profile.to_str().unwrap(),
     ]);
     assert_eq!(again, profiled);
+    // The stages as CPU workers sharing a machine's cores: ops that run at once slow each
+    // other down by the profile's co-run slowdown (measured where the machine has two cores),
+    // never speed up, and the output is as deterministic.
+    let shared = || {
+        simulate_json(&[
+            "scenarios/quickstart.yaml",
+            "--profile",
+            profile.to_str().unwrap(),
+            "--set",
+            "executor.cores=64",
+        ])
+        .0
+    };
+    let contended = shared();
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    let measured = doc["corun_slowdown"].as_array().unwrap().len() > 1;
+    let tier = contended["cost_tier"].as_str().unwrap();
+    assert_eq!(tier.contains("slow each other down"), measured, "{tier}");
+    assert!(epoch(&contended) >= epoch(&profiled));
+    assert_eq!(shared(), contended);
 }
 
 #[test]
