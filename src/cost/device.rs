@@ -609,6 +609,11 @@ impl DeviceProfile {
                     for (i, v) in values.iter().enumerate() {
                         let name = format!("corun_slowdown[{i}]");
                         match float(v, &name)? {
+                            x if i == 0 && x != 1.0 => {
+                                return Err(format!(
+                                    "`{name}` is {x}: one op alone runs at its own speed, 1"
+                                ))
+                            }
                             x if (1.0..=100.0).contains(&x) => slowdown.push(x),
                             x => {
                                 return Err(format!(
@@ -767,6 +772,10 @@ mod tests {
         assert!(DeviceProfile::parse(&doc.to_string())
             .unwrap_err()
             .contains("`corun_slowdown[1]` is 0.5"));
+        doc["corun_slowdown"] = json!([1.5, 2.0]);
+        assert!(DeviceProfile::parse(&doc.to_string())
+            .unwrap_err()
+            .contains("`corun_slowdown[0]` is 1.5"));
         // A profile fitted on other terms (an earlier version's order) is refused, not misread.
         let mut doc: Value = serde_json::from_str(&sample().to_json()).unwrap();
         let gcn = doc["kernels"]

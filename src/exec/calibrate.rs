@@ -11,7 +11,8 @@
 //! [`StageModel::layer_forward`] on chunks of seeded synthetic graphs and back-propagate the
 //! executor's surrogate `(out * g).sum()`; the surrogate's own backward (two element-wise
 //! passes, at their fitted cost) is taken off the layer's, since an op prices the surrogate, or
-//! the loss, beside its layers.
+//! the loss, beside its layers. Last, [`measure_corun`] times the same layers on a worker per
+//! core, alone and at once: how much ops that run at once slow each other down.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -583,7 +584,7 @@ pub fn measure_corun(
                 (&barrier, &active, &times, &failed, &phases);
             scope.spawn(move || {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
-                let mut work = pool
+                let work = pool
                     .map_err(|e| candle_core::Error::Msg(format!("cannot build a pool: {e}")))
                     .and_then(|pool| {
                         let work = pool.install(|| CorunWork::new(device, worker as u64, quick))?;
@@ -597,7 +598,7 @@ pub fn measure_corun(
                 for phase in 0..phases.len() {
                     barrier.wait();
                     let running = worker < *active.lock().expect("no worker panics");
-                    if let (true, Ok((pool, work))) = (running, work.as_mut()) {
+                    if let (true, Ok((pool, work))) = (running, &work) {
                         let measured = pool.install(|| {
                             (0..rounds)
                                 .map(|round| {
@@ -731,7 +732,7 @@ impl CorunWork {
     }
 
     /// Forward and backward of each layer on quarter `round % 4`.
-    fn round(&mut self, round: usize) -> candle_core::Result<()> {
+    fn round(&self, round: usize) -> candle_core::Result<()> {
         for (model, chunks) in &self.layers {
             let (plan, input, g) = &chunks[round % chunks.len()];
             let view = plan.layer(0);
