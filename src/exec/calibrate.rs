@@ -651,6 +651,20 @@ pub fn measure_corun(
     Ok(slowdown)
 }
 
+/// The plan shape the calibration's layers read: the first of two, with the matrices of every
+/// aggregation built (GCN's, the mean's and attention's edges).
+fn first_of_two_layers() -> PlanShape {
+    PlanShape {
+        layers: 0..2,
+        n_layers: 2,
+        needs: Needs {
+            gcn: true,
+            mean: true,
+            attention: true,
+        },
+    }
+}
+
 /// One worker's data for the co-run benchmark: three layers, each with a chunk per quarter of
 /// a seeded graph.
 struct CorunWork {
@@ -674,15 +688,7 @@ impl CorunWork {
         });
         let mut rng = Rng::new(29 + seed);
         let quarter = nodes as usize / 4;
-        let shape = PlanShape {
-            layers: 0..2,
-            n_layers: 2,
-            needs: Needs {
-                gcn: true,
-                mean: true,
-                attention: true,
-            },
-        };
+        let shape = first_of_two_layers();
         let kinds = [
             (LayerKind::Gcn, 500, 16, true),
             (LayerKind::Sage, 64, 16, false),
@@ -1126,15 +1132,7 @@ fn measure_layers(
             let size = (nodes as usize / fraction).max(1);
             let vertices: Vec<u32> = (0..size as u32).collect();
             let part: Vec<u32> = (0..nodes).map(|v| (v as usize / size) as u32).collect();
-            let shape = PlanShape {
-                layers: 0..2,
-                n_layers: 2,
-                needs: Needs {
-                    gcn: true,
-                    mean: true,
-                    attention: true,
-                },
-            };
+            let shape = first_of_two_layers();
             // Neighbours read (GNNPipe, graph parallelism, exact) and, for a chunk of the
             // graph, the induced subgraph (halo drop; the whole graph reads no halo anyway).
             let mut plans = vec![ChunkPlan::neighbours(

@@ -105,6 +105,26 @@ fn input<'a>(
     }
 }
 
+/// `generator`'s schedule on `devices` devices: a V's two stages each, `per_device` each where
+/// it places stages round robin, else one; `None` where it has no schedule of that shape.
+fn generate(
+    generator: Generator,
+    devices: usize,
+    per_device: u32,
+    n_chunks: u32,
+) -> Result<Option<Schedule>, TestCaseError> {
+    let v = match generator.placement() {
+        StagePlacement::OnePerDevice => 1,
+        StagePlacement::V => 2,
+        StagePlacement::RoundRobin => per_device,
+    };
+    match generator.generate_on(devices as u32 * v, v, n_chunks) {
+        Ok(schedule) => Ok(Some(schedule)),
+        Err(ScheduleError::Shape(_)) => Ok(None),
+        Err(err) => Err(TestCaseError::fail(err.to_string())),
+    }
+}
+
 /// The last end of any span.
 fn makespan(trace: &Trace) -> u64 {
     trace.spans.iter().map(|s| s.end_ns).max().unwrap_or(0)
@@ -131,17 +151,10 @@ proptest! {
         let mut table = vec![slowdown; devices];
         table[0] = 1.0;
         for generator in generators() {
-            let v = match generator.placement() {
-                StagePlacement::OnePerDevice | StagePlacement::RoundRobin => 1,
-                StagePlacement::V => 2,
+            let Some(schedule) = generate(generator, devices, 1, n_chunks)? else {
+                continue;
             };
-            let n_stages = devices as u32 * v;
-            let schedule = match generator.generate_on(n_stages, v, n_chunks) {
-                Ok(schedule) => schedule,
-                Err(ScheduleError::Shape(_)) => continue,
-                Err(err) => return Err(TestCaseError::fail(err.to_string())),
-            };
-            let stages = n_stages as usize;
+            let stages = schedule.n_stages() as usize;
             let mut costs = StageCosts::uniform(stages, 1, 1);
             costs.forward_ns = times[..stages].iter().map(|t| t.0).collect();
             costs.backward_ns = times[..stages].iter().map(|t| t.1).collect();
@@ -214,18 +227,10 @@ proptest! {
         };
         let placement: Vec<usize> = (0..devices).collect();
         for generator in generators() {
-            let v = match generator.placement() {
-                StagePlacement::OnePerDevice => 1,
-                StagePlacement::V => 2,
-                StagePlacement::RoundRobin => per_device,
+            let Some(schedule) = generate(generator, devices, per_device, n_chunks)? else {
+                continue;
             };
-            let n_stages = devices as u32 * v;
-            let schedule = match generator.generate_on(n_stages, v, n_chunks) {
-                Ok(schedule) => schedule,
-                Err(ScheduleError::Shape(_)) => continue,
-                Err(err) => return Err(TestCaseError::fail(err.to_string())),
-            };
-            let stages = n_stages as usize;
+            let stages = schedule.n_stages() as usize;
             let costs = StageCosts {
                 forward_ns: times[..stages].iter().map(|t| t.0).collect(),
                 backward_ns: times[..stages].iter().map(|t| t.1).collect(),
