@@ -698,8 +698,9 @@ pub fn simulate_events_into<S: TraceSink>(
     run(input, sink, false)
 }
 
-/// Whether [`simulate_into`] runs `input` in one pass (no shared processor, no all-reduce, no
-/// directed link that two senders' hand-offs cross) rather than by the event loop.
+/// Whether [`simulate_into`] runs `input` in one pass (no shared processor, no contention, no
+/// all-reduce, no directed link that two senders' hand-offs cross) rather than by the event
+/// loop.
 pub fn takes_one_pass(input: &SimInput<'_>) -> bool {
     if input.placement.len() != input.schedule.n_devices() {
         return false;

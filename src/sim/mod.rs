@@ -8,9 +8,9 @@
 //! its inputs have arrived.
 //!
 //! **One pass.** Time order decides something only where two parties compete: senders for a
-//! link, devices for a shared processor, members of a collective. Where none do (no shared
-//! processor, no all-reduce, and no directed link that hand-offs from two network devices
-//! cross: a free network, a chain, a full mesh), the one pass (`pass.rs`) computes the same
+//! link, devices for a shared processor, members of a collective, ops slowing each other down.
+//! Where none do (no shared processor, no contention, no all-reduce, and no directed link that
+//! hand-offs from two network devices cross: a free network, a chain, a full mesh), the one pass (`pass.rs`) computes the same
 //! times walking the schedule in dependency order, with no event queue; everywhere else the
 //! event loop runs.
 //! Both record the same spans and memory events (`tests/it/one_pass.rs`), in different orders.

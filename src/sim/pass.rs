@@ -15,8 +15,8 @@
 //! which [`crate::trace::TraceSink`] allows.
 //!
 //! Pipelines on point-to-point links (chains, full meshes, a free network: `schedule
-//! --simulate`, `proptest`) take this path; switches that two senders share, collectives and
-//! shared GPUs take the event loop.
+//! --simulate`, `proptest`) take this path; switches that two senders share, collectives,
+//! shared GPUs and contention take the event loop.
 
 use std::collections::HashMap;
 
@@ -61,8 +61,8 @@ impl Plan<'_> {
 }
 
 /// The pass's plan for `input` when the pass gives the event loop's answer (no shared
-/// processor, no all-reduce, and no directed link that hand-offs from two network devices
-/// cross); `None` when it does not.
+/// processor, no contention, no all-reduce, and no directed link that hand-offs from two
+/// network devices cross); `None` when it does not.
 ///
 /// # Complexity
 /// O(releases + pairs x route length) time, O(ops + pairs + links) memory (and a table of
