@@ -10,9 +10,9 @@
 //! **One pass.** Time order decides something only where two parties compete: senders for a
 //! link, devices for a shared processor, members of a collective, ops slowing each other down.
 //! Where none do (no shared processor, no contention, no all-reduce, and no directed link that
-//! hand-offs from two network devices cross: a free network, a chain, a full mesh), the one pass (`pass.rs`) computes the same
-//! times walking the schedule in dependency order, with no event queue; everywhere else the
-//! event loop runs.
+//! hand-offs from two network devices cross: a free network, a chain, a full mesh), the one
+//! pass (`pass.rs`) computes the same times walking the schedule in dependency order, with no
+//! event queue; everywhere else the event loop runs.
 //! Both record the same spans and memory events (`tests/it/one_pass.rs`), in different orders.
 //!
 //! **A shared processor.** With `SimInput::compute_slots` an op also needs a slot of the one
