@@ -294,14 +294,13 @@ impl<S: TraceSink> Engine<'_, S> {
         self.memory(device, now, MemoryCategory::Workspace, workspace);
         self.busy_since[device] = Some(now);
         let ns = self.input.cost.op_ns(op);
-        if self.sharing.is_some() {
-            self.settle(now);
-            let sharing = self.sharing.as_mut().expect("checked above");
+        let shared = self.reshare(now, |sharing| {
             sharing.running.push(device);
             sharing.left[device] = ns as f64;
             sharing.since[device] = now;
             sharing.end_at[device] = u64::MAX;
-            self.reschedule(now);
+        });
+        if shared {
             return;
         }
         // Saturating: a time past u64 stays at its end, for the caller to refuse, never wraps.
@@ -312,28 +311,21 @@ impl<S: TraceSink> Engine<'_, S> {
         self.queue.push(end, event.encode());
     }
 
-    /// Takes the work done since the last change off every running op's work left.
-    fn settle(&mut self, now: u64) {
-        let Some(sharing) = self.sharing.as_mut() else {
-            return;
+    /// Under contention, changes the ops running at `now`: takes the work done since the last
+    /// change off every running op's work left, applies `change`, and schedules every running
+    /// op's end at the slowdown of the ops running now (an end that moved gets a new event; the
+    /// old one is then stale and skipped). Returns whether there is contention.
+    fn reshare(&mut self, now: u64, change: impl FnOnce(&mut Sharing)) -> bool {
+        let (Some(sharing), Some(contention)) = (self.sharing.as_mut(), self.input.contention)
+        else {
+            return false;
         };
         for &d in &sharing.running {
             let done = (now - sharing.since[d]) as f64 / sharing.slowdown;
             sharing.left[d] = (sharing.left[d] - done).max(0.0);
             sharing.since[d] = now;
         }
-    }
-
-    /// Schedules every running op's end at the slowdown of the ops running now; an end that
-    /// moved gets a new event (the old one is then stale and skipped).
-    fn reschedule(&mut self, now: u64) {
-        let Some(sharing) = self.sharing.as_mut() else {
-            return;
-        };
-        let contention = self
-            .input
-            .contention
-            .expect("sharing comes with contention");
+        change(sharing);
         sharing.slowdown = contention.at(sharing.running.len());
         for &d in &sharing.running {
             // Saturating: a time past u64 stays at its end, for the caller to refuse.
@@ -344,6 +336,7 @@ impl<S: TraceSink> Engine<'_, S> {
                     .push(end, Event::OpEnd { device: d as u32 }.encode());
             }
         }
+        true
     }
 
     /// Whether an `OpEnd` of `device` at `now` ends its running op (not a stale one, left
@@ -432,13 +425,10 @@ impl<S: TraceSink> Engine<'_, S> {
         if self.input.compute_slots.is_some() {
             self.shared_running -= 1;
         }
-        if self.sharing.is_some() {
-            self.settle(now);
-            let sharing = self.sharing.as_mut().expect("checked above");
+        self.reshare(now, |sharing| {
             sharing.running.retain(|&d| d != device);
             sharing.end_at[device] = u64::MAX;
-            self.reschedule(now);
-        }
+        });
         let placed = self.placed(device);
         self.sink.span(compute_span(placed, op, start, now));
         let (activations, halo, workspace) = memory_at_end(self.input.cost, op);
