@@ -11,10 +11,9 @@ use super::run::{
     CliError, CompareRow, Executed, ExitStatus, Loaded, Result,
 };
 use super::{CalibrateArgs, DeviceArg, FidelityArgs, ReportFormat};
-use crate::cost::device::Kernel;
 use crate::cost::fit::quantile;
 use crate::cost::{DeviceProfile, Profile, ProfileTarget};
-use crate::exec::calibrate::{self, Effort, Samples};
+use crate::exec::calibrate::{self, Effort, ProfileSamples};
 use crate::plan::{self, Tier};
 use crate::scenario::{Backend, Scenario, ScheduleChoice, Workload};
 use crate::trace::MemoryCategory;
@@ -219,7 +218,7 @@ fn calibrate_with_samples(
     threads: Option<u32>,
     quick: bool,
     passes: usize,
-) -> Result<(DeviceProfile, BTreeMap<Kernel, Samples>)> {
+) -> Result<(DeviceProfile, ProfileSamples)> {
     let threads = threads.unwrap_or(1).max(1);
     let backend = match device {
         DeviceArg::Cpu => Backend::Cpu,
@@ -343,11 +342,23 @@ pub(super) fn calibrate(args: &CalibrateArgs) -> Result<()> {
         ),
         _ => String::new(),
     };
+    let reuse = if profile.reuse.is_empty() {
+        String::new()
+    } else {
+        let at = [256 << 10, 1 << 20, 4 << 20, 16 << 20];
+        format!(
+            "; of an op's warm saving, it keeps {} after 256 KiB/1/4/16 MiB of other data",
+            at.iter()
+                .map(|&b| format!("{:.2}", profile.warmth(b as f64)))
+                .collect::<Vec<_>>()
+                .join("/")
+        )
+    };
     let mut out = format!(
-        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns; in a pipeline, chunks hold {:.2}x and temporaries {:.2}x what the functions predict{apart}{corun})\n\n{:<30} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
+        "wrote {} ({}, {} fitted functions; wake-up {} ns, gap between ops {} ns; in a pipeline, chunks hold {:.2}x and temporaries {:.2}x what the functions predict{apart}{corun}{reuse})\n\n{:<30} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
         args.out.display(),
         profile.device,
-        profile.kernels.len(),
+        profile.kernels.len() + profile.warm_kernels.len(),
         profile.wakeup_ns,
         profile.gap_ns,
         profile.stash_scale,
@@ -359,7 +370,12 @@ pub(super) fn calibrate(args: &CalibrateArgs) -> Result<()> {
         "max",
         "apart"
     );
-    for (kernel, fit) in &profile.kernels {
+    let cold = profile.kernels.iter().map(|f| (f, &samples.cold, ""));
+    let warm = profile
+        .warm_kernels
+        .iter()
+        .map(|f| (f, &samples.warm, " (warm)"));
+    for ((kernel, fit), samples, warm) in cold.chain(warm) {
         let apart = match samples
             .get(kernel)
             .and_then(|s| calibrate::median_apart([s]))
@@ -369,7 +385,7 @@ pub(super) fn calibrate(args: &CalibrateArgs) -> Result<()> {
         };
         out.push_str(&format!(
             "{:<30} {:>8} {:>8.1}% {:>8.1}% {:>8.1}% {:>9}\n",
-            kernel.name(),
+            format!("{}{warm}", kernel.name()),
             fit.samples,
             fit.median_error * 100.0,
             fit.p90_error * 100.0,

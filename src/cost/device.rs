@@ -15,7 +15,9 @@
 //! "table", "cache"}]}], "wakeup_ns", "gap_ns", "stash_scale",
 //! "workspace_scale", "matrix_buffer_bytes", "probe": {"memory_ns", "compute_ns"} or
 //! null, "passes_apart": a number or null (absent: null), "corun_slowdown": a list of numbers
-//! of at least 1 (absent or null: not measured)}`.
+//! of at least 1 (absent or null: not measured), "warm_kernels": a list as `kernels` of the
+//! time functions timed warm, "reuse": [{"bytes", "warmth"}] (both absent or null: not
+//! measured)}`.
 //!
 //! The wake-up, the gap and the two scales come from real runs of built-in pipelines (not any
 //! user's configuration): a worker's wake-up, its gap between ops, and how much more memory
@@ -184,6 +186,15 @@ pub struct DeviceProfile {
     /// `calibrate`, the machine's memory system and last-level cache shared. Empty where it
     /// was not measured (one core, a GPU, profiles written before it).
     pub corun_slowdown: Vec<f64>,
+    /// The time functions again, timed warm: each call right after the one before, its data
+    /// still in the caches, as a stage's ops find it when all its data fits them. Empty where
+    /// it was not measured (a GPU, profiles written before it).
+    pub warm_kernels: BTreeMap<Kernel, Fit>,
+    /// How warm a layer finds its data after other data of this many bytes passed through
+    /// the caches since its own was last touched: `(bytes, warmth)` by increasing bytes, the
+    /// warmth 1 for an op timed warm and 0 cold, measured on whole layers. Empty with
+    /// [`DeviceProfile::warm_kernels`].
+    pub reuse: Vec<(f64, f64)>,
 }
 
 /// Two fixed workloads timed on one thread: how fast the machine was at a moment. On a shared
@@ -279,6 +290,47 @@ impl DeviceProfile {
         (fit.eval(&all).max(0.0), beyond)
     }
 
+    /// How warm an op finds its data when `bytes` of other data passed through the caches
+    /// since its own was last touched: [`DeviceProfile::reuse`] interpolated along the
+    /// logarithm of the bytes, its first point's warmth below it and its last point's past it
+    /// (0 where nothing was measured).
+    pub fn warmth(&self, bytes: f64) -> f64 {
+        let (Some(&(lo, first)), Some(&(hi, last))) = (self.reuse.first(), self.reuse.last())
+        else {
+            return 0.0;
+        };
+        if self.warm_kernels.is_empty() {
+            return 0.0;
+        }
+        if bytes <= lo {
+            return first;
+        }
+        if bytes >= hi {
+            return last;
+        }
+        let at = self
+            .reuse
+            .windows(2)
+            .find(|pair| bytes <= pair[1].0)
+            .expect("between the first and the last point");
+        let ((b0, h0), (b1, h1)) = (at[0], at[1]);
+        let t = (bytes / b0).ln() / (b1 / b0).ln();
+        h0 + t * (h1 - h0)
+    }
+
+    /// The profile with its time functions timed warm ([`DeviceProfile::warm_kernels`]), the
+    /// rest as it is; `None` where they were not measured.
+    pub fn warm(&self) -> Option<DeviceProfile> {
+        if self.warm_kernels.is_empty() || self.reuse.is_empty() {
+            return None;
+        }
+        let mut warm = self.clone();
+        for (kernel, fit) in &self.warm_kernels {
+            warm.kernels.insert(*kernel, fit.clone());
+        }
+        Some(warm)
+    }
+
     /// Refuses a profile measured on another backend, thread count or dtype.
     pub fn check_target(&self, want: &ProfileTarget) -> Result<(), String> {
         let t = &self.target;
@@ -314,41 +366,6 @@ impl DeviceProfile {
 
     /// The profile as JSON text.
     pub fn to_json(&self) -> String {
-        let kernels: Vec<Value> = self
-            .kernels
-            .iter()
-            .map(|(k, f)| {
-                let mut terms: Vec<String> = vec!["calls".into()];
-                terms.extend(k.terms().iter().map(|t| t.to_string()));
-                let spill: Vec<Value> = f
-                    .spills
-                    .iter()
-                    .map(|s| json!({"term": terms[s.term], "table": terms[s.table], "cache": s.cache}))
-                    .collect();
-                if let Some(knee) = f.knee {
-                    terms.push(format!("max(0, {} - knee)", terms[knee.term]));
-                }
-                for s in &f.spills {
-                    terms.push(format!(
-                        "{} * max(0, 1 - cache / {})",
-                        terms[s.term], terms[s.table]
-                    ));
-                }
-                json!({
-                    "kernel": k.name(),
-                    "terms": terms,
-                    "knee": f.knee.map(|k| k.at),
-                    "knee_term": f.knee.map(|k| terms[k.term].clone()),
-                    "spill": spill,
-                    "coefficients": f.coefficients,
-                    "samples": f.samples,
-                    "median_error": f.median_error,
-                    "p90_error": f.p90_error,
-                    "max_error": f.max_error,
-                    "range": f.range.iter().map(|(lo, hi)| [lo, hi]).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
         let doc = json!({
             "format": "pipegnn-device-profile v10",
             "device": self.device,
@@ -356,7 +373,7 @@ impl DeviceProfile {
             "threads": self.target.threads,
             "dtype": self.target.dtype,
             "machine": self.machine,
-            "kernels": kernels,
+            "kernels": kernels_json(&self.kernels),
             "wakeup_ns": self.wakeup_ns,
             "gap_ns": self.gap_ns,
             "stash_scale": self.stash_scale,
@@ -365,6 +382,12 @@ impl DeviceProfile {
             "probe": self.probe.map(|p| json!({"memory_ns": p.memory_ns, "compute_ns": p.compute_ns})),
             "passes_apart": self.passes_apart,
             "corun_slowdown": self.corun_slowdown,
+            "warm_kernels": kernels_json(&self.warm_kernels),
+            "reuse": self
+                .reuse
+                .iter()
+                .map(|&(bytes, warmth)| json!({"bytes": bytes, "warmth": warmth}))
+                .collect::<Vec<_>>(),
         });
         serde_json::to_string_pretty(&doc).expect("a JSON value always serializes") + "\n"
     }
@@ -439,102 +462,7 @@ impl DeviceProfile {
                 .filter(|x| x.is_finite())
                 .ok_or_else(|| format!("`{what}` is not a finite number"))
         };
-        let mut kernels = BTreeMap::new();
-        for (i, entry) in doc["kernels"]
-            .as_array()
-            .ok_or("`kernels` is not a list")?
-            .iter()
-            .enumerate()
-        {
-            let at = |key: &str| format!("kernels[{i}].{key}");
-            let name = entry["kernel"].as_str().ok_or_else(|| at("kernel"))?;
-            let kernel = Kernel::from_name(name)
-                .ok_or_else(|| format!("{}: unknown kernel `{name}`", at("kernel")))?;
-            let p = kernel.terms().len() + 1;
-            // The terms as this version computes them, in its order: a profile fitted on other
-            // terms would be read with its coefficients against the wrong ones.
-            let mut terms: Vec<String> = vec!["calls".into()];
-            terms.extend(kernel.terms().iter().map(|t| t.to_string()));
-            let written: Vec<&str> = entry["terms"]
-                .as_array()
-                .map(|t| t.iter().filter_map(Value::as_str).take(p).collect())
-                .unwrap_or_default();
-            if written != terms {
-                return Err(format!(
-                    "{}: {name} was fitted on terms {written:?}, this version prices it with {terms:?}: calibrate again",
-                    at("terms")
-                ));
-            }
-            let list = |key: &str| -> Result<Vec<f64>, String> {
-                let values = entry[key]
-                    .as_array()
-                    .ok_or_else(|| format!("{} is not a list", at(key)))?;
-                values.iter().map(|v| float(v, &at(key))).collect()
-            };
-            let term_named = |v: &Value, key: &str| {
-                v.as_str()
-                    .and_then(|t| terms.iter().skip(1).position(|n| n == t))
-                    .map(|i| i + 1)
-                    .ok_or_else(|| format!("{} names none of {name}'s terms", at(key)))
-            };
-            // Profiles written before knees could sit on any term put them on the last.
-            let knee = match &entry["knee"] {
-                Value::Null => None,
-                v => Some(Knee {
-                    term: match &entry["knee_term"] {
-                        Value::Null => p - 1,
-                        t => term_named(t, "knee_term")?,
-                    },
-                    at: float(v, &at("knee"))?,
-                }),
-            };
-            let spills = entry["spill"]
-                .as_array()
-                .ok_or_else(|| format!("{} is not a list", at("spill")))?
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    Ok(Spill {
-                        term: term_named(&v["term"], &format!("spill[{i}].term"))?,
-                        table: term_named(&v["table"], &format!("spill[{i}].table"))?,
-                        cache: float(&v["cache"], &at(&format!("spill[{i}].cache")))?,
-                    })
-                })
-                .collect::<Result<Vec<_>, String>>()?;
-            let coefficients = list("coefficients")?;
-            let want = p + usize::from(knee.is_some()) + spills.len();
-            if coefficients.len() != want || coefficients.iter().any(|&c| c < 0.0) {
-                return Err(format!(
-                    "{} must be {want} non-negative numbers",
-                    at("coefficients")
-                ));
-            }
-            let range = entry["range"]
-                .as_array()
-                .ok_or_else(|| format!("{} is not a list", at("range")))?
-                .iter()
-                .map(|pair| match pair.as_array().map(Vec::as_slice) {
-                    Some([lo, hi]) => Ok((float(lo, &at("range"))?, float(hi, &at("range"))?)),
-                    _ => Err(format!("{} entries are [low, high] pairs", at("range"))),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if range.len() != p {
-                return Err(format!("{} must have {p} pairs", at("range")));
-            }
-            kernels.insert(
-                kernel,
-                Fit {
-                    coefficients,
-                    samples: number(&entry["samples"], &at("samples"))? as usize,
-                    median_error: float(&entry["median_error"], &at("median_error"))?,
-                    p90_error: float(&entry["p90_error"], &at("p90_error"))?,
-                    max_error: float(&entry["max_error"], &at("max_error"))?,
-                    range,
-                    knee,
-                    spills,
-                },
-            );
-        }
+        let kernels = parse_kernels(&doc["kernels"], "kernels")?;
         // Memory functions come all together (a CPU calibration) or not at all (a GPU's).
         if kernels.keys().any(|k| k.is_memory()) {
             if let Some(missing) = Kernel::ALL
@@ -563,6 +491,48 @@ impl DeviceProfile {
                 }
             })
         };
+        let warm_kernels = match &doc["warm_kernels"] {
+            Value::Null => BTreeMap::new(),
+            list => parse_kernels(list, "warm_kernels")?,
+        };
+        if let Some(memory) = warm_kernels.keys().find(|k| k.is_memory()) {
+            return Err(format!(
+                "`warm_kernels` lists `{memory}`, a memory function: only times are timed warm"
+            ));
+        }
+        let reuse = match &doc["reuse"] {
+            Value::Null => Vec::new(),
+            Value::Array(points) => {
+                let mut reuse: Vec<(f64, f64)> = Vec::with_capacity(points.len());
+                for (i, point) in points.iter().enumerate() {
+                    let bytes = float(&point["bytes"], &format!("reuse[{i}].bytes"))?;
+                    let warmth = float(&point["warmth"], &format!("reuse[{i}].warmth"))?;
+                    if !(bytes > 0.0 && (0.0..=1.0).contains(&warmth)) {
+                        return Err(format!(
+                            "`reuse[{i}]` is {bytes} bytes at warmth {warmth}: bytes are \
+                             positive and a warmth lies between 0 (cold) and 1 (warm)"
+                        ));
+                    }
+                    if let Some(&(before, was)) = reuse.last() {
+                        if bytes <= before || warmth > was {
+                            return Err(format!(
+                                "`reuse[{i}]` must lie past the point before it, at no \
+                                 greater warmth (more data between two uses leaves less \
+                                 in the caches)"
+                            ));
+                        }
+                    }
+                    reuse.push((bytes, warmth));
+                }
+                reuse
+            }
+            _ => return Err("`reuse` must be a list of {bytes, warmth} points".into()),
+        };
+        if warm_kernels.is_empty() != reuse.is_empty() {
+            return Err(
+                "`warm_kernels` and `reuse` come together (a CPU calibration) or not at all".into(),
+            );
+        }
         let threads = number(&doc["threads"], "threads")?;
         Ok(DeviceProfile {
             device: text_of("device")?,
@@ -626,8 +596,158 @@ impl DeviceProfile {
                 }
                 _ => return Err("`corun_slowdown` must be a list of numbers".into()),
             },
+            warm_kernels,
+            reuse,
         })
     }
+}
+
+/// Parses a profile's list of fitted functions (`field` names it in errors).
+fn parse_kernels(list: &Value, field: &str) -> Result<BTreeMap<Kernel, Fit>, String> {
+    let number = |v: &Value, what: &str| {
+        v.as_u64()
+            .ok_or_else(|| format!("`{what}` is not a non-negative integer"))
+    };
+    let float = |v: &Value, what: &str| {
+        v.as_f64()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| format!("`{what}` is not a finite number"))
+    };
+    let mut kernels = BTreeMap::new();
+    for (i, entry) in list
+        .as_array()
+        .ok_or_else(|| format!("`{field}` is not a list"))?
+        .iter()
+        .enumerate()
+    {
+        let at = |key: &str| format!("{field}[{i}].{key}");
+        let name = entry["kernel"].as_str().ok_or_else(|| at("kernel"))?;
+        let kernel = Kernel::from_name(name)
+            .ok_or_else(|| format!("{}: unknown kernel `{name}`", at("kernel")))?;
+        let p = kernel.terms().len() + 1;
+        // The terms as this version computes them, in its order: a profile fitted on other
+        // terms would be read with its coefficients against the wrong ones.
+        let mut terms: Vec<String> = vec!["calls".into()];
+        terms.extend(kernel.terms().iter().map(|t| t.to_string()));
+        let written: Vec<&str> = entry["terms"]
+            .as_array()
+            .map(|t| t.iter().filter_map(Value::as_str).take(p).collect())
+            .unwrap_or_default();
+        if written != terms {
+            return Err(format!(
+                    "{}: {name} was fitted on terms {written:?}, this version prices it with {terms:?}: calibrate again",
+                    at("terms")
+                ));
+        }
+        let list = |key: &str| -> Result<Vec<f64>, String> {
+            let values = entry[key]
+                .as_array()
+                .ok_or_else(|| format!("{} is not a list", at(key)))?;
+            values.iter().map(|v| float(v, &at(key))).collect()
+        };
+        let term_named = |v: &Value, key: &str| {
+            v.as_str()
+                .and_then(|t| terms.iter().skip(1).position(|n| n == t))
+                .map(|i| i + 1)
+                .ok_or_else(|| format!("{} names none of {name}'s terms", at(key)))
+        };
+        // Profiles written before knees could sit on any term put them on the last.
+        let knee = match &entry["knee"] {
+            Value::Null => None,
+            v => Some(Knee {
+                term: match &entry["knee_term"] {
+                    Value::Null => p - 1,
+                    t => term_named(t, "knee_term")?,
+                },
+                at: float(v, &at("knee"))?,
+            }),
+        };
+        let spills = entry["spill"]
+            .as_array()
+            .ok_or_else(|| format!("{} is not a list", at("spill")))?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                Ok(Spill {
+                    term: term_named(&v["term"], &format!("spill[{i}].term"))?,
+                    table: term_named(&v["table"], &format!("spill[{i}].table"))?,
+                    cache: float(&v["cache"], &at(&format!("spill[{i}].cache")))?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let coefficients = list("coefficients")?;
+        let want = p + usize::from(knee.is_some()) + spills.len();
+        if coefficients.len() != want || coefficients.iter().any(|&c| c < 0.0) {
+            return Err(format!(
+                "{} must be {want} non-negative numbers",
+                at("coefficients")
+            ));
+        }
+        let range = entry["range"]
+            .as_array()
+            .ok_or_else(|| format!("{} is not a list", at("range")))?
+            .iter()
+            .map(|pair| match pair.as_array().map(Vec::as_slice) {
+                Some([lo, hi]) => Ok((float(lo, &at("range"))?, float(hi, &at("range"))?)),
+                _ => Err(format!("{} entries are [low, high] pairs", at("range"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if range.len() != p {
+            return Err(format!("{} must have {p} pairs", at("range")));
+        }
+        kernels.insert(
+            kernel,
+            Fit {
+                coefficients,
+                samples: number(&entry["samples"], &at("samples"))? as usize,
+                median_error: float(&entry["median_error"], &at("median_error"))?,
+                p90_error: float(&entry["p90_error"], &at("p90_error"))?,
+                max_error: float(&entry["max_error"], &at("max_error"))?,
+                range,
+                knee,
+                spills,
+            },
+        );
+    }
+    Ok(kernels)
+}
+
+/// Fitted functions as the profile's JSON lists them.
+fn kernels_json(kernels: &BTreeMap<Kernel, Fit>) -> Vec<Value> {
+    kernels
+        .iter()
+        .map(|(k, f)| {
+            let mut terms: Vec<String> = vec!["calls".into()];
+            terms.extend(k.terms().iter().map(|t| t.to_string()));
+            let spill: Vec<Value> = f
+                .spills
+                .iter()
+                .map(|s| json!({"term": terms[s.term], "table": terms[s.table], "cache": s.cache}))
+                .collect();
+            if let Some(knee) = f.knee {
+                terms.push(format!("max(0, {} - knee)", terms[knee.term]));
+            }
+            for s in &f.spills {
+                terms.push(format!(
+                    "{} * max(0, 1 - cache / {})",
+                    terms[s.term], terms[s.table]
+                ));
+            }
+            json!({
+                "kernel": k.name(),
+                "terms": terms,
+                "knee": f.knee.map(|k| k.at),
+                "knee_term": f.knee.map(|k| terms[k.term].clone()),
+                "spill": spill,
+                "coefficients": f.coefficients,
+                "samples": f.samples,
+                "median_error": f.median_error,
+                "p90_error": f.p90_error,
+                "max_error": f.max_error,
+                "range": f.range.iter().map(|(lo, hi)| [lo, hi]).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -669,6 +789,11 @@ mod tests {
             between_processes: None,
             passes_apart: Some(0.0625),
             corun_slowdown: vec![1.0, 1.1875],
+            warm_kernels: [Kernel::DenseForward, Kernel::GcnForward]
+                .into_iter()
+                .map(|k| (k, fit(k.terms().len() + 1)))
+                .collect(),
+            reuse: vec![(65536.0, 0.875), (1048576.0, 0.5), (25165824.0, 0.0)],
         }
     }
 
@@ -864,6 +989,84 @@ mod tests {
         assert!(DeviceProfile::parse(&broken)
             .unwrap_err()
             .contains("unknown kernel `dense_sideways`"));
+    }
+
+    /// The warm functions and the reuse curve: read as written, absent from earlier profiles,
+    /// and refused where the curve cannot be one (warmer after more data, outside 0 to 1,
+    /// without the warm functions it scales).
+    #[test]
+    fn warm_functions_and_the_reuse_curve_round_trip_and_are_checked() {
+        let text = sample().to_json();
+        assert_eq!(DeviceProfile::parse(&text), Ok(sample()));
+        let mut doc: Value = serde_json::from_str(&text).unwrap();
+        doc.as_object_mut().unwrap().remove("warm_kernels");
+        doc.as_object_mut().unwrap().remove("reuse");
+        let earlier = DeviceProfile::parse(&doc.to_string()).unwrap();
+        assert!(earlier.warm_kernels.is_empty() && earlier.reuse.is_empty());
+        assert_eq!(earlier.warm(), None);
+        assert_eq!(earlier.warmth(1.0), 0.0);
+        for (reuse, wrong) in [
+            (
+                json!([{"bytes": 1e6, "warmth": 0.5}, {"bytes": 2e6, "warmth": 0.75}]),
+                "`reuse[1]` must lie past",
+            ),
+            (
+                json!([{"bytes": 2e6, "warmth": 0.5}, {"bytes": 1e6, "warmth": 0.25}]),
+                "`reuse[1]` must lie past",
+            ),
+            (
+                json!([{"bytes": 1e6, "warmth": 1.5}]),
+                "`reuse[0]` is 1000000 bytes at warmth 1.5",
+            ),
+            (
+                json!([{"bytes": 0.0, "warmth": 0.5}]),
+                "`reuse[0]` is 0 bytes",
+            ),
+            (json!([]), "come together"),
+            (json!({"bytes": 1e6}), "`reuse` must be a list"),
+        ] {
+            let mut doc: Value = serde_json::from_str(&text).unwrap();
+            doc["reuse"] = reuse;
+            let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
+            assert!(err.contains(wrong), "{err}");
+        }
+        let mut doc: Value = serde_json::from_str(&text).unwrap();
+        doc["warm_kernels"] = doc["kernels"].clone();
+        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
+        assert!(err.contains("a memory function"), "{err}");
+        let mut doc: Value = serde_json::from_str(&text).unwrap();
+        doc["warm_kernels"][0]["kernel"] = json!("dense_sideways");
+        let err = DeviceProfile::parse(&doc.to_string()).unwrap_err();
+        assert!(err.contains("warm_kernels[0].kernel"), "{err}");
+    }
+
+    /// Warmth follows the curve along the logarithm of the bytes: its first point's below it,
+    /// its last point's past it, and in between never warmer after more data.
+    #[test]
+    fn warmth_interpolates_the_reuse_curve_along_log_bytes() {
+        let profile = sample();
+        // (64 KiB, 0.875), (1 MiB, 0.5), (24 MiB, 0).
+        assert_eq!(profile.warmth(1.0), 0.875);
+        assert_eq!(profile.warmth(65536.0), 0.875);
+        assert_eq!(profile.warmth(1048576.0), 0.5);
+        // 256 KiB is halfway from 64 KiB to 1 MiB along log2 (16 to 20).
+        assert!((profile.warmth(262144.0) - 0.6875).abs() < 1e-12);
+        assert_eq!(profile.warmth(25165824.0), 0.0);
+        assert_eq!(profile.warmth(1e12), 0.0);
+        let mut last = 1.0;
+        for i in 0..200 {
+            let h = profile.warmth(1.1f64.powi(i));
+            assert!((0.0..=last).contains(&h), "{h} after {last}");
+            last = h;
+        }
+        // The warm twin prices with the warm functions where there are any, else as cold.
+        let warm = profile.warm().unwrap();
+        assert_eq!(warm.kernels.len(), profile.kernels.len());
+        assert_eq!(warm.warm_kernels, profile.warm_kernels);
+        let mut without_warm = profile.clone();
+        without_warm.warm_kernels.clear();
+        assert_eq!(without_warm.warm(), None);
+        assert_eq!(without_warm.warmth(1.0), 0.0);
     }
 
     #[test]

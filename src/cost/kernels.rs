@@ -997,6 +997,8 @@ mod tests {
             probe: None,
             passes_apart: None,
             corun_slowdown: Vec::new(),
+            warm_kernels: BTreeMap::new(),
+            reuse: Vec::new(),
         }
     }
 

@@ -29,7 +29,7 @@ use super::optim::{Adam, AdamConfig};
 use super::rows::Rows;
 use super::sparse::SparseMatrix;
 use crate::cost::device::{DeviceProfile, Kernel, MachineProbe, ProfileTarget};
-use crate::cost::fit::{fit, fit_with_knee, fit_with_spill, Fit};
+use crate::cost::fit::{fit, fit_with_knee, fit_with_spill, quantile, Fit};
 use crate::cost::kernels::{dense_terms, glue_terms, row_lines, LayerShape, TrainingShape};
 use crate::gnn::{Layer, LayerKind};
 use crate::graph::rng::Rng;
@@ -70,9 +70,23 @@ impl Samples {
 /// chunk's data cold (other chunks and stages ran since), so kernels are timed cold too.
 const FLUSH_BYTES: usize = 24 << 20;
 
-/// Writes the flush buffer and returns how long that took, in nanoseconds: the flush is also a
-/// probe of the machine's memory at that moment ([`FlushMeter`]).
-fn flush_caches() -> f64 {
+/// Bytes written between two timed calls: [`FLUSH_BYTES`] (cold, the default), none (warm),
+/// or between (the reuse curve, [`measure_reuse`]); set by [`with_flush`].
+static BETWEEN_CALLS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(FLUSH_BYTES);
+
+/// Runs `f` with `bytes` written between its timed calls rather than [`FLUSH_BYTES`].
+fn with_flush<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
+    use std::sync::atomic::Ordering;
+    let before = BETWEEN_CALLS.swap(bytes.min(FLUSH_BYTES), Ordering::Relaxed);
+    let out = f();
+    BETWEEN_CALLS.store(before, Ordering::Relaxed);
+    out
+}
+
+/// Writes `bytes` of the flush buffer and returns how long that took, in nanoseconds: a whole
+/// flush is also a probe of the machine's memory at that moment ([`FlushMeter`]).
+fn flush_caches(bytes: usize) -> f64 {
     use std::sync::Mutex;
     static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
     let mut buffer = BUFFER
@@ -82,15 +96,21 @@ fn flush_caches() -> f64 {
         buffer.resize(FLUSH_BYTES, 0);
     }
     let t = Instant::now();
-    for (i, byte) in buffer.iter_mut().enumerate().step_by(64) {
+    for (i, byte) in buffer[..bytes.min(FLUSH_BYTES)]
+        .iter_mut()
+        .enumerate()
+        .step_by(64)
+    {
         *byte = byte.wrapping_add(i as u8);
     }
     std::hint::black_box(&*buffer);
     let ns = t.elapsed().as_nanos() as f64;
-    FLUSH_METER
-        .lock()
-        .expect("no thread panics holding the flush meter")
-        .record(ns);
+    if bytes >= FLUSH_BYTES {
+        FLUSH_METER
+            .lock()
+            .expect("no thread panics holding the flush meter")
+            .record(ns);
+    }
     ns
 }
 
@@ -157,7 +177,7 @@ impl FlushMeter {
 /// Flushes until the meter can tell a quiet machine from a loaded one.
 fn warm_up_meter() {
     for _ in 0..METER_WARM_UP {
-        flush_caches();
+        flush_caches(FLUSH_BYTES);
     }
 }
 
@@ -185,7 +205,9 @@ fn quiet_median(calls: &[(f64, f64)], quiet_limit: f64) -> f64 {
 /// The time of `f` in nanoseconds with cold caches, on a quiet machine: one warm-up call, then
 /// calls until at least 3 of them found the machine quiet and 10 ms of them ran (or 9 were
 /// quiet), at most 27 calls or 0.3 s; the median of the quiet ones ([`quiet_median`]).
-/// Off the CPU the host's memory does not time the kernels, and every call counts.
+/// Off the CPU the host's memory does not time the kernels, and every call counts; nor where
+/// less than a whole flush runs between calls ([`with_flush`]), which says nothing of the
+/// machine.
 fn time<T>(device: &Device, f: impl FnMut() -> candle_core::Result<T>) -> candle_core::Result<f64> {
     time_warm(device, &[], f)
 }
@@ -199,8 +221,9 @@ fn time_warm<T>(
 ) -> candle_core::Result<f64> {
     drop(f()?);
     super::device::synchronize(device)?;
+    let between = BETWEEN_CALLS.load(std::sync::atomic::Ordering::Relaxed);
     let limit = || {
-        if device.is_cpu() {
+        if device.is_cpu() && between >= FLUSH_BYTES {
             FLUSH_METER
                 .lock()
                 .expect("no thread panics holding the flush meter")
@@ -212,7 +235,11 @@ fn time_warm<T>(
     let mut calls = Vec::new();
     let mut spent = 0.0;
     loop {
-        let flush = flush_caches();
+        let flush = if between > 0 {
+            flush_caches(between)
+        } else {
+            0.0
+        };
         for tensor in warm {
             drop(tensor.sum_all()?);
         }
@@ -302,7 +329,7 @@ pub fn calibrate(
     passes: usize,
     machine: String,
     progress: &(dyn Fn(&str) + Sync),
-) -> candle_core::Result<(DeviceProfile, BTreeMap<Kernel, Samples>)> {
+) -> candle_core::Result<(DeviceProfile, ProfileSamples)> {
     let matrix_buffer_bytes = matrix_buffer_bytes(device, threads)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -313,19 +340,11 @@ pub fn calibrate(
     memory::enter(slot);
     warm_up_meter();
     let before = probe();
-    let mut samples = fastest(passes, progress, |progress| {
+    let samples = fastest(passes, progress, |progress| {
         pool.install(|| measure_kernels(device, effort, progress))
     })?;
     let mut kernels: BTreeMap<Kernel, Fit> = BTreeMap::new();
-    for (kernel, s) in &samples {
-        let fitted = match kernel.gathers() {
-            Some((terms, table)) => fit_with_spill(&s.rows, &s.y, terms, table),
-            None => fit_with_knee(&s.rows, &s.y),
-        };
-        if let Some(f) = fitted {
-            kernels.insert(*kernel, f);
-        }
-    }
+    fit_into(&mut kernels, &samples);
     let draft = DeviceProfile {
         device: format!(
             "{}: {threads} thread{}",
@@ -349,25 +368,48 @@ pub fn calibrate(
         probe: Some(before.fastest(&probe())),
         passes_apart: None,
         corun_slowdown: Vec::new(),
+        warm_kernels: BTreeMap::new(),
+        reuse: Vec::new(),
     };
     let layers = fastest(passes, progress, |progress| {
-        pool.install(|| measure_layers(device, effort, &draft, slot, progress))
+        pool.install(|| measure_layers(device, effort, &draft, slot, true, progress))
     })?;
     let mut profile = draft;
-    for (kernel, s) in &layers {
-        let fitted = if kernel.is_memory() {
-            fit(&s.rows, &s.y)
-        } else {
-            fit_with_knee(&s.rows, &s.y)
-        };
-        if let Some(f) = fitted {
-            profile.kernels.insert(*kernel, f);
-        }
+    fit_into(&mut profile.kernels, &layers);
+    let mut samples = ProfileSamples {
+        cold: samples,
+        warm: BTreeMap::new(),
+    };
+    samples.cold.extend(layers);
+    // The time functions again, warm, and how warm data stays: on a CPU, whose caches the
+    // flush empties (a GPU's are not the host's).
+    if device.is_cpu() {
+        let warm_progress = |what: &str| progress(&format!("{what}, warm"));
+        let kernels = with_flush(0, || {
+            fastest(passes, &warm_progress, |progress| {
+                pool.install(|| measure_kernels(device, effort, progress))
+            })
+        })?;
+        let mut warm = BTreeMap::new();
+        fit_into(&mut warm, &kernels);
+        // The layers' glue is fitted on their kernels' warm prices.
+        let mut warm_draft = profile.clone();
+        warm_draft.kernels.extend(warm.clone());
+        let layers = with_flush(0, || {
+            fastest(passes, &warm_progress, |progress| {
+                pool.install(|| measure_layers(device, effort, &warm_draft, slot, false, progress))
+            })
+        })?;
+        fit_into(&mut warm, &layers);
+        samples.warm = kernels;
+        samples.warm.extend(layers);
+        profile.warm_kernels = warm;
+        profile.reuse = pool.install(|| measure_reuse(device, effort, progress))?;
     }
-    samples.extend(layers);
     profile.corun_slowdown = measure_corun(device, threads, effort, progress)?;
     profile.passes_apart = median_apart(
         samples
+            .cold
             .iter()
             .filter(|(kernel, _)| !kernel.is_memory())
             .map(|(_, s)| s),
@@ -375,19 +417,51 @@ pub fn calibrate(
     Ok((profile, samples))
 }
 
+/// The samples a profile's functions were fitted on.
+#[derive(Debug, Default)]
+pub struct ProfileSamples {
+    /// Timed cold, and the memory functions.
+    pub cold: BTreeMap<Kernel, Samples>,
+    /// The time functions timed warm (empty on a GPU).
+    pub warm: BTreeMap<Kernel, Samples>,
+}
+
+/// Fits each function of `samples` into `fits`: a gather along its spill curve, a time with a
+/// knee, a memory function linear.
+fn fit_into(fits: &mut BTreeMap<Kernel, Fit>, samples: &BTreeMap<Kernel, Samples>) {
+    for (kernel, s) in samples {
+        let fitted = match kernel.gathers() {
+            Some((terms, table)) => fit_with_spill(&s.rows, &s.y, terms, table),
+            None if kernel.is_memory() => fit(&s.rows, &s.y),
+            None => fit_with_knee(&s.rows, &s.y),
+        };
+        if let Some(f) = fitted {
+            fits.insert(*kernel, f);
+        }
+    }
+}
+
 /// The samples as JSON text: per function its terms and, per sample, the terms' values, the
-/// measured value and the fitted function's value (`calibrate --samples`).
-pub fn samples_json(profile: &DeviceProfile, samples: &BTreeMap<Kernel, Samples>) -> String {
-    let functions: Vec<serde_json::Value> = samples
-        .iter()
-        .map(|(kernel, s)| {
+/// measured value and the fitted function's value (`calibrate --samples`); the warm ones
+/// marked `"warm": true`.
+pub fn samples_json(profile: &DeviceProfile, samples: &ProfileSamples) -> String {
+    let cold = samples.cold.iter().map(|s| (false, s));
+    let warm = samples.warm.iter().map(|s| (true, s));
+    let functions: Vec<serde_json::Value> = cold
+        .chain(warm)
+        .map(|(warm, (kernel, s))| {
+            let fits = if warm {
+                &profile.warm_kernels
+            } else {
+                &profile.kernels
+            };
             let points: Vec<serde_json::Value> = s
                 .rows
                 .iter()
                 .zip(&s.y)
                 .enumerate()
                 .map(|(i, (row, &y))| {
-                    let fitted = profile.kernels.get(kernel).map(|f| f.eval(row));
+                    let fitted = fits.get(kernel).map(|f| f.eval(row));
                     serde_json::json!({
                         "terms": &row[1..],
                         "measured": y,
@@ -398,6 +472,7 @@ pub fn samples_json(profile: &DeviceProfile, samples: &BTreeMap<Kernel, Samples>
                 .collect();
             serde_json::json!({
                 "kernel": kernel.name(),
+                "warm": warm,
                 "terms": kernel.terms(),
                 "unit": if kernel.is_memory() { "bytes" } else { "ns" },
                 "samples": points,
@@ -587,7 +662,8 @@ pub fn measure_corun(
                 let work = pool
                     .map_err(|e| candle_core::Error::Msg(format!("cannot build a pool: {e}")))
                     .and_then(|pool| {
-                        let work = pool.install(|| CorunWork::new(device, worker as u64, quick))?;
+                        let nodes = if quick { 2_000 } else { 20_000 };
+                        let work = pool.install(|| CorunWork::new(device, worker as u64, nodes))?;
                         Ok((pool, work))
                     });
                 if let Err(e) = &work {
@@ -651,6 +727,85 @@ pub fn measure_corun(
     Ok(slowdown)
 }
 
+/// Bytes written between a layer's calls for the reuse curve, beside none (warm) and a whole
+/// flush (cold).
+const REUSE_BYTES: [usize; 8] = [
+    64 << 10,
+    256 << 10,
+    512 << 10,
+    1 << 20,
+    2 << 20,
+    4 << 20,
+    8 << 20,
+    16 << 20,
+];
+
+/// How warm a layer finds its data after other data passed through the caches: the co-run
+/// benchmark's layers (GCN, GraphSAGE, GAT; forward and backward) on a quarter of a 3,000- and
+/// of a 20,000-vertex graph, timed warm, cold and with each of [`REUSE_BYTES`] written between
+/// calls, every distance twice and the faster kept. A layer's warmth at a distance is how much
+/// of its cold-to-warm difference it keeps there, `(cold - t) / (cold - warm)`, counted where
+/// that difference is at least a tenth of its cold time. The curve is the median over layers
+/// at each distance, made non-increasing, and ends at 0 at a whole flush (only that if warm
+/// was never faster). Empty on a GPU.
+fn measure_reuse(
+    device: &Device,
+    effort: Effort,
+    progress: &(dyn Fn(&str) + Sync),
+) -> candle_core::Result<Vec<(f64, f64)>> {
+    if !device.is_cpu() {
+        return Ok(Vec::new());
+    }
+    progress("how warm data stays between an op's uses (reuse)");
+    let graphs: &[u32] = if effort == Effort::Quick {
+        &[2_000]
+    } else {
+        &[3_000, 20_000]
+    };
+    let distances: Vec<usize> = std::iter::once(0)
+        .chain(REUSE_BYTES)
+        .chain(std::iter::once(FLUSH_BYTES))
+        .collect();
+    let mut warmth: Vec<Vec<f64>> = vec![Vec::new(); REUSE_BYTES.len()];
+    for (i, &nodes) in graphs.iter().enumerate() {
+        let work = CorunWork::new(device, 100 + i as u64, nodes)?;
+        for layer in 0..work.layers.len() {
+            let mut times = vec![f64::INFINITY; distances.len()];
+            for _pass in 0..2 {
+                for (t, &bytes) in times.iter_mut().zip(&distances) {
+                    let mut epoch = 0;
+                    let ns = with_flush(bytes, || {
+                        time(device, || {
+                            epoch += 1;
+                            work.layer_round(layer, 0, epoch)
+                        })
+                    })?;
+                    *t = t.min(ns);
+                }
+            }
+            let (warm, cold) = (times[0], times[distances.len() - 1]);
+            if cold - warm < 0.1 * cold {
+                continue;
+            }
+            for (w, t) in warmth.iter_mut().zip(&times[1..]) {
+                w.push(((cold - t) / (cold - warm)).clamp(0.0, 1.0));
+            }
+        }
+    }
+    let mut curve = Vec::new();
+    let mut most = 1.0f64;
+    for (&bytes, mut w) in REUSE_BYTES.iter().zip(warmth) {
+        if w.is_empty() {
+            continue;
+        }
+        w.sort_by(f64::total_cmp);
+        most = most.min(quantile(&w, 0.5));
+        curve.push((bytes as f64, most));
+    }
+    curve.push((FLUSH_BYTES as f64, 0.0));
+    Ok(curve)
+}
+
 /// The plan shape the calibration's layers read: the first of two, with the matrices of every
 /// aggregation built (GCN's, the mean's and attention's edges).
 fn first_of_two_layers() -> PlanShape {
@@ -675,8 +830,7 @@ struct CorunWork {
 type CorunChunk = (ChunkPlan, StageInput, Tensor);
 
 impl CorunWork {
-    fn new(device: &Device, seed: u64, quick: bool) -> candle_core::Result<Self> {
-        let nodes = if quick { 2_000 } else { 20_000 };
+    fn new(device: &Device, seed: u64, nodes: u32) -> candle_core::Result<Self> {
         let g = sbm(&SbmSpec {
             nodes,
             avg_degree: 10.0,
@@ -739,17 +893,25 @@ impl CorunWork {
 
     /// Forward and backward of each layer on quarter `round % 4`.
     fn round(&self, round: usize) -> candle_core::Result<()> {
-        for (model, chunks) in &self.layers {
-            let (plan, input, g) = &chunks[round % chunks.len()];
-            let view = plan.layer(0);
-            let pattern = view.attention.as_ref().map(|a| &a.edges);
-            let training = Some(Training {
-                seed: 1,
-                epoch: round as u32,
-            });
-            let y = model.layer_forward(0, input.clone(), view, pattern, training)?;
-            drop((&y * g)?.sum_all()?.backward()?);
+        for layer in 0..self.layers.len() {
+            self.layer_round(layer, round % 4, round)?;
         }
+        Ok(())
+    }
+
+    /// Forward and backward of layer `layer` on quarter `quarter`, dropout's masks of epoch
+    /// `epoch`.
+    fn layer_round(&self, layer: usize, quarter: usize, epoch: usize) -> candle_core::Result<()> {
+        let (model, chunks) = &self.layers[layer];
+        let (plan, input, g) = &chunks[quarter];
+        let view = plan.layer(0);
+        let pattern = view.attention.as_ref().map(|a| &a.edges);
+        let training = Some(Training {
+            seed: 1,
+            epoch: epoch as u32,
+        });
+        let y = model.layer_forward(0, input.clone(), view, pattern, training)?;
+        drop((&y * g)?.sum_all()?.backward()?);
         Ok(())
     }
 }
@@ -1094,6 +1256,7 @@ fn measure_layers(
     effort: Effort,
     draft: &DeviceProfile,
     slot: usize,
+    with_memory: bool,
     progress: &(dyn Fn(&str) + Sync),
 ) -> candle_core::Result<BTreeMap<Kernel, Samples>> {
     let quick = effort == Effort::Quick;
@@ -1195,6 +1358,9 @@ fn measure_layers(
                             (false, false, false, false),
                         ] {
                             let timed = timed && per_row != Some(40);
+                            if !timed && !with_memory {
+                                continue;
+                            }
                             let layer_shape = LayerShape {
                                 kind,
                                 out: view.out as f64,
@@ -1232,7 +1398,7 @@ fn measure_layers(
                                 &layer_shape,
                                 features.0,
                                 view,
-                                (draft, slot, timed),
+                                (draft, slot, timed, with_memory),
                                 &mut rng,
                                 &mut out,
                             )?;
@@ -1242,7 +1408,7 @@ fn measure_layers(
             }
         }
     }
-    if memory::available() && device.is_cpu() {
+    if with_memory && memory::available() && device.is_cpu() {
         progress("the loss's and the optimizer's temporaries");
         measure_step_memory(device, slot, &mut rng, &mut out)?;
     }
@@ -1311,7 +1477,7 @@ fn measure_layer(
     shape: &LayerShape,
     input: StageInput,
     view: &super::data::LayerGraph,
-    (draft, slot, timed): (&DeviceProfile, usize, bool),
+    (draft, slot, timed, with_memory): (&DeviceProfile, usize, bool, bool),
     rng: &mut Rng,
     out: &mut BTreeMap<Kernel, Samples>,
 ) -> candle_core::Result<()> {
@@ -1350,7 +1516,7 @@ fn measure_layer(
     let (_, stash_kernel, forward_kernel) = shape.functions(false);
     let (_, _, backward_kernel) = shape.functions(true);
     // The counting allocator sees host memory only: memory functions are fitted on the CPU.
-    if memory::available() && device.is_cpu() {
+    if with_memory && memory::available() && device.is_cpu() {
         let before = memory::current(slot);
         memory::take_peak(slot);
         let y = forward(1)?;

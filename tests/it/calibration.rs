@@ -75,6 +75,41 @@ fn a_device_profile_names_its_device_and_fits_every_kernel() {
     );
     assert!(corun.first().is_none_or(|&x| x == 1.0), "{corun:?}");
     assert!(corun.iter().all(|&x| x >= 1.0), "{corun:?}");
+    // The time functions again, timed warm (no memory function among them), and the reuse
+    // curve: bytes increasing, warmth between 0 and 1 and never greater after more data,
+    // ending cold at a whole flush (24 MiB).
+    let warm: Vec<&str> = doc["warm_kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kernel"].as_str().unwrap())
+        .collect();
+    for want in [
+        "dense_forward",
+        "aggregate",
+        "loss",
+        "gcn_forward",
+        "gat_backward",
+    ] {
+        assert!(warm.contains(&want), "{want} missing from {warm:?}");
+    }
+    assert!(!warm.iter().any(|k| k.ends_with("_bytes")), "{warm:?}");
+    let reuse: Vec<(f64, f64)> = doc["reuse"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["bytes"].as_f64().unwrap(), p["warmth"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(reuse.last(), Some(&(25165824.0, 0.0)), "{reuse:?}");
+    for pair in reuse.windows(2) {
+        assert!(pair[0].0 < pair[1].0 && pair[0].1 >= pair[1].1, "{reuse:?}");
+    }
+    assert!(reuse.iter().all(|&(_, h)| (0.0..=1.0).contains(&h)));
+    let samples = std::fs::read_to_string(profile().with_file_name("samples.json")).unwrap();
+    let samples: Value = serde_json::from_str(&samples).unwrap();
+    let functions = samples["functions"].as_array().unwrap();
+    assert!(functions.iter().any(|f| f["warm"] == true));
+    assert!(functions.iter().any(|f| f["warm"] == false));
     assert_eq!(doc["backend"], "cpu");
     assert_eq!(doc["threads"], 1);
     assert_eq!(doc["dtype"], "f32");
@@ -209,8 +244,9 @@ fn a_profile_of_another_thread_count_is_refused() {
     );
 }
 
-/// `calibrate --samples` writes what each function was fitted on; its own errors, computed
-/// here from the measured and fitted values, are the ones the profile records.
+/// `calibrate --samples` writes what each function was fitted on, cold and warm; its own
+/// errors, computed here from the measured and fitted values, are the ones the profile
+/// records.
 #[test]
 fn the_samples_are_what_the_profile_was_fitted_on() {
     let path = profile();
@@ -221,39 +257,42 @@ fn the_samples_are_what_the_profile_was_fitted_on() {
     .unwrap();
     assert_eq!(samples["format"], "pipegnn-calibration-samples v1");
     let functions = samples["functions"].as_array().unwrap();
-    let fits = profile["kernels"].as_array().unwrap();
-    assert_eq!(
-        functions.len(),
-        fits.len(),
-        "one sample set per fitted function"
-    );
-    for fit in fits {
-        let name = fit["kernel"].as_str().unwrap();
-        let f = functions.iter().find(|f| f["kernel"] == name).unwrap();
-        let points = f["samples"].as_array().unwrap();
+    for (list, warm) in [("kernels", false), ("warm_kernels", true)] {
+        let functions: Vec<&Value> = functions.iter().filter(|f| f["warm"] == warm).collect();
+        let fits = profile[list].as_array().unwrap();
         assert_eq!(
-            points.len() as u64,
-            fit["samples"].as_u64().unwrap(),
-            "{name}"
+            functions.len(),
+            fits.len(),
+            "one sample set per fitted function of {list}"
         );
-        let n_terms = f["terms"].as_array().unwrap().len();
-        let mut errors: Vec<f64> = points
-            .iter()
-            .map(|p| {
-                assert_eq!(p["terms"].as_array().unwrap().len(), n_terms, "{name}");
-                let measured = p["measured"].as_f64().unwrap();
-                let fitted = p["fitted"].as_f64().unwrap();
-                assert!(measured > 0.0, "{name}: {p}");
-                ((fitted - measured) / measured).abs()
-            })
-            .collect();
-        errors.sort_by(f64::total_cmp);
-        let max = *errors.last().unwrap();
-        let recorded = fit["max_error"].as_f64().unwrap();
-        assert!(
-            (max - recorded).abs() <= 1e-9 * (1.0 + recorded),
-            "{name}: {max} vs {recorded}"
-        );
+        for fit in fits {
+            let name = fit["kernel"].as_str().unwrap();
+            let f = functions.iter().find(|f| f["kernel"] == name).unwrap();
+            let points = f["samples"].as_array().unwrap();
+            assert_eq!(
+                points.len() as u64,
+                fit["samples"].as_u64().unwrap(),
+                "{list}: {name}"
+            );
+            let n_terms = f["terms"].as_array().unwrap().len();
+            let mut errors: Vec<f64> = points
+                .iter()
+                .map(|p| {
+                    assert_eq!(p["terms"].as_array().unwrap().len(), n_terms, "{name}");
+                    let measured = p["measured"].as_f64().unwrap();
+                    let fitted = p["fitted"].as_f64().unwrap();
+                    assert!(measured > 0.0, "{list}: {name}: {p}");
+                    ((fitted - measured) / measured).abs()
+                })
+                .collect();
+            errors.sort_by(f64::total_cmp);
+            let max = *errors.last().unwrap();
+            let recorded = fit["max_error"].as_f64().unwrap();
+            assert!(
+                (max - recorded).abs() <= 1e-9 * (1.0 + recorded),
+                "{list}: {name}: {max} vs {recorded}"
+            );
+        }
     }
 }
 
