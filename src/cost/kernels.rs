@@ -9,7 +9,7 @@
 //! loss on the last stage, the surrogate product elsewhere, gradient accumulation, the Adam
 //! step, and the worker's gap between ops.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use super::analytic::GnnWorkload;
@@ -465,6 +465,10 @@ pub struct DeviceCost<'a> {
     pub classes: f64,
     /// Kernels evaluated past their calibrated range, the largest ratio of each.
     flags: RefCell<BTreeMap<(Kernel, &'static str), f64>>,
+    /// Each profile's time functions timed warm ([`DeviceProfile::warm`]), where measured.
+    warm: Vec<Option<DeviceProfile>>,
+    /// The data the devices touch in an epoch ([`DeviceCost::footprint`]), once computed.
+    footprint: Cell<Option<f64>>,
 }
 
 impl<'a> DeviceCost<'a> {
@@ -476,6 +480,7 @@ impl<'a> DeviceCost<'a> {
         fallback: &'a dyn CostModel,
     ) -> Self {
         let classes = workload.model.layers.last().map_or(1, |l| l.d_out) as f64;
+        let warm = profiles.iter().map(|p| p.warm()).collect();
         DeviceCost {
             workload,
             training,
@@ -483,6 +488,8 @@ impl<'a> DeviceCost<'a> {
             fallback,
             classes,
             flags: RefCell::new(BTreeMap::new()),
+            warm,
+            footprint: Cell::new(None),
         }
     }
 
@@ -499,10 +506,74 @@ impl<'a> DeviceCost<'a> {
             .collect()
     }
 
-    fn profile_of(&self, op: Op) -> &DeviceProfile {
+    /// The data the run touches in an epoch and how warm the first stage's (partition's)
+    /// profile finds an op's data at that size; `None` where no profile measured its warm
+    /// functions.
+    pub fn cache_warmth(&self) -> Option<(f64, f64)> {
+        self.warm.first()?.as_ref()?;
+        let bytes = self.footprint();
+        Some((bytes, self.profiles[0].warmth(bytes)))
+    }
+
+    /// The index of the profile `op` runs on.
+    fn device_of(&self, op: Op) -> usize {
         let w = self.workload;
         let i = if w.graph_parallel { op.chunk } else { op.stage } as usize;
-        self.profiles[i.min(self.profiles.len() - 1)]
+        i.min(self.profiles.len() - 1)
+    }
+
+    fn profile_of(&self, op: Op) -> &DeviceProfile {
+        self.profiles[self.device_of(op)]
+    }
+
+    /// The data the run's devices touch in an epoch: what each forward keeps for its
+    /// backward (inputs, activations, the graph's rows), each device's parameters with their
+    /// gradients and optimizer state, and its workers' matrix-product buffers. The workers of
+    /// one machine share its last-level cache, so between two uses of an op's own data about
+    /// all of that passes through it, and the profile's [`DeviceProfile::warmth`] at this
+    /// size says how warm the op finds them.
+    fn footprint(&self) -> f64 {
+        if let Some(bytes) = self.footprint.get() {
+            return bytes;
+        }
+        let w = self.workload;
+        let all = 0..w.model.layers.len();
+        let (forwards, parameters, devices): (Vec<Op>, u64, usize) = if w.graph_parallel {
+            let partitions = w.chunks.len() as u32;
+            let layers = w.model.layers.len() as u32;
+            (
+                (0..partitions)
+                    .flat_map(|p| (0..layers).map(move |l| Op::forward(p, l)))
+                    .collect(),
+                w.model.parameters(all) * u64::from(partitions),
+                partitions as usize,
+            )
+        } else {
+            let chunks = w
+                .hybrid
+                .as_ref()
+                .map_or(w.chunks.len() as u32, |h| h.n_chunks);
+            let stages = w.stage_layers.len() as u32;
+            (
+                (0..stages)
+                    .flat_map(|s| (0..chunks).map(move |c| Op::forward(c, s)))
+                    .collect(),
+                w.stage_layers
+                    .iter()
+                    .map(|layers| w.model.parameters(layers.clone()))
+                    .sum(),
+                stages as usize,
+            )
+        };
+        let stash: f64 = forwards.iter().map(|&f| self.stash(f).0 as f64).sum();
+        let copies = 2 + w.optimizer_copies;
+        let parameters = (parameters * copies * w.model.element_bytes) as f64;
+        let buffers = (0..devices)
+            .map(|d| self.profiles[d.min(self.profiles.len() - 1)].matrix_buffer_bytes as f64)
+            .sum::<f64>();
+        let bytes = stash + parameters + buffers;
+        self.footprint.set(Some(bytes));
+        bytes
     }
 
     fn layers_of(&self, op: Op) -> std::ops::Range<usize> {
@@ -812,20 +883,9 @@ impl<'a> DeviceCost<'a> {
         }
     }
 
-    fn record(&self, flags: Vec<Extrapolation>) {
-        let mut all = self.flags.borrow_mut();
-        for f in flags {
-            let entry = all.entry((f.kernel, f.term)).or_insert(0.0);
-            *entry = entry.max(f.ratio);
-        }
-    }
-}
-
-impl CostModel for DeviceCost<'_> {
-    fn op_ns(&self, op: Op) -> u64 {
+    /// The op's kernels and glue, priced with `profile`'s functions (no gap).
+    fn kernels_ns(&self, op: Op, profile: &DeviceProfile, flags: &mut Vec<Extrapolation>) -> f64 {
         let w = self.workload;
-        let profile = self.profile_of(op);
-        let mut flags = Vec::new();
         let chunk = w.unit(op);
         let layers = self.layers_of(op);
         let n_layers = w.model.layers.len();
@@ -836,15 +896,15 @@ impl CostModel for DeviceCost<'_> {
                     // The received rows become the stage's input, a leaf of its own (a copy).
                     let bytes =
                         self.received_elements(layers.start, chunk) * w.model.element_bytes as f64;
-                    ns += eval(profile, Kernel::HandoffCopy, &[bytes], &mut flags);
+                    ns += eval(profile, Kernel::HandoffCopy, &[bytes], flags);
                 }
                 for layer in layers.clone() {
                     let shape = self.shape(layer, chunk);
-                    ns += layer_ns(profile, &shape, false, &mut flags);
+                    ns += layer_ns(profile, &shape, false, flags);
                     let input_rows = shape.read * shape.d_in;
                     if w.graph_parallel && layer > 0 {
                         // The partition's rows and the received halo rows, concatenated.
-                        ns += eval(profile, Kernel::RowCopy, &[input_rows], &mut flags);
+                        ns += eval(profile, Kernel::RowCopy, &[input_rows], flags);
                     }
                     if w.halo == Halo::Stale && layer > 0 {
                         // The history: own rows written into it, halo rows read out of it
@@ -852,19 +912,13 @@ impl CostModel for DeviceCost<'_> {
                         // the own and halo rows concatenated.
                         let halo = shape.read - shape.out;
                         let leaf = halo * self.halo_with_gradient(chunk);
-                        ns += history(
-                            profile,
-                            Kernel::HistoryWrite,
-                            shape.out,
-                            shape.d_in,
-                            &mut flags,
-                        );
-                        ns += history(profile, Kernel::HistoryRead, halo, shape.d_in, &mut flags);
+                        ns += history(profile, Kernel::HistoryWrite, shape.out, shape.d_in, flags);
+                        ns += history(profile, Kernel::HistoryRead, halo, shape.d_in, flags);
                         ns += eval(
                             profile,
                             Kernel::RowCopy,
                             &[leaf * shape.d_in + input_rows],
-                            &mut flags,
+                            flags,
                         );
                     }
                 }
@@ -873,14 +927,14 @@ impl CostModel for DeviceCost<'_> {
                     let layer = op.stage as usize;
                     let sent: f64 = w.pair_rows[chunk].iter().map(|&r| r as f64).sum::<f64>()
                         * w.model.layers[layer].d_out as f64;
-                    ns += eval(profile, Kernel::RowCopy, &[sent], &mut flags);
+                    ns += eval(profile, Kernel::RowCopy, &[sent], flags);
                 }
             }
-            OpKind::Backward => ns += self.backward_ns(op, profile, &mut flags),
-            OpKind::WeightGrad => ns += self.weight_ns(op, profile, &mut flags),
+            OpKind::Backward => ns += self.backward_ns(op, profile, flags),
+            OpKind::WeightGrad => ns += self.weight_ns(op, profile, flags),
             OpKind::InputGrad => {
-                let whole = self.backward_ns(op, profile, &mut flags);
-                ns += (whole - self.weight_ns(op, profile, &mut flags)).max(0.0);
+                let whole = self.backward_ns(op, profile, flags);
+                ns += (whole - self.weight_ns(op, profile, flags)).max(0.0);
             }
             OpKind::Optimizer => {
                 let layers = if w.graph_parallel {
@@ -890,7 +944,33 @@ impl CostModel for DeviceCost<'_> {
                 };
                 let tensors = w.model.parameter_tensors(layers.clone()) as f64;
                 let params = w.model.parameters(layers) as f64;
-                ns += eval(profile, Kernel::Adam, &[tensors, params], &mut flags);
+                ns += eval(profile, Kernel::Adam, &[tensors, params], flags);
+            }
+        }
+        ns
+    }
+
+    fn record(&self, flags: Vec<Extrapolation>) {
+        let mut all = self.flags.borrow_mut();
+        for f in flags {
+            let entry = all.entry((f.kernel, f.term)).or_insert(0.0);
+            *entry = entry.max(f.ratio);
+        }
+    }
+}
+
+impl CostModel for DeviceCost<'_> {
+    /// The op's kernels and glue priced cold, less the share of their warm saving that the
+    /// run's data leaves in the caches ([`DeviceCost::footprint`]), and the worker's gap.
+    fn op_ns(&self, op: Op) -> u64 {
+        let profile = self.profile_of(op);
+        let mut flags = Vec::new();
+        let mut ns = self.kernels_ns(op, profile, &mut flags);
+        if let Some(warm) = &self.warm[self.device_of(op)] {
+            let warmth = profile.warmth(self.footprint());
+            if warmth > 0.0 {
+                let warm_ns = self.kernels_ns(op, warm, &mut Vec::new());
+                ns -= warmth * (ns - warm_ns).max(0.0);
             }
         }
         self.record(flags);
@@ -1341,6 +1421,47 @@ mod tests {
             (Kernel::AdamTemporaries, linear(vec![0.0, 7.0])),
         ]);
         p
+    }
+
+    /// With warm functions measured, an op costs its cold price less the share of its warm
+    /// saving that the run's data leaves in the caches: the footprint is every forward's
+    /// stash, the parameters with their gradients and Adam's two moments, and the workers'
+    /// matrix buffers; the share is the profile's warmth at that size.
+    #[test]
+    fn an_op_keeps_the_warm_saving_its_run_s_data_leaves_in_the_caches() {
+        let w = workload(0);
+        let fallback = UniformCost::new(1, 1);
+        let cold = memory_profile();
+        let op = Op::backward(0, 1);
+        let full = DeviceCost::new(&w, TrainingShape::default(), vec![&cold; 2], &fallback)
+            .op_ns(op) as f64;
+        // Warm, every time function at half its price.
+        let mut profile = memory_profile();
+        profile.warm_kernels = profile
+            .kernels
+            .iter()
+            .filter(|(k, _)| !k.is_memory())
+            .map(|(&k, f)| (k, linear(f.coefficients.iter().map(|c| c / 2.0).collect())))
+            .collect();
+        // Stash: stage 0's 1,000 bytes and stage 1's 1,384 per chunk, two chunks; parameters:
+        // 8 x 4 + 4 and 4 x 3 + 3 numbers, four copies of 4 bytes each.
+        let footprint = 2.0 * (1000.0 + 1384.0) + 51.0 * 4.0 * 4.0;
+        for (reuse, warmth) in [
+            (vec![(10_000.0, 1.0), (20_000.0, 0.0)], 1.0),
+            (vec![(1_000.0, 1.0), (2_000.0, 0.0)], 0.0),
+            (vec![(footprint / 2.0, 1.0), (footprint * 2.0, 0.0)], 0.5),
+        ] {
+            profile.reuse = reuse;
+            let cost = DeviceCost::new(&w, TrainingShape::default(), vec![&profile; 2], &fallback);
+            assert_eq!(cost.footprint(), footprint);
+            let priced = cost.op_ns(op) as f64;
+            let expected = full * (1.0 - warmth / 2.0);
+            assert!((priced - expected).abs() <= 1.0, "{priced} for {expected}");
+        }
+        // The workers' matrix buffers count, one per device.
+        profile.matrix_buffer_bytes = 1000;
+        let cost = DeviceCost::new(&w, TrainingShape::default(), vec![&profile; 2], &fallback);
+        assert_eq!(cost.footprint(), footprint + 2000.0);
     }
 
     /// A stage's stash holds the inputs the worker builds for its layers beside the layers'

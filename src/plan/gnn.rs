@@ -784,6 +784,14 @@ fn run_tier(
         Some(metrics),
         Some(layout),
     )?;
+    if let Some((bytes, warmth)) = profiled.cache_warmth() {
+        prediction.cost_tier = format!(
+            "{}; ops priced {:.0}% of the way from cache-cold to warm, the run touching {:.1} MiB an epoch (the profile's reuse curve)",
+            prediction.cost_tier,
+            warmth * 100.0,
+            bytes / (1u64 << 20) as f64
+        );
+    }
     prediction.extrapolated = profiled
         .extrapolations()
         .iter()

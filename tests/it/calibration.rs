@@ -170,9 +170,23 @@ fn simulate_predicts_with_a_device_profile() {
     );
     let tier = profiled["cost_tier"].as_str().unwrap();
     assert!(tier.starts_with("device profile (cpu: 1 thread"), "{tier}");
+    assert!(tier.contains("from cache-cold to warm"), "{tier}");
+    // Without its warm functions the same profile prices every op cold: never faster.
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    doc.as_object_mut().unwrap().remove("warm_kernels");
+    doc.as_object_mut().unwrap().remove("reuse");
+    let cold_profile = write(profile.parent().unwrap(), "cold.json", &doc.to_string());
+    let (cold, _) = simulate_json(&[
+        "scenarios/quickstart.yaml",
+        "--profile",
+        cold_profile.to_str().unwrap(),
+    ]);
+    let cold_tier = cold["cost_tier"].as_str().unwrap();
+    assert!(!cold_tier.contains("cache-cold"), "{cold_tier}");
     // A CPU core is far slower than an A100's roofline.
     let epoch = |r: &Value| r["epoch_time_s"].as_f64().unwrap();
     assert!(epoch(&profiled) > 10.0 * epoch(&analytic));
+    assert!(epoch(&cold) >= epoch(&profiled));
     // Bytes do not depend on the cost tier.
     assert_eq!(
         profiled["communication_bytes"],
