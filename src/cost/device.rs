@@ -1069,6 +1069,47 @@ mod tests {
         assert_eq!(without_warm.warmth(1.0), 0.0);
     }
 
+    proptest::proptest! {
+        /// For any curve a calibration may write (bytes increasing, warmth between 0 and 1
+        /// and never greater after more data): the profile reads it back, and the warmth at
+        /// every size lies within the curve's, never grows with the bytes, and passes through
+        /// each point.
+        #[test]
+        fn warmth_never_grows_with_the_bytes_between_uses(
+            steps in proptest::collection::vec((1.0f64..8.0, 0.0f64..=1.0), 1..10),
+            first in 1.0f64..1e6,
+            probes in proptest::collection::vec(0.0f64..40.0, 1..30),
+        ) {
+            let mut profile = sample();
+            let mut bytes = first;
+            let mut warmth = 1.0;
+            profile.reuse = steps
+                .iter()
+                .map(|&(factor, keep)| {
+                    bytes *= factor.max(1.0 + 1e-9);
+                    warmth *= keep;
+                    (bytes, warmth)
+                })
+                .collect();
+            // Written and read back, the curve is accepted (its numbers to the last digit or
+            // so: JSON's shortest decimal form is read back to the nearest double).
+            let read = DeviceProfile::parse(&profile.to_json()).unwrap();
+            proptest::prop_assert_eq!(read.reuse.len(), profile.reuse.len());
+            for &(b, h) in &profile.reuse {
+                proptest::prop_assert!((profile.warmth(b) - h).abs() < 1e-12);
+            }
+            let mut sizes: Vec<f64> = probes.iter().map(|&e| 2f64.powf(e)).collect();
+            sizes.sort_by(f64::total_cmp);
+            let (top, bottom) = (profile.reuse[0].1, profile.reuse.last().unwrap().1);
+            let mut last = top;
+            for b in sizes {
+                let h = profile.warmth(b);
+                proptest::prop_assert!(h <= last + 1e-12 && h >= bottom - 1e-12, "{} at {}", h, b);
+                last = h;
+            }
+        }
+    }
+
     #[test]
     fn a_profile_of_another_device_is_refused() {
         let profile = sample();

@@ -1464,6 +1464,57 @@ mod tests {
         assert_eq!(cost.footprint(), footprint + 2000.0);
     }
 
+    proptest::proptest! {
+        /// Whatever the warm functions and the curve: every op of the workload is priced
+        /// between its warm and its cold price, and a curve no warmer anywhere never prices
+        /// an op lower.
+        #[test]
+        fn an_op_is_priced_between_warm_and_cold(
+            scale in proptest::collection::vec(0.0f64..2.0, 7),
+            warmth in 0.0f64..=1.0,
+            cooler in 0.0f64..=1.0,
+            size in 1.0f64..1e5,
+        ) {
+            let w = workload(2);
+            let fallback = UniformCost::new(1, 1);
+            let cold = memory_profile();
+            let mut warm = memory_profile();
+            // Each time function's warm twin at its own factor (some warmer, some not).
+            warm.warm_kernels = cold
+                .kernels
+                .iter()
+                .filter(|(k, _)| !k.is_memory())
+                .zip(scale.iter().cycle())
+                .map(|((&k, f), &x)| {
+                    (k, linear(f.coefficients.iter().map(|c| c * x).collect()))
+                })
+                .collect();
+            let mut cooler_profile = warm.clone();
+            warm.reuse = vec![(size, warmth), (size * 2.0, 0.0)];
+            cooler_profile.reuse = vec![(size, warmth * cooler), (size * 2.0, 0.0)];
+            // Its warm functions as its cold ones: priced warm whatever the curve.
+            let all_warm = warm.warm().unwrap();
+            let price = |p: &DeviceProfile, op: Op| {
+                DeviceCost::new(&w, TrainingShape::default(), vec![p; 2], &fallback).op_ns(op)
+            };
+            for op in [
+                Op::forward(0, 0),
+                Op::forward(1, 1),
+                Op::backward(0, 1),
+                Op::backward(1, 0),
+                Op::optimizer(0, 0),
+            ] {
+                let (hot, cool) = (price(&all_warm, op), price(&cold, op));
+                let priced = price(&warm, op);
+                proptest::prop_assert!(
+                    priced + 1 >= hot.min(cool) && priced <= cool + 1,
+                    "{:?}: {} outside {} and {}", op, priced, hot, cool
+                );
+                proptest::prop_assert!(price(&cooler_profile, op) + 1 >= priced);
+            }
+        }
+    }
+
     /// A stage's stash holds the inputs the worker builds for its layers beside the layers'
     /// own: the received rows' copy, and with stale halos the halo rows read from the history
     /// and their concatenation with the own rows. An op's temporaries: a backward's most of
