@@ -453,15 +453,7 @@ impl DeviceProfile {
                 .map(str::to_string)
                 .ok_or_else(|| format!("`{key}` is missing or not text"))
         };
-        let number = |v: &Value, what: &str| {
-            v.as_u64()
-                .ok_or_else(|| format!("`{what}` is not a non-negative integer"))
-        };
-        let float = |v: &Value, what: &str| {
-            v.as_f64()
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| format!("`{what}` is not a finite number"))
-        };
+        let (number, float) = (json_u64, json_f64);
         let kernels = parse_kernels(&doc["kernels"], "kernels")?;
         // Memory functions come all together (a CPU calibration) or not at all (a GPU's).
         if kernels.keys().any(|k| k.is_memory()) {
@@ -602,17 +594,22 @@ impl DeviceProfile {
     }
 }
 
+/// A profile's non-negative integer (`what` names it in errors).
+fn json_u64(v: &Value, what: &str) -> Result<u64, String> {
+    v.as_u64()
+        .ok_or_else(|| format!("`{what}` is not a non-negative integer"))
+}
+
+/// A profile's finite number (`what` names it in errors).
+fn json_f64(v: &Value, what: &str) -> Result<f64, String> {
+    v.as_f64()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| format!("`{what}` is not a finite number"))
+}
+
 /// Parses a profile's list of fitted functions (`field` names it in errors).
 fn parse_kernels(list: &Value, field: &str) -> Result<BTreeMap<Kernel, Fit>, String> {
-    let number = |v: &Value, what: &str| {
-        v.as_u64()
-            .ok_or_else(|| format!("`{what}` is not a non-negative integer"))
-    };
-    let float = |v: &Value, what: &str| {
-        v.as_f64()
-            .filter(|x| x.is_finite())
-            .ok_or_else(|| format!("`{what}` is not a finite number"))
-    };
+    let (number, float) = (json_u64, json_f64);
     let mut kernels = BTreeMap::new();
     for (i, entry) in list
         .as_array()

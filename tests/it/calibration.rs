@@ -49,6 +49,15 @@ fn simulate_json(args: &[&str]) -> (Value, String) {
     (doc["results"][0].clone(), stderr(&out))
 }
 
+/// The functions a profile's list names.
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kernel"].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn a_device_profile_names_its_device_and_fits_every_kernel() {
     let text = std::fs::read_to_string(profile()).unwrap();
@@ -78,12 +87,7 @@ fn a_device_profile_names_its_device_and_fits_every_kernel() {
     // The time functions again, timed warm (no memory function among them), and the reuse
     // curve: bytes increasing, warmth between 0 and 1 and never greater after more data,
     // ending cold at a whole flush (24 MiB).
-    let warm: Vec<&str> = doc["warm_kernels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kernel"].as_str().unwrap())
-        .collect();
+    let warm = names(&doc["warm_kernels"]);
     for want in [
         "dense_forward",
         "aggregate",
@@ -114,12 +118,7 @@ fn a_device_profile_names_its_device_and_fits_every_kernel() {
     assert_eq!(doc["threads"], 1);
     assert_eq!(doc["dtype"], "f32");
     assert!(!doc["machine"].as_str().unwrap().is_empty());
-    let kernels: Vec<&str> = doc["kernels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kernel"].as_str().unwrap())
-        .collect();
+    let kernels = names(&doc["kernels"]);
     for want in [
         "dense_forward",
         "dense_grad_input",
