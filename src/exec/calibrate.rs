@@ -11,8 +11,11 @@
 //! [`StageModel::layer_forward`] on chunks of seeded synthetic graphs and back-propagate the
 //! executor's surrogate `(out * g).sum()`; the surrogate's own backward (two element-wise
 //! passes, at their fitted cost) is taken off the layer's, since an op prices the surrogate, or
-//! the loss, beside its layers. Last, [`measure_corun`] times the same layers on a worker per
-//! core, alone and at once: how much ops that run at once slow each other down.
+//! the loss, beside its layers. On a CPU every time function is then timed again warm
+//! (nothing written between runs), and `measure_reuse` measures how much of a layer's warm
+//! saving it keeps after other data passed through the caches. Last, [`measure_corun`] times
+//! the same layers on a worker per core, alone and at once: how much ops that run at once
+//! slow each other down.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
