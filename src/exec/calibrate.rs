@@ -32,7 +32,7 @@ use super::optim::{Adam, AdamConfig};
 use super::rows::Rows;
 use super::sparse::SparseMatrix;
 use crate::cost::device::{DeviceProfile, Kernel, MachineProbe, ProfileTarget};
-use crate::cost::fit::{fit, fit_with_knee, fit_with_spill, quantile, Fit};
+use crate::cost::fit::{fit, fit_with_knee, fit_with_spill, Fit};
 use crate::cost::kernels::{dense_terms, glue_terms, row_lines, LayerShape, TrainingShape};
 use crate::gnn::{Layer, LayerKind};
 use crate::graph::rng::Rng;
@@ -744,13 +744,16 @@ const REUSE_BYTES: [usize; 8] = [
 ];
 
 /// How warm a layer finds its data after other data passed through the caches: the co-run
-/// benchmark's layers (GCN, GraphSAGE, GAT; forward and backward) on a quarter of a 3,000- and
-/// of a 20,000-vertex graph, timed warm, cold and with each of [`REUSE_BYTES`] written between
-/// calls, every distance twice and the faster kept. A layer's warmth at a distance is how much
-/// of its cold-to-warm difference it keeps there, `(cold - t) / (cold - warm)`, counted where
-/// that difference is at least a tenth of its cold time. The curve is the median over layers
-/// at each distance, made non-increasing, and ends at 0 at a whole flush (only that if warm
-/// was never faster). Empty on a GPU.
+/// benchmark's layers (GCN, GraphSAGE, GAT; forward and backward) on each quarter of an 800-
+/// and of a 3,000-vertex graph (200 and 750 rows: small enough that warm data saves a layer a
+/// quarter to a third of its cold time; a 5,000-row quarter saves next to nothing, and the
+/// difference of two times that close is noise), timed warm, cold and with each of
+/// [`REUSE_BYTES`] written between calls, every distance twice and the faster kept. A layer's
+/// warmth at a distance is how much of its cold-to-warm difference it keeps there,
+/// `(cold - t) / (cold - warm)`, counted where that difference is at least a tenth of its
+/// cold time. The curve is the median over layers and quarters at each distance, made
+/// non-increasing ([`non_increasing`]), and ends at 0 at a whole flush (only that if warm was
+/// never faster). Empty on a GPU.
 fn measure_reuse(
     device: &Device,
     effort: Effort,
@@ -761,9 +764,9 @@ fn measure_reuse(
     }
     progress("how warm data stays between an op's uses (reuse)");
     let graphs: &[u32] = if effort == Effort::Quick {
-        &[2_000]
+        &[800]
     } else {
-        &[3_000, 20_000]
+        &[800, 3_000]
     };
     let distances: Vec<usize> = std::iter::once(0)
         .chain(REUSE_BYTES)
@@ -773,40 +776,65 @@ fn measure_reuse(
     for (i, &nodes) in graphs.iter().enumerate() {
         let work = CorunWork::new(device, 100 + i as u64, nodes)?;
         for layer in 0..work.layers.len() {
-            let mut times = vec![f64::INFINITY; distances.len()];
-            for _pass in 0..2 {
-                for (t, &bytes) in times.iter_mut().zip(&distances) {
-                    let mut epoch = 0;
-                    let ns = with_flush(bytes, || {
-                        time(device, || {
-                            epoch += 1;
-                            work.layer_round(layer, 0, epoch)
-                        })
-                    })?;
-                    *t = t.min(ns);
+            for quarter in 0..4 {
+                let mut times = vec![f64::INFINITY; distances.len()];
+                for _pass in 0..2 {
+                    for (t, &bytes) in times.iter_mut().zip(&distances) {
+                        let mut epoch = 0;
+                        let ns = with_flush(bytes, || {
+                            time(device, || {
+                                epoch += 1;
+                                work.layer_round(layer, quarter, epoch)
+                            })
+                        })?;
+                        *t = t.min(ns);
+                    }
                 }
-            }
-            let (warm, cold) = (times[0], times[distances.len() - 1]);
-            if cold - warm < 0.1 * cold {
-                continue;
-            }
-            for (w, t) in warmth.iter_mut().zip(&times[1..]) {
-                w.push(((cold - t) / (cold - warm)).clamp(0.0, 1.0));
+                let (warm, cold) = (times[0], times[distances.len() - 1]);
+                if cold - warm < 0.1 * cold {
+                    continue;
+                }
+                for (w, t) in warmth.iter_mut().zip(&times[1..]) {
+                    w.push(((cold - t) / (cold - warm)).clamp(0.0, 1.0));
+                }
             }
         }
     }
-    let mut curve = Vec::new();
-    let mut most = 1.0f64;
+    let mut medians = Vec::new();
     for (&bytes, mut w) in REUSE_BYTES.iter().zip(warmth) {
         if w.is_empty() {
             continue;
         }
         w.sort_by(f64::total_cmp);
-        most = most.min(quantile(&w, 0.5));
-        curve.push((bytes as f64, most));
+        let n = w.len();
+        medians.push((bytes as f64, (w[(n - 1) / 2] + w[n / 2]) / 2.0));
     }
+    let mut curve = non_increasing(&medians);
     curve.push((FLUSH_BYTES as f64, 0.0));
     Ok(curve)
+}
+
+/// The non-increasing curve nearest `points` (by `x`) in least squares: adjacent points that
+/// rise are pooled into their mean until none does. One low point among high ones lowers only
+/// itself and its neighbours a little, where a running minimum would carry it to every
+/// larger distance.
+fn non_increasing(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    // Blocks of (sum, count) of consecutive points, each block's mean above the next's.
+    let mut blocks: Vec<(f64, usize)> = Vec::new();
+    for &(_, y) in points {
+        blocks.push((y, 1));
+        while let [.., (s0, n0), (s1, n1)] = blocks[..] {
+            if s1 / n1 as f64 <= s0 / n0 as f64 {
+                break;
+            }
+            blocks.pop();
+            *blocks.last_mut().expect("two blocks") = (s0 + s1, n0 + n1);
+        }
+    }
+    let ys = blocks
+        .iter()
+        .flat_map(|&(s, n)| std::iter::repeat_n(s / n as f64, n));
+    points.iter().zip(ys).map(|(&(x, _), y)| (x, y)).collect()
 }
 
 /// The plan shape the calibration's layers read: the first of two, with the matrices of every
@@ -1589,6 +1617,46 @@ fn measure_layer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_low_point_does_not_carry_to_every_larger_distance() {
+        let points = [(1.0, 0.9), (2.0, 0.1), (3.0, 0.8), (4.0, 0.7), (5.0, 0.2)];
+        let curve = non_increasing(&points);
+        // 0.1, 0.8 and 0.7 pool into their mean; a running minimum would give 0.1 from 2 on.
+        let want = [0.9, 1.6 / 3.0, 1.6 / 3.0, 1.6 / 3.0, 0.2];
+        for ((x, y), (wx, w)) in curve.iter().zip(points.iter().map(|p| p.0).zip(want)) {
+            assert_eq!(*x, wx);
+            assert!((y - w).abs() < 1e-12, "{curve:?}");
+        }
+        // A curve that already falls is its own answer.
+        let falling = [(1.0, 1.0), (2.0, 0.84), (4.0, 0.5), (8.0, 0.0)];
+        assert_eq!(non_increasing(&falling), falling.to_vec());
+        assert!(non_increasing(&[]).is_empty());
+    }
+
+    proptest::proptest! {
+        /// Pooling keeps every point's distance and the warmth's sum, and leaves a curve that
+        /// never rises, within the points' own range.
+        #[test]
+        fn the_pooled_curve_never_rises_and_keeps_the_sum(
+            ys in proptest::collection::vec(0.0f64..=1.0, 0..12),
+        ) {
+            let points: Vec<(f64, f64)> =
+                ys.iter().enumerate().map(|(i, &y)| ((i + 1) as f64, y)).collect();
+            let curve = non_increasing(&points);
+            proptest::prop_assert_eq!(curve.len(), points.len());
+            let (lo, hi) = ys.iter().fold((1.0f64, 0.0f64), |(l, h), &y| (l.min(y), h.max(y)));
+            for (pair, (c, p)) in curve.windows(2).zip(curve.iter().zip(&points)) {
+                proptest::prop_assert!(pair[1].1 <= pair[0].1 + 1e-12, "{:?}", curve);
+                proptest::prop_assert_eq!(c.0, p.0);
+            }
+            for c in &curve {
+                proptest::prop_assert!(c.1 >= lo - 1e-12 && c.1 <= hi + 1e-12);
+            }
+            let sum = |v: &[(f64, f64)]| v.iter().map(|p| p.1).sum::<f64>();
+            proptest::prop_assert!((sum(&curve) - sum(&points)).abs() < 1e-9);
+        }
+    }
 
     #[test]
     fn a_sample_is_timed_on_the_calls_that_found_the_machine_quiet() {
