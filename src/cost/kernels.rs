@@ -469,6 +469,9 @@ pub struct DeviceCost<'a> {
     warm: Vec<Option<DeviceProfile>>,
     /// The data the devices touch in an epoch ([`DeviceCost::footprint`]), once computed.
     footprint: Cell<Option<f64>>,
+    /// Per stage, the most chunks the schedule holds between a forward and its backward
+    /// ([`DeviceCost::in_flight`]); `None`: every chunk.
+    in_flight: Option<Vec<u32>>,
 }
 
 impl<'a> DeviceCost<'a> {
@@ -490,7 +493,18 @@ impl<'a> DeviceCost<'a> {
             flags: RefCell::new(BTreeMap::new()),
             warm,
             footprint: Cell::new(None),
+            in_flight: None,
         }
+    }
+
+    /// The same model for a schedule that holds at most `peaks[s]` chunks on stage `s` between
+    /// a forward and its backward (`schedule::check::peak_in_flight`): between two uses of a
+    /// chunk's data only that many chunks' stashes pass through the caches, not all of them
+    /// (1F1B holds as many as there are stages after it, GPipe every chunk).
+    pub fn in_flight(mut self, peaks: Vec<u32>) -> Self {
+        self.in_flight = Some(peaks);
+        self.footprint.set(None);
+        self
     }
 
     /// Every kernel that was evaluated past its calibrated range, with how far.
@@ -506,9 +520,9 @@ impl<'a> DeviceCost<'a> {
             .collect()
     }
 
-    /// The data the run touches in an epoch and how warm the first stage's (partition's)
-    /// profile finds an op's data at that size; `None` where no profile measured its warm
-    /// functions.
+    /// The data that passes through the caches between two uses of an op's data
+    /// ([`DeviceCost::footprint`]) and how warm the first stage's (partition's) profile finds
+    /// an op's data at that size; `None` where no profile measured its warm functions.
     pub fn cache_warmth(&self) -> Option<(f64, f64)> {
         self.warm.first()?.as_ref()?;
         let bytes = self.footprint();
@@ -527,7 +541,8 @@ impl<'a> DeviceCost<'a> {
     }
 
     /// The data the run's devices touch in an epoch: what each forward keeps for its
-    /// backward (inputs, activations, the graph's rows), each device's parameters with their
+    /// backward (inputs, activations, the graph's rows; of the chunks a stage holds at once,
+    /// where the schedule is known, [`DeviceCost::in_flight`]), each device's parameters with their
     /// gradients and optimizer state, and its workers' matrix-product buffers. The workers of
     /// one machine share its last-level cache, so between two uses of an op's own data about
     /// all of that passes through it, and the profile's [`DeviceProfile::warmth`] at this
@@ -565,7 +580,23 @@ impl<'a> DeviceCost<'a> {
                 stages as usize,
             )
         };
-        let stash: f64 = forwards.iter().map(|&f| self.stash(f).0 as f64).sum();
+        // A stage's stash, all its chunks' or, where the schedule holds fewer at once, that
+        // share of it (not for graph parallelism or the hybrid, whose units are not chunks of
+        // a stage).
+        let held = |f: Op| match &self.in_flight {
+            Some(peaks) if !w.graph_parallel && w.hybrid.is_none() => {
+                let chunks = w.chunks.len().max(1) as f64;
+                let peak = peaks
+                    .get(f.stage as usize)
+                    .map_or(chunks, |&p| f64::from(p));
+                peak.min(chunks) / chunks
+            }
+            _ => 1.0,
+        };
+        let stash: f64 = forwards
+            .iter()
+            .map(|&f| self.stash(f).0 as f64 * held(f))
+            .sum();
         let copies = 2 + w.optimizer_copies;
         let parameters = (parameters * copies * w.model.element_bytes) as f64;
         let buffers = (0..devices)
@@ -1462,6 +1493,17 @@ mod tests {
         profile.matrix_buffer_bytes = 1000;
         let cost = DeviceCost::new(&w, TrainingShape::default(), vec![&profile; 2], &fallback);
         assert_eq!(cost.footprint(), footprint + 2000.0);
+        // A schedule that holds one chunk at a time on stage 0 and both on stage 1: stage 0's
+        // stash counts once, and the op is priced warmer, never dearer.
+        let all = cost.op_ns(op);
+        let held = DeviceCost::new(&w, TrainingShape::default(), vec![&profile; 2], &fallback)
+            .in_flight(vec![1, 2]);
+        assert_eq!(held.footprint(), footprint + 2000.0 - 1000.0);
+        assert!(held.op_ns(op) <= all);
+        // More in flight than there are chunks is every chunk.
+        let every = DeviceCost::new(&w, TrainingShape::default(), vec![&profile; 2], &fallback)
+            .in_flight(vec![5, 5]);
+        assert_eq!(every.footprint(), footprint + 2000.0);
     }
 
     proptest::proptest! {

@@ -772,7 +772,8 @@ fn run_tier(
         training_shape(scenario, spec),
         per_unit,
         cost,
-    );
+    )
+    .in_flight(crate::schedule::peak_in_flight(&schedule));
     let chosen: &dyn CostModel = &profiled;
     let mut prediction = run(
         scenario,
@@ -786,7 +787,7 @@ fn run_tier(
     )?;
     if let Some((bytes, warmth)) = profiled.cache_warmth() {
         prediction.cost_tier = format!(
-            "{}; ops priced {:.0}% of the way from cache-cold to warm, the run touching {:.1} MiB an epoch (the profile's reuse curve)",
+            "{}; ops priced {:.0}% of the way from cache-cold to warm, {:.1} MiB passing through the caches between two uses of an op's data (the profile's reuse curve)",
             prediction.cost_tier,
             warmth * 100.0,
             bytes / (1u64 << 20) as f64

@@ -195,7 +195,7 @@ fn explain(
 
 /// Per stage, the peak count of chunks with `F` issued and `B` (or `W`) not yet finished,
 /// walking each device's list in order.
-fn peak_in_flight(schedule: &Schedule) -> Vec<u32> {
+pub fn peak_in_flight(schedule: &Schedule) -> Vec<u32> {
     let mut current = vec![0u32; schedule.n_stages() as usize];
     let mut peak = vec![0u32; schedule.n_stages() as usize];
     for op in schedule.orders().iter().flatten() {

@@ -21,7 +21,7 @@ mod zbv;
 
 use thiserror::Error;
 
-pub use check::{check, check_lowered, CheckReport, Deadlock, Wait};
+pub use check::{check, check_lowered, peak_in_flight, CheckReport, Deadlock, Wait};
 pub use gnnpipe::{generate_hybrid, GnnPipeBackward, GnnPipeKnobs, GnnPipeOrder};
 pub use ir::{
     op_id, BackwardOrder, BackwardSync, DataFlow, Op, OpKind, PipelineSpec, Schedule, ScheduleKind,
