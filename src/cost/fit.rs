@@ -310,7 +310,7 @@ pub fn fit(rows: &[Vec<f64>], y: &[f64]) -> Option<Fit> {
 }
 
 /// The median of the samples' measured over fitted values (1 where nothing is fitted above
-/// zero), the middle two's mean for an even count.
+/// zero).
 fn median_ratio(coefficients: &[f64], rows: &[Vec<f64>], y: &[f64]) -> f64 {
     let mut ratios: Vec<f64> = rows
         .iter()
@@ -323,8 +323,13 @@ fn median_ratio(coefficients: &[f64], rows: &[Vec<f64>], y: &[f64]) -> f64 {
         return 1.0;
     }
     ratios.sort_by(f64::total_cmp);
-    let n = ratios.len();
-    (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0
+    median(&ratios)
+}
+
+/// The median of sorted, non-empty `values`: the middle two's mean for an even count.
+pub fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    (sorted[(n - 1) / 2] + sorted[n / 2]) / 2.0
 }
 
 /// Up to this many terms, [`fit`] solves every subset of them; beyond, the active-set method.

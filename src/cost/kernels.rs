@@ -467,7 +467,7 @@ pub struct DeviceCost<'a> {
     flags: RefCell<BTreeMap<(Kernel, &'static str), f64>>,
     /// Each profile's time functions timed warm ([`DeviceProfile::warm`]), where measured.
     warm: Vec<Option<DeviceProfile>>,
-    /// The data the devices touch in an epoch ([`DeviceCost::footprint`]), once computed.
+    /// The data between two uses of an op's data ([`DeviceCost::footprint`]), once computed.
     footprint: Cell<Option<f64>>,
     /// Per stage, the most chunks the schedule holds between a forward and its backward
     /// ([`DeviceCost::in_flight`]); `None`: every chunk.
@@ -498,9 +498,9 @@ impl<'a> DeviceCost<'a> {
     }
 
     /// The same model for a schedule that holds at most `peaks[s]` chunks on stage `s` between
-    /// a forward and its backward (`schedule::check::peak_in_flight`): between two uses of a
-    /// chunk's data only that many chunks' stashes pass through the caches, not all of them
-    /// (1F1B holds as many as there are stages after it, GPipe every chunk).
+    /// a forward and its backward ([`crate::schedule::peak_in_flight`]): between two uses of
+    /// a chunk's data only that many chunks' stashes pass through the caches, not all of them
+    /// (1F1B holds as many as there are stages from `s` to the last, GPipe every chunk).
     pub fn in_flight(mut self, peaks: Vec<u32>) -> Self {
         self.in_flight = Some(peaks);
         self.footprint.set(None);
@@ -540,13 +540,13 @@ impl<'a> DeviceCost<'a> {
         self.profiles[self.device_of(op)]
     }
 
-    /// The data the run's devices touch in an epoch: what each forward keeps for its
-    /// backward (inputs, activations, the graph's rows; of the chunks a stage holds at once,
-    /// where the schedule is known, [`DeviceCost::in_flight`]), each device's parameters with their
-    /// gradients and optimizer state, and its workers' matrix-product buffers. The workers of
-    /// one machine share its last-level cache, so between two uses of an op's own data about
-    /// all of that passes through it, and the profile's [`DeviceProfile::warmth`] at this
-    /// size says how warm the op finds them.
+    /// The data that passes through the caches between two uses of an op's data: what each
+    /// forward keeps for its backward (inputs, activations, the graph's rows), of the chunks
+    /// a stage holds at once where the schedule is known ([`DeviceCost::in_flight`]), every
+    /// chunk's otherwise; each device's parameters with their gradients and optimizer state;
+    /// and its workers' matrix-product buffers. The workers of one machine share its
+    /// last-level cache, so all of that passes through it, and the profile's
+    /// [`DeviceProfile::warmth`] at this size says how warm the op finds its data.
     fn footprint(&self) -> f64 {
         if let Some(bytes) = self.footprint.get() {
             return bytes;

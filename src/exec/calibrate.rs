@@ -32,7 +32,7 @@ use super::optim::{Adam, AdamConfig};
 use super::rows::Rows;
 use super::sparse::SparseMatrix;
 use crate::cost::device::{DeviceProfile, Kernel, MachineProbe, ProfileTarget};
-use crate::cost::fit::{fit, fit_with_knee, fit_with_spill, Fit};
+use crate::cost::fit::{fit, fit_with_knee, fit_with_spill, median, Fit};
 use crate::cost::kernels::{dense_terms, glue_terms, row_lines, LayerShape, TrainingShape};
 use crate::gnn::{Layer, LayerKind};
 use crate::graph::rng::Rng;
@@ -806,8 +806,7 @@ fn measure_reuse(
             continue;
         }
         w.sort_by(f64::total_cmp);
-        let n = w.len();
-        medians.push((bytes as f64, (w[(n - 1) / 2] + w[n / 2]) / 2.0));
+        medians.push((bytes as f64, median(&w)));
     }
     let mut curve = non_increasing(&medians);
     curve.push((FLUSH_BYTES as f64, 0.0));
