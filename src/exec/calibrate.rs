@@ -1011,12 +1011,15 @@ fn measure_kernels(
     progress("sparse transforms");
     for &m in rows {
         // Columns and non-zeros a row as datasets have them: 10 and 50 of 500 (PubMed's first
-        // layer reads 50), Cora's 18 of 1,433, CiteSeer's 32 of 3,703, and a dense-ish 128.
+        // layer reads 50), Cora's 18 of 1,433, CiteSeer's 32 of 3,703, Facebook's 14 of 4,714
+        // (without it, an 8-head GAT's weight gradient on Facebook lay past the grid), and a
+        // dense-ish 128.
         for &(cols, per_row) in &[
             (500usize, 10usize),
             (500, 50),
             (1433, 18),
             (3703, 32),
+            (4714, 14),
             (128, 128),
         ] {
             for &n in &[16usize, 64] {
